@@ -18,6 +18,9 @@ __all__ = ["main", "cli"]
 COMMANDS: dict[str, str] = {
     "info": "bitline.sw.cli_model:info",
     "run": "bitline.sw.cli_model:run",
+    "compile": "bitline.sw.cli_compile:compile_cmd",
+    "report": "bitline.sw.cli_compile:report",
+    "compare": "bitline.sw.cli_compile:compare",
 }
 
 

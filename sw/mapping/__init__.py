@@ -1,0 +1,266 @@
+"""The mapping step: quantized layers -> crossbar images, row maps and OU entries.
+
+Public entry points:
+
+* :func:`map_layer` — one :class:`~bitline.sw.qmodel.QuantLayer` -> :class:`LayerProgram`;
+* :func:`map_model` — a whole :class:`~bitline.sw.qmodel.QuantizedModel` -> :class:`Program`
+  (layers on consecutive crossbar units; ``xbars="auto"`` sizes ``n_xbars``);
+* :func:`map_matrix` — the pure mapping of an integer ``(O, K)`` matrix (what the two above
+  call), and :func:`reconstruct_matrix`, its inverse.
+
+Strategies (:data:`STRATEGIES`): ``isaac`` (:mod:`.isaac`), ``ivq-naive``, ``ivq-spatial``,
+``ivq-temporal`` (:mod:`.ivq`) and ``bwq`` (:mod:`.bwq`); the layouts are described in
+docs/mapping.md, the program format in docs/contract.md section 4.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bitline.hw.config import AcceleratorConfig
+
+from .bwq import check_block_bits, place_bwq
+from .isaac import place_isaac
+from .ivq import place_naive, place_spatial, place_temporal
+from .layout import assemble, layer_bits, reconstruct_matrix
+from .program import STRATEGIES, LayerProgram, Program, empty_entries
+
+__all__ = [
+    "map_layer",
+    "map_model",
+    "map_matrix",
+    "reconstruct_matrix",
+    "check_strategy",
+    "STRATEGIES",
+    "LayerProgram",
+    "Program",
+    "empty_entries",
+]
+
+_PLACERS = {
+    "isaac": place_isaac,
+    "ivq-naive": place_naive,
+    "ivq-spatial": place_spatial,
+    "ivq-temporal": place_temporal,
+    "bwq": place_bwq,
+}
+
+def check_strategy(strategy: str) -> str:
+    """Return ``strategy`` if it is known, else raise ``ValueError`` listing the known ones."""
+    if strategy not in _PLACERS:
+        raise ValueError(
+            f"unknown mapping strategy {strategy!r}; known strategies are "
+            f"{', '.join(STRATEGIES)}"
+        )
+    return strategy
+
+
+def map_matrix(
+    matrix: np.ndarray,
+    config: AcceleratorConfig,
+    strategy: str,
+    *,
+    act_bits: int,
+    act_block_bits: np.ndarray | None = None,
+    block_bits: np.ndarray | None = None,
+    block_rows: int | None = None,
+    block_cols: int | None = None,
+    name: str = "layer",
+    xbar_offset: int = 0,
+) -> LayerProgram:
+    """Map an integer weight matrix onto crossbars with one strategy.
+
+    Parameters
+    ----------
+    matrix:
+        int ``(O, K)`` sign-magnitude weights in im2col order.
+    config:
+        The accelerator.
+    strategy:
+        One of :data:`STRATEGIES`.
+    act_bits:
+        Input activation width (slices ``[0, ceil(act_bits / dac_bits))``).
+    act_block_bits:
+        BWQ activation width per row block of ``block_rows`` inputs (honoured by every
+        strategy, since it is part of the layer's arithmetic, docs/contract.md section 2).
+    block_bits:
+        BWQ weight width per ``block_cols x block_rows`` block; checked (pruned blocks must
+        be zero) by the ``bwq`` strategy.
+    block_rows, block_cols:
+        BWQ block geometry (the OU of the quantization); default ``config.ou_rows`` /
+        ``config.ou_cols``.
+    name:
+        Layer name (program name and error messages).
+    xbar_offset:
+        Global index of the layer's first crossbar unit.
+
+    Returns
+    -------
+    LayerProgram
+        With zero output-unit parameters (:func:`map_layer` fills them).
+
+    Raises
+    ------
+    ValueError
+        For an unknown strategy, a layer larger than the configuration's limits, or
+        inconsistent BWQ widths; the message names the layer.
+    """
+    check_strategy(strategy)
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.dtype.kind not in "iu":
+        raise ValueError(
+            f"layer {name}: weights must be a 2-D integer matrix, not {matrix.dtype} "
+            f"{matrix.shape}"
+        )
+    n_out, n_in = matrix.shape
+    if n_out > config.max_out_channels:
+        raise ValueError(
+            f"layer {name}: {n_out} output channels exceed max_out_channels "
+            f"({config.max_out_channels})"
+        )
+    if n_in > config.max_in_features:
+        raise ValueError(
+            f"layer {name}: {n_in} inputs exceed max_in_features ({config.max_in_features})"
+        )
+    if strategy == "bwq" and block_bits is not None:
+        check_block_bits(matrix.astype(np.int64), block_bits,
+                         block_rows or config.ou_rows, block_cols or config.ou_cols, name)
+    bits = layer_bits(matrix, config, act_bits=int(act_bits), act_block_bits=act_block_bits,
+                      block_rows=block_rows, align_blocks=strategy == "bwq", name=name)
+    placement = _PLACERS[strategy](bits, config)
+    return assemble(bits, placement, config, name=name, xbar_offset=xbar_offset)
+
+
+def map_layer(
+    qlayer,
+    config: AcceleratorConfig,
+    strategy: str,
+    xbar_offset: int = 0,
+    *,
+    block_rows: int | None = None,
+    block_cols: int | None = None,
+) -> LayerProgram:
+    """Map one quantized compute layer; copy its output-unit parameters into the program.
+
+    Parameters
+    ----------
+    qlayer:
+        A :class:`~bitline.sw.qmodel.QuantLayer` of a ``conv`` or ``gemm`` (its matrix is
+        :func:`bitline.sw.intops.layer_matrix`: block-diagonal for depthwise convs).
+    config, strategy, xbar_offset:
+        See :func:`map_matrix`.
+    block_rows, block_cols:
+        BWQ block geometry of ``qlayer.block_bits`` / ``act_block_bits`` (the quantized
+        model's ``spec["ou_rows"]`` / ``spec["ou_cols"]``); default the config's OU.
+
+    Returns
+    -------
+    LayerProgram
+
+    Raises
+    ------
+    ValueError
+        See :func:`map_matrix`.
+    """
+    from bitline.sw.intops import layer_matrix
+
+    name = qlayer.layer.name
+    matrix = layer_matrix(qlayer)
+    program = map_matrix(
+        matrix, config, strategy, act_bits=qlayer.inputs[0].bits,
+        act_block_bits=qlayer.act_block_bits, block_bits=qlayer.block_bits,
+        block_rows=block_rows, block_cols=block_cols, name=name, xbar_offset=xbar_offset,
+    )
+    n_out = matrix.shape[0]
+
+    def channel_param(value, field):
+        if value is None:
+            return np.zeros(n_out, dtype=np.int64)
+        value = np.asarray(value, dtype=np.int64).reshape(-1)
+        if value.shape != (n_out,):
+            raise ValueError(f"layer {name}: {field} must have {n_out} entries, not {value.size}")
+        return value.copy()
+
+    program.bias = channel_param(qlayer.bias, "bias")
+    program.mult = channel_param(qlayer.mult, "mult")
+    program.shift = channel_param(qlayer.shift, "shift")
+    program.mode = qlayer.mode
+    program.zero_point = int(qlayer.output.zero_point) if qlayer.output is not None else 0
+    program.clamp_lo = int(qlayer.clamp_lo)
+    program.clamp_hi = int(qlayer.clamp_hi)
+    program.stats["strategy"] = strategy
+    return program
+
+
+def map_model(
+    qmodel,
+    config: AcceleratorConfig,
+    strategy: str,
+    *,
+    xbars: str | int = "config",
+) -> Program:
+    """Map every compute layer of a quantized model onto consecutive crossbar units.
+
+    Layer ``i`` owns units ``[offset_i, offset_i + n_i)`` with ``offset_i`` the units of the
+    layers before it (a unit holds one layer).
+
+    Parameters
+    ----------
+    qmodel:
+        A :class:`~bitline.sw.qmodel.QuantizedModel`; BWQ block geometry is read from
+        ``qmodel.spec["ou_rows"]`` / ``["ou_cols"]`` when present.
+    config:
+        The accelerator.
+    strategy:
+        One of :data:`STRATEGIES`.
+    xbars:
+        ``"config"``: the network must fit ``config.n_xbars``; ``"auto"``: the returned
+        program's config has ``n_xbars`` set to the units the network needs; an integer:
+        use that many units (checked like ``"config"``).
+
+    Returns
+    -------
+    Program
+
+    Raises
+    ------
+    ValueError
+        If the network needs more crossbar units than available, has more compute layers
+        than ``config.max_layers``, or a layer cannot be mapped.
+    """
+    check_strategy(strategy)
+    if isinstance(xbars, bool) or not (xbars in ("config", "auto") or isinstance(xbars, int)):
+        raise ValueError(f"xbars must be 'config', 'auto' or an integer, not {xbars!r}")
+    if isinstance(xbars, int):
+        config = config.replace(n_xbars=xbars)
+    spec = qmodel.spec if isinstance(qmodel.spec, dict) else {}
+    block_rows = spec.get("ou_rows")
+    block_cols = spec.get("ou_cols")
+    layers = qmodel.compute_layers
+    if len(layers) > config.max_layers:
+        raise ValueError(
+            f"network has {len(layers)} compute layers, the configuration's layer table "
+            f"holds max_layers={config.max_layers}"
+        )
+    programs: list[LayerProgram] = []
+    offset = 0
+    for qlayer in layers:
+        program = map_layer(qlayer, config, strategy, offset,
+                            block_rows=None if block_rows is None else int(block_rows),
+                            block_cols=None if block_cols is None else int(block_cols))
+        programs.append(program)
+        offset += len(program.xbars)
+    if xbars == "auto":
+        try:
+            config = config.replace(n_xbars=max(offset, 1))
+        except ValueError as error:
+            raise ValueError(
+                f"network needs {offset} crossbar units, more than any configuration holds "
+                f"({error}); use larger crossbars or another strategy"
+            ) from None
+    elif offset > config.n_xbars:
+        raise ValueError(
+            f"network needs {offset} crossbar units, the configuration has "
+            f"{config.n_xbars}; use --xbars auto or raise n_xbars"
+        )
+    return Program(config=config, strategy=strategy, layers=programs)

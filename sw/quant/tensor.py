@@ -73,7 +73,7 @@ class QuantizedTensor:
         """Return the magnitude bit planes (``count`` planes, default :attr:`magnitude_bits`)."""
         count = self.magnitude_bits if count is None else count
         magnitude = np.abs(self.values).astype(np.int64)
-        if count < magnitude.max(initial=0).bit_length():
+        if count < int(magnitude.max(initial=0)).bit_length():
             raise ValueError(f"{count} bit planes cannot hold magnitude {magnitude.max()}")
         shifts = np.arange(count, dtype=np.int64).reshape((-1,) + (1,) * magnitude.ndim)
         planes = ((magnitude[None] >> shifts) & 1).astype(bool)

@@ -1,0 +1,389 @@
+"""The crossbar-level executor: runs a mapped :class:`~bitline.sw.mapping.Program`.
+
+Step 3 of the verification ladder (DESIGN.md). The graph walk, im2col, output unit, pooling
+and adds are the golden model's (:func:`bitline.sim.golden.run_golden`); only the
+accumulation of each compute layer is replaced by the execution of the layer's OU program
+on its programmed cells (docs/contract.md section 4): for every entry and every issued
+slice ``t``, each valid column ``j`` of the OU gives
+
+    code_j = device read of sum_{r in row group} slice_t(x[row_map[r]]) * level[r, col_j]
+
+and ``acc[dest_j] += (-1)**sign_j * code_j << (shift_j + t * dac_bits)``. With the
+:class:`IdealDevice` (the ADC saturates at ``adc_max`` and mappers never let a column reach
+it) the result equals :func:`bitline.sw.intops.compute_acc` bit-exactly, for every strategy.
+
+The device interface
+--------------------
+A device is any object with one method::
+
+    read(xbar, rows, cols, slice_inputs, levels) -> codes
+
+=================  ====================  ==================================================
+argument           shape                 meaning
+=================  ====================  ==================================================
+``xbar``           int ``(n_cols,)``     global crossbar unit of each column
+``rows``           int ``(n_rows, n_cols)``  physical row of cell ``(r, c)`` in its crossbar
+``cols``           int ``(n_cols,)``     physical column (bitline) of each column
+``slice_inputs``   int ``(M, n_rows)``   DAC input of each driven row, ``0 .. dac_max``
+``levels``         int ``(n_rows, n_cols)``  programmed level of cell ``(r, c)``
+return             ``(M, n_cols)``       integer ADC codes ``0 .. adc_max`` (any numeric
+                                         dtype holding integers)
+=================  ====================  ==================================================
+
+One call is a batch of OU reads that drive the same inputs: all valid columns of every
+row group (of one or several crossbars) whose row map selects the same input vector, for
+all issued slices and all ``M / n_slices`` vectors stacked along ``M``. Row ``r`` of
+column ``c`` is cell ``(rows[r, c], cols[c])`` of crossbar ``xbar[c]``; rows a row group
+leaves unused (row map -1) are not passed (they contribute 0). Columns are independent
+bitlines, so a device may treat each column on its own; ``cols // ou_cols`` recovers a
+column's column group if it models per-OU effects.
+
+A non-ideal device (the analog model) keeps its per-cell state fixed for one programmed
+chip, e.g. a conductance perturbation table ``delta[xbar, row, col]`` drawn once from
+``np.random.default_rng(seed)`` and looked up as ``delta[xbar[None, :], rows, cols[None,
+:]]``; it computes the analog bitline sums from the perturbed levels, adds read noise per
+``(m, c)`` from its own generator, and converts with its ADC model (offset, gain,
+nonlinearity, saturation at ``adc_max``). :class:`IdealDevice` is the exact reference.
+
+Counting
+--------
+:class:`Counters` records, per layer and per crossbar unit, the events of docs/contract.md
+section 5 as the program runs: OU reads (entries x issued slices x vectors), ADC
+conversions (valid columns of each read) and busy cycles (reads x
+``conversions_per_read``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bitline.hw.config import AcceleratorConfig
+from bitline.sw.mapping.layout import entry_columns
+from bitline.sw.mapping.program import LayerProgram, Program
+
+__all__ = ["IdealDevice", "Counters", "LayerExecutor", "execute_layer", "run_executor"]
+
+#: Upper bound on ``slices * vectors * columns`` elements of one device call (memory).
+_BATCH_ELEMENTS = 1 << 22
+
+
+class IdealDevice:
+    """The exact crossbar: ``codes = min(adc_max, slice_inputs @ levels)``.
+
+    Parameters
+    ----------
+    config:
+        The accelerator (``adc_max`` is taken from it).
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        self.adc_max = config.adc_max
+
+    def read(self, xbar, rows, cols, slice_inputs, levels) -> np.ndarray:
+        """Return the saturated exact bitline sums (see the module docstring)."""
+        # float32 is exact here: a sum is at most rows * dac_max * level_max < 2**24.
+        sums = np.asarray(slice_inputs, dtype=np.float32) @ np.asarray(levels, dtype=np.float32)
+        return np.minimum(sums, np.float32(self.adc_max))
+
+
+@dataclass
+class Counters:
+    """Events counted while executing, per layer (by name) and per crossbar unit.
+
+    Attributes
+    ----------
+    vectors:
+        Input vectors run through each layer.
+    ou_reads, adc_conversions, busy_cycles:
+        Per layer: OU reads (entry x issued slice x vector), ADC conversions (valid columns
+        of each read) and busy cycles (reads x ``conversions_per_read``), summed over the
+        layer's units.
+    unit_reads, unit_conversions, unit_busy_cycles:
+        The same per global crossbar unit.
+    unit_layer:
+        Layer that owns each unit that issued a read.
+    """
+
+    vectors: dict[str, int] = field(default_factory=dict)
+    ou_reads: dict[str, int] = field(default_factory=dict)
+    adc_conversions: dict[str, int] = field(default_factory=dict)
+    busy_cycles: dict[str, int] = field(default_factory=dict)
+    unit_reads: dict[int, int] = field(default_factory=dict)
+    unit_conversions: dict[int, int] = field(default_factory=dict)
+    unit_busy_cycles: dict[int, int] = field(default_factory=dict)
+    unit_layer: dict[int, str] = field(default_factory=dict)
+
+    def compute_cycles(self, layer: str) -> int:
+        """Return ``max`` over the layer's units of their busy cycles (``V * C_comp``)."""
+        cycles = [busy for unit, busy in self.unit_busy_cycles.items()
+                  if self.unit_layer.get(unit) == layer]
+        return max(cycles, default=0)
+
+    @property
+    def total_reads(self) -> int:
+        """OU reads of all layers."""
+        return sum(self.ou_reads.values())
+
+    @property
+    def total_conversions(self) -> int:
+        """ADC conversions of all layers."""
+        return sum(self.adc_conversions.values())
+
+    def record(self, runner: "LayerExecutor", vectors: int) -> None:
+        """Add the events of running ``runner``'s layer on ``vectors`` input vectors."""
+        name = runner.layer.name
+        cycles = runner.config.conversions_per_read
+
+        def bump(table, key, value):
+            table[key] = table.get(key, 0) + int(value)
+
+        bump(self.vectors, name, vectors)
+        bump(self.ou_reads, name, vectors * runner.reads_per_vector)
+        bump(self.adc_conversions, name, vectors * runner.conversions_per_vector)
+        bump(self.busy_cycles, name, vectors * runner.reads_per_vector * cycles)
+        for unit, reads, conversions in zip(runner.units.tolist(), runner.unit_reads.tolist(),
+                                            runner.unit_conversions.tolist()):
+            bump(self.unit_reads, unit, vectors * reads)
+            bump(self.unit_conversions, unit, vectors * conversions)
+            bump(self.unit_busy_cycles, unit, vectors * reads * cycles)
+            self.unit_layer[unit] = name
+
+
+@dataclass
+class _Batch:
+    """OU columns that read the same input vector (one device call per vector block)."""
+
+    inputs: np.ndarray      # (n_rows,) input index of each driven row
+    xbar: np.ndarray        # (n_cols,) global unit
+    rows: np.ndarray        # (n_rows, n_cols) physical rows
+    cols: np.ndarray        # (n_cols,) physical columns
+    levels: np.ndarray      # (n_rows, n_cols)
+    slice_lo: int           # union of the columns' slice ranges
+    slice_hi: int
+    weight: np.ndarray      # (T, n_cols) int64: in-range * (-1)**sign << (shift + t*dac_bits)
+    order: np.ndarray       # columns sorted by destination
+    starts: np.ndarray      # reduceat starts of each destination in ``order``
+    dests: np.ndarray       # destination channel of each reduceat segment
+
+
+class LayerExecutor:
+    """One layer program, prepared for execution: entries grouped into device batches.
+
+    Parameters
+    ----------
+    layer:
+        The layer program.
+    config:
+        The accelerator it was mapped for.
+
+    Raises
+    ------
+    ValueError
+        If an entry names a crossbar unit the layer does not own.
+    """
+
+    def __init__(self, layer: LayerProgram, config: AcceleratorConfig):
+        self.layer = layer
+        self.config = config
+        entries = layer.entries
+        n_slices = (entries["slice_hi"] - entries["slice_lo"]).astype(np.int64)
+        desc = entry_columns(entries, config.ou_cols)
+        n_valid = desc["valid"].sum(axis=1)
+        self.reads_per_vector = int(n_slices.sum())
+        self.conversions_per_vector = int(np.sum(n_slices * n_valid))
+        units, unit_index = np.unique(entries["xbar"], return_inverse=True)
+        self.units = units.astype(np.int64)
+        self.unit_reads = np.bincount(unit_index, weights=n_slices,
+                                      minlength=len(units)).astype(np.int64)
+        self.unit_conversions = np.bincount(unit_index, weights=n_slices * n_valid,
+                                            minlength=len(units)).astype(np.int64)
+        self.batches = self._prepare(entries, desc)
+
+    def _local(self, xbar: np.ndarray) -> np.ndarray:
+        owned = np.asarray(self.layer.xbars, dtype=np.int64)
+        order = np.argsort(owned)
+        position = np.minimum(np.searchsorted(owned[order], xbar), max(len(owned) - 1, 0))
+        if len(owned) == 0 or np.any(owned[order][position] != xbar):
+            raise ValueError(
+                f"layer {self.layer.name}: an OU entry names a crossbar unit the layer does "
+                f"not own"
+            )
+        return order[position]
+
+    def _prepare(self, entries: np.ndarray, desc: dict) -> list[_Batch]:
+        config = self.config
+        ou_rows, dac_bits = config.ou_rows, config.dac_bits
+        e, j = np.nonzero(desc["valid"])
+        if len(e) == 0:
+            return []
+        xbar = entries["xbar"][e].astype(np.int64)
+        local = self._local(xbar)
+        row_group = entries["row_group"][e].astype(np.int64)
+        col = entries["col_group"][e].astype(np.int64) * config.ou_cols + j
+        # Input vector of each column's row group (-1: row unused or past the crossbar).
+        group_rows = row_group[:, None] * ou_rows + np.arange(ou_rows)[None, :]
+        inside = group_rows < config.rows
+        safe_rows = np.minimum(group_rows, config.rows - 1)
+        vectors = np.where(inside, self.layer.row_maps[local[:, None], safe_rows], -1)
+        _, batch_of = np.unique(vectors, axis=0, return_inverse=True)
+        batch_of = batch_of.reshape(-1)
+        sign = desc["sign"][e, j]
+        shift = desc["shift"][e, j]
+        dest = desc["dest"][e, j]
+        lo = entries["slice_lo"][e].astype(np.int64)
+        hi = entries["slice_hi"][e].astype(np.int64)
+        batches = []
+        for members in np.split(np.argsort(batch_of, kind="stable"),
+                                np.flatnonzero(np.diff(np.sort(batch_of))) + 1):
+            vector = vectors[members[0]]
+            offsets = np.flatnonzero(vector >= 0)
+            rows = safe_rows[members][:, offsets].T                 # (n_rows, n_cols)
+            levels = self.layer.cells[local[members][None, :], rows, col[members][None, :]]
+            t_lo, t_hi = int(lo[members].min()), int(hi[members].max())
+            t = np.arange(t_lo, t_hi)[:, None]
+            in_range = (t >= lo[members][None, :]) & (t < hi[members][None, :])
+            signed = np.where(sign[members] == 1, -1, 1).astype(np.int64)
+            weight = np.where(in_range, signed[None, :] << (shift[members][None, :]
+                                                            + t * dac_bits), 0)
+            order = np.argsort(dest[members], kind="stable")
+            sorted_dest = dest[members][order]
+            starts = np.concatenate([[0], np.flatnonzero(np.diff(sorted_dest)) + 1])
+            batches.append(_Batch(
+                inputs=vector[offsets].astype(np.int64), xbar=xbar[members], rows=rows,
+                cols=col[members], levels=levels.astype(np.int64), slice_lo=t_lo,
+                slice_hi=t_hi, weight=weight.astype(np.int64), order=order, starts=starts,
+                dests=sorted_dest[starts],
+            ))
+        return batches
+
+    def run(self, cols: np.ndarray, device) -> np.ndarray:
+        """Execute the layer's OU program on input vectors.
+
+        Parameters
+        ----------
+        cols:
+            int64 ``(M, K)`` raw input codes (im2col rows).
+        device:
+            The crossbar device (see the module docstring).
+
+        Returns
+        -------
+        np.ndarray
+            int64 ``(M, O)`` accumulators (bias not included).
+        """
+        cols = np.asarray(cols, dtype=np.int64)
+        if cols.ndim != 2 or cols.shape[1] != self.layer.n_inputs:
+            raise ValueError(
+                f"layer {self.layer.name}: input vectors must be (M, {self.layer.n_inputs}), "
+                f"not shape {cols.shape}"
+            )
+        n_vectors = cols.shape[0]
+        dac_bits, dac_max = self.config.dac_bits, self.config.dac_max
+        acc = np.zeros((n_vectors, self.layer.n_outputs), dtype=np.int64)
+        for batch in self.batches:
+            n_slices = batch.slice_hi - batch.slice_lo
+            n_cols = len(batch.cols)
+            step = max(1, _BATCH_ELEMENTS // max(1, n_slices * max(n_cols, len(batch.inputs))))
+            inputs = cols[:, batch.inputs]
+            for start in range(0, n_vectors, step):
+                block = inputs[start:start + step]
+                count = len(block)
+                slices = np.stack([(block >> (t * dac_bits)) & dac_max
+                                   for t in range(batch.slice_lo, batch.slice_hi)])
+                codes = device.read(batch.xbar, batch.rows, batch.cols,
+                                    slices.reshape(n_slices * count, -1), batch.levels)
+                codes = np.asarray(codes).reshape(n_slices, count, n_cols).astype(np.int64)
+                value = codes[0] * batch.weight[0]
+                for t in range(1, n_slices):
+                    value += codes[t] * batch.weight[t]
+                summed = np.add.reduceat(value[:, batch.order], batch.starts, axis=1)
+                acc[start:start + count, batch.dests] += summed
+        return acc
+
+
+def execute_layer(
+    layer: LayerProgram,
+    config: AcceleratorConfig,
+    cols: np.ndarray,
+    *,
+    device=None,
+    counters: Counters | None = None,
+) -> np.ndarray:
+    """Run one layer program on ``(M, K)`` input codes; return ``(M, O)`` accumulators.
+
+    ``device`` defaults to :class:`IdealDevice`; events go to ``counters`` when given.
+    """
+    runner = LayerExecutor(layer, config)
+    acc = runner.run(cols, device if device is not None else IdealDevice(config))
+    if counters is not None:
+        counters.record(runner, len(acc))
+    return acc
+
+
+def run_executor(
+    program: Program,
+    qmodel,
+    x: np.ndarray,
+    *,
+    device=None,
+    return_all: bool = False,
+    counters: Counters | None = None,
+):
+    """Run a quantized model with its compute layers executed on the mapped crossbars.
+
+    Parameters
+    ----------
+    program:
+        The mapped model (:func:`bitline.sw.mapping.map_model`).
+    qmodel:
+        The :class:`~bitline.sw.qmodel.QuantizedModel` it was mapped from.
+    x:
+        Float batch ``(N, *input_shape)``.
+    device:
+        Crossbar device (default :class:`IdealDevice` of ``program.config``).
+    return_all:
+        Keep every layer's output (see :func:`bitline.sim.golden.run_golden`).
+    counters:
+        A :class:`Counters` to add this run's events to.
+
+    Returns
+    -------
+    bitline.sim.golden.GoldenResult
+
+    Raises
+    ------
+    ValueError
+        If the program lacks a compute layer of the model or its sizes differ.
+    """
+    from bitline.sim.golden import run_golden
+
+    config = program.config
+    device = device if device is not None else IdealDevice(config)
+    by_name = {layer.name: layer for layer in program.layers}
+    for qlayer in qmodel.compute_layers:
+        name = qlayer.layer.name
+        layer = by_name.get(name)
+        if layer is None:
+            raise ValueError(f"program has no layer {name!r} of model {qmodel.model.name}")
+        n_outputs = qlayer.layer.output_shape[0]
+        if layer.act_bits != qlayer.inputs[0].bits or layer.n_outputs != n_outputs:
+            raise ValueError(
+                f"layer {name}: program (act_bits={layer.act_bits}, n_outputs="
+                f"{layer.n_outputs}) does not match the quantized model (act_bits="
+                f"{qlayer.inputs[0].bits}, n_outputs={n_outputs})"
+            )
+    runners: dict[str, LayerExecutor] = {}
+
+    def compute(qlayer, cols):
+        name = qlayer.layer.name
+        if name not in runners:
+            runners[name] = LayerExecutor(by_name[name], config)
+        runner = runners[name]
+        acc = runner.run(cols, device)
+        if counters is not None:
+            counters.record(runner, len(cols))
+        return acc
+
+    return run_golden(qmodel, x, compute=compute, return_all=return_all)

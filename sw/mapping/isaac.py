@@ -1,0 +1,29 @@
+"""The ``isaac`` strategy: ISAAC's bit-sliced, dense baseline (docs/mapping.md).
+
+Each weight's magnitude is split into ``cell_bits``-wide slices (digits) stored in adjacent
+columns, least significant first, with shift ``slice * cell_bits``. Signs are differential:
+output channel ``n`` owns ``2 * n_digits`` adjacent columns, first the digits of its
+positive weights, then those of its negative weights (``sign = 1``: subtract). Column order
+is therefore channel-major ``(n, sign, digit)``. Inputs fill ``exact_rows_per_ou`` rows of
+each row group (85 of the 128 rows with the ``isaac`` preset, in place of ISAAC's
+flipped-weight encoding), row groups of a crossbar take consecutive chunks, and crossbars
+tile the matrix row tile by column tile. Every OU of every allocated crossbar is read with
+every slice, whatever it holds; a column that holds a segment is valid even if all-zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bitline.hw.config import AcceleratorConfig
+
+from .layout import LayerBits, Placement, regular_placement
+
+__all__ = ["place_isaac"]
+
+
+def place_isaac(bits: LayerBits, config: AcceleratorConfig) -> Placement:
+    """Return the ISAAC placement of a layer: channel-major columns, all OUs read."""
+    digit, sign, channel = bits.split_q(np.arange(bits.n_q))
+    position = (channel * 2 + sign) * bits.n_digits + digit
+    return regular_placement(bits, config, position, read_all=True)

@@ -1,0 +1,539 @@
+"""The machinery every mapping strategy shares: row chunks, digit planes, assembly, inverse.
+
+A strategy (:mod:`.isaac`, :mod:`.ivq`, :mod:`.bwq`) only decides *where* column segments
+go; this module turns a layer's integer matrix into segments and a :class:`Placement` into
+the :class:`~bitline.sw.mapping.program.LayerProgram` the periphery runs (cells, row maps,
+OU entries, statistics), and inverts that (:func:`reconstruct_matrix`).
+
+Vocabulary (docs/mapping.md has the pictures):
+
+* **chunk** — a run of at most ``config.exact_rows_per_ou`` consecutive inputs ``[start,
+  start + length)`` of the ``(O, K)`` matrix. A chunk occupies the first ``length`` rows of
+  one row group of a crossbar (the *strip* ``(xbar, row_group)``); the rows beyond it stay
+  unused (row map -1), so no column of any OU can have more than ``exact_rows_per_ou``
+  nonzero cells and the ideal ADC is exact. Chunks never straddle a BWQ row block.
+* **digit** ``d`` — the ``cell_bits``-wide slice ``(|w| >> d*cell_bits) & level_max`` of a
+  weight's magnitude; with 1-bit cells a digit is a magnitude bit. Its shift is
+  ``d * cell_bits``.
+* **column id** ``q = (d * 2 + sign) * O + n`` — digit ``d`` of the weights of sign
+  ``sign`` (0 = positive, 1 = negative) of output channel ``n``.
+* **segment** ``(q, chunk)`` — the ``length`` levels of column id ``q`` over a chunk's
+  inputs: what one OU column holds in one row group. Strategies place segments at
+  ``(xbar, row_group, column)``; every placed segment becomes one *valid* column of the OU
+  entry ``(xbar, row_group, column // ou_cols)`` with descriptor ``(dest=n, sign,
+  shift=d*cell_bits)``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+from bitline.hw.config import AcceleratorConfig
+
+from .program import LayerProgram, empty_entries
+
+__all__ = [
+    "LayerBits",
+    "Placement",
+    "layer_bits",
+    "usable_row_groups",
+    "balance",
+    "regular_placement",
+    "packed_placement",
+    "assemble",
+    "entry_columns",
+    "reconstruct_matrix",
+]
+
+
+@dataclass
+class LayerBits:
+    """A layer's integer matrix cut into row chunks and digit planes.
+
+    Attributes
+    ----------
+    n_outputs, n_inputs:
+        ``O`` and ``K``.
+    act_bits, n_slices:
+        Input activation width and ``ceil(act_bits / dac_bits)``.
+    chunk_start, chunk_len:
+        int64 ``(n_chunks,)``: first input and input count of each chunk.
+    slice_lo, slice_hi:
+        int64 ``(n_chunks,)``: input slices the chunk's reads issue (the top slices of a BWQ
+        row block's activation width; ``[0, n_slices)`` otherwise).
+    digits:
+        uint8 ``(n_q, n_chunks, E)``: levels of every segment, column id ``q`` major
+        (``E = exact_rows_per_ou``; rows past ``chunk_len`` are 0).
+    nonzero:
+        bool ``(n_q, n_chunks)``: segment has a nonzero level.
+    n_digits:
+        Digits per weight, ``ceil(magnitude_bits / cell_bits)``.
+    """
+
+    n_outputs: int
+    n_inputs: int
+    act_bits: int
+    n_slices: int
+    chunk_start: np.ndarray
+    chunk_len: np.ndarray
+    slice_lo: np.ndarray
+    slice_hi: np.ndarray
+    digits: np.ndarray
+    nonzero: np.ndarray
+    n_digits: int
+
+    @property
+    def n_chunks(self) -> int:
+        """Number of row chunks."""
+        return len(self.chunk_start)
+
+    @property
+    def n_q(self) -> int:
+        """Number of column ids, ``n_digits * 2 * O``."""
+        return self.digits.shape[0]
+
+    def split_q(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return ``(digit, sign, channel)`` of column ids ``q``."""
+        q = np.asarray(q, dtype=np.int64)
+        channel = q % self.n_outputs
+        digit_sign = q // self.n_outputs
+        return digit_sign // 2, digit_sign % 2, channel
+
+
+@dataclass
+class Placement:
+    """Where a strategy puts a layer's segments.
+
+    Attributes
+    ----------
+    n_xbars:
+        Crossbars the layer owns (local indices ``0 .. n_xbars-1``).
+    strip_chunk:
+        int64 ``(n_xbars, row_groups)``: chunk held by each row group of each crossbar, -1
+        for an unused row group. All segments placed in a strip come from its chunk.
+    xbar, row_group, col, q:
+        int64 ``(P,)``: placed segments (local crossbar, row group, physical column, column
+        id). Each becomes a valid OU column; a strategy places zero segments only where it
+        means to read them (``isaac``, ``ivq-naive``).
+    read_all:
+        Emit an entry for every OU of every owned crossbar (``isaac``), not only for the OUs
+        that hold a placed segment.
+    """
+
+    n_xbars: int
+    strip_chunk: np.ndarray
+    xbar: np.ndarray
+    row_group: np.ndarray
+    col: np.ndarray
+    q: np.ndarray
+    read_all: bool = False
+
+
+def usable_row_groups(config: AcceleratorConfig) -> int:
+    """Return the row groups per crossbar that can hold a full chunk (the first ones).
+
+    Row group ``g`` has ``min(ou_rows, rows - g*ou_rows)`` rows; only the last one can be
+    shorter than ``exact_rows_per_ou`` and is then left unused.
+    """
+    exact = config.exact_rows_per_ou
+    groups = config.row_groups
+    last_rows = config.rows - (groups - 1) * config.ou_rows
+    return groups if last_rows >= exact else groups - 1
+
+
+def _chunks(n_inputs: int, exact: int, block_rows: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(start, length)`` of chunks of ``<= exact`` inputs, cut at row blocks."""
+    if block_rows is None:
+        starts = np.arange(0, n_inputs, exact, dtype=np.int64)
+    else:
+        per_block = np.arange(0, block_rows, exact, dtype=np.int64)
+        blocks = np.arange(0, n_inputs, block_rows, dtype=np.int64)
+        starts = (blocks[:, None] + per_block[None, :]).reshape(-1)
+        starts = starts[starts < n_inputs]
+    ends = np.minimum(starts + exact, n_inputs)
+    if block_rows is not None:
+        ends = np.minimum(ends, (starts // block_rows + 1) * block_rows)
+    return starts, ends - starts
+
+
+def layer_bits(
+    matrix: np.ndarray,
+    config: AcceleratorConfig,
+    *,
+    act_bits: int,
+    act_block_bits: np.ndarray | None = None,
+    block_rows: int | None = None,
+    align_blocks: bool = False,
+    name: str = "layer",
+) -> LayerBits:
+    """Cut an ``(O, K)`` integer matrix into chunks and digit planes.
+
+    Parameters
+    ----------
+    matrix:
+        int ``(O, K)`` sign-magnitude weights in im2col order.
+    config:
+        The accelerator.
+    act_bits:
+        Input activation width.
+    act_block_bits:
+        Optional BWQ activation width per row block of ``block_rows`` inputs; a chunk issues
+        only the top ``(a_r) / dac_bits`` slices of its block, and a block of width 0 is
+        not mapped at all (its inputs contribute nothing, docs/contract.md section 2).
+    block_rows:
+        Row-block size of ``act_block_bits`` (default ``config.ou_rows``).
+    align_blocks:
+        Cut chunks at row-block boundaries even without ``act_block_bits`` (``bwq``).
+    name:
+        Layer name for error messages.
+
+    Raises
+    ------
+    ValueError
+        On bad activation widths or weights wider than ``config.max_weight_bits``.
+    """
+    matrix = np.asarray(matrix, dtype=np.int64)
+    if matrix.ndim != 2:
+        raise ValueError(f"layer {name}: weight matrix must be 2-D, not shape {matrix.shape}")
+    n_out, n_in = matrix.shape
+    if not 1 <= act_bits <= config.max_act_bits:
+        raise ValueError(
+            f"layer {name}: act_bits must be between 1 and max_act_bits "
+            f"({config.max_act_bits}), not {act_bits}"
+        )
+    magnitude_bits = int(np.abs(matrix).max(initial=0)).bit_length()
+    if magnitude_bits + 1 > config.max_weight_bits:
+        raise ValueError(
+            f"layer {name}: weights need {magnitude_bits + 1} bits (sign-magnitude), the "
+            f"configuration supports max_weight_bits={config.max_weight_bits}"
+        )
+    exact = config.exact_rows_per_ou
+    dac_bits = config.dac_bits
+    n_slices = -(-act_bits // dac_bits)
+    block_rows = config.ou_rows if block_rows is None else int(block_rows)
+    if block_rows < 1:
+        raise ValueError(f"layer {name}: block_rows must be >= 1, not {block_rows}")
+    aligned = align_blocks or act_block_bits is not None
+    start, length = _chunks(n_in, exact, block_rows if aligned else None)
+    slice_lo = np.zeros(len(start), dtype=np.int64)
+    if act_block_bits is not None:
+        widths = np.asarray(act_block_bits, dtype=np.int64).reshape(-1)
+        n_blocks = -(-n_in // block_rows)
+        if widths.shape != (n_blocks,):
+            raise ValueError(
+                f"layer {name}: act_block_bits has {widths.size} entries, expected "
+                f"ceil({n_in}/{block_rows}) = {n_blocks}"
+            )
+        bad = np.flatnonzero((widths < 0) | (widths > act_bits))
+        if bad.size:
+            raise ValueError(
+                f"layer {name}: act_block_bits[{bad[0]}] = {widths[bad[0]]} is outside "
+                f"0..act_bits ({act_bits})"
+            )
+        dropped = act_bits - widths
+        bad = np.flatnonzero((widths > 0) & (dropped % dac_bits != 0))
+        if bad.size:
+            raise ValueError(
+                f"layer {name}: act_block_bits[{bad[0]}] = {widths[bad[0]]} drops "
+                f"{dropped[bad[0]]} bits, not a whole number of {dac_bits}-bit DAC slices"
+            )
+        chunk_width = widths[start // block_rows]
+        keep = chunk_width > 0
+        start, length, chunk_width = start[keep], length[keep], chunk_width[keep]
+        slice_lo = (act_bits - chunk_width) // dac_bits
+    slice_hi = np.full(len(start), n_slices, dtype=np.int64)
+
+    n_digits = -(-magnitude_bits // config.cell_bits)
+    index = start[:, None] + np.arange(exact, dtype=np.int64)[None, :]
+    index = np.where(np.arange(exact)[None, :] < length[:, None], index, n_in)
+    padded = np.concatenate([matrix, np.zeros((n_out, 1), dtype=np.int64)], axis=1)
+    gathered = padded[:, index]                                   # (O, n_chunks, E)
+    negative = gathered < 0
+    magnitude = np.abs(gathered)
+    digits = np.zeros((n_digits, 2, n_out, len(start), exact), dtype=np.uint8)
+    for digit in range(n_digits):
+        level = ((magnitude >> (digit * config.cell_bits)) & config.level_max).astype(np.uint8)
+        digits[digit, 0] = np.where(negative, 0, level)
+        digits[digit, 1] = np.where(negative, level, 0)
+    digits = digits.reshape(n_digits * 2 * n_out, len(start), exact)
+    return LayerBits(
+        n_outputs=n_out, n_inputs=n_in, act_bits=int(act_bits), n_slices=n_slices,
+        chunk_start=start, chunk_len=length, slice_lo=slice_lo.astype(np.int64),
+        slice_hi=slice_hi, digits=digits, nonzero=digits.any(axis=2), n_digits=n_digits,
+    )
+
+
+def balance(loads: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Assign strips to the fewest crossbars, busiest crossbar as light as possible.
+
+    Longest-processing-time-first with a capacity: strips sorted by load (reads) go, one
+    by one, to the least loaded crossbar that still has a free row group. The crossbar
+    count is the minimum, ``ceil(len(loads) / capacity)``.
+
+    Returns
+    -------
+    (xbar, slot, n_xbars)
+        int64 ``(S,)`` crossbar and row group of each strip, and the crossbar count.
+    """
+    loads = np.asarray(loads, dtype=np.int64)
+    count = len(loads)
+    n_xbars = -(-count // capacity)
+    xbar = np.zeros(count, dtype=np.int64)
+    slot = np.zeros(count, dtype=np.int64)
+    if count == 0:
+        return xbar, slot, 0
+    order = np.argsort(-loads, kind="stable")
+    if n_xbars == 1 or np.all(loads == loads[0]):
+        # Equal loads: round robin is already optimal (and avoids the heap).
+        rank = np.arange(count)
+        xbar[order] = rank % n_xbars
+        slot[order] = rank // n_xbars
+        return xbar, slot, n_xbars
+    heap = [(0, unit) for unit in range(n_xbars)]
+    used = [0] * n_xbars
+    order_list = order.tolist()
+    load_list = loads.tolist()
+    for strip in order_list:
+        load, unit = heapq.heappop(heap)
+        xbar[strip] = unit
+        slot[strip] = used[unit]
+        used[unit] += 1
+        if used[unit] < capacity:
+            heapq.heappush(heap, (load + load_list[strip], unit))
+    return xbar, slot, n_xbars
+
+
+def regular_placement(bits: LayerBits, config: AcceleratorConfig, position: np.ndarray,
+                      *, read_all: bool) -> Placement:
+    """Place every segment on a regular grid of crossbars (``isaac``, ``ivq-naive``).
+
+    Column id ``q`` goes to logical column ``position[q]``; chunk ``c`` to row tile
+    ``c // G`` and row group ``c % G`` (``G`` = :func:`usable_row_groups`). Crossbar
+    ``(row_tile, col_tile)`` is local index ``row_tile * n_col_tiles + col_tile``; every
+    segment is placed, zero or not.
+    """
+    capacity = usable_row_groups(config)
+    n_chunks, n_q = bits.n_chunks, bits.n_q
+    if n_chunks == 0 or n_q == 0:
+        return _empty_placement(config, read_all=read_all)
+    n_row_tiles = -(-n_chunks // capacity)
+    n_col_tiles = -(-n_q // config.cols)
+    n_xbars = n_row_tiles * n_col_tiles
+    strip_chunk = np.full((n_xbars, config.row_groups), -1, dtype=np.int64)
+    tile_chunks = np.arange(n_row_tiles * capacity).reshape(n_row_tiles, capacity)
+    tile_chunks = np.where(tile_chunks < n_chunks, tile_chunks, -1)
+    strip_chunk[:, :capacity] = np.repeat(tile_chunks, n_col_tiles, axis=0)
+    q, chunk = np.meshgrid(np.arange(n_q), np.arange(n_chunks), indexing="ij")
+    q, chunk = q.reshape(-1), chunk.reshape(-1)
+    logical = np.asarray(position, dtype=np.int64)[q]
+    xbar = (chunk // capacity) * n_col_tiles + logical // config.cols
+    return Placement(n_xbars=n_xbars, strip_chunk=strip_chunk, xbar=xbar,
+                     row_group=chunk % capacity, col=logical % config.cols, q=q,
+                     read_all=read_all)
+
+
+def packed_placement(bits: LayerBits, config: AcceleratorConfig, chunk: np.ndarray,
+                     q: np.ndarray, strip: np.ndarray, col: np.ndarray) -> Placement:
+    """Place segments that a packing strategy already put into per-chunk strips.
+
+    ``strip[i]`` is the segment's strip number *within its chunk* and ``col[i]`` its
+    physical column. Strips (one row group each) then go to crossbars with
+    :func:`balance`: the fewest crossbars, the busiest one as light as possible, where a
+    strip's load is its OU count times its chunk's slice count.
+    """
+    capacity = usable_row_groups(config)
+    chunk = np.asarray(chunk, dtype=np.int64)
+    strip = np.asarray(strip, dtype=np.int64)
+    if len(chunk) == 0:
+        return _empty_placement(config, read_all=False)
+    strips_per_chunk = np.zeros(bits.n_chunks, dtype=np.int64)
+    np.maximum.at(strips_per_chunk, chunk, strip + 1)
+    first_strip = np.concatenate([[0], np.cumsum(strips_per_chunk)[:-1]])
+    global_strip = first_strip[chunk] + strip
+    n_strips = int(strips_per_chunk.sum())
+    strip_of_chunk = np.repeat(np.arange(bits.n_chunks), strips_per_chunk)
+    ou_keys = np.unique(global_strip * config.col_groups + col // config.ou_cols)
+    ous = np.bincount(ou_keys // config.col_groups, minlength=n_strips)
+    slices = (bits.slice_hi - bits.slice_lo)[strip_of_chunk]
+    unit, slot, n_xbars = balance(ous * slices, capacity)
+    strip_chunk = np.full((n_xbars, config.row_groups), -1, dtype=np.int64)
+    strip_chunk[unit, slot] = strip_of_chunk
+    return Placement(n_xbars=n_xbars, strip_chunk=strip_chunk, xbar=unit[global_strip],
+                     row_group=slot[global_strip], col=np.asarray(col, dtype=np.int64),
+                     q=np.asarray(q, dtype=np.int64))
+
+
+def _empty_placement(config: AcceleratorConfig, *, read_all: bool) -> Placement:
+    nothing = np.zeros(0, dtype=np.int64)
+    return Placement(n_xbars=0, strip_chunk=np.zeros((0, config.row_groups), dtype=np.int64),
+                     xbar=nothing, row_group=nothing, col=nothing, q=nothing,
+                     read_all=read_all)
+
+
+def entry_columns(entries: np.ndarray, ou_cols: int) -> dict[str, np.ndarray]:
+    """Return the column descriptors of structured entries as ``(n, ou_cols)`` arrays."""
+    return {
+        key: np.stack([entries[f"cols.{j}.{key}"] for j in range(ou_cols)], axis=1)
+        if len(entries) else np.zeros((0, ou_cols), dtype=np.int64)
+        for key in ("valid", "sign", "shift", "dest")
+    }
+
+
+def assemble(
+    bits: LayerBits,
+    placement: Placement,
+    config: AcceleratorConfig,
+    *,
+    name: str,
+    xbar_offset: int = 0,
+) -> LayerProgram:
+    """Build cells, row maps, entries and statistics from a placement.
+
+    Entries are sorted by ``(xbar, row_group, col_group)`` (execution order per crossbar);
+    an OU column is valid iff a segment is placed there. The output-unit fields of the
+    returned program are zero placeholders; :func:`bitline.sw.mapping.map_layer` fills them.
+    """
+    rows, cols, ou_rows, ou_cols = config.rows, config.cols, config.ou_rows, config.ou_cols
+    n_xbars = placement.n_xbars
+    groups, col_groups = config.row_groups, config.col_groups
+    exact = config.exact_rows_per_ou
+    strip_chunk = placement.strip_chunk
+    x, rg, col, q = placement.xbar, placement.row_group, placement.col, placement.q
+
+    # Row maps: strip (x, g) with chunk c drives rows g*ou_rows + i from inputs start_c + i.
+    row_maps = np.full((n_xbars, rows), -1, dtype=np.int32)
+    sx, sg = np.nonzero(strip_chunk >= 0)
+    sc = strip_chunk[sx, sg]
+    offsets = np.arange(exact, dtype=np.int64)
+    in_chunk = offsets[None, :] < bits.chunk_len[sc][:, None]
+    row_index = sg[:, None] * ou_rows + offsets[None, :]
+    row_maps[np.broadcast_to(sx[:, None], in_chunk.shape)[in_chunk], row_index[in_chunk]] = (
+        bits.chunk_start[sc][:, None] + offsets[None, :])[in_chunk]
+
+    # Cells: segment (q, c) at (x, g, col) occupies rows g*ou_rows + [0, E).
+    cells = np.zeros((n_xbars, rows, cols), dtype=np.uint8)
+    chunk = strip_chunk[x, rg] if len(x) else np.zeros(0, dtype=np.int64)
+    if np.any(chunk < 0):
+        raise AssertionError("placement put a segment into a strip without a chunk")
+    if len(x):
+        cells[x[:, None], rg[:, None] * ou_rows + offsets[None, :], col[:, None]] = (
+            bits.digits[q, chunk])
+
+    # Entries: one per OU holding a placed segment (every OU with read_all).
+    keys = (x * groups + rg) * col_groups + col // ou_cols
+    if placement.read_all:
+        all_keys = np.arange(n_xbars * groups * col_groups, dtype=np.int64)
+        unique_keys = all_keys
+        entry_of = keys
+    else:
+        unique_keys, entry_of = np.unique(keys, return_inverse=True)
+    n_entries = len(unique_keys)
+    entries = empty_entries(config, n_entries)
+    e_cg = unique_keys % col_groups
+    e_rg = (unique_keys // col_groups) % groups
+    e_x = unique_keys // (col_groups * groups)
+    entries["xbar"] = e_x + xbar_offset
+    entries["row_group"] = e_rg
+    entries["col_group"] = e_cg
+    e_chunk = strip_chunk[e_x, e_rg] if n_entries else np.zeros(0, dtype=np.int64)
+    has_chunk = e_chunk >= 0
+    safe_chunk = np.where(has_chunk, e_chunk, 0)
+    if bits.n_chunks:
+        lo = np.where(has_chunk, bits.slice_lo[safe_chunk], 0)
+        hi = np.where(has_chunk, bits.slice_hi[safe_chunk], bits.n_slices)
+    else:
+        lo = np.zeros(n_entries, dtype=np.int64)
+        hi = np.full(n_entries, bits.n_slices, dtype=np.int64)
+    entries["slice_lo"] = lo
+    entries["slice_hi"] = hi
+    digit, sign, channel = bits.split_q(q)
+    descriptors = {key: np.zeros((n_entries, ou_cols), dtype=np.int64)
+                   for key in ("valid", "sign", "shift", "dest")}
+    j = col % ou_cols
+    descriptors["valid"][entry_of, j] = 1
+    descriptors["sign"][entry_of, j] = sign
+    descriptors["shift"][entry_of, j] = digit * config.cell_bits
+    descriptors["dest"][entry_of, j] = channel
+    for jj in range(ou_cols):
+        for key, values in descriptors.items():
+            entries[f"cols.{jj}.{key}"] = values[:, jj]
+
+    nonzero_segment = bits.nonzero[q, chunk] if len(q) else np.zeros(0, dtype=bool)
+    entry_nonzero = np.zeros(n_entries, dtype=bool)
+    entry_nonzero[entry_of[nonzero_segment]] = True
+    stats = _stats(config, n_xbars, e_x, e_rg, hi - lo, descriptors["valid"], row_maps,
+                   cells, entry_nonzero)
+    empty = np.zeros(bits.n_outputs, dtype=np.int64)
+    return LayerProgram(
+        name=name, n_inputs=bits.n_inputs, n_outputs=bits.n_outputs, act_bits=bits.act_bits,
+        xbars=np.arange(n_xbars, dtype=np.int64) + xbar_offset, row_maps=row_maps,
+        cells=cells, entries=entries, bias=empty, mult=empty.copy(), shift=empty.copy(),
+        stats=stats,
+    )
+
+
+def _stats(config, n_xbars, e_x, e_rg, n_slices, valid, row_maps, cells, entry_nonzero):
+    """Per-vector event counts of docs/contract.md section 5 plus occupancy figures."""
+    n_slices = np.asarray(n_slices, dtype=np.int64)
+    n_valid = valid.sum(axis=1)
+    groups = config.row_groups
+    padded = np.full((n_xbars, groups * config.ou_rows), -1, dtype=np.int64)
+    padded[:, :config.rows] = row_maps
+    driven = (padded.reshape(n_xbars, groups, config.ou_rows) >= 0).sum(axis=2)
+    e_driven = driven[e_x, e_rg] if len(e_x) else np.zeros(0, dtype=np.int64)
+    unit_reads = np.bincount(e_x, weights=n_slices, minlength=n_xbars)
+    return {
+        "xbars": int(n_xbars),
+        "entries": int(len(e_x)),
+        "nonzero_cells": int(np.count_nonzero(cells)),
+        "allocated_cells": int(n_xbars * config.rows * config.cols),
+        "activated_cells": int(np.sum(n_slices * n_valid * e_driven)),
+        "ou_reads_per_vector": int(n_slices.sum()),
+        "adc_conversions_per_vector": int(np.sum(n_slices * n_valid)),
+        "busiest_unit_reads": int(unit_reads.max(initial=0)),
+        "hollow_entries": int(np.count_nonzero(~entry_nonzero)),
+    }
+
+
+def reconstruct_matrix(layer: LayerProgram, config: AcceleratorConfig) -> np.ndarray:
+    """Rebuild the integer ``(O, K)`` weight matrix a layer program computes with.
+
+    The inverse of every mapper: for each entry and each valid column ``j``, every driven
+    row ``r`` of the entry's row group adds ``(-1)**sign * level[r, col] << shift`` to
+    ``W[dest, row_map[r]]``. Slices are ignored (a BWQ row block of activation width 0 is
+    not mapped, so its columns come back as zeros).
+
+    Raises
+    ------
+    ValueError
+        If an entry names a crossbar the layer does not own.
+    """
+    n_out, n_in = layer.n_outputs, layer.n_inputs
+    matrix = np.zeros((n_out, n_in), dtype=np.int64)
+    entries = layer.entries
+    if len(entries) == 0:
+        return matrix
+    order = np.argsort(layer.xbars)
+    position = np.searchsorted(layer.xbars[order], entries["xbar"])
+    position = np.minimum(position, len(order) - 1)
+    if np.any(layer.xbars[order][position] != entries["xbar"]):
+        raise ValueError(f"layer {layer.name}: an entry names a crossbar the layer does not own")
+    local = order[position]
+    desc = entry_columns(entries, config.ou_cols)
+    e, j = np.nonzero(desc["valid"])
+    col = entries["col_group"][e] * config.ou_cols + j
+    row = entries["row_group"][e][:, None] * config.ou_rows + np.arange(config.ou_rows)[None, :]
+    inside = row < config.rows
+    row = np.minimum(row, config.rows - 1)
+    x = local[e][:, None]
+    source = np.where(inside, layer.row_maps[x, row], -1)
+    level = layer.cells[x, row, col[:, None]].astype(np.int64)
+    value = np.where(desc["sign"][e, j] == 1, -1, 1)[:, None] * (
+        level << desc["shift"][e, j][:, None])
+    driven = (source >= 0) & (level != 0)
+    dest = np.broadcast_to(desc["dest"][e, j][:, None], source.shape)
+    np.add.at(matrix, (dest[driven], source[driven]), value[driven])
+    return matrix

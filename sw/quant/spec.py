@@ -1,0 +1,620 @@
+"""Quantization spec files (TOML or JSON) and shorthands: which scheme and width goes where.
+
+A spec says how every compute layer's weights and every activation are quantized. It has
+one of three modes:
+
+* ``fixed`` — a default ``[weights]`` rule, optionally overridden per layer and per output
+  channel (``[layers."NAME"]`` and its ``channels`` list);
+* ``varied`` — automatic per-channel choice of scheme and width among candidates, under an
+  average weight-bit budget (:mod:`bitline.sw.quant.varied`);
+* ``bwq`` — block-wise mixed precision on the OU grid (:mod:`bitline.sw.quant.bwq`).
+
+File format (every key optional unless marked; JSON uses the same structure)::
+
+    name = "int4"                 # label used in reports (default: the file stem)
+    mode = "fixed"                # "fixed" | "varied" | "bwq"
+
+    [weights]                     # default rule of every compute layer
+    scheme = "int"                # int | pot | apot | adaptivfloat | ternary | binary
+    bits = 4                      # storage bits per weight, sign included (required)
+    granularity = "channel"       # "channel" (one scale per output channel) | "tensor"
+    clip = "mse"                  # further keys are scheme options (see schemes.quantize)
+
+    [activations]
+    bits = 8                      # unsigned width of every activation tensor
+    rule = "percentile"           # calibration rule: max | percentile | mse
+    percentile = 99.99
+
+    [layers."/features/features.0/Conv"]   # overrides for one compute layer
+    scheme = "int"
+    bits = 8
+    activation_bits = 8           # width of the activations this layer reads
+
+    [[layers."/features/features.0/Conv".channels]]
+    index = [0, 1, 2]             # output channels (list, int, or "start:stop")
+    scheme = "pot"
+    bits = 4
+
+    [varied]                      # mode = "varied"
+    budget = 4.0                  # average weight bits (required)
+    schemes = ["int", "pot", "apot", "adaptivfloat"]
+    bits = [2, 3, 4, 5, 6, 7, 8]  # candidate widths (each scheme where it is defined)
+
+    [bwq]                         # mode = "bwq"
+    budget = 3.0                  # average weight bits over all weights (required)
+    min_bits = 0                  # narrowest block width (0 = pruned blocks allowed)
+    max_bits = 8                  # widest block width
+    act_budget = 8.0              # average activation bits over row blocks (default: none)
+    min_act_bits = 2              # narrowest row-block activation width
+    sensitivity = "hessian"       # "hessian" (E[x^2]-weighted error) | "weight" (plain MSE)
+    [bwq.layers]                  # optional fixed block width for whole layers
+    "/classifier/classifier.2/Gemm" = 8
+
+Shorthands are accepted wherever a spec is: ``<scheme><bits>`` (``int8``, ``int4``,
+``pot4``, ``apot4``, ``adaptivfloat6``, ``ternary``, ``binary``) and
+``varied<budget>`` / ``bwq<budget>`` (the number is the average weight-bit budget and may
+be fractional, e.g. ``bwq2.5``). A shorthand equals the committed file
+``examples/quant/<shorthand>.toml`` where one exists.
+
+Every error is a ``ValueError`` that names the source (file or shorthand) and the field,
+e.g. ``spec int3.toml: weights.bits: bits for scheme apot must be between 3 and 6, not 8``.
+Checks that need the model (layer names, channel indices, a BWQ budget below what fixed
+layers need) run in :meth:`QuantSpec.check_model`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .schemes import BIT_RANGES, SCHEMES, check_scheme, default_options
+
+__all__ = [
+    "MODES",
+    "WeightRule",
+    "ChannelRule",
+    "LayerRule",
+    "ActivationRule",
+    "VariedRule",
+    "BWQRule",
+    "QuantSpec",
+    "load_spec",
+    "parse_spec",
+    "shorthand_spec",
+]
+
+MODES = ("fixed", "varied", "bwq")
+GRANULARITIES = ("channel", "tensor")
+CALIBRATION_RULES = ("max", "percentile", "mse")
+SENSITIVITIES = ("hessian", "weight")
+MAX_ACT_BITS = 8
+BWQ_MAX_BITS = 8
+
+# Defaults a shorthand fills in (kept equal to examples/quant/*.toml).
+_SHORTHAND = re.compile(r"^(?P<scheme>[a-z]+?)(?P<number>\d+(\.\d+)?)?$")
+# Low-bit uniform grids clip at the MSE-optimal threshold (a 4-bit grid spent on a rare
+# outlier loses most of its levels); 8 bits keep max scaling.
+_MSE_CLIP_MAX_BITS = 6
+
+
+class _Fields:
+    """Pops keys of one table and raises naming ``where`` for unknown or bad ones."""
+
+    def __init__(self, table, where: str, source: str):
+        if not isinstance(table, dict):
+            raise ValueError(f"spec {source}: {where} must be a table, not {table!r}")
+        self.table = dict(table)
+        self.where = where
+        self.source = source
+
+    def error(self, key: str, message: str) -> ValueError:
+        path = f"{self.where}.{key}" if self.where else key
+        return ValueError(f"spec {self.source}: {path}: {message}")
+
+    def pop(self, key, default=None):
+        return self.table.pop(key, default)
+
+    def number(self, key, default=None, *, integer=False, low=None, high=None):
+        value = self.table.pop(key, default)
+        if value is None:
+            return None
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            kind = "an integer" if integer else "a number"
+            raise self.error(key, f"must be {kind}, not {value!r}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise self.error(key, f"must be between {low} and {high}, not {value!r}")
+        return value
+
+    def choice(self, key, choices, default=None):
+        value = self.table.pop(key, default)
+        if value not in choices:
+            raise self.error(key, f"must be one of {', '.join(map(str, choices))}, not {value!r}")
+        return value
+
+    def finish(self, allowed: tuple[str, ...] = ()):
+        if self.table:
+            names = ", ".join(sorted(self.table))
+            where = f"[{self.where}]" if self.where else "top level"
+            hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+            raise ValueError(f"spec {self.source}: unknown key(s) {names} in {where}{hint}")
+
+
+@dataclass(frozen=True)
+class WeightRule:
+    """One scheme at one width: ``quantize(w, scheme, bits, axis=..., **options)``."""
+
+    scheme: str
+    bits: int
+    granularity: str = "channel"
+    options: dict = field(default_factory=dict)
+
+    @property
+    def axis(self) -> int | None:
+        """The ``axis`` argument of :func:`~bitline.sw.quant.schemes.quantize`."""
+        return 0 if self.granularity == "channel" else None
+
+    def to_dict(self) -> dict:
+        return {"scheme": self.scheme, "bits": self.bits, "granularity": self.granularity,
+                **self.options}
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    """A weight rule for some output channels of one layer."""
+
+    channels: tuple[int, ...]
+    rule: WeightRule
+
+    def to_dict(self) -> dict:
+        return {"index": list(self.channels), **self.rule.to_dict()}
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    """Overrides for one compute layer."""
+
+    weights: WeightRule | None = None
+    channels: tuple[ChannelRule, ...] = ()
+    activation_bits: int | None = None
+
+    def to_dict(self) -> dict:
+        out = dict(self.weights.to_dict()) if self.weights else {}
+        if self.channels:
+            out["channels"] = [c.to_dict() for c in self.channels]
+        if self.activation_bits is not None:
+            out["activation_bits"] = self.activation_bits
+        return out
+
+
+@dataclass(frozen=True)
+class ActivationRule:
+    """Activation width and calibration rule (:mod:`bitline.sw.quant.calibrate`)."""
+
+    bits: int = 8
+    rule: str = "percentile"
+    percentile: float = 99.99
+
+    def to_dict(self) -> dict:
+        return {"bits": self.bits, "rule": self.rule, "percentile": self.percentile}
+
+
+@dataclass(frozen=True)
+class VariedRule:
+    """Automatic per-channel scheme choice (:mod:`bitline.sw.quant.varied`)."""
+
+    budget: float
+    schemes: tuple[str, ...] = ("int", "pot", "apot", "adaptivfloat")
+    bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    sensitivity: str = "hessian"
+
+    def candidates(self) -> list[tuple[str, int]]:
+        """``(scheme, bits)`` pairs: every scheme at every candidate width it supports."""
+        pairs = []
+        for scheme in self.schemes:
+            low, high = BIT_RANGES[scheme]
+            pairs += [(scheme, b) for b in self.bits if low <= b <= high]
+        return pairs
+
+    def to_dict(self) -> dict:
+        return {"budget": self.budget, "schemes": list(self.schemes), "bits": list(self.bits),
+                "sensitivity": self.sensitivity}
+
+
+@dataclass(frozen=True)
+class BWQRule:
+    """Block-wise mixed precision (:mod:`bitline.sw.quant.bwq`)."""
+
+    budget: float
+    min_bits: int = 0
+    max_bits: int = BWQ_MAX_BITS
+    act_budget: float | None = None
+    min_act_bits: int = 2
+    sensitivity: str = "hessian"
+    layers: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = {"budget": self.budget, "min_bits": self.min_bits, "max_bits": self.max_bits,
+               "min_act_bits": self.min_act_bits, "sensitivity": self.sensitivity}
+        if self.act_budget is not None:
+            out["act_budget"] = self.act_budget
+        if self.layers:
+            out["layers"] = dict(self.layers)
+        return out
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """A validated quantization spec (see the module docstring for the file format)."""
+
+    name: str
+    mode: str = "fixed"
+    weights: WeightRule | None = None
+    activations: ActivationRule = field(default_factory=ActivationRule)
+    layers: dict = field(default_factory=dict)
+    varied: VariedRule | None = None
+    bwq: BWQRule | None = None
+    source: str = "<memory>"
+
+    def to_dict(self) -> dict:
+        """Return the spec as plain data (the TOML/JSON structure; kept in manifests)."""
+        out: dict = {"name": self.name, "mode": self.mode}
+        if self.weights is not None:
+            out["weights"] = self.weights.to_dict()
+        out["activations"] = self.activations.to_dict()
+        if self.layers:
+            out["layers"] = {name: rule.to_dict() for name, rule in self.layers.items()}
+        if self.varied is not None:
+            out["varied"] = self.varied.to_dict()
+        if self.bwq is not None:
+            out["bwq"] = self.bwq.to_dict()
+        return out
+
+    def error(self, field_path: str, message: str) -> ValueError:
+        """A ``ValueError`` naming this spec's source and ``field_path``."""
+        return ValueError(f"spec {self.source}: {field_path}: {message}")
+
+    def check_model(self, model) -> None:
+        """Check the parts that depend on the model: layer names and channel indices.
+
+        Raises
+        ------
+        ValueError
+            For a layer name that is not a compute layer of ``model`` or an output-channel
+            index out of range, naming the field.
+        """
+        compute = {layer.name: layer for layer in model.compute_layers}
+        for table, names in (("layers", self.layers),
+                             ("bwq.layers", self.bwq.layers if self.bwq else {})):
+            for name in names:
+                if name not in compute:
+                    raise self.error(
+                        f'{table}."{name}"',
+                        f"model {model.name} has no compute layer of that name; compute "
+                        f"layers are {', '.join(compute)}",
+                    )
+        for name, rule in self.layers.items():
+            out_channels = compute[name].weight.shape[0]
+            for position, channel_rule in enumerate(rule.channels):
+                bad = [c for c in channel_rule.channels if not 0 <= c < out_channels]
+                if bad:
+                    raise self.error(
+                        f'layers."{name}".channels[{position}].index',
+                        f"channel {bad[0]} out of range: layer {name} has {out_channels} "
+                        f"output channels (0..{out_channels - 1})",
+                    )
+
+
+# --------------------------------------------------------------------------- parsing
+def _weight_rule(fields: _Fields, *, required: bool, inherit: WeightRule | None) -> WeightRule | None:
+    scheme = fields.pop("scheme", None)
+    bits = fields.pop("bits", None)
+    granularity = fields.pop("granularity", None)
+    option_keys = [k for k in list(fields.table) if k not in ("channels", "activation_bits",
+                                                               "index")]
+    options = {k: fields.table.pop(k) for k in option_keys}
+    if scheme is None and bits is None and granularity is None and not options:
+        if required:
+            raise fields.error("bits", "is required")
+        return None
+    if scheme is None:
+        scheme = inherit.scheme if inherit else "int"
+    if bits is None:
+        if inherit is not None and inherit.scheme == scheme:
+            bits = inherit.bits
+        elif BIT_RANGES.get(scheme, (0, 1))[0] == BIT_RANGES.get(scheme, (0, 0))[1]:
+            bits = BIT_RANGES[scheme][0]
+        else:
+            raise fields.error("bits", f"is required for scheme {scheme!r}")
+    if granularity is None:
+        granularity = inherit.granularity if inherit else "channel"
+    if scheme not in SCHEMES:
+        raise fields.error("scheme", f"unknown scheme {scheme!r}; known schemes are "
+                           f"{', '.join(SCHEMES)}")
+    try:
+        check_scheme(scheme, bits, where="x")
+    except ValueError as error:
+        raise fields.error("bits", str(error).split(": ", 1)[1]) from None
+    if granularity not in GRANULARITIES:
+        raise fields.error("granularity", f"must be one of {', '.join(GRANULARITIES)}, not "
+                           f"{granularity!r}")
+    if inherit is not None and inherit.scheme == scheme:
+        options = {**inherit.options, **options}
+    try:
+        options = default_options(scheme, bits, **options)
+    except ValueError as error:
+        raise ValueError(f"spec {fields.source}: {fields.where}: {error}") from None
+    return WeightRule(scheme, int(bits), granularity, options)
+
+
+def _channel_index(value, fields: _Fields) -> tuple[int, ...]:
+    if isinstance(value, bool):
+        raise fields.error("index", f"must be channel numbers, not {value!r}")
+    if isinstance(value, int):
+        return (value,)
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", value)
+        if not match or int(match[1]) >= int(match[2]):
+            raise fields.error("index", f'must be a list, an integer or "start:stop", not {value!r}')
+        return tuple(range(int(match[1]), int(match[2])))
+    if isinstance(value, list) and value and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        return tuple(value)
+    raise fields.error("index", f'must be a list, an integer or "start:stop", not {value!r}')
+
+
+def _layer_rule(name: str, table, source: str, default: WeightRule | None,
+                act_bits_max: int) -> LayerRule:
+    where = f'layers."{name}"'
+    fields = _Fields(table, where, source)
+    activation_bits = fields.number("activation_bits", integer=True, low=1, high=act_bits_max)
+    channels_table = fields.pop("channels", [])
+    weights = _weight_rule(fields, required=False, inherit=default)
+    if not isinstance(channels_table, list):
+        raise fields.error("channels", "must be a list of tables ([[...channels]])")
+    base = weights or default
+    channel_rules = []
+    for position, entry in enumerate(channels_table):
+        sub = _Fields(entry, f"{where}.channels[{position}]", source)
+        if "index" not in sub.table:
+            raise sub.error("index", "is required")
+        index = _channel_index(sub.pop("index"), sub)
+        rule = _weight_rule(sub, required=False, inherit=base)
+        if rule is None:
+            raise sub.error("scheme", "a channel rule needs a scheme and/or bits")
+        if rule.granularity != "channel":
+            raise sub.error("granularity", "channel rules are per channel")
+        channel_rules.append(ChannelRule(index, rule))
+    fields.finish()
+    return LayerRule(weights, tuple(channel_rules), activation_bits)
+
+
+def _budget(fields: _Fields, key: str, minimum: float, maximum: float, what: str) -> float:
+    value = fields.pop(key)
+    if value is None:
+        raise fields.error(key, "is required")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise fields.error(key, f"must be a number, not {value!r}")
+    if value < minimum:
+        raise fields.error(key, f"{value} is below the minimum {minimum} ({what})")
+    if value > maximum:
+        raise fields.error(key, f"{value} is above the maximum {maximum}")
+    return float(value)
+
+
+def _varied_rule(table, source: str) -> VariedRule:
+    fields = _Fields(table, "varied", source)
+    schemes = fields.pop("schemes", list(VariedRule.schemes))
+    if not isinstance(schemes, list) or not schemes:
+        raise fields.error("schemes", f"must be a non-empty list, not {schemes!r}")
+    for scheme in schemes:
+        if scheme not in SCHEMES:
+            raise fields.error("schemes", f"unknown scheme {scheme!r}; known schemes are "
+                               f"{', '.join(SCHEMES)}")
+    bits = fields.pop("bits", list(VariedRule.bits))
+    if not isinstance(bits, list) or not bits or any(
+        isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 16 for b in bits
+    ):
+        raise fields.error("bits", f"must be a non-empty list of widths 1..16, not {bits!r}")
+    sensitivity = fields.choice("sensitivity", SENSITIVITIES, "hessian")
+    rule = VariedRule(0.0, tuple(schemes), tuple(sorted(set(bits))), sensitivity)
+    pairs = rule.candidates()
+    if not pairs:
+        raise fields.error("bits", f"no scheme of {schemes} is defined at widths {bits}")
+    narrowest = min(b for _, b in pairs)
+    widest = max(b for _, b in pairs)
+    budget = _budget(fields, "budget", narrowest, float("inf"),
+                     "the narrowest candidate width")
+    fields.finish(("budget", "schemes", "bits", "sensitivity"))
+    return VariedRule(min(budget, widest), tuple(schemes), rule.bits, sensitivity)
+
+
+def _bwq_rule(table, source: str, act_bits: int) -> BWQRule:
+    fields = _Fields(table, "bwq", source)
+    min_bits = fields.number("min_bits", 0, integer=True, low=0, high=BWQ_MAX_BITS)
+    max_bits = fields.number("max_bits", BWQ_MAX_BITS, integer=True, low=1, high=BWQ_MAX_BITS)
+    if min_bits > max_bits:
+        raise fields.error("min_bits", f"{min_bits} is above max_bits ({max_bits})")
+    layers = fields.pop("layers", {})
+    if not isinstance(layers, dict):
+        raise fields.error("layers", "must be a table of layer name = block width")
+    for name, width in layers.items():
+        if isinstance(width, bool) or not isinstance(width, int) or not 0 <= width <= BWQ_MAX_BITS:
+            raise fields.error(f'layers."{name}"',
+                               f"must be a block width between 0 and {BWQ_MAX_BITS}, not {width!r}")
+    budget = _budget(fields, "budget", max(min_bits, 1e-9), BWQ_MAX_BITS,
+                     "min_bits" if min_bits else "it must be positive")
+    min_act_bits = fields.number("min_act_bits", 2, integer=True, low=0, high=act_bits)
+    act_budget = fields.pop("act_budget")
+    if act_budget is not None:
+        fields.table["act_budget"] = act_budget
+        act_budget = _budget(fields, "act_budget", max(min_act_bits, 1e-9), act_bits,
+                             "min_act_bits")
+    sensitivity = fields.choice("sensitivity", SENSITIVITIES, "hessian")
+    fields.finish(("budget", "min_bits", "max_bits", "act_budget", "min_act_bits",
+                   "sensitivity", "layers"))
+    return BWQRule(budget, min_bits, max_bits, act_budget, min_act_bits, sensitivity,
+                   dict(layers))
+
+
+def parse_spec(data: dict, *, source: str = "<memory>", name: str | None = None) -> QuantSpec:
+    """Validate a spec given as plain data (the parsed TOML/JSON) and return it.
+
+    Raises
+    ------
+    ValueError
+        Naming ``source`` and the offending field.
+    """
+    top = _Fields(data, "", source)
+    spec_name = top.pop("name", name or source)
+    if not isinstance(spec_name, str):
+        raise top.error("name", f"must be a string, not {spec_name!r}")
+    mode = top.choice("mode", MODES, "fixed")
+
+    act_fields = _Fields(top.pop("activations", {}), "activations", source)
+    activations = ActivationRule(
+        bits=act_fields.number("bits", 8, integer=True, low=1, high=MAX_ACT_BITS),
+        rule=act_fields.choice("rule", CALIBRATION_RULES, "percentile"),
+        percentile=float(act_fields.number("percentile", 99.99, low=50, high=100)),
+    )
+    act_fields.finish(("bits", "rule", "percentile"))
+
+    weights_table = top.pop("weights")
+    weights = None
+    if weights_table is not None:
+        weights = _weight_rule(_Fields(weights_table, "weights", source), required=True,
+                               inherit=None)
+        _Fields({}, "weights", source)  # nothing left to check: options were consumed
+    elif mode == "fixed":
+        raise ValueError(f"spec {source}: weights: a fixed-mode spec needs a [weights] table")
+
+    layers_table = top.pop("layers", {})
+    if not isinstance(layers_table, dict):
+        raise top.error("layers", "must be a table of layer names")
+    layers = {
+        name: _layer_rule(name, table, source, weights, activations.bits)
+        for name, table in layers_table.items()
+    }
+    if mode != "fixed":
+        for name, rule in layers.items():
+            if rule.weights is not None or rule.channels:
+                raise ValueError(
+                    f'spec {source}: layers."{name}": weight overrides need mode = "fixed" '
+                    f"(mode {mode!r} assigns weights automatically; use [{mode}] options)"
+                )
+
+    varied = bwq = None
+    varied_table = top.pop("varied")
+    bwq_table = top.pop("bwq")
+    if mode == "varied":
+        if varied_table is None:
+            raise ValueError(f"spec {source}: varied: mode 'varied' needs a [varied] table "
+                             "with a budget")
+        varied = _varied_rule(varied_table, source)
+    elif varied_table is not None:
+        raise top.error("varied", f"only allowed with mode = \"varied\", not {mode!r}")
+    if mode == "bwq":
+        if bwq_table is None:
+            raise ValueError(f"spec {source}: bwq: mode 'bwq' needs a [bwq] table with a budget")
+        bwq = _bwq_rule(bwq_table, source, activations.bits)
+    elif bwq_table is not None:
+        raise top.error("bwq", f"only allowed with mode = \"bwq\", not {mode!r}")
+    top.finish(("name", "mode", "weights", "activations", "layers", "varied", "bwq"))
+    return QuantSpec(spec_name, mode, weights, activations, layers, varied, bwq, source)
+
+
+def _shorthand_data(text: str) -> dict:
+    match = _SHORTHAND.match(text)
+    if not match:
+        raise ValueError(
+            f"spec {text!r} is neither a spec file nor a shorthand like int8, pot4, apot4, "
+            "adaptivfloat6, ternary, binary, varied4 or bwq3"
+        )
+    scheme, number = match["scheme"], match["number"]
+    if scheme in ("varied", "bwq"):
+        if number is None:
+            raise ValueError(f"spec {text}: budget: {scheme} needs a budget, e.g. {scheme}4")
+        return {"name": text, "mode": scheme, scheme: {"budget": float(number)}}
+    if scheme not in SCHEMES:
+        raise ValueError(
+            f"spec {text}: scheme: unknown scheme {scheme!r}; known schemes are "
+            f"{', '.join(SCHEMES)}, varied and bwq"
+        )
+    if number is None:
+        low, high = BIT_RANGES[scheme]
+        if low != high:
+            raise ValueError(f"spec {text}: bits: scheme {scheme} needs a width, e.g. {scheme}4")
+        bits = low
+    elif "." in number:
+        raise ValueError(f"spec {text}: bits: must be an integer, not {number}")
+    else:
+        bits = int(number)
+    weights: dict = {"scheme": scheme, "bits": bits}
+    if scheme in ("int", "pot", "apot") and bits <= _MSE_CLIP_MAX_BITS:
+        weights["clip"] = "mse"
+    return {"name": text, "mode": "fixed", "weights": weights}
+
+
+def shorthand_spec(text: str) -> QuantSpec:
+    """Parse a shorthand such as ``int4``, ``apot4``, ``varied4`` or ``bwq3``."""
+    return parse_spec(_shorthand_data(text), source=text, name=text)
+
+
+def load_spec(spec) -> QuantSpec:
+    """Return a :class:`QuantSpec` from a path (TOML/JSON), a shorthand, a dict or a spec.
+
+    Parameters
+    ----------
+    spec:
+        A :class:`QuantSpec` (returned as is); a dict (the file structure); a path to a
+        ``.toml`` or ``.json`` file; or a shorthand string (see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        For an unreadable file or any invalid field, naming the source and the field.
+    """
+    if isinstance(spec, QuantSpec):
+        return spec
+    if isinstance(spec, dict):
+        return parse_spec(spec)
+    if not isinstance(spec, (str, Path)):
+        raise ValueError(f"spec must be a path, a shorthand or a dict, not {type(spec).__name__}")
+    path = Path(spec)
+    text = str(spec)
+    looks_like_file = path.suffix.lower() in (".toml", ".json") or path.exists()
+    if not looks_like_file:
+        return shorthand_spec(text)
+    if not path.is_file():
+        raise ValueError(f"spec {text}: file not found")
+    raw = path.read_text()
+    try:
+        data = json.loads(raw) if path.suffix.lower() == ".json" else tomllib.loads(raw)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ValueError(f"spec {text}: not valid {path.suffix[1:].upper()}: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"spec {text}: the top level must be a table/object")
+    return parse_spec(data, source=path.name, name=path.stem)
+
+
+def layer_channel_rules(spec: QuantSpec, layer) -> list[tuple[np.ndarray, WeightRule]]:
+    """Return ``[(channel mask, rule)]`` covering every output channel of ``layer``.
+
+    The layer's own rule (or the spec default) covers all channels first; each channel rule
+    then takes over its channels, later rules winning.
+    """
+    out_channels = layer.weight.shape[0]
+    layer_rule = spec.layers.get(layer.name, LayerRule())
+    base = layer_rule.weights or spec.weights
+    owner = np.zeros(out_channels, dtype=np.int64)
+    rules = [base]
+    for position, channel_rule in enumerate(layer_rule.channels, start=1):
+        owner[list(channel_rule.channels)] = position
+        rules.append(channel_rule.rule)
+    return [(owner == index, rule) for index, rule in enumerate(rules) if np.any(owner == index)]
