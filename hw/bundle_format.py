@@ -122,17 +122,16 @@ def rowmap_layout(config: AcceleratorConfig) -> data.StructLayout:
     })
 
 
-def cell_row_layout(config: AcceleratorConfig) -> data.Layout:
+def cell_row_layout(config: AcceleratorConfig) -> data.StructLayout:
     """Return one crossbar row of levels, padded (with zeros) to whole bytes.
 
     Column ``c``'s level sits at bits ``[c*cell_bits, (c+1)*cell_bits)`` of the row, so a row
-    is one crossbar write-port word.
+    is one crossbar write-port word; ``pad`` (present when ``cols * cell_bits`` is not a
+    multiple of 8) must be 0.
     """
     levels = data.ArrayLayout(config.cell_bits, config.cols)
     pad = -levels.size % 8
-    if not pad:
-        return levels
-    return data.StructLayout({"levels": levels, "pad": pad})
+    return data.StructLayout({"levels": levels, "pad": pad} if pad else {"levels": levels})
 
 
 def cells_layout(config: AcceleratorConfig) -> data.StructLayout:

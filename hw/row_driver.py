@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 from .bundle_format import rowmap_layout
 from .config import AcceleratorConfig, clog2
 
-__all__ = ["RowDriver", "RowSelectSignature", "input_layout", "slice_bits"]
+__all__ = ["RowDriver", "RowSelectSignature", "input_layout", "map_write_layout", "slice_bits"]
 
 
 def slice_bits(config: AcceleratorConfig) -> int:
@@ -37,6 +37,11 @@ def input_layout(config: AcceleratorConfig) -> data.StructLayout:
         "index": clog2(config.max_in_features),
         "code": config.max_act_bits,
     })
+
+
+def map_write_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Return one row-map write: the row and its :func:`~.bundle_format.rowmap_layout` entry."""
+    return data.StructLayout({"row": clog2(config.rows), "entry": rowmap_layout(config)})
 
 
 class RowSelectSignature(wiring.Signature):
@@ -90,14 +95,10 @@ class RowDriver(wiring.Component):
             if row_map.max(initial=-1) >= config.max_in_features or row_map.min(initial=-1) < -1:
                 raise ValueError(f"row map indices must be in -1..{config.max_in_features - 1}")
         self._row_map = row_map
-        map_write = data.StructLayout({
-            "row": clog2(config.rows),
-            "entry": rowmap_layout(config),
-        })
         super().__init__({
             "load": In(stream.Signature(input_layout(config), always_ready=True)),
             "swap": In(1),
-            "map_write": In(stream.Signature(map_write, always_ready=True)),
+            "map_write": In(stream.Signature(map_write_layout(config), always_ready=True)),
             "select": In(RowSelectSignature(config)),
         })
 

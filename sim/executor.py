@@ -76,10 +76,15 @@ class IdealDevice:
     ----------
     config:
         The accelerator (``adc_max`` is taken from it).
+    shortcut:
+        Let the executor skip per-slice reads where no column can saturate (the attribute
+        ``exact``; see :meth:`LayerExecutor.run`). ``False`` forces every read through
+        :meth:`read`, as a non-ideal device would see them.
     """
 
-    def __init__(self, config: AcceleratorConfig):
+    def __init__(self, config: AcceleratorConfig, *, shortcut: bool = True):
         self.adc_max = config.adc_max
+        self.exact = bool(shortcut)
 
     def read(self, xbar, rows, cols, slice_inputs, levels) -> np.ndarray:
         """Return the saturated exact bitline sums (see the module docstring)."""
@@ -153,23 +158,34 @@ class Counters:
 
 @dataclass
 class _Batch:
-    """OU columns that read the same input vector (one device call per vector block)."""
+    """OU columns that read the same input vector with the same slices (one device call)."""
 
     inputs: np.ndarray      # (n_rows,) input index of each driven row
     xbar: np.ndarray        # (n_cols,) global unit
     rows: np.ndarray        # (n_rows, n_cols) physical rows
     cols: np.ndarray        # (n_cols,) physical columns
-    levels: np.ndarray      # (n_rows, n_cols)
-    slice_lo: int           # union of the columns' slice ranges
+    levels: np.ndarray      # (n_rows, n_cols) int64
+    slice_lo: int
     slice_hi: int
-    weight: np.ndarray      # (T, n_cols) int64: in-range * (-1)**sign << (shift + t*dac_bits)
-    order: np.ndarray       # columns sorted by destination
+    can_saturate: bool      # some column could reach adc_max with all inputs at dac_max
+    scale: np.ndarray       # (n_cols,) (-1)**sign * 2**shift
+    dests: np.ndarray       # (n_dest,) destination channels
+    to_dest: np.ndarray | None   # (n_cols, n_dest) float64 one-hot * scale, or None
+    order: np.ndarray       # columns sorted by destination (reduceat path)
     starts: np.ndarray      # reduceat starts of each destination in ``order``
-    dests: np.ndarray       # destination channel of each reduceat segment
+    exact_float: bool       # float64 reduction provably exact
+
+
+#: Largest one-hot reduction matrix (elements) built per batch; bigger ones use reduceat.
+_ONE_HOT_ELEMENTS = 1 << 21
 
 
 class LayerExecutor:
-    """One layer program, prepared for execution: entries grouped into device batches.
+    """One layer program, prepared for execution: valid OU columns grouped into batches.
+
+    A batch holds every valid column (over all entries of the layer) whose row group drives
+    the same input vector and whose entry issues the same slices; one device call reads
+    them all for a block of vectors and all slices.
 
     Parameters
     ----------
@@ -214,7 +230,7 @@ class LayerExecutor:
 
     def _prepare(self, entries: np.ndarray, desc: dict) -> list[_Batch]:
         config = self.config
-        ou_rows, dac_bits = config.ou_rows, config.dac_bits
+        ou_rows = config.ou_rows
         e, j = np.nonzero(desc["valid"])
         if len(e) == 0:
             return []
@@ -227,36 +243,48 @@ class LayerExecutor:
         inside = group_rows < config.rows
         safe_rows = np.minimum(group_rows, config.rows - 1)
         vectors = np.where(inside, self.layer.row_maps[local[:, None], safe_rows], -1)
-        _, batch_of = np.unique(vectors, axis=0, return_inverse=True)
-        batch_of = batch_of.reshape(-1)
-        sign = desc["sign"][e, j]
-        shift = desc["shift"][e, j]
-        dest = desc["dest"][e, j]
         lo = entries["slice_lo"][e].astype(np.int64)
         hi = entries["slice_hi"][e].astype(np.int64)
+        keys = np.concatenate([vectors, lo[:, None], hi[:, None]], axis=1)
+        _, batch_of = np.unique(keys, axis=0, return_inverse=True)
+        batch_of = batch_of.reshape(-1)
+        signed = np.where(desc["sign"][e, j] == 1, -1.0, 1.0)
+        scale = signed * np.exp2(desc["shift"][e, j])
+        dest = desc["dest"][e, j]
+        order = np.argsort(batch_of, kind="stable")
+        bounds = np.flatnonzero(np.diff(batch_of[order])) + 1
         batches = []
-        for members in np.split(np.argsort(batch_of, kind="stable"),
-                                np.flatnonzero(np.diff(np.sort(batch_of))) + 1):
+        for members in np.split(order, bounds):
             vector = vectors[members[0]]
             offsets = np.flatnonzero(vector >= 0)
             rows = safe_rows[members][:, offsets].T                 # (n_rows, n_cols)
-            levels = self.layer.cells[local[members][None, :], rows, col[members][None, :]]
-            t_lo, t_hi = int(lo[members].min()), int(hi[members].max())
-            t = np.arange(t_lo, t_hi)[:, None]
-            in_range = (t >= lo[members][None, :]) & (t < hi[members][None, :])
-            signed = np.where(sign[members] == 1, -1, 1).astype(np.int64)
-            weight = np.where(in_range, signed[None, :] << (shift[members][None, :]
-                                                            + t * dac_bits), 0)
-            order = np.argsort(dest[members], kind="stable")
-            sorted_dest = dest[members][order]
-            starts = np.concatenate([[0], np.flatnonzero(np.diff(sorted_dest)) + 1])
-            batches.append(_Batch(
-                inputs=vector[offsets].astype(np.int64), xbar=xbar[members], rows=rows,
-                cols=col[members], levels=levels.astype(np.int64), slice_lo=t_lo,
-                slice_hi=t_hi, weight=weight.astype(np.int64), order=order, starts=starts,
-                dests=sorted_dest[starts],
-            ))
+            levels = self.layer.cells[local[members][None, :], rows,
+                                      col[members][None, :]].astype(np.int64)
+            batches.append(self._batch(
+                vector[offsets], xbar[members], rows, col[members], levels,
+                int(lo[members[0]]), int(hi[members[0]]), scale[members], dest[members]))
         return batches
+
+    def _batch(self, inputs, xbar, rows, cols, levels, lo, hi, scale, dest) -> _Batch:
+        config = self.config
+        by_dest = np.argsort(dest, kind="stable")
+        sorted_dest = dest[by_dest]
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(sorted_dest)) + 1])
+        dests = sorted_dest[starts]
+        n_cols = len(cols)
+        to_dest = None
+        if n_cols * len(dests) <= _ONE_HOT_ELEMENTS:
+            to_dest = np.zeros((n_cols, len(dests)), dtype=np.float64)
+            to_dest[np.arange(n_cols), np.searchsorted(dests, dest)] = scale
+        # |acc contribution| < adc_max * 2**(hi*dac_bits) * sum |scale|: exact in float64?
+        bound = config.adc_max * 2.0 ** (hi * config.dac_bits) * np.abs(scale).sum()
+        column_peak = levels.sum(axis=0).max(initial=0) * config.dac_max
+        return _Batch(
+            inputs=inputs.astype(np.int64), xbar=xbar, rows=rows, cols=cols, levels=levels,
+            slice_lo=lo, slice_hi=hi, can_saturate=bool(column_peak > config.adc_max),
+            scale=scale, dests=dests, to_dest=to_dest, order=by_dest, starts=starts,
+            exact_float=bool(bound < 2.0 ** 52),
+        )
 
     def run(self, cols: np.ndarray, device) -> np.ndarray:
         """Execute the layer's OU program on input vectors.
@@ -266,7 +294,12 @@ class LayerExecutor:
         cols:
             int64 ``(M, K)`` raw input codes (im2col rows).
         device:
-            The crossbar device (see the module docstring).
+            The crossbar device (see the module docstring). When its ``exact`` attribute
+            is true (an :class:`IdealDevice` with ``shortcut=True``), batches in which no
+            column can reach ``adc_max`` even with every input slice at ``dac_max`` are
+            computed with one product of the slice-truncated inputs instead of one read
+            per slice: the same integers, since the shift-and-add of unsaturated codes is
+            linear.
 
         Returns
         -------
@@ -281,26 +314,49 @@ class LayerExecutor:
             )
         n_vectors = cols.shape[0]
         dac_bits, dac_max = self.config.dac_bits, self.config.dac_max
+        shortcut = bool(getattr(device, "exact", False))
         acc = np.zeros((n_vectors, self.layer.n_outputs), dtype=np.int64)
         for batch in self.batches:
             n_slices = batch.slice_hi - batch.slice_lo
             n_cols = len(batch.cols)
-            step = max(1, _BATCH_ELEMENTS // max(1, n_slices * max(n_cols, len(batch.inputs))))
-            inputs = cols[:, batch.inputs]
+            linear = shortcut and not batch.can_saturate
+            width = n_cols * (1 if linear else n_slices) + len(batch.inputs)
+            step = max(1, _BATCH_ELEMENTS // max(1, width))
+            shifts = (np.arange(batch.slice_lo, batch.slice_hi) * dac_bits)[None, :, None]
+            levels = batch.levels.astype(np.float32)
             for start in range(0, n_vectors, step):
-                block = inputs[start:start + step]
+                block = cols[start:start + step, batch.inputs]          # (m, n_rows)
                 count = len(block)
-                slices = np.stack([(block >> (t * dac_bits)) & dac_max
-                                   for t in range(batch.slice_lo, batch.slice_hi)])
-                codes = device.read(batch.xbar, batch.rows, batch.cols,
-                                    slices.reshape(n_slices * count, -1), batch.levels)
-                codes = np.asarray(codes).reshape(n_slices, count, n_cols).astype(np.int64)
-                value = codes[0] * batch.weight[0]
-                for t in range(1, n_slices):
-                    value += codes[t] * batch.weight[t]
-                summed = np.add.reduceat(value[:, batch.order], batch.starts, axis=1)
-                acc[start:start + count, batch.dests] += summed
+                if linear:
+                    dropped = batch.slice_lo * dac_bits
+                    kept = (block >> dropped) << dropped
+                    kept &= (1 << (batch.slice_hi * dac_bits)) - 1
+                    value = kept.astype(np.float32) @ levels             # (m, n_cols)
+                else:
+                    slices = (block[:, None, :] >> shifts) & dac_max       # (m, T, n_rows)
+                    codes = device.read(batch.xbar, batch.rows, batch.cols,
+                                        slices.reshape(count * n_slices, -1), batch.levels)
+                    codes = np.asarray(codes, dtype=np.float32).reshape(count, n_slices, n_cols)
+                    # exact in float32: codes < 2**12 times 2**(t*dac_bits) < 2**8, summed
+                    value = codes[:, 0, :] * np.float32(2.0 ** (batch.slice_lo * dac_bits))
+                    for t in range(1, n_slices):
+                        value += codes[:, t, :] * np.float32(
+                            2.0 ** ((batch.slice_lo + t) * dac_bits))
+                acc[start:start + count, batch.dests] += self._reduce(batch, value)
         return acc
+
+    @staticmethod
+    def _reduce(batch: _Batch, value: np.ndarray) -> np.ndarray:
+        """Apply sign and shift per column and add columns of the same destination."""
+        if batch.exact_float:
+            if batch.to_dest is not None:
+                total = value.astype(np.float64) @ batch.to_dest
+            else:
+                signed = value.astype(np.float64) * batch.scale
+                total = np.add.reduceat(signed[:, batch.order], batch.starts, axis=1)
+            return np.rint(total).astype(np.int64)
+        signed = value.astype(np.int64) * batch.scale.astype(np.int64)
+        return np.add.reduceat(signed[:, batch.order], batch.starts, axis=1)
 
 
 def execute_layer(

@@ -33,6 +33,7 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from amaranth.hdl import Shape
 from amaranth.lib import data
 
 from bitline.hw.bundle_format import (
@@ -267,8 +268,8 @@ def _as_int(value, what: str) -> int:
 def _cells_geometry(config: AcceleratorConfig):
     layout = cells_layout(config)
     head_bits = layout["rows"].offset
-    row_bits = data.Layout.cast(layout["rows"].shape.elem_shape).size
-    unit_bits = layout["unit"].shape.width
+    row_bits = Shape.cast(layout["rows"].shape.elem_shape).width
+    unit_bits = Shape.cast(layout["unit"].shape).width
     return layout, head_bits // 8, row_bits, unit_bits
 
 
@@ -436,7 +437,7 @@ def _validate(tables: ParsedImage, place: _Place) -> None:
         flat = _first(bad)
         if flat is not None:
             record, row, col = np.unravel_index(flat, bad.shape)
-            raise place.error(SectionId.CELLS, f"rows.{row}.{col}", f"level "
+            raise place.error(SectionId.CELLS, f"rows.{row}.levels.{col}", f"level "
                               f"{tables.cells[record, row, col]} exceeds level_max "
                               f"({config.level_max})", int(record), f"unit {cell_units[record]}")
 
@@ -623,9 +624,10 @@ def image_tables(program: Program) -> ParsedImage:
         bad = np.argwhere((cells < 0) | (cells > config.level_max))
         if len(bad):
             position, row, col = bad[0]
-            raise place.error(SectionId.CELLS, f"rows.{row}.{col}", f"level "
+            raise place.error(SectionId.CELLS, f"rows.{row}.levels.{col}", f"level "
                               f"{cells[position, row, col]} is not in 0 .. level_max "
-                              f"({config.level_max})", len(units_all) + int(position),
+                              f"({config.level_max})",
+                              sum(map(len, units_all)) + int(position),
                               f"{label} unit {xbars[position]} row {row} col {col}")
         units_all.append(xbars)
         cells_all.append(cells.astype(np.uint8))
@@ -772,8 +774,12 @@ def encode_image(program: Program) -> bytes:
 
 
 # ------------------------------------------------------------------------- parsing
-def parse_image(blob: bytes, config: AcceleratorConfig, *, source: str = IMAGE_FILE) -> ParsedImage:
+def parse_image(blob: bytes, config: AcceleratorConfig, *, source: str = IMAGE_FILE,
+                layer_names: list[str] | None = None) -> ParsedImage:
     """Decode and validate an image for ``config``.
+
+    ``source`` names the image in error messages; ``layer_names`` (optional, e.g. from the
+    manifest) label layer records in them.
 
     Checks, in stream order: header length, magic, version, header size, header CRC, config
     digest, section-table size and CRC, image length (truncation, trailing bytes), every
@@ -787,7 +793,7 @@ def parse_image(blob: bytes, config: AcceleratorConfig, *, source: str = IMAGE_F
         Naming ``source``, the header field or the section, record and field at fault.
     """
     blob = bytes(blob)
-    place = _Place(source)
+    place = _Place(source, layer_names)
     header_format, header_names = _header_codec()
 
     def header_error(name: str, message: str) -> BundleError:
@@ -796,7 +802,7 @@ def parse_image(blob: bytes, config: AcceleratorConfig, *, source: str = IMAGE_F
     def read_field(name: str) -> int:
         member = HEADER_LAYOUT[name]
         start = member.offset // 8
-        return int.from_bytes(blob[start:start + member.shape.width // 8], "little")
+        return int.from_bytes(blob[start:start + Shape.cast(member.shape).width // 8], "little")
 
     prefix = HEADER_LAYOUT["digest"].offset // 8
     if len(blob) < prefix:
@@ -1370,7 +1376,10 @@ def read_bundle(out_dir: str | Path) -> Bundle:
         image = image_path.read_bytes()
     except FileNotFoundError:
         raise BundleError(f"{image_path}: not found") from None
-    parsed = parse_image(image, config, source=str(image_path))
+    regions = manifest.get("program")
+    names = ([region.get("name") for region in regions if isinstance(region, dict)]
+             if isinstance(regions, list) else None)
+    parsed = parse_image(image, config, source=str(image_path), layer_names=names)
     files = keys.get(manifest, "files", dict, "")
     digest = keys.get(files, "image_sha256", str, "files.")
     if hashlib.sha256(image).hexdigest() != digest:

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "compile": "bitline.sw.cli_compile:compile_cmd",
     "report": "bitline.sw.cli_compile:report",
     "compare": "bitline.sw.cli_compile:compare",
+    "accuracy": "bitline.sw.cli_quant:accuracy",
 }
 
 

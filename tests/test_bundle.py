@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import struct
 import zlib
 
@@ -266,8 +265,9 @@ def test_header_and_table_layouts_are_byte_aligned():
         struct_format(data.StructLayout({"a": 3, "b": 13}))
 
 
-@pytest.mark.parametrize("config", [SMALL, SMALL.replace(cols=12, cell_bits=1), preset("bwq")],
-                         ids=["padded-rows", "byte-rows", "bwq"])
+@pytest.mark.parametrize("config", [SMALL, SMALL.replace(cols=12, cell_bits=1),
+                                    preset("bwq").replace(rows=9)],
+                         ids=["padded-rows", "byte-rows", "bwq-columns"])
 def test_fast_cell_packing_matches_the_layout(config):
     rng = np.random.default_rng(3)
     units = np.array([config.n_xbars - 1, 0])
@@ -278,9 +278,7 @@ def test_fast_cell_packing_matches_the_layout(config):
     records["unit"] = units
     for row in range(config.rows):
         for col in range(config.cols):
-            name = f"rows.{row}.levels.{col}" if f"rows.{row}.levels.{col}" in dtype.names \
-                else f"rows.{row}.{col}"
-            records[name] = cells[:, row, col]
+            records[f"rows.{row}.levels.{col}"] = cells[:, row, col]
     blob = bundle_module._pack_cells(config, units, cells)
     assert blob == pack(layout, records)
     place = bundle_module._Place("t")
@@ -372,12 +370,36 @@ def test_empty_layer_without_units_or_entries(tmp_path):
     assert_programs_equal(program, bundle.program)
 
 
-def test_round_trip_real_mapped_model(tmp_path):
-    mapping = pytest.importorskip("bitline.sw.mapping")
-    build = pytest.importorskip("bitline.sw.quant.build")
-    if not hasattr(mapping, "map_model") or not hasattr(build, "quantize_model_int"):
-        pytest.skip("map_model / quantize_model_int not available yet")
-    pytest.skip("no shared model fixture to quantize yet")  # pragma: no cover
+@pytest.fixture(scope="module")
+def digits_qmodels():
+    from importlib.resources import files
+
+    from bitline.sw.onnx_import import load_onnx
+    from bitline.sw.quant.build import quantize_model_int
+
+    calib = np.random.default_rng(0).random((32, 1, 8, 8)).astype(np.float32)
+    out = {}
+    for name in ("digits_cnn", "digits_resnet"):
+        model = load_onnx(str(files("bitline.sw.models") / f"{name}.onnx"))
+        out[name] = quantize_model_int(model, calib)
+    return out
+
+
+@pytest.mark.parametrize("name, config_name, strategy", [
+    ("digits_cnn", "bwq", "isaac"), ("digits_cnn", "bwq", "ivq-naive"),
+    ("digits_cnn", "bwq", "ivq-spatial"), ("digits_cnn", "bwq", "ivq-temporal"),
+    ("digits_cnn", "bwq", "bwq"), ("digits_resnet", "bwq", "bwq"),
+    ("digits_resnet", "isaac", "isaac"),
+])
+def test_round_trip_real_mapped_model(tmp_path, digits_qmodels, name, config_name, strategy):
+    from bitline.sw.mapping import map_model
+
+    qmodel = digits_qmodels[name]
+    program = map_model(qmodel, preset(config_name), strategy, xbars="auto")
+    bundle = read_bundle(write_bundle(tmp_path, program, qmodel))
+    assert_programs_equal(program, bundle.program)
+    assert_qmodels_equal(qmodel, bundle.qmodel)
+    assert bundle.manifest["model"]["name"] == qmodel.model.name
 
 
 # ----------------------------------------------------------------------------- every byte
@@ -615,7 +637,8 @@ def test_entry_row_group_out_of_range(image):
 def test_entry_column_past_the_crossbar(image):
     def change(tables):
         tables.entries["col_group"][0] = 2
-        tables.entries["cols.3.valid"][0] = 1
+        for j in range(SMALL.ou_cols):
+            tables.entries[f"cols.{j}.valid"][0] = j == 3
     expect(image, change, r"ENTRIES record 0 .*field cols.3.valid: column 11 is past")
 
 
@@ -753,11 +776,16 @@ def test_writer_cell_level_above_level_max():
     program = make_program()
     program.layers[2].cells[1, 3, 4] = 4
     write_error(program, r"section CELLS record 4 \(layer 'fc2' unit \d+ row 3 col 4\): field "
-                         r"rows.3.4: level 4 is not in 0 .. level_max \(3\)")
+                         r"rows.3.levels.4: level 4 is not in 0 .. level_max \(3\)")
 
 
 def test_writer_too_many_units():
-    write_error(make_program(units_per_layer=(3, 2, 2)),
+    program = make_program(units_per_layer=(3, 2, 1))
+    layer = program.layers[2]
+    layer.xbars = np.append(layer.xbars, layer.xbars)
+    layer.row_maps = np.concatenate([layer.row_maps] * 2)
+    layer.cells = np.concatenate([layer.cells] * 2)
+    write_error(program,
                 r"section CELLS: field record_count: the program needs 7 crossbar units, the "
                 r"config allows n_xbars = 6")
 
@@ -892,6 +920,16 @@ def test_read_corrupted_image(bundle_dir):
         read_bundle(bundle_dir)
 
 
+def test_read_names_layers_in_record_errors(bundle_dir, program):
+    blob = (bundle_dir / "image.bin").read_bytes()
+    tables = parse_image(blob, SMALL)
+    tables.entries["slice_hi"][0] = 9
+    (bundle_dir / "image.bin").write_bytes(assemble_image(SMALL, encode_sections(tables)))
+    with pytest.raises(BundleError, match=r"image.bin: section ENTRIES record 0 \(layer 'fc0' "
+                                          r"entry 0\): field slice_hi"):
+        read_bundle(bundle_dir)
+
+
 def test_read_manifest_units_disagree(bundle_dir):
     edit_manifest(bundle_dir, lambda m: m["program"][0]["units"].reverse() or
                   m["program"][0]["units"].append(5))
@@ -937,3 +975,18 @@ def test_manifest_rejects_unserializable_stats(tmp_path):
     program.layers[0].stats = {"bad": object()}
     with pytest.raises(BundleError, match=r"manifest.json: program.fc0.stats.bad: cannot store"):
         write_bundle(tmp_path, program, make_qmodel(program))
+
+
+# ----------------------------------------------------------------------------- docs
+def test_docs_field_tables_are_current():
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("bundle_layout_doc",
+                                                  root / "scripts" / "bundle_layout_doc.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    text = (root / "docs" / "bundle.md").read_text()
+    expected = script.replace_block(text, script.generate(preset("bwq"), "bwq"))
+    assert text == expected, "run: python scripts/bundle_layout_doc.py --write docs/bundle.md"

@@ -2,12 +2,18 @@
 
 Public entry points:
 
-* :func:`quantize` — one tensor, one scheme (int, pot, apot, adaptivfloat, ternary, binary).
+* :func:`quantize` — one tensor, one scheme (int, pot, apot, adaptivfloat, ternary, binary);
+  :func:`level_set` — the integer magnitudes a scheme may produce.
 * :class:`QuantizedTensor` / :class:`BitPlanes` — the sign-magnitude integer form.
+* :func:`load_spec` — a spec file (TOML/JSON), a shorthand (``int4``, ``bwq3``) or a dict
+  -> :class:`QuantSpec` (docs/quantization.md).
+* :func:`quantize_model` — the quantize step: float model + spec + calibration batch ->
+  :class:`~bitline.sw.qmodel.QuantizedModel`.
 """
 
 from .schemes import BIT_RANGES, SCHEMES, level_set, quantize
 from .tensor import BitPlanes, QuantizedTensor
+from .spec import QuantSpec, load_spec
 
 __all__ = [
     "quantize",
@@ -16,4 +22,18 @@ __all__ = [
     "BIT_RANGES",
     "QuantizedTensor",
     "BitPlanes",
+    "QuantSpec",
+    "load_spec",
+    "quantize_model",
 ]
+
+
+def __getattr__(name):
+    # quantize_model pulls in the builder and the integer ops, which import
+    # bitline.sw.qmodel, which imports this package for QuantizedTensor: load it on first use
+    # so that importing bitline.sw.qmodel (or intops) first does not hit a circular import.
+    if name == "quantize_model":
+        from .pipeline import quantize_model
+
+        return quantize_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

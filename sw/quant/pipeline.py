@@ -146,6 +146,41 @@ def layer_statistics(
     return stats
 
 
+def layer_gains(model: Model, calib_x: np.ndarray, stats: dict[str, LayerStats],
+                probe_bits: int = 4) -> dict[str, float]:
+    """Measure how a layer's relative output error reaches the model output.
+
+    For every compute layer, its weights alone are replaced by a probe quantization
+    (``int<probe_bits>`` per channel) and the float model is run on the calibration batch.
+    The gain is the model-output relative squared error divided by the layer-output relative
+    error the Hessian-diagonal proxy predicts, ``sum h (w - w_q)**2 / power``. Multiplying a
+    layer's proxy errors by its gain makes errors of different layers comparable in units of
+    model-output error.
+    """
+    from bitline.sim.float_model import run_float
+
+    calib_x = np.asarray(calib_x, dtype=np.float32)
+    reference = np.asarray(run_float(model, calib_x), dtype=np.float64)
+    energy = float(np.mean(np.square(reference))) or 1.0
+    gains = {}
+    for index, layer in enumerate(model.layers):
+        if not layer.is_compute:
+            continue
+        probe = quantize(layer.weight, "int", probe_bits, axis=0)
+        dense = _dense_matrix(layer)
+        probed = dataclasses.replace(layer, weight=probe.dequantize().astype(np.float32))
+        error_dense = dense - _dense_matrix(probed)
+        entry = stats[layer.name]
+        predicted = float((np.square(error_dense) @ entry.input_power).sum()) / entry.output_power
+        layers = list(model.layers)
+        layers[index] = probed
+        output = np.asarray(run_float(dataclasses.replace(model, layers=layers), calib_x),
+                            dtype=np.float64)
+        measured = float(np.mean(np.square(output - reference))) / energy
+        gains[layer.name] = measured / predicted if predicted > 0 else 1.0
+    return gains
+
+
 def _origin_tensor(model: Model, tensor: str) -> str:
     """Follow inheriting ops (pool, flatten, relu) back to the tensor that owns the params."""
     producers = {layer.output: layer for layer in model.layers}
@@ -303,8 +338,10 @@ def quantize_model(
         weights = {layer.name: _fixed_weights(spec, layer) for layer in compute}
     elif spec.mode == "varied":
         rule = spec.varied
-        hessian = rule.sensitivity == "hessian"
+        hessian = rule.sensitivity in ("hessian", "output")
         layer_stats = layer_statistics(model, calib_x, seed=seed) if hessian else {}
+        gains = (layer_gains(model, calib_x, layer_stats) if rule.sensitivity == "output"
+                 else {})
         input_power, output_power = {}, {}
         for layer in compute:
             if layer.name not in layer_stats:
@@ -316,7 +353,7 @@ def quantize_model(
                 _, cols = bwq_mod.matrix_positions(layer.weight.shape, groups)
                 h = h[cols].reshape(layer.weight.shape[0], -1)
             input_power[layer.name] = h
-            output_power[layer.name] = entry.output_power
+            output_power[layer.name] = entry.output_power / gains.get(layer.name, 1.0)
         result = assign_varied(compute, rule.budget, rule.candidates(),
                                input_power=input_power, output_power=output_power,
                                source=f"spec {spec.source}: varied.budget")
@@ -324,17 +361,20 @@ def quantize_model(
         stats["scheme_histogram"] = result.scheme_histogram
     else:
         rule = spec.bwq
-        hessian = rule.sensitivity == "hessian"
+        hessian = rule.sensitivity in ("hessian", "output")
         need_acts = rule.act_budget is not None
         layer_stats = (layer_statistics(model, calib_x, acts if need_acts else None, seed=seed)
                        if hessian or need_acts else {})
+        gains = (layer_gains(model, calib_x, layer_stats) if rule.sensitivity == "output"
+                 else {})
         plans = []
         for layer in compute:
             entry = layer_stats.get(layer.name) if hessian else None
             plans.append(bwq_mod.plan_layer(
                 layer, ou_rows, ou_cols,
                 input_power=None if entry is None else entry.input_power,
-                output_power=None if entry is None else entry.output_power,
+                output_power=(None if entry is None
+                              else entry.output_power / gains.get(layer.name, 1.0)),
             ))
         chosen = bwq_mod.allocate_blocks(plans, rule.budget, min_bits=rule.min_bits,
                                          max_bits=rule.max_bits, fixed=rule.layers,

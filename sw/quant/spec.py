@@ -39,6 +39,7 @@ File format (every key optional unless marked; JSON uses the same structure)::
     budget = 4.0                  # average weight bits (required)
     schemes = ["int", "pot", "apot", "adaptivfloat"]
     bits = [2, 3, 4, 5, 6, 7, 8]  # candidate widths (each scheme where it is defined)
+    sensitivity = "output"        # error measure, see below
 
     [bwq]                         # mode = "bwq"
     budget = 3.0                  # average weight bits over all weights (required)
@@ -46,9 +47,15 @@ File format (every key optional unless marked; JSON uses the same structure)::
     max_bits = 8                  # widest block width
     act_budget = 8.0              # average activation bits over row blocks (default: none)
     min_act_bits = 2              # narrowest row-block activation width
-    sensitivity = "hessian"       # "hessian" (E[x^2]-weighted error) | "weight" (plain MSE)
+    sensitivity = "output"        # error measure, see below
     [bwq.layers]                  # optional fixed block width for whole layers
     "/classifier/classifier.2/Gemm" = 8
+
+``sensitivity`` picks the error that varied and BWQ minimize: ``"weight"`` — plain squared
+weight error; ``"hessian"`` — weight error weighted by the Hessian diagonal ``E[x_i**2]`` of
+the layer output (calibration data), relative to the layer's output power; ``"output"``
+(default) — the ``"hessian"`` error times each layer's measured gain to the model output
+(:func:`bitline.sw.quant.pipeline.layer_gains`), so layers compete in one unit.
 
 Shorthands are accepted wherever a spec is: ``<scheme><bits>`` (``int8``, ``int4``,
 ``pot4``, ``apot4``, ``adaptivfloat6``, ``ternary``, ``binary``) and
@@ -91,7 +98,7 @@ __all__ = [
 MODES = ("fixed", "varied", "bwq")
 GRANULARITIES = ("channel", "tensor")
 CALIBRATION_RULES = ("max", "percentile", "mse")
-SENSITIVITIES = ("hessian", "weight")
+SENSITIVITIES = ("output", "hessian", "weight")
 MAX_ACT_BITS = 8
 BWQ_MAX_BITS = 8
 
@@ -211,7 +218,7 @@ class VariedRule:
     budget: float
     schemes: tuple[str, ...] = ("int", "pot", "apot", "adaptivfloat")
     bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
-    sensitivity: str = "hessian"
+    sensitivity: str = "output"
 
     def candidates(self) -> list[tuple[str, int]]:
         """``(scheme, bits)`` pairs: every scheme at every candidate width it supports."""
@@ -235,7 +242,7 @@ class BWQRule:
     max_bits: int = BWQ_MAX_BITS
     act_budget: float | None = None
     min_act_bits: int = 2
-    sensitivity: str = "hessian"
+    sensitivity: str = "output"
     layers: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -422,17 +429,16 @@ def _varied_rule(table, source: str) -> VariedRule:
         isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 16 for b in bits
     ):
         raise fields.error("bits", f"must be a non-empty list of widths 1..16, not {bits!r}")
-    sensitivity = fields.choice("sensitivity", SENSITIVITIES, "hessian")
+    sensitivity = fields.choice("sensitivity", SENSITIVITIES, "output")
     rule = VariedRule(0.0, tuple(schemes), tuple(sorted(set(bits))), sensitivity)
     pairs = rule.candidates()
     if not pairs:
         raise fields.error("bits", f"no scheme of {schemes} is defined at widths {bits}")
     narrowest = min(b for _, b in pairs)
     widest = max(b for _, b in pairs)
-    budget = _budget(fields, "budget", narrowest, float("inf"),
-                     "the narrowest candidate width")
+    budget = _budget(fields, "budget", narrowest, widest, "the narrowest candidate width")
     fields.finish(("budget", "schemes", "bits", "sensitivity"))
-    return VariedRule(min(budget, widest), tuple(schemes), rule.bits, sensitivity)
+    return VariedRule(budget, tuple(schemes), rule.bits, sensitivity)
 
 
 def _bwq_rule(table, source: str, act_bits: int) -> BWQRule:
@@ -456,7 +462,7 @@ def _bwq_rule(table, source: str, act_bits: int) -> BWQRule:
         fields.table["act_budget"] = act_budget
         act_budget = _budget(fields, "act_budget", max(min_act_bits, 1e-9), act_bits,
                              "min_act_bits")
-    sensitivity = fields.choice("sensitivity", SENSITIVITIES, "hessian")
+    sensitivity = fields.choice("sensitivity", SENSITIVITIES, "output")
     fields.finish(("budget", "min_bits", "max_bits", "act_budget", "min_act_bits",
                    "sensitivity", "layers"))
     return BWQRule(budget, min_bits, max_bits, act_budget, min_act_bits, sensitivity,
@@ -490,7 +496,6 @@ def parse_spec(data: dict, *, source: str = "<memory>", name: str | None = None)
     if weights_table is not None:
         weights = _weight_rule(_Fields(weights_table, "weights", source), required=True,
                                inherit=None)
-        _Fields({}, "weights", source)  # nothing left to check: options were consumed
     elif mode == "fixed":
         raise ValueError(f"spec {source}: weights: a fixed-mode spec needs a [weights] table")
 

@@ -1,0 +1,244 @@
+"""Host interface: control and status registers and performance counters.
+
+The host talks to the accelerator through three streams (``program`` image bytes, ``inputs``
+codes, ``outputs`` values; see :class:`~bitline.hw.top.Accelerator`) and a small register
+bus (:class:`CSRSignature`): a write takes effect in the cycle ``w_en`` is high; a read
+presents ``addr`` with ``r_en`` and returns ``r_data`` in the next cycle. Registers are 32
+bits; 64-bit counters are two registers, low word first.
+
+Register map (word addresses, :class:`Register`):
+
+========================  ===  ===  ===========================================================
+register                  adr  acc  meaning
+========================  ===  ===  ===========================================================
+ID                        0    R    ``bundle_format.MAGIC_WORD`` ("BTLN")
+VERSION                   1    R    ``bundle_format.FORMAT_VERSION`` the loader accepts
+CTRL                      2    W    bit 0 start a layer job; bit 1 (re)start loading an image;
+                                    bit 2 clear the error status
+STATUS                    3    R    bit 0 busy, 1 done, 2 error, 3 loading, 4 programmed;
+                                    bits 8..15 the :class:`ErrorCode`
+LAYER                     4    RW   layer-table index of the next job
+N_VECTORS                 5    RW   input vectors of the next job
+N_LAYERS                  6    R    layer records loaded
+DIGEST0..3                8-11 R    first 16 bytes of the config digest (little-endian words)
+CYCLES_LO/HI              16   R    busy cycles of the last job
+OU_READS_LO/HI            18   R    OU reads issued (all units)
+ADC_CONVERSIONS_LO/HI     20   R    ADC conversions (valid columns of each read)
+STALL_CYCLES_LO/HI        22   R    cycles waiting for the host (input starved / output full)
+REDUCTION_OPERANDS_LO/HI  24   R    partial sums sent over the inter-unit reduction
+========================  ===  ===  ===========================================================
+
+The counters are cleared by ``start`` and count while the job is busy.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .bundle_format import FORMAT_VERSION, MAGIC_WORD, config_digest_bytes
+from .config import AcceleratorConfig, clog2
+from .scheduler import VECTOR_BITS
+
+__all__ = [
+    "CSRSignature", "Register", "ErrorCode", "Status", "COUNTERS", "HostInterface",
+    "CSR_ADDR_BITS", "CSR_DATA_BITS", "COUNTER_BITS",
+]
+
+CSR_ADDR_BITS = 8
+CSR_DATA_BITS = 32
+COUNTER_BITS = 64
+
+
+class Register(enum.IntEnum):
+    """Word addresses of the control and status registers."""
+
+    ID = 0
+    VERSION = 1
+    CTRL = 2
+    STATUS = 3
+    LAYER = 4
+    N_VECTORS = 5
+    N_LAYERS = 6
+    DIGEST0 = 8
+    DIGEST1 = 9
+    DIGEST2 = 10
+    DIGEST3 = 11
+    CYCLES_LO = 16
+    CYCLES_HI = 17
+    OU_READS_LO = 18
+    OU_READS_HI = 19
+    ADC_CONVERSIONS_LO = 20
+    ADC_CONVERSIONS_HI = 21
+    STALL_CYCLES_LO = 22
+    STALL_CYCLES_HI = 23
+    REDUCTION_OPERANDS_LO = 24
+    REDUCTION_OPERANDS_HI = 25
+
+
+class Ctrl(enum.IntFlag):
+    """Bits of the CTRL register."""
+
+    START = 1
+    LOAD = 2
+    CLEAR_ERROR = 4
+
+
+class Status(enum.IntFlag):
+    """Bits 0..7 of the STATUS register (the error code sits in bits 8..15)."""
+
+    BUSY = 1
+    DONE = 2
+    ERROR = 4
+    LOADING = 8
+    PROGRAMMED = 16
+
+
+class ErrorCode(enum.IntEnum):
+    """Error codes in STATUS bits 8..15 (the first error is kept until cleared)."""
+
+    NONE = 0
+    BAD_MAGIC = 1          # header magic is not "BTLN"
+    BAD_VERSION = 2        # format version the loader does not parse
+    BAD_HEADER = 3         # header_bytes / table_entry_bytes / section_count unusable
+    BAD_DIGEST = 4         # image built for another accelerator config
+    HEADER_CRC = 5         # header CRC mismatch
+    TABLE_CRC = 6          # section-table CRC mismatch
+    BAD_SECTION = 7        # unknown id, wrong record size or length, overlapping offset
+    SECTION_CRC = 8        # a section's payload CRC mismatch
+    CAPACITY = 9           # more records than the hardware holds (entries of a unit, ...)
+    BAD_RECORD = 10        # a record names a unit the hardware does not have
+    BAD_LAYER = 11         # job started on a layer index that was not loaded
+    NOT_PROGRAMMED = 12    # job started without a loaded image
+    XBAR_PROTOCOL = 13     # crossbar port returned codes at the wrong latency
+
+
+#: (name, register of the low word) of the performance counters.
+COUNTERS = (
+    ("cycles", Register.CYCLES_LO),
+    ("ou_reads", Register.OU_READS_LO),
+    ("adc_conversions", Register.ADC_CONVERSIONS_LO),
+    ("stall_cycles", Register.STALL_CYCLES_LO),
+    ("reduction_operands", Register.REDUCTION_OPERANDS_LO),
+)
+
+
+class CSRSignature(wiring.Signature):
+    """The register bus, seen from the host (initiator)."""
+
+    def __init__(self):
+        super().__init__({
+            "addr": Out(CSR_ADDR_BITS),
+            "w_en": Out(1),
+            "w_data": Out(CSR_DATA_BITS),
+            "r_en": Out(1),
+            "r_data": In(CSR_DATA_BITS),
+        })
+
+    def __eq__(self, other):
+        return type(self) is type(other)
+
+    __hash__ = None
+
+
+class HostInterface(wiring.Component):
+    """Register file and performance counters.
+
+    Attributes
+    ----------
+    csr: In(CSRSignature())
+        The register bus.
+    start, load, clear_error: Out(1)
+        One-cycle pulses from CTRL writes.
+    layer_index: Out(clog2(max_layers)), n_vectors: Out(VECTOR_BITS)
+        Job parameters.
+    busy, done, loading, programmed: In(1)
+    error: In(8)
+        Current error code (0: none).
+    n_layers: In(clog2(max_layers + 1))
+    cycle, stall: In(1); reads, conversions, operands: In(...)
+        Per-cycle counter increments.
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+        increments = config.n_xbars * config.adcs_per_xbar
+        super().__init__({
+            "csr": In(CSRSignature()),
+            "start": Out(1),
+            "load": Out(1),
+            "clear_error": Out(1),
+            "layer_index": Out(clog2(config.max_layers)),
+            "n_vectors": Out(VECTOR_BITS),
+            "busy": In(1),
+            "done": In(1),
+            "loading": In(1),
+            "programmed": In(1),
+            "error": In(8),
+            "n_layers": In(clog2(config.max_layers + 1)),
+            "cycle": In(1),
+            "reads": In(range(config.n_xbars + 1)),
+            "conversions": In(range(increments + 1)),
+            "stall": In(1),
+            "operands": In(range(config.n_xbars + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        csr = self.csr
+        write = csr.w_en
+        with m.If(write & (csr.addr == Register.CTRL)):
+            m.d.comb += [
+                self.start.eq(csr.w_data[0]),
+                self.load.eq(csr.w_data[1]),
+                self.clear_error.eq(csr.w_data[2]),
+            ]
+        with m.If(write & (csr.addr == Register.LAYER)):
+            m.d.sync += self.layer_index.eq(csr.w_data)
+        with m.If(write & (csr.addr == Register.N_VECTORS)):
+            m.d.sync += self.n_vectors.eq(csr.w_data)
+
+        counters = {}
+        for name, increment in (("cycles", self.cycle), ("ou_reads", self.reads),
+                                ("adc_conversions", self.conversions),
+                                ("stall_cycles", self.stall),
+                                ("reduction_operands", self.operands)):
+            counter = Signal(COUNTER_BITS, name=name)
+            with m.If(self.start & ~self.busy):
+                m.d.sync += counter.eq(0)
+            with m.Elif(self.busy):
+                m.d.sync += counter.eq(counter + increment)
+            counters[name] = counter
+
+        status = Signal(CSR_DATA_BITS)
+        m.d.comb += status.eq(
+            self.busy * Status.BUSY | self.done * Status.DONE
+            | (self.error != 0) * Status.ERROR | self.loading * Status.LOADING
+            | self.programmed * Status.PROGRAMMED | (self.error << 8))
+
+        digest = config_digest_bytes(self.config)
+        readable = {
+            Register.ID: MAGIC_WORD,
+            Register.VERSION: FORMAT_VERSION,
+            Register.STATUS: status,
+            Register.LAYER: self.layer_index,
+            Register.N_VECTORS: self.n_vectors,
+            Register.N_LAYERS: self.n_layers,
+        }
+        for word in range(4):
+            readable[Register.DIGEST0 + word] = int.from_bytes(digest[4 * word:4 * word + 4],
+                                                               "little")
+        for name, low in COUNTERS:
+            readable[low] = counters[name][:32]
+            readable[low + 1] = counters[name][32:]
+        with m.If(csr.r_en):
+            with m.Switch(csr.addr):
+                for address, value in readable.items():
+                    with m.Case(int(address)):
+                        m.d.sync += csr.r_data.eq(value)
+                with m.Default():
+                    m.d.sync += csr.r_data.eq(0)
+        return m
