@@ -238,6 +238,7 @@ def _row(label: str, strategy: str, spec: str, config_name: str, report) -> dict
         "cell_utilization": report.cell_utilization,
         "ou_fill": report.ou_fill,
         "efficiency": report.efficiency,
+        "cycle_efficiency": report.cycle_efficiency,
         "area_mm2": float(sum(report.used_area_mm2.values())),
     }
 
@@ -346,9 +347,12 @@ def _labels(model_name: str, calib_label: str) -> dict:
 
 
 def _console():
+    import sys
+
     from rich.console import Console
 
-    return Console()
+    # Tables are wide; never squeeze them below 140 columns (pipes and CI logs).
+    return Console(file=sys.stdout, width=max(140, Console(file=sys.stdout).width))
 
 
 _SIDECAR = "compile.json"

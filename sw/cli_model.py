@@ -265,21 +265,40 @@ def info(model: str, as_json: bool):
 @click.option("--output", "-o", "output_path", required=True,
               help="Output .npz; the result is stored under key 'output'.")
 @click.option("--backend", "-b", default="float", show_default=True,
-              help=f"Execution backend ({', '.join(BACKENDS)}).")
+              help="Execution backend (float; golden and executor run a bundle directory).")
 @click.option("--option", "-O", "option_pairs", multiple=True, metavar="KEY=VALUE",
               help="Backend option (repeatable).")
+@click.option("--all-layers", is_flag=True,
+              help="Bundle backends: also store every layer's integer output as "
+                   "'layer/<name>' (same as -O all_layers=1).")
 def run(model: str, input_path: str, output_path: str, backend: str,
-        option_pairs: tuple[str, ...]):
+        option_pairs: tuple[str, ...], all_layers: bool):
     """Run MODEL on the inputs in --input with a backend and write the outputs to --output.
 
     MODEL is a builtin name, an .onnx file or (for backends that run compiled programs) a
-    bundle directory.
+    bundle directory. Bundle backends also store ``output_int`` (integer codes).
     """
     run_backend = get_backend(backend)
     options = _parse_options(option_pairs)
+    if all_layers:
+        options.setdefault("all_layers", "1")
     target = resolve_target(model)
     x = load_input(input_path, target.input_shape)
-    y = np.asarray(run_backend(target, x, options))
+    result = run_backend(target, x, options)
+    # A backend returns the output array, or a dict of named arrays that includes "output".
+    arrays = ({key: np.asarray(value) for key, value in result.items()}
+              if isinstance(result, dict) else {"output": np.asarray(result)})
+    y = arrays["output"]
     with open(output_path, "wb") as file:
-        np.savez(file, output=y)
-    click.echo(f"{output_path}: output {_shape(y.shape)} {y.dtype} (backend {backend})")
+        np.savez(file, **arrays)
+    others = [key for key in arrays if key != "output"]
+    more = f" (+ {len(others)} more: {', '.join(others[:2])}{', ...' if len(others) > 2 else ''})" \
+        if others else ""
+    click.echo(f"{output_path}: output {_shape(y.shape)} {y.dtype}{more} (backend {backend})")
+
+
+# Backends that run compiled program bundles (bitline.sw.cli_compile).
+from .cli_compile import executor_backend, golden_backend  # noqa: E402
+
+BACKENDS["golden"] = golden_backend
+BACKENDS["executor"] = executor_backend

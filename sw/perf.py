@@ -224,8 +224,8 @@ class LayerPerf:
         Energy by component (:data:`ENERGY_COMPONENTS`).
     bound_reads, bound_cycles:
         Lower bound: every nonzero weight digit packed perfectly into full OUs
-        (``exact_rows_per_ou x ou_cols`` digits per read), spread evenly over all
-        ``n_xbars`` units.
+        (``exact_rows_per_ou x ou_cols`` digits per read); for the cycles the reads are
+        spread evenly over all ``n_xbars`` units.
     """
 
     name: str
@@ -268,13 +268,13 @@ class LayerPerf:
 
     @property
     def efficiency(self) -> float:
-        """``bound_cycles / cycles`` (1.0 is a perfect mapping)."""
-        return self.bound_cycles / self.cycles if self.cycles else 1.0
+        """``bound_reads / ou_reads``: the share of OU reads a perfect packing would need."""
+        return self.bound_reads / self.ou_reads if self.ou_reads else 1.0
 
     @property
-    def read_efficiency(self) -> float:
-        """``bound_reads / ou_reads``."""
-        return self.bound_reads / self.ou_reads if self.ou_reads else 1.0
+    def cycle_efficiency(self) -> float:
+        """``bound_cycles / cycles`` (1.0: the layer job cannot be faster)."""
+        return self.bound_cycles / self.cycles if self.cycles else 1.0
 
     def to_dict(self) -> dict:
         """Return the counts and derived ratios as a JSON-ready dict."""
@@ -285,7 +285,7 @@ class LayerPerf:
             ou_fill=self.ou_fill,
             total_energy_pj=self.total_energy_pj,
             efficiency=self.efficiency,
-            read_efficiency=self.read_efficiency,
+            cycle_efficiency=self.cycle_efficiency,
         )
         return out
 
@@ -351,6 +351,11 @@ class PerfReport:
 
     @property
     def efficiency(self) -> float:
+        """``bound_reads / ou_reads`` of the whole network."""
+        return self.bound_reads / self.ou_reads if self.ou_reads else 1.0
+
+    @property
+    def cycle_efficiency(self) -> float:
         """``bound_cycles / cycles`` of the whole network."""
         return self.bound_cycles / self.cycles if self.cycles else 1.0
 
@@ -396,6 +401,7 @@ class PerfReport:
                 "bound_reads": self.bound_reads,
                 "bound_cycles": self.bound_cycles,
                 "efficiency": self.efficiency,
+                "cycle_efficiency": self.cycle_efficiency,
                 "area_mm2": float(sum(self.area_mm2.values())),
                 "used_area_mm2": float(sum(self.used_area_mm2.values())),
             },
@@ -415,7 +421,10 @@ class PerfReport:
         per_layer = Table(title=f"Performance per layer: {title}")
         for column in ("layer", "K x O", "V", "xbars", "active", "util", "OU reads",
                        "fill", "ADC conv", "cycles", "energy nJ", "eff"):
-            per_layer.add_column(column, justify="left" if column == "layer" else "right")
+            if column == "layer":
+                per_layer.add_column(column, overflow="fold")
+            else:
+                per_layer.add_column(column, justify="right")
         for layer in self.layers:
             per_layer.add_row(
                 layer.name, f"{layer.n_inputs}x{layer.n_outputs}", str(layer.n_vectors),

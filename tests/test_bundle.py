@@ -402,6 +402,23 @@ def test_round_trip_real_mapped_model(tmp_path, digits_qmodels, name, config_nam
     assert bundle.manifest["model"]["name"] == qmodel.model.name
 
 
+def test_rebuilt_qmodel_runs_the_same_in_the_golden_model(tmp_path, digits_qmodels):
+    from bitline.sim.golden import run_golden
+    from bitline.sw.mapping import map_model
+
+    qmodel = digits_qmodels["digits_resnet"]
+    program = map_model(qmodel, preset("bwq"), "bwq", xbars="auto")
+    bundle = read_bundle(write_bundle(tmp_path, program, qmodel))
+    x = np.random.default_rng(2).random((4, 1, 8, 8)).astype(np.float32)
+    want, got = run_golden(qmodel, x, return_all=True), run_golden(bundle.qmodel, x,
+                                                                   return_all=True)
+    assert np.array_equal(got.output_int, want.output_int)
+    assert np.array_equal(got.output, want.output)
+    assert set(got.layers) == set(want.layers)
+    for name, codes in want.layers.items():
+        assert np.array_equal(got.layers[name], codes), name
+
+
 # ----------------------------------------------------------------------------- every byte
 def flip_all(blob, config, positions, rng):
     missed = []

@@ -64,7 +64,7 @@ be fractional, e.g. ``bwq2.5``). A shorthand equals the committed file
 ``examples/quant/<shorthand>.toml`` where one exists.
 
 Every error is a ``ValueError`` that names the source (file or shorthand) and the field,
-e.g. ``spec int3.toml: weights.bits: bits for scheme apot must be between 3 and 6, not 8``.
+e.g. ``spec my.toml: weights.bits: bits for scheme apot must be between 3 and 6, not 8``.
 Checks that need the model (layer names, channel indices, a BWQ budget below what fixed
 layers need) run in :meth:`QuantSpec.check_model`.
 """
@@ -605,7 +605,7 @@ def load_spec(spec) -> QuantSpec:
         raise ValueError(f"spec {text}: not valid {path.suffix[1:].upper()}: {error}") from None
     if not isinstance(data, dict):
         raise ValueError(f"spec {text}: the top level must be a table/object")
-    return parse_spec(data, source=path.name, name=path.stem)
+    return parse_spec(data, source=text, name=path.stem)
 
 
 def layer_channel_rules(spec: QuantSpec, layer) -> list[tuple[np.ndarray, WeightRule]]:

