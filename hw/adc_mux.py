@@ -47,6 +47,13 @@ def update_layout(config: AcceleratorConfig) -> data.StructLayout:
     })
 
 
+def _tag_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Return what an ADC lane remembers while its code converts (update minus the code)."""
+    return data.StructLayout({
+        name: field.shape for name, field in update_layout(config) if name != "code"
+    })
+
+
 class ADCMux(wiring.Component):
     """Conversion sequencing, ADC gating and code routing of one crossbar unit.
 
@@ -101,7 +108,7 @@ class ADCMux(wiring.Component):
         ]
 
         # Descriptor of the OU column that ADC `a` converts in this phase.
-        tag = Signal(data.ArrayLayout(update_layout(config), adcs))
+        tag = Signal(data.ArrayLayout(_tag_layout(config), adcs))
         adc_en = Signal(adcs)
         shift_base = Signal(total_shift_bits(config))
         m.d.comb += shift_base.eq(command.slice_index * config.dac_bits)

@@ -11,38 +11,16 @@ one row write programs a row.
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Array, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
 
+from ._component import rejects_quietly
 from .config import AcceleratorConfig
 from .xbar_port import CrossbarSignature
 
-__all__ = ["CrossbarEmulator", "ou_read_model"]
-
-
-def ou_read_model(config: AcceleratorConfig, levels: np.ndarray, row_group: int,
-                  col_group: int, phase: int, dac: np.ndarray, wordline_en: np.ndarray,
-                  adc_en: np.ndarray) -> np.ndarray:
-    """Return the ADC codes of one conversion cycle from the port's definition (numpy).
-
-    ``levels`` is ``(rows, cols)``; ``dac``/``wordline_en`` are ``(ou_rows,)``, ``adc_en``
-    ``(adcs_per_xbar,)``. Rows or columns past the crossbar's edge hold level 0.
-    """
-    padded = np.zeros((config.row_groups * config.ou_rows,
-                       config.col_groups * config.ou_cols + config.adcs_per_xbar), np.int64)
-    padded[:config.rows, :config.cols] = levels
-    rows = padded[row_group * config.ou_rows:(row_group + 1) * config.ou_rows]
-    drive = np.where(np.asarray(wordline_en) != 0, np.asarray(dac, np.int64), 0)
-    codes = np.zeros(config.adcs_per_xbar, np.int64)
-    for adc in range(config.adcs_per_xbar):
-        column_in_ou = phase * config.adcs_per_xbar + adc
-        if not adc_en[adc] or column_in_ou >= config.ou_cols:
-            continue
-        column = col_group * config.ou_cols + column_in_ou
-        codes[adc] = min(config.adc_max, int(drive @ rows[:, column]))
-    return codes
+__all__ = ["CrossbarEmulator"]
 
 
 class _Request:
@@ -65,6 +43,7 @@ class CrossbarEmulator(wiring.Component):
         The crossbar side of the port.
     """
 
+    @rejects_quietly
     def __init__(self, config: AcceleratorConfig, levels: np.ndarray | None = None):
         self.config = config
         if levels is not None:

@@ -20,6 +20,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ._component import rejects_quietly
 from .config import AcceleratorConfig, clog2
 from .encoding import column_layout, entry_layout
 from .row_driver import slice_bits
@@ -69,6 +70,7 @@ class OUController(wiring.Component):
         An entry is being fetched or issued.
     """
 
+    @rejects_quietly
     def __init__(self, config: AcceleratorConfig, depth: int, init: list[int] | None = None):
         if depth < 1:
             raise ValueError(f"depth must be at least 1, not {depth}")

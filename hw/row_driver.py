@@ -21,6 +21,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .bundle_format import rowmap_layout
+from ._component import rejects_quietly
 from .config import AcceleratorConfig, clog2
 
 __all__ = ["RowDriver", "RowSelectSignature", "input_layout", "map_write_layout", "slice_bits"]
@@ -86,6 +87,7 @@ class RowDriver(wiring.Component):
         (combinational).
     """
 
+    @rejects_quietly
     def __init__(self, config: AcceleratorConfig, row_map: np.ndarray | None = None):
         self.config = config
         if row_map is not None:

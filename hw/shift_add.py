@@ -24,6 +24,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .adc_mux import update_layout
+from ._component import rejects_quietly
 from .config import AcceleratorConfig, clog2
 
 __all__ = ["ShiftAdd", "psum_layout", "drained_layout"]
@@ -59,6 +60,7 @@ class ShiftAdd(wiring.Component):
         Two cycles after ``drain``: sum over lanes and OR of their touched bits.
     """
 
+    @rejects_quietly
     def __init__(self, config: AcceleratorConfig, channels: int | None = None):
         self.config = config
         self.channels = config.max_out_channels if channels is None else channels

@@ -10,10 +10,33 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import AcceleratorConfig
 from .host import COUNTERS, Register, Status
 
 __all__ = ["stream_put", "stream_get", "csr_write", "csr_read", "read_counters",
-           "run_job", "load_image"]
+           "run_job", "load_image", "small_config", "TEST_CONFIGS"]
+
+
+def small_config(**overrides) -> AcceleratorConfig:
+    """Return a small accelerator (16 x 16 crossbars, 4 x 4 OU) for simulation tests."""
+    fields = dict(rows=16, cols=16, cell_bits=1, dac_bits=1, ou_rows=4, ou_cols=4,
+                  adc_bits=3, adcs_per_xbar=4, n_xbars=2, acc_bits=24, max_act_bits=4,
+                  max_weight_bits=4, max_out_channels=16, max_in_features=48,
+                  max_layers=4, max_entries=256, adc_latency=1)
+    fields.update(overrides)
+    return AcceleratorConfig(**fields)
+
+
+#: Geometries the block tests run over: one ADC per OU column; a ragged crossbar (columns
+#: and rows not multiples of the OU) with 2-bit cells and DACs, shared ADCs (a partial last
+#: phase) and a 2-cycle ADC; a tall OU with 4 conversions per read and a combinational ADC.
+TEST_CONFIGS = {
+    "full-adc": dict(),
+    "ragged-2bit": dict(rows=12, cols=10, ou_rows=3, ou_cols=4, adcs_per_xbar=3,
+                        cell_bits=2, dac_bits=2, adc_bits=6, n_xbars=3, adc_latency=2),
+    "shared-adc": dict(rows=16, cols=16, ou_rows=5, ou_cols=8, adcs_per_xbar=2,
+                       adc_bits=4, adc_latency=0),
+}
 
 
 async def stream_put(ctx, stream, payload) -> None:

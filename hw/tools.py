@@ -22,16 +22,18 @@ __all__ = [
 #: Verilator lint warnings waived for Amaranth's generated Verilog, with the reason.
 #: Anything else that ``--lint-only -Wall`` reports fails the lint.
 VERILATOR_WAIVERS: dict[str, str] = {
-    "UNUSEDSIGNAL": "Amaranth keeps named intermediate signals and unused struct fields "
-                    "(e.g. the entry's xbar field inside a unit, the pad bits of a cell row)",
-    "UNUSEDPARAM": "Yosys-emitted parameters of memory initialisation",
-    "WIDTHEXPAND": "Amaranth widens operands implicitly (Python integer semantics); the "
-                   "generated expressions are exact",
-    "WIDTHTRUNC": "Amaranth truncates on assignment by design (e.g. the accumulator term)",
+    "UNUSEDSIGNAL": "Amaranth keeps named intermediate signals and whole struct views of "
+                    "which only some fields are read (e.g. an entry's xbar field inside its "
+                    "unit, a cell row's pad bits)",
+    "WIDTHEXPAND": "Amaranth widens operands implicitly (Python integer semantics); every "
+                   "generated expression is exact at the widths it is given",
+    "WIDTHTRUNC": "Amaranth truncates on assignment by design (e.g. a shift-and-add term "
+                  "to acc_bits, whose range check_config guarantees)",
+    "PROCASSINIT": "Amaranth gives every register its reset value as a declaration "
+                   "initializer and assigns it in an always block",
+    "CASEINCOMPLETE": "Amaranth lowers FSMs, Switch and Array indexing to casez without a "
+                      "default where some encodings are unused; those are unreachable",
     "DECLFILENAME": "one Verilog file holds every module of the design",
-    "PINCONNECTEMPTY": "unused outputs of Yosys-emitted submodule instances",
-    "GENUNNAMED": "Yosys emits unnamed generate blocks for memory initialisation",
-    "VARHIDDEN": "Yosys reuses local names in memory-initialisation blocks",
 }
 
 
@@ -116,10 +118,14 @@ def yosys_synth(sources: list[str | Path], top: str, *, target: str = "generic",
     script = {"generic": f"synth -top {top}", "ecp5": f"synth_ecp5 -top {top}"}.get(target)
     if script is None:
         raise ValueError(f"target must be 'generic' or 'ecp5', not {target!r}")
-    reads = " ".join(f"read_verilog -sv {Path(source).resolve()};" for source in sources)
-    command = yosys_command() + ["-q", "-p", f"{reads} {script}; tee -o /dev/stdout stat"]
+    # YoWASP's Yosys sees only the folder it runs in: run where the sources are.
+    paths = [Path(source).resolve() for source in sources]
+    workdir = Path(workdir).resolve() if workdir else Path(os.path.commonpath(
+        [str(path.parent) for path in paths]))
+    reads = " ".join(f"read_verilog -sv {path.relative_to(workdir)};" for path in paths)
+    command = yosys_command() + ["-p", f"{reads} {script}; stat"]
     process = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                             cwd=str(workdir) if workdir else None)
+                             cwd=str(workdir))
     log = process.stdout + process.stderr
     cells: dict[str, int] = {}
     total = 0

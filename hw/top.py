@@ -27,6 +27,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect, flipped
 
+from ._component import rejects_quietly
 from .config import AcceleratorConfig, clog2
 from .emulator import CrossbarEmulator
 from .encoding import layer_layout, output_param_layout
@@ -76,6 +77,7 @@ class Accelerator(wiring.Component):
         Only with ``crossbar="external"``.
     """
 
+    @rejects_quietly
     def __init__(self, config: AcceleratorConfig, crossbar: str = "emulated",
                  memories: AcceleratorMemories | None = None,
                  unit_entries: int | None = None):

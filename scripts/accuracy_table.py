@@ -54,19 +54,24 @@ def build_rows(model: str, dataset: str, rows=ROWS) -> list[dict]:
 
 
 def markdown(reports: list[dict]) -> str:
-    """Return the table as markdown (accuracies in percent)."""
+    """Return the table as markdown.
+
+    Accuracies in percent; *output error* is the relative squared error of the golden
+    model's outputs (logits) against FP32 on the test split, in percent.
+    """
     fp32 = reports[0]["fp32_accuracy"]
     lines = [
         "| configuration | spec | accuracy (%) | vs FP32 (points) | avg weight bits | "
-        "avg activation bits | zero blocks (%) |",
-        "|---|---|---:|---:|---:|---:|---:|",
-        f"| FP32 | — | {100 * fp32:.2f} | — | 32 | 32 | — |",
+        "avg activation bits | zero blocks (%) | output error (%) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| FP32 | — | {100 * fp32:.2f} | — | 32 | 32 | — | 0 |",
     ]
     for report in reports:
         lines.append(
             f"| {report['label']} | `{report['spec']}` | {100 * report['accuracy']:.2f} | "
             f"{100 * (report['accuracy'] - fp32):+.2f} | {report['avg_weight_bits']:.2f} | "
-            f"{report['avg_activation_bits']:.2f} | {100 * report['zero_block_fraction']:.1f} |"
+            f"{report['avg_activation_bits']:.2f} | {100 * report['zero_block_fraction']:.1f} | "
+            f"{100 * report['output_error']:.2f} |"
         )
     return "\n".join(lines)
 

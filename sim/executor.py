@@ -90,7 +90,7 @@ class IdealDevice:
         """Return the saturated exact bitline sums (see the module docstring)."""
         # float32 is exact here: a sum is at most rows * dac_max * level_max < 2**24.
         sums = np.asarray(slice_inputs, dtype=np.float32) @ np.asarray(levels, dtype=np.float32)
-        return np.minimum(sums, np.float32(self.adc_max))
+        return np.minimum(sums, np.float32(self.adc_max), out=sums)
 
 
 @dataclass
@@ -168,16 +168,20 @@ class _Batch:
     slice_lo: int
     slice_hi: int
     can_saturate: bool      # some column could reach adc_max with all inputs at dac_max
-    scale: np.ndarray       # (n_cols,) (-1)**sign * 2**shift
-    dests: np.ndarray       # (n_dest,) destination channels
-    to_dest: np.ndarray | None   # (n_cols, n_dest) float64 one-hot * scale, or None
+    scale: np.ndarray       # (n_cols,) (-1)**sign * 2**shift, float64
+    dest: np.ndarray        # (n_cols,) destination channel
+    to_dest: np.ndarray | None   # (n_cols, O) float64: scale at [c, dest[c]] (small batches)
     order: np.ndarray       # columns sorted by destination (reduceat path)
     starts: np.ndarray      # reduceat starts of each destination in ``order``
+    dests: np.ndarray       # destination of each reduceat segment
     exact_float: bool       # float64 reduction provably exact
 
 
 #: Largest one-hot reduction matrix (elements) built per batch; bigger ones use reduceat.
 _ONE_HOT_ELEMENTS = 1 << 21
+
+#: float64 represents every integer below this exactly (with margin for one addition).
+_FLOAT_EXACT = 2.0 ** 52
 
 
 class LayerExecutor:
@@ -216,6 +220,7 @@ class LayerExecutor:
         self.unit_conversions = np.bincount(unit_index, weights=n_slices * n_valid,
                                             minlength=len(units)).astype(np.int64)
         self.batches = self._prepare(entries, desc)
+        self._linear = None
 
     def _local(self, xbar: np.ndarray) -> np.ndarray:
         owned = np.asarray(self.layer.xbars, dtype=np.int64)
@@ -248,8 +253,7 @@ class LayerExecutor:
         keys = np.concatenate([vectors, lo[:, None], hi[:, None]], axis=1)
         _, batch_of = np.unique(keys, axis=0, return_inverse=True)
         batch_of = batch_of.reshape(-1)
-        signed = np.where(desc["sign"][e, j] == 1, -1.0, 1.0)
-        scale = signed * np.exp2(desc["shift"][e, j])
+        scale = np.where(desc["sign"][e, j] == 1, -1.0, 1.0) * np.exp2(desc["shift"][e, j])
         dest = desc["dest"][e, j]
         order = np.argsort(batch_of, kind="stable")
         bounds = np.flatnonzero(np.diff(batch_of[order])) + 1
@@ -267,24 +271,61 @@ class LayerExecutor:
 
     def _batch(self, inputs, xbar, rows, cols, levels, lo, hi, scale, dest) -> _Batch:
         config = self.config
+        n_out = self.layer.n_outputs
         by_dest = np.argsort(dest, kind="stable")
         sorted_dest = dest[by_dest]
         starts = np.concatenate([[0], np.flatnonzero(np.diff(sorted_dest)) + 1])
-        dests = sorted_dest[starts]
         n_cols = len(cols)
         to_dest = None
-        if n_cols * len(dests) <= _ONE_HOT_ELEMENTS:
-            to_dest = np.zeros((n_cols, len(dests)), dtype=np.float64)
-            to_dest[np.arange(n_cols), np.searchsorted(dests, dest)] = scale
-        # |acc contribution| < adc_max * 2**(hi*dac_bits) * sum |scale|: exact in float64?
+        if n_cols * n_out <= _ONE_HOT_ELEMENTS:
+            to_dest = np.zeros((n_cols, n_out), dtype=np.float64)
+            to_dest[np.arange(n_cols), dest] = scale
+        # A column adds at most adc_max << (shift + t*dac_bits) per slice t < hi.
         bound = config.adc_max * 2.0 ** (hi * config.dac_bits) * np.abs(scale).sum()
         column_peak = levels.sum(axis=0).max(initial=0) * config.dac_max
         return _Batch(
             inputs=inputs.astype(np.int64), xbar=xbar, rows=rows, cols=cols, levels=levels,
             slice_lo=lo, slice_hi=hi, can_saturate=bool(column_peak > config.adc_max),
-            scale=scale, dests=dests, to_dest=to_dest, order=by_dest, starts=starts,
-            exact_float=bool(bound < 2.0 ** 52),
+            scale=scale, dest=dest, to_dest=to_dest, order=by_dest, starts=starts,
+            dests=sorted_dest[starts], exact_float=bool(bound < _FLOAT_EXACT),
         )
+
+    def _linear_part(self):
+        """Fold the batches that cannot saturate into one ``(R, O)`` matrix (ideal shortcut).
+
+        Returns ``(inputs (R,), keep_lo (R,), keep_hi (R,), folded (R, O), rest)``: row ``r``
+        of ``folded`` is what input ``inputs[r]``, truncated to the bits
+        ``[keep_lo, keep_hi)`` of its slices, adds to each output through its batch's cells
+        and column descriptors; ``rest`` are the batches left to per-slice reads.
+        """
+        if self._linear is not None:
+            return self._linear
+        dac_bits = self.config.dac_bits
+        n_out = self.layer.n_outputs
+        parts, rest = [], []
+        for batch in self.batches:
+            if batch.can_saturate or not batch.exact_float:
+                rest.append(batch)
+                continue
+            if batch.to_dest is not None:
+                folded = batch.levels.astype(np.float64) @ batch.to_dest
+            else:
+                folded = np.zeros((len(batch.inputs), n_out), dtype=np.float64)
+                np.add.at(folded.T, batch.dest, (batch.levels * batch.scale[None, :]).T)
+            parts.append((batch.inputs, np.full(len(batch.inputs), batch.slice_lo * dac_bits),
+                          np.full(len(batch.inputs), batch.slice_hi * dac_bits), folded))
+        if parts:
+            inputs, keep_lo, keep_hi, folded = (np.concatenate(v) for v in zip(*parts))
+        else:
+            inputs = keep_lo = keep_hi = np.zeros(0, dtype=np.int64)
+            folded = np.zeros((0, n_out), dtype=np.float64)
+        peak = (2.0 ** keep_hi - 1)[:, None] * np.abs(folded)
+        if peak.sum(axis=0).max(initial=0) >= _FLOAT_EXACT:
+            inputs = keep_lo = keep_hi = np.zeros(0, dtype=np.int64)
+            folded = np.zeros((0, n_out), dtype=np.float64)
+            rest = list(self.batches)
+        self._linear = (inputs, keep_lo, keep_hi, folded, rest)
+        return self._linear
 
     def run(self, cols: np.ndarray, device) -> np.ndarray:
         """Execute the layer's OU program on input vectors.
@@ -297,9 +338,11 @@ class LayerExecutor:
             The crossbar device (see the module docstring). When its ``exact`` attribute
             is true (an :class:`IdealDevice` with ``shortcut=True``), batches in which no
             column can reach ``adc_max`` even with every input slice at ``dac_max`` are
-            computed with one product of the slice-truncated inputs instead of one read
-            per slice: the same integers, since the shift-and-add of unsaturated codes is
-            linear.
+            not read slice by slice: their inputs, truncated to the issued slices (bits
+            below ``slice_lo`` and from ``slice_hi`` on cleared), are multiplied once by
+            their cell levels folded through the column descriptors (sign, shift,
+            destination). The same integers, since the shift-and-add of unsaturated codes
+            is linear; the per-slice path is what every other device gets.
 
         Returns
         -------
@@ -312,51 +355,51 @@ class LayerExecutor:
                 f"layer {self.layer.name}: input vectors must be (M, {self.layer.n_inputs}), "
                 f"not shape {cols.shape}"
             )
-        n_vectors = cols.shape[0]
-        dac_bits, dac_max = self.config.dac_bits, self.config.dac_max
-        shortcut = bool(getattr(device, "exact", False))
-        acc = np.zeros((n_vectors, self.layer.n_outputs), dtype=np.int64)
-        for batch in self.batches:
-            n_slices = batch.slice_hi - batch.slice_lo
-            n_cols = len(batch.cols)
-            linear = shortcut and not batch.can_saturate
-            width = n_cols * (1 if linear else n_slices) + len(batch.inputs)
-            step = max(1, _BATCH_ELEMENTS // max(1, width))
-            shifts = (np.arange(batch.slice_lo, batch.slice_hi) * dac_bits)[None, :, None]
-            levels = batch.levels.astype(np.float32)
-            for start in range(0, n_vectors, step):
-                block = cols[start:start + step, batch.inputs]          # (m, n_rows)
-                count = len(block)
-                if linear:
-                    dropped = batch.slice_lo * dac_bits
-                    kept = (block >> dropped) << dropped
-                    kept &= (1 << (batch.slice_hi * dac_bits)) - 1
-                    value = kept.astype(np.float32) @ levels             # (m, n_cols)
-                else:
-                    slices = (block[:, None, :] >> shifts) & dac_max       # (m, T, n_rows)
-                    codes = device.read(batch.xbar, batch.rows, batch.cols,
-                                        slices.reshape(count * n_slices, -1), batch.levels)
-                    codes = np.asarray(codes, dtype=np.float32).reshape(count, n_slices, n_cols)
-                    # exact in float32: codes < 2**12 times 2**(t*dac_bits) < 2**8, summed
-                    value = codes[:, 0, :] * np.float32(2.0 ** (batch.slice_lo * dac_bits))
-                    for t in range(1, n_slices):
-                        value += codes[:, t, :] * np.float32(
-                            2.0 ** ((batch.slice_lo + t) * dac_bits))
-                acc[start:start + count, batch.dests] += self._reduce(batch, value)
+        n_vectors, n_out = cols.shape[0], self.layer.n_outputs
+        acc = np.zeros((n_vectors, n_out), dtype=np.int64)
+        batches = self.batches
+        if getattr(device, "exact", False):
+            inputs, keep_lo, keep_hi, folded, batches = self._linear_part()
+            if len(inputs):
+                step = max(1, _BATCH_ELEMENTS // (len(inputs) + n_out))
+                mask = (np.int64(1) << keep_hi) - 1
+                for start in range(0, n_vectors, step):
+                    kept = (cols[start:start + step, inputs] >> keep_lo << keep_lo) & mask
+                    acc[start:start + step] += np.rint(kept.astype(np.float64) @ folded
+                                                       ).astype(np.int64)
+        for batch in batches:
+            self._read_batch(batch, cols, acc, device)
         return acc
 
-    @staticmethod
-    def _reduce(batch: _Batch, value: np.ndarray) -> np.ndarray:
-        """Apply sign and shift per column and add columns of the same destination."""
-        if batch.exact_float:
-            if batch.to_dest is not None:
-                total = value.astype(np.float64) @ batch.to_dest
+    def _read_batch(self, batch: _Batch, cols: np.ndarray, acc: np.ndarray, device) -> None:
+        """Read one batch slice by slice through ``device``; shift-and-add into ``acc``."""
+        dac_bits, dac_max = self.config.dac_bits, self.config.dac_max
+        n_slices = batch.slice_hi - batch.slice_lo
+        n_cols = len(batch.cols)
+        n_vectors = len(cols)
+        step = max(1, _BATCH_ELEMENTS // max(1, n_slices * (n_cols + len(batch.inputs))))
+        shifts = (np.arange(batch.slice_lo, batch.slice_hi) * dac_bits)[None, :, None]
+        weights = np.exp2(np.arange(batch.slice_lo, batch.slice_hi) * dac_bits,
+                          dtype=np.float32)
+        for start in range(0, n_vectors, step):
+            block = cols[start:start + step, batch.inputs]              # (m, n_rows)
+            count = len(block)
+            slices = (block[:, None, :] >> shifts) & dac_max            # (m, T, n_rows)
+            codes = device.read(batch.xbar, batch.rows, batch.cols,
+                                slices.reshape(count * n_slices, -1), batch.levels)
+            codes = np.asarray(codes, dtype=np.float32).reshape(count, n_slices, n_cols)
+            # codes < 2**12 shifted by < 2**8 and summed: < 2**20, exact in float32
+            value = np.einsum("mtc,t->mc", codes, weights).astype(np.float64)
+            if batch.exact_float and batch.to_dest is not None:
+                acc[start:start + count] += np.rint(value @ batch.to_dest).astype(np.int64)
+            elif batch.exact_float:
+                signed = value * batch.scale
+                summed = np.add.reduceat(signed[:, batch.order], batch.starts, axis=1)
+                acc[start:start + count, batch.dests] += np.rint(summed).astype(np.int64)
             else:
-                signed = value.astype(np.float64) * batch.scale
-                total = np.add.reduceat(signed[:, batch.order], batch.starts, axis=1)
-            return np.rint(total).astype(np.int64)
-        signed = value.astype(np.int64) * batch.scale.astype(np.int64)
-        return np.add.reduceat(signed[:, batch.order], batch.starts, axis=1)
+                signed = np.rint(value).astype(np.int64) * np.rint(batch.scale).astype(np.int64)
+                acc[start:start + count, batch.dests] += np.add.reduceat(
+                    signed[:, batch.order], batch.starts, axis=1)
 
 
 def execute_layer(

@@ -54,13 +54,15 @@ def evaluate_accuracy(
     -------
     dict
         :data:`REPORT_KEYS` plus ``model``, ``spec``, ``mode``, ``dataset``, ``split``,
-        ``images``, ``weight_bits_histogram`` (weights per width), ``block_bits_histogram``
+        ``images``, ``output_error`` (relative squared error of the golden model's
+        dequantized outputs against FP32, ``mean((y_q - y)**2) / mean(y**2)``: a finer
+        measure than the accuracy of a small test set), ``weight_bits_histogram`` (weights per width), ``block_bits_histogram``
         (BWQ: blocks per width), ``scheme_histogram`` (varied: channels per scheme) and
         ``quantize_seconds`` / ``evaluate_seconds``.
     """
     from bitline.hw.config import preset
     from bitline.sim.float_model import run_float
-    from bitline.sim.golden import golden_accuracy
+    from bitline.sim.golden import run_golden
 
     from .datasets import load_dataset
     from .ir import Model
@@ -75,9 +77,11 @@ def evaluate_accuracy(
     start = time.perf_counter()
     qmodel = quantize_model(model, spec, calib_x, config, seed=seed)
     quantized = time.perf_counter()
-    logits = np.asarray(run_float(model, x))
-    fp32 = float(np.mean(logits.reshape(len(y), -1).argmax(axis=1) == y))
-    accuracy_value = float(golden_accuracy(qmodel, x, y))
+    reference = np.asarray(run_float(model, x), dtype=np.float64).reshape(len(y), -1)
+    output = np.asarray(run_golden(qmodel, x).output, dtype=np.float64).reshape(len(y), -1)
+    fp32 = float(np.mean(reference.argmax(axis=1) == y))
+    accuracy_value = float(np.mean(output.argmax(axis=1) == y))
+    output_error = float(np.mean(np.square(output - reference)) / np.mean(np.square(reference)))
     stats = qmodel.spec["stats"]
     report = {
         "model": model.name,
@@ -91,6 +95,7 @@ def evaluate_accuracy(
         "avg_weight_bits": float(stats["avg_weight_bits"]),
         "avg_activation_bits": float(stats["avg_activation_bits"]),
         "zero_block_fraction": float(stats["zero_block_fraction"]),
+        "output_error": output_error,
         "weight_bits_histogram": dict(stats["weight_bits_histogram"]),
         "quantize_seconds": quantized - start,
         "evaluate_seconds": time.perf_counter() - quantized,
@@ -140,6 +145,7 @@ def accuracy(model: str, spec: str, dataset: str, config_path: str | None,
         f"avg weight bits      {report['avg_weight_bits']:.3f}",
         f"avg activation bits  {report['avg_activation_bits']:.3f}",
         f"zero-block fraction  {report['zero_block_fraction']:.4f}",
+        f"output error         {report['output_error']:.5f} (relative squared error vs FP32)",
         f"weight widths        {_histogram(report['weight_bits_histogram'])}",
     ]
     if "block_bits_histogram" in report:

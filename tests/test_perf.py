@@ -252,3 +252,37 @@ def test_user_errors():
     other = Model("other", "x", (6,), [], "x")
     with pytest.raises(ValueError, match="not a compute layer"):
         analyze(Program(CONFIG, "hand", [hand_layer()]), other)
+
+
+@pytest.fixture(scope="module")
+def digits_int8():
+    pytest.importorskip("sklearn")
+    from bitline.sw.datasets import load_dataset
+    from bitline.sw.models import resolve_model
+    from bitline.sw.quant import quantize_model
+
+    model = resolve_model("digits-cnn")
+    calib = load_dataset("digits", "calib")[0]
+    return quantize_model(model, "int8", calib, preset("bwq")), load_dataset("digits", "test")[0][:2]
+
+
+@pytest.mark.parametrize("strategy", ["isaac", "ivq-naive", "ivq-spatial", "ivq-temporal", "bwq"])
+def test_executor_counters_equal_model_counts(strategy, digits_int8):
+    """The crossbar-level executor counts the same events as the static model."""
+    executor = pytest.importorskip("bitline.sim.executor")
+    from bitline.sw.mapping import map_model
+
+    qmodel, x = digits_int8
+    program = map_model(qmodel, preset("bwq"), strategy, xbars="auto")
+    report = analyze(program, qmodel)
+    counters = executor.Counters()
+    executor.run_executor(program, qmodel, x, counters=counters)
+    samples = len(x)
+    for layer in report.layers:
+        assert counters.ou_reads[layer.name] == samples * layer.ou_reads
+        assert counters.adc_conversions[layer.name] == samples * layer.adc_conversions
+        assert counters.compute_cycles(layer.name) == (
+            samples * layer.n_vectors * layer.max_unit_reads * program.config.conversions_per_read)
+        assert layer.bound_reads <= layer.ou_reads
+        assert layer.bound_cycles <= layer.cycles
+    assert report.total_energy_pj == pytest.approx(sum(report.energy_pj.values()))

@@ -341,8 +341,12 @@ def allocate_blocks(
     return out
 
 
-def realize(plan: BlockPlan, block_bits: np.ndarray) -> tuple[QuantizedTensor, np.ndarray]:
+def realize(plan: BlockPlan, block_bits: np.ndarray,
+            weight: np.ndarray | None = None) -> tuple[QuantizedTensor, np.ndarray]:
     """Quantize the layer at the chosen block widths.
+
+    ``weight`` (the IR weight's shape) replaces the planned float weights, e.g. after
+    fine-tuning; it is quantized on the same grid (channel scales and block plane offsets).
 
     Returns
     -------
@@ -355,9 +359,17 @@ def realize(plan: BlockPlan, block_bits: np.ndarray) -> tuple[QuantizedTensor, n
     block_bits = np.asarray(block_bits, dtype=np.int64).reshape(plan.shape)
     flat_bits = block_bits.reshape(-1)
     lsb = plan.lsb[np.arange(len(flat_bits)), flat_bits].reshape(plan.shape)
-    magnitude = block_values(plan.ratio, plan.spread(block_bits), plan.spread(lsb))
+    ratio, negative = plan.ratio, plan.negative
+    if weight is not None:
+        rows, cols = matrix_positions(plan.weight_shape, plan.groups)
+        dense = np.zeros(plan.mask.shape)
+        dense[rows, cols] = np.asarray(weight, dtype=np.float64).reshape(-1)
+        scale = np.ones(plan.mask.shape[0])
+        scale[: len(plan.scale)] = plan.scale
+        ratio, negative = np.abs(dense) / scale[:, None], dense < 0
+    magnitude = block_values(ratio, plan.spread(block_bits), plan.spread(lsb))
     magnitude = np.where(plan.mask, magnitude, 0)
-    values = np.where(plan.negative, -magnitude, magnitude)
+    values = np.where(negative, -magnitude, magnitude)
     nonzero = plan.per_block((values != 0).astype(np.int64)) > 0
     block_bits = np.where(nonzero, block_bits, 0)
     lsb = np.where(nonzero, lsb, 0)

@@ -306,7 +306,7 @@ def quantize_model(
     QuantizedModel
         With ``spec`` as described in the module docstring. For BWQ with activation row
         blocks, ``qmodel.model`` is a copy of ``model`` whose biases carry the truncation
-        bias correction.
+        bias correction; with ``finetune_epochs`` it is the fine-tuned copy.
 
     Raises
     ------
@@ -379,9 +379,25 @@ def quantize_model(
         chosen = bwq_mod.allocate_blocks(plans, rule.budget, min_bits=rule.min_bits,
                                          max_bits=rule.max_bits, fixed=rule.layers,
                                          source=f"spec {spec.source}: bwq.budget")
+        if rule.finetune_epochs:
+            from .finetune import finetune_bwq
+
+            # Widths, plane offsets and channel scales stay; weights and biases move, so the
+            # activations and their statistics are measured again on the tuned model.
+            model = finetune_bwq(model, plans, chosen, calib_x, epochs=rule.finetune_epochs,
+                                 learning_rate=rule.finetune_lr, seed=seed)
+            compute = model.compute_layers
+            acts = calibrate_activations(
+                model, calib_x, bits=activations.bits, rule=activations.rule,
+                percentile=activations.percentile,
+                tensor_bits=_activation_widths(spec, model), seed=seed,
+            )
+            if need_acts:
+                layer_stats = layer_statistics(model, calib_x, acts, seed=seed)
         weights = {}
-        for plan in plans:
-            weights[plan.name], block_bits[plan.name] = bwq_mod.realize(plan, chosen[plan.name])
+        for plan, layer in zip(plans, compute):
+            weights[plan.name], block_bits[plan.name] = bwq_mod.realize(
+                plan, chosen[plan.name], layer.weight if rule.finetune_epochs else None)
         stats["block_bits_histogram"] = bwq_mod.block_histogram(block_bits, plans)["blocks"]
         if need_acts:
             errors, sizes, widths = [], [], []

@@ -48,6 +48,8 @@ File format (every key optional unless marked; JSON uses the same structure)::
     act_budget = 8.0              # average activation bits over row blocks (default: none)
     min_act_bits = 2              # narrowest row-block activation width
     sensitivity = "output"        # error measure, see below
+    finetune_epochs = 0           # > 0: quantization-aware fine-tuning (needs PyTorch)
+    finetune_lr = 1e-4
     [bwq.layers]                  # optional fixed block width for whole layers
     "/classifier/classifier.2/Gemm" = 8
 
@@ -244,10 +246,15 @@ class BWQRule:
     min_act_bits: int = 2
     sensitivity: str = "output"
     layers: dict = field(default_factory=dict)
+    finetune_epochs: int = 0
+    finetune_lr: float = 1e-4
 
     def to_dict(self) -> dict:
         out = {"budget": self.budget, "min_bits": self.min_bits, "max_bits": self.max_bits,
                "min_act_bits": self.min_act_bits, "sensitivity": self.sensitivity}
+        if self.finetune_epochs:
+            out["finetune_epochs"] = self.finetune_epochs
+            out["finetune_lr"] = self.finetune_lr
         if self.act_budget is not None:
             out["act_budget"] = self.act_budget
         if self.layers:
@@ -463,10 +470,18 @@ def _bwq_rule(table, source: str, act_bits: int) -> BWQRule:
         act_budget = _budget(fields, "act_budget", max(min_act_bits, 1e-9), act_bits,
                              "min_act_bits")
     sensitivity = fields.choice("sensitivity", SENSITIVITIES, "output")
+    epochs = fields.number("finetune_epochs", 0, integer=True, low=0, high=10000)
+    learning_rate = fields.number("finetune_lr", 1e-4, low=1e-9, high=1.0)
+    if epochs:
+        from .finetune import torch_available
+
+        if not torch_available():
+            raise fields.error("finetune_epochs", "fine-tuning needs PyTorch, the optional "
+                               'training extra: pip install -e ".[train]"')
     fields.finish(("budget", "min_bits", "max_bits", "act_budget", "min_act_bits",
-                   "sensitivity", "layers"))
+                   "sensitivity", "layers", "finetune_epochs", "finetune_lr"))
     return BWQRule(budget, min_bits, max_bits, act_budget, min_act_bits, sensitivity,
-                   dict(layers))
+                   dict(layers), int(epochs), float(learning_rate))
 
 
 def parse_spec(data: dict, *, source: str = "<memory>", name: str | None = None) -> QuantSpec:
