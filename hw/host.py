@@ -17,8 +17,8 @@ CTRL                      2    W    bit 0 start a layer job; bit 1 (re)start loa
                                     bit 2 clear the error status
 STATUS                    3    R    bit 0 busy, 1 done, 2 error, 3 loading, 4 programmed;
                                     bits 8..15 the :class:`ErrorCode`
-LAYER                     4    RW   layer-table index of the next job
-N_VECTORS                 5    RW   input vectors of the next job
+LAYER                     4    RW   layer-table index of the next job (ignored while busy)
+N_VECTORS                 5    RW   input vectors of the next job (ignored while busy)
 N_LAYERS                  6    R    layer records loaded
 DIGEST0..3                8-11 R    first 16 bytes of the config digest (little-endian words)
 CYCLES_LO/HI              16   R    busy cycles of the last job
@@ -196,9 +196,10 @@ class HostInterface(wiring.Component):
                 self.load.eq(csr.w_data[1]),
                 self.clear_error.eq(csr.w_data[2]),
             ]
-        with m.If(write & (csr.addr == Register.LAYER)):
+        # the job's parameters stay fixed while it runs
+        with m.If(write & (csr.addr == Register.LAYER) & ~self.busy):
             m.d.sync += self.layer_index.eq(csr.w_data)
-        with m.If(write & (csr.addr == Register.N_VECTORS)):
+        with m.If(write & (csr.addr == Register.N_VECTORS) & ~self.busy):
             m.d.sync += self.n_vectors.eq(csr.w_data)
 
         counters = {}

@@ -26,7 +26,7 @@ reloaded, which ``programmed = 0`` tells the host.
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal
+from amaranth import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -269,7 +269,9 @@ class Loader(wiring.Component):
                                 ]
                     with m.If(section_index == header.section_count):
                         m.next = "TRAILER"
-                    with m.Elif(~known | ~size_ok | (current_entry.offset < position)):
+                    with m.Elif(~known | ~size_ok | (current_entry.offset < position)
+                                | (current_entry.offset + current_entry.length
+                                   > header.image_bytes)):
                         fail(ErrorCode.BAD_SECTION)
                     with m.Elif(~count_ok):
                         fail(ErrorCode.CAPACITY)

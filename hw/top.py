@@ -28,7 +28,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect, flipped
 
 from ._component import rejects_quietly
-from .config import AcceleratorConfig, clog2
+from .config import AcceleratorConfig
 from .emulator import CrossbarEmulator
 from .encoding import layer_layout, output_param_layout
 from .host import CSRSignature, ErrorCode, HostInterface

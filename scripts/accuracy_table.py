@@ -38,13 +38,23 @@ ROWS = [
     ("INT3, per channel", "int3"),
     ("Varied (automatic), 3 bits", "varied3"),
     ("BWQ, 3 bits + activations 4 bits avg", "bwq3-act4"),
+    ("BWQ, 2 bits + fine-tuning (needs PyTorch)", "bwq2-ft"),
 ]
+
+#: Rows that need the optional training extra; skipped (with a note) without PyTorch.
+NEEDS_TORCH = {"bwq2-ft"}
 
 
 def build_rows(model: str, dataset: str, rows=ROWS) -> list[dict]:
     """Evaluate every spec of ``rows``; return the reports with a ``label`` and ``file``."""
+    from bitline.sw.quant.finetune import torch_available
+
     reports = []
     for label, stem in rows:
+        if stem in NEEDS_TORCH and not torch_available():
+            print(f"note: skipping {stem} (needs PyTorch: pip install -e '.[train]')",
+                  file=sys.stderr)
+            continue
         path = EXAMPLES / f"{stem}.toml"
         report = evaluate_accuracy(model, path, dataset)
         report["label"] = label

@@ -105,6 +105,7 @@ def main(models, strategies, preset_name, xbars, fmt, json_path):
     names = [name.strip() for name in strategies.split(",") if name.strip()]
     results: dict[str, list[dict]] = {}
     tables = []
+    notes: list[str] = []
     for model in [name.strip() for name in models.split(",") if name.strip()]:
         start = time.perf_counter()
         ir_model = resolve_model(model)
@@ -113,17 +114,24 @@ def main(models, strategies, preset_name, xbars, fmt, json_path):
         if is_synthetic(model):
             labels["weights"] = "synthetic"
         rows = compare_strategies(ir_model, names, strategy_specs(names), config=config,
-                                  calib_x=calib_x, xbars=xbars, baselines=True, labels=labels)
+                                  calib_x=calib_x, xbars=xbars, baselines=True, labels=labels,
+                                  layerwise=True)
         results[model] = rows
         title = (f"{model} ({'synthetic weights, random calibration' if is_synthetic(model) else 'trained weights, ' + calib_label})"
                  f" -- {time.perf_counter() - start:.1f} s")
         tables.append((title, *model_table(rows)))
+        notes.extend(f"{model}, {row['strategy']}: {note}" for row in rows
+                     for note in row["notes"])
         click.echo(f"# done {title}", err=True)
     tables.append(("Claims (seeds) vs measured", *claims_table(results)))
     if fmt == "markdown":
         for title, headers, cells in tables:
             click.echo(f"\n#### {title}\n")
             click.echo(_markdown(headers, cells))
+        if notes:
+            click.echo("\nNotes:\n")
+            for note in notes:
+                click.echo(f"* {note}")
     else:
         from rich.console import Console
         from rich.table import Table
@@ -136,6 +144,8 @@ def main(models, strategies, preset_name, xbars, fmt, json_path):
             for row in cells:
                 table.add_row(*row)
             console.print(table)
+        for note in notes:
+            console.print(f"note: {note}")
     if json_path:
         with open(json_path, "w") as handle:
             json.dump(results, handle, indent=2)

@@ -524,6 +524,15 @@ class AnalogDevice:
         self._fallback_reads += n_reads
         return np.arange(start, start + n_reads, dtype=np.int64)[:, None]
 
+    def _adc_in_place(self, current: np.ndarray) -> np.ndarray:
+        """:meth:`adc` of a float32 array this device owns, overwriting it (no copies)."""
+        params = self.params
+        if params.adc_gain_error:
+            current *= np.float32(1.0 + params.adc_gain_error)
+        current += np.float32(params.adc_offset + 0.5)
+        np.floor(current, out=current)
+        return np.clip(current, np.float32(0), np.float32(self.adc_max), out=current)
+
     def adc(self, current: np.ndarray) -> np.ndarray:
         """Convert LSB-unit currents to codes: gain, offset, round half up, clip to ``adc_max``.
 
@@ -531,11 +540,12 @@ class AnalogDevice:
         holding integers; float32 saves a conversion on the hot path).
         """
         params = self.params
-        value = np.asarray(current, dtype=np.float32)
+        codes = np.array(current, dtype=np.float32)   # a copy, converted in place below
         if params.adc_gain_error:
-            value = value * np.float32(1.0 + params.adc_gain_error)
-        codes = np.floor(value + np.float32(params.adc_offset + 0.5))
-        return np.clip(codes, np.float32(0), np.float32(self.adc_max))
+            codes *= np.float32(1.0 + params.adc_gain_error)
+        codes += np.float32(params.adc_offset + 0.5)
+        np.floor(codes, out=codes)
+        return np.clip(codes, np.float32(0), np.float32(self.adc_max), out=codes)
 
     def read(self, xbar, rows, cols, slice_inputs, levels, *, read_index=None) -> np.ndarray:
         """Answer a batch of OU reads (the executor's device interface).
@@ -570,7 +580,7 @@ class AnalogDevice:
         xbar, cols = np.asarray(xbar, dtype=np.int64), np.asarray(cols, dtype=np.int64)
         current, drive, power = self._mean_current(xbar, rows, cols, slice_inputs, levels)
         if not self.params.read_noise:
-            return self.adc(current)
+            return self._adc_in_place(current)
         read_index = self._read_index(read_index, current.shape)
         gain = 1.0 + self.params.adc_gain_error
         value = current * np.float32(gain) + np.float32(self.params.adc_offset + 0.5)
@@ -580,7 +590,7 @@ class AnalogDevice:
         reads, columns = np.nonzero(distance <= reach[:, None] + np.float32(1e-3))
         current[reads, columns] += self._noise(xbar, cols, drive, power, read_index,
                                                reads, columns)
-        return self.adc(current)
+        return self._adc_in_place(current)
 
     # ------------------------------------------------------------------ cycle-level use
     def program(self, xbar: int, cells: np.ndarray) -> None:

@@ -38,6 +38,15 @@ leaves unused (row map -1) are not passed (they contribute 0). Columns are indep
 bitlines, so a device may treat each column on its own; ``cols // ou_cols`` recovers a
 column's column group if it models per-OU effects.
 
+Read numbers (optional): a device with a true ``uses_read_index`` attribute is called as
+``read(..., read_index=n)`` with ``n`` int64 ``(M, n_cols)``: the number of the OU read
+that produced each code among all reads of its crossbar unit in hardware order -- vector
+``v`` (the row of ``cols``) major, then the unit's entries in program order, then slices:
+``n = v * R_u + sum_{e' < e} (slice_hi[e'] - slice_lo[e']) + (t - slice_lo[e])`` over
+entries ``e'`` of the same unit, ``R_u`` its reads per vector. A cocotb bench that counts
+reads at a crossbar port gets the same numbers, so a noisy device keyed by them
+(:class:`bitline.sim.analog.AnalogDevice`) answers both identically.
+
 A non-ideal device (the analog model) keeps its per-cell state fixed for one programmed
 chip, e.g. a conductance perturbation table ``delta[xbar, row, col]`` drawn once from
 ``np.random.default_rng(seed)`` and looked up as ``delta[xbar[None, :], rows, cols[None,
@@ -60,7 +69,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bitline.hw.config import AcceleratorConfig
-from bitline.sw.mapping.layout import entry_columns
+from bitline.sw.mapping.layout import bounded_unique, entry_columns
 from bitline.sw.mapping.program import LayerProgram, Program
 
 __all__ = ["IdealDevice", "Counters", "LayerExecutor", "execute_layer", "run_executor"]
@@ -170,11 +179,13 @@ class _Batch:
     can_saturate: bool      # some column could reach adc_max with all inputs at dac_max
     scale: np.ndarray       # (n_cols,) (-1)**sign * 2**shift, float64
     dest: np.ndarray        # (n_cols,) destination channel
-    to_dest: np.ndarray | None   # (n_cols, O) float64: scale at [c, dest[c]] (small batches)
+    to_dest: np.ndarray | None   # (n_cols, O) float64: scale at [c, dest[c]], built lazily
     order: np.ndarray       # columns sorted by destination (reduceat path)
     starts: np.ndarray      # reduceat starts of each destination in ``order``
     dests: np.ndarray       # destination of each reduceat segment
     exact_float: bool       # float64 reduction provably exact
+    read_base: np.ndarray | None = None    # (n_cols,) unit read number of slice_lo, vector 0
+    read_period: np.ndarray | None = None  # (n_cols,) reads of the column's unit per vector
 
 
 #: Largest one-hot reduction matrix (elements) built per batch; bigger ones use reduceat.
@@ -219,6 +230,14 @@ class LayerExecutor:
                                       minlength=len(units)).astype(np.int64)
         self.unit_conversions = np.bincount(unit_index, weights=n_slices * n_valid,
                                             minlength=len(units)).astype(np.int64)
+        # Read number of each entry's first slice within its unit (hardware order).
+        before = np.zeros(len(entries), dtype=np.int64)
+        by_unit = np.argsort(unit_index, kind="stable")
+        running = np.cumsum(n_slices[by_unit]) - n_slices[by_unit]
+        group_start = np.searchsorted(unit_index[by_unit], unit_index[by_unit])
+        before[by_unit] = running - running[group_start]
+        self._entry_read_base = before
+        self._entry_read_period = self.unit_reads[unit_index] if len(entries) else before
         self.batches = self._prepare(entries, desc)
         self._linear = None
 
@@ -243,30 +262,43 @@ class LayerExecutor:
         local = self._local(xbar)
         row_group = entries["row_group"][e].astype(np.int64)
         col = entries["col_group"][e].astype(np.int64) * config.ou_cols + j
-        # Input vector of each column's row group (-1: row unused or past the crossbar).
-        group_rows = row_group[:, None] * ou_rows + np.arange(ou_rows)[None, :]
-        inside = group_rows < config.rows
-        safe_rows = np.minimum(group_rows, config.rows - 1)
-        vectors = np.where(inside, self.layer.row_maps[local[:, None], safe_rows], -1)
         lo = entries["slice_lo"][e].astype(np.int64)
         hi = entries["slice_hi"][e].astype(np.int64)
-        keys = np.concatenate([vectors, lo[:, None], hi[:, None]], axis=1)
-        _, batch_of = np.unique(keys, axis=0, return_inverse=True)
-        batch_of = batch_of.reshape(-1)
+        # Group columns by (crossbar, row group, slices), then those groups by the input
+        # vector their row group drives (-1: row unused or past the crossbar).
+        span = config.max_slices + 1
+        group_key = ((local * config.row_groups + row_group) * span + lo) * span + hi
+        group_keys, group_of = bounded_unique(
+            group_key, max(1, len(self.layer.xbars)) * config.row_groups * span * span)
+        g_hi = group_keys % span
+        g_lo = group_keys // span % span
+        g_rg = group_keys // (span * span) % config.row_groups
+        g_local = group_keys // (span * span * config.row_groups)
+        group_rows = g_rg[:, None] * ou_rows + np.arange(ou_rows)[None, :]
+        inside = group_rows < config.rows
+        g_vectors = np.where(inside, self.layer.row_maps[g_local[:, None],
+                                                         np.minimum(group_rows, config.rows - 1)],
+                             -1)
+        keys = np.concatenate([g_vectors, g_lo[:, None], g_hi[:, None]], axis=1)
+        _, batch_of_group = np.unique(keys, axis=0, return_inverse=True)
+        batch_of = batch_of_group.reshape(-1)[group_of]
         scale = np.where(desc["sign"][e, j] == 1, -1.0, 1.0) * np.exp2(desc["shift"][e, j])
         dest = desc["dest"][e, j]
         order = np.argsort(batch_of, kind="stable")
         bounds = np.flatnonzero(np.diff(batch_of[order])) + 1
         batches = []
         for members in np.split(order, bounds):
-            vector = vectors[members[0]]
+            vector = g_vectors[group_of[members[0]]]
             offsets = np.flatnonzero(vector >= 0)
-            rows = safe_rows[members][:, offsets].T                 # (n_rows, n_cols)
+            rows = offsets[:, None] + row_group[members][None, :] * ou_rows  # (n_rows, n_cols)
             levels = self.layer.cells[local[members][None, :], rows,
                                       col[members][None, :]].astype(np.int64)
-            batches.append(self._batch(
+            batch = self._batch(
                 vector[offsets], xbar[members], rows, col[members], levels,
-                int(lo[members[0]]), int(hi[members[0]]), scale[members], dest[members]))
+                int(lo[members[0]]), int(hi[members[0]]), scale[members], dest[members])
+            batch.read_base = self._entry_read_base[e[members]]
+            batch.read_period = self._entry_read_period[e[members]]
+            batches.append(batch)
         return batches
 
     def _batch(self, inputs, xbar, rows, cols, levels, lo, hi, scale, dest) -> _Batch:
@@ -275,18 +307,13 @@ class LayerExecutor:
         by_dest = np.argsort(dest, kind="stable")
         sorted_dest = dest[by_dest]
         starts = np.concatenate([[0], np.flatnonzero(np.diff(sorted_dest)) + 1])
-        n_cols = len(cols)
-        to_dest = None
-        if n_cols * n_out <= _ONE_HOT_ELEMENTS:
-            to_dest = np.zeros((n_cols, n_out), dtype=np.float64)
-            to_dest[np.arange(n_cols), dest] = scale
         # A column adds at most adc_max << (shift + t*dac_bits) per slice t < hi.
         bound = config.adc_max * 2.0 ** (hi * config.dac_bits) * np.abs(scale).sum()
         column_peak = levels.sum(axis=0).max(initial=0) * config.dac_max
         return _Batch(
             inputs=inputs.astype(np.int64), xbar=xbar, rows=rows, cols=cols, levels=levels,
             slice_lo=lo, slice_hi=hi, can_saturate=bool(column_peak > config.adc_max),
-            scale=scale, dest=dest, to_dest=to_dest, order=by_dest, starts=starts,
+            scale=scale, dest=dest, to_dest=None, order=by_dest, starts=starts,
             dests=sorted_dest[starts], exact_float=bool(bound < _FLOAT_EXACT),
         )
 
@@ -307,11 +334,9 @@ class LayerExecutor:
             if batch.can_saturate or not batch.exact_float:
                 rest.append(batch)
                 continue
-            if batch.to_dest is not None:
-                folded = batch.levels.astype(np.float64) @ batch.to_dest
-            else:
-                folded = np.zeros((len(batch.inputs), n_out), dtype=np.float64)
-                np.add.at(folded.T, batch.dest, (batch.levels * batch.scale[None, :]).T)
+            folded = np.zeros((len(batch.inputs), n_out), dtype=np.float64)
+            signed = batch.levels[:, batch.order] * batch.scale[batch.order][None, :]
+            folded[:, batch.dests] = np.add.reduceat(signed, batch.starts, axis=1)
             parts.append((batch.inputs, np.full(len(batch.inputs), batch.slice_lo * dac_bits),
                           np.full(len(batch.inputs), batch.slice_hi * dac_bits), folded))
         if parts:
@@ -381,12 +406,23 @@ class LayerExecutor:
         shifts = (np.arange(batch.slice_lo, batch.slice_hi) * dac_bits)[None, :, None]
         weights = np.exp2(np.arange(batch.slice_lo, batch.slice_hi) * dac_bits,
                           dtype=np.float32)
+        numbered = getattr(device, "uses_read_index", False)
+        if batch.to_dest is None and n_cols * self.layer.n_outputs <= _ONE_HOT_ELEMENTS:
+            batch.to_dest = np.zeros((n_cols, self.layer.n_outputs), dtype=np.float64)
+            batch.to_dest[np.arange(n_cols), batch.dest] = batch.scale
         for start in range(0, n_vectors, step):
             block = cols[start:start + step, batch.inputs]              # (m, n_rows)
             count = len(block)
             slices = (block[:, None, :] >> shifts) & dac_max            # (m, T, n_rows)
+            extra = {}
+            if numbered:   # the read numbers of the module docstring, (m, T, n_cols)
+                extra["read_index"] = (
+                    np.arange(start, start + count, dtype=np.int64)[:, None, None]
+                    * batch.read_period[None, None, :] + batch.read_base[None, None, :]
+                    + np.arange(n_slices, dtype=np.int64)[None, :, None]
+                ).reshape(count * n_slices, n_cols)
             codes = device.read(batch.xbar, batch.rows, batch.cols,
-                                slices.reshape(count * n_slices, -1), batch.levels)
+                                slices.reshape(count * n_slices, -1), batch.levels, **extra)
             codes = np.asarray(codes, dtype=np.float32).reshape(count, n_slices, n_cols)
             # codes < 2**12 shifted by < 2**8 and summed: < 2**20, exact in float32
             value = np.einsum("mtc,t->mc", codes, weights).astype(np.float64)

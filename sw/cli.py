@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "report": "bitline.sw.cli_compile:report",
     "compare": "bitline.sw.cli_compile:compare",
     "accuracy": "bitline.sw.cli_quant:accuracy",
+    "sweep": "bitline.sw.cli_sweep:sweep",
+    "verilog": "bitline.sw.cli_hw:verilog",
 }
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -28,7 +28,7 @@ import numpy as np
 
 from bitline.hw.config import AcceleratorConfig, preset
 
-from .mapping.program import STRATEGIES
+from .mapping.program import STRATEGIES, Program
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -38,6 +38,8 @@ __all__ = [
     "CompileResult",
     "load_config",
     "parse_xbars",
+    "fit_capacity",
+    "map_program",
     "calibration_inputs",
     "compile_model",
     "strategy_specs",
@@ -82,6 +84,7 @@ class CompileResult:
     program: object
     quantize_s: float
     map_s: float
+    notes: list = field(default_factory=list)
 
 
 def load_config(config_path: str | Path | None = None,
@@ -172,31 +175,88 @@ def calibration_inputs(model, dataset: str | None = None, *, model_name: str | N
     return x, f"random(seed={seed}, n={samples})"
 
 
+def fit_capacity(model, config: AcceleratorConfig) -> tuple[AcceleratorConfig, list[str]]:
+    """Raise ``max_in_features`` / ``max_out_channels`` to the model's largest compute layer.
+
+    Used with ``--xbars auto``, which sizes the machine to the network: a layer's input
+    vector (``K``; a depthwise conv's block-diagonal matrix has ``C * KH * KW`` inputs) and
+    output channels must fit the config's layer-job capacity. Returns the config and a note
+    per raised field.
+    """
+    largest_k = largest_o = 1
+    for layer in model.compute_layers:
+        weight = layer.weight
+        groups = int(layer.attrs.get("groups", 1)) if layer.op == "conv" else 1
+        largest_k = max(largest_k, int(np.prod(weight.shape[1:])) * groups)
+        largest_o = max(largest_o, int(weight.shape[0]))
+    changes, notes = {}, []
+    for field, need in (("max_in_features", largest_k), ("max_out_channels", largest_o)):
+        if need > getattr(config, field):
+            changes[field] = need
+            notes.append(f"{field} raised from {getattr(config, field)} to {need}")
+    return (config.replace(**changes) if changes else config), notes
+
+
+def map_program(qmodel, config: AcceleratorConfig, strategy: str, *,
+                xbars: str | int = "auto", layerwise: bool = False):
+    """Map ``qmodel`` with :func:`bitline.sw.mapping.map_model`; return ``(program, notes)``.
+
+    With ``layerwise`` and ``xbars="auto"``, a network that needs more crossbar units than
+    any config holds (``n_xbars`` is capped) is mapped one layer at a time instead: every
+    layer starts at unit 0 and the config gets the largest layer's unit count. Such a
+    program models a machine that reloads weights between layers (reload cost not
+    modelled); it is fine for the performance model (layers run one after another) but is
+    not a valid bundle, so ``bitline compile`` never asks for it. The note says so.
+    """
+    from .mapping import map_layer, map_model
+
+    xbars = parse_xbars(xbars)
+    try:
+        return map_model(qmodel, config, strategy,
+                         xbars="auto" if xbars == "auto" else xbars), []
+    except ValueError as error:
+        if not (layerwise and xbars == "auto" and "more than any configuration" in str(error)):
+            raise
+    spec = qmodel.spec if isinstance(qmodel.spec, dict) else {}
+    blocks = {key: None if spec.get(name) is None else int(spec[name])
+              for key, name in (("block_rows", "ou_rows"), ("block_cols", "ou_cols"))}
+    layers = [map_layer(qlayer, config, strategy, 0, **blocks)
+              for qlayer in qmodel.compute_layers]
+    units = [len(layer.xbars) for layer in layers]
+    program = Program(config.replace(n_xbars=max(units)), strategy, layers)
+    return program, [f"layerwise: needs {sum(units)} crossbar units, more than a config holds; "
+                     f"layers mapped one at a time onto {max(units)} units"]
+
+
 def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x: np.ndarray,
-                  *, xbars: str | int = "auto") -> CompileResult:
+                  *, xbars: str | int = "auto", layerwise: bool = False) -> CompileResult:
     """Quantize ``model`` with ``spec`` and map it with ``strategy`` onto ``config``.
 
-    ``xbars`` is ``"auto"`` (the mapper sizes the crossbar count) or a unit count that
-    replaces ``config.n_xbars``.
+    ``xbars`` is ``"auto"`` (the mapper sizes the crossbar count, and :func:`fit_capacity`
+    the layer-job capacity) or a unit count that replaces ``config.n_xbars``. ``layerwise``:
+    see :func:`map_program`.
 
     Raises
     ------
     ValueError
         If the strategy is unknown or a step rejects the model, spec or config.
     """
-    from .mapping import map_model
     from .quant import load_spec, quantize_model
 
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     xbars = parse_xbars(xbars)
-    if xbars != "auto":
+    notes: list[str] = []
+    if xbars == "auto":
+        config, notes = fit_capacity(model, config)
+    else:
         config = config.replace(n_xbars=xbars)
     start = time.perf_counter()
     qmodel = quantize_model(model, load_spec(spec), calib_x, config)
     quantized = time.perf_counter()
-    program = map_model(qmodel, config, strategy, xbars="auto" if xbars == "auto" else "config")
-    return CompileResult(qmodel, program, quantized - start, time.perf_counter() - quantized)
+    program, more = map_program(qmodel, config, strategy, xbars=xbars, layerwise=layerwise)
+    return CompileResult(qmodel, program, quantized - start, time.perf_counter() - quantized,
+                         notes + more)
 
 
 def strategy_specs(strategies, overrides=()) -> dict[str, str]:
@@ -246,7 +306,7 @@ def _row(label: str, strategy: str, spec: str, config_name: str, report) -> dict
 def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | None = None, *,
                        config: AcceleratorConfig | None = None, calib_x: np.ndarray,
                        xbars: str | int = "auto", baselines: bool = True,
-                       labels: dict | None = None) -> list[dict]:
+                       labels: dict | None = None, layerwise: bool = False) -> list[dict]:
     """Compile ``model`` under every strategy and return one comparison row per run.
 
     Each row has ``strategy``, ``cycles``, ``energy_pj``, ``ou_reads``,
@@ -257,7 +317,8 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
     rows of :data:`BASELINES` follow (ISAAC on the ``isaac`` preset at 16 and 8 weight bits)
     and every row gets ``speedup_vs_isaac_paper`` / ``energy_saving_vs_isaac_paper``
     relative to ``isaac-paper-16b``. Quantized models are shared between strategies with
-    the same spec.
+    the same spec. ``notes`` lists capacity changes (:func:`fit_capacity`) and layerwise
+    mapping (:func:`map_program`, only with ``layerwise``).
     """
     from .perf import analyze
 
@@ -269,14 +330,16 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
     if baselines:
         runs += [(label, strategy, spec, preset(name), name)
                  for label, strategy, name, spec in BASELINES]
-    from .mapping import map_model
     from .quant import load_spec, quantize_model
 
     count = parse_xbars(xbars)
     rows: list[dict] = []
     quantized: dict[tuple[str, str], object] = {}
     for label, strategy, spec, run_config, config_name in runs:
-        if count != "auto":
+        notes: list[str] = []
+        if count == "auto":
+            run_config, notes = fit_capacity(model, run_config)
+        else:
             run_config = run_config.replace(n_xbars=count)
         key = (spec, run_config.digest)
         start = time.perf_counter()
@@ -284,12 +347,13 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
             quantized[key] = quantize_model(model, load_spec(spec), calib_x, run_config)
         qmodel = quantized[key]
         mid = time.perf_counter()
-        program = map_model(qmodel, run_config, strategy,
-                            xbars="auto" if count == "auto" else "config")
+        program, more = map_program(qmodel, run_config, strategy, xbars=count,
+                                    layerwise=layerwise)
         end = time.perf_counter()
         report = analyze(program, qmodel)
         row = _row(label, strategy, spec, config_name, report)
-        row.update(labels=dict(labels or {}), quantize_s=mid - start, map_s=end - mid)
+        row.update(labels=dict(labels or {}), notes=notes + more, quantize_s=mid - start,
+                   map_s=end - mid)
         rows.append(row)
     reference = next((row for row in rows if row["strategy"] == "isaac"), None)
     paper = next((row for row in rows if row["strategy"] == "isaac-paper-16b"), None)
@@ -415,6 +479,8 @@ def compile_cmd(model, strategy, spec, config_path, preset_name, xbars, calib_da
         f"{result.program.xbars_used} crossbars -> {out}  "
         f"(quantize {result.quantize_s:.2f} s, map {result.map_s:.2f} s, "
         f"write {write_s:.2f} s)")
+    for note in result.notes:
+        console.print(f"note: {note}")
     for table in report.tables():
         console.print(table)
 
@@ -449,9 +515,12 @@ def report(bundle_dir, as_json):
 @_with_config_options
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
               help="Add ISAAC as its paper ran it (isaac preset, 16- and 8-bit weights).")
+@click.option("--layerwise", is_flag=True,
+              help="Map networks too large for any config one layer at a time "
+                   "(performance only; see docs/performance.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list.")
 def compare(model, strategies, quant, config_path, preset_name, xbars, calib_dataset,
-            calib_samples, baselines, as_json):
+            calib_samples, baselines, layerwise, as_json):
     """Compile MODEL under several strategies and compare cycles and energy with ISAAC."""
     names = [name.strip() for name in strategies.split(",") if name.strip()]
     unknown = [name for name in names if name not in STRATEGIES]
@@ -465,13 +534,17 @@ def compare(model, strategies, quant, config_path, preset_name, xbars, calib_dat
     labels = _labels(model, calib_label)
     rows = compare_strategies(ir_model, names, strategy_specs(names, quant), config=config,
                               calib_x=calib_x, xbars=xbars, baselines=baselines,
-                              labels=labels)
+                              labels=labels, layerwise=layerwise)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     title = f"{model}: strategies vs isaac" + (" (synthetic weights)"
                                                if labels.get("weights") else "")
-    _console().print(comparison_table(rows, title))
+    console = _console()
+    console.print(comparison_table(rows, title))
+    for row in rows:
+        for note in row["notes"]:
+            console.print(f"note ({row['strategy']}): {note}")
 
 
 # ------------------------------------------------------------------ `bitline run` backends

@@ -56,9 +56,10 @@ def evaluate_accuracy(
         :data:`REPORT_KEYS` plus ``model``, ``spec``, ``mode``, ``dataset``, ``split``,
         ``images``, ``output_error`` (relative squared error of the golden model's
         dequantized outputs against FP32, ``mean((y_q - y)**2) / mean(y**2)``: a finer
-        measure than the accuracy of a small test set), ``weight_bits_histogram`` (weights per width), ``block_bits_histogram``
-        (BWQ: blocks per width), ``scheme_histogram`` (varied: channels per scheme) and
-        ``quantize_seconds`` / ``evaluate_seconds``.
+        measure than the accuracy of a small test set), ``weight_bits_histogram``
+        (weights per width), ``block_bits_histogram`` (BWQ: blocks per width),
+        ``scheme_histogram`` (varied: channels per scheme) and ``quantize_seconds`` /
+        ``evaluate_seconds``.
     """
     from bitline.hw.config import preset
     from bitline.sim.float_model import run_float

@@ -15,7 +15,6 @@ in :mod:`bitline.hw.timing`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -219,7 +218,8 @@ class LayerPerf:
     max_unit_reads:
         Reads per vector of the busiest unit.
     cycles, latency_s:
-        Layer-job cycles (docs/contract.md section 5) and their time at ``clock_mhz``.
+        Layer-job cycles (:func:`bitline.hw.timing.layer_cycles`, docs/contract.md section
+        5) and their time at ``clock_mhz``.
     energy_pj:
         Energy by component (:data:`ENERGY_COMPONENTS`).
     bound_reads, bound_cycles:
@@ -406,6 +406,8 @@ class PerfReport:
                 "used_area_mm2": float(sum(self.used_area_mm2.values())),
             },
             "energy_pj": self.energy_pj,
+            "adc": {"bits": self.config.adc_bits,
+                    "pj_per_conversion": adc_energy_pj(self.config.adc_bits)},
             "area_mm2": dict(self.area_mm2),
             "used_area_mm2": dict(self.used_area_mm2),
             "layers": [layer.to_dict() for layer in self.layers],
@@ -537,16 +539,18 @@ def analyze_layer(
     local = order[position] if len(entries) else np.zeros(0, dtype=np.int64)
 
     rows, cols = config.rows, config.cols
-    padded_rows = config.row_groups * config.ou_rows
-    row_maps = np.full((n_units, padded_rows), -1, dtype=np.int64)
-    row_maps[:, :rows] = np.asarray(layer.row_maps, dtype=np.int64).reshape(n_units, rows)
-    driven = row_maps >= 0                                       # (X, padded_rows)
-    cells = np.zeros((n_units, padded_rows, cols), dtype=bool)
-    cells[:, :rows] = np.asarray(layer.cells).reshape(n_units, rows, cols) != 0
-    # Nonzero cells on driven rows, per (unit, row group, column).
-    live = (cells & driven[:, :, None]).reshape(n_units, config.row_groups, config.ou_rows, cols)
-    nonzero_by_group = live.sum(axis=2)                          # (X, RG, cols)
-    driven_by_group = driven.reshape(n_units, config.row_groups, config.ou_rows).sum(axis=2)
+    row_maps = np.asarray(layer.row_maps).reshape(n_units, rows)
+    driven = row_maps >= 0                                       # (X, rows)
+    cells = np.asarray(layer.cells).reshape(n_units, rows, cols) != 0
+    group_starts = np.arange(0, rows, config.ou_rows)
+    # Nonzero cells on driven rows and driven rows, per (unit, row group[, column]).
+    per_row = np.count_nonzero(cells, axis=2)                    # (X, rows)
+    live = cells & driven[:, :, None] if np.any(per_row[~driven]) else cells
+    small = np.uint8 if config.ou_rows < 256 else np.uint16
+    nonzero_by_group = (np.add.reduceat(live.view(np.uint8), group_starts, axis=1, dtype=small)
+                        if n_units else np.zeros((0, len(group_starts), cols), small))
+    driven_by_group = (np.add.reduceat(driven, group_starts, axis=1, dtype=np.int32)
+                       if n_units else np.zeros((0, len(group_starts)), np.int32))
 
     n_slices = (np.asarray(entries["slice_hi"], dtype=np.int64)
                 - np.asarray(entries["slice_lo"], dtype=np.int64))
@@ -560,10 +564,12 @@ def analyze_layer(
     in_range = column < cols
     valid &= in_range
     safe_column = np.where(in_range, column, 0)
-    n_valid = valid.sum(axis=1)
-    n_driven = driven_by_group[local, row_group] if len(entries) else np.zeros(0, np.int64)
-    nonzero_hit = (nonzero_by_group[local[:, None], row_group[:, None], safe_column]
-                   * valid).sum(axis=1) if len(entries) else np.zeros(0, np.int64)
+    n_valid = valid.sum(axis=1, dtype=np.int64)
+    n_driven = (driven_by_group[local, row_group].astype(np.int64) if len(entries)
+                else np.zeros(0, np.int64))
+    nonzero_hit = (np.where(valid, nonzero_by_group[local[:, None], row_group[:, None],
+                                                    safe_column], 0).sum(axis=1, dtype=np.int64)
+                   if len(entries) else np.zeros(0, np.int64))
 
     reads = int(n_slices.sum())
     conversions = int((n_slices * n_valid).sum())
@@ -573,8 +579,9 @@ def analyze_layer(
     unit_reads = np.bincount(local, weights=n_slices, minlength=n_units).astype(np.int64)
     active_units = int(np.count_nonzero(np.bincount(local, minlength=n_units)))
     # Reduction: one partial sum per (unit, channel) pair named by a valid column.
-    pair_unit = np.broadcast_to(entry_units[:, None], dest.shape)[valid]
-    pairs = np.unique(pair_unit * (int(dest.max(initial=0)) + 1) + dest[valid]).size
+    named = np.zeros((max(n_units, 1), max(int(dest.max(initial=0)) + 1, O)), dtype=bool)
+    named[np.broadcast_to(local[:, None], dest.shape)[valid], dest[valid]] = True
+    pairs = int(np.count_nonzero(named))
 
     cycles = int(layer_cycles(config, K, O, V, unit_reads))
 
@@ -582,9 +589,7 @@ def analyze_layer(
     if weight is None:
         # Without the weights, every nonzero cell on a driven row is one digit of its input.
         digits = np.zeros(K, dtype=np.int64)
-        per_row = cells[:, :rows].sum(axis=2)
-        mask = row_maps[:, :rows] >= 0
-        np.add.at(digits, row_maps[:, :rows][mask], per_row[mask])
+        np.add.at(digits, row_maps[driven], per_row[driven])
     else:
         weight = np.asarray(weight).reshape(O, -1)
         if weight.shape[1] != K:
@@ -623,7 +628,7 @@ def analyze_layer(
         act_bits=int(layer.act_bits),
         crossbars=n_units,
         active_crossbars=active_units,
-        nonzero_cells=int(cells.sum()),
+        nonzero_cells=int(np.count_nonzero(cells)),
         allocated_cells=n_units * rows * cols,
         entries=len(entries),
         ou_reads=V * reads,

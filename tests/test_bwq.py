@@ -220,3 +220,33 @@ def test_activation_row_blocks_fold_their_mean_into_the_bias(digits):
         assert not np.array_equal(qlayer.layer.bias, original)   # bias correction
     assert qmodel.spec["stats"]["avg_activation_bits"] <= 4 + 1e-9
     assert golden_accuracy(qmodel, x, y) >= 0.95
+
+
+# --------------------------------------------------------------------------- fine-tuning
+def test_finetuning_keeps_the_grid_and_lowers_the_error(digits):
+    pytest.importorskip("torch")
+    from bitline.sim.float_model import run_float
+
+    model, calib, (x, _) = digits
+    reference = run_float(model, x)
+
+    def error(qmodel):
+        output = run_golden(qmodel, x).output
+        return float(np.mean((output - reference) ** 2) / np.mean(reference ** 2))
+
+    plain = quantize_model(model, "bwq2", calib)
+    spec = {"mode": "bwq", "bwq": {"budget": 2, "finetune_epochs": 3, "finetune_lr": 3e-4}}
+    tuned = quantize_model(model, spec, calib)
+    for before, after in zip(plain.compute_layers, tuned.compute_layers):
+        assert np.array_equal(before.block_bits, after.block_bits)
+        assert np.array_equal(before.weight.scale, after.weight.scale)
+    assert tuned.spec["stats"]["avg_weight_bits"] <= 2.0
+    assert error(tuned) < 0.5 * error(plain)
+
+
+def test_finetuning_without_torch_names_the_field(monkeypatch):
+    from bitline.sw.quant import finetune, load_spec
+
+    monkeypatch.setattr(finetune, "torch_available", lambda: False)
+    with pytest.raises(ValueError, match=r"bwq\.finetune_epochs: fine-tuning needs PyTorch"):
+        load_spec({"mode": "bwq", "bwq": {"budget": 2, "finetune_epochs": 3}})

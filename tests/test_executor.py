@@ -211,20 +211,29 @@ def test_digits_cnn_int8(digits, strategy):
     assert np.array_equal(few.output_int, golden.output_int[:4])
 
 
-@pytest.mark.parametrize("model_name,spec", [("digits-cnn", "pot4"), ("digits-cnn", "bwq3"),
-                                             ("digits-resnet", "int8"),
-                                             ("digits-resnet", "apot4")])
-def test_digits_networks_other_specs(digits, model_name, spec):
+#: BWQ weights (3 bits on average) and activations (6 bits on average per row block).
+BWQ_ACTS = {"name": "bwq3a6", "mode": "bwq", "bwq": {"budget": 3, "act_budget": 6}}
+
+
+@pytest.mark.parametrize("model_name,spec,config", [
+    ("digits-cnn", "pot4", "bwq"), ("digits-cnn", "bwq3", "bwq"),
+    ("digits-cnn", BWQ_ACTS, "bwq"), ("digits-cnn", BWQ_ACTS, "isaac"),
+    ("digits-resnet", "int8", "bwq"), ("digits-resnet", "apot4", "isaac"),
+], ids=lambda v: v["name"] if isinstance(v, dict) else str(v))
+def test_digits_networks_other_specs(digits, model_name, spec, config):
     qmodel = _quantized(digits, model_name, spec)
     x = digits[2][:48]
     golden = run_golden(qmodel, x)
     for strategy in STRATEGIES:
-        program = map_model(qmodel, preset("bwq"), strategy, xbars="auto")
+        program = map_model(qmodel, preset(config), strategy, xbars="auto")
         result = run_executor(program, qmodel, x)
         assert np.array_equal(result.output_int, golden.output_int), strategy
-    few = run_executor(program, qmodel, x[:2], device=IdealDevice(program.config,
-                                                                   shortcut=False))
-    assert np.array_equal(few.output_int, golden.output_int[:2])
+        few = run_executor(program, qmodel, x[:1], device=IdealDevice(program.config,
+                                                                       shortcut=False))
+        assert np.array_equal(few.output_int, golden.output_int[:1]), strategy
+    if isinstance(spec, dict):
+        assert any(q.act_block_bits is not None and q.act_block_bits.min() < 8
+                   for q in qmodel.compute_layers)
 
 
 @pytest.mark.slow

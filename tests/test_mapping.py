@@ -181,9 +181,9 @@ def test_bwq_skips_zero_blocks_and_issues_requested_slices():
         rows = slice(layer.entries["row_group"][index] * config.ou_rows,
                      (layer.entries["row_group"][index] + 1) * config.ou_rows)
         inputs = layer.row_maps[local[index], rows]
-        blocks = np.unique(inputs[inputs >= 0] // config.ou_rows)
-        assert len(blocks) == 1          # one row group, one BWQ row block
-        width = act_block_bits[blocks[0]]
+        widths = np.unique(act_block_bits[inputs[inputs >= 0] // config.ou_rows])
+        assert len(widths) == 1          # one row group, one activation width
+        width = widths[0]
         assert width > 0
         assert layer.entries["slice_lo"][index] == 8 - width
         assert layer.entries["slice_hi"][index] == 8
@@ -234,6 +234,20 @@ def test_balance_is_minimal_and_even():
     assert per_unit.max() <= -(-loads.sum() // n_xbars) + loads.max()
     pairs = set(zip(xbar.tolist(), slot.tolist()))
     assert len(pairs) == len(loads)
+
+
+def test_bwq_widths_regroup_rows_on_large_ous():
+    """With an OU taller than the BWQ block, equal-width row blocks share row groups."""
+    config = preset("isaac")                  # 85 exact rows, BWQ blocks of 9 inputs
+    rng = np.random.default_rng(12)
+    matrix = random_matrix(rng, 8, 180, "int", 4)
+    act_block_bits = np.tile([8, 6], 10)      # alternating widths, 20 blocks of 9
+    layer = map_matrix(matrix, config, "ivq-temporal", act_bits=8,
+                       act_block_bits=act_block_bits, block_rows=9)
+    check_program(layer, config, matrix)
+    driven = (layer.row_maps >= 0).sum(axis=1)
+    assert sorted(driven.tolist()) == [5, 5, 85, 85]   # 90 inputs per width
+    assert sorted(layer.entries["slice_lo"].tolist()) == [0, 0, 2, 2]
 
 
 def test_usable_row_groups():

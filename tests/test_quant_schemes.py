@@ -40,7 +40,8 @@ def test_exact_and_own_levels(scheme, bits, options, weights, per_tensor):
     q = quantize(weights, scheme, bits, axis=axis, **options)
     assert q.values.dtype == np.int64 and q.values.shape == weights.shape
     # The scale broadcasts: one entry per output channel (or one in total).
-    expected = (1,) * weights.ndim if per_tensor else (weights.shape[0],) + (1,) * (weights.ndim - 1)
+    ones = (1,) * (weights.ndim - 1)
+    expected = (1,) + ones if per_tensor else (weights.shape[0],) + ones
     assert q.scale.shape == expected
     assert np.all(q.scale > 0)
     # dequantize() is exactly values * scale.
@@ -122,3 +123,21 @@ def test_quantized_tensor_is_the_contract_type():
     q = quantize(np.linspace(-1, 1, 24).reshape(4, 6), "apot", 5)
     assert isinstance(q, QuantizedTensor)
     assert q.scheme == "apot" and q.bits == 5
+
+
+@pytest.mark.parametrize("scheme,bits", [("pot", 4), ("apot", 5), ("adaptivfloat", 6), ("int", 5)])
+def test_nearest_level_is_the_nearest(scheme, bits):
+    from bitline.sw.quant.schemes import _nearest_level
+
+    levels = level_set(scheme, bits)
+    ratios = np.concatenate([
+        np.random.default_rng(0).uniform(0, levels[-1] * 1.2, 5000),
+        (levels[:-1] + levels[1:]) / 2.0,          # exact midpoints: ties go up
+        levels.astype(float), [0.0, levels[-1] * 3.0],
+    ])
+    midpoints = (levels[:-1] + levels[1:]) / 2.0
+    expected = np.searchsorted(midpoints, ratios, side="right")
+    assert np.array_equal(_nearest_level(ratios, levels), expected)
+    chosen = levels[expected]
+    distance = np.abs(chosen - ratios)
+    assert np.all(distance <= np.abs(levels[None, :] - ratios[:, None]).min(axis=1) + 1e-12)

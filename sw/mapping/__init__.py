@@ -126,7 +126,7 @@ def map_matrix(
         check_block_bits(matrix.astype(np.int64), block_bits,
                          block_rows or config.ou_rows, block_cols or config.ou_cols, name)
     bits = layer_bits(matrix, config, act_bits=int(act_bits), act_block_bits=act_block_bits,
-                      block_rows=block_rows, align_blocks=strategy == "bwq", name=name)
+                      block_rows=block_rows, name=name)
     placement = _PLACERS[strategy](bits, config)
     return assemble(bits, placement, config, name=name, xbar_offset=xbar_offset)
 

@@ -1,14 +1,14 @@
 """The ``bwq`` strategy: BWQ's precision-aware packing of OU-sized blocks (docs/mapping.md).
 
-Chunks follow BWQ's row blocks (``ou_rows`` inputs of the quantization geometry, split in
-pieces of ``exact_rows_per_ou`` when the hardware OU is narrower), so each row group of a
-crossbar belongs to one row block and its entries issue only the top
-``ceil(a_r / dac_bits)`` input slices of that block's activation width ``a_r``; a row block
-of width 0 is not mapped. Zero-bit (pruned) weight blocks hold no nonzero segment and take
-no cell and no read. Within a chunk, segments are grouped by significance: the OUs of one
-digit ``d`` hold only digit-``d`` columns, of any channel and sign, so same-significance
-bits of different weights share an OU (one shift per OU, as in BWQ-H) and an OU never
-mixes significances. Only full-width column groups are used (``cols // ou_cols`` per strip);
+Rows: chunks never mix BWQ row blocks of different activation widths, so each row group
+of a crossbar issues only the top ``ceil(a_r / dac_bits)`` input slices of its block's width
+``a_r``; a row block of width 0 is not mapped. On hardware whose OU is the BWQ block (the
+``bwq`` preset, ``exact_rows_per_ou == ou_rows``) the chunks are exactly the row blocks.
+Zero-bit (pruned) weight blocks hold no nonzero segment and take no cell and no read.
+Columns: within a chunk, segments are grouped by significance: the OUs of one digit ``d``
+hold only digit-``d`` columns, of any channel and sign, so same-significance bits of
+different weights share an OU (one shift per OU, as in BWQ-H) and an OU never mixes
+significances. Only full-width column groups are used (``cols // ou_cols`` per strip);
 strips are balanced over the crossbars like ``ivq-temporal``.
 """
 

@@ -42,14 +42,13 @@ def place_naive(bits: LayerBits, config: AcceleratorConfig) -> Placement:
 def _pattern_order(pattern: np.ndarray) -> np.ndarray:
     """Order columns so equal and similar nonzero patterns over row groups are adjacent.
 
-    Sort key: the number of nonzero row groups (descending), then the pattern itself
-    lexicographically (row group 0 most significant, nonzero first). Dense columns fill
-    the first OUs of every row group; sparse columns with the same nonzero row groups end
-    up side by side, so the OUs of their other row groups stay empty.
+    Lexicographic sort of the patterns, row group 0 most significant, nonzero first:
+    columns that are nonzero in the same leading row groups sit side by side, so an OU
+    (``ou_cols`` adjacent columns) tends to be either full or empty in each row group.
+    (Sorting by popcount first, or by row-group density, was within 1-7% on ResNet-18
+    ``pot4`` layers and no better.)
     """
-    keys = [~pattern[:, g] for g in range(pattern.shape[1] - 1, -1, -1)]
-    keys.append(-pattern.sum(axis=1))
-    return np.lexsort(keys)
+    return np.lexsort([~pattern[:, g] for g in range(pattern.shape[1] - 1, -1, -1)])
 
 
 def place_spatial(bits: LayerBits, config: AcceleratorConfig) -> Placement:

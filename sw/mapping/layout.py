@@ -7,11 +7,13 @@ OU entries, statistics), and inverts that (:func:`reconstruct_matrix`).
 
 Vocabulary (docs/mapping.md has the pictures):
 
-* **chunk** — a run of at most ``config.exact_rows_per_ou`` consecutive inputs ``[start,
-  start + length)`` of the ``(O, K)`` matrix. A chunk occupies the first ``length`` rows of
+* **chunk** — at most ``config.exact_rows_per_ou`` inputs of the ``(O, K)`` matrix:
+  ``[c*E, (c+1)*E)`` in im2col order, unless BWQ activation widths regroup them (inputs of
+  one width, in im2col order, cut every ``E``). A chunk occupies the first ``length`` rows of
   one row group of a crossbar (the *strip* ``(xbar, row_group)``); the rows beyond it stay
   unused (row map -1), so no column of any OU can have more than ``exact_rows_per_ou``
-  nonzero cells and the ideal ADC is exact. Chunks never straddle a BWQ row block.
+  nonzero cells and the ideal ADC is exact. A chunk never mixes inputs of different BWQ
+  activation widths (one slice range per read); inputs of width 0 are not mapped.
 * **digit** ``d`` — the ``cell_bits``-wide slice ``(|w| >> d*cell_bits) & level_max`` of a
   weight's magnitude; with 1-bit cells a digit is a magnitude bit. Its shift is
   ``d * cell_bits``.
@@ -59,8 +61,10 @@ class LayerBits:
         ``O`` and ``K``.
     act_bits, n_slices:
         Input activation width and ``ceil(act_bits / dac_bits)``.
-    chunk_start, chunk_len:
-        int64 ``(n_chunks,)``: first input and input count of each chunk.
+    chunk_inputs:
+        int64 ``(n_chunks, E)``: the inputs of each chunk, in row order, -1 past its end.
+    chunk_len:
+        int64 ``(n_chunks,)``: input count of each chunk.
     slice_lo, slice_hi:
         int64 ``(n_chunks,)``: input slices the chunk's reads issue (the top slices of a BWQ
         row block's activation width; ``[0, n_slices)`` otherwise).
@@ -77,7 +81,7 @@ class LayerBits:
     n_inputs: int
     act_bits: int
     n_slices: int
-    chunk_start: np.ndarray
+    chunk_inputs: np.ndarray
     chunk_len: np.ndarray
     slice_lo: np.ndarray
     slice_hi: np.ndarray
@@ -88,7 +92,7 @@ class LayerBits:
     @property
     def n_chunks(self) -> int:
         """Number of row chunks."""
-        return len(self.chunk_start)
+        return len(self.chunk_inputs)
 
     @property
     def n_q(self) -> int:
@@ -144,19 +148,30 @@ def usable_row_groups(config: AcceleratorConfig) -> int:
     return groups if last_rows >= exact else groups - 1
 
 
-def _chunks(n_inputs: int, exact: int, block_rows: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(start, length)`` of chunks of ``<= exact`` inputs, cut at row blocks."""
-    if block_rows is None:
-        starts = np.arange(0, n_inputs, exact, dtype=np.int64)
-    else:
-        per_block = np.arange(0, block_rows, exact, dtype=np.int64)
-        blocks = np.arange(0, n_inputs, block_rows, dtype=np.int64)
-        starts = (blocks[:, None] + per_block[None, :]).reshape(-1)
-        starts = starts[starts < n_inputs]
-    ends = np.minimum(starts + exact, n_inputs)
-    if block_rows is not None:
-        ends = np.minimum(ends, (starts // block_rows + 1) * block_rows)
-    return starts, ends - starts
+def _chunks(widths: np.ndarray, exact: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(inputs (n_chunks, exact), length (n_chunks,))``: inputs grouped into chunks.
+
+    ``widths`` is the activation width of every input. Inputs of one width, in im2col
+    order, are cut every ``exact``; a chunk never mixes two widths (its reads issue one
+    slice range) and inputs of width 0 are not mapped. Without BWQ widths (all equal) the
+    chunks are the consecutive runs ``[c*exact, (c+1)*exact)``.
+    """
+    order = np.argsort(-widths, kind="stable")
+    order = order[widths[order] > 0]
+    if len(order) == 0:
+        return np.zeros((0, exact), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    edges = np.flatnonzero(np.diff(widths[order])) + 1
+    run_start = np.concatenate([[0], edges]).astype(np.int64)
+    run_end = np.concatenate([edges, [len(order)]]).astype(np.int64)
+    counts = -(-(run_end - run_start) // exact)
+    run = np.repeat(np.arange(len(run_start)), counts)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    starts = run_start[run] + (np.arange(len(run)) - first[run]) * exact
+    length = np.minimum(starts + exact, run_end[run]) - starts
+    position = starts[:, None] + np.arange(exact)[None, :]
+    inside = np.arange(exact)[None, :] < length[:, None]
+    inputs = np.where(inside, order[np.where(inside, position, 0)], -1)
+    return inputs.astype(np.int64), length.astype(np.int64)
 
 
 def layer_bits(
@@ -166,7 +181,6 @@ def layer_bits(
     act_bits: int,
     act_block_bits: np.ndarray | None = None,
     block_rows: int | None = None,
-    align_blocks: bool = False,
     name: str = "layer",
 ) -> LayerBits:
     """Cut an ``(O, K)`` integer matrix into chunks and digit planes.
@@ -180,13 +194,12 @@ def layer_bits(
     act_bits:
         Input activation width.
     act_block_bits:
-        Optional BWQ activation width per row block of ``block_rows`` inputs; a chunk issues
-        only the top ``(a_r) / dac_bits`` slices of its block, and a block of width 0 is
-        not mapped at all (its inputs contribute nothing, docs/contract.md section 2).
+        Optional BWQ activation width ``a_r`` per row block of ``block_rows`` inputs. Chunks
+        never mix inputs of different widths; a chunk issues only the top
+        ``ceil(a_r / dac_bits)`` slices, and inputs of width 0 are not mapped at all (they
+        contribute nothing, docs/contract.md section 2).
     block_rows:
         Row-block size of ``act_block_bits`` (default ``config.ou_rows``).
-    align_blocks:
-        Cut chunks at row-block boundaries even without ``act_block_bits`` (``bwq``).
     name:
         Layer name for error messages.
 
@@ -216,52 +229,51 @@ def layer_bits(
     block_rows = config.ou_rows if block_rows is None else int(block_rows)
     if block_rows < 1:
         raise ValueError(f"layer {name}: block_rows must be >= 1, not {block_rows}")
-    aligned = align_blocks or act_block_bits is not None
-    start, length = _chunks(n_in, exact, block_rows if aligned else None)
-    slice_lo = np.zeros(len(start), dtype=np.int64)
+    widths = np.full(n_in, act_bits, dtype=np.int64)
     if act_block_bits is not None:
-        widths = np.asarray(act_block_bits, dtype=np.int64).reshape(-1)
+        block_widths = np.asarray(act_block_bits, dtype=np.int64).reshape(-1)
         n_blocks = -(-n_in // block_rows)
-        if widths.shape != (n_blocks,):
+        if block_widths.shape != (n_blocks,):
             raise ValueError(
-                f"layer {name}: act_block_bits has {widths.size} entries, expected "
+                f"layer {name}: act_block_bits has {block_widths.size} entries, expected "
                 f"ceil({n_in}/{block_rows}) = {n_blocks}"
             )
-        bad = np.flatnonzero((widths < 0) | (widths > act_bits))
+        bad = np.flatnonzero((block_widths < 0) | (block_widths > act_bits))
         if bad.size:
             raise ValueError(
-                f"layer {name}: act_block_bits[{bad[0]}] = {widths[bad[0]]} is outside "
+                f"layer {name}: act_block_bits[{bad[0]}] = {block_widths[bad[0]]} is outside "
                 f"0..act_bits ({act_bits})"
             )
-        dropped = act_bits - widths
-        bad = np.flatnonzero((widths > 0) & (dropped % dac_bits != 0))
+        dropped = act_bits - block_widths
+        bad = np.flatnonzero((block_widths > 0) & (dropped % dac_bits != 0))
         if bad.size:
             raise ValueError(
-                f"layer {name}: act_block_bits[{bad[0]}] = {widths[bad[0]]} drops "
+                f"layer {name}: act_block_bits[{bad[0]}] = {block_widths[bad[0]]} drops "
                 f"{dropped[bad[0]]} bits, not a whole number of {dac_bits}-bit DAC slices"
             )
-        chunk_width = widths[start // block_rows]
-        keep = chunk_width > 0
-        start, length, chunk_width = start[keep], length[keep], chunk_width[keep]
-        slice_lo = (act_bits - chunk_width) // dac_bits
-    slice_hi = np.full(len(start), n_slices, dtype=np.int64)
+        widths = np.repeat(block_widths, block_rows)[:n_in]
+    inputs, length = _chunks(widths, exact)
+    slice_lo = (act_bits - widths[inputs[:, 0]]) // dac_bits if len(inputs) else length
+    slice_hi = np.full(len(inputs), n_slices, dtype=np.int64)
 
     n_digits = -(-magnitude_bits // config.cell_bits)
-    index = start[:, None] + np.arange(exact, dtype=np.int64)[None, :]
-    index = np.where(np.arange(exact)[None, :] < length[:, None], index, n_in)
-    padded = np.concatenate([matrix, np.zeros((n_out, 1), dtype=np.int64)], axis=1)
+    index = np.where(inputs >= 0, inputs, n_in)
+    # magnitudes fit 16 bits (max_weight_bits <= 16): narrow dtypes keep this pass cheap
+    padded = np.zeros((n_out, n_in + 1), dtype=np.int16 if magnitude_bits < 16 else np.int32)
+    padded[:, :n_in] = matrix
     gathered = padded[:, index]                                   # (O, n_chunks, E)
-    negative = gathered < 0
-    magnitude = np.abs(gathered)
-    digits = np.zeros((n_digits, 2, n_out, len(start), exact), dtype=np.uint8)
+    positive = (gathered > 0).view(np.uint8)
+    negative = (gathered < 0).view(np.uint8)
+    magnitude = np.abs(gathered).astype(np.uint16)
+    digits = np.empty((n_digits, 2, n_out, len(inputs), exact), dtype=np.uint8)
     for digit in range(n_digits):
         level = ((magnitude >> (digit * config.cell_bits)) & config.level_max).astype(np.uint8)
-        digits[digit, 0] = np.where(negative, 0, level)
-        digits[digit, 1] = np.where(negative, level, 0)
-    digits = digits.reshape(n_digits * 2 * n_out, len(start), exact)
+        np.multiply(level, positive, out=digits[digit, 0])
+        np.multiply(level, negative, out=digits[digit, 1])
+    digits = digits.reshape(n_digits * 2 * n_out, len(inputs), exact)
     return LayerBits(
         n_outputs=n_out, n_inputs=n_in, act_bits=int(act_bits), n_slices=n_slices,
-        chunk_start=start, chunk_len=length, slice_lo=slice_lo.astype(np.int64),
+        chunk_inputs=inputs, chunk_len=length, slice_lo=slice_lo.astype(np.int64),
         slice_hi=slice_hi, digits=digits, nonzero=digits.any(axis=2), n_digits=n_digits,
     )
 
@@ -304,6 +316,17 @@ def balance(loads: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray, i
         if used[unit] < capacity:
             heapq.heappush(heap, (load + load_list[strip], unit))
     return xbar, slot, n_xbars
+
+
+def bounded_unique(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(unique, inverse)`` of non-negative int keys below ``bound``, without sorting.
+
+    Same result as ``np.unique(keys, return_inverse=True)``; linear in ``len(keys) + bound``.
+    """
+    present = np.zeros(bound, dtype=bool)
+    present[keys] = True
+    rank = np.cumsum(present, dtype=np.int64) - 1
+    return np.flatnonzero(present), rank[keys]
 
 
 def regular_placement(bits: LayerBits, config: AcceleratorConfig, position: np.ndarray,
@@ -355,7 +378,8 @@ def packed_placement(bits: LayerBits, config: AcceleratorConfig, chunk: np.ndarr
     global_strip = first_strip[chunk] + strip
     n_strips = int(strips_per_chunk.sum())
     strip_of_chunk = np.repeat(np.arange(bits.n_chunks), strips_per_chunk)
-    ou_keys = np.unique(global_strip * config.col_groups + col // config.ou_cols)
+    ou_keys, _ = bounded_unique(global_strip * config.col_groups + col // config.ou_cols,
+                                n_strips * config.col_groups)
     ous = np.bincount(ou_keys // config.col_groups, minlength=n_strips)
     slices = (bits.slice_hi - bits.slice_lo)[strip_of_chunk]
     unit, slot, n_xbars = balance(ous * slices, capacity)
@@ -408,19 +432,24 @@ def assemble(
     sx, sg = np.nonzero(strip_chunk >= 0)
     sc = strip_chunk[sx, sg]
     offsets = np.arange(exact, dtype=np.int64)
-    in_chunk = offsets[None, :] < bits.chunk_len[sc][:, None]
+    strip_inputs = bits.chunk_inputs[sc]
+    in_chunk = strip_inputs >= 0
     row_index = sg[:, None] * ou_rows + offsets[None, :]
     row_maps[np.broadcast_to(sx[:, None], in_chunk.shape)[in_chunk], row_index[in_chunk]] = (
-        bits.chunk_start[sc][:, None] + offsets[None, :])[in_chunk]
+        strip_inputs[in_chunk])
 
-    # Cells: segment (q, c) at (x, g, col) occupies rows g*ou_rows + [0, E).
-    cells = np.zeros((n_xbars, rows, cols), dtype=np.uint8)
+    # Cells: segment (q, c) at (x, g, col) occupies rows g*ou_rows + [0, E). Written
+    # column-major (one contiguous run of E levels per segment), then transposed once.
     chunk = strip_chunk[x, rg] if len(x) else np.zeros(0, dtype=np.int64)
     if np.any(chunk < 0):
         raise AssertionError("placement put a segment into a strip without a chunk")
+    by_column = np.zeros((n_xbars * cols * groups, ou_rows), dtype=np.uint8)
     if len(x):
-        cells[x[:, None], rg[:, None] * ou_rows + offsets[None, :], col[:, None]] = (
-            bits.digits[q, chunk])
+        segments = bits.digits.reshape(-1, exact)[q * bits.n_chunks + chunk]
+        by_column[(x * cols + col) * groups + rg, :exact] = segments
+    cells = np.ascontiguousarray(
+        by_column.reshape(n_xbars, cols, groups * ou_rows)[:, :, :rows].transpose(0, 2, 1))
+    del by_column
 
     # Entries: one per OU holding a placed segment (every OU with read_all).
     keys = (x * groups + rg) * col_groups + col // ou_cols
@@ -429,15 +458,11 @@ def assemble(
         unique_keys = all_keys
         entry_of = keys
     else:
-        unique_keys, entry_of = np.unique(keys, return_inverse=True)
+        unique_keys, entry_of = bounded_unique(keys, n_xbars * groups * col_groups)
     n_entries = len(unique_keys)
-    entries = empty_entries(config, n_entries)
     e_cg = unique_keys % col_groups
     e_rg = (unique_keys // col_groups) % groups
     e_x = unique_keys // (col_groups * groups)
-    entries["xbar"] = e_x + xbar_offset
-    entries["row_group"] = e_rg
-    entries["col_group"] = e_cg
     e_chunk = strip_chunk[e_x, e_rg] if n_entries else np.zeros(0, dtype=np.int64)
     has_chunk = e_chunk >= 0
     safe_chunk = np.where(has_chunk, e_chunk, 0)
@@ -447,19 +472,17 @@ def assemble(
     else:
         lo = np.zeros(n_entries, dtype=np.int64)
         hi = np.full(n_entries, bits.n_slices, dtype=np.int64)
-    entries["slice_lo"] = lo
-    entries["slice_hi"] = hi
     digit, sign, channel = bits.split_q(q)
-    descriptors = {key: np.zeros((n_entries, ou_cols), dtype=np.int64)
-                   for key in ("valid", "sign", "shift", "dest")}
-    j = col % ou_cols
-    descriptors["valid"][entry_of, j] = 1
-    descriptors["sign"][entry_of, j] = sign
-    descriptors["shift"][entry_of, j] = digit * config.cell_bits
-    descriptors["dest"][entry_of, j] = channel
-    for jj in range(ou_cols):
-        for key, values in descriptors.items():
-            entries[f"cols.{jj}.{key}"] = values[:, jj]
+    head = {"xbar": e_x + xbar_offset, "row_group": e_rg, "col_group": e_cg,
+            "slice_lo": lo, "slice_hi": hi}
+    records = np.zeros((n_entries, len(head) + 4 * ou_cols), dtype=np.int64)
+    records[:, :len(head)] = np.stack(list(head.values()), axis=1)
+    table = records[:, len(head):].reshape(n_entries, ou_cols, 4)    # a view
+    table[entry_of, col % ou_cols] = np.stack(
+        [np.ones_like(sign), sign, digit * config.cell_bits, channel], axis=1)
+    entries = _as_entries(config, records, head)
+    descriptors = {key: table[:, :, index]
+                   for index, key in enumerate(("valid", "sign", "shift", "dest"))}
 
     nonzero_segment = bits.nonzero[q, chunk] if len(q) else np.zeros(0, dtype=bool)
     entry_nonzero = np.zeros(n_entries, dtype=bool)
@@ -473,6 +496,29 @@ def assemble(
         cells=cells, entries=entries, bias=empty, mult=empty.copy(), shift=empty.copy(),
         stats=stats,
     )
+
+
+def _as_entries(config: AcceleratorConfig, records: np.ndarray, head: dict) -> np.ndarray:
+    """Turn ``(n, 5 + 4*ou_cols)`` int64 rows into structured OU entries.
+
+    Row layout: the head fields, then ``(valid, sign, shift, dest)`` per OU column. When
+    the entry dtype of :func:`~bitline.sw.mapping.program.empty_entries` has exactly this
+    field order (the layout of :mod:`bitline.hw.encoding`), the rows are reinterpreted in
+    place; otherwise fields are copied one by one.
+    """
+    n_entries = len(records)
+    entries = empty_entries(config, n_entries)
+    fields = ("valid", "sign", "shift", "dest")
+    names = tuple(head) + tuple(f"cols.{j}.{key}" for j in range(config.ou_cols)
+                                for key in fields)
+    dtype = entries.dtype
+    if n_entries and dtype.names == names and dtype.itemsize == 8 * len(names) and all(
+            dtype.fields[name][0] == np.int64 and dtype.fields[name][1] == 8 * index
+            for index, name in enumerate(names)):
+        return np.ascontiguousarray(records).view(dtype).reshape(n_entries)
+    for index, name in enumerate(names):
+        entries[name] = records[:, index]
+    return entries
 
 
 def _stats(config, n_xbars, e_x, e_rg, n_slices, valid, row_maps, cells, entry_nonzero):

@@ -75,7 +75,8 @@ def _groups(layer) -> int:
     return int(layer.attrs.get("groups", 1)) if layer.op == "conv" else 1
 
 
-def matrix_positions(weight_shape: tuple[int, ...], groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def matrix_positions(weight_shape: tuple[int, ...],
+                     groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(row, col)`` in the ``(O, K)`` im2col matrix of every weight (C order).
 
     ``K = groups * prod(weight_shape[1:])``; with ``groups > 1`` the matrix is

@@ -121,7 +121,7 @@ def finetune_bwq(
         Float batch used for distillation against the FP32 model.
     epochs:
         Passes over ``calib_x`` (Adam, ``learning_rate``, ``batch_size``, shuffled with
-        ``seed``; deterministic PyTorch algorithms).
+        ``seed``; deterministic PyTorch algorithms on one thread).
 
     Raises
     ------
@@ -137,7 +137,11 @@ def finetune_bwq(
         ) from None
     torch.manual_seed(seed)
     previous = torch.are_deterministic_algorithms_enabled()
+    previous_threads = torch.get_num_threads()
     torch.use_deterministic_algorithms(True)
+    # One thread: reproducible sums, and faster than several for the small models the
+    # fine-tuner is meant for (and no oversubscription next to numpy).
+    torch.set_num_threads(1)
     try:
         params = {}
         quantizers = {}
@@ -167,6 +171,7 @@ def finetune_bwq(
                 optimizer.step()
     finally:
         torch.use_deterministic_algorithms(previous)
+        torch.set_num_threads(previous_threads)
     layers: list[Layer] = []
     for layer in model.layers:
         if layer.is_compute:

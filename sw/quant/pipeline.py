@@ -48,8 +48,16 @@ from .varied import assign_varied
 
 __all__ = ["LayerStats", "layer_statistics", "quantize_model", "zero_block_fraction"]
 
-#: Rows (output pixels x samples) of im2col inputs used for the statistics, at most.
+#: Im2col rows (output pixels x samples) used for a layer's statistics, at most; fewer
+#: when the rows are long, so that one layer's sample stays within MAX_STAT_ELEMENTS.
 MAX_STAT_ROWS = 1 << 16
+MAX_STAT_ELEMENTS = 1 << 23
+
+#: Multiply-accumulates the gain probes of :func:`layer_gains` may spend in total (one
+#: float forward pass per compute layer); the probe batch shrinks to fit, down to
+#: MIN_GAIN_SAMPLES images.
+GAIN_MAC_BUDGET = 2e10
+MIN_GAIN_SAMPLES = 1
 
 
 @dataclasses.dataclass
@@ -107,8 +115,10 @@ def layer_statistics(
 ) -> dict[str, LayerStats]:
     """Measure each compute layer's input statistics on a calibration batch.
 
-    At most :data:`MAX_STAT_ROWS` im2col rows per layer are used, drawn with ``seed``.
-    With ``acts`` the input codes' truncation statistics are measured too (BWQ).
+    At most :data:`MAX_STAT_ROWS` im2col rows per layer (and at most
+    :data:`MAX_STAT_ELEMENTS` values) are used: the first images of the batch that provide
+    them, then rows drawn with ``seed``. With ``acts`` the input codes' truncation
+    statistics are measured too (BWQ).
     """
     # The float reference lives in sim/; imported here, inside the step that needs it, like
     # calibrate_activations does, so importing bitline.sw never pulls in bitline.sim.
@@ -118,11 +128,16 @@ def layer_statistics(
     rng = np.random.default_rng(seed)
     stats = {}
     for layer in model.compute_layers:
-        x = np.asarray(tensors[layer.inputs[0]], dtype=np.float64)
+        in_features = int(np.prod(layer.weight.shape[1:])) * (
+            int(layer.attrs.get("groups", 1)) if layer.op == "conv" else 1)
+        cap = max(256, min(MAX_STAT_ROWS, MAX_STAT_ELEMENTS // in_features))
+        pixels = int(np.prod(layer.output_shape[1:])) if layer.op == "conv" else 1
+        images = max(1, -(-cap // pixels))
+        x = np.asarray(tensors[layer.inputs[0]][:images], dtype=np.float64)
         cols = _columns(layer, x, 0.0, None)
         rows = None
-        if cols.shape[0] > MAX_STAT_ROWS:
-            rows = np.sort(rng.choice(cols.shape[0], MAX_STAT_ROWS, replace=False))
+        if cols.shape[0] > cap:
+            rows = np.sort(rng.choice(cols.shape[0], cap, replace=False))
             cols = cols[rows]
         dense = _dense_matrix(layer)
         output = cols @ dense.T
@@ -155,11 +170,16 @@ def layer_gains(model: Model, calib_x: np.ndarray, stats: dict[str, LayerStats],
     The gain is the model-output relative squared error divided by the layer-output relative
     error the Hessian-diagonal proxy predicts, ``sum h (w - w_q)**2 / power``. Multiplying a
     layer's proxy errors by its gain makes errors of different layers comparable in units of
-    model-output error.
+    model-output error. The probes run on the first images of ``calib_x``, as many as
+    :data:`GAIN_MAC_BUDGET` allows (all 256 calibration images of the digits CNN; one for
+    a ResNet-18).
     """
     from bitline.sim.float_model import run_float
 
     calib_x = np.asarray(calib_x, dtype=np.float32)
+    macs = sum(layer.macs for layer in model.compute_layers) * len(model.compute_layers)
+    samples = max(MIN_GAIN_SAMPLES, int(GAIN_MAC_BUDGET // max(macs, 1)))
+    calib_x = calib_x[:samples]
     reference = np.asarray(run_float(model, calib_x), dtype=np.float64)
     energy = float(np.mean(np.square(reference))) or 1.0
     gains = {}

@@ -325,7 +325,8 @@ class QuantSpec:
 
 
 # --------------------------------------------------------------------------- parsing
-def _weight_rule(fields: _Fields, *, required: bool, inherit: WeightRule | None) -> WeightRule | None:
+def _weight_rule(fields: _Fields, *, required: bool,
+                 inherit: WeightRule | None) -> WeightRule | None:
     scheme = fields.pop("scheme", None)
     bits = fields.pop("bits", None)
     granularity = fields.pop("granularity", None)
@@ -374,7 +375,8 @@ def _channel_index(value, fields: _Fields) -> tuple[int, ...]:
     if isinstance(value, str):
         match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", value)
         if not match or int(match[1]) >= int(match[2]):
-            raise fields.error("index", f'must be a list, an integer or "start:stop", not {value!r}')
+            raise fields.error(
+                "index", f'must be a list, an integer or "start:stop", not {value!r}')
         return tuple(range(int(match[1]), int(match[2])))
     if isinstance(value, list) and value and all(
         isinstance(v, int) and not isinstance(v, bool) for v in value

@@ -1,0 +1,317 @@
+"""Build generated Verilog and run a cocotb bench on it, from Python (and so from pytest).
+
+:func:`build_and_test` is the one entry point: it turns an Amaranth component (or Verilog
+text / a ``.v`` file) into Verilog, builds it with the simulator :func:`simulator` picks
+(Verilator by default, Icarus with ``BITLINE_SIM=icarus``) in a folder named by a digest of
+everything that affects the build, runs the cocotb test module with
+``cocotb_tools.runner`` and reads the results XML itself, raising :class:`BenchFailure` when a
+test failed -- also outside pytest, where ``runner.test()`` does not check (TOOLCHAIN.md).
+
+Build cache: ``<build_root>/<toplevel>-<simulator>-<digest>`` where ``digest`` is the
+SHA-256 (first 16 hex digits) of the Verilog text, the simulator and its version, the cocotb
+version, the build arguments and the waveform switch. A folder holding a finished build
+(``bitline-build.json`` next to the executable) is reused as is, so repeated pytest runs pay
+the Verilator C++ compile once. ``build_root`` defaults to ``$BITLINE_BUILD_DIR``, else
+``build/cocotb`` in the source checkout (gitignored), else ``<tmp>/bitline-cocotb``.
+
+Waveforms only when asked: ``waves=True`` or ``WAVES=1`` (cocotb's convention); they land in
+the build folder (``dump.vcd`` for Verilator, ``<toplevel>.fst`` for Icarus).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from bitline.hw.tools import VERILATOR_WAIVERS, verilator_env
+
+__all__ = [
+    "SIMULATORS",
+    "BenchResult",
+    "BenchFailure",
+    "simulator",
+    "simulator_version",
+    "verilator_env",
+    "component_verilog",
+    "default_build_root",
+    "build_and_test",
+]
+
+#: Simulators :func:`simulator` accepts (value of ``BITLINE_SIM``).
+SIMULATORS = ("verilator", "icarus")
+
+#: Verilator arguments of every build: the waivers of :data:`bitline.hw.tools.VERILATOR_WAIVERS`
+#: (Amaranth's width and unused-signal patterns, see there) and ``-Wno-fatal`` so that a
+#: warning never stops a *simulation* build -- the lint test (``verilator_lint``) is where an
+#: unexpected warning fails.
+VERILATOR_BUILD_ARGS = ["-Wno-fatal"] + [f"-Wno-{name}" for name in VERILATOR_WAIVERS]
+
+#: File written into a build folder once its build succeeded.
+_STAMP = "bitline-build.json"
+
+
+class BenchFailure(AssertionError):
+    """A cocotb bench failed (a test failed, none ran, or the simulator crashed).
+
+    Attributes
+    ----------
+    result:
+        The :class:`BenchResult` of the run (``None`` if the build itself failed).
+    """
+
+    def __init__(self, message: str, result: "BenchResult | None" = None):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class BenchResult:
+    """What :func:`build_and_test` measured.
+
+    Attributes
+    ----------
+    tests, failed:
+        cocotb tests run and failed (failures plus errors) according to the results XML.
+    results_xml:
+        The JUnit XML cocotb wrote.
+    build_dir:
+        The (digest-named) build folder.
+    simulator:
+        ``"verilator"`` or ``"icarus"``.
+    cached:
+        True when an earlier build was reused.
+    build_seconds, test_seconds:
+        Wall time of the build (0 when cached) and of the simulation run.
+    """
+
+    tests: int
+    failed: int
+    results_xml: Path
+    build_dir: Path
+    simulator: str
+    cached: bool
+    build_seconds: float
+    test_seconds: float
+
+
+def simulator() -> str:
+    """Return the simulator to use: ``$BITLINE_SIM``, default ``"verilator"``.
+
+    Raises
+    ------
+    ValueError
+        If ``BITLINE_SIM`` names another simulator.
+    RuntimeError
+        If ``BITLINE_SIM=icarus`` but ``iverilog`` / ``vvp`` are not on ``PATH``.
+    """
+    name = os.environ.get("BITLINE_SIM", "").strip().lower() or "verilator"
+    if name not in SIMULATORS:
+        raise ValueError(
+            f"BITLINE_SIM must be one of {', '.join(SIMULATORS)}, not "
+            f"{os.environ.get('BITLINE_SIM')!r}"
+        )
+    if name == "icarus" and (shutil.which("iverilog") is None or shutil.which("vvp") is None):
+        raise RuntimeError(
+            "BITLINE_SIM=icarus but iverilog/vvp are not on PATH: install Icarus Verilog "
+            ">= 11 (e.g. apt-get install iverilog) or unset BITLINE_SIM to use the packaged "
+            "Verilator"
+        )
+    return name
+
+
+@lru_cache(maxsize=None)
+def simulator_version(name: str) -> str:
+    """Return the first line of ``verilator --version`` / ``iverilog -V`` (part of the digest)."""
+    if name == "verilator":
+        command, env = ["verilator", "--version"], verilator_env()
+    elif name == "icarus":
+        command, env = ["iverilog", "-V"], None
+    else:
+        raise ValueError(f"unknown simulator {name!r}; known: {', '.join(SIMULATORS)}")
+    try:
+        process = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    except FileNotFoundError:
+        raise RuntimeError(f"{command[0]} is not installed") from None
+    lines = (process.stdout or process.stderr).strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
+def component_verilog(component, name: str) -> str:
+    """Return the Verilog of an Amaranth ``wiring.Component`` with top module ``name``.
+
+    Constant members of the signature (e.g. the ``ready`` of an ``always_ready`` stream)
+    are not ports: Verilog has no constant ports, so they are left out; every other member
+    becomes a port named by its path joined with ``__`` (``inputs__payload``).
+    """
+    from amaranth.back import verilog
+    from amaranth.hdl import Const, ValueCastable
+
+    ports = []
+    for _path, _member, value in component.signature.flatten(component):
+        if isinstance(value, ValueCastable):
+            value = value.as_value()
+        if isinstance(value, Const):
+            continue
+        ports.append(value)
+    return verilog.convert(component, name=name, ports=ports, emit_src=False)
+
+
+def default_build_root() -> Path:
+    """Return ``$BITLINE_BUILD_DIR``, ``<checkout>/build/cocotb`` or ``<tmp>/bitline-cocotb``."""
+    if os.environ.get("BITLINE_BUILD_DIR"):
+        return Path(os.environ["BITLINE_BUILD_DIR"])
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and os.access(checkout, os.W_OK):
+        return checkout / "build" / "cocotb"
+    return Path(tempfile.gettempdir()) / "bitline-cocotb"
+
+
+@contextlib.contextmanager
+def _environment(changes: dict[str, str]):
+    """Apply ``changes`` to ``os.environ`` for the block (cocotb's runner reads it)."""
+    saved = {key: os.environ.get(key) for key in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _verilog_text(design, toplevel: str) -> str:
+    if isinstance(design, Path):
+        return design.read_text()
+    if isinstance(design, str):
+        if "module" not in design and Path(design).is_file():
+            return Path(design).read_text()
+        return design
+    if hasattr(design, "signature"):
+        return component_verilog(design, toplevel)
+    raise TypeError(
+        f"design must be an Amaranth wiring.Component, Verilog text or a .v path, not "
+        f"{type(design).__name__}"
+    )
+
+
+def build_and_test(
+    design,
+    toplevel: str,
+    test_module: str,
+    *,
+    build_root: str | Path | None = None,
+    extra_env: dict[str, str] | None = None,
+    waves: bool | None = None,
+    test_filter: str | None = None,
+) -> BenchResult:
+    """Build ``design`` (cached by digest) and run the cocotb ``test_module`` on it.
+
+    Parameters
+    ----------
+    design:
+        An Amaranth ``wiring.Component`` (converted with :func:`component_verilog`), Verilog
+        text, or the path of a Verilog file.
+    toplevel:
+        Top module name (the component is converted under this name).
+    test_module:
+        Importable module holding the ``@cocotb.test()`` functions, e.g.
+        ``"bitline.sim.cocotb.tb_output_unit"``.
+    build_root:
+        Parent of the digest-named build folders (default :func:`default_build_root`).
+    extra_env:
+        Environment variables for the simulation (how a pytest function passes a config,
+        a seed or a fault switch to the bench).
+    waves:
+        Dump waveforms; default ``WAVES=1`` in the environment.
+    test_filter:
+        Regular expression selecting tests of the module (``COCOTB_TEST_FILTER``).
+
+    Returns
+    -------
+    BenchResult
+
+    Raises
+    ------
+    BenchFailure
+        If the build fails, the simulator exits abnormally, no test ran or a test failed;
+        the message names the results XML.
+    """
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+    import cocotb
+
+    if waves is None:
+        waves = os.environ.get("WAVES") == "1"
+    name = simulator()
+    text = _verilog_text(design, toplevel)
+    build_args = VERILATOR_BUILD_ARGS if name == "verilator" else []
+    key = json.dumps({
+        "verilog": hashlib.sha256(text.encode()).hexdigest(),
+        "simulator": name, "version": simulator_version(name),
+        "cocotb": cocotb.__version__, "build_args": build_args, "waves": bool(waves),
+        "toplevel": toplevel,
+    }, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    root = Path(build_root) if build_root is not None else default_build_root()
+    build_dir = (root / f"{toplevel}-{name}-{digest}").resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    source = build_dir / f"{toplevel}.v"
+    if not source.is_file() or source.read_text() != text:
+        source.write_text(text)
+
+    env = verilator_env() if name == "verilator" else dict(os.environ)
+    changes = {key: env[key] for key in ("PATH", "VERILATOR_ROOT", "CXXFLAGS") if key in env}
+    stamp = build_dir / _STAMP
+    with _environment(changes), open(build_dir / ".lock", "w") as lock:
+        # One build per folder at a time (parallel pytest sessions share the cache).
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        runner = get_runner(name)
+        cached = stamp.is_file()
+        build_seconds = 0.0
+        if not cached:
+            start = time.perf_counter()
+            try:
+                runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
+                             build_args=build_args, waves=bool(waves),
+                             timescale=("1ns", "1ps"), always=True)
+            except (RuntimeError, SystemExit) as error:
+                raise BenchFailure(f"{name} build of {toplevel} in {build_dir} failed: "
+                                   f"{error}") from None
+            build_seconds = time.perf_counter() - start
+            stamp.write_text(key + "\n")
+        results_xml = build_dir / f"results-{test_module.rsplit('.', 1)[-1]}-" \
+            f"{hashlib.sha256(json.dumps(extra_env or {}, sort_keys=True).encode()).hexdigest()[:8]}.xml"
+        start = time.perf_counter()
+        try:
+            runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
+                        hdl_toplevel_lang="verilog",
+                        test_dir=build_dir, extra_env=dict(extra_env or {}),
+                        waves=bool(waves), results_xml=str(results_xml),
+                        test_filter=test_filter)
+        except SystemExit:
+            pass  # under pytest the runner exits on failures; the XML says what happened
+        test_seconds = time.perf_counter() - start
+    try:
+        tests, failed = get_results(results_xml)
+    except RuntimeError as error:
+        raise BenchFailure(f"{test_module} on {toplevel}: {error}") from None
+    result = BenchResult(tests=tests, failed=failed, results_xml=results_xml,
+                         build_dir=build_dir, simulator=name, cached=cached,
+                         build_seconds=build_seconds, test_seconds=test_seconds)
+    if tests == 0 or failed:
+        raise BenchFailure(
+            f"{test_module} on {toplevel} ({name}): {failed} of {tests} cocotb tests failed; "
+            f"see {results_xml}", result)
+    return result
