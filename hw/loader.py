@@ -197,7 +197,8 @@ class Loader(wiring.Component):
                     m.next = "HEADER"
                 with m.Else():
                     m.d.comb += self.loading.eq(1)
-                    digest_bits = Cat(header.digest[i] for i in range(len(config_digest_bytes(config))))
+                    digest_bits = Cat(header.digest[i]
+                                      for i in range(len(config_digest_bytes(config))))
                     with m.If(header.magic != MAGIC_WORD):
                         fail(ErrorCode.BAD_MAGIC)
                     with m.Elif(header.version != FORMAT_VERSION):

@@ -26,7 +26,8 @@ from .encoding import MULT_BITS, SHIFT_BITS, entry_layout, layer_layout, output_
 
 __all__ = [
     "UnitMemories", "AcceleratorMemories", "program_memories", "check_config",
-    "check_layers", "default_unit_entries", "param_capacity", "pack_words",
+    "check_layers", "default_unit_entries", "required_unit_entries", "param_capacity",
+    "pack_words",
     "accumulator_bound",
 ]
 
@@ -34,6 +35,19 @@ __all__ = [
 def default_unit_entries(config: AcceleratorConfig) -> int:
     """Return the default entry-memory depth of a unit: one entry per OU of the crossbar."""
     return min(config.max_entries, config.row_groups * config.col_groups)
+
+
+def required_unit_entries(config: AcceleratorConfig, layers) -> int:
+    """Return the entry-memory depth ``layers`` need: the most issued entries of one unit."""
+    counts = np.zeros(config.n_xbars + 1, dtype=np.int64)
+    for layer in layers:
+        entries = layer.entries
+        if len(entries):
+            issued = np.asarray(entries["slice_hi"]) > np.asarray(entries["slice_lo"])
+            units = np.asarray(entries["xbar"], dtype=np.int64)[issued]
+            counts += np.bincount(np.minimum(units, config.n_xbars),
+                                  minlength=config.n_xbars + 1)[:config.n_xbars + 1]
+    return int(counts[:config.n_xbars].max(initial=0))
 
 
 def param_capacity(config: AcceleratorConfig) -> int:

@@ -24,7 +24,9 @@ from .bundle_format import rowmap_layout
 from ._component import rejects_quietly
 from .config import AcceleratorConfig, clog2
 
-__all__ = ["RowDriver", "RowSelectSignature", "input_layout", "map_write_layout", "slice_bits"]
+__all__ = [
+    "RowDriver", "RowSelectSignature", "input_layout", "map_write_layout", "slice_bits",
+]
 
 
 def slice_bits(config: AcceleratorConfig) -> int:
@@ -158,6 +160,7 @@ class RowDriver(wiring.Component):
                            else slices[0])
             m.d.comb += [
                 self.select.wordline_en[k].eq(used),
-                self.select.dac[k].eq(Cat(slice_value).as_unsigned() & used.replicate(config.dac_bits)),
+                self.select.dac[k].eq(Cat(slice_value).as_unsigned()
+                                      & used.replicate(config.dac_bits)),
             ]
         return m

@@ -70,7 +70,8 @@ import numpy as np
 
 from bitline.hw.config import AcceleratorConfig
 
-__all__ = ["AnalogParams", "AnalogDevice", "ChipTables", "hashed_normal", "NOISE_TAIL", "EXAMPLES"]
+__all__ = ["AnalogParams", "AnalogDevice", "ChipTables", "hashed_normal", "NOISE_TAIL",
+           "EXAMPLES", "examples_dir"]
 
 #: The example parameter files shipped in ``examples/analog/`` (name -> file name).
 EXAMPLES = {"ideal": "ideal.toml", "typical": "typical.toml"}
@@ -278,7 +279,6 @@ def examples_dir() -> Path:
 
 
 # ---------------------------------------------------------------------------- random numbers
-_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 _NOISE_STREAM = 0x5EED_0F_2EAD  # salt of the read-noise hash, distinct from the chip draws
 
 

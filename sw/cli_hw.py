@@ -46,12 +46,17 @@ def hardware_for_bundle(bundle_config: AcceleratorConfig, hardware: AcceleratorC
               show_default=True,
               help="Digital crossbar emulators inside, or the crossbar ports at the top.")
 @click.option("--top", default="bitline_top", show_default=True, help="Top module name.")
+@click.option("--unit-entries", type=click.IntRange(min=1),
+              help="OU entries each unit's entry memory holds (default: one per OU of a "
+                   "crossbar, or what --bundle needs if that is more).")
 @click.option("-o", "--output", "out_dir", required=True,
               type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-def verilog(config_path, preset_name, bundle_dir, crossbar, top, out_dir):
+def verilog(config_path, preset_name, bundle_dir, crossbar, top, unit_entries, out_dir):
     """Write the accelerator's Verilog, a filelist and a JSON of its ports and config."""
     from bitline.hw.generate import write_verilog
-    from bitline.hw.memories import program_memories
+    from bitline.hw.memories import (
+        default_unit_entries, program_memories, required_unit_entries,
+    )
 
     if config_path and preset_name:
         raise click.UsageError("give --config or --preset, not both")
@@ -70,9 +75,13 @@ def verilog(config_path, preset_name, bundle_dir, crossbar, top, out_dir):
             hardware = program.config
         else:
             hardware_for_bundle(program.config, hardware, program.xbars_used)
-        memories = program_memories(hardware, program.layers)
+        if unit_entries is None:
+            unit_entries = max(default_unit_entries(hardware),
+                               required_unit_entries(hardware, program.layers))
+        memories = program_memories(hardware, program.layers, unit_entries)
     if hardware is None:
         raise click.UsageError("give one of --config, --preset or --bundle")
-    design = write_verilog(hardware, out_dir, crossbar=crossbar, memories=memories, top=top)
+    design = write_verilog(hardware, out_dir, crossbar=crossbar, memories=memories,
+                           unit_entries=unit_entries, top=top)
     click.echo(f"wrote {design.verilog}, {design.filelist.name} and {design.description.name} "
                f"({crossbar} crossbars, {hardware.n_xbars} units)")

@@ -123,4 +123,7 @@ def test_cli_bundle_preloaded_and_too_few_crossbars(tmp_path, capsys):
     assert main(["verilog", "--bundle", str(bundle), "--config", str(other),
                  "-o", str(tmp_path / "out3")]) == 2
     assert "adc_latency 1 (hardware 2)" in capsys.readouterr().err
+    assert main(["verilog", "--bundle", str(bundle), "--unit-entries", "1",
+                 "-o", str(tmp_path / "out4")]) == 2
+    assert "its entry memory holds 1" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "out")

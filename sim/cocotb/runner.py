@@ -291,8 +291,10 @@ def build_and_test(
                                    f"{error}") from None
             build_seconds = time.perf_counter() - start
             stamp.write_text(key + "\n")
-        results_xml = build_dir / f"results-{test_module.rsplit('.', 1)[-1]}-" \
-            f"{hashlib.sha256(json.dumps(extra_env or {}, sort_keys=True).encode()).hexdigest()[:8]}.xml"
+        # One results file per (module, environment): parallel variants never share one.
+        env_digest = hashlib.sha256(json.dumps(extra_env or {}, sort_keys=True).encode())
+        results_xml = build_dir / (f"results-{test_module.rsplit('.', 1)[-1]}-"
+                                   f"{env_digest.hexdigest()[:8]}.xml")
         start = time.perf_counter()
         try:
             runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,

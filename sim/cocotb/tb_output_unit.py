@@ -118,7 +118,7 @@ class Checker:
         self.mismatches: list[str] = []
 
     def check(self, observed: list[int]) -> None:
-        """Compare ``observed`` with the expectations; raise ``AssertionError`` on any difference."""
+        """Compare ``observed`` with the expectations; raise ``AssertionError`` on a difference."""
         if len(observed) != len(self.expected):
             self.mismatches.append(f"{len(observed)} outputs, expected {len(self.expected)}")
         for index, (got, want) in enumerate(zip(observed, self.expected)):

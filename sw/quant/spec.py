@@ -460,15 +460,15 @@ def _bwq_rule(table, source: str, act_bits: int) -> BWQRule:
     if not isinstance(layers, dict):
         raise fields.error("layers", "must be a table of layer name = block width")
     for name, width in layers.items():
-        if isinstance(width, bool) or not isinstance(width, int) or not 0 <= width <= BWQ_MAX_BITS:
-            raise fields.error(f'layers."{name}"',
-                               f"must be a block width between 0 and {BWQ_MAX_BITS}, not {width!r}")
+        if isinstance(width, bool) or not isinstance(width, int) \
+                or not 0 <= width <= BWQ_MAX_BITS:
+            raise fields.error(f'layers."{name}"', f"must be a block width between 0 and "
+                               f"{BWQ_MAX_BITS}, not {width!r}")
     budget = _budget(fields, "budget", max(min_bits, 1e-9), BWQ_MAX_BITS,
                      "min_bits" if min_bits else "it must be positive")
     min_act_bits = fields.number("min_act_bits", 2, integer=True, low=0, high=act_bits)
-    act_budget = fields.pop("act_budget")
-    if act_budget is not None:
-        fields.table["act_budget"] = act_budget
+    act_budget = None
+    if "act_budget" in fields.table:
         act_budget = _budget(fields, "act_budget", max(min_act_bits, 1e-9), act_bits,
                              "min_act_bits")
     sensitivity = fields.choice("sensitivity", SENSITIVITIES, "output")
