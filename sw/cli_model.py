@@ -105,11 +105,11 @@ Backend = Callable[[Target, np.ndarray, dict], np.ndarray]
 
 
 def _float_backend(target: Target, x: np.ndarray, options: dict) -> np.ndarray:
-    """Float32 reference of the IR (:func:`bitline.sim.float_model.run_float`)."""
+    """Float32 reference of the IR (:func:`bitline.sw.float_model.run_float`)."""
     model = target.require("model", "backend 'float'")
     if options:
         raise BackendError(f"backend 'float' takes no options, not {sorted(options)}")
-    from bitline.sim.float_model import run_float
+    from bitline.sw.float_model import run_float
 
     return run_float(model, x)
 

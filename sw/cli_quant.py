@@ -62,7 +62,7 @@ def evaluate_accuracy(
         ``evaluate_seconds``.
     """
     from bitline.hw.config import preset
-    from bitline.sim.float_model import run_float
+    from bitline.sw.float_model import run_float
     from bitline.sim.golden import run_golden
 
     from .datasets import load_dataset

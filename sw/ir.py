@@ -1,7 +1,7 @@
 """The model IR: a small, typed list of layers in topological order.
 
 The ONNX front-end (:mod:`bitline.sw.onnx_import`) produces it, the float reference
-(:mod:`bitline.sim.float_model`) runs it, the quantizer annotates it and the mappers consume
+(:mod:`bitline.sw.float_model`) runs it, the quantizer annotates it and the mappers consume
 its compute layers. Tensors are named by strings; every layer writes exactly one tensor.
 
 Conventions (fixed here, relied on everywhere):

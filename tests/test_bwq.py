@@ -199,7 +199,7 @@ def test_bwq_model_runs_in_the_golden_model(small, ou):
 
 def test_bwq_on_digits_within_one_percent_of_fp32(digits):
     """The issue's target: BWQ at <= 3 average weight bits within 1 % of FP32."""
-    from bitline.sim.float_model import run_float
+    from bitline.sw.float_model import run_float
 
     model, calib, (x, y) = digits
     fp32 = float(np.mean(run_float(model, x).argmax(axis=1) == y))
@@ -225,7 +225,7 @@ def test_activation_row_blocks_fold_their_mean_into_the_bias(digits):
 # --------------------------------------------------------------------------- fine-tuning
 def test_finetuning_keeps_the_grid_and_lowers_the_error(digits):
     pytest.importorskip("torch")
-    from bitline.sim.float_model import run_float
+    from bitline.sw.float_model import run_float
 
     model, calib, (x, _) = digits
     reference = run_float(model, x)

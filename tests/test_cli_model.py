@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from bitline.sim.float_model import run_float
+from bitline.sw.float_model import run_float
 from bitline.sw import cli_model
 from bitline.sw.cli import cli, main
 from bitline.sw.onnx_import import load_onnx

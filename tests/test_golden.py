@@ -6,7 +6,7 @@ from importlib.resources import files
 import numpy as np
 import pytest
 
-from bitline.sim.float_model import run_float
+from bitline.sw.float_model import run_float
 from bitline.sim.golden import GoldenResult, golden_accuracy, run_golden
 from bitline.sw import intops
 from bitline.sw.ir import Layer, Model

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from bitline.sim.float_model import run_float
+from bitline.sw.float_model import run_float
 from bitline.sw.models import BUILTIN_MODELS, builtin_onnx, resolve_model
 from bitline.sw.models import synthetic
 from bitline.sw.onnx_import import load_onnx

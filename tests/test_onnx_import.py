@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bitline.sim.float_model import run_float
+from bitline.sw.float_model import run_float
 from bitline.sw.onnx_import import FrontendError, load_onnx
 
 ort = pytest.importorskip("onnxruntime")

@@ -12,7 +12,7 @@ import onnx
 import onnxruntime
 import pytest
 
-from bitline.sim.float_model import run_float
+from bitline.sw.float_model import run_float
 from bitline.sw.datasets import load_digits
 from bitline.sw.models import resolve_model
 

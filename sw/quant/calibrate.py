@@ -1,6 +1,6 @@
 """Activation calibration: an :class:`~bitline.sw.qmodel.ActParams` for every tensor.
 
-The float reference (:func:`bitline.sim.float_model.run_float`) is run on a calibration
+The float reference (:func:`bitline.sw.float_model.run_float`) is run on a calibration
 batch; each tensor's clipping threshold ``T`` comes from one of the rules in :data:`RULES`
 and sets the scale (docs/contract.md section 1):
 
@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..float_model import run_float
 from ..ir import Model
 from ..qmodel import ActParams
 
@@ -168,10 +169,6 @@ def calibrate_activations(
         For an unknown tensor name in ``tensor_bits``, a conflicting width of an inheriting
         tensor, a bad rule / width, or a calibration batch of the wrong shape.
     """
-    # The float reference lives in sim/ (helper layout); imported lazily so that importing
-    # bitline.sw never pulls in bitline.sim. See the report on the dependency direction.
-    from bitline.sim.float_model import run_float
-
     calib_x = np.asarray(calib_x, dtype=np.float32)
     if calib_x.shape[1:] != tuple(model.input_shape) or calib_x.shape[0] == 0:
         raise ValueError(

@@ -34,6 +34,7 @@ import numpy as np
 
 from bitline.hw.config import AcceleratorConfig
 
+from ..float_model import run_float
 from ..im2col import im2col
 from ..intops import quantize_input
 from ..ir import Layer, Model
@@ -120,10 +121,6 @@ def layer_statistics(
     them, then rows drawn with ``seed``. With ``acts`` the input codes' truncation
     statistics are measured too (BWQ).
     """
-    # The float reference lives in sim/; imported here, inside the step that needs it, like
-    # calibrate_activations does, so importing bitline.sw never pulls in bitline.sim.
-    from bitline.sim.float_model import run_float
-
     tensors = run_float(model, np.asarray(calib_x, dtype=np.float32), return_all=True)
     rng = np.random.default_rng(seed)
     stats = {}
@@ -174,8 +171,6 @@ def layer_gains(model: Model, calib_x: np.ndarray, stats: dict[str, LayerStats],
     :data:`GAIN_MAC_BUDGET` allows (all 256 calibration images of the digits CNN; one for
     a ResNet-18).
     """
-    from bitline.sim.float_model import run_float
-
     calib_x = np.asarray(calib_x, dtype=np.float32)
     macs = sum(layer.macs for layer in model.compute_layers) * len(model.compute_layers)
     samples = max(MIN_GAIN_SAMPLES, int(GAIN_MAC_BUDGET // max(macs, 1)))
