@@ -57,8 +57,12 @@ def model_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                "energy saving vs ISAAC-paper", "efficiency"]
     cells = []
     for row in rows:
+        if row.get("error"):
+            cells.append([row["strategy"], row["quant"], row["config"], "does not fit",
+                          *["-"] * (len(headers) - 4)])
+            continue
         cells.append([
-            row["strategy"], row["quant"], row["config"], str(row["crossbars"]),
+            row["strategy"], row["quant"], row["config"], f"{row['crossbars']:,}",
             f"{row['ou_reads']:,}", f"{row['adc_conversions']:,}", f"{row['cycles']:,}",
             f"{row['energy_pj'] / 1e6:,.3f}", _ratio(row["speedup_vs_isaac"]),
             _ratio(row["energy_saving_vs_isaac"]), _ratio(row.get("speedup_vs_isaac_paper")),
@@ -68,14 +72,14 @@ def model_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def claims_table(results: dict[str, list[dict]]) -> tuple[list[str], list[list[str]]]:
-    """Return the claims-vs-measured table (best IVQ strategy and BWQ per model)."""
-    headers = ["work", "claimed speedup / energy vs ISAAC", "model",
-               "measured vs isaac (same OU hw)", "measured vs ISAAC-paper (16 b)"]
+    """Return the claims-vs-measured table (fastest IVQ strategy and BWQ per model)."""
+    headers = ["work", "claimed speedup / energy saving vs ISAAC", "model: strategy",
+               "measured vs isaac (same 9x8 OU hardware)", "measured vs ISAAC-paper (16 b)"]
     cells = []
     for work, (family, speedup, saving) in CLAIMS.items():
         for model, rows in results.items():
             candidates = [row for row in rows if row["mapping"].startswith(family)
-                          and not row["strategy"].startswith("isaac")]
+                          and not row["strategy"].startswith("isaac") and row["cycles"]]
             if not candidates:
                 continue
             best = min(candidates, key=lambda row: row["cycles"])
@@ -88,6 +92,31 @@ def claims_table(results: dict[str, list[dict]]) -> tuple[list[str], list[list[s
                 f"{_ratio(best.get('energy_saving_vs_isaac_paper'))}",
             ])
     return headers, cells
+
+
+def _print(fmt: str, title: str, headers: list[str], cells: list[list[str]],
+           notes: list[str]) -> None:
+    if fmt == "markdown":
+        click.echo(f"\n#### {title}\n")
+        click.echo(_markdown(headers, cells))
+        if notes:
+            click.echo("")
+        for note in notes:
+            click.echo(f"* {note}")
+        sys.stdout.flush()
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(160, Console().width))
+    table = Table(title=title)
+    for header in headers:
+        table.add_column(header)
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
+    for note in notes:
+        console.print(f"note: {note}")
 
 
 @click.command()
@@ -104,8 +133,6 @@ def main(models, strategies, preset_name, xbars, fmt, json_path):
     config = load_config(None, preset_name)
     names = [name.strip() for name in strategies.split(",") if name.strip()]
     results: dict[str, list[dict]] = {}
-    tables = []
-    notes: list[str] = []
     for model in [name.strip() for name in models.split(",") if name.strip()]:
         start = time.perf_counter()
         ir_model = resolve_model(model)
@@ -115,40 +142,18 @@ def main(models, strategies, preset_name, xbars, fmt, json_path):
             labels["weights"] = "synthetic"
         rows = compare_strategies(ir_model, names, strategy_specs(names), config=config,
                                   calib_x=calib_x, xbars=xbars, baselines=True, labels=labels,
-                                  layerwise=True)
+                                  layerwise=True, keep_going=True)
         results[model] = rows
-        title = (f"{model} ({'synthetic weights, random calibration' if is_synthetic(model) else 'trained weights, ' + calib_label})"
-                 f" -- {time.perf_counter() - start:.1f} s")
-        tables.append((title, *model_table(rows)))
-        notes.extend(f"{model}, {row['strategy']}: {note}" for row in rows
-                     for note in row["notes"])
-        click.echo(f"# done {title}", err=True)
-    tables.append(("Claims (seeds) vs measured", *claims_table(results)))
-    if fmt == "markdown":
-        for title, headers, cells in tables:
-            click.echo(f"\n#### {title}\n")
-            click.echo(_markdown(headers, cells))
-        if notes:
-            click.echo("\nNotes:\n")
-            for note in notes:
-                click.echo(f"* {note}")
-    else:
-        from rich.console import Console
-        from rich.table import Table
-
-        console = Console()
-        for title, headers, cells in tables:
-            table = Table(title=title)
-            for header in headers:
-                table.add_column(header)
-            for row in cells:
-                table.add_row(*row)
-            console.print(table)
-        for note in notes:
-            console.print(f"note: {note}")
-    if json_path:
-        with open(json_path, "w") as handle:
-            json.dump(results, handle, indent=2)
+        kind = ("synthetic weights, random calibration" if is_synthetic(model)
+                else f"trained weights, calibration {calib_label}")
+        title = f"{model} ({kind}; {time.perf_counter() - start:.0f} s)"
+        notes = [f"{row['strategy']}: {note}" for row in rows for note in row["notes"]]
+        notes += [f"{row['strategy']}: failed: {row['error']}" for row in rows if row["error"]]
+        _print(fmt, title, *model_table(rows), notes)
+        if json_path:
+            with open(json_path, "w") as handle:
+                json.dump(results, handle, indent=2)
+    _print(fmt, "Claims (seeds) vs measured", *claims_table(results), [])
 
 
 if __name__ == "__main__":

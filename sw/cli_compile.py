@@ -282,12 +282,17 @@ def strategy_specs(strategies, overrides=()) -> dict[str, str]:
     return specs
 
 
+_METRICS = ("cycles", "latency_s", "energy_pj", "ou_reads", "adc_conversions", "crossbars",
+            "active_crossbars", "cell_utilization", "ou_fill", "efficiency",
+            "cycle_efficiency", "area_mm2")
+
+
 def _row(label: str, strategy: str, spec: str, config_name: str, report) -> dict:
+    head = {"strategy": label, "mapping": strategy, "quant": spec, "config": config_name}
+    if report is None:
+        return {**head, **dict.fromkeys(_METRICS)}
     return {
-        "strategy": label,
-        "mapping": strategy,
-        "quant": spec,
-        "config": config_name,
+        **head,
         "cycles": report.cycles,
         "latency_s": report.latency_s,
         "energy_pj": report.total_energy_pj,
@@ -306,7 +311,8 @@ def _row(label: str, strategy: str, spec: str, config_name: str, report) -> dict
 def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | None = None, *,
                        config: AcceleratorConfig | None = None, calib_x: np.ndarray,
                        xbars: str | int = "auto", baselines: bool = True,
-                       labels: dict | None = None, layerwise: bool = False) -> list[dict]:
+                       labels: dict | None = None, layerwise: bool = False,
+                       keep_going: bool = False) -> list[dict]:
     """Compile ``model`` under every strategy and return one comparison row per run.
 
     Each row has ``strategy``, ``cycles``, ``energy_pj``, ``ou_reads``,
@@ -318,7 +324,9 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
     and every row gets ``speedup_vs_isaac_paper`` / ``energy_saving_vs_isaac_paper``
     relative to ``isaac-paper-16b``. Quantized models are shared between strategies with
     the same spec. ``notes`` lists capacity changes (:func:`fit_capacity`) and layerwise
-    mapping (:func:`map_program`, only with ``layerwise``).
+    mapping (:func:`map_program`, only with ``layerwise``). With ``keep_going`` a run that
+    fails (e.g. one layer needs more units than any config holds) gives a row with
+    ``error`` set and ``None`` metrics instead of raising.
     """
     from .perf import analyze
 
@@ -347,13 +355,20 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
             quantized[key] = quantize_model(model, load_spec(spec), calib_x, run_config)
         qmodel = quantized[key]
         mid = time.perf_counter()
-        program, more = map_program(qmodel, run_config, strategy, xbars=count,
-                                    layerwise=layerwise)
+        try:
+            program, more = map_program(qmodel, run_config, strategy, xbars=count,
+                                        layerwise=layerwise)
+        except ValueError as error:
+            if not keep_going:
+                raise
+            program, more, failure = None, [], str(error)
+        else:
+            failure = None
         end = time.perf_counter()
-        report = analyze(program, qmodel)
+        report = analyze(program, qmodel) if program is not None else None
         row = _row(label, strategy, spec, config_name, report)
         row.update(labels=dict(labels or {}), notes=notes + more, quantize_s=mid - start,
-                   map_s=end - mid)
+                   map_s=end - mid, error=failure)
         rows.append(row)
     reference = next((row for row in rows if row["strategy"] == "isaac"), None)
     paper = next((row for row in rows if row["strategy"] == "isaac-paper-16b"), None)
@@ -361,9 +376,10 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
         for name, base in (("isaac", reference), ("isaac_paper", paper)):
             if name == "isaac_paper" and not baselines:
                 continue
-            row[f"speedup_vs_{name}"] = base["cycles"] / row["cycles"] if base else None
+            usable = base is not None and base["cycles"] and row["cycles"]
+            row[f"speedup_vs_{name}"] = base["cycles"] / row["cycles"] if usable else None
             row[f"energy_saving_vs_{name}"] = (base["energy_pj"] / row["energy_pj"]
-                                               if base else None)
+                                               if usable else None)
     return rows
 
 
@@ -385,6 +401,10 @@ def comparison_table(rows: list[dict], title: str):
         return "-" if value is None else f"{value:.2f}x"
 
     for row in rows:
+        if row.get("error"):
+            table.add_row(row["strategy"], row["quant"], row["config"],
+                          *["-"] * (len(columns) - 3))
+            continue
         cells = [row["strategy"], row["quant"], row["config"], str(row["crossbars"]),
                  f"{row['ou_reads']:,}", f"{row['adc_conversions']:,}", f"{row['cycles']:,}",
                  f"{row['energy_pj'] / 1e6:,.3f}", ratio(row["speedup_vs_isaac"]),
@@ -534,7 +554,7 @@ def compare(model, strategies, quant, config_path, preset_name, xbars, calib_dat
     labels = _labels(model, calib_label)
     rows = compare_strategies(ir_model, names, strategy_specs(names, quant), config=config,
                               calib_x=calib_x, xbars=xbars, baselines=baselines,
-                              labels=labels, layerwise=layerwise)
+                              labels=labels, layerwise=layerwise, keep_going=True)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -545,6 +565,8 @@ def compare(model, strategies, quant, config_path, preset_name, xbars, calib_dat
     for row in rows:
         for note in row["notes"]:
             console.print(f"note ({row['strategy']}): {note}")
+        if row.get("error"):
+            console.print(f"failed ({row['strategy']}): {row['error']}")
 
 
 # ------------------------------------------------------------------ `bitline run` backends
