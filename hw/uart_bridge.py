@@ -238,6 +238,10 @@ class UARTBridge(wiring.Component):
                 with m.Case(code):
                     m.d.comb += last_arg.eq(max(count - 1, 0))
 
+        # register-bus strobes are registered (one-cycle pulses): no combinational path
+        # from the bridge's FSM into the accelerator
+        m.d.sync += [self.csr.w_en.eq(0), self.csr.r_en.eq(0)]
+
         bad_opcode = Signal()
         clear_flags = Signal()
         with m.FSM() as fsm:
@@ -268,10 +272,10 @@ class UARTBridge(wiring.Component):
                     with m.Case(Opcode.PING):
                         send(m, ACK, 1)
                     with m.Case(Opcode.READ):
-                        m.d.comb += [self.csr.addr.eq(args[:8]), self.csr.r_en.eq(1)]
-                        m.next = "READ_DATA"
+                        m.d.sync += [self.csr.addr.eq(args[:8]), self.csr.r_en.eq(1)]
+                        m.next = "READ_WAIT"
                     with m.Case(Opcode.WRITE):
-                        m.d.comb += [self.csr.addr.eq(args[:8]),
+                        m.d.sync += [self.csr.addr.eq(args[:8]),
                                      self.csr.w_data.eq(args[8:40]), self.csr.w_en.eq(1)]
                         send(m, ACK, 1)
                     with m.Case(Opcode.PROGRAM):
@@ -290,6 +294,9 @@ class UARTBridge(wiring.Component):
                     with m.Case(Opcode.RESET):
                         m.d.comb += self.accel_reset.eq(1)
                         send(m, ACK, 1)
+
+            with m.State("READ_WAIT"):
+                m.next = "READ_DATA"  # the register bus answers the cycle after r_en
 
             with m.State("READ_DATA"):
                 send(m, self.csr.r_data | (ACK << 32), 5)

@@ -300,6 +300,8 @@ def plot_sweep(report: dict, path: str | Path) -> Path:
         axis.grid(True, alpha=0.3)
     axes[1].legend(fontsize="small")
     images = f"{report['images']} {report['dataset']} test images"
+    if report.get("chips", 1) > 1:
+        images += f", mean of {report['chips']} chips"
     figure.suptitle(f"{report['model']} on a non-ideal ReRAM chip ({images})", fontsize=10)
     figure.tight_layout()
     path = Path(path)

@@ -7,9 +7,9 @@
                       └──► ResetSynchronizer ──► sync reset
 
 The board's pins, I/O standards and the 25 MHz input clock constraint come from
-amaranth-boards (``ULX3S_*_Platform``); the core clock's constraint is the PLL's achieved
-output frequency, added from Python (``platform.add_clock_constraint``); constraints/ulx3s.lpf
-adds what neither provides (configuration settings; see constraints/README.md).
+amaranth-boards (``ULX3S_*_Platform``); nextpnr derives the core clock's constraint from
+that input constraint through the PLL's dividers (so the dividers are its one definition);
+constraints/ulx3s.lpf adds what neither provides (see constraints/README.md).
 
 PLL parameters (:func:`ecp5_pll_parameters`): with feedback from the primary output,
 ``f_out = f_in / CLKI_DIV * CLKFB_DIV`` and ``f_vco = f_out * CLKOP_DIV``; the ECP5 sysCLOCK
@@ -213,7 +213,6 @@ class ULX3SAccelerator(Elaboratable):
                 i_RST=0, i_STDBY=0, i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1,
                 i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0, i_ENCLKOP=0,
                 **self.pll.instance_parameters())
-        platform.add_clock_constraint(sync.clk, self.core_hz)
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
 
         m.submodules.core = core = self.core

@@ -40,6 +40,7 @@ __all__ = [
     "BenchResult",
     "BenchFailure",
     "simulator",
+    "missing_tools",
     "simulator_version",
     "verilator_env",
     "component_verilog",
@@ -127,6 +128,25 @@ def simulator() -> str:
             "Verilator"
         )
     return name
+
+
+def missing_tools(name: str | None = None) -> list[str]:
+    """Return the programs the simulator ``name`` (default :func:`simulator`) needs and lacks.
+
+    Verilator builds C++ with ``make`` and a compiler and runs a Perl script; Icarus needs
+    ``iverilog`` and ``vvp``. Test tiers skip themselves, naming these, only when this is
+    non-empty.
+    """
+    if name is None:
+        try:
+            name = simulator()
+        except RuntimeError:
+            return ["iverilog", "vvp"]
+    if name == "icarus":
+        needed = ["iverilog", "vvp"]
+    else:
+        needed = ["perl", "make", os.environ.get("CXX", "g++")]
+    return [tool for tool in needed if shutil.which(tool) is None]
 
 
 @lru_cache(maxsize=None)

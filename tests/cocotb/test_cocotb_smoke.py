@@ -14,9 +14,13 @@ import pytest
 
 from bitline.hw.config import preset
 from bitline.hw.output_unit import OutputUnit
-from bitline.sim.cocotb.runner import BenchFailure, build_and_test
+from bitline.sim.cocotb.runner import BenchFailure, build_and_test, missing_tools
 
-pytestmark = pytest.mark.cocotb
+pytestmark = [
+    pytest.mark.cocotb,
+    pytest.mark.skipif(bool(missing_tools()),
+                       reason=f"simulator tools not installed: {', '.join(missing_tools())}"),
+]
 
 BENCH = "bitline.sim.cocotb.tb_output_unit"
 CONFIG = preset("bwq")
