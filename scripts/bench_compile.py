@@ -28,12 +28,12 @@ from rich.table import Table
 
 from bitline.sw.bundle import write_bundle
 from bitline.sw.cli_compile import (
-    calibration_inputs, fit_capacity, is_synthetic, load_config, map_program, strategy_specs,
+    calibration_inputs, fit_capacity, is_synthetic, load_config, map_program, quantize_for,
+    strategy_specs,
 )
 from bitline.sw.mapping.program import STRATEGIES
 from bitline.sw.models import resolve_model
 from bitline.sw.perf import analyze
-from bitline.sw.quant import load_spec, quantize_model
 
 TARGET_S = 10.0
 
@@ -62,14 +62,16 @@ def main(model, strategies, quant, preset_name, write, as_json):
         spec = specs[strategy]
         if spec not in quantized:
             begin = time.perf_counter()
-            qmodel = quantize_model(ir_model, load_spec(spec), calib_x, config)
-            quantized[spec] = (qmodel, time.perf_counter() - begin)
-        qmodel, quantize_s = quantized[spec]
+            qmodel, fitted, more = quantize_for(ir_model, spec, calib_x, config)
+            quantized[spec] = (qmodel, fitted, more, time.perf_counter() - begin)
+        qmodel, fitted, quant_notes, quantize_s = quantized[spec]
         begin = time.perf_counter()
-        program, more = map_program(qmodel, config, strategy, layerwise=True)
+        program, more = map_program(qmodel, fitted, strategy, layerwise=True)
+        more = quant_notes + more
         map_s = time.perf_counter() - begin
         write_s = None
-        if write and not more:   # a layerwise program is not a valid bundle
+        layerwise = any(note.startswith("layerwise") for note in more)
+        if write and not layerwise:   # a layerwise program is not a valid bundle
             with tempfile.TemporaryDirectory() as folder:
                 begin = time.perf_counter()
                 write_bundle(folder, program, qmodel)
@@ -107,8 +109,10 @@ def main(model, strategies, quant, preset_name, write, as_json):
         console.print(f"note: {note}")
     for row in rows:
         for note in row["notes"]:
-            console.print(f"note ({row['strategy']}): {note} (map time includes the failed "
-                          "whole-network attempt; no bundle written)")
+            if note.startswith("layerwise"):
+                note += (" (map time includes the failed whole-network attempt; no bundle "
+                         "written)")
+            console.print(f"note ({row['strategy']}): {note}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The integer golden model: a whole :class:`~bitline.sw.qmodel.QuantizedModel` in numpy.
 
-Step 2 of the verification ladder (DESIGN.md). The graph walk is here; every piece of
-arithmetic comes from :mod:`bitline.sw.intops` (docs/contract.md sections 1-3), the same
-functions the host driver uses. The crossbar-level executor reuses :func:`run_golden` by
+Step 2 of the verification ladder (DESIGN.md). The graph walk is
+:func:`bitline.sw.graph.walk` (shared with the host driver, :mod:`bitline.sw.driver`); every
+piece of arithmetic comes from :mod:`bitline.sw.intops` (docs/contract.md sections 1-3), the
+same functions the host driver uses. The crossbar-level executor reuses :func:`run_golden` by
 passing its own ``compute`` hook, so only the accumulation of compute layers differs
 between the two and everything else (im2col with the zero-point padding, output unit,
 pooling, add) is shared.
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bitline.sw import intops
+from bitline.sw import graph, intops
 from bitline.sw.qmodel import QuantizedModel
 
 __all__ = ["GoldenResult", "run_golden", "golden_accuracy"]
@@ -52,11 +53,6 @@ class GoldenResult:
     output: np.ndarray
     output_int: np.ndarray
     layers: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def _ou_rows(qmodel: QuantizedModel) -> int | None:
-    value = qmodel.spec.get("ou_rows") if isinstance(qmodel.spec, dict) else None
-    return None if value is None else int(value)
 
 
 def run_golden(
@@ -91,52 +87,15 @@ def run_golden(
         If ``x`` has the wrong shape, a layer is missing from ``qmodel.layers``, or a layer's
         computation fails (the message names the layer).
     """
-    model = qmodel.model
-    x = np.asarray(x)
-    if x.ndim != len(model.input_shape) + 1 or x.shape[1:] != tuple(model.input_shape):
-        raise ValueError(
-            f"x must be a batch of shape (N, {', '.join(map(str, model.input_shape))}) for "
-            f"model {model.name}, not {x.shape}"
-        )
-    missing = [layer.name for layer in model.layers if layer.name not in qmodel.layers]
-    if missing:
-        raise ValueError(f"quantized model {model.name} lacks layer(s) {', '.join(missing)}")
-    ou_rows = _ou_rows(qmodel)
+    x = graph.check_input(qmodel, x)
+    ou_rows = graph.spec_ou_rows(qmodel)
 
-    # Free each tensor after its last reader unless everything is kept.
-    last_use: dict[str, int] = {}
-    for index, layer in enumerate(model.layers):
-        for name in layer.inputs:
-            last_use[name] = index
-    tensors = {model.input_name: intops.quantize_input(x, qmodel.input)}
-    kept: dict[str, np.ndarray] = {}
-    for index, layer in enumerate(model.layers):
-        qlayer = qmodel.layers[layer.name]
-        try:
-            inputs = [tensors[name] for name in layer.inputs]
-        except KeyError as error:
-            raise ValueError(
-                f"layer {layer.name}: input tensor {error.args[0]!r} is not produced before it"
-            ) from None
-        tensors[layer.output] = intops.layer_forward(qlayer, inputs, compute=compute,
-                                                     ou_rows=ou_rows)
-        if return_all:
-            kept[layer.name] = tensors[layer.output]
-        for name in layer.inputs:
-            if last_use.get(name) == index and name != model.output_name:
-                del tensors[name]
+    def forward(qlayer, inputs):
+        return intops.layer_forward(qlayer, inputs, compute=compute, ou_rows=ou_rows)
 
-    output_int = tensors[model.output_name]
-    producer = next((layer for layer in model.layers if layer.output == model.output_name), None)
-    if producer is None:
-        output = intops.dequantize(output_int, qmodel.input)
-    else:
-        qlayer = qmodel.layers[producer.name]
-        if qlayer.mode == "raw":
-            scale = qlayer.acc_scale.reshape((-1,) + (1,) * (output_int.ndim - 2))
-            output = output_int.astype(np.float64) * scale
-        else:
-            output = intops.dequantize(output_int, qlayer.output)
+    codes = intops.quantize_input(x, qmodel.input)
+    output_int, kept = graph.walk(qmodel, codes, forward, return_all=return_all)
+    output = graph.model_output(qmodel, output_int)
     return GoldenResult(output=output, output_int=output_int, layers=kept)
 
 

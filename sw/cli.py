@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "accuracy": "bitline.sw.cli_quant:accuracy",
     "sweep": "bitline.sw.cli_sweep:sweep",
     "verilog": "bitline.sw.cli_hw:verilog",
+    "fpga": "bitline.sw.cli_fpga:fpga",
+    "board": "bitline.sw.cli_fpga:board",
 }
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "load_config",
     "parse_xbars",
     "fit_capacity",
+    "quantize_for",
     "map_program",
     "calibration_inputs",
     "compile_model",
@@ -197,6 +198,43 @@ def fit_capacity(model, config: AcceleratorConfig) -> tuple[AcceleratorConfig, l
     return (config.replace(**changes) if changes else config), notes
 
 
+#: The widest ``max_weight_bits`` an :class:`AcceleratorConfig` accepts.
+WIDEST_WEIGHT_BITS = 16
+
+
+def quantize_for(model, spec, calib_x: np.ndarray, config: AcceleratorConfig, *,
+                 auto: bool = True):
+    """Quantize ``model`` for ``config``; return ``(qmodel, config, notes)``.
+
+    With ``auto`` (``--xbars auto`` sizes the machine to the network), a spec whose weights
+    need more magnitude bit planes than ``config.max_weight_bits`` allows (varied schemes
+    such as power-of-two or adaptive float reach high magnitudes) is quantized again with
+    the widest weights a config holds, and the returned config's ``max_weight_bits`` is
+    raised to exactly what the weights need; a note says so.
+
+    Raises
+    ------
+    ValueError
+        From the quantizer, when the spec is invalid or cannot fit even the widest config.
+    """
+    from .quant import load_spec, quantize_model
+
+    spec = load_spec(spec)
+    try:
+        return quantize_model(model, spec, calib_x, config), config, []
+    except ValueError:
+        if not auto or config.max_weight_bits >= WIDEST_WEIGHT_BITS:
+            raise
+        qmodel = quantize_model(model, spec, calib_x,
+                                config.replace(max_weight_bits=WIDEST_WEIGHT_BITS))
+    planes = max((qlayer.weight.magnitude_bits for qlayer in qmodel.compute_layers
+                  if qlayer.weight is not None), default=1)
+    needed = max(config.max_weight_bits, planes + 1)
+    note = (f"max_weight_bits raised from {config.max_weight_bits} to {needed} "
+            f"({planes} magnitude bit planes)")
+    return qmodel, config.replace(max_weight_bits=needed), [note]
+
+
 def map_program(qmodel, config: AcceleratorConfig, strategy: str, *,
                 xbars: str | int = "auto", layerwise: bool = False):
     """Map ``qmodel`` with :func:`bitline.sw.mapping.map_model`; return ``(program, notes)``.
@@ -241,8 +279,6 @@ def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x
     ValueError
         If the strategy is unknown or a step rejects the model, spec or config.
     """
-    from .quant import load_spec, quantize_model
-
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     xbars = parse_xbars(xbars)
@@ -252,7 +288,8 @@ def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x
     else:
         config = config.replace(n_xbars=xbars)
     start = time.perf_counter()
-    qmodel = quantize_model(model, load_spec(spec), calib_x, config)
+    qmodel, config, more = quantize_for(model, spec, calib_x, config, auto=xbars == "auto")
+    notes += more
     quantized = time.perf_counter()
     program, more = map_program(qmodel, config, strategy, xbars=xbars, layerwise=layerwise)
     return CompileResult(qmodel, program, quantized - start, time.perf_counter() - quantized,
@@ -338,8 +375,6 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
     if baselines:
         runs += [(label, strategy, spec, preset(name), name)
                  for label, strategy, name, spec in BASELINES]
-    from .quant import load_spec, quantize_model
-
     count = parse_xbars(xbars)
     rows: list[dict] = []
     quantized: dict[tuple[str, str], object] = {}
@@ -352,8 +387,9 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
         key = (spec, run_config.digest)
         start = time.perf_counter()
         if key not in quantized:
-            quantized[key] = quantize_model(model, load_spec(spec), calib_x, run_config)
-        qmodel = quantized[key]
+            quantized[key] = quantize_for(model, spec, calib_x, run_config, auto=count == "auto")
+        qmodel, run_config, more = quantized[key]
+        notes = notes + more
         mid = time.perf_counter()
         try:
             program, more = map_program(qmodel, run_config, strategy, xbars=count,

@@ -36,6 +36,7 @@ __all__ = [
     "apply_act_block_bits",
     "compute_acc",
     "compute_output",
+    "columns_to_output",
     "maxpool",
     "avgpool",
     "global_avgpool",
@@ -411,6 +412,31 @@ def compute_output(
         out.zero_point if out is not None else 0,
         qlayer.clamp_lo, qlayer.clamp_hi, qlayer.mode,
     )
+    return columns_to_output(qlayer, y, batch)
+
+
+def columns_to_output(qlayer: QuantLayer, y: np.ndarray, batch: int) -> np.ndarray:
+    """Reshape per-vector outputs ``(N * P, O)`` into the layer's ``(N, *output_shape)``.
+
+    The inverse of the vector order of :func:`layer_columns`: row ``n * P + p`` is output
+    pixel ``p`` (row-major) of sample ``n``. A gemm's ``(N, O)`` is returned reshaped; a
+    conv's becomes ``(N, O, OH, OW)``. The host driver uses this on the hardware's output
+    stream, so the output layout exists once.
+
+    Raises
+    ------
+    ValueError
+        If ``y`` does not hold ``batch * P`` vectors of ``O`` channels.
+    """
+    layer = qlayer.layer
+    y = np.asarray(y)
+    out_channels = layer.output_shape[0]
+    pixels = int(np.prod(layer.output_shape[1:])) if layer.op == "conv" else 1
+    if y.shape != (batch * pixels, out_channels):
+        raise ValueError(
+            f"layer {layer.name}: outputs of shape {y.shape}, expected "
+            f"{(batch * pixels, out_channels)}"
+        )
     if layer.op == "gemm":
         return y.reshape(batch, *layer.output_shape)
     # (N*P, O) -> (N, O, OH, OW)

@@ -16,7 +16,8 @@ PLL parameters (:func:`ecp5_pll_parameters`): with feedback from the primary out
 PLL needs the phase-detector input ``f_in / CLKI_DIV`` in 3.125..400 MHz, the VCO in
 400..800 MHz and the output in 10..400 MHz (Lattice TN1263; the same limits and search as
 Project Trellis' ``ecppll``). The search takes the closest output, then the VCO closest to
-600 MHz; ``CLKOP_CPHASE = CLKOP_DIV // 2`` is the half-period phase ``ecppll`` uses.
+600 MHz (on a tie the faster VCO, as ``ecppll`` ends up choosing);
+``CLKOP_CPHASE = CLKOP_DIV // 2`` is the half-period phase ``ecppll`` uses.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def ecp5_pll_parameters(input_hz: float, output_hz: float, *,
                 vco = fout * clkop_div
                 if not PLL_LIMITS["vco"][0] <= vco <= PLL_LIMITS["vco"][1]:
                     continue
-                key = (abs(fout - target), abs(vco - 600_000_000))
+                key = (abs(fout - target), abs(vco - 600_000_000), -vco)
                 if best is None or key < best[0]:
                     best = (key, clki_div, clkfb_div, clkop_div, fout)
     if best is None or best[0][0] > tolerance * target:
