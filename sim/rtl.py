@@ -45,7 +45,20 @@ import numpy as np
 from bitline.hw.config import AcceleratorConfig
 
 __all__ = ["BenchDesign", "RtlResult", "bench_design", "design_unit_entries", "run_rtl",
-           "rtl_backend", "TOPLEVEL", "BENCH_MODULE"]
+           "run_spec", "job_capacity", "rtl_backend", "TOPLEVEL", "BENCH_MODULE",
+           "DIGITS_CONFIG"]
+
+#: The accelerator the cocotb end-to-end suite and ``scripts/bench_rtl.py`` map the digits
+#: CNN onto: the BWQ paper's OU (9 x 8, 1-bit cells and DACs, 4-bit ADC, one ADC per OU
+#: column) on ten 72 x 512 crossbars. Every input of every layer needs a driven row (the
+#: network's five layers have 633 inputs, in 9-row chunks), and the per-row input registers
+#: dominate the generated Verilog, so few rows per unit and wide crossbars keep the design
+#: -- and its Verilator build -- as small as the network allows (bwq3: 1193 OU entries on
+#: 10 units, the largest layer on 4).
+DIGITS_CONFIG = AcceleratorConfig(
+    rows=72, cols=512, cell_bits=1, dac_bits=1, ou_rows=9, ou_cols=8, adc_bits=4,
+    adcs_per_xbar=8, n_xbars=10, acc_bits=24, max_act_bits=8, max_weight_bits=8,
+    max_out_channels=64, max_in_features=288, max_layers=8, max_entries=2048, adc_latency=1)
 
 #: Top-level module name of the bench design.
 TOPLEVEL = "bitline_bench"
@@ -184,3 +197,298 @@ def bench_design(config: AcceleratorConfig, crossbar: str = "emulated", *,
         temporary.write_text(content)
         temporary.replace(path)
     return design
+
+
+@dataclass
+class RtlResult:
+    """What :func:`run_rtl` returns.
+
+    Attributes
+    ----------
+    output, output_int, layers:
+        As :class:`bitline.sw.driver.DriverResult` (``layers``: every layer's output).
+    jobs:
+        Per layer job: ``name``, ``layer``, ``n_vectors`` and the counters
+        (:data:`bitline.hw.host.COUNTERS` names).
+    simulated_cycles:
+        Clock cycles the bench simulated for the run (image load, jobs, register traffic).
+    run_seconds, cpu_seconds:
+        Wall and CPU time of the inference inside the simulator process (from the first
+        image byte to the last output; CPU time is what an unloaded machine would take).
+    build_seconds, test_seconds, generate_seconds:
+        Wall time of the Verilator / Icarus build (0 when cached), of the whole simulator
+        process (start-up and reference checks included) and of the Verilog generation
+        (0 when cached).
+    simulator, design:
+        The simulator used and the design.
+    """
+
+    output: np.ndarray
+    output_int: np.ndarray
+    layers: dict[str, np.ndarray]
+    jobs: list[dict]
+    simulated_cycles: int
+    run_seconds: float
+    cpu_seconds: float
+    build_seconds: float
+    test_seconds: float
+    generate_seconds: float
+    simulator: str
+    design: BenchDesign
+
+    @property
+    def cycles_per_second(self) -> float:
+        """Simulated cycles per wall-clock second of the inference."""
+        return self.simulated_cycles / self.run_seconds if self.run_seconds else 0.0
+
+    def counters(self) -> dict[str, int]:
+        """Counters summed over all jobs."""
+        total: dict[str, int] = {}
+        for job in self.jobs:
+            for key, value in job.items():
+                if key not in ("name", "layer", "n_vectors"):
+                    total[key] = total.get(key, 0) + int(value)
+        return total
+
+
+def job_capacity(design: BenchDesign, program) -> int:
+    """Return the most vectors one layer job of ``program`` may have on ``design``.
+
+    A job's input codes must fit the harness source and its outputs the sink (the host
+    never stalls, so the counters stay exact).
+    """
+    harness = design.info["harness"]
+    inputs = max(layer.n_inputs for layer in program.layers)
+    outputs = max(layer.n_outputs for layer in program.layers)
+    return max(1, min(harness["source_depth"] // inputs, harness["sink_depth"] // outputs))
+
+
+def _read_result(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    layers = {key[len("layer/"):]: value for key, value in arrays.items()
+              if key.startswith("layer/")}
+    job_keys = [key[len("jobs/"):] for key in arrays if key.startswith("jobs/")]
+    count = len(arrays.get("jobs/layer", []))
+    jobs = []
+    for index in range(count):
+        job = {}
+        for key in job_keys:
+            value = arrays[f"jobs/{key}"][index]
+            job[key] = str(value) if key == "name" else int(value)
+        jobs.append(job)
+    return {"output": arrays["output"], "output_int": arrays["output_int"],
+            "layers": layers, "jobs": jobs,
+            "simulated_cycles": int(arrays["simulated_cycles"]),
+            "run_seconds": float(arrays["wall_seconds"]),
+            "cpu_seconds": float(arrays["cpu_seconds"])}
+
+
+def run_spec(design: BenchDesign, spec: dict, *, test: str = "inference",
+             work_dir: str | Path | None = None, progress: Callable[[dict], None] | None = None,
+             build_root: str | Path | None = None):
+    """Build ``design`` and run one test of the bench with a run description.
+
+    ``spec`` is the bench's run JSON without ``design`` (added here, see
+    :mod:`bitline.sim.cocotb.tb_accelerator`). ``progress`` is called with the bench's
+    progress state (``done``, ``total``, ``layer``, ``cycles``...) while it runs.
+
+    Returns
+    -------
+    bitline.sim.cocotb.runner.BenchResult
+
+    Raises
+    ------
+    bitline.sim.cocotb.runner.BenchFailure
+        If the build fails or the test fails (a checker mismatch, a hardware error).
+    """
+    from bitline.sim.cocotb.runner import build_and_test
+
+    work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="rtl-"))
+    work.mkdir(parents=True, exist_ok=True)
+    info = design.info
+    spec = dict(spec, design={key: info[key] for key in ("config", "crossbar", "harness")})
+    if progress is not None:
+        spec["progress"] = str(work / "progress.json")
+    spec_path = work / "run.json"
+    spec_path.write_text(json.dumps(spec, indent=2) + "\n")
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["result"] = build_and_test(
+                design.verilog, TOPLEVEL, BENCH_MODULE, build_root=build_root,
+                extra_env={"BITLINE_RUN": str(spec_path)}, test_filter=rf"(^|\.){test}$",
+                verilator_args=design.verilator_args)
+        except BaseException as error:  # re-raised in the caller's thread
+            outcome["error"] = error
+
+    if progress is None:
+        target()
+    else:
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        seen = None
+        progress_path = Path(spec["progress"])
+        while thread.is_alive():
+            thread.join(0.2)
+            try:
+                state = json.loads(progress_path.read_text())
+            except (OSError, ValueError):
+                continue
+            if state != seen:
+                seen = state
+                progress(state)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def run_rtl(bundle_dir: str | Path, x: np.ndarray, *, analog=None, seed: int = 0,
+            max_vectors: int | None = None, check: bool = False,
+            progress: Callable[[dict], None] | None = None,
+            work_dir: str | Path | None = None) -> RtlResult:
+    """Run a float batch through a bundle on the RTL (module docstring).
+
+    Parameters
+    ----------
+    bundle_dir:
+        The compiled bundle.
+    x:
+        Float batch ``(N, *input_shape)``.
+    analog:
+        :class:`~bitline.sim.analog.AnalogParams` (or a file / example name for
+        :meth:`~bitline.sim.analog.AnalogParams.load`): external crossbars with the
+        analog model; ``None``: the digital emulators inside the design.
+    seed:
+        The analog chip's seed.
+    max_vectors:
+        Split layer jobs into at most this many vectors (default: what the bench's source
+        and sink hold, one job per layer when it fits).
+    check:
+        Also compare every layer with the golden model (ideal) or the executor with the
+        same seed (analog) inside the bench; a difference fails the run.
+    progress:
+        Called with the bench's progress state after every layer job.
+    work_dir:
+        Folder for the run's files (default: a new temporary folder).
+
+    Returns
+    -------
+    RtlResult
+
+    Raises
+    ------
+    ValueError
+        For an unreadable bundle, a batch of the wrong shape or analog parameters that do
+        not load.
+    bitline.sim.cocotb.runner.BenchFailure
+        If the build or the simulation fails.
+    """
+    from bitline.sw.bundle import read_bundle
+    from bitline.sw.graph import check_input
+
+    bundle = read_bundle(bundle_dir)
+    x = check_input(bundle.qmodel, np.asarray(x, dtype=np.float32))
+    params = None
+    if analog is not None:
+        from bitline.sim.analog import AnalogParams
+
+        params = analog if isinstance(analog, AnalogParams) else AnalogParams.load(analog)
+    config = bundle.program.config
+    start = time.perf_counter()
+    design = bench_design(config, "external" if params is not None else "emulated",
+                          unit_entries=design_unit_entries(config, [bundle.program]))
+    generate_seconds = time.perf_counter() - start
+    capacity = job_capacity(design, bundle.program)
+    max_vectors = capacity if max_vectors is None else min(int(max_vectors), capacity)
+    work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="rtl-"))
+    work.mkdir(parents=True, exist_ok=True)
+    np.save(work / "input.npy", x)
+    reference = "executor" if params is not None else "golden"
+    spec = {
+        "runs": [{"bundle": str(Path(bundle_dir).resolve()), "input": str(work / "input.npy"),
+                  "result": str(work / "result.npz"),
+                  "check": reference if check else "none", "counters": False}],
+        "analog": params.to_dict() if params is not None else None,
+        "seed": int(seed),
+        "max_vectors": max_vectors,
+    }
+    bench = run_spec(design, spec, work_dir=work, progress=progress)
+    data = _read_result(work / "result.npz")
+    return RtlResult(
+        output=data["output"], output_int=data["output_int"], layers=data["layers"],
+        jobs=data["jobs"], simulated_cycles=data["simulated_cycles"],
+        run_seconds=data["run_seconds"], cpu_seconds=data["cpu_seconds"],
+        build_seconds=bench.build_seconds,
+        test_seconds=bench.test_seconds, generate_seconds=generate_seconds,
+        simulator=bench.simulator, design=design)
+
+
+def _option(options: dict, key: str, kind, default):
+    if key not in options or options[key] == "":
+        return default
+    try:
+        return kind(options[key])
+    except ValueError:
+        raise ValueError(f"backend 'rtl': option {key} must be {kind.__name__}, not "
+                         f"{options[key]!r}") from None
+
+
+def rtl_backend(target, x: np.ndarray, options: dict) -> dict[str, np.ndarray]:
+    """``bitline run BUNDLE --backend rtl``: the bundle on the generated Verilog, in cocotb.
+
+    Options (``-O KEY=VALUE``; ``--analog`` / ``--seed`` set the first two): ``analog``
+    (an :class:`~bitline.sim.analog.AnalogParams` TOML file or example name: external
+    crossbars with the analog model), ``seed`` (the chip, default 0), ``max_vectors``
+    (largest layer job), ``check=1`` (compare every layer with the golden model or, with
+    ``analog``, the executor inside the bench), ``all_layers=1`` (store every layer's
+    output). Shows a progress bar and prints simulated cycles, wall time and simulated
+    cycles per second. Returns ``output``, ``output_int`` and (``all_layers``)
+    ``layer/<name>``.
+    """
+    import click
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bundle_dir = target.require("bundle", "backend 'rtl'")
+    known = ("analog", "seed", "max_vectors", "check", "all_layers")
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"backend 'rtl': unknown option(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(known)}")
+    flags = {}
+    for key in ("check", "all_layers"):
+        value = str(options.get(key, "0")).strip().lower()
+        if value not in ("0", "1", "true", "false", "yes", "no", ""):
+            raise ValueError(f"backend 'rtl': option {key} must be 0 or 1, not {options[key]!r}")
+        flags[key] = value in ("1", "true", "yes")
+    analog = options.get("analog") or None
+    seed = _option(options, "seed", int, 0)
+    max_vectors = _option(options, "max_vectors", int, None)
+    console = Console(stderr=True)
+    with Progress(TextColumn("[bold]rtl[/] {task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} vectors"),
+                  TextColumn("{task.fields[cycles]:,} cycles"), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("building and starting the simulator", total=None, cycles=0)
+
+        def progress(state: dict) -> None:
+            bar.update(task, completed=state["done"], total=state["total"],
+                       description=f"layer {state['layer']}", cycles=int(state["cycles"]))
+
+        result = run_rtl(bundle_dir, x, analog=analog, seed=seed, max_vectors=max_vectors,
+                         check=flags["check"], progress=progress)
+    mode = ("analog model" if analog else "digital crossbar emulators")
+    build = ("cached build" if result.build_seconds == 0
+             else f"build {result.build_seconds:.1f} s")
+    click.echo(f"rtl ({result.simulator}, {mode}, {build}): simulated "
+               f"{result.simulated_cycles:,} cycles in {result.run_seconds:.2f} s wall "
+               f"({result.cycles_per_second:,.0f} simulated cycles/s); "
+               f"{len(result.jobs)} layer jobs, {result.counters().get('ou_reads', 0):,} OU "
+               f"reads")
+    arrays = {"output": result.output, "output_int": result.output_int}
+    if flags["all_layers"]:
+        for name, value in result.layers.items():
+            arrays[f"layer/{name}"] = value
+    return arrays

@@ -6,14 +6,18 @@ and the scripts share:
 1. :func:`load_config` -- the accelerator config (TOML file or preset, default ``bwq``);
 2. :func:`calibration_inputs` -- the data set's ``calib`` split, or seeded random
    non-negative inputs for models without a data set (results are labelled *synthetic*);
-3. :func:`compile_model` -- quantize (:func:`bitline.sw.quant.quantize_model`) and map
-   (:func:`bitline.sw.mapping.map_model`);
+3. :func:`compile_model` -- quantize (:func:`quantize_for`, i.e.
+   :func:`bitline.sw.quant.quantize_model`) and map (:func:`map_program`, i.e.
+   :func:`bitline.sw.mapping.map_model`), sizing the machine to the network with
+   ``--xbars auto`` (:func:`fit_capacity`);
 4. :func:`bitline.sw.bundle.write_bundle` -- the program bundle;
 5. :func:`bitline.sw.perf.analyze` -- the performance report.
 
 :func:`compare_strategies` runs steps 3 and 5 for several strategies (and the ISAAC
 baselines as the ISAAC paper ran them) and computes speedups and energy savings; see
 docs/performance.md section 6 for the default quantization of each strategy.
+:func:`golden_backend` and :func:`executor_backend` are the bundle backends of
+``bitline run`` (registered in :data:`bitline.sw.cli_model.BACKENDS`).
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ __all__ = [
     "compile_model",
     "strategy_specs",
     "compare_strategies",
+    "comparison_table",
+    "golden_backend",
+    "executor_backend",
     "compile_cmd",
     "report",
     "compare",
@@ -239,31 +246,48 @@ def map_program(qmodel, config: AcceleratorConfig, strategy: str, *,
                 xbars: str | int = "auto", layerwise: bool = False):
     """Map ``qmodel`` with :func:`bitline.sw.mapping.map_model`; return ``(program, notes)``.
 
-    With ``layerwise`` and ``xbars="auto"``, a network that needs more crossbar units than
-    any config holds (``n_xbars`` is capped) is mapped one layer at a time instead: every
-    layer starts at unit 0 and the config gets the largest layer's unit count. Such a
+    With ``xbars="auto"`` the entry memory is sized too: ``max_entries`` is raised to the
+    program's entry count when needed (noted). With ``layerwise`` and ``xbars="auto"``, a
+    network that needs more crossbar units than any config holds (``n_xbars`` is capped)
+    is mapped one layer at a time instead: every layer starts at unit 0 and the config
+    gets the largest layer's unit count. Such a
     program models a machine that reloads weights between layers (reload cost not
     modelled); it is fine for the performance model (layers run one after another) but is
-    not a valid bundle, so ``bitline compile`` never asks for it. The note says so.
+    not a valid bundle, so ``bitline compile`` never asks for it. When even one layer needs
+    more units than a config may have, the config keeps its ``n_xbars`` and the layers
+    name more units than it (performance model only). The note says so.
     """
     from .mapping import map_layer, map_model
 
     xbars = parse_xbars(xbars)
     try:
-        return map_model(qmodel, config, strategy,
-                         xbars="auto" if xbars == "auto" else xbars), []
+        program = map_model(qmodel, config, strategy, xbars="auto" if xbars == "auto" else xbars)
     except ValueError as error:
         if not (layerwise and xbars == "auto" and "more than any configuration" in str(error)):
             raise
+    else:
+        entries = sum(len(layer.entries) for layer in program.layers)
+        if xbars != "auto" or entries <= program.config.max_entries:
+            return program, []
+        # --xbars auto sizes the machine: the entry memory too.
+        note = f"max_entries raised from {program.config.max_entries} to {entries}"
+        program.config = program.config.replace(max_entries=entries)
+        return program, [note]
     spec = qmodel.spec if isinstance(qmodel.spec, dict) else {}
     blocks = {key: None if spec.get(name) is None else int(spec[name])
               for key, name in (("block_rows", "ou_rows"), ("block_cols", "ou_cols"))}
     layers = [map_layer(qlayer, config, strategy, 0, **blocks)
               for qlayer in qmodel.compute_layers]
     units = [len(layer.xbars) for layer in layers]
-    program = Program(config.replace(n_xbars=max(units)), strategy, layers)
-    return program, [f"layerwise: needs {sum(units)} crossbar units, more than a config holds; "
-                     f"layers mapped one at a time onto {max(units)} units"]
+    note = (f"layerwise: needs {sum(units)} crossbar units, more than a config holds; "
+            f"layers mapped one at a time onto {max(units)} units")
+    try:
+        config = config.replace(n_xbars=max(units))
+    except ValueError:
+        # Even one layer needs more units than a config may have: the program still
+        # describes the work exactly, and the performance model reads units from the layers.
+        note += " (one layer alone exceeds any config's n_xbars)"
+    return Program(config, strategy, layers), [note]
 
 
 def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x: np.ndarray,

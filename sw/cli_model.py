@@ -265,14 +265,21 @@ def info(model: str, as_json: bool):
 @click.option("--output", "-o", "output_path", required=True,
               help="Output .npz; the result is stored under key 'output'.")
 @click.option("--backend", "-b", default="float", show_default=True,
-              help="Execution backend (float; golden and executor run a bundle directory).")
+              help="Execution backend (float; golden, executor and rtl run a bundle "
+                   "directory).")
 @click.option("--option", "-O", "option_pairs", multiple=True, metavar="KEY=VALUE",
               help="Backend option (repeatable).")
 @click.option("--all-layers", is_flag=True,
               help="Bundle backends: also store every layer's integer output as "
                    "'layer/<name>' (same as -O all_layers=1).")
+@click.option("--analog", "analog", metavar="PARAMS",
+              help="Backend rtl: analog crossbar parameters (TOML file, or an example name: "
+                   "ideal, typical) answer the crossbar ports (same as -O analog=PARAMS).")
+@click.option("--seed", type=int,
+              help="Backend rtl: seed of the analog chip (same as -O seed=SEED).")
 def run(model: str, input_path: str, output_path: str, backend: str,
-        option_pairs: tuple[str, ...], all_layers: bool):
+        option_pairs: tuple[str, ...], all_layers: bool, analog: str | None,
+        seed: int | None):
     """Run MODEL on the inputs in --input with a backend and write the outputs to --output.
 
     MODEL is a builtin name, an .onnx file or (for backends that run compiled programs) a
@@ -282,6 +289,10 @@ def run(model: str, input_path: str, output_path: str, backend: str,
     options = _parse_options(option_pairs)
     if all_layers:
         options.setdefault("all_layers", "1")
+    if analog:
+        options.setdefault("analog", analog)
+    if seed is not None:
+        options.setdefault("seed", str(seed))
     target = resolve_target(model)
     x = load_input(input_path, target.input_shape)
     result = run_backend(target, x, options)
@@ -302,3 +313,13 @@ from .cli_compile import executor_backend, golden_backend  # noqa: E402
 
 BACKENDS["golden"] = golden_backend
 BACKENDS["executor"] = executor_backend
+
+
+def _rtl_backend(target: Target, x: np.ndarray, options: dict):
+    """The bundle on the generated Verilog in cocotb (:func:`bitline.sim.rtl.rtl_backend`)."""
+    from bitline.sim.rtl import rtl_backend
+
+    return rtl_backend(target, x, options)
+
+
+BACKENDS["rtl"] = _rtl_backend

@@ -12,7 +12,7 @@ of a raw final layer), never recomputed on the host.
 Three layers of abstraction, so each transport implements only what it must:
 
 * :class:`Transport` -- four primitives: register write and read, stream ``image.bin`` into
-  ``program``, and one job's ``inputs`` / ``outputs`` exchange. The cocotb bench
+  ``program``, and start a job and stream its ``inputs`` / ``outputs``. The cocotb bench
   (:class:`bitline.sim.cocotb.host.CocotbTransport`) and a UART bridge to a board implement
   these.
 * :class:`Device` -- the register protocol of :mod:`bitline.hw.host` on a transport, written
@@ -118,8 +118,13 @@ class Transport(abc.ABC):
         """Stream ``image`` on the ``program`` stream, one byte per transfer, in order."""
 
     @abc.abstractmethod
-    def exchange(self, codes: np.ndarray, n_outputs: int) -> np.ndarray:
-        """Stream a job's input codes and collect its outputs.
+    def start_job(self, codes: np.ndarray, n_outputs: int) -> np.ndarray:
+        """Start the configured layer job and stream its inputs and outputs.
+
+        Writes ``CTRL.START``, sends the codes on ``inputs`` and takes ``n_outputs`` values
+        from ``outputs``. A transport that can should offer the first code in the cycle
+        after the start and take every output at once (then the cycle counter equals the
+        performance model's, docs/contract.md section 5).
 
         Parameters
         ----------
@@ -131,7 +136,9 @@ class Transport(abc.ABC):
         Returns
         -------
         np.ndarray
-            int64 ``(n_outputs,)``, the signed output values in stream order.
+            int64, the signed output values in stream order: ``n_outputs`` of them, or
+            fewer if the accelerator reported an error before the end (the caller reads
+            STATUS).
         """
 
 
@@ -306,17 +313,16 @@ class Device:
         write = self.transport.write_register
         write(Register.LAYER, layer)
         write(Register.N_VECTORS, len(vectors))
-        write(Register.CTRL, Ctrl.START)
-        status = self.status()
-        flags, code = decode_status(status)
-        if flags & Status.ERROR:
-            name = getattr(code, "name", str(code))
-            raise DeviceError(f"layer job {layer}: rejected with error {name} ({int(code)}), "
-                              f"{_describe(status)}", code, status)
-        outputs = self.transport.exchange(vectors.reshape(-1), len(vectors) * int(n_outputs))
-        self._wait(f"layer job {layer}",
-                   lambda status: bool(status & Status.DONE) and not status & Status.BUSY)
-        return np.asarray(outputs, dtype=np.int64).reshape(len(vectors), int(n_outputs))
+        expected = len(vectors) * int(n_outputs)
+        outputs = np.asarray(self.transport.start_job(vectors.reshape(-1), expected),
+                             dtype=np.int64)
+        status = self._wait(f"layer job {layer}",
+                            lambda status: bool(status & Status.DONE)
+                            and not status & Status.BUSY)
+        if outputs.shape != (expected,):
+            raise DeviceError(f"layer job {layer}: {outputs.size} outputs, expected "
+                              f"{expected}, {_describe(status)}", ErrorCode.NONE, status)
+        return outputs.reshape(len(vectors), int(n_outputs))
 
 
 class HostDriver:

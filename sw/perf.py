@@ -604,7 +604,9 @@ def analyze_layer(
     slices_per_input = -(-act_bits_per_input // config.dac_bits)
     capacity = config.exact_rows_per_ou * config.ou_cols
     bound_reads = -(-int((digits * slices_per_input).sum()) // capacity)
-    bound_unit_reads = -(-bound_reads // config.n_xbars)
+    # A machine holds at least the units this layer occupies (a performance-only layerwise
+    # program may give a layer more units than n_xbars).
+    bound_unit_reads = -(-bound_reads // max(config.n_xbars, n_units, 1))
     bound_cycles = int(layer_cycles(config, K, O, V, np.array([bound_unit_reads])))
 
     out_bits = layer.act_bits if out_bits is None else int(out_bits)

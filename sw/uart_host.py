@@ -9,7 +9,8 @@ Two layers:
   receive FIFO (``INFO.rx_fifo_depth``), and reads the answers in order, so the link's
   round-trip latency is paid once per batch of commands rather than once per command.
 * :class:`UARTTransport` implements the host driver's :class:`~bitline.sw.driver.Transport`
-  (register read and write, ``image.bin``, one job's input/output exchange) on a client, so
+  (register read and write, ``image.bin``, starting a job and exchanging its vectors) on a
+  client, so
   :class:`~bitline.sw.driver.Device` and :class:`~bitline.sw.driver.HostDriver` run a whole
   network on a board unchanged.
 
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bitline.hw.config import AcceleratorConfig
-from bitline.hw.host import Register
+from bitline.hw.host import Ctrl, Register, Status
 from bitline.hw.uart_bridge import (
     ACK, ARGUMENT_BYTES, INFO_BYTES, INFO_LAYOUT, NAK, PROTOCOL_VERSION, BridgeFlags, Opcode,
     output_bytes,
@@ -274,11 +275,14 @@ class UARTTransport(Transport):
     def send_image(self, image: bytes) -> None:
         self.client.call(encode_command(Opcode.PROGRAM, payload=bytes(image)))
 
-    def exchange(self, codes: np.ndarray, n_outputs: int) -> np.ndarray:
-        """Send the job's codes and take its outputs, one vector at a time (pipelined).
+    def start_job(self, codes: np.ndarray, n_outputs: int) -> np.ndarray:
+        """Start the job and exchange its vectors, one at a time (pipelined).
 
-        The vector count is the last value written to N_VECTORS (the driver writes it when
-        it starts the job); codes and outputs must divide evenly into that many vectors.
+        Writes CTRL.START and reads STATUS once (a job the accelerator rejects -- bad
+        layer, no image -- returns no outputs; the driver reads STATUS and raises), then
+        sends ``INPUTS`` / ``OUTPUTS`` per vector. The vector count is the last value
+        written to N_VECTORS (the driver writes it before starting the job); codes and
+        outputs must divide evenly into that many vectors.
         """
         codes = np.asarray(codes).reshape(-1)
         vectors = self._n_vectors or 1
@@ -289,10 +293,14 @@ class UARTTransport(Transport):
         if len(codes) and (codes.min() < 0 or codes.max() > act_max):
             raise ValueError(f"input codes must be in 0..{act_max} (max_act_bits "
                              f"{self.config.max_act_bits}), not {codes.min()}..{codes.max()}")
+        self.client.send(encode_command(Opcode.WRITE, Register.CTRL, Ctrl.START))
+        status = self.client.send(encode_command(Opcode.READ, Register.STATUS), 4)
+        self.client.flush()
+        if int.from_bytes(status[0], "little") & Status.ERROR:
+            return np.zeros(0, dtype=np.int64)
         per_vector = n_outputs // vectors
-        data = codes.astype(np.uint8).reshape(vectors, -1)
         answers = []
-        for vector in data:
+        for vector in codes.astype(np.uint8).reshape(vectors, -1):
             self.client.send(encode_command(Opcode.INPUTS, payload=vector.tobytes()))
             answers.append(self.client.send(encode_command(Opcode.OUTPUTS, per_vector),
                                             per_vector * self.width))
