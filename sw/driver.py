@@ -36,6 +36,7 @@ import abc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -49,8 +50,8 @@ from .mapping.program import Program
 from .qmodel import QuantizedModel
 
 __all__ = [
-    "DeviceError", "Transport", "Device", "JobRecord", "DriverResult", "HostDriver",
-    "decode_status",
+    "DeviceError", "AcceleratorDevice", "Transport", "Device", "JobRecord", "DriverResult",
+    "HostDriver", "decode_status",
 ]
 
 #: STATUS polls after the last image byte / job output before the driver gives up.
@@ -96,6 +97,24 @@ def _describe(status: int) -> str:
     if code:
         text += f", error {getattr(code, 'name', code)}"
     return text + ")"
+
+
+class AcceleratorDevice(Protocol):
+    """What :class:`HostDriver` needs from a device (:class:`Device` is one).
+
+    ``program(image)`` loads ``image.bin`` and raises on a reported error;
+    ``run_layer_job(layer, vectors (V, K), n_outputs) -> (V, O)`` runs one layer job;
+    ``counters()`` returns the performance counters of the last job by name. Optional:
+    ``check_config(config)`` (raise ``ValueError`` for hardware built for another config)
+    and ``identify()`` (a dict with ``"n_layers"``, the layer records loaded); the driver
+    uses them when present.
+    """
+
+    def program(self, image: bytes): ...
+
+    def run_layer_job(self, layer: int, vectors: np.ndarray, n_outputs: int) -> np.ndarray: ...
+
+    def counters(self) -> dict[str, int]: ...
 
 
 class Transport(abc.ABC):
@@ -333,7 +352,8 @@ class HostDriver:
     program, qmodel:
         The mapped program and the quantized model it was compiled from.
     device:
-        The accelerator.
+        The accelerator (:class:`AcceleratorDevice`: a :class:`Device` on a transport, or a
+        board's device such as the UART host's).
     image:
         ``image.bin`` bytes (default: :func:`bitline.sw.bundle.encode_image` of
         ``program``).
@@ -346,7 +366,7 @@ class HostDriver:
         ``total_vectors`` the vectors of the whole batch over all layers.
     """
 
-    def __init__(self, program: Program, qmodel: QuantizedModel, device: Device, *,
+    def __init__(self, program: Program, qmodel: QuantizedModel, device: AcceleratorDevice, *,
                  image: bytes | None = None, max_vectors: int | None = None,
                  progress: Callable[[JobRecord, int, int], None] | None = None):
         if image is None:
@@ -369,7 +389,7 @@ class HostDriver:
                              f"{', '.join(missing)} of model {qmodel.model.name}")
 
     @classmethod
-    def from_bundle(cls, bundle, device: Device, **options) -> "HostDriver":
+    def from_bundle(cls, bundle, device: AcceleratorDevice, **options) -> "HostDriver":
         """Return a driver for a :class:`~bitline.sw.bundle.Bundle` (its program, model, image)."""
         return cls(bundle.program, bundle.qmodel, device, image=bundle.image, **options)
 
@@ -378,8 +398,10 @@ class HostDriver:
         """The accelerator configuration the program was compiled for."""
         return self.program.config
 
-    def load(self, *, check: bool = True) -> int:
-        """Check the hardware (``check``) and load the image; return STATUS.
+    def load(self, *, check: bool = True):
+        """Check the hardware (``check``) and load the image; return the device's answer.
+
+        With a :class:`Device` the answer is the STATUS word after loading.
 
         Raises
         ------
@@ -388,13 +410,14 @@ class HostDriver:
         DeviceError
             If the loader reports an error.
         """
-        if check:
+        if check and hasattr(self.device, "check_config"):
             self.device.check_config(self.config)
         status = self.device.program(self.image)
-        loaded = self.device.identify()["n_layers"]
-        if loaded != len(self.program.layers):
-            raise DeviceError(f"device loaded {loaded} layer records, the image holds "
-                              f"{len(self.program.layers)}", ErrorCode.NONE, status)
+        if hasattr(self.device, "identify"):
+            loaded = self.device.identify()["n_layers"]
+            if loaded != len(self.program.layers):
+                raise DeviceError(f"device loaded {loaded} layer records, the image holds "
+                                  f"{len(self.program.layers)}", ErrorCode.NONE, status or 0)
         return status
 
     def total_vectors(self, batch: int) -> int:

@@ -50,6 +50,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect, flipped
 
+from bitline.hw._component import rejects_quietly
 from bitline.hw.config import AcceleratorConfig
 from bitline.hw.host import CSRSignature
 from bitline.hw.top import Accelerator
@@ -94,6 +95,7 @@ class BenchTop(wiring.Component):
         Bytes per fill row and outputs per drain row (powers of two dividing the depths).
     """
 
+    @rejects_quietly
     def __init__(self, config: AcceleratorConfig, crossbar: str = "emulated", *,
                  unit_entries: int | None = None, source_depth: int = SOURCE_DEPTH,
                  sink_depth: int = SINK_DEPTH, fill_lanes: int = FILL_LANES,

@@ -52,7 +52,7 @@ import numpy as np
 from cocotb.task import bridge
 
 from bitline.hw.bundle_format import HEADER_BYTES, HEADER_LAYOUT, SECTION_ENTRY_BYTES
-from bitline.hw.config import AcceleratorConfig
+from bitline.hw.config import AcceleratorConfig, clog2
 from bitline.hw.host import ErrorCode, Status
 from bitline.sw.bundle import encode_image, read_bundle
 from bitline.sw.driver import Device, DeviceError, HostDriver
@@ -287,8 +287,8 @@ def corruptions(image: bytes, config: AcceleratorConfig) -> list[tuple[str, byte
     """Return ``(what, corrupted image, expected error)`` cases for ``image``.
 
     One flipped bit in the magic, in a header field covered only by the header CRC, in the
-    section table, in the last section's payload and in the first CELLS payload byte, and a
-    valid image of another config (digest mismatch).
+    section table, in a cell level and in the last section's payload; a CELLS record naming
+    a unit the hardware lacks (when the unit field can hold one).
     """
     from bitline.sw.bundle import parse_image
 
@@ -301,15 +301,26 @@ def corruptions(image: bytes, config: AcceleratorConfig) -> list[tuple[str, byte
     sections = sorted(parsed.sections.values(), key=lambda section: section.offset)
     cells = next(section for section in sections if section.name == "CELLS")
     last = sections[-1]
-    return [
+    cases = [
         ("magic", flip(0), ErrorCode.BAD_MAGIC),
         ("header field image_bytes", flip(HEADER_LAYOUT["image_bytes"].offset // 8),
          ErrorCode.HEADER_CRC),
         ("section table", flip(HEADER_BYTES + 2 * SECTION_ENTRY_BYTES - 1),
          ErrorCode.TABLE_CRC),
-        ("CELLS payload", flip(cells.offset + cells.length // 2), ErrorCode.SECTION_CRC),
+        # a cell level in the middle of the first CELLS record (past its unit word): only
+        # the section CRC at the section's end can tell
+        ("CELLS levels", flip(cells.offset + cells.record_bytes // 2), ErrorCode.SECTION_CRC),
         (f"{last.name} payload", flip(last.offset + last.length - 1), ErrorCode.SECTION_CRC),
     ]
+    unit_bits = clog2(config.n_xbars)
+    if config.n_xbars < 1 << unit_bits:
+        # a CELLS record naming a unit the hardware does not have: refused on the spot
+        blob = bytearray(image)
+        word = int.from_bytes(blob[cells.offset:cells.offset + 4], "little")
+        word = (word & ~((1 << unit_bits) - 1)) | config.n_xbars
+        blob[cells.offset:cells.offset + 4] = word.to_bytes(4, "little")
+        cases.append(("CELLS record unit", bytes(blob), ErrorCode.BAD_RECORD))
+    return cases
 
 
 @cocotb.test()
