@@ -34,7 +34,7 @@ _RANGES: dict[str, tuple[int | float, int | float | str]] = {
     "ou_cols": (1, "cols"),
     "adc_bits": (1, 12),
     "adcs_per_xbar": (1, "ou_cols"),
-    "n_xbars": (1, 4096),
+    "n_xbars": (1, 65536),
     "acc_bits": (16, 64),
     "clock_mhz": (1.0, 10000.0),
     "max_act_bits": (1, 8),

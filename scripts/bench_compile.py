@@ -66,12 +66,11 @@ def main(model, strategies, quant, preset_name, write, as_json):
             quantized[spec] = (qmodel, fitted, more, time.perf_counter() - begin)
         qmodel, fitted, quant_notes, quantize_s = quantized[spec]
         begin = time.perf_counter()
-        program, more = map_program(qmodel, fitted, strategy, layerwise=True)
+        program, more = map_program(qmodel, fitted, strategy)
         more = quant_notes + more
         map_s = time.perf_counter() - begin
         write_s = None
-        layerwise = any(note.startswith("layerwise") for note in more)
-        if write and not layerwise:   # a layerwise program is not a valid bundle
+        if write:
             with tempfile.TemporaryDirectory() as folder:
                 begin = time.perf_counter()
                 write_bundle(folder, program, qmodel)
@@ -109,9 +108,6 @@ def main(model, strategies, quant, preset_name, write, as_json):
         console.print(f"note: {note}")
     for row in rows:
         for note in row["notes"]:
-            if note.startswith("layerwise"):
-                note += (" (map time includes the failed whole-network attempt; no bundle "
-                         "written)")
             console.print(f"note ({row['strategy']}): {note}")
 
 

@@ -142,7 +142,7 @@ def main(models, strategies, preset_name, xbars, fmt, json_path):
             labels["weights"] = "synthetic"
         rows = compare_strategies(ir_model, names, strategy_specs(names), config=config,
                                   calib_x=calib_x, xbars=xbars, baselines=True, labels=labels,
-                                  layerwise=True, keep_going=True)
+                                  keep_going=True)
         results[model] = rows
         kind = ("synthetic weights, random calibration" if is_synthetic(model)
                 else f"trained weights, calibration {calib_label}")

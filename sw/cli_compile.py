@@ -32,7 +32,6 @@ import numpy as np
 
 from bitline.hw.config import AcceleratorConfig, preset
 
-from .mapping.program import STRATEGIES, Program
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -243,60 +242,31 @@ def quantize_for(model, spec, calib_x: np.ndarray, config: AcceleratorConfig, *,
 
 
 def map_program(qmodel, config: AcceleratorConfig, strategy: str, *,
-                xbars: str | int = "auto", layerwise: bool = False):
+                xbars: str | int = "auto"):
     """Map ``qmodel`` with :func:`bitline.sw.mapping.map_model`; return ``(program, notes)``.
 
     With ``xbars="auto"`` the entry memory is sized too: ``max_entries`` is raised to the
-    program's entry count when needed (noted). With ``layerwise`` and ``xbars="auto"``, a
-    network that needs more crossbar units than any config holds (``n_xbars`` is capped)
-    is mapped one layer at a time instead: every layer starts at unit 0 and the config
-    gets the largest layer's unit count. Such a
-    program models a machine that reloads weights between layers (reload cost not
-    modelled); it is fine for the performance model (layers run one after another) but is
-    not a valid bundle, so ``bitline compile`` never asks for it. When even one layer needs
-    more units than a config may have, the config keeps its ``n_xbars`` and the layers
-    name more units than it (performance model only). The note says so.
+    program's entry count when needed (noted).
     """
-    from .mapping import map_layer, map_model
+    from .mapping import map_model
 
     xbars = parse_xbars(xbars)
-    try:
-        program = map_model(qmodel, config, strategy, xbars="auto" if xbars == "auto" else xbars)
-    except ValueError as error:
-        if not (layerwise and xbars == "auto" and "more than any configuration" in str(error)):
-            raise
-    else:
-        entries = sum(len(layer.entries) for layer in program.layers)
-        if xbars != "auto" or entries <= program.config.max_entries:
-            return program, []
-        # --xbars auto sizes the machine: the entry memory too.
-        note = f"max_entries raised from {program.config.max_entries} to {entries}"
-        program.config = program.config.replace(max_entries=entries)
-        return program, [note]
-    spec = qmodel.spec if isinstance(qmodel.spec, dict) else {}
-    blocks = {key: None if spec.get(name) is None else int(spec[name])
-              for key, name in (("block_rows", "ou_rows"), ("block_cols", "ou_cols"))}
-    layers = [map_layer(qlayer, config, strategy, 0, **blocks)
-              for qlayer in qmodel.compute_layers]
-    units = [len(layer.xbars) for layer in layers]
-    note = (f"layerwise: needs {sum(units)} crossbar units, more than a config holds; "
-            f"layers mapped one at a time onto {max(units)} units")
-    try:
-        config = config.replace(n_xbars=max(units))
-    except ValueError:
-        # Even one layer needs more units than a config may have: the program still
-        # describes the work exactly, and the performance model reads units from the layers.
-        note += " (one layer alone exceeds any config's n_xbars)"
-    return Program(config, strategy, layers), [note]
+    program = map_model(qmodel, config, strategy, xbars="auto" if xbars == "auto" else xbars)
+    entries = sum(len(layer.entries) for layer in program.layers)
+    if xbars != "auto" or entries <= program.config.max_entries:
+        return program, []
+    # --xbars auto sizes the machine: the entry memory too.
+    note = f"max_entries raised from {program.config.max_entries} to {entries}"
+    program.config = program.config.replace(max_entries=entries)
+    return program, [note]
 
 
 def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x: np.ndarray,
-                  *, xbars: str | int = "auto", layerwise: bool = False) -> CompileResult:
+                  *, xbars: str | int = "auto") -> CompileResult:
     """Quantize ``model`` with ``spec`` and map it with ``strategy`` onto ``config``.
 
     ``xbars`` is ``"auto"`` (the mapper sizes the crossbar count, and :func:`fit_capacity`
-    the layer-job capacity) or a unit count that replaces ``config.n_xbars``. ``layerwise``:
-    see :func:`map_program`.
+    the layer-job capacity) or a unit count that replaces ``config.n_xbars``.
 
     Raises
     ------
@@ -315,7 +285,7 @@ def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x
     qmodel, config, more = quantize_for(model, spec, calib_x, config, auto=xbars == "auto")
     notes += more
     quantized = time.perf_counter()
-    program, more = map_program(qmodel, config, strategy, xbars=xbars, layerwise=layerwise)
+    program, more = map_program(qmodel, config, strategy, xbars=xbars)
     return CompileResult(qmodel, program, quantized - start, time.perf_counter() - quantized,
                          notes + more)
 
@@ -372,8 +342,7 @@ def _row(label: str, strategy: str, spec: str, config_name: str, report) -> dict
 def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | None = None, *,
                        config: AcceleratorConfig | None = None, calib_x: np.ndarray,
                        xbars: str | int = "auto", baselines: bool = True,
-                       labels: dict | None = None, layerwise: bool = False,
-                       keep_going: bool = False) -> list[dict]:
+                       labels: dict | None = None, keep_going: bool = False) -> list[dict]:
     """Compile ``model`` under every strategy and return one comparison row per run.
 
     Each row has ``strategy``, ``cycles``, ``energy_pj``, ``ou_reads``,
@@ -384,9 +353,8 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
     rows of :data:`BASELINES` follow (ISAAC on the ``isaac`` preset at 16 and 8 weight bits)
     and every row gets ``speedup_vs_isaac_paper`` / ``energy_saving_vs_isaac_paper``
     relative to ``isaac-paper-16b``. Quantized models are shared between strategies with
-    the same spec. ``notes`` lists capacity changes (:func:`fit_capacity`) and layerwise
-    mapping (:func:`map_program`, only with ``layerwise``). With ``keep_going`` a run that
-    fails (e.g. one layer needs more units than any config holds) gives a row with
+    the same spec. ``notes`` lists capacity changes (:func:`fit_capacity`, :func:`map_program`).
+    With ``keep_going`` a run that fails (e.g. a network needs more units than any config holds) gives a row with
     ``error`` set and ``None`` metrics instead of raising.
     """
     from .perf import analyze
@@ -416,8 +384,7 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
         notes = notes + more
         mid = time.perf_counter()
         try:
-            program, more = map_program(qmodel, run_config, strategy, xbars=count,
-                                        layerwise=layerwise)
+            program, more = map_program(qmodel, run_config, strategy, xbars=count)
         except ValueError as error:
             if not keep_going:
                 raise
@@ -595,12 +562,9 @@ def report(bundle_dir, as_json):
 @_with_config_options
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
               help="Add ISAAC as its paper ran it (isaac preset, 16- and 8-bit weights).")
-@click.option("--layerwise", is_flag=True,
-              help="Map networks too large for any config one layer at a time "
-                   "(performance only; see docs/performance.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list.")
 def compare(model, strategies, quant, config_path, preset_name, xbars, calib_dataset,
-            calib_samples, baselines, layerwise, as_json):
+            calib_samples, baselines, as_json):
     """Compile MODEL under several strategies and compare cycles and energy with ISAAC."""
     names = [name.strip() for name in strategies.split(",") if name.strip()]
     unknown = [name for name in names if name not in STRATEGIES]
@@ -614,7 +578,7 @@ def compare(model, strategies, quant, config_path, preset_name, xbars, calib_dat
     labels = _labels(model, calib_label)
     rows = compare_strategies(ir_model, names, strategy_specs(names, quant), config=config,
                               calib_x=calib_x, xbars=xbars, baselines=baselines,
-                              labels=labels, layerwise=layerwise, keep_going=True)
+                              labels=labels, keep_going=True)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

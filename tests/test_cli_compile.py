@@ -181,30 +181,3 @@ def test_user_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert message in capsys.readouterr().err
-
-
-def test_layerwise_fallback_when_no_config_holds_the_network():
-    """Tiny 8 x 4 crossbars: digits-cnn needs more units than n_xbars may be."""
-    from bitline.hw.config import AcceleratorConfig
-    from bitline.sim.executor import run_executor
-    from bitline.sim.golden import run_golden
-    from bitline.sw.cli_compile import compile_model
-    from bitline.sw.models import resolve_model
-    from bitline.sw.perf import analyze
-
-    model = resolve_model(MODEL)
-    calib, _ = calibration_inputs(model, model_name=MODEL)
-    tiny = AcceleratorConfig(rows=8, cols=4, ou_rows=4, ou_cols=4, adc_bits=3, adcs_per_xbar=4)
-    with pytest.raises(ValueError, match="more than any configuration"):
-        compile_model(model, "isaac", "int8", tiny, calib)
-    result = compile_model(model, "isaac", "int8", tiny, calib, layerwise=True)
-    assert result.notes and result.notes[0].startswith("layerwise")
-    program = result.program
-    assert program.xbars_used > 4096 >= program.config.n_xbars
-    assert all(layer.xbars.min() == 0 for layer in program.layers)
-    report = analyze(program, result.qmodel)
-    assert report.crossbars == program.xbars_used
-    # Still a correct program, layer by layer.
-    x = calib[:1]
-    np.testing.assert_array_equal(run_executor(program, result.qmodel, x).output_int,
-                                  run_golden(result.qmodel, x).output_int)
