@@ -32,6 +32,7 @@ import numpy as np
 
 from bitline.hw.config import AcceleratorConfig, preset
 
+from .mapping.program import STRATEGIES
 
 __all__ = [
     "DEFAULT_PRESET",
