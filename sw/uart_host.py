@@ -149,9 +149,9 @@ class UARTBridgeClient:
                     f"on this port, at this baud rate?)")
             data += chunk
         if data[-1] != ACK:
-            raise DeviceError(f"{pending.opcode.name}: the answer does not end with ACK "
-                              f"(last bytes {bytes(data[-8:]).hex()}); host and board are out "
-                              f"of step")
+            raise DeviceError(f"{pending.opcode.name} was answered with {bytes(data).hex()}, "
+                              f"which does not end with ACK ({ACK:02x}): is the board running "
+                              f"the bitline bitstream, at this baud rate?")
         self._in_flight -= pending.sent
         pending.results.append(bytes(data[:-1]))
 

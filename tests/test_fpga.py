@@ -445,3 +445,119 @@ def test_bitstream_builds_and_meets_timing(tmp_path):
                                  f"critical path {saved['critical_path']}")
     print(f"\nsmall build: {elapsed:.0f} s ({saved['seconds']}), "
           f"{clock['achieved_mhz']:.1f} MHz, LUT4 {resources['LUT4']['used']}")
+
+
+# ------------------------------------------------------------------------------ the flow, faked
+def fake_toolchain(tmp_path, monkeypatch, *, fits=True):
+    """Point YOSYS / NEXTPNR_ECP5 / ECPPACK at scripts that write canned outputs."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    report = json.dumps(NEXTPNR_REPORT)
+    log = UTILISATION_LOG if not fits else UTILISATION_LOG.replace("216/    208   103%",
+                                                                   " 12/    208     5%")
+    scripts = {
+        "YOSYS": 'echo "Yosys 0.0 (fake)"; test "$1" = -V && exit 0; touch bitline_top.json\n',
+        "NEXTPNR_ECP5": (f"cat > bitline_top.tim <<'LOG'\n{log}LOG\n"
+                         + ("" if fits else "exit 1\n")
+                         + f"cat > nextpnr-report.json <<'JSON'\n{report}\nJSON\n"
+                         + "touch bitline_top.config\n"),
+        "ECPPACK": "touch bitline_top.bit\n",
+    }
+    for variable, body in scripts.items():
+        path = tools / variable.lower()
+        path.write_text("#!/bin/sh\n" + body)
+        path.chmod(0o755)
+        monkeypatch.setenv(variable, str(path))
+
+
+def test_flow_writes_report_json(tmp_path, monkeypatch):
+    from bitline.sw.fpga import build_bitstream
+
+    fake_toolchain(tmp_path, monkeypatch)
+    out = tmp_path / "build"
+    report = build_bitstream(small_config(n_xbars=1), out, core_hz=50e6)
+    saved = json.loads((out / "report.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert saved["pll"]["clkfb_div"] * 25e6 / saved["pll"]["clki_div"] == 50e6
+    assert saved["core_hz"] == 50_000_000 and saved["board"] == "ulx3s-85f"
+    assert set(saved["seconds"]) == {"elaborate", "synthesis", "place_route", "bitstream",
+                                     "total"}
+    assert saved["tools"]["synthesis"] == "Yosys 0.0 (fake)"
+    # the constraints file went into the LPF nextpnr reads; the tools got the script's options
+    lpf = (out / "bitline_top.lpf").read_text()
+    assert "SYSCONFIG CONFIG_IOVOLTAGE=3.3" in lpf and 'LOCATE COMP "uart_0__rx__io"' in lpf
+    script = (out / "build_bitline_top.sh").read_text()
+    assert "--report nextpnr-report.json" in script and "--router router2" in script
+    assert (out / "bitline_top.bit").exists()
+
+
+def test_flow_reports_a_design_that_does_not_fit(tmp_path, monkeypatch):
+    from bitline.sw.fpga import build_bitstream
+
+    fake_toolchain(tmp_path, monkeypatch, fits=False)
+    with pytest.raises(DesignDoesNotFit, match=r"EBR \(DP16KD, 18 Kbit block RAM\) 216 of "
+                                               r"208; use fewer crossbar units \(n_xbars = 1\)"):
+        build_bitstream(small_config(n_xbars=1), tmp_path / "build")
+
+
+def test_cli_fpga_errors(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from bitline.sw.cli import cli, main
+
+    assert main(["fpga", "--board", "de10-nano", "--preset", "bwq", "-o",
+                 str(tmp_path / "b")]) == 2
+    fake_toolchain(tmp_path, monkeypatch, fits=False)
+    config = tmp_path / "small.toml"
+    small_config(n_xbars=1).save(config)
+    assert main(["fpga", "--config", str(config), "-o", str(tmp_path / "b")]) == 2
+    result = CliRunner().invoke(cli, ["fpga", "--config", str(config), "--core-mhz", "48",
+                                      "-o", str(tmp_path / "c")])
+    assert "cannot make 48 MHz" in str(result.exception)
+
+
+def test_cli_fpga_prints_tables_and_fails_on_timing(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from bitline.sw.cli import cli
+
+    fake_toolchain(tmp_path, monkeypatch)
+    config = tmp_path / "small.toml"
+    small_config(n_xbars=1).save(config)
+    result = CliRunner().invoke(cli, ["fpga", "--config", str(config), "-o",
+                                      str(tmp_path / "b")])
+    assert result.exit_code == 1
+    assert "TRELLIS_COMB" in result.output and "37.35" in result.output
+    assert "timing not met: clk 37.4 MHz < 100.0 MHz" in result.output
+    result = CliRunner().invoke(cli, ["fpga", "--config", str(config), "--allow-timing-fail",
+                                      "-o", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+
+
+def test_board_run_without_a_board_fails_clearly(tmp_path):
+    # pyserial's loop:// port echoes what the host sends: no bitline bridge answers
+    from bitline.sw.cli import main
+    from bitline.sw.bundle import write_bundle
+    from bitline.sw.cli_compile import calibration_inputs, compile_model
+    from bitline.sw.models import resolve_model
+
+    pytest.importorskip("serial")
+    model = resolve_model("digits-cnn")
+    calib_x, _ = calibration_inputs(model, model_name="digits-cnn")
+    result = compile_model(model, "bwq", "int8", small_config(
+        rows=64, cols=64, n_xbars=64, max_act_bits=8, max_weight_bits=8, adc_bits=4,
+        max_out_channels=64, max_in_features=512, max_layers=8, max_entries=4096,
+        acc_bits=32), calib_x)
+    write_bundle(tmp_path / "bundle", result.program, result.qmodel)
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), dtype=np.float32))
+    from click.testing import CliRunner
+
+    from bitline.sw.cli import cli
+
+    assert main(["board", "run", "--port", "loop://", "--timeout", "0.05",
+                 str(tmp_path / "bundle"), "--input", str(tmp_path / "x.npy")]) == 1
+    result = CliRunner().invoke(cli, ["board", "run", "--port", "loop://", "--timeout", "0.05",
+                                      str(tmp_path / "bundle"), "--input",
+                                      str(tmp_path / "x.npy")])
+    assert "board on loop://: PING was answered with 00, which does not end with ACK" \
+        in result.output

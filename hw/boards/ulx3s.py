@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from amaranth import ClockDomain, Elaboratable, Instance, Module, Signal
+from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
+from .._component import rejects_quietly
 from ..config import AcceleratorConfig
 from .core import DEFAULT_BAUD, LEDS, UARTAccelerator
 
@@ -187,6 +189,7 @@ class ULX3SAccelerator(Elaboratable):
     core: UARTAccelerator
     """
 
+    @rejects_quietly
     def __init__(self, config: AcceleratorConfig, *, core_hz: float = DEFAULT_CORE_HZ,
                  baud: int = DEFAULT_BAUD, memories=None, unit_entries: int | None = None):
         if core_hz == CLOCK_HZ:
@@ -202,7 +205,7 @@ class ULX3SAccelerator(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.domains.sync = sync = ClockDomain("sync")
-        clk25 = platform.request("clk25", 0)
+        m.submodules.clk25 = clk25 = io.Buffer("i", platform.request("clk25", 0, dir="-"))
         if self.pll is None:
             locked = Signal(init=1)
             m.d.comb += [sync.clk.eq(clk25.i), locked.eq(1)]
@@ -217,8 +220,12 @@ class ULX3SAccelerator(Elaboratable):
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
 
         m.submodules.core = core = self.core
-        uart = platform.request("uart", 0)
-        m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
+        m.d.comb += [core.rx.eq(uart_rx.i), uart_tx.o.eq(core.tx)]
         for index in range(len(LEDS)):
-            m.d.comb += platform.request("led", index).o.eq(core.leds[index])
+            m.submodules[f"led{index}"] = led = io.Buffer(
+                "o", platform.request("led", index, dir="-"))
+            m.d.comb += led.o.eq(core.leds[index])
         return m

@@ -34,7 +34,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import First, ReadOnly, RisingEdge
 
-from bitline.hw.config import AcceleratorConfig, clog2
+from bitline.hw.config import AcceleratorConfig
 
 __all__ = ["ReadRequest", "RowWrite", "PortMonitor", "CrossbarModel", "ResultDriver",
            "PortChecker", "CrossbarBench", "signal_int"]
@@ -114,8 +114,6 @@ class PortMonitor:
         self.strobes = dut.xbar_strobes
         self.writes = dut.xbar_writes
         self.single_phase = config.conversions_per_read == 1
-        level_bits = config.cell_bits
-        self._level_shifts = np.arange(config.cols, dtype=object) * level_bits
 
     def active(self) -> tuple[int, int]:
         """Return the ``(strobes, writes)`` bit vectors of this cycle."""

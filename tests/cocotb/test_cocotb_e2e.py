@@ -91,7 +91,8 @@ def bundles(tmp_path_factory, random_cnn):
             x_path = root / f"{strategy}_x.npy"
             np.save(x_path, rng.random((1, *model.input_shape)).astype(np.float32))
             bundle_dir, program = compile_bundle(model, strategy, DEFAULT_SPECS[strategy],
-                                                 config, calib_x, root / f"{name}-{strategy}")
+                                                 config, calib_x,
+                                                 root / f"{name}-config-{strategy}")
             items[name, strategy] = (bundle_dir, program, x_path)
     return items
 
