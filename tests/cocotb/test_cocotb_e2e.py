@@ -14,9 +14,8 @@ Two accelerators, each built once per design and cached by digest (``build/cocot
   columns (two conversions per read) behind a two-cycle ADC: read noise per strategy, the
   corrupted images, the checker self-test and the CLI (external and emulated).
 
-With ``BITLINE_SIM=icarus`` the digits design is out of reach (Icarus simulates it at a few
-hundred cycles per second, docs/verification.md): the digits tests skip and the strategies
-run on :data:`SMALL`.
+Icarus Verilog 11 cannot run the accelerator (docs/verification.md, "Icarus"): with
+``BITLINE_SIM=icarus`` this module skips, naming the reason.
 """
 
 from __future__ import annotations
@@ -34,9 +33,15 @@ from bitline.sw.bundle import write_bundle
 from bitline.sw.cli_compile import DEFAULT_SPECS, calibration_inputs, compile_model
 from bitline.sw.mapping.program import STRATEGIES
 
-pytestmark = pytest.mark.cocotb
-
 VERILATOR = (os.environ.get("BITLINE_SIM", "").strip().lower() or "verilator") == "verilator"
+
+pytestmark = [
+    pytest.mark.cocotb,
+    pytest.mark.skipif(not VERILATOR, reason=(
+        "Icarus 11 never evaluates Amaranth's combinational always @* blocks until an input "
+        "changes, so the scheduler's busy flag (and STATUS) read back X before the first job; "
+        "the end-to-end runs need Verilator (docs/verification.md)")),
+]
 
 #: A small accelerator with shared ADCs (2 conversions per read) and a 2-cycle ADC.
 SMALL = AcceleratorConfig(rows=36, cols=128, cell_bits=1, dac_bits=1, ou_rows=9, ou_cols=8,
@@ -44,18 +49,10 @@ SMALL = AcceleratorConfig(rows=36, cols=128, cell_bits=1, dac_bits=1, ou_rows=9,
                           max_weight_bits=8, max_out_channels=16, max_in_features=96,
                           max_layers=4, max_entries=1024, adc_latency=2)
 
-#: The hardware of the strategy runs without read noise.
-STRATEGY_CONFIG = DIGITS_CONFIG if VERILATOR else SMALL
-
 #: Typical non-idealities (examples/analog/typical.toml) without read noise, for the digits
 #: CNN: chip-level effects only, so the bench memoizes the crossbar's answers.
 CHIP_ONLY = {"variation": 0.05, "stuck_at_0": 0.001, "stuck_at_1": 0.001, "ir_drop": 0.003,
              "adc_offset": 0.1, "adc_gain_error": 0.005, "g_on_us": 100.0, "g_off_us": 5.0}
-
-needs_verilator = pytest.mark.skipif(
-    not VERILATOR, reason="the digits-CNN design simulates at a few hundred cycles/s on "
-                          "Icarus (hours per image); it runs with Verilator")
-
 
 def compile_bundle(model, strategy, spec, config, calib, out_dir):
     result = compile_model(model, strategy, spec, config, calib, xbars=config.n_xbars)
@@ -74,16 +71,14 @@ def bundles(tmp_path_factory, random_cnn):
     from bitline.sw.models import resolve_model
 
     root = tmp_path_factory.mktemp("e2e")
-    items = {}
-    if VERILATOR:
-        digits = resolve_model("digits-cnn")
-        calib, _ = calibration_inputs(digits, "digits")
-        x_test, _ = load_dataset("digits", "test")
-        np.save(root / "digits_x.npy", np.asarray(x_test[:3], dtype=np.float32))
-        bundle_dir, program = compile_bundle(digits, "bwq", "bwq3", DIGITS_CONFIG, calib,
-                                             root / "digits-bwq")
-        items["digits"] = (bundle_dir, program, root / "digits_x.npy")
-    for name, config in (("digits", STRATEGY_CONFIG), ("small", SMALL)):
+    digits = resolve_model("digits-cnn")
+    calib, _ = calibration_inputs(digits, "digits")
+    x_test, _ = load_dataset("digits", "test")
+    np.save(root / "digits_x.npy", np.asarray(x_test[:3], dtype=np.float32))
+    bundle_dir, program = compile_bundle(digits, "bwq", "bwq3", DIGITS_CONFIG, calib,
+                                         root / "digits-bwq")
+    items = {"digits": (bundle_dir, program, root / "digits_x.npy")}
+    for name, config in (("digits", DIGITS_CONFIG), ("small", SMALL)):
         for index, strategy in enumerate(STRATEGIES):
             rng = np.random.default_rng(100 + index)
             model = random_cnn(root / f"{strategy}.onnx", rng)
@@ -104,8 +99,7 @@ def designs():
 
     def get(name, crossbar="external"):
         if (name, crossbar) not in cache:
-            config = {"digits": DIGITS_CONFIG, "small": SMALL,
-                      "strategy": STRATEGY_CONFIG}[name]
+            config = {"digits": DIGITS_CONFIG, "small": SMALL}[name]
             cache[name, crossbar] = bench_design(config, crossbar)
         return cache[name, crossbar]
 
@@ -129,7 +123,6 @@ def report(name, result):
           f"({'cached' if result.cached else 'fresh'}), run {result.test_seconds:.1f} s")
 
 
-@needs_verilator
 def test_digits_cnn_ideal_bit_exact_to_golden(bundles, designs, tmp_path):
     """3 test images: all 8 layers equal the golden model, 5 jobs' counters the model."""
     design = designs("digits")
@@ -138,7 +131,6 @@ def test_digits_cnn_ideal_bit_exact_to_golden(bundles, designs, tmp_path):
     report("digits-cnn ideal", result)
 
 
-@needs_verilator
 def test_digits_cnn_analog_equals_executor(bundles, designs, tmp_path):
     """Variation, stuck cells, IR drop and ADC errors: equal to the executor, same seed."""
     design = designs("digits")
@@ -151,7 +143,7 @@ def test_digits_cnn_analog_equals_executor(bundles, designs, tmp_path):
 
 def test_every_strategy_random_shapes_golden_and_counters(bundles, designs, tmp_path):
     """Five strategies, random conv+pool+gemm shapes: layers == golden, counters == model."""
-    design = designs("strategy")
+    design = designs("digits")
     items = [bundles["digits", strategy] for strategy in STRATEGIES]
     report("strategies ideal", run_spec(design, spec_for(design, items, "golden"),
                                         work_dir=tmp_path))
