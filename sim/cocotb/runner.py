@@ -64,7 +64,7 @@ VERILATOR_BUILD_ARGS = ["-Wno-fatal"] + [f"-Wno-{name}" for name in VERILATOR_WA
 #:   compile ("Vtop__pch.h.fast: linker input file not found");
 #: * ``OPT_FAST=-O1 OPT_SLOW=-O1`` -- Verilator's default ``-Os`` (and ``-O2``) make GCC 12
 #:   spend minutes on some generated files of the accelerator (> 100 s per 650 kB file,
-#:   measured), ``-O1`` compiles them in ~7 s and simulates as fast.
+#:   measured); ``-O1`` compiles them in ~7 s.
 VERILATOR_MAKE_VARIABLES = ("CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O1", "OPT_SLOW=-O1")
 
 #: File written into a build folder once its build succeeded.

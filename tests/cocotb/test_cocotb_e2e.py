@@ -12,7 +12,8 @@ Two accelerators, each built once per design and cached by digest (``build/cocot
   network per strategy;
 * :data:`SMALL` -- three 36 x 128 crossbars whose four ADCs are shared by the OU's eight
   columns (two conversions per read) behind a two-cycle ADC: read noise per strategy, the
-  corrupted images, the checker self-test and the CLI (external and emulated).
+  corrupted images, the checker self-test and the CLI (external and emulated; the emulated
+  design is a third build).
 
 Icarus Verilog 11 cannot run the accelerator (docs/verification.md, "Icarus"): with
 ``BITLINE_SIM=icarus`` this module skips, naming the reason.
@@ -54,7 +55,9 @@ SMALL = AcceleratorConfig(rows=36, cols=128, cell_bits=1, dac_bits=1, ou_rows=9,
 CHIP_ONLY = {"variation": 0.05, "stuck_at_0": 0.001, "stuck_at_1": 0.001, "ir_drop": 0.003,
              "adc_offset": 0.1, "adc_gain_error": 0.005, "g_on_us": 100.0, "g_off_us": 5.0}
 
+
 def compile_bundle(model, strategy, spec, config, calib, out_dir):
+    """Quantize, map onto exactly ``config`` and write the bundle; return (dir, program)."""
     result = compile_model(model, strategy, spec, config, calib, xbars=config.n_xbars)
     assert result.program.config == config
     return write_bundle(out_dir, result.program, result.qmodel), result.program
