@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from bitline.sw.onnx_import import load_onnx
-
-#: Benches of the open issues 6 (end-to-end cocotb inference) and 7 (FPGA flow) that have
-#: not yet been shown to build and run within the CI budget on a fresh machine. They are
-#: reported as skipped, with this reason, unless BITLINE_WIP=1 opts in.
-WORK_IN_PROGRESS = {
-    "test_cocotb_e2e.py": "issue 6",
-    "test_board_uart.py": "issue 7",
-    "test_fpga.py::test_bitstream_builds_and_meets_timing": "issue 7",
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    if os.environ.get("BITLINE_WIP") == "1":
-        return
-    for item in items:
-        name = item.nodeid.split("/")[-1]
-        for key, issue in WORK_IN_PROGRESS.items():
-            if name == key or name.startswith(key + "::") or name.startswith(key + "["):
-                item.add_marker(pytest.mark.skip(
-                    reason=f"work in progress ({issue}); run with BITLINE_WIP=1"))
-
 
 def _random_cnn(path, rng):
     """Conv(3x3, pad 1) + ReLU, MaxPool 2, Flatten, Gemm: random shapes and weights."""

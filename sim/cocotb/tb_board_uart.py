@@ -105,19 +105,25 @@ class UARTSink:
 class SimulatedSerial:
     """A pyserial-like port on the simulated UART, for host code in a bridge thread.
 
-    ``read(n)`` returns fewer than ``n`` bytes if they do not arrive within ``timeout_ns`` of
-    simulated time (pyserial's timeout semantics).
+    Like a serial port's driver, ``write`` returns once at most ``write_buffer`` bytes are
+    still waiting to be sent; ``read(n)`` returns fewer than ``n`` bytes if they do not arrive
+    within ``timeout_ns`` of simulated time (pyserial's timeout semantics).
     """
 
-    def __init__(self, source: UARTSource, sink: UARTSink, timeout_ns: int):
+    def __init__(self, source: UARTSource, sink: UARTSink, *, timeout_ns: int,
+                 write_buffer: int = 4096):
         self.source = source
         self.sink = sink
         self.timeout_ns = timeout_ns
+        self.write_buffer = write_buffer
         self.read = resume(self._read)
         self.write = resume(self._write)
 
     async def _write(self, data: bytes) -> int:
         self.source.write(bytes(data))
+        queue = self.source.queue
+        while len(queue) > self.write_buffer:
+            await Timer(10 * self.source.bit_ns * (len(queue) - self.write_buffer), unit="ns")
         return len(data)
 
     async def _read(self, size: int) -> bytes:
@@ -162,8 +168,8 @@ async def digits_over_uart(dut):
     bit_ns = divisor * period_ns
     source = UARTSource(dut.rx, bit_ns)
     sink = UARTSink(dut.tx, bit_ns)
-    # generous: the longest wait is an image load, a few bytes per cycle of the loader
-    link = SimulatedSerial(source, sink, timeout_ns=2000 * bit_ns * 10)
+    # the longest legitimate wait for an answer: a full write buffer and a receive window
+    link = SimulatedSerial(source, sink, timeout_ns=(4096 + 4096) * 10 * bit_ns)
 
     images, labels = load_dataset("digits", "test")
     images = images[:n_images]
