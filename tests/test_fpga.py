@@ -459,7 +459,8 @@ def fake_toolchain(tmp_path, monkeypatch, *, fits=True):
                                                                    " 12/    208     5%")
     scripts = {
         "YOSYS": 'echo "Yosys 0.0 (fake)"; test "$1" = -V && exit 0; touch bitline_top.json\n',
-        "NEXTPNR_ECP5": (f"cat > bitline_top.tim <<'LOG'\n{log}LOG\n"
+        "NEXTPNR_ECP5": ('echo "nextpnr-ecp5 (fake)"; test "$1" = --version && exit 0\n'
+                         + f"cat > bitline_top.tim <<'LOG'\n{log}LOG\n"
                          + ("" if fits else "exit 1\n")
                          + f"cat > nextpnr-report.json <<'JSON'\n{report}\nJSON\n"
                          + "touch bitline_top.config\n"),
