@@ -16,51 +16,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["fpga", "board", "board_run", "resolve_hardware"]
-
-
-def resolve_hardware(config_path, preset_name, bundle_dir, xbars=None, unit_entries=None):
-    """Return ``(config, memories, unit_entries)`` from the command's options.
-
-    ``--bundle`` alone uses the bundle's config and preloads its program; with ``--config``
-    or ``--preset`` too, the bundle must fit that hardware. ``xbars`` replaces ``n_xbars``.
-    """
-    from bitline.hw.config import AcceleratorConfig, preset
-
-    if config_path and preset_name:
-        raise click.UsageError("give --config or --preset, not both")
-    hardware = None
-    if config_path:
-        hardware = AcceleratorConfig.load(config_path)
-    elif preset_name:
-        hardware = preset(preset_name)
-    if hardware is not None and xbars is not None:
-        hardware = hardware.replace(n_xbars=xbars)
-    memories = None
-    if bundle_dir:
-        from bitline.hw.memories import (
-            default_unit_entries, program_memories, required_unit_entries,
-        )
-        from bitline.sw.bundle import read_bundle
-
-        from .cli_hw import hardware_for_bundle
-
-        program = read_bundle(bundle_dir).program
-        if hardware is None:
-            hardware = program.config
-            if xbars is not None and xbars != hardware.n_xbars:
-                raise click.UsageError(f"--xbars {xbars} differs from the bundle's n_xbars "
-                                       f"({hardware.n_xbars}): the image only runs on its "
-                                       f"own config")
-        else:
-            hardware_for_bundle(program.config, hardware, program.xbars_used)
-        if unit_entries is None:
-            unit_entries = max(default_unit_entries(hardware),
-                               required_unit_entries(hardware, program.layers))
-        memories = program_memories(hardware, program.layers, unit_entries)
-    if hardware is None:
-        raise click.UsageError("give one of --config, --preset or --bundle")
-    return hardware, memories, unit_entries
+__all__ = ["fpga", "board", "board_run"]
 
 
 def _console():
@@ -100,6 +56,8 @@ def fpga(board_name, config_path, preset_name, bundle_dir, xbars, core_mhz, baud
     from bitline.hw.boards import get_board
 
     from .fpga import FPGABuildError, build_bitstream, report_tables
+
+    from .cli_hw import resolve_hardware
 
     board_spec = get_board(board_name)  # unknown board: fail before any work
     hardware, memories, unit_entries = resolve_hardware(config_path, preset_name, bundle_dir,

@@ -15,7 +15,7 @@ import click
 
 from bitline.hw.config import AcceleratorConfig, preset
 
-__all__ = ["verilog", "hardware_for_bundle"]
+__all__ = ["verilog", "hardware_for_bundle", "resolve_hardware"]
 
 
 def hardware_for_bundle(bundle_config: AcceleratorConfig, hardware: AcceleratorConfig,
@@ -36,6 +36,46 @@ def hardware_for_bundle(bundle_config: AcceleratorConfig, hardware: AcceleratorC
                          + ", ".join(differences))
 
 
+def resolve_hardware(config_path, preset_name, bundle_dir, xbars=None, unit_entries=None):
+    """Return ``(config, memories, unit_entries)`` from the command's options.
+
+    ``--bundle`` alone uses the bundle's config and preloads its program; with ``--config``
+    or ``--preset`` too, the bundle must fit that hardware. ``xbars`` replaces ``n_xbars``.
+    """
+    if config_path and preset_name:
+        raise click.UsageError("give --config or --preset, not both")
+    hardware = None
+    if config_path:
+        hardware = AcceleratorConfig.load(config_path)
+    elif preset_name:
+        hardware = preset(preset_name)
+    if hardware is not None and xbars is not None:
+        hardware = hardware.replace(n_xbars=xbars)
+    memories = None
+    if bundle_dir:
+        from bitline.hw.memories import (
+            default_unit_entries, program_memories, required_unit_entries,
+        )
+        from bitline.sw.bundle import read_bundle
+
+        program = read_bundle(bundle_dir).program
+        if hardware is None:
+            hardware = program.config
+            if xbars is not None and xbars != hardware.n_xbars:
+                raise click.UsageError(f"--xbars {xbars} differs from the bundle's n_xbars "
+                                       f"({hardware.n_xbars}): the image only runs on its "
+                                       f"own config")
+        else:
+            hardware_for_bundle(program.config, hardware, program.xbars_used)
+        if unit_entries is None:
+            unit_entries = max(default_unit_entries(hardware),
+                               required_unit_entries(hardware, program.layers))
+        memories = program_memories(hardware, program.layers, unit_entries)
+    if hardware is None:
+        raise click.UsageError("give one of --config, --preset or --bundle")
+    return hardware, memories, unit_entries
+
+
 @click.command("verilog")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Accelerator config (TOML).")
@@ -54,33 +94,9 @@ def hardware_for_bundle(bundle_config: AcceleratorConfig, hardware: AcceleratorC
 def verilog(config_path, preset_name, bundle_dir, crossbar, top, unit_entries, out_dir):
     """Write the accelerator's Verilog, a filelist and a JSON of its ports and config."""
     from bitline.hw.generate import write_verilog
-    from bitline.hw.memories import (
-        default_unit_entries, program_memories, required_unit_entries,
-    )
 
-    if config_path and preset_name:
-        raise click.UsageError("give --config or --preset, not both")
-    hardware = None
-    if config_path:
-        hardware = AcceleratorConfig.load(config_path)
-    elif preset_name:
-        hardware = preset(preset_name)
-    memories = None
-    if bundle_dir:
-        from bitline.sw.bundle import read_bundle
-
-        bundle = read_bundle(bundle_dir)
-        program = bundle.program
-        if hardware is None:
-            hardware = program.config
-        else:
-            hardware_for_bundle(program.config, hardware, program.xbars_used)
-        if unit_entries is None:
-            unit_entries = max(default_unit_entries(hardware),
-                               required_unit_entries(hardware, program.layers))
-        memories = program_memories(hardware, program.layers, unit_entries)
-    if hardware is None:
-        raise click.UsageError("give one of --config, --preset or --bundle")
+    hardware, memories, unit_entries = resolve_hardware(config_path, preset_name, bundle_dir,
+                                                        unit_entries=unit_entries)
     design = write_verilog(hardware, out_dir, crossbar=crossbar, memories=memories,
                            unit_entries=unit_entries, top=top)
     click.echo(f"wrote {design.verilog}, {design.filelist.name} and {design.description.name} "
