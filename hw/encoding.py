@@ -36,7 +36,8 @@ from .config import AcceleratorConfig, clog2
 
 __all__ = [
     "column_layout", "entry_layout", "layer_layout", "output_param_layout",
-    "record_bytes", "numpy_dtype", "pack", "unpack", "flatten_fields",
+    "record_bytes", "numpy_dtype", "pack", "pack_columns", "unpack", "flatten_fields",
+    "value_bits", "FieldOverflow",
 ]
 
 
@@ -137,22 +138,56 @@ def numpy_dtype(layout: data.Layout) -> np.dtype:
     return np.dtype([(name, np.int64) for name, _, _ in flatten_fields(layout)])
 
 
+class FieldOverflow(ValueError):
+    """A record field's value does not fit its width (``name``, record ``index``, ``value``)."""
+
+    def __init__(self, name: str, index: int, value: int, width: int):
+        super().__init__(f"field {name} value {value} does not fit {width} bits")
+        self.name, self.index, self.value, self.width = name, index, value, width
+
+
+def value_bits(values, width: int) -> np.ndarray:
+    """Return the two's-complement bits of int64 ``values`` as uint8 ``(N, width)``, LSB first.
+
+    Widths beyond 64 repeat the sign bit (a 64-bit ``bias``, a wide ``xbar_mask`` word).
+    """
+    shifts = np.minimum(np.arange(width, dtype=np.int64), 63)
+    return ((np.asarray(values, dtype=np.int64)[:, None] >> shifts) & 1).astype(np.uint8)
+
+
+def pack_columns(layout: data.Layout, count: int, columns: dict) -> bytes:
+    """Pack ``count`` records given field by field (leaf names of :func:`flatten_fields`).
+
+    A column is a 1-D array of non-negative integers (checked against the field's width; a
+    field of 63 bits or more only against negatives) or a ready-made 2-D ``(count, >= width)``
+    bit matrix, for fields wider than an int64. Missing fields are zero. Raises
+    :class:`FieldOverflow` for the first value that does not fit.
+    """
+    bits = np.zeros((count, record_bytes(layout) * 8), dtype=np.uint8)
+    for name, offset, width in flatten_fields(layout):
+        if name not in columns:
+            continue
+        value = np.asarray(columns[name])
+        if value.ndim == 2:
+            bits[:, offset:offset + width] = value[:, :width]
+            continue
+        value = value.astype(np.int64)
+        bad = (value < 0) if width >= 63 else (value < 0) | (value >= (1 << width))
+        if count and bad.any():
+            index = int(np.argmax(bad))
+            raise FieldOverflow(name, index, int(value[index]), width)
+        bits[:, offset:offset + width] = value_bits(value, width)
+    return np.packbits(bits, axis=1, bitorder="little").tobytes()
+
+
 def pack(layout: data.Layout, records: np.ndarray) -> bytes:
     """Pack a structured array (dtype from :func:`numpy_dtype`) into little-endian records.
 
-    Raises ``ValueError`` naming the field when a value does not fit its width.
+    Raises :class:`FieldOverflow` (a ``ValueError``) naming the field when a value does not
+    fit its width.
     """
-    count = len(records)
-    nbytes = record_bytes(layout)
-    bits = np.zeros((count, nbytes * 8), dtype=np.uint8)
-    for name, offset, width in flatten_fields(layout):
-        values = np.asarray(records[name], dtype=np.int64)
-        if count and (values.min() < 0 or values.max() >= (1 << width)):
-            bad = values[(values < 0) | (values >= (1 << width))][0]
-            raise ValueError(f"field {name} value {bad} does not fit {width} bits")
-        shifts = np.arange(width, dtype=np.int64)
-        bits[:, offset:offset + width] = (values[:, None] >> shifts) & 1
-    return np.packbits(bits, axis=1, bitorder="little").tobytes()
+    return pack_columns(layout, len(records),
+                        {name: records[name] for name, _, _ in flatten_fields(layout)})
 
 
 def unpack(layout: data.Layout, blob: bytes) -> np.ndarray:

@@ -43,8 +43,8 @@ from bitline.hw.bundle_format import (
 )
 from bitline.hw.config import AcceleratorConfig
 from bitline.hw.encoding import (
-    MULT_BITS, SHIFT_BITS, entry_layout, flatten_fields, layer_layout, numpy_dtype, pack,
-    record_bytes, unpack,
+    MULT_BITS, SHIFT_BITS, FieldOverflow, entry_layout, flatten_fields, layer_layout,
+    numpy_dtype, pack, pack_columns, record_bytes, unpack, value_bits,
 )
 
 from .ir import Layer, Model
@@ -211,35 +211,15 @@ class _Place:
         return BundleError(f"{self.source}: {where}: field {field_name}: {message}")
 
 
-def _bits_of(values: np.ndarray, width: int) -> np.ndarray:
-    """Return the (two's complement) bits of int64 ``values`` as a uint8 ``(N, width)``."""
-    shifts = np.minimum(np.arange(width, dtype=np.int64), 63)
-    return ((np.asarray(values, dtype=np.int64)[:, None] >> shifts) & 1).astype(np.uint8)
-
-
 def _pack_records(place: _Place, section: SectionId, layout: data.Layout, count: int,
                   columns: dict[str, np.ndarray], detail=lambda index: "") -> bytes:
-    """Pack records field by field; a 2-D column is a ready-made ``(count, width)`` bit matrix.
-
-    Like :func:`bitline.hw.encoding.pack` (same offsets), but also for fields wider than 63
-    bits (``xbar_mask`` of a large accelerator, a 64-bit ``bias``).
-    """
-    bits = np.zeros((count, record_bytes(layout) * 8), dtype=np.uint8)
-    for name, offset, width in flatten_fields(layout):
-        if name not in columns:
-            continue
-        value = np.asarray(columns[name])
-        if value.ndim == 2:
-            bits[:, offset:offset + width] = value[:, :width]
-            continue
-        value = value.astype(np.int64)
-        bad = (value < 0) if width >= 63 else (value < 0) | (value >= (1 << width))
-        index = _first(bad)
-        if index is not None:
-            raise place.error(section, name, f"value {value[index]} does not fit {width} bits",
-                              index, detail(index))
-        bits[:, offset:offset + width] = _bits_of(value, width)
-    return np.packbits(bits, axis=1, bitorder="little").tobytes()
+    """:func:`bitline.hw.encoding.pack_columns`, with the error naming the bundle's place."""
+    try:
+        return pack_columns(layout, count, columns)
+    except FieldOverflow as error:
+        raise place.error(section, error.name,
+                          f"value {error.value} does not fit {error.width} bits",
+                          error.index, detail(error.index)) from None
 
 
 def _record_bits(layout: data.Layout, blob: bytes) -> np.ndarray:
@@ -711,7 +691,7 @@ def encode_sections(tables: ParsedImage) -> list[tuple[SectionId, bytes, int, in
     sections.append((SectionId.ENTRIES, payload))
 
     layout = section_layout(config, SectionId.OUTPUT)
-    bias_bits = _bits_of(tables.bias, config.acc_bits)
+    bias_bits = value_bits(tables.bias, config.acc_bits)
     sections.append((SectionId.OUTPUT, _pack_records(
         place, SectionId.OUTPUT, layout, len(tables.bias),
         {"bias": bias_bits, "mult": tables.mult, "shift": tables.shift})))
