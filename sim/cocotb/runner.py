@@ -16,6 +16,9 @@ the Verilator C++ compile once. ``build_root`` defaults to ``$BITLINE_BUILD_DIR`
 
 Waveforms only when asked: ``waves=True`` or ``WAVES=1`` (cocotb's convention); they land in
 the build folder (``dump.vcd`` for Verilator, ``<toplevel>.fst`` for Icarus).
+
+Icarus builds compile :func:`icarus_start_up` of the Verilog, not the Verilog itself, so that
+combinational outputs are defined from time 0; Verilator builds use the text unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -44,6 +48,7 @@ __all__ = [
     "simulator_version",
     "verilator_env",
     "component_verilog",
+    "icarus_start_up",
     "default_build_root",
     "build_and_test",
 ]
@@ -66,6 +71,12 @@ VERILATOR_BUILD_ARGS = ["-Wno-fatal"] + [f"-Wno-{name}" for name in VERILATOR_WA
 #:   spend minutes on some generated files of the accelerator (> 100 s per 650 kB file,
 #:   measured); ``-O1`` compiles them in ~7 s.
 VERILATOR_MAKE_VARIABLES = ("CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O1", "OPT_SLOW=-O1")
+
+#: Yosys' start-up trigger of combinational processes, as ``write_verilog`` declares it: a
+#: 1-bit register with an initializer, read (``if (\\$auto$...) begin end``) by every
+#: ``always @*`` of the module.
+_START_UP_TRIGGER = re.compile(
+    r"^([ \t]*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+) += 0;$", re.MULTILINE)
 
 #: File written into a build folder once its build succeeded.
 _STAMP = "bitline-build.json"
@@ -196,6 +207,31 @@ def component_verilog(component, name: str) -> str:
     return verilog.convert(component, name=name, ports=ports, emit_src=False)
 
 
+def icarus_start_up(verilog: str) -> str:
+    """Return ``verilog`` with Yosys' start-up trigger set by ``initial #0``, not an initializer.
+
+    Why: Yosys' ``write_verilog`` (Amaranth's back end) prints each combinational process as
+    ``always @*`` and, to make every such process run once at start-up, declares a dummy
+    register with an initializer (``reg \\$auto$verilog_backend...$1 = 0;``) that each of them
+    reads. Icarus Verilog 11 applies declaration initializers before the simulation starts,
+    without a value-change event, so a process whose real inputs do not change during reset
+    never runs: an FSM-decoded output such as the scheduler's ``busy`` stays ``X`` after
+    reset until the state first changes. Here the register is declared without initializer
+    and set to 0 by ``initial #0``: the ``#0`` runs after every process has started and waits
+    on its inputs (IEEE 1364, inactive region), so the X -> 0 change wakes them all once at
+    time 0 -- what the initializer is meant to do. Registers keep their own initializers.
+
+    Only these declarations change (one per module with combinational processes); the
+    processes stay ``always @*``. Rewriting them to ``always_comb`` instead (which Icarus runs
+    at time 0) does not work: Icarus 11 makes an ``always_comb`` that reads a constant
+    part-select sensitive to the whole vector ("sorry: constant selects in always_* processes
+    are not currently supported"), and the accelerator then has processes that wake each
+    other forever in one time step on the glitches of their default assignments (the
+    ``SMALL`` bench stuck at 2.72 us simulated time, measured).
+    """
+    return _START_UP_TRIGGER.sub(r"\1reg \2 ;\n\1initial #0 \2 = 1'b0;", verilog)
+
+
 def default_build_root() -> Path:
     """Return ``$BITLINE_BUILD_DIR``, ``<checkout>/build/cocotb`` or ``<tmp>/bitline-cocotb``."""
     if os.environ.get("BITLINE_BUILD_DIR"):
@@ -291,7 +327,11 @@ def build_and_test(
         waves = os.environ.get("WAVES") == "1"
     name = simulator()
     text = _verilog_text(design, toplevel)
-    build_args = VERILATOR_BUILD_ARGS + list(verilator_args) if name == "verilator" else []
+    if name == "verilator":
+        build_args = VERILATOR_BUILD_ARGS + list(verilator_args)
+    else:
+        text = icarus_start_up(text)
+        build_args = []
     key = json.dumps({
         "verilog": hashlib.sha256(text.encode()).hexdigest(),
         "simulator": name, "version": simulator_version(name),
