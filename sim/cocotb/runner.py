@@ -17,6 +17,10 @@ the Verilator C++ compile once. ``build_root`` defaults to ``$BITLINE_BUILD_DIR`
 Waveforms only when asked: ``waves=True`` or ``WAVES=1`` (cocotb's convention); they land in
 the build folder (``dump.vcd`` for Verilator, ``<toplevel>.fst`` for Icarus).
 
+Logs: a build's tool output goes to ``build.log`` in its folder, each run's simulator output to
+``run-<module>-<env digest>.log`` next to it (the console stays quiet, e.g. under
+``bitline run --backend rtl``); a :class:`BenchFailure` message ends with the log's tail.
+
 Icarus builds compile :func:`icarus_start_up` of the Verilog, not the Verilog itself, so that
 combinational outputs are defined from time 0; Verilator builds use the text unchanged.
 """
@@ -232,6 +236,15 @@ def icarus_start_up(verilog: str) -> str:
     return _START_UP_TRIGGER.sub(r"\1reg \2 ;\n\1initial #0 \2 = 1'b0;", verilog)
 
 
+def _tail(path: Path, lines: int = 60) -> str:
+    """The last ``lines`` lines of a log (what a failure message shows of it)."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text[-lines:])
+
+
 def default_build_root() -> Path:
     """Return ``$BITLINE_BUILD_DIR``, ``<checkout>/build/cocotb`` or ``<tmp>/bitline-cocotb``."""
     if os.environ.get("BITLINE_BUILD_DIR"):
@@ -353,6 +366,7 @@ def build_and_test(
         changes["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " "
                                 + " ".join(VERILATOR_MAKE_VARIABLES)).strip()
     stamp = build_dir / _STAMP
+    build_log = build_dir / "build.log"
     with _environment(changes), open(build_dir / ".lock", "w") as lock:
         # One build per folder at a time (parallel pytest sessions share the cache).
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -364,35 +378,36 @@ def build_and_test(
             try:
                 runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
                              build_args=build_args, waves=bool(waves),
-                             timescale=("1ns", "1ps"), always=True)
+                             timescale=("1ns", "1ps"), always=True, log_file=build_log)
             except (RuntimeError, SystemExit) as error:
                 raise BenchFailure(f"{name} build of {toplevel} in {build_dir} failed: "
-                                   f"{error}") from None
+                                   f"{error}\n{_tail(build_log)}") from None
             build_seconds = time.perf_counter() - start
             stamp.write_text(key + "\n")
         # One results file per (module, environment): parallel variants never share one.
         env_digest = hashlib.sha256(json.dumps(extra_env or {}, sort_keys=True).encode())
-        results_xml = build_dir / (f"results-{test_module.rsplit('.', 1)[-1]}-"
-                                   f"{env_digest.hexdigest()[:8]}.xml")
+        run_name = f"{test_module.rsplit('.', 1)[-1]}-{env_digest.hexdigest()[:8]}"
+        results_xml = build_dir / f"results-{run_name}.xml"
+        test_log = build_dir / f"run-{run_name}.log"
         start = time.perf_counter()
         try:
             runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
                         hdl_toplevel_lang="verilog",
                         test_dir=build_dir, extra_env=dict(extra_env or {}),
                         waves=bool(waves), results_xml=str(results_xml),
-                        test_filter=test_filter)
+                        test_filter=test_filter, log_file=test_log)
         except SystemExit:
             pass  # under pytest the runner exits on failures; the XML says what happened
         test_seconds = time.perf_counter() - start
     try:
         tests, failed = get_results(results_xml)
     except RuntimeError as error:
-        raise BenchFailure(f"{test_module} on {toplevel}: {error}") from None
+        raise BenchFailure(f"{test_module} on {toplevel}: {error}\n{_tail(test_log)}") from None
     result = BenchResult(tests=tests, failed=failed, results_xml=results_xml,
                          build_dir=build_dir, simulator=name, cached=cached,
                          build_seconds=build_seconds, test_seconds=test_seconds)
     if tests == 0 or failed:
         raise BenchFailure(
             f"{test_module} on {toplevel} ({name}): {failed} of {tests} cocotb tests failed; "
-            f"see {results_xml}", result)
+            f"see {results_xml} and the log {test_log}:\n{_tail(test_log)}", result)
     return result
