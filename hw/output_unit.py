@@ -67,32 +67,37 @@ class OutputUnit(wiring.Component):
         max_shift = (1 << SHIFT_BITS) - 1
         rounded_bits = max(product_bits, max_shift) + 1
 
-        # stage 1: t = acc + bias, product = t * mult
+        # stage 1: t = acc + bias, product = t * mult; in parallel the rounding and zero-point
+        # offset ``offset = (zero_point << shift) | rnd`` (rnd = 1 << (shift - 1) lies below
+        # bit ``shift``, so the OR is the sum), so that stage 2 has one adder, not two:
+        # floor((p + rnd) / 2**shift) + zp == floor((p + rnd + zp * 2**shift) / 2**shift)
         total = Signal(signed(total_bits))
         m.d.comb += total.eq(self.inputs.payload.acc + param.bias.as_signed())
         valid1 = Signal()
         total1 = Signal(signed(total_bits))
         product1 = Signal(signed(product_bits))
         shift1 = Signal(SHIFT_BITS)
+        offset_bits = config.max_act_bits + max_shift
+        offset1 = Signal(offset_bits)
         m.d.sync += [
             valid1.eq(self.inputs.valid),
             total1.eq(total),
             product1.eq(total * param.mult),
             shift1.eq(param.shift),
+            offset1.eq((self.zero_point << param.shift)
+                       | ((Const(1, 1) << param.shift) >> 1)),  # rnd: 0 at shift 0
         ]
 
-        # stage 2: round half up, arithmetic shift, zero point
-        rounding = Signal(rounded_bits)
-        m.d.comb += rounding.eq((Const(1, 1) << shift1) >> 1)  # 1 << (shift - 1), 0 at 0
-        shifted = Signal(signed(rounded_bits + 1))
-        m.d.comb += shifted.eq((product1 + rounding) >> shift1)
+        # stage 2: round half up, arithmetic shift, zero point (all in ``offset1``)
+        shifted = Signal(signed(max(product_bits, offset_bits + 1) + 1))
+        m.d.comb += shifted.eq((product1 + offset1) >> shift1)
         valid2 = Signal()
         total2 = Signal(signed(total_bits))
         level2 = Signal(signed(rounded_bits + 2))
         m.d.sync += [
             valid2.eq(valid1),
             total2.eq(total1),
-            level2.eq(shifted + self.zero_point),
+            level2.eq(shifted),  # fits: the same value as before, rounded_bits + 2 wide
         ]
 
         # stage 3: clamp (ReLU when clamp_lo == zero_point) or raw

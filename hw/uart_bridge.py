@@ -201,6 +201,9 @@ class UARTBridge(wiring.Component):
         arg_index = Signal(range(max(ARGUMENT_BYTES.values())))
         last_arg = Signal(range(max(ARGUMENT_BYTES.values())))
         remaining = Signal(32)
+        # ``remaining == 0``, registered wherever ``remaining`` is: the streams' ``valid``
+        # and the FIFO's ``r_en`` then start at a flip-flop, not at a 32-bit compare
+        remaining_zero = Signal()
         reply_bits = 8 * max(INFO_BYTES + 1, 5, width)
         reply = Signal(reply_bits)
         reply_count = Signal(range(reply_bits // 8 + 1))
@@ -279,13 +282,16 @@ class UARTBridge(wiring.Component):
                                      self.csr.w_data.eq(args[8:40]), self.csr.w_en.eq(1)]
                         send(m, ACK, 1)
                     with m.Case(Opcode.PROGRAM):
-                        m.d.sync += remaining.eq(args[:32])
+                        m.d.sync += [remaining.eq(args[:32]),
+                                     remaining_zero.eq(args[:32] == 0)]
                         m.next = "PROGRAM"
                     with m.Case(Opcode.INPUTS):
-                        m.d.sync += remaining.eq(args[:32])
+                        m.d.sync += [remaining.eq(args[:32]),
+                                     remaining_zero.eq(args[:32] == 0)]
                         m.next = "INPUTS"
                     with m.Case(Opcode.OUTPUTS):
-                        m.d.sync += remaining.eq(args[:32])
+                        m.d.sync += [remaining.eq(args[:32]),
+                                     remaining_zero.eq(args[:32] == 0)]
                         m.next = "OUTPUTS"
                     with m.Case(Opcode.INFO):
                         # the reply holds this cycle's flags; clearing them keeps new events
@@ -303,7 +309,7 @@ class UARTBridge(wiring.Component):
 
             for state, target in (("PROGRAM", self.program), ("INPUTS", self.inputs)):
                 with m.State(state):
-                    with m.If(remaining == 0):
+                    with m.If(remaining_zero):
                         send(m, ACK, 1)
                     with m.Else():
                         m.d.comb += [
@@ -313,17 +319,19 @@ class UARTBridge(wiring.Component):
                         ]
                         with m.If(have_byte & target.ready):
                             m.d.comb += progress.eq(1)
-                            m.d.sync += remaining.eq(remaining - 1)
+                            m.d.sync += [remaining.eq(remaining - 1),
+                                         remaining_zero.eq(remaining == 1)]
                     abandon(m)
 
             with m.State("OUTPUTS"):
-                with m.If(remaining == 0):
+                with m.If(remaining_zero):
                     send(m, ACK, 1)
                 with m.Else():
                     m.d.comb += self.outputs.ready.eq(1)
                     with m.If(self.outputs.valid):
                         m.d.comb += progress.eq(1)
-                        m.d.sync += remaining.eq(remaining - 1)
+                        m.d.sync += [remaining.eq(remaining - 1),
+                                     remaining_zero.eq(remaining == 1)]
                         # the signed value sign-extends to the reply's width
                         send(m, self.outputs.payload, width, then_outputs=True)
                 abandon(m)
