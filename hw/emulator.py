@@ -112,37 +112,51 @@ class CrossbarEmulator(wiring.Component):
                 m.d.comb += held.eq(live)
             setattr(request, name, held)
 
+        # With a conversion latency of two cycles or more, the first delay register sits
+        # between the column select and the sum (the selected cell levels, the row drives,
+        # the ADC enables): same answer, same latency, but the FPGA's longest path -- bank
+        # read data through the column multiplexer, the ou_rows-term sum and the clip into
+        # the unit's shift-and-add -- is cut in two (docs/fpga.md, section 4).
+        split = latency >= 2
+
+        def stage(value, name):
+            if not split:
+                return value
+            held = Signal.like(value, name=name)
+            m.d.sync += held.eq(value)
+            return held
+
+        drives = [stage(Mux(request.wordline_en[bank], request.dac[bank], 0), f"drive_k{bank}")
+                  for bank in range(config.ou_rows)]
+        adc_en = stage(request.adc_en, "adc_en")
+        valid = stage(request.strobe, "valid")
+
         # Columns of ADC a in this phase: col_group * ou_cols + phase * adcs + a.
         codes = Signal(data.ArrayLayout(config.adc_bits, adcs))
+        select = request.col_group * config.conversions_per_read + request.phase
         for adc in range(adcs):
             candidates = []
             for col_group in range(config.col_groups):
                 for phase in range(config.conversions_per_read):
                     column = col_group * config.ou_cols + phase * adcs + adc
                     usable = column < config.cols and phase * adcs + adc < config.ou_cols
-                    candidates.append((col_group, phase, column if usable else None))
+                    candidates.append(column if usable else None)
             total = 0
             for bank in range(config.ou_rows):
                 levels = Array(
                     rows[bank][column] if column is not None else Const(0, config.cell_bits)
-                    for _, _, column in candidates
+                    for column in candidates
                 )
-                select = request.col_group * config.conversions_per_read + request.phase
                 level = Signal(config.cell_bits, name=f"level_a{adc}_k{bank}")
-                if len(candidates) == 1:
-                    m.d.comb += level.eq(levels[0])
-                else:
-                    m.d.comb += level.eq(levels[select])
-                drive = Mux(request.wordline_en[bank], request.dac[bank], 0)
-                total = total + drive * level
+                m.d.comb += level.eq(levels[0] if len(candidates) == 1 else levels[select])
+                total = total + drives[bank] * stage(level, f"level_a{adc}_k{bank}_q")
             clipped = Mux(total > config.adc_max, config.adc_max, total)
-            m.d.comb += codes[adc].eq(Mux(request.adc_en[adc], clipped, 0))
+            m.d.comb += codes[adc].eq(Mux(adc_en[adc], clipped, 0))
 
-        valid = request.strobe
-        # Extra conversion latency beyond the synchronous memory read.
-        for stage in range(max(latency - 1, 0)):
-            delayed_codes = Signal.like(codes, name=f"codes_d{stage}")
-            delayed_valid = Signal(name=f"valid_d{stage}")
+        # Extra conversion latency beyond the synchronous memory read (and the split stage).
+        for index in range(max(latency - 1 - int(split), 0)):
+            delayed_codes = Signal.like(codes, name=f"codes_d{index}")
+            delayed_valid = Signal(name=f"valid_d{index}")
             m.d.sync += [delayed_codes.eq(codes), delayed_valid.eq(valid)]
             codes, valid = delayed_codes, delayed_valid
         m.d.comb += [port.result.codes.eq(codes), port.result.valid.eq(valid)]

@@ -42,9 +42,13 @@ def random_request(rng, config):
             rng.integers(0, 2, config.ou_rows), rng.integers(0, 2, config.adcs_per_xbar))
 
 
-@pytest.mark.parametrize("name", sorted(TEST_CONFIGS))
-def test_reads_back_to_back_with_latency(name):
+@pytest.mark.parametrize("name, latency", [(name, None) for name in sorted(TEST_CONFIGS)]
+                         + [("full-adc", 2), ("full-adc", 3), ("ragged-2bit", 3)])
+def test_reads_back_to_back_with_latency(name, latency):
+    """Every latency: 0 (combinational), 1, 2 (the split column-select stage), 3 (one more)."""
     config = small_config(**TEST_CONFIGS[name])
+    if latency is not None:
+        config = config.replace(adc_latency=latency)
     rng = np.random.default_rng(7)
     levels = rng.integers(0, config.level_max + 1, (config.rows, config.cols))
     dut = CrossbarEmulator(config, levels)
