@@ -318,7 +318,8 @@ def build_bitstream(config, out_dir: str | Path, *, board: str = "ulx3s-85f",
     for stale in (NEXTPNR_REPORT, REPORT_FILE, f"{TOP_NAME}.bit"):
         (out / stale).unlink(missing_ok=True)
     seconds["elaborate"] = time.perf_counter() - start
-    log(f"elaborated the {spec.name} top ({config.n_xbars} units) in "
+    units = f"{config.n_xbars} unit{'s' if config.n_xbars != 1 else ''}"
+    log(f"elaborated the {spec.name} top ({units}) in "
         f"{seconds['elaborate']:.0f} s -> {out}")
 
     setup, steps = _plan_steps(plan.files[f"{plan.script}.sh"])
@@ -378,8 +379,9 @@ def report_tables(report: dict):
     """Return rich tables of a ``report.json``: resources, clocks (and the critical path)."""
     from rich.table import Table
 
-    title = (f"{report['board']} ({report['device']}): {report['n_xbars']} crossbar units of "
-             f"{report['config']['rows']}x{report['config']['cols']}")
+    plural = "s" if report["n_xbars"] != 1 else ""
+    title = (f"{report['board']} ({report['device']}): {report['n_xbars']} crossbar "
+             f"unit{plural} of {report['config']['rows']}x{report['config']['cols']}")
     resources = Table(title=title)
     for column in ("resource", "cell", "used", "available", "use"):
         resources.add_column(column, justify="left" if column in ("resource", "cell")
