@@ -36,7 +36,8 @@ def _console():
 @click.option("--xbars", type=click.IntRange(min=1),
               help="Crossbar units (replaces n_xbars of --config / --preset).")
 @click.option("--core-mhz", type=float,
-              help="Core clock made by the board's PLL (default: the board's, 100 MHz).")
+              help="Core clock made by the board's PLL (default: the board's, 40 MHz on the "
+                   "ULX3S).")
 @click.option("--baud", type=click.IntRange(min=1), help="UART bit rate (default 1000000).")
 @click.option("--unit-entries", type=click.IntRange(min=1),
               help="OU entries each unit's entry memory holds.")

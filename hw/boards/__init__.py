@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .ulx3s import DEFAULT_CORE_HZ
+
 __all__ = ["Board", "BOARDS", "get_board", "constraints_dir"]
 
 
@@ -77,7 +79,7 @@ def _ulx3s(variant: str, device: str) -> Board:
         name=f"ulx3s-{variant}",
         description=f"Radiona ULX3S with a Lattice ECP5 {device} (25 MHz oscillator, FTDI UART)",
         family="ecp5", device=device, package="CABGA381", variant=variant,
-        oscillator_hz=25_000_000, default_core_hz=100_000_000, constraints="ulx3s.lpf")
+        oscillator_hz=25_000_000, default_core_hz=DEFAULT_CORE_HZ, constraints="ulx3s.lpf")
 
 
 #: Board name -> :class:`Board`.

@@ -39,8 +39,9 @@ __all__ = ["ECP5PLLParameters", "ecp5_pll_parameters", "ULX3SAccelerator", "CLOC
 #: The ULX3S oscillator.
 CLOCK_HZ = 25_000_000
 
-#: Default core clock.
-DEFAULT_CORE_HZ = 100_000_000
+#: Default core clock: what every measured configuration up to four 128x128 units reaches
+#: (docs/fpga.md, section 4); ``--core-mhz`` asks for more.
+DEFAULT_CORE_HZ = 40_000_000
 
 #: (low, high) in Hz of the PLL's phase detector input, VCO and output (TN1263).
 PLL_LIMITS = {
