@@ -39,8 +39,8 @@ __all__ = ["ECP5PLLParameters", "ecp5_pll_parameters", "ULX3SAccelerator", "CLOC
 #: The ULX3S oscillator.
 CLOCK_HZ = 25_000_000
 
-#: Default core clock: what every measured configuration up to four 128x128 units reaches
-#: (docs/fpga.md, section 4); ``--core-mhz`` asks for more.
+#: Default core clock: what the small and one-unit 128x128 builds meet (four units reach
+#: about 39 MHz, docs/fpga.md, section 4); ``--core-mhz`` asks for another.
 DEFAULT_CORE_HZ = 40_000_000
 
 #: (low, high) in Hz of the PLL's phase detector input, VCO and output (TN1263).
