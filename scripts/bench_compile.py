@@ -26,12 +26,17 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from bitline.hw.spec.program import STRATEGIES
 from bitline.sw.bundle import write_bundle
-from bitline.sw.cli_compile import (
-    calibration_inputs, fit_capacity, is_synthetic, load_config, map_program, quantize_for,
+from bitline.sw.cli.compile import (
+    calibration_inputs,
+    fit_capacity,
+    is_synthetic,
+    load_config,
+    map_program,
+    quantize_for,
     strategy_specs,
 )
-from bitline.sw.mapping.program import STRATEGIES
 from bitline.sw.models import resolve_model
 from bitline.sw.perf import analyze
 

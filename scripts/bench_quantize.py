@@ -23,7 +23,7 @@ import numpy as np
 
 from bitline.sw.models import resolve_model
 from bitline.sw.quant import quantize
-from bitline.sw.quant.bwq import allocate_blocks, plan_layer, realize
+from bitline.sw.quant.blockwise import allocate_blocks, plan_layer, realize
 
 #: (label, scheme, bits, options)
 CASES = [

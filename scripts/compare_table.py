@@ -6,7 +6,7 @@ Usage::
     python scripts/compare_table.py [--models digits-cnn,resnet18-cifar,vgg16,mobilenetv2]
                                     [--format markdown|rich] [--json FILE]
 
-For each model, :func:`bitline.sw.cli_compile.compare_strategies` compiles the five
+For each model, :func:`bitline.sw.cli.compile.compare_strategies` compiles the five
 strategies with their default specs on the ``bwq`` preset (9 x 8 OU, 4-bit ADCs) plus ISAAC
 as its paper ran it (``isaac`` preset, 16- and 8-bit weights). ``digits-cnn`` has trained
 weights and is calibrated on the digits ``calib`` split; ``resnet18-cifar``, ``vgg16`` and
@@ -24,10 +24,14 @@ import time
 
 import click
 
-from bitline.sw.cli_compile import (
-    calibration_inputs, compare_strategies, is_synthetic, load_config, strategy_specs,
+from bitline.hw.spec.program import STRATEGIES
+from bitline.sw.cli.compile import (
+    calibration_inputs,
+    compare_strategies,
+    is_synthetic,
+    load_config,
+    strategy_specs,
 )
-from bitline.sw.mapping.program import STRATEGIES
 from bitline.sw.models import resolve_model
 
 MODELS = ("digits-cnn", "resnet18-cifar", "vgg16", "mobilenetv2")

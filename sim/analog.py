@@ -27,7 +27,7 @@ of one *LSB current* (the current of one conductance step under the unit input s
   g_ref[r]^2)) * n``, ``n ~ N(0, 1)`` -- each driven cell's conductance fluctuates by
   ``read_noise`` (relative) in each read, and the sum of those independent Gaussians is drawn
   as one;
-* the *ADC* (``adc_bits`` from the :class:`~bitline.hw.config.AcceleratorConfig`) maps one
+* the *ADC* (``adc_bits`` from the :class:`~bitline.hw.spec.config.AcceleratorConfig`) maps one
   LSB current to one code, so its full scale ``adc_max`` LSB currents covers the largest
   ideal sum the mappers produce (``exact_rows_per_ou``): ``code = clip(floor((1 +
   adc_gain_error) * I_c + adc_offset + 1/2), 0, adc_max)`` (round half up).
@@ -68,7 +68,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitline.hw.config import AcceleratorConfig
+from bitline.hw.spec.config import AcceleratorConfig
 
 __all__ = ["AnalogParams", "AnalogDevice", "ChipTables", "hashed_normal", "NOISE_TAIL",
            "EXAMPLES", "examples_dir"]
@@ -661,9 +661,9 @@ class AnalogDevice:
 
     def port_read(self, xbar: int, row_group: int, col_group: int, phase: int, dac,
                   wordline_en, adc_en, read_index: int) -> np.ndarray:
-        """Answer one conversion cycle of the crossbar port (:mod:`bitline.hw.xbar_port`).
+        """Answer one conversion cycle of the crossbar port (:mod:`bitline.hw.unit.xbar_port`).
 
-        The analog counterpart of :func:`bitline.hw.emulator.ou_read_model`: rows
+        The analog counterpart of :func:`bitline.hw.unit.emulator.ou_read_model`: rows
         ``row_group * ou_rows + k`` with ``wordline_en[k]`` are driven with ``dac[k]``; ADC
         ``a`` converts OU column ``phase * adcs_per_xbar + a`` of column group
         ``col_group``; a gated ADC (``adc_en[a] == 0``) returns 0.

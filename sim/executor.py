@@ -10,7 +10,7 @@ slice ``t``, each valid column ``j`` of the OU gives
 
 and ``acc[dest_j] += (-1)**sign_j * code_j << (shift_j + t * dac_bits)``. With the
 :class:`IdealDevice` (the ADC saturates at ``adc_max`` and mappers never let a column reach
-it) the result equals :func:`bitline.sw.intops.compute_acc` bit-exactly, for every strategy.
+it) the result equals :func:`bitline.sw.integer.arith.compute_acc` bit-exactly, for every strategy.
 
 The device interface
 --------------------
@@ -68,9 +68,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bitline.hw.config import AcceleratorConfig
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.hw.spec.program import LayerProgram, Program
 from bitline.sw.mapping.layout import bounded_unique, entry_columns
-from bitline.sw.mapping.program import LayerProgram, Program
 
 __all__ = ["IdealDevice", "Counters", "LayerExecutor", "execute_layer", "run_executor"]
 
@@ -473,7 +473,7 @@ def run_executor(
     program:
         The mapped model (:func:`bitline.sw.mapping.map_model`).
     qmodel:
-        The :class:`~bitline.sw.qmodel.QuantizedModel` it was mapped from.
+        The :class:`~bitline.sw.integer.qmodel.QuantizedModel` it was mapped from.
     x:
         Float batch ``(N, *input_shape)``.
     device:

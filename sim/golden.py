@@ -1,8 +1,8 @@
-"""The integer golden model: a whole :class:`~bitline.sw.qmodel.QuantizedModel` in numpy.
+"""The integer golden model: a whole :class:`~bitline.sw.integer.qmodel.QuantizedModel` in numpy.
 
 Step 2 of the verification ladder (DESIGN.md). The graph walk is
-:func:`bitline.sw.graph.walk` (shared with the host driver, :mod:`bitline.sw.driver`); every
-piece of arithmetic comes from :mod:`bitline.sw.intops` (docs/contract.md sections 1-3), the
+:func:`bitline.sw.integer.graph.walk` (shared with the host driver, :mod:`bitline.sw.host.driver`); every
+piece of arithmetic comes from :mod:`bitline.sw.integer.arith` (docs/contract.md sections 1-3), the
 same functions the host driver uses. The crossbar-level executor reuses :func:`run_golden` by
 passing its own ``compute`` hook, so only the accumulation of compute layers differs
 between the two and everything else (im2col with the zero-point padding, output unit,
@@ -12,13 +12,13 @@ The ``compute`` hook contract
 -----------------------------
 ``compute(qlayer, cols) -> acc``:
 
-* ``qlayer`` is the :class:`~bitline.sw.qmodel.QuantLayer` of a ``conv`` or ``gemm``;
+* ``qlayer`` is the :class:`~bitline.sw.integer.qmodel.QuantLayer` of a ``conv`` or ``gemm``;
 * ``cols`` is int64 ``(M, K)``: the *raw* input codes of the layer's ``M = N * P`` input
-  vectors in im2col order (:func:`~bitline.sw.intops.layer_columns`, padding = ``z_in``).
+  vectors in im2col order (:func:`~bitline.sw.integer.arith.layer_columns`, padding = ``z_in``).
   BWQ slice dropping (``qlayer.act_block_bits``) is **not** applied to them; a crossbar
   executor drops the slices by issuing only ``[slice_lo, slice_hi)``;
 * ``acc`` must be int64 ``(M, O)`` and, in ideal mode, equal
-  :func:`bitline.sw.intops.compute_acc` (which applies ``apply_act_block_bits`` itself,
+  :func:`bitline.sw.integer.arith.compute_acc` (which applies ``apply_act_block_bits`` itself,
   with ``ou_rows = qmodel.spec["ou_rows"]``). The bias is *not* part of ``acc``.
 """
 
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bitline.sw import graph, intops
-from bitline.sw.qmodel import QuantizedModel
+from bitline.sw.integer import arith, graph
+from bitline.sw.integer.qmodel import QuantizedModel
 
 __all__ = ["GoldenResult", "run_golden", "golden_accuracy"]
 
@@ -59,7 +59,7 @@ def run_golden(
     qmodel: QuantizedModel,
     x: np.ndarray,
     *,
-    compute: intops.ComputeHook | None = None,
+    compute: arith.ComputeHook | None = None,
     return_all: bool = False,
 ) -> GoldenResult:
     """Run the quantized model on a float batch with integer arithmetic only.
@@ -70,10 +70,10 @@ def run_golden(
         The quantized model.
     x:
         Float batch ``(N, *model.input_shape)``, quantized with ``qmodel.input``
-        (:func:`~bitline.sw.intops.quantize_input`).
+        (:func:`~bitline.sw.integer.arith.quantize_input`).
     compute:
         Accumulator hook of compute layers (see the module docstring); default
-        :func:`~bitline.sw.intops.compute_acc`, exact.
+        :func:`~bitline.sw.integer.arith.compute_acc`, exact.
     return_all:
         Keep every layer's integer output in :attr:`GoldenResult.layers`.
 
@@ -91,9 +91,9 @@ def run_golden(
     ou_rows = graph.spec_ou_rows(qmodel)
 
     def forward(qlayer, inputs):
-        return intops.layer_forward(qlayer, inputs, compute=compute, ou_rows=ou_rows)
+        return arith.layer_forward(qlayer, inputs, compute=compute, ou_rows=ou_rows)
 
-    codes = intops.quantize_input(x, qmodel.input)
+    codes = arith.quantize_input(x, qmodel.input)
     output_int, kept = graph.walk(qmodel, codes, forward, return_all=return_all)
     output = graph.model_output(qmodel, output_int)
     return GoldenResult(output=output, output_int=output_int, layers=kept)

@@ -4,7 +4,7 @@
 
 1. read the bundle (:func:`bitline.sw.bundle.read_bundle`, every check);
 2. generate the Verilog of :class:`~bitline.sim.cocotb.harness.BenchTop` -- the bundle's
-   :class:`~bitline.hw.top.Accelerator` with a stream source and sink -- for the bundle's
+   :class:`~bitline.hw.core.top.Accelerator` with a stream source and sink -- for the bundle's
    config (:func:`bench_design`; cached by a digest of the config, the crossbar mode, the
    entry-memory depth and the hardware sources, because Amaranth takes tens of seconds on a
    real configuration);
@@ -12,7 +12,7 @@
    :func:`bitline.sim.cocotb.runner.build_and_test` (build cached by digest) and run the
    cocotb test ``bitline.sim.cocotb.tb_accelerator.inference``: the bench loads ``image.bin``
    through the host interface and runs the batch with the host driver
-   (:class:`bitline.sw.driver.HostDriver`), one layer job per compute layer;
+   (:class:`bitline.sw.host.driver.HostDriver`), one layer job per compute layer;
 4. read the outputs, every layer's output and every job's counters back from the npz the
    bench wrote.
 
@@ -42,7 +42,7 @@ from typing import Callable
 
 import numpy as np
 
-from bitline.hw.config import AcceleratorConfig
+from bitline.hw.spec.config import AcceleratorConfig
 
 __all__ = ["BenchDesign", "RtlResult", "bench_design", "design_unit_entries", "run_rtl",
            "run_spec", "job_capacity", "rtl_backend", "TOPLEVEL", "BENCH_MODULE",
@@ -129,7 +129,7 @@ def design_unit_entries(config: AcceleratorConfig, programs=()) -> int:
     The default depth (one entry per OU of a crossbar) or, if a program needs more on some
     unit, that many (as ``bitline verilog --bundle`` does).
     """
-    from bitline.hw.memories import default_unit_entries, required_unit_entries
+    from bitline.hw.core.memories import default_unit_entries, required_unit_entries
 
     depth = default_unit_entries(config)
     for program in programs:
@@ -177,7 +177,7 @@ def bench_design(config: AcceleratorConfig, crossbar: str = "emulated", *,
     folder.mkdir(parents=True, exist_ok=True)
     top = BenchTop(config, crossbar, unit_entries=unit_entries)
     text = component_verilog(top, TOPLEVEL)
-    from bitline.hw.generate import port_table
+    from bitline.hw.build.verilog import port_table
 
     ports = port_table(top)
     names = ["clk", "rst"] + [port["name"] for port in ports]
@@ -206,10 +206,10 @@ class RtlResult:
     Attributes
     ----------
     output, output_int, layers:
-        As :class:`bitline.sw.driver.DriverResult` (``layers``: every layer's output).
+        As :class:`bitline.sw.host.driver.DriverResult` (``layers``: every layer's output).
     jobs:
         Per layer job: ``name``, ``layer``, ``n_vectors`` and the counters
-        (:data:`bitline.hw.host.COUNTERS` names).
+        (:data:`bitline.hw.core.host_interface.COUNTERS` names).
     simulated_cycles:
         Clock cycles the bench simulated for the run (image load, jobs, register traffic).
     run_seconds, cpu_seconds:
@@ -386,7 +386,7 @@ def run_rtl(bundle_dir: str | Path, x: np.ndarray, *, analog=None, seed: int = 0
         If the build or the simulation fails.
     """
     from bitline.sw.bundle import read_bundle
-    from bitline.sw.graph import check_input
+    from bitline.sw.integer.graph import check_input
 
     bundle = read_bundle(bundle_dir)
     x = check_input(bundle.qmodel, np.asarray(x, dtype=np.float32))

@@ -7,7 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bitline.sw.onnx_import import load_onnx
+from bitline.sw.frontend.onnx_import import load_onnx
+
 
 def _random_cnn(path, rng):
     """Conv(3x3, pad 1) + ReLU, MaxPool 2, Flatten, Gemm: random shapes and weights."""

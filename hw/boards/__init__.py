@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .ulx3s import DEFAULT_CORE_HZ
+from bitline.hw.boards.ulx3s import DEFAULT_CORE_HZ
 
 __all__ = ["Board", "BOARDS", "get_board", "constraints_dir"]
 
@@ -49,13 +49,13 @@ class Board:
 
     def platform(self):
         """Return a new amaranth-boards platform object for the board."""
-        from .ulx3s import platform_class
+        from bitline.hw.boards.ulx3s import platform_class
 
         return platform_class(self.variant)()
 
     def top(self, config, *, core_hz: float | None = None, **options):
         """Return the board top level for ``config`` (options: ``baud``, ``memories``, ...)."""
-        from .ulx3s import ULX3SAccelerator
+        from bitline.hw.boards.ulx3s import ULX3SAccelerator
 
         return ULX3SAccelerator(config, core_hz=core_hz or self.default_core_hz, **options)
 

@@ -15,11 +15,11 @@ from amaranth.hdl import ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect
 
-from .._component import rejects_quietly
-from ..config import AcceleratorConfig
-from ..top import Accelerator
-from ..uart import UARTReceiver, UARTTransmitter, baud_divisor
-from ..uart_bridge import UARTBridge
+from bitline.hw._component import rejects_quietly
+from bitline.hw.core.top import Accelerator
+from bitline.hw.io.uart import UARTReceiver, UARTTransmitter, baud_divisor
+from bitline.hw.io.uart_bridge import UARTBridge
+from bitline.hw.spec.config import AcceleratorConfig
 
 __all__ = ["UARTAccelerator", "DEFAULT_BAUD", "DEFAULT_TIMEOUT_S", "LEDS"]
 
@@ -36,7 +36,7 @@ LEDS = ("heartbeat (clock running, out of reset)", "receiving", "sending",
 
 
 class UARTAccelerator(wiring.Component):
-    """An accelerator behind a UART running the protocol of :mod:`bitline.hw.uart_bridge`.
+    """An accelerator behind a UART running the protocol of :mod:`bitline.hw.io.uart_bridge`.
 
     Parameters
     ----------
@@ -46,9 +46,9 @@ class UARTAccelerator(wiring.Component):
         Frequency of the ``sync`` clock in Hz (an integer: the bridge reports it).
     baud:
         UART bit rate; ``clock_hz / baud`` must round to a divisor within 2%
-        (:func:`~bitline.hw.uart.baud_divisor`).
+        (:func:`~bitline.hw.io.uart.baud_divisor`).
     memories, unit_entries:
-        Passed to :class:`~bitline.hw.top.Accelerator` (a preloaded program, entry depth).
+        Passed to :class:`~bitline.hw.core.top.Accelerator` (a preloaded program, entry depth).
     rx_fifo_depth:
         Receive FIFO of the bridge, in bytes.
     timeout_cycles:

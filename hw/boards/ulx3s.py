@@ -29,9 +29,9 @@ from amaranth import ClockDomain, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
-from .._component import rejects_quietly
-from ..config import AcceleratorConfig
-from .core import DEFAULT_BAUD, LEDS, UARTAccelerator
+from bitline.hw._component import rejects_quietly
+from bitline.hw.boards.core import DEFAULT_BAUD, LEDS, UARTAccelerator
+from bitline.hw.spec.config import AcceleratorConfig
 
 __all__ = ["ECP5PLLParameters", "ecp5_pll_parameters", "ULX3SAccelerator", "CLOCK_HZ",
            "DEFAULT_CORE_HZ", "PLL_LIMITS", "PLL_TOLERANCE", "platform_class", "DEVICES"]
@@ -182,7 +182,7 @@ class ULX3SAccelerator(Elaboratable):
     baud:
         UART bit rate.
     memories, unit_entries:
-        Passed to :class:`~bitline.hw.top.Accelerator`.
+        Passed to :class:`~bitline.hw.core.top.Accelerator`.
 
     Attributes
     ----------

@@ -3,7 +3,7 @@
 Built like cocotb's matrix-multiplier example, with one piece per job:
 
 * :class:`PortMonitor` -- samples every unit's crossbar port (``read.*`` and ``write.*``,
-  :mod:`bitline.hw.xbar_port`) in the cycles the unit uses it and turns them into
+  :mod:`bitline.hw.unit.xbar_port`) in the cycles the unit uses it and turns them into
   :class:`ReadRequest` and :class:`RowWrite` transactions;
 * :class:`CrossbarModel` -- the crossbars: it is programmed by the row writes the loader
   issues and answers each read with ADC codes, either from an
@@ -34,7 +34,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import First, ReadOnly, RisingEdge
 
-from bitline.hw.config import AcceleratorConfig
+from bitline.hw.spec.config import AcceleratorConfig
 
 __all__ = ["ReadRequest", "RowWrite", "PortMonitor", "CrossbarModel", "ResultDriver",
            "PortChecker", "CrossbarBench", "signal_int"]

@@ -12,13 +12,13 @@ the host side, as a DMA engine would on a real system:
   stalls) into a memory the bench reads back ``drain_lanes`` values at a time;
 * ``source_start`` and a CSR write issued in the same cycle make the first input code
   available in the job's first busy cycle, exactly like the Amaranth testbench host
-  (:func:`bitline.hw.testing.run_job`), so the performance counters equal the model's.
+  (:func:`bitline.sim.amaranth.run_job`), so the performance counters equal the model's.
 
 Everything else -- the register bus, the crossbar ports of an ``external`` accelerator --
 is passed through unchanged, plus two summary vectors (``xbar_strobes``, ``xbar_writes``:
 bit ``u`` = unit ``u``'s ``read.strobe`` / ``write.en``) so a Python crossbar model wakes
 only in cycles in which some unit uses its port. The accelerator inside is the same
-:class:`~bitline.hw.top.Accelerator` that ``bitline verilog`` writes; the image still enters
+:class:`~bitline.hw.core.top.Accelerator` that ``bitline verilog`` writes; the image still enters
 through ``program`` (loader, CRC checks) and every job through ``inputs``.
 
 Ports (Verilog names; widths from the config and the harness parameters):
@@ -26,7 +26,7 @@ Ports (Verilog names; widths from the config and the harness parameters):
 =================  ===  =========================================================================
 port               dir  meaning
 =================  ===  =========================================================================
-``csr__*``         in   the accelerator's register bus (:class:`~bitline.hw.host.CSRSignature`)
+``csr__*``         in   the accelerator's register bus (:class:`~bitline.hw.core.host_interface.CSRSignature`)
 ``fill_en``        in   write ``fill_data`` (``fill_lanes`` bytes, byte 0 lowest) to source row
 ``fill_addr``           ``fill_addr`` (source bytes ``[row * lanes, (row + 1) * lanes)``)
 ``source_start``   in   one-cycle pulse: replay bytes ``0 .. source_count - 1``
@@ -51,10 +51,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect, flipped
 
 from bitline.hw._component import rejects_quietly
-from bitline.hw.config import AcceleratorConfig
-from bitline.hw.host import CSRSignature
-from bitline.hw.top import Accelerator
-from bitline.hw.xbar_port import CrossbarSignature
+from bitline.hw.core.host_interface import CSRSignature
+from bitline.hw.core.top import Accelerator
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.hw.unit.xbar_port import CrossbarSignature
 
 __all__ = ["BenchTop", "SOURCE_DEPTH", "SINK_DEPTH", "FILL_LANES", "DRAIN_LANES",
            "PROGRAM", "INPUTS"]
@@ -79,7 +79,7 @@ def _power_of_two(name: str, value: int) -> int:
 
 
 class BenchTop(wiring.Component):
-    """:class:`~bitline.hw.top.Accelerator` plus a stream source and sink (module docstring).
+    """:class:`~bitline.hw.core.top.Accelerator` plus a stream source and sink (module docstring).
 
     Parameters
     ----------

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from bitline.hw.tools import VERILATOR_WAIVERS, verilator_env
+from bitline.hw.build.tools import VERILATOR_WAIVERS, verilator_env
 
 __all__ = [
     "SIMULATORS",
@@ -60,7 +60,7 @@ __all__ = [
 #: Simulators :func:`simulator` accepts (value of ``BITLINE_SIM``).
 SIMULATORS = ("verilator", "icarus")
 
-#: Verilator arguments of every build: the waivers of :data:`bitline.hw.tools.VERILATOR_WAIVERS`
+#: Verilator arguments of every build: the waivers of :data:`bitline.hw.build.tools.VERILATOR_WAIVERS`
 #: (Amaranth's width and unused-signal patterns, see there) and ``-Wno-fatal`` so that a
 #: warning never stops a *simulation* build -- the lint test (``verilator_lint``) is where an
 #: unexpected warning fails.
@@ -332,9 +332,9 @@ def build_and_test(
         If the build fails, the simulator exits abnormally, no test ran or a test failed;
         the message names the results XML.
     """
+    import cocotb
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
-    import cocotb
 
     if waves is None:
         waves = os.environ.get("WAVES") == "1"

@@ -3,8 +3,8 @@
 The design is a :class:`~bitline.sim.cocotb.harness.BenchTop` (the accelerator with a stream
 source and sink). The pieces, as in cocotb's matrix-multiplier example:
 
-* **driver** -- the host side (:mod:`bitline.sim.cocotb.host`): the project's own host
-  driver (:class:`bitline.sw.driver.HostDriver`, the code that also drives a board) runs in a
+* **driver** -- the host side (:mod:`bitline.sim.cocotb.bench_host`): the project's own host
+  driver (:class:`bitline.sw.host.driver.HostDriver`, the code that also drives a board) runs in a
   :func:`cocotb.task.bridge` thread and programs the accelerator with the bundle's ``image.bin``
   through the ``program`` stream (loader, CRC checks), then streams one layer job per
   compute layer; the crossbar side's :class:`~bitline.sim.cocotb.crossbar.ResultDriver`
@@ -23,7 +23,7 @@ Everything comes from one JSON file named by ``BITLINE_RUN`` (written by
 :func:`bitline.sim.rtl.run_rtl` or a pytest function), never from constants:
 
 ``design``
-    ``config`` (the :class:`~bitline.hw.config.AcceleratorConfig` fields), ``crossbar``,
+    ``config`` (the :class:`~bitline.hw.spec.config.AcceleratorConfig` fields), ``crossbar``,
     ``harness`` (source and sink sizes) -- the design description of
     :func:`bitline.sim.rtl.bench_design`.
 ``runs``
@@ -51,15 +51,14 @@ import cocotb
 import numpy as np
 from cocotb.task import bridge
 
-from bitline.hw.bundle_format import HEADER_BYTES, HEADER_LAYOUT, SECTION_ENTRY_BYTES
-from bitline.hw.config import AcceleratorConfig, clog2
-from bitline.hw.host import ErrorCode, Status
+from bitline.hw.spec.config import AcceleratorConfig, clog2
+from bitline.hw.spec.image import HEADER_BYTES, HEADER_LAYOUT, SECTION_ENTRY_BYTES
+from bitline.hw.spec.program import Program
+from bitline.hw.spec.registers import ErrorCode, Status
+from bitline.sim.cocotb.bench_host import BenchHost, CocotbTransport
+from bitline.sim.cocotb.crossbar import CrossbarBench
 from bitline.sw.bundle import encode_image, read_bundle
-from bitline.sw.driver import Device, DeviceError, HostDriver
-from bitline.sw.mapping.program import Program
-
-from .crossbar import CrossbarBench
-from .host import BenchHost, CocotbTransport
+from bitline.sw.host.driver import Device, DeviceError, HostDriver
 
 __all__ = ["InferenceChecker", "load_spec", "corruptions"]
 

@@ -3,8 +3,8 @@
 The device under test is :class:`~bitline.hw.boards.core.UARTAccelerator` -- the board top
 without its PLL and pins: UART receiver and transmitter, the protocol bridge and the
 accelerator with emulated crossbars. The host is the unchanged host code a real board uses
-(:class:`~bitline.sw.uart_host.UARTBridgeClient`, :class:`~bitline.sw.uart_host.UARTTransport`,
-the driver's :class:`~bitline.sw.driver.HostDriver`), run in a cocotb *bridge* thread; only
+(:class:`~bitline.sw.host.uart.UARTBridgeClient`, :class:`~bitline.sw.host.uart.UARTTransport`,
+the driver's :class:`~bitline.sw.host.driver.HostDriver`), run in a cocotb *bridge* thread; only
 its serial port is simulated. Pieces, after cocotb's matrix-multiplier example:
 
 * :class:`UARTSource` (driver) -- turns the host's bytes into 8N1 frames on ``rx``;
@@ -39,9 +39,9 @@ from cocotb.utils import get_sim_time
 from bitline.sim.golden import run_golden
 from bitline.sw.bundle import read_bundle
 from bitline.sw.datasets import load_dataset
-from bitline.sw.driver import Device, HostDriver
+from bitline.sw.host.driver import Device, HostDriver
+from bitline.sw.host.uart import UARTBridgeClient, UARTTransport
 from bitline.sw.perf import analyze_layer
-from bitline.sw.uart_host import UARTBridgeClient, UARTTransport
 
 
 class UARTSource:

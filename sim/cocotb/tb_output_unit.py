@@ -1,17 +1,17 @@
-"""cocotb bench: the generated Verilog of :class:`~bitline.hw.output_unit.OutputUnit`.
+"""cocotb bench: the generated Verilog of :class:`~bitline.hw.core.output_unit.OutputUnit`.
 
 Built like cocotb's matrix-multiplier example, in four separate pieces:
 
 * :class:`InputDriver` -- puts seeded random ``(acc, bias, mult, shift)`` transactions on the
   ``inputs`` stream, with random idle cycles;
 * :class:`OutputMonitor` -- samples the ``outputs`` stream every clock;
-* :class:`OutputUnitModel` -- the golden rule, :func:`bitline.sw.intops.output_unit`
+* :class:`OutputUnitModel` -- the golden rule, :func:`bitline.sw.integer.arith.output_unit`
   (docs/contract.md section 2), applied to what the driver sent (written from the spec, it
   never looks at the RTL);
 * :class:`Checker` -- compares what the monitor saw with the model, in order.
 
 The configuration comes from the environment, never from constants: ``BITLINE_CONFIG``
-(JSON of the :class:`~bitline.hw.config.AcceleratorConfig` fields; default the ``bwq``
+(JSON of the :class:`~bitline.hw.spec.config.AcceleratorConfig` fields; default the ``bwq``
 preset), ``BITLINE_TB_SEED`` (default 1), ``BITLINE_TB_COUNT`` (transactions per layer
 setting, default 200). ``BITLINE_TB_BREAK_MODEL=1`` makes the model wrong on every 7th
 transaction: the pytest suite runs the bench that way once to prove the checker fails.
@@ -27,10 +27,10 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from bitline.hw.config import AcceleratorConfig, preset
-from bitline.hw.encoding import MULT_BITS, SHIFT_BITS
-from bitline.hw.output_unit import MODE_RAW, MODE_REQUANT, output_input_layout
-from bitline.sw import intops
+from bitline.hw.core.output_unit import MODE_RAW, MODE_REQUANT, output_input_layout
+from bitline.hw.spec.config import AcceleratorConfig, preset
+from bitline.hw.spec.encoding import MULT_BITS, SHIFT_BITS
+from bitline.sw.integer import arith
 
 
 def bench_config() -> AcceleratorConfig:
@@ -98,7 +98,7 @@ class OutputUnitModel:
 
     def expected(self, transaction: dict, layer: dict) -> int:
         """Return the output of one transaction under the layer fields ``layer``."""
-        value = int(intops.output_unit(
+        value = int(arith.output_unit(
             np.array([transaction["acc"]]), np.array([transaction["bias"]]),
             np.array([transaction["mult"]]), np.array([transaction["shift"]]),
             layer["zero_point"], layer["clamp_lo"], layer["clamp_hi"], layer["mode"],
@@ -167,7 +167,7 @@ def layer_settings(rng, config: AcceleratorConfig) -> list[dict]:
 
 @cocotb.test()
 async def output_unit_matches_golden(dut):
-    """Random channels under four layer settings equal intops.output_unit, in order."""
+    """Random channels under four layer settings equal arith.output_unit, in order."""
     config = bench_config()
     seed = int(os.environ.get("BITLINE_TB_SEED", "1"))
     count = int(os.environ.get("BITLINE_TB_COUNT", "200"))
@@ -193,4 +193,4 @@ async def output_unit_matches_golden(dut):
             await driver.idle(int(rng.integers(0, 3)) if rng.random() < 0.3 else 0)
         await driver.idle(6)
     checker.check(monitor.values)
-    dut._log.info("%d outputs checked against intops.output_unit", len(monitor.values))
+    dut._log.info("%d outputs checked against arith.output_unit", len(monitor.values))

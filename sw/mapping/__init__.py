@@ -2,8 +2,8 @@
 
 Public entry points:
 
-* :func:`map_layer` — one :class:`~bitline.sw.qmodel.QuantLayer` -> :class:`LayerProgram`;
-* :func:`map_model` — a whole :class:`~bitline.sw.qmodel.QuantizedModel` -> :class:`Program`
+* :func:`map_layer` — one :class:`~bitline.sw.integer.qmodel.QuantLayer` -> :class:`LayerProgram`;
+* :func:`map_model` — a whole :class:`~bitline.sw.integer.qmodel.QuantizedModel` -> :class:`Program`
   (layers on consecutive crossbar units; ``xbars="auto"`` sizes ``n_xbars``);
 * :func:`map_matrix` — the pure mapping of an integer ``(O, K)`` matrix (what the two above
   call), and :func:`reconstruct_matrix`, its inverse.
@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitline.hw.config import AcceleratorConfig
-
-from .bwq import check_block_bits, place_bwq
-from .isaac import place_isaac
-from .ivq import place_naive, place_spatial, place_temporal
-from .layout import assemble, layer_bits, reconstruct_matrix
-from .program import STRATEGIES, LayerProgram, Program, empty_entries
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.hw.spec.program import STRATEGIES, LayerProgram, Program, empty_entries
+from bitline.sw.mapping.bwq import check_block_bits, place_bwq
+from bitline.sw.mapping.isaac import place_isaac
+from bitline.sw.mapping.ivq import place_naive, place_spatial, place_temporal
+from bitline.sw.mapping.layout import assemble, layer_bits, reconstruct_matrix
 
 __all__ = [
     "map_layer",
@@ -145,8 +144,8 @@ def map_layer(
     Parameters
     ----------
     qlayer:
-        A :class:`~bitline.sw.qmodel.QuantLayer` of a ``conv`` or ``gemm`` (its matrix is
-        :func:`bitline.sw.intops.layer_matrix`: block-diagonal for depthwise convs).
+        A :class:`~bitline.sw.integer.qmodel.QuantLayer` of a ``conv`` or ``gemm`` (its matrix is
+        :func:`bitline.sw.integer.arith.layer_matrix`: block-diagonal for depthwise convs).
     config, strategy, xbar_offset:
         See :func:`map_matrix`.
     block_rows, block_cols:
@@ -162,7 +161,7 @@ def map_layer(
     ValueError
         See :func:`map_matrix`.
     """
-    from bitline.sw.intops import layer_matrix
+    from bitline.sw.integer.arith import layer_matrix
 
     name = qlayer.layer.name
     matrix = layer_matrix(qlayer)
@@ -207,7 +206,7 @@ def map_model(
     Parameters
     ----------
     qmodel:
-        A :class:`~bitline.sw.qmodel.QuantizedModel`; BWQ block geometry is read from
+        A :class:`~bitline.sw.integer.qmodel.QuantizedModel`; BWQ block geometry is read from
         ``qmodel.spec["ou_rows"]`` / ``["ou_cols"]`` when present.
     config:
         The accelerator.

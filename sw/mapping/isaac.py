@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitline.hw.config import AcceleratorConfig
-
-from .layout import LayerBits, Placement, regular_placement
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.sw.mapping.layout import LayerBits, Placement, regular_placement
 
 __all__ = ["place_isaac"]
 

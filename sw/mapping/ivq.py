@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitline.hw.config import AcceleratorConfig
-
-from .layout import LayerBits, Placement, packed_placement, regular_placement, \
-    usable_row_groups
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.sw.mapping.layout import (
+    LayerBits,
+    Placement,
+    packed_placement,
+    regular_placement,
+    usable_row_groups,
+)
 
 __all__ = ["place_naive", "place_spatial", "place_temporal"]
 

@@ -2,7 +2,7 @@
 
 A strategy (:mod:`.isaac`, :mod:`.ivq`, :mod:`.bwq`) only decides *where* column segments
 go; this module turns a layer's integer matrix into segments and a :class:`Placement` into
-the :class:`~bitline.sw.mapping.program.LayerProgram` the periphery runs (cells, row maps,
+the :class:`~bitline.hw.spec.program.LayerProgram` the periphery runs (cells, row maps,
 OU entries, statistics), and inverts that (:func:`reconstruct_matrix`).
 
 Vocabulary (docs/mapping.md has the pictures):
@@ -33,9 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bitline.hw.config import AcceleratorConfig
-
-from .program import LayerProgram, empty_entries
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.hw.spec.program import LayerProgram, empty_entries
 
 __all__ = [
     "LayerBits",
@@ -502,8 +501,8 @@ def _as_entries(config: AcceleratorConfig, records: np.ndarray, head: dict) -> n
     """Turn ``(n, 5 + 4*ou_cols)`` int64 rows into structured OU entries.
 
     Row layout: the head fields, then ``(valid, sign, shift, dest)`` per OU column. When
-    the entry dtype of :func:`~bitline.sw.mapping.program.empty_entries` has exactly this
-    field order (the layout of :mod:`bitline.hw.encoding`), the rows are reinterpreted in
+    the entry dtype of :func:`~bitline.hw.spec.program.empty_entries` has exactly this
+    field order (the layout of :mod:`bitline.hw.spec.encoding`), the rows are reinterpreted in
     place; otherwise fields are copied one by one.
     """
     n_entries = len(records)

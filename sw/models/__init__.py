@@ -18,9 +18,9 @@ from typing import Callable
 
 import onnx
 
-from ..ir import Model
-from ..onnx_import import load_onnx
-from . import synthetic
+from bitline.sw.frontend.ir import Model
+from bitline.sw.frontend.onnx_import import load_onnx
+from bitline.sw.models import synthetic
 
 __all__ = ["BUILTIN_MODELS", "BuiltinModel", "builtin_onnx", "resolve_model"]
 
@@ -104,7 +104,7 @@ def resolve_model(name_or_path: str | Path) -> Model:
     ------
     ValueError
         For an unknown name (the message lists the builtins), a missing package-data file, or
-        any :class:`~bitline.sw.onnx_import.FrontendError` of the import.
+        any :class:`~bitline.sw.frontend.onnx_import.FrontendError` of the import.
     """
     text = str(name_or_path)
     if not isinstance(name_or_path, Path) and text in BUILTIN_MODELS:

@@ -8,12 +8,12 @@ Public entry points:
 * :func:`load_spec` — a spec file (TOML/JSON), a shorthand (``int4``, ``bwq3``) or a dict
   -> :class:`QuantSpec` (docs/quantization.md).
 * :func:`quantize_model` — the quantize step: float model + spec + calibration batch ->
-  :class:`~bitline.sw.qmodel.QuantizedModel`.
+  :class:`~bitline.sw.integer.qmodel.QuantizedModel`.
 """
 
-from .schemes import BIT_RANGES, SCHEMES, level_set, quantize
-from .tensor import BitPlanes, QuantizedTensor
-from .spec import QuantSpec, load_spec
+from bitline.sw.quant.schemes import BIT_RANGES, SCHEMES, level_set, quantize
+from bitline.sw.quant.spec import QuantSpec, load_spec
+from bitline.sw.quant.tensor import BitPlanes, QuantizedTensor
 
 __all__ = [
     "quantize",
@@ -30,10 +30,10 @@ __all__ = [
 
 def __getattr__(name):
     # quantize_model pulls in the builder and the integer ops, which import
-    # bitline.sw.qmodel, which imports this package for QuantizedTensor: load it on first use
-    # so that importing bitline.sw.qmodel (or intops) first does not hit a circular import.
+    # bitline.sw.integer.qmodel, which imports this package for QuantizedTensor: load it on first use
+    # so that importing bitline.sw.integer.qmodel (or intops) first does not hit a circular import.
     if name == "quantize_model":
-        from .pipeline import quantize_model
+        from bitline.sw.quant.pipeline import quantize_model
 
         return quantize_model
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Build a :class:`~bitline.sw.qmodel.QuantizedModel` from quantized weights and ActParams.
+"""Build a :class:`~bitline.sw.integer.qmodel.QuantizedModel` from quantized weights and ActParams.
 
 :func:`build_quantized_model` is the one place where the output-unit parameters of
 docs/contract.md sections 2-3 are derived: integer biases with the input zero point folded
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..intops import grouped_matrix
-from ..ir import Layer, Model
-from ..qmodel import ActParams, QuantizedModel, QuantLayer, fixed_point
-from .tensor import QuantizedTensor
+from bitline.sw.frontend.ir import Layer, Model
+from bitline.sw.integer.arith import grouped_matrix
+from bitline.sw.integer.qmodel import ActParams, QuantizedModel, QuantLayer, fixed_point
+from bitline.sw.quant.tensor import QuantizedTensor
 
 __all__ = [
     "LayerWeights",
@@ -52,7 +52,7 @@ class LayerWeights:
 def add_fixed_point(ratio_a: float, ratio_b: float) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(mult (2,), shift (2,))`` for an add: ``s_a/s_y`` and ``s_b/s_y`` at one shift.
 
-    Each ratio is first encoded by :func:`~bitline.sw.qmodel.fixed_point`; the common shift
+    Each ratio is first encoded by :func:`~bitline.sw.integer.qmodel.fixed_point`; the common shift
     ``sh`` is the smaller of the two shifts and both multipliers are re-rounded to it,
     ``m = rint(ratio * 2**sh)`` (so both stay below ``2**15``).
     """
@@ -322,8 +322,10 @@ def quantize_model_int(
         With ``spec = {"scheme": "int", "weight_bits", "act_bits", "per_channel",
         "calibration"}``.
     """
-    from . import quantize  # the scheme registry, imported lazily (quant/__init__)
-    from .calibrate import calibrate_activations
+    from bitline.sw.quant import (
+        quantize,  # the scheme registry, imported lazily (quant/__init__)
+    )
+    from bitline.sw.quant.calibrate import calibrate_activations
 
     weights = {
         layer.name: LayerWeights(quantize(layer.weight, "int", weight_bits,

@@ -1,6 +1,6 @@
-"""Activation calibration: an :class:`~bitline.sw.qmodel.ActParams` for every tensor.
+"""Activation calibration: an :class:`~bitline.sw.integer.qmodel.ActParams` for every tensor.
 
-The float reference (:func:`bitline.sw.float_model.run_float`) is run on a calibration
+The float reference (:func:`bitline.sw.frontend.float_model.run_float`) is run on a calibration
 batch; each tensor's clipping threshold ``T`` comes from one of the rules in :data:`RULES`
 and sets the scale (docs/contract.md section 1):
 
@@ -20,9 +20,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..float_model import run_float
-from ..ir import Model
-from ..qmodel import ActParams
+from bitline.sw.frontend.float_model import run_float
+from bitline.sw.frontend.ir import Model
+from bitline.sw.integer.qmodel import ActParams
 
 __all__ = ["RULES", "INHERITING_OPS", "calibrate_activations", "act_params_from_threshold",
            "clip_threshold"]

@@ -6,7 +6,7 @@ epochs with the block quantizer in the forward pass (straight-through estimator)
 distillation: the loss is the squared error between the fake-quantized model's outputs and
 the FP32 model's outputs on the calibration batch, so no labels are needed. The widths do
 not change; the caller re-quantizes the tuned weights on the same grid
-(:func:`bitline.sw.quant.bwq.realize` with ``weight=``) and recalibrates the activations.
+(:func:`bitline.sw.quant.blockwise.realize` with ``weight=``) and recalibrates the activations.
 
 Only PyTorch is needed (``pip install -e ".[train]"``); without it a spec asking for
 fine-tuning fails with a message naming the field, and the post-training path is unaffected.
@@ -18,8 +18,8 @@ import dataclasses
 
 import numpy as np
 
-from ..ir import Layer, Model
-from .bwq import BlockPlan, matrix_positions
+from bitline.sw.frontend.ir import Layer, Model
+from bitline.sw.quant.blockwise import BlockPlan, matrix_positions
 
 __all__ = ["finetune_bwq", "torch_available"]
 

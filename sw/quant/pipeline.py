@@ -32,20 +32,19 @@ import dataclasses
 
 import numpy as np
 
-from bitline.hw.config import AcceleratorConfig
-
-from ..float_model import run_float
-from ..im2col import im2col
-from ..intops import quantize_input
-from ..ir import Layer, Model
-from ..qmodel import ActParams, QuantizedModel
-from . import bwq as bwq_mod
-from .build import LayerWeights, build_quantized_model
-from .calibrate import INHERITING_OPS, calibrate_activations
-from .schemes import quantize
-from .spec import QuantSpec, layer_channel_rules, load_spec
-from .tensor import QuantizedTensor
-from .varied import assign_varied
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.sw.frontend.float_model import run_float
+from bitline.sw.frontend.im2col import im2col
+from bitline.sw.frontend.ir import Layer, Model
+from bitline.sw.integer.arith import quantize_input
+from bitline.sw.integer.qmodel import ActParams, QuantizedModel
+from bitline.sw.quant import blockwise
+from bitline.sw.quant.build import LayerWeights, build_quantized_model
+from bitline.sw.quant.calibrate import INHERITING_OPS, calibrate_activations
+from bitline.sw.quant.schemes import quantize
+from bitline.sw.quant.spec import QuantSpec, layer_channel_rules, load_spec
+from bitline.sw.quant.tensor import QuantizedTensor
+from bitline.sw.quant.varied import assign_varied
 
 __all__ = ["LayerStats", "layer_statistics", "quantize_model", "zero_block_fraction"]
 
@@ -100,7 +99,7 @@ def _columns(layer: Layer, x: np.ndarray, pad_value, rows: np.ndarray | None) ->
 
 def _dense_matrix(layer: Layer) -> np.ndarray:
     groups = int(layer.attrs.get("groups", 1)) if layer.op == "conv" else 1
-    rows, cols = bwq_mod.matrix_positions(layer.weight.shape, groups)
+    rows, cols = blockwise.matrix_positions(layer.weight.shape, groups)
     in_features = int(np.prod(layer.weight.shape[1:])) * groups
     dense = np.zeros((layer.weight.shape[0], in_features))
     dense[rows, cols] = np.asarray(layer.weight, dtype=np.float64).reshape(-1)
@@ -251,7 +250,7 @@ def zero_block_fraction(model: Model, weights: dict[str, QuantizedTensor],
     for layer in model.compute_layers:
         values = weights[layer.name].values
         groups = int(layer.attrs.get("groups", 1)) if layer.op == "conv" else 1
-        rows, cols = bwq_mod.matrix_positions(values.shape, groups)
+        rows, cols = blockwise.matrix_positions(values.shape, groups)
         blocks_per_row = -(-int(np.prod(values.shape[1:])) * groups // ou_rows)
         block = (rows // ou_cols) * blocks_per_row + cols // ou_rows
         count = np.bincount(block)
@@ -312,7 +311,7 @@ def quantize_model(
     config:
         Accelerator config: its OU (``ou_rows x ou_cols``) is the BWQ block and the block
         grid of ``zero_block_fraction``; its ``max_weight_bits`` bounds the magnitude planes.
-        Default :class:`~bitline.hw.config.AcceleratorConfig()`.
+        Default :class:`~bitline.hw.spec.config.AcceleratorConfig()`.
     seed:
         Seed of the statistics subsampling (results are deterministic for a given seed).
 
@@ -365,7 +364,7 @@ def quantize_model(
             groups = int(layer.attrs.get("groups", 1)) if layer.op == "conv" else 1
             h = entry.input_power
             if groups > 1:
-                _, cols = bwq_mod.matrix_positions(layer.weight.shape, groups)
+                _, cols = blockwise.matrix_positions(layer.weight.shape, groups)
                 h = h[cols].reshape(layer.weight.shape[0], -1)
             input_power[layer.name] = h
             output_power[layer.name] = entry.output_power / gains.get(layer.name, 1.0)
@@ -385,17 +384,17 @@ def quantize_model(
         plans = []
         for layer in compute:
             entry = layer_stats.get(layer.name) if hessian else None
-            plans.append(bwq_mod.plan_layer(
+            plans.append(blockwise.plan_layer(
                 layer, ou_rows, ou_cols,
                 input_power=None if entry is None else entry.input_power,
                 output_power=(None if entry is None
                               else entry.output_power / gains.get(layer.name, 1.0)),
             ))
-        chosen = bwq_mod.allocate_blocks(plans, rule.budget, min_bits=rule.min_bits,
+        chosen = blockwise.allocate_blocks(plans, rule.budget, min_bits=rule.min_bits,
                                          max_bits=rule.max_bits, fixed=rule.layers,
                                          source=f"spec {spec.source}: bwq.budget")
         if rule.finetune_epochs:
-            from .finetune import finetune_bwq
+            from bitline.sw.quant.finetune import finetune_bwq
 
             # Widths, plane offsets and channel scales stay; weights and biases move, so the
             # activations and their statistics are measured again on the tuned model.
@@ -411,21 +410,21 @@ def quantize_model(
                 layer_stats = layer_statistics(model, calib_x, acts, seed=seed)
         weights = {}
         for plan, layer in zip(plans, compute):
-            weights[plan.name], block_bits[plan.name] = bwq_mod.realize(
+            weights[plan.name], block_bits[plan.name] = blockwise.realize(
                 plan, chosen[plan.name], layer.weight if rule.finetune_epochs else None)
-        stats["block_bits_histogram"] = bwq_mod.block_histogram(block_bits, plans)["blocks"]
+        stats["block_bits_histogram"] = blockwise.block_histogram(block_bits, plans)["blocks"]
         if need_acts:
             errors, sizes, widths = [], [], []
             for plan, layer in zip(plans, compute):
                 act = acts[layer.inputs[0]]
                 entry = layer_stats[layer.name]
-                errors.append(bwq_mod.act_block_errors(plan, weights[plan.name], act.bits,
+                errors.append(blockwise.act_block_errors(plan, weights[plan.name], act.bits,
                                                        act.scale, entry.truncation_var))
                 in_features = entry.truncation_var.shape[1]
                 sizes.append(np.diff(np.minimum(np.arange(plan.shape[1] + 1) * ou_rows,
                                                 in_features)))
                 widths.append(act.bits)
-            allocated = bwq_mod.allocate_act_blocks(
+            allocated = blockwise.allocate_act_blocks(
                 errors, sizes, widths, rule.act_budget, min_bits=rule.min_act_bits,
                 source=f"spec {spec.source}: bwq.act_budget")
             for plan, layer, chosen_widths in zip(plans, compute, allocated):
@@ -433,7 +432,7 @@ def quantize_model(
                 if np.all(chosen_widths == act.bits):
                     continue
                 act_block_bits[plan.name] = chosen_widths
-                bias_delta[plan.name] = bwq_mod.act_bias_correction(
+                bias_delta[plan.name] = blockwise.act_bias_correction(
                     plan, weights[plan.name], act.bits, act.scale,
                     layer_stats[layer.name].truncation_mean, chosen_widths)
 
@@ -445,7 +444,7 @@ def quantize_model(
     for layer in compute:
         if layer.name in block_bits:
             groups = int(layer.attrs.get("groups", 1)) if layer.op == "conv" else 1
-            rows, cols = bwq_mod.matrix_positions(layer.weight.shape, groups)
+            rows, cols = blockwise.matrix_positions(layer.weight.shape, groups)
             per_weight = block_bits[layer.name][rows // ou_cols, cols // ou_rows]
         else:
             per_channel = np.broadcast_to(np.asarray(weights[layer.name].bits, dtype=np.int64),

@@ -34,7 +34,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .tensor import QuantizedTensor
+from bitline.sw.quant.tensor import QuantizedTensor
 
 __all__ = [
     "SCHEMES",

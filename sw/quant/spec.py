@@ -7,7 +7,7 @@ one of three modes:
   channel (``[layers."NAME"]`` and its ``channels`` list);
 * ``varied`` — automatic per-channel choice of scheme and width among candidates, under an
   average weight-bit budget (:mod:`bitline.sw.quant.varied`);
-* ``bwq`` — block-wise mixed precision on the OU grid (:mod:`bitline.sw.quant.bwq`).
+* ``bwq`` — block-wise mixed precision on the OU grid (:mod:`bitline.sw.quant.blockwise`).
 
 File format (every key optional unless marked; JSON uses the same structure)::
 
@@ -81,7 +81,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .schemes import BIT_RANGES, SCHEMES, check_scheme, default_options
+from bitline.sw.quant.schemes import BIT_RANGES, SCHEMES, check_scheme, default_options
 
 __all__ = [
     "MODES",
@@ -237,7 +237,7 @@ class VariedRule:
 
 @dataclass(frozen=True)
 class BWQRule:
-    """Block-wise mixed precision (:mod:`bitline.sw.quant.bwq`)."""
+    """Block-wise mixed precision (:mod:`bitline.sw.quant.blockwise`)."""
 
     budget: float
     min_bits: int = 0
@@ -475,7 +475,7 @@ def _bwq_rule(table, source: str, act_bits: int) -> BWQRule:
     epochs = fields.number("finetune_epochs", 0, integer=True, low=0, high=10000)
     learning_rate = fields.number("finetune_lr", 1e-4, low=1e-9, high=1.0)
     if epochs:
-        from .finetune import torch_available
+        from bitline.sw.quant.finetune import torch_available
 
         if not torch_available():
             raise fields.error("finetune_epochs", "fine-tuning needs PyTorch, the optional "

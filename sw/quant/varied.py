@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .schemes import quantize
-from .tensor import QuantizedTensor
+from bitline.sw.quant.schemes import quantize
+from bitline.sw.quant.tensor import QuantizedTensor
 
 __all__ = ["greedy_allocate", "channel_errors", "VariedResult", "assign_varied"]
 

@@ -1,7 +1,7 @@
 """cocotb on generated Verilog: the runner infrastructure on the output unit.
 
 The bench (``bitline.sim.cocotb.tb_output_unit``) checks the Verilog of
-:class:`~bitline.hw.output_unit.OutputUnit` against :func:`bitline.sw.intops.output_unit`;
+:class:`~bitline.hw.core.output_unit.OutputUnit` against :func:`bitline.sw.integer.arith.output_unit`;
 the second test breaks the bench's model on purpose and requires the run to fail, so a
 bench that cannot fail would be caught.
 """
@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from bitline.hw.config import preset
-from bitline.hw.output_unit import OutputUnit
+from bitline.hw.core.output_unit import OutputUnit
+from bitline.hw.spec.config import preset
 from bitline.sim.cocotb.runner import BenchFailure, build_and_test, missing_tools
 
 pytestmark = [

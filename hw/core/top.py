@@ -1,0 +1,274 @@
+"""The accelerator top level: host interface, loader, scheduler, units, reduction, output.
+
+::
+
+     csr ──► HostInterface ──start/layer/n_vectors──► Scheduler ◄── units_busy
+                 ▲  counters                            │ load/swap/go/drain
+     program ──► Loader ──writes──► layer table, output params, per-unit row maps,
+                                    entry memories, crossbar write ports
+     inputs ───────────────────────► Scheduler ──load──► CrossbarUnit x n_xbars ◄──► crossbar
+                                                          (row drivers, OU controller,    port
+                                                           ADC mux, shift-and-add)      (emulator
+                                                              │ drained                 or external)
+                       output params ──► OutputUnit ◄── Reduction
+                                            │
+     outputs ◄──── output FIFO ◄────────────┘
+
+``Accelerator(config, crossbar="emulated")`` places a
+:class:`~bitline.hw.unit.emulator.CrossbarEmulator` behind every unit's port;
+``crossbar="external"`` exposes the ports as ``xbars[u]`` for the analog model.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out, connect, flipped
+
+from bitline.hw._component import rejects_quietly
+from bitline.hw.core.host_interface import CSRSignature, HostInterface
+from bitline.hw.core.memories import (
+    AcceleratorMemories,
+    check_config,
+    default_unit_entries,
+    param_capacity,
+)
+from bitline.hw.core.output_unit import OutputUnit
+from bitline.hw.core.reduction import Reduction
+from bitline.hw.core.scheduler import OUTPUT_FIFO_DEPTH, Scheduler
+from bitline.hw.loader.loader import Loader
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.hw.spec.encoding import layer_layout, output_param_layout
+from bitline.hw.spec.registers import ErrorCode
+from bitline.hw.unit.crossbar_unit import CrossbarUnit
+from bitline.hw.unit.emulator import CrossbarEmulator
+from bitline.hw.unit.xbar_port import CrossbarSignature
+
+__all__ = ["Accelerator", "CROSSBAR_MODES"]
+
+#: Where the crossbars are: inside (digital emulator) or outside (ports at the top).
+CROSSBAR_MODES = ("emulated", "external")
+
+
+class Accelerator(wiring.Component):
+    """A complete crossbar PIM accelerator for ``config``.
+
+    Parameters
+    ----------
+    config:
+        Accelerator configuration; rejected (``ValueError``) if its datapath cannot hold a
+        shift-and-add term (:func:`~bitline.hw.core.memories.check_config`).
+    crossbar:
+        ``"emulated"`` or ``"external"``.
+    memories:
+        Optional initial memory contents (:func:`~bitline.hw.core.memories.program_memories`):
+        the accelerator starts programmed, as after loading the image.
+    unit_entries:
+        Entry-memory depth per unit (default: one entry per OU of a crossbar, or the
+        ``memories``' depth).
+
+    Attributes
+    ----------
+    csr: In(CSRSignature())
+        Control/status registers (:mod:`bitline.hw.core.host_interface`).
+    program: In(stream.Signature(8))
+        ``image.bin`` bytes.
+    inputs: In(stream.Signature(max_act_bits))
+        Input codes: ``n_vectors`` vectors of the layer's ``n_inputs`` codes.
+    outputs: Out(stream.Signature(signed(acc_bits)))
+        ``n_outputs`` values per vector, channel 0 first.
+    xbars: Out(CrossbarSignature(config)).array(n_xbars)
+        Only with ``crossbar="external"``.
+    """
+
+    @rejects_quietly
+    def __init__(self, config: AcceleratorConfig, crossbar: str = "emulated",
+                 memories: AcceleratorMemories | None = None,
+                 unit_entries: int | None = None):
+        if crossbar not in CROSSBAR_MODES:
+            raise ValueError(f"crossbar must be one of {CROSSBAR_MODES}, not {crossbar!r}")
+        check_config(config)
+        if memories is not None:
+            if memories.config != config:
+                raise ValueError("memories were built for another accelerator config")
+            if unit_entries is not None and unit_entries != memories.unit_entries:
+                raise ValueError(f"unit_entries {unit_entries} differs from the memories' "
+                                 f"{memories.unit_entries}")
+            unit_entries = memories.unit_entries
+        self.config = config
+        self.crossbar = crossbar
+        self.memories = memories
+        self.unit_entries = default_unit_entries(config) if unit_entries is None else unit_entries
+        if self.unit_entries < 1:
+            raise ValueError(f"unit_entries must be at least 1, not {self.unit_entries}")
+        members = {
+            "csr": In(CSRSignature()),
+            "program": In(stream.Signature(8)),
+            "inputs": In(stream.Signature(config.max_act_bits)),
+            "outputs": Out(stream.Signature(signed(config.acc_bits))),
+        }
+        if crossbar == "external":
+            members["xbars"] = Out(CrossbarSignature(config)).array(config.n_xbars)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        config = self.config
+        m = Module()
+        mem = self.memories
+
+        m.submodules.host = host = HostInterface(config)
+        m.submodules.loader = loader = Loader(
+            config, self.unit_entries,
+            initial_counts=[u.n_entries for u in mem.units] if mem else None,
+            initial_layers=len(mem.layers) if mem else None)
+        m.submodules.scheduler = scheduler = Scheduler(config)
+        m.submodules.reduction = reduction = Reduction(config)
+        m.submodules.output_unit = output_unit = OutputUnit(config)
+        m.submodules.output_fifo = fifo = SyncFIFO(width=config.acc_bits,
+                                                   depth=OUTPUT_FIFO_DEPTH)
+        connect(m, flipped(self.csr), host.csr)
+        connect(m, flipped(self.program), loader.bytes)
+        connect(m, flipped(self.inputs), scheduler.inputs)
+
+        # ---- layer table and output parameters -------------------------------------------
+        layer_type = layer_layout(config)
+        layers = Memory(shape=layer_type.size, depth=config.max_layers,
+                        init=(mem.layers if mem else []))
+        m.submodules.layers = layers
+        layer_write = layers.write_port()
+        layer_read = layers.read_port()
+        m.d.comb += [
+            layer_write.addr.eq(loader.layer_write.payload.addr),
+            layer_write.data.eq(loader.layer_write.payload.record),
+            layer_write.en.eq(loader.layer_write.valid),
+            layer_read.addr.eq(host.layer_index),
+        ]
+        layer = layer_type(layer_read.data)
+
+        param_type = output_param_layout(config)
+        params = Memory(shape=param_type.size, depth=param_capacity(config),
+                        init=(mem.params if mem else []))
+        m.submodules.params = params
+        param_write = params.write_port()
+        param_read = params.read_port()
+        m.d.comb += [
+            param_write.addr.eq(loader.param_write.payload.addr),
+            param_write.data.eq(loader.param_write.payload.record),
+            param_write.en.eq(loader.param_write.valid),
+            param_read.addr.eq(layer.param_start + scheduler.drain.payload),
+        ]
+
+        # ---- job control and errors ------------------------------------------------------
+        job_error = Signal(8)
+        start = host.start & ~scheduler.busy
+        with m.If(start):
+            with m.If(~loader.programmed | loader.loading):
+                m.d.sync += job_error.eq(ErrorCode.NOT_PROGRAMMED)
+            with m.Elif(host.layer_index >= loader.n_layers):
+                m.d.sync += job_error.eq(ErrorCode.BAD_LAYER)
+            with m.Else():
+                m.d.sync += job_error.eq(0)
+                m.d.comb += scheduler.start.eq(1)
+        with m.If(host.clear_error | host.load):
+            m.d.sync += job_error.eq(0)
+        m.d.comb += [
+            scheduler.layer.eq(layer),
+            scheduler.n_vectors.eq(host.n_vectors),
+            loader.restart.eq(host.load & ~scheduler.busy),
+            loader.clear_error.eq(host.clear_error),
+        ]
+
+        # ---- crossbar units --------------------------------------------------------------
+        units = []
+        reads, conversions, protocol = [], [], []
+        for index in range(config.n_xbars):
+            unit_mem = mem.units[index] if mem else None
+            unit = CrossbarUnit(
+                config, self.unit_entries, config.max_out_channels,
+                row_map=unit_mem.row_map if unit_mem else None,
+                entries=unit_mem.entries if unit_mem else None)
+            m.submodules[f"unit{index}"] = unit
+            units.append(unit)
+            m.d.comb += [
+                unit.load.valid.eq(scheduler.load.valid),
+                unit.load.payload.eq(scheduler.load.payload),
+                unit.swap.eq(scheduler.swap),
+                unit.go.eq(scheduler.go[index]),
+                unit.n_entries.eq(loader.n_entries[index]),
+                unit.drain.valid.eq(scheduler.drain.valid),
+                unit.drain.payload.eq(scheduler.drain.payload),
+                scheduler.units_busy[index].eq(unit.busy),
+                unit.map_write.valid.eq(loader.map_write.valid
+                                        & (loader.map_write.payload.unit == index)),
+                unit.map_write.payload.eq(loader.map_write.payload.write),
+                unit.entry_write.valid.eq(loader.entry_write.valid
+                                          & (loader.entry_write.payload.unit == index)),
+                unit.entry_write.payload.eq(loader.entry_write.payload.write),
+                reduction.units.payload[index].eq(unit.drained.payload),
+            ]
+            if self.crossbar == "external":
+                port = self.xbars[index]
+                connect(m, unit.read, flipped(port.read))
+                connect(m, unit.result, flipped(port.result))
+                write = port.write
+            else:
+                emulator = CrossbarEmulator(config, unit_mem.cells if unit_mem else None)
+                m.submodules[f"xbar{index}"] = emulator
+                connect(m, unit.read, emulator.port.read)
+                connect(m, unit.result, emulator.port.result)
+                write = emulator.port.write
+            m.d.comb += [
+                write.en.eq(loader.cell_write.valid & (loader.cell_write.payload.unit == index)),
+                write.row.eq(loader.cell_write.payload.row),
+                write.levels.eq(loader.cell_write.payload.levels),
+            ]
+            reads.append(unit.read_issued)
+            conversions.append(unit.conversions)
+            protocol.append(unit.protocol_error)
+        with m.If(sum(protocol) != 0):
+            m.d.sync += job_error.eq(ErrorCode.XBAR_PROTOCOL)
+
+        # ---- reduction, output unit, output FIFO -----------------------------------------
+        m.d.comb += [
+            reduction.units.valid.eq(units[0].drained.valid),
+            reduction.mask.eq(layer.xbar_mask),
+        ]
+        param_d1 = Signal(param_type)
+        param_d2 = Signal(param_type)
+        m.d.sync += [param_d1.eq(param_read.data), param_d2.eq(param_d1)]
+        m.d.comb += [
+            output_unit.inputs.valid.eq(reduction.sums.valid),
+            output_unit.inputs.payload.acc.eq(reduction.sums.payload),
+            output_unit.inputs.payload.param.eq(param_d2),
+            output_unit.mode.eq(layer.mode),
+            output_unit.zero_point.eq(layer.zero_point),
+            output_unit.clamp_lo.eq(layer.clamp_lo),
+            output_unit.clamp_hi.eq(layer.clamp_hi),
+            fifo.w_en.eq(output_unit.outputs.valid),
+            fifo.w_data.eq(output_unit.outputs.payload),
+            self.outputs.valid.eq(fifo.r_rdy),
+            self.outputs.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.outputs.ready),
+            scheduler.output_taken.eq(self.outputs.valid & self.outputs.ready),
+        ]
+
+        # ---- status and counters ---------------------------------------------------------
+        error = Signal(8)
+        m.d.comb += [
+            error.eq(Mux(loader.error != 0, loader.error, job_error)),  # first error wins
+            host.busy.eq(scheduler.busy),
+            host.done.eq(scheduler.done),
+            host.loading.eq(loader.loading),
+            host.programmed.eq(loader.programmed),
+            host.error.eq(error),
+            host.n_layers.eq(loader.n_layers),
+            host.cycle.eq(scheduler.busy),
+            host.reads.eq(sum(reads)),
+            host.conversions.eq(sum(conversions)),
+            host.stall.eq(scheduler.input_stall | (self.outputs.valid & ~self.outputs.ready)),
+            host.operands.eq(reduction.contributions),
+        ]
+        return m
+

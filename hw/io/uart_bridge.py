@@ -1,0 +1,308 @@
+"""The UART host protocol: a byte-command decoder in front of the accelerator.
+
+The host sends commands, the bridge answers each one. A command is an opcode byte followed
+by its fixed argument bytes (:data:`ARGUMENT_BYTES`; numbers little-endian) and, for
+``PROGRAM`` and ``INPUTS``, a payload of ``count`` bytes. Every command that completes is
+answered by its response data followed by :data:`ACK`; an unknown opcode is answered by
+:data:`NAK` alone.
+
+=======  ====  =====================  ==========================  ==========================
+opcode   code  arguments              payload (host to board)     response (board to host)
+=======  ====  =====================  ==========================  ==========================
+PING     0x00  --                     --                          ACK
+READ     0x01  addr u8                --                          value u32, ACK
+WRITE    0x02  addr u8, value u32     --                          ACK
+PROGRAM  0x03  count u32              count image bytes           ACK
+INPUTS   0x04  count u32              count input codes, 1 B ea.  ACK
+OUTPUTS  0x05  count u32              --                          count values, W B each, ACK
+INFO     0x06  --                     --                          :data:`INFO_LAYOUT`, ACK
+RESET    0x07  --                     --                          ACK
+=======  ====  =====================  ==========================  ==========================
+
+* ``READ`` / ``WRITE`` access the accelerator's registers (:class:`bitline.hw.core.host_interface.Register`:
+  CTRL, STATUS, LAYER, N_VECTORS, the performance counters, ...).
+* ``PROGRAM`` forwards bytes to the accelerator's ``program`` stream (write CTRL.LOAD
+  first), ``INPUTS`` to its ``inputs`` stream, ``OUTPUTS`` takes ``count`` values from its
+  ``outputs`` stream and sends each as ``W = ceil(acc_bits / 8)`` bytes, two's complement,
+  little-endian (:func:`output_bytes`).
+* ``INFO`` reports the protocol version, ``W``, the receive FIFO depth, the core clock and
+  the :class:`BridgeFlags` seen since the last ``INFO`` (reading clears them).
+* ``RESET`` resets the accelerator (not the bridge); its memories keep their contents but it
+  forgets a loaded image unless the bitstream preloaded one.
+
+Flow control. Received bytes wait in a FIFO of ``rx_fifo_depth`` bytes until the command
+being executed is done. A host never has more than ``rx_fifo_depth`` bytes of commands in
+flight (sent, response not yet complete), except one command sent while nothing else is in
+flight; then no byte is lost. A layer job is sent as ``INPUTS`` (one vector), ``OUTPUTS``
+(its values) per vector, in that order, so the accelerator always has room for the next
+vector when its ``INPUTS`` runs (see docs/fpga.md).
+
+Recovery. A command that makes no progress (no byte received, consumed or sent, no output
+taken) for ``timeout_cycles`` is abandoned without ``ACK``, and ``TIMEOUT`` is flagged; a
+host that lost track waits that long, then sends ``PING``.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from bitline.hw._component import rejects_quietly
+from bitline.hw.core.host_interface import CSRSignature
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.hw.spec.uart_protocol import (
+    ACK,
+    ARGUMENT_BYTES,
+    INFO_BYTES,
+    INFO_LAYOUT,
+    NAK,
+    PROTOCOL_VERSION,
+    BridgeFlags,
+    Opcode,
+    output_bytes,
+)
+
+__all__ = ["UARTBridge"]
+
+class UARTBridge(wiring.Component):
+    """Execute host commands (see the module docstring) on an accelerator's ports.
+
+    Parameters
+    ----------
+    config:
+        Accelerator configuration (widths of the input codes and output values).
+    clock_hz:
+        Core clock, reported by ``INFO``.
+    rx_fifo_depth:
+        Bytes the receive FIFO holds (one EBR holds 2048).
+    timeout_cycles:
+        Cycles without progress after which a command is abandoned.
+
+    Attributes
+    ----------
+    rx: In(stream.Signature(8))
+        Bytes from the UART receiver.
+    rx_framing_error, rx_overrun: In(1)
+        Error pulses of the receiver.
+    tx: Out(stream.Signature(8))
+        Bytes to the UART transmitter.
+    csr: Out(CSRSignature())
+        The accelerator's register bus.
+    program: Out(stream.Signature(8))
+    inputs: Out(stream.Signature(max_act_bits))
+    outputs: In(stream.Signature(signed(acc_bits)))
+        The accelerator's streams.
+    accel_reset: Out(1)
+        One-cycle synchronous reset of the accelerator (``RESET``).
+    flags: Out(8)
+        The sticky :class:`BridgeFlags` (for a status LED).
+    """
+
+    @rejects_quietly
+    def __init__(self, config: AcceleratorConfig, *, clock_hz: int,
+                 rx_fifo_depth: int = 2048, timeout_cycles: int = 1 << 20):
+        for name, value, low in (("clock_hz", clock_hz, 1), ("rx_fifo_depth", rx_fifo_depth, 2),
+                                 ("timeout_cycles", timeout_cycles, 2)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer of at least {low}, not {value!r}")
+        if clock_hz >= 1 << 32 or rx_fifo_depth >= 1 << 32:
+            raise ValueError("clock_hz and rx_fifo_depth must fit 32 bits")
+        self.config = config
+        self.clock_hz = clock_hz
+        self.rx_fifo_depth = rx_fifo_depth
+        self.timeout_cycles = timeout_cycles
+        self.output_bytes = output_bytes(config)
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "rx_framing_error": In(1),
+            "rx_overrun": In(1),
+            "tx": Out(stream.Signature(8)),
+            "csr": Out(CSRSignature()),
+            "program": Out(stream.Signature(8)),
+            "inputs": Out(stream.Signature(config.max_act_bits)),
+            "outputs": In(stream.Signature(signed(config.acc_bits))),
+            "accel_reset": Out(1),
+            "flags": Out(8),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        width = self.output_bytes
+        m.submodules.rx_fifo = fifo = SyncFIFOBuffered(width=8, depth=self.rx_fifo_depth)
+        m.d.comb += [
+            fifo.w_data.eq(self.rx.payload),
+            fifo.w_en.eq(self.rx.valid),
+            self.rx.ready.eq(fifo.w_rdy),
+        ]
+        byte = fifo.r_data
+        have_byte = fifo.r_rdy
+
+        opcode = Signal(8)
+        args = Signal(8 * max(ARGUMENT_BYTES.values()))
+        arg_index = Signal(range(max(ARGUMENT_BYTES.values())))
+        last_arg = Signal(range(max(ARGUMENT_BYTES.values())))
+        remaining = Signal(32)
+        # ``remaining == 0``, registered wherever ``remaining`` is: the streams' ``valid``
+        # and the FIFO's ``r_en`` then start at a flip-flop, not at a 32-bit compare
+        remaining_zero = Signal()
+        reply_bits = 8 * max(INFO_BYTES + 1, 5, width)
+        reply = Signal(reply_bits)
+        reply_count = Signal(range(reply_bits // 8 + 1))
+        reply_then_outputs = Signal()
+        flags = Signal(8)
+        watchdog = Signal(range(self.timeout_cycles + 1))
+        progress = Signal()
+
+        info = Signal(INFO_LAYOUT)
+        m.d.comb += [
+            info.version.eq(PROTOCOL_VERSION),
+            info.output_bytes.eq(width),
+            info.flags.eq(flags),
+            info.act_bits.eq(self.config.max_act_bits),
+            info.rx_fifo_depth.eq(self.rx_fifo_depth),
+            info.clock_hz.eq(self.clock_hz),
+            self.flags.eq(flags),
+        ]
+
+        def send(m, value, count, *, then_outputs=False):
+            m.d.sync += [reply.eq(value), reply_count.eq(count),
+                         reply_then_outputs.eq(then_outputs)]
+            m.next = "REPLY"
+
+        # a stalled command is abandoned: every state but IDLE ends with abandon()
+        timed_out = Signal()
+        m.d.comb += timed_out.eq(watchdog == self.timeout_cycles)
+
+        def abandon(m):
+            with m.If(timed_out):
+                m.next = "IDLE"
+
+        with m.Switch(opcode):
+            for code, count in ARGUMENT_BYTES.items():
+                with m.Case(code):
+                    m.d.comb += last_arg.eq(max(count - 1, 0))
+
+        # register-bus strobes are registered (one-cycle pulses): no combinational path
+        # from the bridge's FSM into the accelerator
+        m.d.sync += [self.csr.w_en.eq(0), self.csr.r_en.eq(0)]
+
+        bad_opcode = Signal()
+        clear_flags = Signal()
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                m.d.comb += fifo.r_en.eq(1)
+                with m.If(have_byte):
+                    m.d.sync += [opcode.eq(byte), arg_index.eq(0)]
+                    with m.Switch(byte):
+                        for code, count in ARGUMENT_BYTES.items():
+                            with m.Case(code):
+                                m.next = "ARGS" if count else "EXECUTE"
+                        with m.Default():
+                            m.d.comb += bad_opcode.eq(1)
+                            send(m, NAK, 1)
+
+            with m.State("ARGS"):
+                m.d.comb += fifo.r_en.eq(1)
+                with m.If(have_byte):
+                    m.d.comb += progress.eq(1)
+                    m.d.sync += [args.word_select(arg_index, 8).eq(byte),
+                                 arg_index.eq(arg_index + 1)]
+                    with m.If(arg_index == last_arg):
+                        m.next = "EXECUTE"
+                abandon(m)
+
+            with m.State("EXECUTE"):
+                with m.Switch(opcode):
+                    with m.Case(Opcode.PING):
+                        send(m, ACK, 1)
+                    with m.Case(Opcode.READ):
+                        m.d.sync += [self.csr.addr.eq(args[:8]), self.csr.r_en.eq(1)]
+                        m.next = "READ_WAIT"
+                    with m.Case(Opcode.WRITE):
+                        m.d.sync += [self.csr.addr.eq(args[:8]),
+                                     self.csr.w_data.eq(args[8:40]), self.csr.w_en.eq(1)]
+                        send(m, ACK, 1)
+                    with m.Case(Opcode.PROGRAM):
+                        m.d.sync += [remaining.eq(args[:32]),
+                                     remaining_zero.eq(args[:32] == 0)]
+                        m.next = "PROGRAM"
+                    with m.Case(Opcode.INPUTS):
+                        m.d.sync += [remaining.eq(args[:32]),
+                                     remaining_zero.eq(args[:32] == 0)]
+                        m.next = "INPUTS"
+                    with m.Case(Opcode.OUTPUTS):
+                        m.d.sync += [remaining.eq(args[:32]),
+                                     remaining_zero.eq(args[:32] == 0)]
+                        m.next = "OUTPUTS"
+                    with m.Case(Opcode.INFO):
+                        # the reply holds this cycle's flags; clearing them keeps new events
+                        m.d.comb += clear_flags.eq(1)
+                        send(m, info.as_value() | (ACK << INFO_LAYOUT.size), INFO_BYTES + 1)
+                    with m.Case(Opcode.RESET):
+                        m.d.comb += self.accel_reset.eq(1)
+                        send(m, ACK, 1)
+
+            with m.State("READ_WAIT"):
+                m.next = "READ_DATA"  # the register bus answers the cycle after r_en
+
+            with m.State("READ_DATA"):
+                send(m, self.csr.r_data | (ACK << 32), 5)
+
+            for state, target in (("PROGRAM", self.program), ("INPUTS", self.inputs)):
+                with m.State(state):
+                    with m.If(remaining_zero):
+                        send(m, ACK, 1)
+                    with m.Else():
+                        m.d.comb += [
+                            target.valid.eq(have_byte),
+                            target.payload.eq(byte),
+                            fifo.r_en.eq(target.ready),
+                        ]
+                        with m.If(have_byte & target.ready):
+                            m.d.comb += progress.eq(1)
+                            m.d.sync += [remaining.eq(remaining - 1),
+                                         remaining_zero.eq(remaining == 1)]
+                    abandon(m)
+
+            with m.State("OUTPUTS"):
+                with m.If(remaining_zero):
+                    send(m, ACK, 1)
+                with m.Else():
+                    m.d.comb += self.outputs.ready.eq(1)
+                    with m.If(self.outputs.valid):
+                        m.d.comb += progress.eq(1)
+                        m.d.sync += [remaining.eq(remaining - 1),
+                                     remaining_zero.eq(remaining == 1)]
+                        # the signed value sign-extends to the reply's width
+                        send(m, self.outputs.payload, width, then_outputs=True)
+                abandon(m)
+
+            with m.State("REPLY"):
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(reply[:8])]
+                with m.If(self.tx.ready):
+                    m.d.comb += progress.eq(1)
+                    m.d.sync += [reply.eq(reply >> 8), reply_count.eq(reply_count - 1)]
+                    with m.If(reply_count == 1):
+                        with m.If(reply_then_outputs):
+                            m.next = "OUTPUTS"
+                        with m.Else():
+                            m.next = "IDLE"
+                abandon(m)
+
+        with m.If(progress | fsm.ongoing("IDLE") | timed_out):
+            m.d.sync += watchdog.eq(0)
+        with m.Else():
+            m.d.sync += watchdog.eq(watchdog + 1)
+
+        events = Signal(8)
+        m.d.comb += events.eq(self.rx_framing_error * BridgeFlags.FRAMING
+                              | self.rx_overrun * BridgeFlags.OVERRUN
+                              | bad_opcode * BridgeFlags.BAD_OPCODE
+                              | timed_out * BridgeFlags.TIMEOUT)
+        with m.If(clear_flags):
+            m.d.sync += flags.eq(events)
+        with m.Else():
+            m.d.sync += flags.eq(flags | events)
+        return m

@@ -1,0 +1,270 @@
+"""The accelerator configuration: one frozen object every other part derives from.
+
+`AcceleratorConfig` plays the role of Amaranth's ``lib.crc.Parameters``: the mapper, the
+golden executor, the performance model and the Amaranth top are all built from one instance,
+and every field width in the RTL or the bundle encoding is computed from it (see
+:mod:`bitline.hw.spec.encoding`), never retyped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+__all__ = ["AcceleratorConfig", "PRESETS", "preset", "clog2"]
+
+
+def clog2(value: int) -> int:
+    """Return the number of bits needed to index ``value`` items (at least 1)."""
+    return max(1, math.ceil(math.log2(value))) if value > 1 else 1
+
+
+# (field, lower bound, upper bound); an upper bound of a string names another field.
+_RANGES: dict[str, tuple[int | float, int | float | str]] = {
+    "rows": (2, 1024),
+    "cols": (2, 1024),
+    "cell_bits": (1, 4),
+    "dac_bits": (1, 4),
+    "ou_rows": (1, "rows"),
+    "ou_cols": (1, "cols"),
+    "adc_bits": (1, 12),
+    "adcs_per_xbar": (1, "ou_cols"),
+    "n_xbars": (1, 65536),
+    "acc_bits": (16, 64),
+    "clock_mhz": (1.0, 10000.0),
+    "max_act_bits": (1, 8),
+    "max_weight_bits": (2, 16),
+    "max_out_channels": (1, 65536),
+    "max_in_features": (1, 1 << 20),
+    "max_layers": (1, 1024),
+    "max_entries": (1, 1 << 24),
+    "adc_latency": (0, 16),
+}
+
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """Geometry and sizing of a ReRAM crossbar PIM accelerator.
+
+    Parameters
+    ----------
+    rows, cols:
+        Crossbar size in wordlines x bitlines.
+    cell_bits:
+        Bits stored per ReRAM cell (levels ``0 .. 2**cell_bits - 1``).
+    dac_bits:
+        Input bits applied per slice (bit-serial input).
+    ou_rows, ou_cols:
+        Operation unit: wordlines and bitlines that may be active in one read.
+    adc_bits:
+        ADC resolution; codes saturate at ``2**adc_bits - 1``.
+    adcs_per_xbar:
+        ADCs shared by the OU's columns; one OU read takes
+        ``ceil(ou_cols / adcs_per_xbar)`` conversion cycles.
+    n_xbars:
+        Number of crossbar units (each with its own periphery) in the accelerator.
+    acc_bits:
+        Width of the partial-sum accumulators and the output unit's input.
+    clock_mhz:
+        Clock of the periphery (one ADC conversion per cycle), used by the performance model.
+    max_act_bits, max_weight_bits:
+        Widest activation and weight (sign-magnitude, sign included) the hardware supports.
+    max_out_channels, max_in_features:
+        Largest output-channel count and input-vector length of one layer job.
+    max_layers, max_entries:
+        Capacity of the layer table and of the OU-entry memory.
+    adc_latency:
+        Cycles from a read strobe to valid ADC codes at the crossbar port.
+    """
+
+    rows: int = 128
+    cols: int = 128
+    cell_bits: int = 1
+    dac_bits: int = 1
+    ou_rows: int = 9
+    ou_cols: int = 8
+    adc_bits: int = 4
+    adcs_per_xbar: int = 8
+    n_xbars: int = 16
+    acc_bits: int = 32
+    clock_mhz: float = 1200.0
+    max_act_bits: int = 8
+    max_weight_bits: int = 8
+    max_out_channels: int = 1024
+    max_in_features: int = 4608
+    max_layers: int = 64
+    max_entries: int = 65536
+    adc_latency: int = 1
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            want = float if field.type in ("float", float) else int
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                want is int and not isinstance(value, int)
+            ):
+                raise ValueError(
+                    f"{field.name} must be {'a number' if want is float else 'an integer'}, "
+                    f"not {value!r}"
+                )
+            if want is float:
+                object.__setattr__(self, field.name, float(value))
+            low, high = _RANGES[field.name]
+            high_value = getattr(self, high) if isinstance(high, str) else high
+            if not low <= value <= high_value:
+                bound = f"{high} ({high_value})" if isinstance(high, str) else f"{high}"
+                raise ValueError(
+                    f"{field.name} must be between {low} and {bound}, not {value!r}"
+                )
+        if self.max_act_bits % self.dac_bits and self.dac_bits > 1:
+            raise ValueError(
+                f"max_act_bits ({self.max_act_bits}) must be a multiple of dac_bits "
+                f"({self.dac_bits})"
+            )
+        if self.adc_max < self.level_max * self.dac_max:
+            raise ValueError(
+                f"adc_bits ({self.adc_bits}) cannot resolve even one active row: "
+                f"one cell gives up to {self.level_max * self.dac_max}, the ADC saturates at "
+                f"{self.adc_max}"
+            )
+
+    # ----------------------------------------------------------------- derived quantities
+    @property
+    def level_max(self) -> int:
+        """Largest cell level, ``2**cell_bits - 1``."""
+        return (1 << self.cell_bits) - 1
+
+    @property
+    def dac_max(self) -> int:
+        """Largest value of one input slice, ``2**dac_bits - 1``."""
+        return (1 << self.dac_bits) - 1
+
+    @property
+    def adc_max(self) -> int:
+        """Largest ADC code, ``2**adc_bits - 1`` (codes saturate there)."""
+        return (1 << self.adc_bits) - 1
+
+    @property
+    def row_groups(self) -> int:
+        """Row groups per crossbar: rows ``[g*ou_rows, (g+1)*ou_rows)``."""
+        return -(-self.rows // self.ou_rows)
+
+    @property
+    def col_groups(self) -> int:
+        """Column groups per crossbar: columns ``[g*ou_cols, (g+1)*ou_cols)``."""
+        return -(-self.cols // self.ou_cols)
+
+    @property
+    def conversions_per_read(self) -> int:
+        """ADC conversion cycles of one OU read: ``ceil(ou_cols / adcs_per_xbar)``."""
+        return -(-self.ou_cols // self.adcs_per_xbar)
+
+    @property
+    def max_slices(self) -> int:
+        """Input slices of the widest activation: ``ceil(max_act_bits / dac_bits)``."""
+        return -(-self.max_act_bits // self.dac_bits)
+
+    @property
+    def exact_rows_per_ou(self) -> int:
+        """Rows a mapper may drive in one OU read and keep the ideal ADC exact.
+
+        ``min(ou_rows, adc_max // (level_max * dac_max))``. With the ``bwq`` preset this is
+        all 9 rows; with the ``isaac`` preset (8-bit ADC, 2-bit cells, 128 rows) it is 85, in
+        place of ISAAC's flipped-weight encoding, which bitline does not model.
+        """
+        return min(self.ou_rows, self.adc_max // (self.level_max * self.dac_max))
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 (hex) of the canonical JSON of the fields; names builds and bundles."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    # ----------------------------------------------------------------- (de)serialization
+    def to_dict(self) -> dict[str, int | float]:
+        """Return the fields as a plain dict (the TOML / manifest form)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, *, source: str = "config") -> "AcceleratorConfig":
+        """Build a config from a dict, rejecting unknown keys with a message naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown field(s) {', '.join(unknown)}; known fields are "
+                f"{', '.join(sorted(known))}"
+            )
+        try:
+            return cls(**values)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
+
+    def to_toml(self) -> str:
+        """Return the config as TOML text (a ``[accelerator]`` table)."""
+        lines = ["[accelerator]"]
+        for key, value in self.to_dict().items():
+            lines.append(f"{key} = {value!r}")
+        return "\n".join(lines) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as TOML to ``path``."""
+        Path(path).write_text(self.to_toml())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "AcceleratorConfig":
+        """Read a TOML config (``[accelerator]`` table, or top-level keys) from ``path``.
+
+        Optionally ``preset = "bwq"`` in the table starts from a preset and overrides fields.
+        """
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{path}: not valid TOML: {error}") from None
+        table = data.get("accelerator", data)
+        if not isinstance(table, dict):
+            raise ValueError(f"{path}: [accelerator] must be a table")
+        table = dict(table)
+        base = table.pop("preset", None)
+        if base is not None:
+            start = preset(base).to_dict()
+            start.update(table)
+            table = start
+        return cls.from_dict(table, source=str(path))
+
+    def replace(self, **changes) -> "AcceleratorConfig":
+        """Return a copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, AcceleratorConfig] = {
+    # BWQ paper: 128x128, 1-bit cells, 1-bit DAC, 9x8 OU, 4-bit ADC, one ADC per OU column.
+    "bwq": AcceleratorConfig(
+        rows=128, cols=128, cell_bits=1, dac_bits=1, ou_rows=9, ou_cols=8,
+        adc_bits=4, adcs_per_xbar=8, clock_mhz=1200.0,
+    ),
+    # ISAAC (ISCA 2016): 2-bit cells, 1-bit DAC, all 128 rows read at once, one 8-bit ADC
+    # shared by the crossbar's 128 columns (128 conversions per read).
+    "isaac": AcceleratorConfig(
+        rows=128, cols=128, cell_bits=2, dac_bits=1, ou_rows=128, ou_cols=128,
+        adc_bits=8, adcs_per_xbar=1, clock_mhz=1200.0, max_weight_bits=16,
+    ),
+}
+
+
+def preset(name: str) -> AcceleratorConfig:
+    """Return the named preset (``bwq`` or ``isaac``)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown preset {name!r}; known presets are {', '.join(sorted(PRESETS))}"
+        ) from None

@@ -1,0 +1,124 @@
+"""The register map of the host interface: the one definition of addresses, bits and codes.
+
+
+The host talks to the accelerator through three streams (``program`` image bytes, ``inputs``
+codes, ``outputs`` values; see :class:`~bitline.hw.core.top.Accelerator`) and a small register
+bus (:class:`CSRSignature`): a write takes effect in the cycle ``w_en`` is high; a read
+presents ``addr`` with ``r_en`` and returns ``r_data`` in the next cycle. Registers are 32
+bits; 64-bit counters are two registers, low word first.
+
+Register map (word addresses, :class:`Register`):
+
+========================  ===  ===  ===========================================================
+register                  adr  acc  meaning
+========================  ===  ===  ===========================================================
+ID                        0    R    ``bundle_format.MAGIC_WORD`` ("BTLN")
+VERSION                   1    R    ``bundle_format.FORMAT_VERSION`` the loader accepts
+CTRL                      2    W    bit 0 start a layer job; bit 1 (re)start loading an image;
+                                    bit 2 clear the error status
+STATUS                    3    R    bit 0 busy, 1 done, 2 error, 3 loading, 4 programmed;
+                                    bits 8..15 the :class:`ErrorCode`
+LAYER                     4    RW   layer-table index of the next job (ignored while busy)
+N_VECTORS                 5    RW   input vectors of the next job (ignored while busy)
+N_LAYERS                  6    R    layer records loaded
+DIGEST0..3                8-11 R    first 16 bytes of the config digest (little-endian words)
+CYCLES_LO/HI              16   R    busy cycles of the last job
+OU_READS_LO/HI            18   R    OU reads issued (all units)
+ADC_CONVERSIONS_LO/HI     20   R    ADC conversions (valid columns of each read)
+STALL_CYCLES_LO/HI        22   R    cycles waiting for the host (input starved / output full)
+REDUCTION_OPERANDS_LO/HI  24   R    partial sums sent over the inter-unit reduction
+========================  ===  ===  ===========================================================
+
+The counters are cleared by ``start`` and count while the job is busy.
+
+The Amaranth side is :class:`bitline.hw.core.host_interface.HostInterface`; the host side is
+:mod:`bitline.sw.host.driver`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "Register", "Ctrl", "Status", "ErrorCode", "COUNTERS", "CSR_ADDR_BITS", "CSR_DATA_BITS",
+    "COUNTER_BITS", "VECTOR_BITS",
+]
+
+CSR_ADDR_BITS = 8
+CSR_DATA_BITS = 32
+COUNTER_BITS = 64
+#: Width of the N_VECTORS register and of the scheduler's vector counters.
+VECTOR_BITS = 32
+
+
+class Register(enum.IntEnum):
+    """Word addresses of the control and status registers."""
+
+    ID = 0
+    VERSION = 1
+    CTRL = 2
+    STATUS = 3
+    LAYER = 4
+    N_VECTORS = 5
+    N_LAYERS = 6
+    DIGEST0 = 8
+    DIGEST1 = 9
+    DIGEST2 = 10
+    DIGEST3 = 11
+    CYCLES_LO = 16
+    CYCLES_HI = 17
+    OU_READS_LO = 18
+    OU_READS_HI = 19
+    ADC_CONVERSIONS_LO = 20
+    ADC_CONVERSIONS_HI = 21
+    STALL_CYCLES_LO = 22
+    STALL_CYCLES_HI = 23
+    REDUCTION_OPERANDS_LO = 24
+    REDUCTION_OPERANDS_HI = 25
+
+
+class Ctrl(enum.IntFlag):
+    """Bits of the CTRL register."""
+
+    START = 1
+    LOAD = 2
+    CLEAR_ERROR = 4
+
+
+class Status(enum.IntFlag):
+    """Bits 0..7 of the STATUS register (the error code sits in bits 8..15)."""
+
+    BUSY = 1
+    DONE = 2
+    ERROR = 4
+    LOADING = 8
+    PROGRAMMED = 16
+
+
+class ErrorCode(enum.IntEnum):
+    """Error codes in STATUS bits 8..15 (the first error is kept until cleared)."""
+
+    NONE = 0
+    BAD_MAGIC = 1          # header magic is not "BTLN"
+    BAD_VERSION = 2        # format version the loader does not parse
+    BAD_HEADER = 3         # header_bytes / table_entry_bytes / section_count unusable
+    BAD_DIGEST = 4         # image built for another accelerator config
+    HEADER_CRC = 5         # header CRC mismatch
+    TABLE_CRC = 6          # section-table CRC mismatch
+    BAD_SECTION = 7        # unknown id, wrong record size or length, overlapping offset
+    SECTION_CRC = 8        # a section's payload CRC mismatch
+    CAPACITY = 9           # more records than the hardware holds (entries of a unit, ...)
+    BAD_RECORD = 10        # a record names a unit the hardware does not have
+    BAD_LAYER = 11         # job started on a layer index that was not loaded
+    NOT_PROGRAMMED = 12    # job started without a loaded image
+    XBAR_PROTOCOL = 13     # crossbar port returned codes at the wrong latency
+
+
+#: (name, register of the low word) of the performance counters.
+COUNTERS = (
+    ("cycles", Register.CYCLES_LO),
+    ("ou_reads", Register.OU_READS_LO),
+    ("adc_conversions", Register.ADC_CONVERSIONS_LO),
+    ("stall_cycles", Register.STALL_CYCLES_LO),
+    ("reduction_operands", Register.REDUCTION_OPERANDS_LO),
+)

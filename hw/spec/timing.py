@@ -1,0 +1,108 @@
+"""Cycle timing of a layer job: the one definition the RTL realizes and the models count.
+
+The Amaranth accelerator (:mod:`bitline.hw.core.top`) runs a layer job of ``V`` input vectors as
+follows (docs/contract.md section 5, docs/hardware.md "Timing"); cycles are counted while the
+accelerator is busy, from the first cycle after ``start`` to the cycle the last output is
+accepted, with a host that always has the next input ready and always accepts an output:
+
+* **load** -- one input code per cycle into the row drivers' shadow bank (``K`` cycles).
+* **compute** of vector ``v`` starts when its load is complete and the partial sums of
+  vector ``v - 1`` have been read out: the banks swap and every unit of the layer starts its
+  OU controller (``go``). The shadow bank is free from that cycle, so the load of vector
+  ``v + 1`` overlaps compute and drain of ``v``. The busiest unit issues its last read
+  ``C_comp`` cycles after ``go`` plus one cycle of entry fetch; its codes arrive
+  ``adc_latency`` cycles later and are written one cycle after that, so partial sums are
+  complete ``C_comp + pipeline_latency(config)`` cycles after ``go``.
+* **drain**: one output channel per cycle (``O`` cycles) enters the reduction / output-unit
+  pipeline; the next vector's ``go`` may follow the last channel's read immediately. The
+  reduction, the output unit and the output FIFO add :func:`drain_latency` cycles after
+  the last channel, paid once per job.
+
+Hence, with ``P = pipeline_latency(config)`` and ``Q = drain_latency(config)``::
+
+    cycles = K + (V - 1) * max(C_comp + O + P, K) + (C_comp + O + P) + Q
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from bitline.hw.spec.config import AcceleratorConfig
+
+__all__ = [
+    "ENTRY_FETCH_CYCLES", "ACCUMULATE_CYCLES", "DRAIN_STAGES",
+    "pipeline_latency", "drain_latency", "compute_cycles", "layer_cycles",
+]
+
+#: Cycles from ``go`` to a unit's first OU read: the entry memory's synchronous read.
+ENTRY_FETCH_CYCLES = 1
+#: Cycles from valid ADC codes to partial sums readable by the drain: the shift-and-add's
+#: write stage (its read-modify-write pipeline forwards, so it never stalls).
+ACCUMULATE_CYCLES = 1
+
+#: The drain pipeline, stage by stage (each one register): partial-sum memory read,
+#: per-unit lane sum, masked inter-unit sum, output unit multiply, output unit
+#: round/shift/zero point, output unit clamp, output FIFO.
+DRAIN_STAGES = (
+    "psum_read", "lane_sum", "unit_sum",
+    "ou_multiply", "ou_round_shift", "ou_clamp", "output_fifo",
+)
+
+
+def pipeline_latency(config: AcceleratorConfig) -> int:
+    """Return ``P``: cycles of one vector's compute phase beyond ``C_comp``.
+
+    ``ENTRY_FETCH_CYCLES + config.adc_latency + ACCUMULATE_CYCLES``. This is paid once per
+    input vector (partial sums must be complete before they are read out).
+    """
+    return ENTRY_FETCH_CYCLES + config.adc_latency + ACCUMULATE_CYCLES
+
+
+def drain_latency(config: AcceleratorConfig) -> int:
+    """Return ``Q``: cycles from the last channel's partial-sum read to its output accepted.
+
+    One cycle per entry of :data:`DRAIN_STAGES`; paid once per layer job, because the next
+    vector's compute overlaps the previous vector's drain pipeline.
+    """
+    del config  # the drain pipeline's depth does not depend on the geometry
+    return len(DRAIN_STAGES)
+
+
+def compute_cycles(config: AcceleratorConfig, unit_reads: Sequence[int] | np.ndarray) -> int:
+    """Return ``C_comp = max_u unit_reads[u] * conversions_per_read`` (0 without units)."""
+    reads = np.asarray(unit_reads, dtype=np.int64).reshape(-1)
+    if reads.size and reads.min() < 0:
+        raise ValueError(f"unit_reads must be non-negative, not {reads.min()}")
+    return int(reads.max(initial=0)) * config.conversions_per_read
+
+
+def layer_cycles(config: AcceleratorConfig, n_inputs: int, n_outputs: int, n_vectors: int,
+                 unit_reads: Sequence[int] | np.ndarray) -> int:
+    """Return the cycles of one layer job (module docstring), as the RTL counter reports.
+
+    Parameters
+    ----------
+    config:
+        The accelerator configuration.
+    n_inputs, n_outputs:
+        ``K`` (input codes per vector) and ``O`` (output channels per vector), both >= 1.
+    n_vectors:
+        ``V``, input vectors in the job (>= 1).
+    unit_reads:
+        OU reads per vector of each crossbar unit of the layer (``sum_e n_slices[e]`` over
+        the unit's entries); hollow units may be left out or given as 0.
+
+    Raises
+    ------
+    ValueError
+        If a count is out of range.
+    """
+    for name, value in (("n_inputs", n_inputs), ("n_outputs", n_outputs),
+                        ("n_vectors", n_vectors)):
+        if int(value) < 1:
+            raise ValueError(f"{name} must be at least 1, not {value}")
+    k, o, v = int(n_inputs), int(n_outputs), int(n_vectors)
+    vector = compute_cycles(config, unit_reads) + o + pipeline_latency(config)
+    return k + (v - 1) * max(vector, k) + vector + drain_latency(config)

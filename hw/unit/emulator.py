@@ -1,0 +1,163 @@
+"""The digital crossbar emulator: an ideal, synthesizable stand-in for one ReRAM crossbar.
+
+It answers OU reads exactly as docs/contract.md section 4 defines them for an ideal device,
+``code_a = min(adc_max, sum_k dac[k] * level[g*ou_rows + k, column_a])``, with the latency
+``config.adc_latency`` the port promises. Cell levels live in ``ou_rows`` memory banks, one
+per row position inside a row group: bank ``k`` holds rows ``g*ou_rows + k`` (address
+``g``), one full row per word, so one synchronous read of every bank yields the whole OU and
+one row write programs a row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth import Array, Const, Module, Mux, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In
+
+from bitline.hw._component import rejects_quietly
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.hw.unit.xbar_port import CrossbarSignature
+
+__all__ = ["CrossbarEmulator"]
+
+
+class _Request:
+    """The read request as the array sees it (registered copies of the port's members)."""
+
+
+class CrossbarEmulator(wiring.Component):
+    """An ideal crossbar behind :class:`~bitline.hw.unit.xbar_port.CrossbarSignature`.
+
+    Parameters
+    ----------
+    config:
+        Accelerator configuration (geometry, ADC, latency).
+    levels:
+        Optional ``(rows, cols)`` initial cell levels (e.g. a mapped crossbar image).
+
+    Attributes
+    ----------
+    port: In(CrossbarSignature(config))
+        The crossbar side of the port.
+    """
+
+    @rejects_quietly
+    def __init__(self, config: AcceleratorConfig, levels: np.ndarray | None = None):
+        self.config = config
+        if levels is not None:
+            levels = np.asarray(levels, dtype=np.int64)
+            if levels.shape != (config.rows, config.cols):
+                raise ValueError(f"levels must have shape {(config.rows, config.cols)}, "
+                                 f"not {levels.shape}")
+            if levels.min(initial=0) < 0 or levels.max(initial=0) > config.level_max:
+                raise ValueError(f"levels must be in 0..{config.level_max}")
+        self._levels = levels
+        super().__init__({"port": In(CrossbarSignature(config))})
+
+    def _bank_init(self, bank: int) -> list[int]:
+        config = self.config
+        words = []
+        for group in range(config.row_groups):
+            row = group * config.ou_rows + bank
+            word = 0
+            if self._levels is not None and row < config.rows:
+                for column, level in enumerate(self._levels[row]):
+                    word |= int(level) << (column * config.cell_bits)
+            words.append(word)
+        return words
+
+    def elaborate(self, platform):
+        config = self.config
+        m = Module()
+        port = self.port
+        row_layout = data.ArrayLayout(config.cell_bits, config.cols)
+        adcs = config.adcs_per_xbar
+        latency = config.adc_latency
+
+        # Read-side request as seen by the array: registered with the memory address when
+        # the memories read synchronously (latency >= 1), combinational otherwise.
+        rows = []
+        for bank in range(config.ou_rows):
+            memory = Memory(shape=row_layout.size, depth=config.row_groups,
+                            init=self._bank_init(bank))
+            m.submodules[f"bank{bank}"] = memory
+            write = memory.write_port()
+            in_bank = Signal()
+            if config.row_groups == 1:
+                m.d.comb += in_bank.eq(port.write.row == bank)
+                address = Const(0)
+            else:
+                m.d.comb += in_bank.eq(port.write.row % config.ou_rows == bank)
+                address = port.write.row // config.ou_rows
+            m.d.comb += [
+                write.addr.eq(address),
+                write.data.eq(port.write.levels),
+                write.en.eq(port.write.en & in_bank),
+            ]
+            read = memory.read_port(domain="sync" if latency else "comb")
+            m.d.comb += read.addr.eq(port.read.row_group)
+            if latency:
+                m.d.comb += read.en.eq(port.read.strobe)
+            rows.append(row_layout(read.data))
+
+        request = _Request()
+        for name in ("strobe", "wordline_en", "dac", "col_group", "phase", "adc_en"):
+            live = getattr(port.read, name)
+            held = Signal.like(live, name=f"request_{name}")
+            if latency:
+                m.d.sync += held.eq(live)
+            else:
+                m.d.comb += held.eq(live)
+            setattr(request, name, held)
+
+        # With a conversion latency of two cycles or more, the first delay register sits
+        # between the column select and the sum (the selected cell levels, the row drives,
+        # the ADC enables): same answer, same latency, but the FPGA's longest path -- bank
+        # read data through the column multiplexer, the ou_rows-term sum and the clip into
+        # the unit's shift-and-add -- is cut in two (docs/fpga.md, section 4).
+        split = latency >= 2
+
+        def stage(value, name):
+            if not split:
+                return value
+            held = Signal.like(value, name=name)
+            m.d.sync += held.eq(value)
+            return held
+
+        drives = [stage(Mux(request.wordline_en[bank], request.dac[bank], 0), f"drive_k{bank}")
+                  for bank in range(config.ou_rows)]
+        adc_en = stage(request.adc_en, "adc_en")
+        valid = stage(request.strobe, "valid")
+
+        # Columns of ADC a in this phase: col_group * ou_cols + phase * adcs + a.
+        codes = Signal(data.ArrayLayout(config.adc_bits, adcs))
+        select = request.col_group * config.conversions_per_read + request.phase
+        for adc in range(adcs):
+            candidates = []
+            for col_group in range(config.col_groups):
+                for phase in range(config.conversions_per_read):
+                    column = col_group * config.ou_cols + phase * adcs + adc
+                    usable = column < config.cols and phase * adcs + adc < config.ou_cols
+                    candidates.append(column if usable else None)
+            total = 0
+            for bank in range(config.ou_rows):
+                levels = Array(
+                    rows[bank][column] if column is not None else Const(0, config.cell_bits)
+                    for column in candidates
+                )
+                level = Signal(config.cell_bits, name=f"level_a{adc}_k{bank}")
+                m.d.comb += level.eq(levels[0] if len(candidates) == 1 else levels[select])
+                total = total + drives[bank] * stage(level, f"level_a{adc}_k{bank}_q")
+            clipped = Mux(total > config.adc_max, config.adc_max, total)
+            m.d.comb += codes[adc].eq(Mux(adc_en[adc], clipped, 0))
+
+        # Extra conversion latency beyond the synchronous memory read (and the split stage).
+        for index in range(max(latency - 1 - int(split), 0)):
+            delayed_codes = Signal.like(codes, name=f"codes_d{index}")
+            delayed_valid = Signal(name=f"valid_d{index}")
+            m.d.sync += [delayed_codes.eq(codes), delayed_valid.eq(valid)]
+            codes, valid = delayed_codes, delayed_valid
+        m.d.comb += [port.result.codes.eq(codes), port.result.valid.eq(valid)]
+        return m

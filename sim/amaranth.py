@@ -1,0 +1,155 @@
+"""Amaranth-simulator helpers shared by the hardware tests (async testbench style).
+
+``stream_put`` / ``stream_get`` follow the ``lib.stream`` rules; ``csr_write`` /
+``csr_read`` drive :class:`~bitline.hw.core.host_interface.CSRSignature`; :func:`run_job` runs one layer job
+on an :class:`~bitline.hw.core.top.Accelerator` with a host that sends one input code per cycle
+and takes every output at once (the timing of :mod:`bitline.hw.spec.timing`), or with gaps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.hw.spec.registers import COUNTERS, Register, Status
+
+__all__ = ["stream_put", "stream_get", "csr_write", "csr_read", "read_counters",
+           "run_job", "load_image", "small_config", "TEST_CONFIGS"]
+
+
+def small_config(**overrides) -> AcceleratorConfig:
+    """Return a small accelerator (16 x 16 crossbars, 4 x 4 OU) for simulation tests."""
+    fields = dict(rows=16, cols=16, cell_bits=1, dac_bits=1, ou_rows=4, ou_cols=4,
+                  adc_bits=3, adcs_per_xbar=4, n_xbars=2, acc_bits=24, max_act_bits=4,
+                  max_weight_bits=4, max_out_channels=16, max_in_features=48,
+                  max_layers=4, max_entries=256, adc_latency=1)
+    fields.update(overrides)
+    return AcceleratorConfig(**fields)
+
+
+#: Geometries the block tests run over: one ADC per OU column; a ragged crossbar (columns
+#: and rows not multiples of the OU) with 2-bit cells and DACs, shared ADCs (a partial last
+#: phase) and a 2-cycle ADC; a tall OU with 4 conversions per read and a combinational ADC.
+TEST_CONFIGS = {
+    "full-adc": dict(),
+    "ragged-2bit": dict(rows=12, cols=10, ou_rows=3, ou_cols=4, adcs_per_xbar=3,
+                        cell_bits=2, dac_bits=2, adc_bits=6, n_xbars=3, adc_latency=2),
+    "shared-adc": dict(rows=16, cols=16, ou_rows=5, ou_cols=8, adcs_per_xbar=2,
+                       adc_bits=4, adc_latency=0),
+}
+
+
+async def stream_put(ctx, stream, payload) -> None:
+    """Send one payload on ``stream`` (waits for ``ready``)."""
+    ctx.set(stream.valid, 1)
+    ctx.set(stream.payload, payload)
+    await ctx.tick().until(stream.ready)
+    ctx.set(stream.valid, 0)
+
+
+async def stream_get(ctx, stream):
+    """Receive one payload from ``stream``."""
+    ctx.set(stream.ready, 1)
+    (payload,) = await ctx.tick().sample(stream.payload).until(stream.valid)
+    ctx.set(stream.ready, 0)
+    return payload
+
+
+async def csr_write(ctx, csr, register: int, value: int) -> None:
+    """Write ``value`` to ``register`` (one cycle)."""
+    ctx.set(csr.addr, int(register))
+    ctx.set(csr.w_data, int(value) & 0xFFFFFFFF)
+    ctx.set(csr.w_en, 1)
+    await ctx.tick()
+    ctx.set(csr.w_en, 0)
+
+
+async def csr_read(ctx, csr, register: int) -> int:
+    """Return the value of ``register`` (two cycles)."""
+    ctx.set(csr.addr, int(register))
+    ctx.set(csr.r_en, 1)
+    await ctx.tick()
+    ctx.set(csr.r_en, 0)
+    return ctx.get(csr.r_data)
+
+
+async def read_counters(ctx, csr) -> dict[str, int]:
+    """Return the performance counters by name."""
+    values = {}
+    for name, low in COUNTERS:
+        values[name] = (await csr_read(ctx, csr, low)) | (await csr_read(ctx, csr, low + 1)) << 32
+    return values
+
+
+async def load_image(ctx, dut, image: bytes, *, gap_every: int = 0) -> int:
+    """Stream ``image`` into the loader (after a CTRL.LOAD); return the final STATUS.
+
+    ``gap_every`` > 0 leaves ``valid`` low for one cycle after every that many bytes.
+    """
+    await csr_write(ctx, dut.csr, Register.CTRL, 2)
+    position = 0
+    sent = 0
+    while position < len(image):
+        if gap_every and sent and sent % gap_every == 0:
+            ctx.set(dut.program.valid, 0)
+            await ctx.tick()
+            sent += 1
+            continue
+        ctx.set(dut.program.valid, 1)
+        ctx.set(dut.program.payload, image[position])
+        ready = ctx.get(dut.program.ready)
+        await ctx.tick()
+        if ready:
+            position += 1
+            sent += 1
+    ctx.set(dut.program.valid, 0)
+    for _ in range(4):
+        await ctx.tick()
+    return await csr_read(ctx, dut.csr, Register.STATUS)
+
+
+async def run_job(ctx, dut, layer: int, vectors: np.ndarray, n_outputs: int, *,
+                  input_gaps: set[int] | None = None, output_stalls: set[int] | None = None,
+                  max_cycles: int = 100_000) -> tuple[np.ndarray, dict[str, int], int]:
+    """Run one layer job; return ``(outputs (V, O), counters, status)``.
+
+    The host offers the next input code every cycle and takes every output at once, except
+    in the cycles (counted from the first busy cycle) listed in ``input_gaps`` /
+    ``output_stalls``.
+    """
+    vectors = np.asarray(vectors, dtype=np.int64)
+    flat = vectors.reshape(-1)
+    expected = len(vectors) * n_outputs
+    input_gaps = input_gaps or set()
+    output_stalls = output_stalls or set()
+    await csr_write(ctx, dut.csr, Register.LAYER, layer)
+    await csr_write(ctx, dut.csr, Register.N_VECTORS, len(vectors))
+    await csr_write(ctx, dut.csr, Register.CTRL, 1)
+    sent = 0
+    outputs: list[int] = []
+    for cycle in range(max_cycles):
+        offer = sent < len(flat) and cycle not in input_gaps
+        ctx.set(dut.inputs.valid, int(offer))
+        ctx.set(dut.inputs.payload, int(flat[sent]) if offer else 0)
+        ctx.set(dut.outputs.ready, int(cycle not in output_stalls))
+        taken_in = offer and ctx.get(dut.inputs.ready)
+        taken_out = ctx.get(dut.outputs.valid) and cycle not in output_stalls
+        value = ctx.get(dut.outputs.payload)
+        await ctx.tick()
+        if taken_in:
+            sent += 1
+        if taken_out:
+            outputs.append(value)
+            if len(outputs) == expected:
+                break
+    else:
+        raise TimeoutError(f"job did not finish in {max_cycles} cycles "
+                           f"({sent} inputs sent, {len(outputs)} outputs)")
+    ctx.set(dut.inputs.valid, 0)
+    ctx.set(dut.outputs.ready, 0)
+    await ctx.tick()
+    status = await csr_read(ctx, dut.csr, Register.STATUS)
+    counters = await read_counters(ctx, dut.csr)
+    if status & Status.BUSY:
+        raise AssertionError("accelerator still busy after its last output")
+    return np.array(outputs, dtype=np.int64).reshape(len(vectors), n_outputs), counters, status

@@ -1,0 +1,72 @@
+"""The `bitline` command line.
+
+Subcommands live in their own modules and are imported only when invoked (a lazy click
+group), so `bitline --help` stays fast and a command that needs a simulator or the FPGA
+tools does not slow down the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+__all__ = ["main", "cli"]
+
+#: command name -> "module:attribute" of a click command.
+COMMANDS: dict[str, str] = {
+    "info": "bitline.sw.cli.model:info",
+    "run": "bitline.sw.cli.model:run",
+    "compile": "bitline.sw.cli.compile:compile_cmd",
+    "report": "bitline.sw.cli.compile:report",
+    "compare": "bitline.sw.cli.compile:compare",
+    "accuracy": "bitline.sw.cli.quant:accuracy",
+    "sweep": "bitline.sw.cli.sweep:sweep",
+    "verilog": "bitline.sw.cli.hw:verilog",
+    "fpga": "bitline.sw.cli.fpga:fpga",
+    "board": "bitline.sw.cli.fpga:board",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bitline")
+def cli():
+    """bitline: ReRAM crossbar PIM accelerator generator (varied / block-wise quantization)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; turns user errors into one-line messages."""
+    try:
+        cli.main(args=argv, prog_name="bitline", standalone_mode=False)
+    except click.exceptions.Exit as exit_:
+        return exit_.exit_code
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except (ValueError, KeyError, FileNotFoundError, OSError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        click.echo(f"error: {message}", err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

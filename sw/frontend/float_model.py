@@ -1,0 +1,138 @@
+"""The float reference: run the IR (:mod:`bitline.sw.frontend.ir`) in float32 numpy.
+
+Step 1 of the verification ladder. Convolutions and pooling windows use the shared
+:func:`bitline.sw.frontend.im2col.im2col` layout, so this model reads its windows exactly as the
+integer golden model and the host driver do.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bitline.sw.frontend.im2col import im2col
+from bitline.sw.frontend.ir import Layer, Model
+
+__all__ = ["run_float", "apply_activation"]
+
+
+def apply_activation(y: np.ndarray, activation: str | None) -> np.ndarray:
+    """Apply a fused activation (``None``, ``"relu"`` or ``"relu6"``) to ``y``."""
+    if activation is None:
+        return y
+    if activation == "relu":
+        return np.maximum(y, np.float32(0))
+    if activation == "relu6":
+        return np.clip(y, np.float32(0), np.float32(6))
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+def _conv(layer: Layer, x: np.ndarray) -> np.ndarray:
+    attrs = layer.attrs
+    out_c, out_h, out_w = layer.output_shape
+    kh, kw = layer.weight.shape[2:]
+    cols = im2col(x, (kh, kw), attrs["stride"], attrs["pads"], attrs["dilation"])
+    n = x.shape[0]
+    if attrs.get("groups", 1) == 1:
+        y = np.matmul(cols, layer.weight_matrix.T)                      # (N, P, O)
+        y = y.transpose(0, 2, 1)
+    else:
+        # Depthwise: channel c only sees its own kh*kw window inputs.
+        cols = cols.reshape(n, out_h * out_w, out_c, kh * kw)
+        y = np.einsum("npck,ck->ncp", cols, layer.weight_matrix, optimize=True)
+    y = y.reshape(n, out_c, out_h, out_w)
+    if layer.bias is not None:
+        y = y + layer.bias[:, None, None]
+    return y
+
+
+def _pool(layer: Layer, x: np.ndarray) -> np.ndarray:
+    attrs = layer.attrs
+    n, c = x.shape[:2]
+    _, out_h, out_w = layer.output_shape
+    kh, kw = attrs["kernel"]
+    pads = attrs["pads"]
+    window = (n, out_h * out_w, c, kh * kw)
+    if layer.op == "maxpool":
+        cols = im2col(x, (kh, kw), attrs["stride"], pads, pad_value=-np.inf)
+        y = cols.reshape(window).max(axis=3)
+    else:
+        cols = im2col(x, (kh, kw), attrs["stride"], pads, pad_value=0)
+        total = cols.reshape(window).sum(axis=3)
+        if attrs.get("count_include_pad", False):
+            count = np.float32(kh * kw)
+        else:
+            ones = np.ones((1, 1, *x.shape[2:]), dtype=x.dtype)
+            count = im2col(ones, (kh, kw), attrs["stride"], pads, pad_value=0).sum(axis=2)
+            count = count.reshape(1, out_h * out_w, 1)
+        y = total / count
+    return y.transpose(0, 2, 1).reshape(n, c, out_h, out_w)
+
+
+def _run_layer(layer: Layer, inputs: list[np.ndarray]) -> np.ndarray:
+    x = inputs[0]
+    op = layer.op
+    if op == "conv":
+        y = _conv(layer, x)
+    elif op == "gemm":
+        y = x @ layer.weight.T
+        if layer.bias is not None:
+            y = y + layer.bias
+    elif op in ("maxpool", "avgpool"):
+        y = _pool(layer, x)
+    elif op == "gap":
+        y = x.mean(axis=(2, 3), keepdims=True)
+    elif op == "add":
+        y = x + inputs[1]
+    elif op == "flatten":
+        y = x.reshape(x.shape[0], -1)
+    elif op in ("relu", "relu6"):
+        y = apply_activation(x, op)
+    else:
+        raise ValueError(f"layer {layer.name!r}: op {op!r} is not supported by the float model")
+    return apply_activation(y.astype(np.float32, copy=False), layer.activation)
+
+
+def run_float(model: Model, x: np.ndarray, *, return_all: bool = False):
+    """Run ``model`` in float32 on a batch.
+
+    Parameters
+    ----------
+    model:
+        The IR model.
+    x:
+        Input batch of shape ``(N, *model.input_shape)``; converted to float32.
+    return_all:
+        Return every tensor instead of only the output.
+
+    Returns
+    -------
+    np.ndarray or dict[str, np.ndarray]
+        The output ``(N, *model.output_shape)``, or with ``return_all`` a dict from tensor
+        name to array (the model input included, under ``model.input_name``).
+
+    Raises
+    ------
+    ValueError
+        If ``x`` does not have the model's input shape, or a layer reads a tensor that was not
+        computed before it.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != len(model.input_shape) + 1 or tuple(x.shape[1:]) != tuple(model.input_shape):
+        raise ValueError(
+            f"model {model.name}: input must have shape (N, "
+            f"{', '.join(map(str, model.input_shape))}), not {x.shape}"
+        )
+    tensors = {model.input_name: x}
+    for layer in model.layers:
+        missing = [name for name in layer.inputs if name not in tensors]
+        if missing:
+            raise ValueError(
+                f"model {model.name}: layer {layer.name!r} ({layer.op}) reads tensor "
+                f"{missing[0]!r} before it is computed"
+            )
+        tensors[layer.output] = _run_layer(layer, [tensors[name] for name in layer.inputs])
+    if model.output_name not in tensors:
+        raise ValueError(
+            f"model {model.name}: output tensor {model.output_name!r} is never computed"
+        )
+    return tensors if return_all else tensors[model.output_name]

@@ -1,0 +1,480 @@
+"""The host driver: programs an accelerator with a bundle and runs whole networks on it.
+
+The accelerator computes the compute layers (a *layer job*: input vectors in, the output
+unit's values out, docs/hardware.md); the host does everything else, on integers exactly as
+the golden model does: input quantization, im2col with the zero-point padding, pooling,
+residual adds, flatten, and the reshape of the job outputs. The graph walk is
+:func:`bitline.sw.integer.graph.walk` and every non-compute layer is
+:func:`bitline.sw.integer.arith.layer_forward`, the golden model's own code; a compute layer's
+output is what the hardware's output stream delivers (requantized codes, or ``acc + bias``
+of a raw final layer), never recomputed on the host.
+
+Three layers of abstraction, so each transport implements only what it must:
+
+* :class:`Transport` -- four primitives: register write and read, stream ``image.bin`` into
+  ``program``, and start a job and stream its ``inputs`` / ``outputs``. The cocotb bench
+  (:class:`bitline.sim.cocotb.bench_host.CocotbTransport`) and a UART bridge to a board implement
+  these.
+* :class:`Device` -- the register protocol of :mod:`bitline.hw.core.host_interface` on a transport, written
+  once: identify the hardware, load an image and check its status, run a layer job, read the
+  performance counters. Errors reported by the hardware raise :class:`DeviceError` with the
+  :class:`~bitline.hw.core.host_interface.ErrorCode`.
+* :class:`HostDriver` -- a program (or bundle) on a device: check the config digest,
+  load the image, and run a float batch through the network, one layer job per compute layer
+  (optionally split into jobs of at most ``max_vectors`` vectors).
+
+Example (with any transport)::
+
+    driver = HostDriver.from_bundle(read_bundle("build/digits"), Device(transport))
+    driver.load()
+    result = driver.run(x, return_all=True)     # DriverResult: output, output_int, layers
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.hw.spec.image import FORMAT_VERSION, MAGIC_WORD, config_digest_bytes
+from bitline.hw.spec.program import Program
+from bitline.hw.spec.registers import (
+    COUNTERS,
+    VECTOR_BITS,
+    Ctrl,
+    ErrorCode,
+    Register,
+    Status,
+)
+from bitline.sw.integer import arith, graph
+from bitline.sw.integer.qmodel import QuantizedModel
+
+__all__ = [
+    "DeviceError", "AcceleratorDevice", "Transport", "Device", "JobRecord", "DriverResult",
+    "HostDriver", "decode_status",
+]
+
+#: STATUS polls after the last image byte / job output before the driver gives up.
+DEFAULT_POLLS = 1000
+
+
+class DeviceError(RuntimeError):
+    """The accelerator reported an error, or did not reach the expected state.
+
+    Attributes
+    ----------
+    code:
+        The :class:`~bitline.hw.core.host_interface.ErrorCode` from STATUS bits 8..15 (``NONE`` when the
+        device did not report one, e.g. a timeout).
+    status:
+        The raw STATUS word.
+    """
+
+    def __init__(self, message: str, code: ErrorCode = ErrorCode.NONE, status: int = 0):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+def decode_status(status: int) -> tuple[Status, ErrorCode]:
+    """Split a STATUS word into its flag bits and error code.
+
+    An error code the host does not know is returned as its integer value.
+    """
+    flags = Status(status & 0xFF)
+    raw_code = (status >> 8) & 0xFF
+    try:
+        code = ErrorCode(raw_code)
+    except ValueError:
+        code = raw_code
+    return flags, code
+
+
+def _describe(status: int) -> str:
+    flags, code = decode_status(status)
+    names = [flag.name.lower() for flag in Status if flags & flag]
+    text = f"STATUS=0x{status:04x} ({', '.join(names) or 'idle'}"
+    if code:
+        text += f", error {getattr(code, 'name', code)}"
+    return text + ")"
+
+
+class AcceleratorDevice(Protocol):
+    """What :class:`HostDriver` needs from a device (:class:`Device` is one).
+
+    ``program(image)`` loads ``image.bin`` and raises on a reported error;
+    ``run_layer_job(layer, vectors (V, K), n_outputs) -> (V, O)`` runs one layer job;
+    ``counters()`` returns the performance counters of the last job by name. Optional:
+    ``check_config(config)`` (raise ``ValueError`` for hardware built for another config)
+    and ``identify()`` (a dict with ``"n_layers"``, the layer records loaded); the driver
+    uses them when present.
+    """
+
+    def program(self, image: bytes): ...
+
+    def run_layer_job(self, layer: int, vectors: np.ndarray, n_outputs: int) -> np.ndarray: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+
+class Transport(abc.ABC):
+    """The primitives through which a host reaches an :class:`~bitline.hw.core.top.Accelerator`.
+
+    Implementations: the cocotb bench (simulation), a UART bridge (board). All methods
+    block until done.
+    """
+
+    @abc.abstractmethod
+    def write_register(self, register: int, value: int) -> None:
+        """Write the 32-bit ``value`` to CSR word address ``register``."""
+
+    @abc.abstractmethod
+    def read_register(self, register: int) -> int:
+        """Return the 32-bit value of CSR word address ``register``."""
+
+    @abc.abstractmethod
+    def send_image(self, image: bytes) -> None:
+        """Stream ``image`` on the ``program`` stream, one byte per transfer, in order."""
+
+    @abc.abstractmethod
+    def start_job(self, codes: np.ndarray, n_outputs: int) -> np.ndarray:
+        """Start the configured layer job and stream its inputs and outputs.
+
+        Writes ``CTRL.START``, sends the codes on ``inputs`` and takes ``n_outputs`` values
+        from ``outputs``. A transport that can should offer the first code in the cycle
+        after the start and take every output at once (then the cycle counter equals the
+        performance model's, docs/contract.md section 5).
+
+        Parameters
+        ----------
+        codes:
+            int64 ``(V * K,)``: the job's input codes in order (vector major).
+        n_outputs:
+            Values to take from the ``outputs`` stream (``V * O``).
+
+        Returns
+        -------
+        np.ndarray
+            int64, the signed output values in stream order: ``n_outputs`` of them, or
+            fewer if the accelerator reported an error before the end (the caller reads
+            STATUS).
+        """
+
+
+@dataclass
+class JobRecord:
+    """One layer job the driver ran.
+
+    Attributes
+    ----------
+    layer:
+        Index of the layer job in the program (LAYERS record).
+    name:
+        Layer name.
+    n_vectors:
+        Input vectors of the job.
+    counters:
+        The performance counters after the job (:data:`bitline.hw.core.host_interface.COUNTERS` names).
+    wall_seconds:
+        Host wall time of the job, transport included.
+    """
+
+    layer: int
+    name: str
+    n_vectors: int
+    counters: dict[str, int]
+    wall_seconds: float
+
+
+@dataclass
+class DriverResult:
+    """What :meth:`HostDriver.run` returns (the fields of the golden model's result, plus jobs).
+
+    Attributes
+    ----------
+    output:
+        float64 ``(N, *output_shape)``: dequantized model output.
+    output_int:
+        int64 ``(N, *output_shape)``: output codes, or ``acc + bias`` in raw mode.
+    layers:
+        Layer name -> int64 output of every layer (with ``return_all``).
+    jobs:
+        Every layer job in execution order.
+    """
+
+    output: np.ndarray
+    output_int: np.ndarray
+    layers: dict[str, np.ndarray] = field(default_factory=dict)
+    jobs: list[JobRecord] = field(default_factory=list)
+
+    def counters(self, name: str | None = None) -> dict[str, int]:
+        """Return the counters summed over all jobs (or the jobs of layer ``name``)."""
+        total = {counter: 0 for counter, _ in COUNTERS}
+        for job in self.jobs:
+            if name is None or job.name == name:
+                for counter, value in job.counters.items():
+                    total[counter] += value
+        return total
+
+
+class Device:
+    """The accelerator's register protocol (docs/hardware.md, host interface) on a transport.
+
+    Parameters
+    ----------
+    transport:
+        How registers and streams are reached.
+    polls:
+        STATUS reads after an image or a job before :class:`DeviceError` (timeout).
+    """
+
+    def __init__(self, transport: Transport, *, polls: int = DEFAULT_POLLS):
+        self.transport = transport
+        self.polls = int(polls)
+
+    # ---------------------------------------------------------------- registers
+    def status(self) -> int:
+        """Return the STATUS word."""
+        return self.transport.read_register(Register.STATUS)
+
+    def identify(self) -> dict:
+        """Return ``{"id", "version", "digest", "n_layers"}`` read from the registers."""
+        read = self.transport.read_register
+        digest = b"".join(read(Register.DIGEST0 + word).to_bytes(4, "little")
+                          for word in range(4))
+        return {"id": read(Register.ID), "version": read(Register.VERSION),
+                "digest": digest, "n_layers": read(Register.N_LAYERS)}
+
+    def check_config(self, config: AcceleratorConfig) -> None:
+        """Raise ``ValueError`` unless the hardware is a bitline accelerator for ``config``.
+
+        Compares ID with ``"BTLN"``, VERSION with the image format this host writes and
+        DIGEST0..3 with the config's digest (the image would be rejected anyway; this names
+        the mismatch before a long load).
+        """
+        info = self.identify()
+        if info["id"] != MAGIC_WORD:
+            raise ValueError(f"device ID register reads 0x{info['id']:08x}, not a bitline "
+                             f"accelerator (0x{MAGIC_WORD:08x})")
+        if info["version"] != FORMAT_VERSION:
+            raise ValueError(f"device parses image format version {info['version']}, this "
+                             f"host writes version {FORMAT_VERSION}")
+        want = config_digest_bytes(config)
+        if info["digest"] != want:
+            raise ValueError(f"device was built for config digest {info['digest'].hex()}..., "
+                             f"the program for {want.hex()}... (config {config.digest[:16]})")
+
+    def counters(self) -> dict[str, int]:
+        """Return the 64-bit performance counters of the last job by name."""
+        read = self.transport.read_register
+        return {name: read(low) | read(low + 1) << 32 for name, low in COUNTERS}
+
+    def clear_error(self) -> None:
+        """Clear a reported error (CTRL bit 2)."""
+        self.transport.write_register(Register.CTRL, Ctrl.CLEAR_ERROR)
+
+    def _wait(self, what: str, finished: Callable[[int], bool]) -> int:
+        for _ in range(self.polls):
+            status = self.status()
+            flags, code = decode_status(status)
+            if flags & Status.ERROR:
+                name = getattr(code, "name", str(code))
+                raise DeviceError(f"{what}: the accelerator reports error {name} "
+                                  f"({int(code)}), {_describe(status)}", code, status)
+            if finished(status):
+                return status
+        raise DeviceError(f"{what}: no response after {self.polls} STATUS reads, "
+                          f"{_describe(status)}", ErrorCode.NONE, status)
+
+    # ---------------------------------------------------------------- operations
+    def program(self, image: bytes) -> int:
+        """Load ``image`` (``image.bin``) through the ``program`` stream; return STATUS.
+
+        Raises
+        ------
+        DeviceError
+            If the loader reports an error (bad magic, digest, CRC, capacity, ...; the
+            exception's ``code``) or does not finish.
+        """
+        self.transport.write_register(Register.CTRL, Ctrl.LOAD)
+        self.transport.send_image(bytes(image))
+        return self._wait("loading image.bin",
+                          lambda status: not status & Status.LOADING
+                          and bool(status & Status.PROGRAMMED))
+
+    def run_layer_job(self, layer: int, vectors: np.ndarray, n_outputs: int) -> np.ndarray:
+        """Run one layer job; return its outputs.
+
+        Parameters
+        ----------
+        layer:
+            Layer-table index (program order).
+        vectors:
+            int ``(V, K)`` input codes, ``1 <= V < 2**32``.
+        n_outputs:
+            ``O``, output channels of the layer.
+
+        Returns
+        -------
+        np.ndarray
+            int64 ``(V, O)``.
+
+        Raises
+        ------
+        DeviceError
+            If the job is rejected (bad layer, not programmed) or the hardware reports an
+            error while it runs.
+        """
+        vectors = np.asarray(vectors, dtype=np.int64)
+        if vectors.ndim != 2 or not 1 <= len(vectors) < (1 << VECTOR_BITS):
+            raise ValueError(f"vectors must be (V, K) with 1 <= V < 2**{VECTOR_BITS}, "
+                             f"not shape {vectors.shape}")
+        write = self.transport.write_register
+        write(Register.LAYER, layer)
+        write(Register.N_VECTORS, len(vectors))
+        expected = len(vectors) * int(n_outputs)
+        outputs = np.asarray(self.transport.start_job(vectors.reshape(-1), expected),
+                             dtype=np.int64)
+        status = self._wait(f"layer job {layer}",
+                            lambda status: bool(status & Status.DONE)
+                            and not status & Status.BUSY)
+        if outputs.shape != (expected,):
+            raise DeviceError(f"layer job {layer}: {outputs.size} outputs, expected "
+                              f"{expected}, {_describe(status)}", ErrorCode.NONE, status)
+        return outputs.reshape(len(vectors), int(n_outputs))
+
+
+class HostDriver:
+    """Run a mapped network on a device (docs/verification.md, "cocotb end to end").
+
+    Parameters
+    ----------
+    program, qmodel:
+        The mapped program and the quantized model it was compiled from.
+    device:
+        The accelerator (:class:`AcceleratorDevice`: a :class:`Device` on a transport, or a
+        board's device such as the UART host's).
+    image:
+        ``image.bin`` bytes (default: :func:`bitline.sw.bundle.encode_image` of
+        ``program``).
+    max_vectors:
+        Split a layer's vectors into jobs of at most this many (default: one job per layer
+        per batch). Outputs do not depend on it; the cycle counters do (each job pays its
+        own load and drain).
+    progress:
+        Called as ``progress(job, done_vectors, total_vectors)`` after each job, with
+        ``total_vectors`` the vectors of the whole batch over all layers.
+    """
+
+    def __init__(self, program: Program, qmodel: QuantizedModel, device: AcceleratorDevice, *,
+                 image: bytes | None = None, max_vectors: int | None = None,
+                 progress: Callable[[JobRecord, int, int], None] | None = None):
+        if image is None:
+            from bitline.sw.bundle import encode_image
+
+            image = encode_image(program)
+        if max_vectors is not None and max_vectors < 1:
+            raise ValueError(f"max_vectors must be at least 1, not {max_vectors}")
+        self.program = program
+        self.qmodel = qmodel
+        self.device = device
+        self.image = bytes(image)
+        self.max_vectors = max_vectors
+        self.progress = progress
+        self.layer_index = {layer.name: index for index, layer in enumerate(program.layers)}
+        names = {layer.name for layer in qmodel.model.compute_layers}
+        missing = sorted(names - set(self.layer_index))
+        if missing:
+            raise ValueError(f"program has no layer job for compute layer(s) "
+                             f"{', '.join(missing)} of model {qmodel.model.name}")
+
+    @classmethod
+    def from_bundle(cls, bundle, device: AcceleratorDevice, **options) -> "HostDriver":
+        """Return a driver for a :class:`~bitline.sw.bundle.Bundle` (its program, model, image)."""
+        return cls(bundle.program, bundle.qmodel, device, image=bundle.image, **options)
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        """The accelerator configuration the program was compiled for."""
+        return self.program.config
+
+    def load(self, *, check: bool = True):
+        """Check the hardware (``check``) and load the image; return the device's answer.
+
+        With a :class:`Device` the answer is the STATUS word after loading.
+
+        Raises
+        ------
+        ValueError
+            If the device is not built for the program's config.
+        DeviceError
+            If the loader reports an error.
+        """
+        if check and hasattr(self.device, "check_config"):
+            self.device.check_config(self.config)
+        status = self.device.program(self.image)
+        if hasattr(self.device, "identify"):
+            loaded = self.device.identify()["n_layers"]
+            if loaded != len(self.program.layers):
+                raise DeviceError(f"device loaded {loaded} layer records, the image holds "
+                                  f"{len(self.program.layers)}", ErrorCode.NONE, status or 0)
+        return status
+
+    def total_vectors(self, batch: int) -> int:
+        """Return the input vectors a batch of ``batch`` samples sends over all layer jobs."""
+        from bitline.sw.perf import layer_vectors
+
+        return batch * sum(layer_vectors(layer) for layer in self.qmodel.model.compute_layers)
+
+    def run(self, x: np.ndarray, *, return_all: bool = False) -> DriverResult:
+        """Run a float batch ``(N, *input_shape)`` through the network on the device.
+
+        Returns
+        -------
+        DriverResult
+            Output, integer output, every layer's output (``return_all``) and the jobs.
+
+        Raises
+        ------
+        ValueError
+            For a batch of the wrong shape.
+        DeviceError
+            If the hardware reports an error.
+        """
+        x = graph.check_input(self.qmodel, x)
+        jobs: list[JobRecord] = []
+        total = self.total_vectors(len(x))
+        done = 0
+
+        def forward(qlayer, inputs):
+            nonlocal done
+            layer = qlayer.layer
+            if layer.op not in ("conv", "gemm"):
+                return arith.layer_forward(qlayer, inputs)
+            batch = inputs[0].shape[0]
+            cols = arith.layer_columns(qlayer, inputs[0])
+            index = self.layer_index[layer.name]
+            n_outputs = self.program.layers[index].n_outputs
+            step = self.max_vectors or len(cols)
+            outputs = []
+            for start in range(0, len(cols), step):
+                chunk = cols[start:start + step]
+                begin = time.perf_counter()
+                outputs.append(self.device.run_layer_job(index, chunk, n_outputs))
+                record = JobRecord(index, layer.name, len(chunk), self.device.counters(),
+                                   time.perf_counter() - begin)
+                jobs.append(record)
+                done += len(chunk)
+                if self.progress is not None:
+                    self.progress(record, done, total)
+            return arith.columns_to_output(qlayer, np.concatenate(outputs), batch)
+
+        codes = arith.quantize_input(x, self.qmodel.input)
+        output_int, kept = graph.walk(self.qmodel, codes, forward, return_all=return_all)
+        return DriverResult(output=graph.model_output(self.qmodel, output_int),
+                            output_int=output_int, layers=kept, jobs=jobs)

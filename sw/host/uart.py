@@ -1,0 +1,338 @@
+"""Host side of the UART protocol (:mod:`bitline.hw.io.uart_bridge`): a board as a transport.
+
+Two layers:
+
+* :class:`UARTBridgeClient` speaks the command set over any *link* with pyserial's
+  ``write(bytes)`` / ``read(n)`` (``read`` returns fewer bytes when its timeout expires): a
+  ``serial.Serial``, or the cocotb bench's simulated UART. Commands are pipelined: the client
+  keeps sending while the bytes of commands whose answer is not complete fit the bridge's
+  receive FIFO (``INFO.rx_fifo_depth``), and reads the answers in order, so the link's
+  round-trip latency is paid once per batch of commands rather than once per command.
+* :class:`UARTTransport` implements the host driver's :class:`~bitline.sw.host.driver.Transport`
+  (register read and write, ``image.bin``, starting a job and exchanging its vectors) on a
+  client, so
+  :class:`~bitline.sw.host.driver.Device` and :class:`~bitline.sw.host.driver.HostDriver` run a whole
+  network on a board unchanged.
+
+A job's exchange is sent as ``INPUTS`` (one vector's codes), ``OUTPUTS`` (its values) per
+vector, in that order: when the bridge starts a vector's ``INPUTS``, the previous vector's
+values are all out, so the accelerator has room for the new vector and takes it at once --
+the order that never deadlocks (docs/fpga.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.hw.spec.registers import Ctrl, Register, Status
+from bitline.hw.spec.uart_protocol import (
+    ACK,
+    ARGUMENT_BYTES,
+    INFO_BYTES,
+    INFO_LAYOUT,
+    NAK,
+    PROTOCOL_VERSION,
+    BridgeFlags,
+    Opcode,
+    output_bytes,
+)
+from bitline.sw.host.driver import DeviceError, Transport
+
+__all__ = ["BridgeInfo", "UARTBridgeClient", "UARTTransport", "open_board",
+           "encode_command", "decode_info", "decode_outputs"]
+
+
+@dataclass(frozen=True)
+class BridgeInfo:
+    """The bridge's ``INFO`` answer."""
+
+    version: int
+    output_bytes: int
+    flags: BridgeFlags
+    act_bits: int
+    rx_fifo_depth: int
+    clock_hz: int
+
+
+def encode_command(opcode: Opcode, *arguments: int, payload: bytes = b"") -> bytes:
+    """Return the bytes of one command: opcode, little-endian arguments, payload.
+
+    ``READ`` takes ``addr``; ``WRITE`` ``addr, value``; ``PROGRAM`` / ``INPUTS`` take their
+    payload (the count is its length); ``OUTPUTS`` takes ``count``.
+
+    Raises
+    ------
+    ValueError
+        For a wrong number of arguments, an argument that does not fit, or a payload on a
+        command without one.
+    """
+    opcode = Opcode(opcode)
+    if opcode in (Opcode.PROGRAM, Opcode.INPUTS):
+        arguments = (len(payload),)
+    elif payload:
+        raise ValueError(f"{opcode.name} takes no payload")
+    widths = {Opcode.READ: (1,), Opcode.WRITE: (1, 4)}.get(
+        opcode, (4,) if ARGUMENT_BYTES[opcode] else ())
+    if len(arguments) != len(widths):
+        raise ValueError(f"{opcode.name} takes {len(widths)} argument(s), not {len(arguments)}")
+    encoded = bytearray([opcode])
+    for value, width in zip(arguments, widths):
+        if not 0 <= int(value) < 1 << (8 * width):
+            raise ValueError(f"{opcode.name}: argument {value} does not fit {width} byte(s)")
+        encoded += int(value).to_bytes(width, "little")
+    return bytes(encoded) + bytes(payload)
+
+
+def decode_info(data: bytes) -> BridgeInfo:
+    """Decode an ``INFO`` answer (without its ACK) with :data:`INFO_LAYOUT`."""
+    value = int.from_bytes(data[:INFO_BYTES], "little")
+    fields = {name: (value >> field.offset) & ((1 << field.width) - 1)
+              for name, field in INFO_LAYOUT}
+    return BridgeInfo(version=fields["version"], output_bytes=fields["output_bytes"],
+                      flags=BridgeFlags(fields["flags"]), act_bits=fields["act_bits"],
+                      rx_fifo_depth=fields["rx_fifo_depth"], clock_hz=fields["clock_hz"])
+
+
+def decode_outputs(data: bytes, width: int) -> np.ndarray:
+    """Decode ``OUTPUTS`` data: ``width``-byte little-endian two's complement values."""
+    if len(data) % width:
+        raise ValueError(f"{len(data)} bytes are not a whole number of {width}-byte values")
+    return np.array([int.from_bytes(data[start:start + width], "little", signed=True)
+                     for start in range(0, len(data), width)], dtype=np.int64)
+
+
+@dataclass
+class _Pending:
+    opcode: Opcode
+    sent: int           # bytes of the command
+    answer: int         # bytes of its answer, ACK included
+    results: list       # receives the answer without its ACK
+
+
+class UARTBridgeClient:
+    """The bridge's command set over a serial link, pipelined.
+
+    Parameters
+    ----------
+    link:
+        Object with ``write(bytes)`` and ``read(n) -> bytes`` (pyserial semantics: fewer
+        bytes than asked means the read timed out).
+    window:
+        Bytes of unanswered commands kept in flight (default: the bridge's receive FIFO,
+        from ``INFO``; 16 until ``INFO`` was read).
+    """
+
+    def __init__(self, link, *, window: int | None = None):
+        self.link = link
+        self._window = window
+        self._pending: deque[_Pending] = deque()
+        self._in_flight = 0
+        self.bridge: BridgeInfo | None = None
+
+    # ------------------------------------------------------------------ pipelining
+    def _window_bytes(self) -> int:
+        if self._window is not None:
+            return self._window
+        return self.bridge.rx_fifo_depth if self.bridge else 16
+
+    def _receive_one(self) -> None:
+        pending = self._pending.popleft()
+        data = bytearray()
+        while len(data) < pending.answer:
+            chunk = self.link.read(pending.answer - len(data))
+            if not chunk:
+                if data[:1] == bytes([NAK]):
+                    raise DeviceError(f"the board did not understand {pending.opcode.name} "
+                                      f"(NAK)")
+                raise DeviceError(
+                    f"no answer to {pending.opcode.name}: got {len(data)} of "
+                    f"{pending.answer} bytes (is the board running the bitline bitstream, "
+                    f"on this port, at this baud rate?)")
+            data += chunk
+        if data[-1] != ACK:
+            raise DeviceError(f"{pending.opcode.name} was answered with {bytes(data).hex()}, "
+                              f"which does not end with ACK ({ACK:02x}): is the board running "
+                              f"the bitline bitstream, at this baud rate?")
+        self._in_flight -= pending.sent
+        pending.results.append(bytes(data[:-1]))
+
+    def send(self, command: bytes, answer: int = 0) -> list:
+        """Queue ``command`` whose answer has ``answer`` bytes before the ACK.
+
+        Returns a list that receives the answer (without ACK) once it has been read
+        (:meth:`flush`, or a later :meth:`send` that needs room in the window).
+        """
+        window = self._window_bytes()
+        while self._pending and self._in_flight + len(command) > window:
+            self._receive_one()
+        results: list = []
+        self.link.write(command)
+        self._pending.append(_Pending(Opcode(command[0]), len(command), answer + 1, results))
+        self._in_flight += len(command)
+        return results
+
+    def flush(self) -> None:
+        """Read every outstanding answer."""
+        while self._pending:
+            self._receive_one()
+
+    def call(self, command: bytes, answer: int = 0) -> bytes:
+        """Send ``command`` and return its answer (without ACK) once everything is read."""
+        results = self.send(command, answer)
+        self.flush()
+        return results[0]
+
+    # ------------------------------------------------------------------ commands
+    def ping(self) -> None:
+        """Send ``PING`` and wait for its ACK."""
+        self.call(encode_command(Opcode.PING))
+
+    def info(self) -> BridgeInfo:
+        """Return the bridge's ``INFO`` (reading it clears the bridge's flags)."""
+        self.bridge = decode_info(self.call(encode_command(Opcode.INFO), INFO_BYTES))
+        return self.bridge
+
+    def reset_accelerator(self) -> None:
+        """Reset the accelerator (an image must be loaded again, unless preloaded)."""
+        self.call(encode_command(Opcode.RESET))
+
+    def read(self, register: int) -> int:
+        """Return the 32-bit value of accelerator register ``register``."""
+        return int.from_bytes(self.call(encode_command(Opcode.READ, int(register)), 4),
+                              "little")
+
+    def write(self, register: int, value: int) -> None:
+        """Write ``value`` to accelerator register ``register``."""
+        self.call(encode_command(Opcode.WRITE, int(register), int(value) & 0xFFFFFFFF))
+
+    def connect(self, *, settle_s: float = 0.3) -> BridgeInfo:
+        """Synchronize with the bridge (``PING``) and read ``INFO``.
+
+        A bridge left inside a command by an earlier host abandons it after its timeout
+        (0.25 s by default): after a failed ``PING`` the client waits ``settle_s``, drops what
+        arrived and tries once more.
+
+        Raises
+        ------
+        DeviceError
+            If the board does not answer, or speaks another protocol version.
+        """
+        self._pending.clear()
+        self._in_flight = 0
+        try:
+            self.ping()
+        except DeviceError:
+            self._pending.clear()
+            self._in_flight = 0
+            time.sleep(settle_s)
+            reset = getattr(self.link, "reset_input_buffer", None)
+            if reset:
+                reset()
+            self.ping()
+        info = self.info()
+        if info.version != PROTOCOL_VERSION:
+            raise DeviceError(f"the board speaks UART protocol version {info.version}, this "
+                              f"host version {PROTOCOL_VERSION}")
+        return info
+
+
+class UARTTransport(Transport):
+    """The driver's :class:`~bitline.sw.host.driver.Transport` over the UART bridge.
+
+    Parameters
+    ----------
+    client:
+        A connected :class:`UARTBridgeClient`.
+    config:
+        The accelerator config (input code range, output width ``ceil(acc_bits / 8)``).
+
+    Raises
+    ------
+    DeviceError
+        If the bridge's output width differs from the config's (another bitstream).
+    """
+
+    def __init__(self, client: UARTBridgeClient, config: AcceleratorConfig):
+        self.client = client
+        self.config = config
+        self.width = output_bytes(config)
+        if client.bridge is None:
+            client.connect()
+        if client.bridge.output_bytes != self.width:
+            raise DeviceError(f"the board sends {client.bridge.output_bytes}-byte outputs, "
+                              f"the config's acc_bits ({config.acc_bits}) need {self.width}: "
+                              f"the board was built for another config")
+        self._n_vectors: int | None = None
+
+    def write_register(self, register: int, value: int) -> None:
+        if int(register) == Register.N_VECTORS:
+            # the job's vector count tells exchange() where one vector ends
+            self._n_vectors = int(value)
+        self.client.write(register, value)
+
+    def read_register(self, register: int) -> int:
+        return self.client.read(register)
+
+    def send_image(self, image: bytes) -> None:
+        self.client.call(encode_command(Opcode.PROGRAM, payload=bytes(image)))
+
+    def start_job(self, codes: np.ndarray, n_outputs: int) -> np.ndarray:
+        """Start the job and exchange its vectors, one at a time (pipelined).
+
+        Writes CTRL.START and reads STATUS once (a job the accelerator rejects -- bad
+        layer, no image -- returns no outputs; the driver reads STATUS and raises), then
+        sends ``INPUTS`` / ``OUTPUTS`` per vector. The vector count is the last value
+        written to N_VECTORS (the driver writes it before starting the job); codes and
+        outputs must divide evenly into that many vectors.
+        """
+        codes = np.asarray(codes).reshape(-1)
+        vectors = self._n_vectors or 1
+        if len(codes) % vectors or n_outputs % vectors:
+            raise ValueError(f"{len(codes)} codes and {n_outputs} outputs do not split into "
+                             f"the job's {vectors} vectors")
+        act_max = (1 << self.config.max_act_bits) - 1
+        if len(codes) and (codes.min() < 0 or codes.max() > act_max):
+            raise ValueError(f"input codes must be in 0..{act_max} (max_act_bits "
+                             f"{self.config.max_act_bits}), not {codes.min()}..{codes.max()}")
+        self.client.send(encode_command(Opcode.WRITE, Register.CTRL, Ctrl.START))
+        status = self.client.send(encode_command(Opcode.READ, Register.STATUS), 4)
+        self.client.flush()
+        if int.from_bytes(status[0], "little") & Status.ERROR:
+            return np.zeros(0, dtype=np.int64)
+        per_vector = n_outputs // vectors
+        answers = []
+        for vector in codes.astype(np.uint8).reshape(vectors, -1):
+            self.client.send(encode_command(Opcode.INPUTS, payload=vector.tobytes()))
+            answers.append(self.client.send(encode_command(Opcode.OUTPUTS, per_vector),
+                                            per_vector * self.width))
+        self.client.flush()
+        return decode_outputs(b"".join(answer[0] for answer in answers), self.width)
+
+
+def open_board(port: str, config: AcceleratorConfig, *, baud: int | None = None,
+               timeout: float = 2.0) -> UARTTransport:
+    """Open ``port`` (a device path or a pyserial URL) and return a connected transport.
+
+    Raises
+    ------
+    DeviceError
+        If the board does not answer or speaks another protocol.
+    OSError
+        If the port cannot be opened.
+    """
+    import serial
+
+    from bitline.hw.boards.core import DEFAULT_BAUD
+
+    try:
+        link = serial.serial_for_url(port, baudrate=baud or DEFAULT_BAUD, timeout=timeout)
+    except serial.SerialException as error:
+        raise OSError(f"cannot open serial port {port!r}: {error}") from None
+    client = UARTBridgeClient(link)
+    client.connect()
+    return UARTTransport(client, config)

@@ -1,0 +1,155 @@
+"""The rtl backend's pieces that need no Verilog simulator.
+
+The bench harness (:class:`bitline.sim.cocotb.harness.BenchTop`) in the Amaranth simulator:
+an image through its stream source into the loader, a layer job whose first input code is
+offered in the job's first busy cycle, outputs into the sink -- counters equal to the
+performance model with no stall cycles. The design cache, the example config and the
+backend's option checks. The cocotb runs are in tests/cocotb/test_cocotb_e2e.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.hw.spec.program import Program
+from bitline.hw.spec.registers import Register, Status
+from bitline.sim.amaranth import csr_read, csr_write, read_counters, small_config
+from bitline.sim.cocotb.harness import INPUTS, PROGRAM, BenchTop
+from bitline.sim.rtl import DIGITS_CONFIG, bench_design, job_capacity, rtl_backend
+from bitline.sw.bundle import encode_image
+from bitline.sw.cli.model import Target
+from bitline.sw.integer.arith import output_unit
+from bitline.sw.mapping import map_matrix
+from bitline.sw.perf import analyze_layer
+
+
+def small_program(config, strategy, rng, n_outputs=5, n_inputs=11):
+    weight = rng.integers(-7, 8, (n_outputs, n_inputs))
+    weight[rng.random(weight.shape) < 0.3] = 0
+    layer = map_matrix(weight, config, strategy, act_bits=4, name="layer")
+    layer.bias = rng.integers(-60, 60, n_outputs)
+    layer.mult = rng.integers(1 << 14, 1 << 15, n_outputs)
+    layer.shift = rng.integers(15, 19, n_outputs)
+    layer.mode, layer.zero_point, layer.clamp_lo, layer.clamp_hi = "requant", 0, 0, 15
+    return Program(config, strategy, [layer]), weight
+
+
+@pytest.mark.parametrize("strategy", ["bwq", "isaac"])
+def test_harness_loads_the_image_and_runs_a_job_without_stalls(strategy):
+    config = small_config(n_xbars=2)
+    rng = np.random.default_rng(1)
+    program, weight = small_program(config, strategy, rng)
+    layer = program.layers[0]
+    image = encode_image(program)
+    vectors = rng.integers(0, 16, (3, layer.n_inputs))
+    expected = output_unit(vectors @ weight.T, layer.bias, layer.mult, layer.shift, 0, 0, 15)
+    dut = BenchTop(config, source_depth=1 << 12, sink_depth=64, fill_lanes=8, drain_lanes=4)
+    seen = {}
+
+    async def fill(ctx, data):
+        lanes = dut.fill_lanes
+        data = bytes(data) + bytes(-len(data) % lanes)
+        ctx.set(dut.fill_en, 1)
+        for row in range(len(data) // lanes):
+            ctx.set(dut.fill_addr, row)
+            ctx.set(dut.fill_data, int.from_bytes(data[row * lanes:(row + 1) * lanes],
+                                                  "little"))
+            await ctx.tick()
+        ctx.set(dut.fill_en, 0)
+
+    async def pulse(ctx, signal):
+        ctx.set(signal, 1)
+        await ctx.tick()
+        ctx.set(signal, 0)
+
+    async def testbench(ctx):
+        await fill(ctx, image)
+        await csr_write(ctx, dut.csr, Register.CTRL, 2)
+        ctx.set(dut.source_count, len(image))
+        ctx.set(dut.source_target, PROGRAM)
+        await pulse(ctx, dut.source_start)
+        await ctx.tick().until(~dut.source_busy)
+        await ctx.tick().repeat(4)
+        seen["status"] = await csr_read(ctx, dut.csr, Register.STATUS)
+        await fill(ctx, vectors.reshape(-1).astype(np.uint8).tobytes())
+        ctx.set(dut.sink_count, vectors.shape[0] * layer.n_outputs)
+        await pulse(ctx, dut.sink_start)
+        await csr_write(ctx, dut.csr, Register.LAYER, 0)
+        await csr_write(ctx, dut.csr, Register.N_VECTORS, len(vectors))
+        ctx.set(dut.source_count, vectors.size)
+        ctx.set(dut.source_target, INPUTS)
+        ctx.set(dut.source_start, 1)          # in the cycle of the CTRL.START write
+        await csr_write(ctx, dut.csr, Register.CTRL, 1)
+        ctx.set(dut.source_start, 0)
+        await ctx.tick().until(dut.sink_done)
+        values = []
+        for row in range(4):
+            ctx.set(dut.drain_addr, row)
+            word = ctx.get(dut.drain_data)
+            for lane in range(4):
+                value = (word >> (config.acc_bits * lane)) & ((1 << config.acc_bits) - 1)
+                values.append(value - (1 << config.acc_bits) if value >> (config.acc_bits - 1)
+                              else value)
+        seen["outputs"] = np.array(values[:expected.size]).reshape(expected.shape)
+        await ctx.tick().repeat(2)
+        seen["counters"] = await read_counters(ctx, dut.csr)
+        seen["final"] = await csr_read(ctx, dut.csr, Register.STATUS)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert seen["status"] & Status.PROGRAMMED and not seen["status"] & Status.ERROR
+    assert np.array_equal(seen["outputs"], expected)
+    perf = analyze_layer(layer, config, len(vectors))
+    counters = seen["counters"]
+    assert counters["cycles"] == perf.cycles and counters["stall_cycles"] == 0
+    assert counters["ou_reads"] == perf.ou_reads
+    assert counters["adc_conversions"] == perf.adc_conversions
+    assert seen["final"] & Status.DONE and not seen["final"] & Status.BUSY
+
+
+def test_harness_parameters_are_checked():
+    with pytest.raises(ValueError, match="power of two"):
+        BenchTop(small_config(), source_depth=1000)
+
+
+def test_bench_design_is_cached_and_exposes_only_ports(tmp_path):
+    config = small_config(n_xbars=2)
+    design = bench_design(config, "external", root=tmp_path)
+    again = bench_design(config, "external", root=tmp_path)
+    assert again.verilog == design.verilog
+    assert design.verilog.stat().st_mtime == again.verilog.stat().st_mtime
+    info = design.info
+    names = {port["name"] for port in info["ports"]}
+    assert {"xbar_strobes", "xbars__1__result__codes", "fill_data", "csr__r_data"} <= names
+    vlt = design.vlt.read_text()
+    assert vlt.startswith("`verilator_config")
+    assert vlt.count("public_flat_rw") == len(names) + 2      # + clk, rst
+    assert design.verilator_args == ["--no-public-flat-rw", str(design.vlt)]
+    emulated = bench_design(config, "emulated", root=tmp_path)
+    assert emulated.verilog != design.verilog
+    assert "xbar_strobes" not in {port["name"] for port in emulated.info["ports"]}
+    program, _ = small_program(config, "bwq", np.random.default_rng(0))
+    assert job_capacity(design, program) == min(info["harness"]["source_depth"] // 11,
+                                                info["harness"]["sink_depth"] // 5)
+
+
+def test_digits_config_example_is_the_suite_config():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "rtl" / "digits.toml"
+    assert AcceleratorConfig.load(example) == DIGITS_CONFIG
+
+
+def test_rtl_backend_rejects_bad_options(tmp_path):
+    target = Target(str(tmp_path), bundle=tmp_path)
+    with pytest.raises(ValueError, match="unknown option"):
+        rtl_backend(target, np.zeros((1, 1)), {"speed": "1"})
+    with pytest.raises(ValueError, match="check must be 0 or 1"):
+        rtl_backend(target, np.zeros((1, 1)), {"check": "maybe"})
+    with pytest.raises(ValueError, match="seed must be int"):
+        rtl_backend(target, np.zeros((1, 1)), {"seed": "x"})

