@@ -1,6 +1,6 @@
 """The integer golden model: a whole :class:`~bitline.sw.integer.qmodel.QuantizedModel` in numpy.
 
-Step 2 of the verification ladder (DESIGN.md). The graph walk is
+Step 2 of the verification ladder (docs/contract.md, docs/verification.md). The graph walk is
 :func:`bitline.sw.integer.graph.walk` (shared with the host driver, :mod:`bitline.sw.host.driver`); every
 piece of arithmetic comes from :mod:`bitline.sw.integer.arith` (docs/contract.md sections 1-3), the
 same functions the host driver uses. The crossbar-level executor reuses :func:`run_golden` by

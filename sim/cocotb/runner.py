@@ -5,7 +5,7 @@ text / a ``.v`` file) into Verilog, builds it with the simulator :func:`simulato
 (Verilator by default, Icarus with ``BITLINE_SIM=icarus``) in a folder named by a digest of
 everything that affects the build, runs the cocotb test module with
 ``cocotb_tools.runner`` and reads the results XML itself, raising :class:`BenchFailure` when a
-test failed -- also outside pytest, where ``runner.test()`` does not check (TOOLCHAIN.md).
+test failed -- also outside pytest, where ``runner.test()`` does not check (cocotb 2 documentation of `cocotb_tools.runner`).
 
 Build cache: ``<build_root>/<toplevel>-<simulator>-<digest>`` where ``digest`` is the
 SHA-256 (first 16 hex digits) of the Verilog text, the simulator and its version, the cocotb
