@@ -1,9 +1,8 @@
-"""The machine: accelerator config, encodings and the Amaranth periphery (docs/hardware.md).
+"""The machine: the contract as plain Python and the Amaranth periphery (docs/architecture.md).
 
-``config``, ``encoding``, ``bundle_format`` and ``timing`` describe the machine as plain
-Python; ``xbar_port``, ``emulator``, ``row_driver``, ``ou_controller``, ``adc_mux``,
-``shift_add``, ``unit``, ``scheduler``, ``reduction``, ``output_unit``, ``loader``, ``host``
-and ``top`` are its Amaranth components; ``memories`` computes their contents from a mapped
-program; ``generate`` and ``tools`` write and check the Verilog. Nothing here imports
-``bitline.sw`` or ``bitline.sim``.
+``spec`` describes the machine without elaboratables (config, bit layouts, image format, OU
+program, register map, UART protocol, timing); ``unit`` holds the per-crossbar blocks, ``core``
+the accelerator around them, ``loader`` the image loader, ``io`` the UART and its bridge,
+``boards`` board tops and ``build`` Verilog generation and the FPGA tool flow. Nothing here
+imports ``bitline.sw`` or ``bitline.sim`` (tests/unit/test_layering.py).
 """

@@ -1,0 +1,3 @@
+"""Board I/O: ``uart`` (8N1 receiver and transmitter) and ``uart_bridge`` (the command decoder
+of the UART host protocol in :mod:`bitline.hw.spec.uart_protocol`).
+"""
