@@ -61,6 +61,7 @@ Random numbers and the ordering contract
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import math
 import tomllib
 from dataclasses import dataclass, fields
@@ -274,8 +275,12 @@ class AnalogParams:
 
 
 def examples_dir() -> Path:
-    """Return the ``examples/analog`` folder of the source checkout."""
-    return Path(__file__).resolve().parent.parent / "examples" / "analog"
+    """Return the folder of the shipped analog parameter files (``bitline.examples`` data).
+
+    It is the checkout's ``examples/analog`` in a source or editable install and
+    ``bitline/examples/analog`` inside an installed wheel.
+    """
+    return Path(str(importlib.resources.files("bitline.examples") / "analog"))
 
 
 # ---------------------------------------------------------------------------- random numbers

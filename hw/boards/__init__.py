@@ -2,13 +2,15 @@
 
 :data:`BOARDS` maps a board name to a :class:`Board`: the amaranth-boards platform, the top
 level that puts the accelerator on it, its oscillator and default core clock, and the file
-of extra constraints in the checkout's ``constraints/`` folder. Only this module and the
+of extra constraints in the ``bitline.constraints`` package data (the top-level
+``constraints/`` folder of the checkout, shipped in the wheel). Only this module and the
 board tops import amaranth-boards, lazily, so the rest of ``bitline.hw`` does not need the
 ``fpga`` extra.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +36,8 @@ class Board:
     oscillator_hz, default_core_hz:
         Board oscillator and default core clock.
     constraints:
-        File in ``constraints/`` appended to the generated constraints (or ``None``).
+        File of the ``bitline.constraints`` package data appended to the generated
+        constraints (or ``None``).
     """
 
     name: str
@@ -70,8 +73,13 @@ class Board:
 
 
 def constraints_dir() -> Path:
-    """Return the checkout's ``constraints/`` folder."""
-    return Path(__file__).resolve().parents[2] / "constraints"
+    """Return the folder of the ``bitline.constraints`` package data.
+
+    It is the checkout's ``constraints/`` folder in a source or editable install and
+    ``bitline/constraints/`` inside an installed wheel (a real folder either way: wheels
+    install unpacked).
+    """
+    return Path(str(importlib.resources.files("bitline.constraints")))
 
 
 def _ulx3s(variant: str, device: str) -> Board:
