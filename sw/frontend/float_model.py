@@ -87,6 +87,12 @@ def _run_layer(layer: Layer, inputs: list[np.ndarray]) -> np.ndarray:
         y = x.reshape(x.shape[0], -1)
     elif op in ("relu", "relu6"):
         y = apply_activation(x, op)
+    elif op == "batchnorm":
+        per_channel = (-1,) + (1,) * (x.ndim - 2)
+        # float64 parameters, as the fold pass uses them; the result is stored as float32.
+        y = x * layer.attrs["gain"].reshape(per_channel) + layer.attrs["shift"].reshape(per_channel)
+    elif op == "add_constant":
+        y = x + layer.attrs["value"]
     else:
         raise ValueError(f"layer {layer.name!r}: op {op!r} is not supported by the float model")
     return apply_activation(y.astype(np.float32, copy=False), layer.activation)

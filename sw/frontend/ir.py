@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Layer", "Model", "COMPUTE_OPS", "OPS"]
+__all__ = ["Layer", "Model", "COMPUTE_OPS", "FOLDABLE_OPS", "OPS"]
 
 #: Layers with weights that are mapped onto crossbars.
 COMPUTE_OPS = ("conv", "gemm")
@@ -39,7 +39,15 @@ OPS = (
     "gap",         # global average pool: (C, H, W) -> (C, 1, 1)
     "add",         # residual add of two tensors of equal shape
     "flatten",     # (C, H, W) -> (C*H*W,) in C-order; also Reshape to a vector
+    # Only between the importer and the passes (bitline.sw.passes folds them into the
+    # producing conv / gemm; the float model runs them, nothing after the passes does):
+    "batchnorm",   # attrs: gain, shift (per channel, float64): y = x * gain + shift
+    "add_constant",  # attrs: value (float32, broadcast like ONNX against (N, *shape)): y = x + value
 )
+
+#: Ops that the default passes fold away; a model that still has them runs only in the float
+#: model.
+FOLDABLE_OPS = ("batchnorm", "add_constant")
 
 Activation = Literal["relu", "relu6"] | None
 
@@ -63,8 +71,8 @@ class Layer:
     attrs:
         Op attributes (see :data:`OPS`).
     weight, bias:
-        Float32 parameters of compute layers (BatchNorm already folded); ``bias`` may be
-        ``None`` for no bias.
+        Float32 parameters of compute layers (after the default passes, BatchNorm and constant
+        Adds are folded into them); ``bias`` may be ``None`` for no bias.
     activation:
         Fused activation applied to the output.
     """

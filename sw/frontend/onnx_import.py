@@ -1,15 +1,12 @@
 """The ONNX front-end: load an ONNX model into the bitline IR (:mod:`bitline.sw.frontend.ir`).
 
-The importer is a pure function of the ONNX graph. It runs in three named steps:
-
-1. *convert* — every ONNX node becomes at most one IR layer (Identity, Dropout and
-   shape-preserving Flatten/Reshape become aliases); BatchNormalization and the Add of a
-   constant become temporary pseudo-layers; all shapes are computed here, without ONNX shape
-   inference.
-2. *fold* — each pseudo-layer is folded into its producing Conv/Gemm (BatchNorm scales the
-   weights and shifts the bias; a constant Add becomes the bias).
-3. *fuse* — a ReLU / ReLU6 whose producer is a conv, gemm or add with no other consumer is
-   fused into it (``Layer.activation``); otherwise it stays a standalone layer.
+The importer is a pure function of the ONNX graph. It only *converts*: every ONNX node
+becomes at most one IR layer (Identity, Dropout and shape-preserving Flatten/Reshape become
+aliases; BatchNormalization a ``batchnorm`` layer, the Add of a constant an ``add_constant``
+layer, Relu / Clip a standalone ``relu`` / ``relu6``); all shapes are computed here, without
+ONNX shape inference. :func:`load_onnx` then runs the rewrites of :mod:`bitline.sw.passes`
+(by default :data:`~bitline.sw.passes.DEFAULT_PASSES`: fold BatchNorm and constant Adds into
+the producing Conv/Gemm, fuse ReLU / ReLU6 into their producer).
 
 Every user error raises :class:`FrontendError` (a ``ValueError``) whose message names the
 file, the node and its op type, and the bad value. See docs/frontend.md.
@@ -18,7 +15,7 @@ file, the node and its op type, and the bad value. See docs/frontend.md.
 from __future__ import annotations
 
 import os
-from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +26,7 @@ from onnx import numpy_helper
 
 from bitline.sw.frontend.im2col import conv_output_hw
 from bitline.sw.frontend.ir import Layer, Model
+from bitline.sw.passes import DEFAULT_PASSES, Pass, PassError, run_passes
 
 __all__ = ["FrontendError", "load_onnx", "SUPPORTED_OPS", "MIN_OPSET"]
 
@@ -81,7 +79,8 @@ class _Node:
         return self.proto.op_type
 
 
-def load_onnx(source, *, name: str | None = None) -> Model:
+def load_onnx(source, *, name: str | None = None,
+              passes: Sequence[Pass] = DEFAULT_PASSES) -> Model:
     """Import an ONNX model into the IR.
 
     Parameters
@@ -91,19 +90,23 @@ def load_onnx(source, *, name: str | None = None) -> Model:
         one, or an ``onnx.ModelProto``.
     name:
         Model name; defaults to the graph name, else the file stem, else ``"model"``.
+    passes:
+        IR passes run after the conversion, in order (default
+        :data:`bitline.sw.passes.DEFAULT_PASSES`); ``()`` returns the converted IR as it is.
 
     Returns
     -------
     Model
-        Layers in topological order with float32 weights, BatchNorm folded and ReLU/ReLU6
-        fused where possible. Shapes exclude the batch dimension.
+        Layers in topological order with float32 weights; with the default passes BatchNorm
+        folded and ReLU/ReLU6 fused where possible. Shapes exclude the batch dimension.
 
     Raises
     ------
     FrontendError
         If the file is missing, truncated or malformed, fails ``onnx.checker``, or uses an op,
-        attribute, rank or parameter the front-end does not support. The message names the
-        file, the node, its op type and the offending value.
+        attribute, rank or parameter the front-end does not support, or if a pass refuses
+        a layer (e.g. a BatchNorm that cannot be folded). The message names the file, the
+        node, its op type and the offending value.
     """
     proto, label = _read(source)
     try:
@@ -115,7 +118,15 @@ def load_onnx(source, *, name: str | None = None) -> Model:
         raise FrontendError(f"{label}: not a valid ONNX model: {detail}") from None
     if name is None:
         name = proto.graph.name or (Path(label).stem if label[:1] != "<" else "") or "model"
-    return _Importer(proto, label).run(name)
+    importer = _Importer(proto, label)
+    model = importer.run(name)
+    try:
+        return run_passes(model, passes)
+    except PassError as error:
+        op_type = importer.op_types.get(error.layer, error.op)
+        raise FrontendError(
+            f"{label}: node {error.layer!r} ({op_type}): {error.reason}"
+        ) from None
 
 
 def _read(source) -> tuple[onnx.ModelProto, str]:
@@ -177,6 +188,8 @@ class _Importer:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.aliases: dict[str, str] = {}
         self.layers: list[Layer] = []
+        # ONNX op type of each layer, for messages about a layer a pass refuses.
+        self.op_types: dict[str, str] = {}
 
     # -- errors -------------------------------------------------------------------------
     def error(self, node: _Node, message: str) -> FrontendError:
@@ -184,9 +197,6 @@ class _Importer:
 
     def image_error(self, node: _Node, shape: tuple[int, ...]) -> FrontendError:
         return self.error(node, f"input must be an image (N, C, H, W), not shape {_batched(shape)}")
-
-    def layer_error(self, layer: Layer, op_type: str, message: str) -> FrontendError:
-        return FrontendError(f"{self.label}: node {layer.name!r} ({op_type}): {message}")
 
     # -- driver -------------------------------------------------------------------------
     def run(self, name: str) -> Model:
@@ -211,8 +221,6 @@ class _Importer:
                 f"{self.label}: graph output {self.graph.output[0].name!r} is not computed "
                 "from the graph input"
             )
-        self._fold(output_name)
-        self._fuse(output_name)
         return Model(
             name=name,
             input_name=input_name,
@@ -347,12 +355,13 @@ class _Importer:
         )
         self.layers.append(layer)
         self.shapes[layer.output] = layer.output_shape
+        self.op_types[layer.name] = node.op
         return layer
 
     def alias(self, node: _Node, source: str) -> None:
         self.aliases[node.proto.output[0]] = source
 
-    # -- step 1: convert ----------------------------------------------------------------
+    # -- conversion ----------------------------------------------------------------
     def _convert(self, node: _Node) -> None:
         if node.proto.domain not in ("", "ai.onnx") or node.op not in SUPPORTED_OPS:
             domain = f" (domain {node.proto.domain!r})" if node.proto.domain else ""
@@ -549,7 +558,7 @@ class _Importer:
         scale, offset, mean, var = params
         gain = scale / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
         self.add_layer(
-            node, "_batchnorm", [source], shape, shape,
+            node, "batchnorm", [source], shape, shape,
             attrs={"gain": gain, "shift": offset - gain * mean},
         )
 
@@ -635,11 +644,12 @@ class _Importer:
         if all(is_constant):
             raise self.error(node, "Add of two constants is not supported")
         if any(is_constant):
-            # y = activation + constant: folded as a bias into the producer in step 2.
+            # y = activation + constant: the fold pass makes it the producer's bias.
             index = 0 if is_constant[1] else 1
             source, shape = self.activation(node, index)
             value = self.constants[resolved[1 - index]].astype(np.float32)
-            self.add_layer(node, "_bias", [source], shape, shape, attrs={"value": value})
+            self.add_layer(node, "add_constant", [source], shape, shape,
+                           attrs={"value": value})
             return
         left, left_shape = self.activation(node, 0)
         right, right_shape = self.activation(node, 1)
@@ -703,82 +713,3 @@ class _Importer:
                 f"not axes {axes} of input {_batched(shape)}"
             )
         self._to_vector(node, source, shape)
-
-    # -- step 2: fold ---------------------------------------------------------------------
-    def _consumers(self, output_name: str) -> Counter:
-        uses = Counter(tensor for layer in self.layers for tensor in layer.inputs)
-        uses[output_name] += 1
-        return uses
-
-    def _producer(self, tensor: str) -> Layer | None:
-        for layer in self.layers:
-            if layer.output == tensor:
-                return layer
-        return None
-
-    def _fold(self, output_name: str) -> None:
-        for pseudo in [layer for layer in self.layers if layer.op.startswith("_")]:
-            op_type = "BatchNormalization" if pseudo.op == "_batchnorm" else "Add"
-            producer = self._producer(pseudo.inputs[0])
-            if producer is None or producer.op not in ("conv", "gemm"):
-                what = (
-                    "the graph input" if producer is None
-                    else f"{producer.name!r} ({producer.op})"
-                )
-                raise self.layer_error(
-                    pseudo, op_type,
-                    f"can only be folded into a directly preceding Conv/Gemm/MatMul, but its "
-                    f"input is produced by {what}",
-                )
-            uses = self._consumers(output_name)[producer.output]
-            if uses != 1:
-                raise self.layer_error(
-                    pseudo, op_type,
-                    f"cannot fold into {producer.name!r}: its output {producer.output!r} has "
-                    f"{uses - 1} other consumer(s)",
-                )
-            out_channels = producer.weight.shape[0]
-            bias = producer.bias if producer.bias is not None else np.zeros(out_channels)
-            if pseudo.op == "_batchnorm":
-                gain, shift = pseudo.attrs["gain"], pseudo.attrs["shift"]
-                scale = gain.reshape((-1,) + (1,) * (producer.weight.ndim - 1))
-                producer.weight = (producer.weight.astype(np.float64) * scale).astype(np.float32)
-                producer.bias = (bias.astype(np.float64) * gain + shift).astype(np.float32)
-            else:
-                value = pseudo.attrs["value"]
-                try:
-                    full = np.broadcast_to(value, (1, *producer.output_shape))
-                    if full.shape != (1, *producer.output_shape):
-                        raise ValueError
-                except ValueError:
-                    raise self.layer_error(
-                        pseudo, op_type, f"constant of shape {value.shape} does not broadcast "
-                        f"to the output {_batched(producer.output_shape)}"
-                    ) from None
-                per_channel = full[0].reshape(out_channels, -1)
-                if not np.all(per_channel == per_channel[:, :1]):
-                    raise self.layer_error(
-                        pseudo, op_type, f"constant of shape {value.shape} is not a per-channel "
-                        "bias (it varies over the spatial axes)"
-                    )
-                producer.bias = (bias + per_channel[:, 0]).astype(np.float32)
-            self._absorb(producer, pseudo)
-
-    def _absorb(self, producer: Layer, follower: Layer) -> None:
-        """Remove ``follower``; ``producer`` now writes the follower's output tensor."""
-        del self.shapes[producer.output]
-        producer.output = follower.output
-        self.layers.remove(follower)
-
-    # -- step 3: fuse ---------------------------------------------------------------------
-    def _fuse(self, output_name: str) -> None:
-        for act in [layer for layer in self.layers if layer.op in ("relu", "relu6")]:
-            producer = self._producer(act.inputs[0])
-            if (
-                producer is not None
-                and producer.op in ("conv", "gemm", "add")
-                and producer.activation is None
-                and self._consumers(output_name)[producer.output] == 1
-            ):
-                producer.activation = act.op
-                self._absorb(producer, act)

@@ -161,6 +161,20 @@ def test_matmul_add_bias_and_bn():
     assert (layer.op, layer.activation, layer.weight.shape) == ("gemm", "relu", (6, 10))
 
 
+def test_without_passes_the_import_only_converts():
+    """``passes=()`` keeps BatchNorm, the constant Add and ReLU as layers the float model runs."""
+    g = GraphBuilder((10,), seed=5)
+    w = g.const(g.rng.standard_normal((10, 6)).astype(np.float32))
+    y = g.node("MatMul", ["x", w])
+    y = g.node("Add", [g.const(g.rng.standard_normal(6).astype(np.float32)), y])
+    proto = g.model(g.node("Relu", [g.bn(y, 6)]))
+    converted = load_onnx(proto, passes=())
+    assert [layer.op for layer in converted.layers] == ["gemm", "add_constant", "batchnorm", "relu"]
+    x = np.random.default_rng(2).standard_normal((4, 10)).astype(np.float32)
+    np.testing.assert_allclose(run_float(converted, x), run_float(load_onnx(proto), x),
+                               rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "op, attrs",
     [
