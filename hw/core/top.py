@@ -31,7 +31,6 @@ from bitline.hw._component import rejects_quietly
 from bitline.hw.core.host_interface import CSRSignature, HostInterface
 from bitline.hw.core.memories import (
     AcceleratorMemories,
-    check_config,
     default_unit_entries,
     param_capacity,
 )
@@ -42,6 +41,7 @@ from bitline.hw.loader.loader import Loader
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.encoding import layer_layout, output_param_layout
 from bitline.hw.spec.registers import ErrorCode
+from bitline.hw.spec.validate import check_config
 from bitline.hw.unit.crossbar_unit import CrossbarUnit
 from bitline.hw.unit.emulator import CrossbarEmulator
 from bitline.hw.unit.xbar_port import CrossbarSignature
@@ -59,7 +59,7 @@ class Accelerator(wiring.Component):
     ----------
     config:
         Accelerator configuration; rejected (``ValueError``) if its datapath cannot hold a
-        shift-and-add term (:func:`~bitline.hw.core.memories.check_config`).
+        shift-and-add term (:func:`~bitline.hw.spec.validate.check_config`).
     crossbar:
         ``"emulated"`` or ``"external"``.
     memories:

@@ -9,6 +9,7 @@ one periphery runs them all (docs/contract.md, "The OU program").
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,15 +17,90 @@ import numpy as np
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.encoding import entry_layout, numpy_dtype
 
-__all__ = ["LayerProgram", "Program", "empty_entries", "STRATEGIES"]
+__all__ = [
+    "LayerProgram", "Program", "ProgramError", "OutputMode", "STRATEGIES", "COLUMN_FIELDS",
+    "empty_entries", "entry_columns", "act_slices",
+]
 
 #: Mapping strategies, in the order reports list them.
 STRATEGIES = ("isaac", "ivq-naive", "ivq-spatial", "ivq-temporal", "bwq")
+
+#: Per-column fields of an OU entry (``cols.{j}.<field>`` in the flattened entry dtype).
+COLUMN_FIELDS = ("valid", "sign", "shift", "dest")
+
+
+class ProgramError(ValueError):
+    """An OU program the hardware cannot hold or run exactly.
+
+    The message names the layer, the field and the value at fault (and, when the program
+    is checked in its record form, the image section and record).
+    """
+
+
+class OutputMode(enum.IntEnum):
+    """Output-unit mode of a layer: the layer record's ``mode`` code.
+
+    ``REQUANT`` (0) requantizes ``acc + bias`` to an activation code; ``RAW`` (1) passes
+    ``acc + bias`` out unchanged. Programs, manifests and quantized models name a mode by
+    its :attr:`label` (``"requant"`` / ``"raw"``).
+    """
+
+    REQUANT = 0
+    RAW = 1
+
+    @property
+    def label(self) -> str:
+        """The mode's name in programs and manifests (``"requant"`` / ``"raw"``)."""
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value) -> "OutputMode":
+        """Return the mode named ``value`` (a label such as ``"raw"``, or a mode).
+
+        Raises
+        ------
+        ValueError
+            When ``value`` names no mode; the message lists the known labels.
+        """
+        if isinstance(value, cls):
+            return value
+        for mode in cls:
+            if value == mode.label:
+                return mode
+        raise ValueError(f"unknown mode {value!r} (known: "
+                         f"{', '.join(mode.label for mode in cls)})")
+
+
+def act_slices(config: AcceleratorConfig, act_bits):
+    """Return the input slices of an activation width: ``ceil(act_bits / dac_bits)``.
+
+    ``act_bits`` may be an integer or an integer array (the result has its shape). The
+    widest activation gives :attr:`AcceleratorConfig.max_slices`.
+    """
+    if isinstance(act_bits, (int, np.integer)):
+        return -(-int(act_bits) // config.dac_bits)
+    return -(-np.asarray(act_bits, dtype=np.int64) // config.dac_bits)
 
 
 def empty_entries(config: AcceleratorConfig, count: int = 0) -> np.ndarray:
     """Return a zeroed structured array of ``count`` OU entries for ``config``."""
     return np.zeros(count, dtype=numpy_dtype(entry_layout(config)))
+
+
+def entry_columns(entries: np.ndarray, ou_cols: int) -> dict[str, np.ndarray]:
+    """Return the per-column fields of OU entries as int64 ``(N, ou_cols)`` arrays.
+
+    The entry dtype flattens column ``j``'s descriptor into fields ``cols.{j}.valid``,
+    ``cols.{j}.sign``, ``cols.{j}.shift`` and ``cols.{j}.dest``; this is their one
+    unflattening, keyed by :data:`COLUMN_FIELDS`.
+    """
+    count = len(entries)
+    return {
+        key: np.stack([np.asarray(entries[f"cols.{j}.{key}"], dtype=np.int64)
+                       for j in range(ou_cols)], axis=1)
+        if count else np.zeros((0, ou_cols), dtype=np.int64)
+        for key in COLUMN_FIELDS
+    }
 
 
 @dataclass
@@ -38,7 +114,8 @@ class LayerProgram:
     n_inputs, n_outputs:
         Input vector length (im2col rows ``K``) and output channels ``O``.
     act_bits:
-        Input activation width; the widest entry issues slices ``[0, ceil(act_bits/dac_bits))``.
+        Input activation width; the widest entry issues slices ``[0, act_slices(config,
+        act_bits))`` (:func:`act_slices`).
     xbars:
         int ``(X,)`` global crossbar-unit indices this layer owns (a unit holds one layer).
     row_maps:
@@ -51,7 +128,8 @@ class LayerProgram:
     bias, mult, shift:
         int64 ``(O,)`` output-unit parameters (see :class:`bitline.sw.integer.qmodel.QuantLayer`).
     mode, zero_point, clamp_lo, clamp_hi:
-        Output unit mode (``"requant"`` / ``"raw"``), output zero point and clamp.
+        Output unit mode (an :class:`OutputMode` label, ``"requant"`` / ``"raw"``), output
+        zero point and clamp.
     stats:
         Mapper statistics (nonzero cells, allocated cells, ...), copied into the manifest.
     """

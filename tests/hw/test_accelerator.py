@@ -6,22 +6,19 @@ the performance counters must equal the performance model (docs/contract.md sect
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
-from bitline.hw.core.memories import check_config, program_memories
+from bitline.hw.core.memories import program_memories
 from bitline.hw.core.top import Accelerator
 from bitline.hw.spec.registers import ErrorCode, Register, Status
 from bitline.hw.spec.timing import layer_cycles, pipeline_latency
-from bitline.sim.amaranth import (
-    TEST_CONFIGS,
-    csr_read,
-    csr_write,
-    run_job,
-    small_config,
-)
+from bitline.hw.spec.validate import check_config
+from bitline.sim.amaranth import csr_read, csr_write, run_job
 from bitline.sw.integer.arith import apply_act_block_bits, output_unit
 from bitline.sw.mapping import STRATEGIES, map_matrix
 from bitline.sw.perf import analyze_layer
+
+from support.configs import TEST_CONFIGS, small_config
+from support.simulation import simulate
 
 
 def make_layer(config, strategy, rng, n_outputs=5, n_inputs=11, *, act_bits=4, mode="requant",
@@ -49,7 +46,7 @@ def expected_outputs(config, layer, weight, vectors, act_block_bits=None):
                        layer.clamp_lo, layer.clamp_hi, mode=layer.mode)
 
 
-def simulate(config, layers, jobs, **run_options):
+def run_jobs(config, layers, jobs, **run_options):
     """Run ``jobs`` = [(layer index, vectors, n_outputs)]; return [(outputs, counters, status)]."""
     dut = Accelerator(config, memories=program_memories(config, layers))
     results = []
@@ -59,10 +56,7 @@ def simulate(config, layers, jobs, **run_options):
             results.append(await run_job(ctx, dut, layer_index, vectors, n_outputs,
                                          **run_options))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
     return results
 
 
@@ -82,7 +76,7 @@ def test_layer_bit_exact_and_counters_equal_model(strategy, name):
     rng = np.random.default_rng(sum(map(ord, strategy + name)))
     layer, weight = make_layer(config, strategy, rng)
     vectors = rng.integers(0, 16, (3, layer.n_inputs))
-    ((outputs, counters, status),) = simulate(config, [layer],
+    ((outputs, counters, status),) = run_jobs(config, [layer],
                                               [(0, vectors, layer.n_outputs)])
     assert np.array_equal(outputs, expected_outputs(config, layer, weight, vectors))
     assert status & Status.DONE and not status & Status.ERROR
@@ -98,7 +92,7 @@ def test_bwq_activation_widths_and_raw_mode(strategy):
     layer, weight = make_layer(config, strategy, rng, n_inputs=12, mode="raw",
                                act_block_bits=act_block_bits)
     vectors = rng.integers(0, 16, (2, 12))
-    ((outputs, counters, _),) = simulate(config, [layer], [(0, vectors, layer.n_outputs)])
+    ((outputs, counters, _),) = run_jobs(config, [layer], [(0, vectors, layer.n_outputs)])
     assert np.array_equal(outputs, expected_outputs(config, layer, weight, vectors,
                                                     act_block_bits))
     assert_counters_match_model(config, layer, len(vectors), counters)
@@ -112,7 +106,7 @@ def test_two_layers_on_separate_units():
                             xbar_offset=int(first.xbars.max()) + 1)
     x1 = rng.integers(0, 16, (2, 9))
     x2 = rng.integers(0, 16, (1, 7))
-    results = simulate(config, [first, second], [(1, x2, 6), (0, x1, 4), (1, x2, 6)])
+    results = run_jobs(config, [first, second], [(1, x2, 6), (0, x1, 4), (1, x2, 6)])
     assert np.array_equal(results[0][0], expected_outputs(config, second, w2, x2))
     assert np.array_equal(results[1][0], expected_outputs(config, first, w1, x1))
     assert np.array_equal(results[2][0], results[0][0])
@@ -128,7 +122,7 @@ def test_sustained_one_read_per_cycle_per_unit():
     unit_reads = program_memories(config, [layer]).layer_reads[0]
     assert np.count_nonzero(unit_reads) == 2 and unit_reads.max() > 28  # compute-bound
     jobs = [(0, rng.integers(0, 16, (v, 28)), 2) for v in (1, 2, 4)]
-    results = simulate(config, [layer], jobs)
+    results = run_jobs(config, [layer], jobs)
     cycles = [counters["cycles"] for _, counters, _ in results]
     # each extra vector costs C_comp + O + P cycles; C_comp is the busiest unit's reads
     per_vector = (cycles[2] - cycles[1]) // 2
@@ -149,7 +143,7 @@ def test_host_stalls_are_counted_and_harmless():
     vectors = rng.integers(0, 16, (3, layer.n_inputs))
     gaps = {0, 1, 5, 6, 7, 40}
     stalls = set(range(60, 75)) | {120, 121}
-    ((outputs, counters, _),) = simulate(config, [layer], [(0, vectors, layer.n_outputs)],
+    ((outputs, counters, _),) = run_jobs(config, [layer], [(0, vectors, layer.n_outputs)],
                                          input_gaps=gaps, output_stalls=stalls)
     assert np.array_equal(outputs, expected_outputs(config, layer, weight, vectors))
     model = analyze_layer(layer, config, len(vectors)).cycles
@@ -184,10 +178,7 @@ def test_job_errors():
     unprogrammed = Accelerator(config)
     programmed = Accelerator(config, memories=memories)
     for dut, bench in ((unprogrammed, bench_unprogrammed), (programmed, bench_bad_layer)):
-        sim = Simulator(dut)
-        sim.add_clock(1e-8)
-        sim.add_testbench(bench)
-        sim.run()
+        simulate(dut, bench)
 
 
 def test_generation_rejects_out_of_range_programs_and_configs():

@@ -1,0 +1,448 @@
+"""The one validator of OU programs: what the hardware can hold and run exactly.
+
+:func:`validate_program` is called by every consumer of a program: the compile flow at its
+end, the bundle writer and reader (:mod:`bitline.sw.bundle`), the accelerator's memory
+contents (:func:`bitline.hw.core.memories.program_memories`, hence hardware generation) and
+the crossbar executor (:mod:`bitline.sim.executor`). It checks, on the record form of the
+program (:mod:`bitline.hw.spec.tables`):
+
+* the configuration: one shift-and-add term fits ``acc_bits`` (:func:`check_config`);
+* capacities: layer jobs, CELLS records, OU entries and output channels against the
+  config, and (when the hardware's depth is given) the issued entries of each unit against
+  its entry memory;
+* LAYERS: sizes, activation width, mode, zero point and clamps, contiguous entry and
+  parameter ranges, one layer per unit;
+* ROWMAPS: unused rows hold index 0, only owned units are driven, indices below the
+  layer's ``n_inputs``;
+* CELLS: one record per owned unit, levels within ``level_max``;
+* ENTRIES: every field fits its width, units owned by the entry's layer, row and column
+  groups, slices within ``max_slices`` and the layer's ``act_bits``, valid columns inside
+  the crossbar, destinations below ``n_outputs``, shifts below ``max_weight_bits``;
+* OUTPUT: bias, mult and shift fit their fields;
+* accumulators: no output channel can reach ``|acc + bias|`` beyond ``acc_bits``
+  (:func:`accumulator_bound`), so the hardware's sums are exact.
+
+Every failure is a :class:`~bitline.hw.spec.program.ProgramError` (a ``ValueError``) whose
+message names the section, record, layer and field, and the value at fault.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bitline.hw.spec.config import AcceleratorConfig, clog2
+from bitline.hw.spec.encoding import MULT_BITS, SHIFT_BITS, entry_layout, flatten_fields
+from bitline.hw.spec.image import SectionId, section_capacity
+from bitline.hw.spec.program import (
+    OutputMode,
+    Program,
+    ProgramError,
+    act_slices,
+    entry_columns,
+)
+from bitline.hw.spec.tables import (
+    CAPACITY_NAMES,
+    RECORD_NAMES,
+    Place,
+    ProgramTables,
+    program_tables,
+)
+
+__all__ = ["validate_program", "validate_tables", "check_config", "accumulator_bound"]
+
+
+def _first(mask: np.ndarray) -> int | None:
+    hits = np.flatnonzero(np.asarray(mask).reshape(-1))
+    return int(hits[0]) if len(hits) else None
+
+
+def check_config(config: AcceleratorConfig) -> None:
+    """Reject a configuration whose datapath widths cannot hold one shift-and-add term.
+
+    The largest term is ``adc_max << (2**clog2(max_weight_bits) - 1 + (max_slices - 1) *
+    dac_bits)``; with its sign it must fit ``acc_bits``.
+
+    Raises
+    ------
+    ProgramError
+        Naming ``acc_bits`` and the width the term needs.
+    """
+    largest_shift = ((1 << clog2(config.max_weight_bits)) - 1
+                     + (config.max_slices - 1) * config.dac_bits)
+    term_bits = config.adc_bits + largest_shift + 1
+    if term_bits > config.acc_bits:
+        raise ProgramError(
+            f"acc_bits ({config.acc_bits}) cannot hold one shift-and-add term: an ADC code of "
+            f"{config.adc_bits} bits shifted by up to {largest_shift} needs {term_bits} bits "
+            f"with its sign"
+        )
+
+
+def validate_program(program: Program | ProgramTables, config: AcceleratorConfig | None = None,
+                     *, unit_entries: int | None = None, source: str = "program",
+                     layer_names: list[str] | None = None) -> ProgramTables:
+    """Check that ``program`` fits ``config`` and runs exactly on it; return its records.
+
+    Parameters
+    ----------
+    program:
+        A :class:`~bitline.hw.spec.program.Program` (converted with
+        :func:`~bitline.hw.spec.tables.program_tables`) or its records.
+    config:
+        The hardware (default: the program's or the tables' config). Tables must have been
+        built for this config.
+    unit_entries:
+        Depth of each unit's entry memory, when the hardware is already sized; ``None``
+        leaves the per-unit count to the hardware generation (only ``max_entries`` holds).
+    source, layer_names:
+        How messages name what is checked and its layers (default: ``"program"`` and the
+        program's layer names).
+
+    Returns
+    -------
+    ProgramTables
+        The validated records.
+
+    Raises
+    ------
+    ProgramError
+        The first check that fails (module docstring), naming layer, field and value.
+    """
+    if isinstance(program, ProgramTables):
+        config = program.config if config is None else config
+        if program.config != config:
+            raise ProgramError(f"{source}: the tables were built for config "
+                               f"{program.config.digest[:12]}..., not {config.digest[:12]}...")
+        tables = program
+        place = Place(source, layer_names)
+    else:
+        config = program.config if config is None else config
+        names = layer_names if layer_names is not None else [
+            layer.name for layer in program.layers]
+        place = Place(source, names)
+        check_config(config)
+        tables = program_tables(program, config, place=place)
+    validate_tables(tables, place, unit_entries=unit_entries)
+    return tables
+
+
+def validate_tables(tables: ProgramTables, place: Place, *,
+                    unit_entries: int | None = None) -> None:
+    """Run every check of the module docstring on ``tables`` (see :func:`validate_program`)."""
+    check_config(tables.config)
+    _check_counts(tables, place)
+    owner = _check_layers(tables, place)
+    _check_rowmaps(tables, owner, place)
+    _check_cells(tables, owner, place)
+    _check_entries(tables, owner, place)
+    if unit_entries is not None:
+        _check_unit_entries(tables, owner, unit_entries, place)
+    _check_params(tables, place)
+    _check_accumulators(tables, place)
+
+
+def _check_counts(tables: ProgramTables, place: Place) -> None:
+    config = tables.config
+    for section, count in ((SectionId.LAYERS, len(tables.layers)),
+                           (SectionId.CELLS, len(tables.cell_units)),
+                           (SectionId.ENTRIES, len(tables.entries)),
+                           (SectionId.OUTPUT, len(tables.bias))):
+        capacity = section_capacity(config, section)
+        if count > capacity:
+            raise place.error(section, "record_count",
+                              f"{count} {RECORD_NAMES[section]} exceed the config's capacity "
+                              f"{CAPACITY_NAMES[section]} = {capacity}")
+
+
+def _check_layers(tables: ProgramTables, place: Place) -> np.ndarray:
+    """Check the LAYERS records; return the owning layer of each unit (-1: none)."""
+    config, layers = tables.config, tables.layers
+    n_layers, n_entries, n_params = len(layers), len(tables.entries), len(tables.bias)
+
+    def check(field_name, bad, message):
+        index = _first(bad)
+        if index is not None:
+            raise place.error(SectionId.LAYERS, field_name, message(index), index,
+                              place.layer(index))
+
+    n_outputs, mode = layers["n_outputs"], layers["mode"]
+    for name, values, high, bound in (
+        ("n_inputs", layers["n_inputs"], config.max_in_features, "max_in_features"),
+        ("n_outputs", n_outputs, config.max_out_channels, "max_out_channels"),
+        ("act_bits", layers["act_bits"], config.max_act_bits, "max_act_bits"),
+    ):
+        check(name, (values < 1) | (values > high),
+              lambda i, values=values, high=high, bound=bound:
+              f"{values[i]} is not between 1 and {bound} ({high})")
+    check("mode", (mode < 0) | (mode >= len(OutputMode)),
+          lambda i: f"unknown output mode {mode[i]} (known: "
+                    f"{', '.join(f'{int(m)} = {m.label}' for m in OutputMode)})")
+    code_max = (1 << config.max_act_bits) - 1
+    for name in ("zero_point", "clamp_lo", "clamp_hi"):
+        values = layers[name]
+        check(name, (values < 0) | (values > code_max),
+              lambda i, values=values: f"{values[i]} is not a code of max_act_bits "
+                                       f"({config.max_act_bits}) bits: 0 .. {code_max}")
+    requant = mode == OutputMode.REQUANT
+    check("clamp_lo", requant & (layers["clamp_lo"] > layers["clamp_hi"]),
+          lambda i: f"clamp_lo {layers['clamp_lo'][i]} > clamp_hi {layers['clamp_hi'][i]}")
+    starts, counts = layers["entry_start"], layers["entry_count"]
+    check("entry_count", (counts < 0) | (starts < 0) | (starts + counts > n_entries),
+          lambda i: f"entry range [{starts[i]}, {starts[i] + counts[i]}) runs past the "
+                    f"ENTRIES section ({n_entries} records)")
+    expected = np.cumsum(counts) - counts
+    check("entry_start", starts != expected,
+          lambda i: f"{starts[i]}, expected {expected[i]} (the layers' entry ranges "
+                    "follow each other in layer order)")
+    param_starts = layers["param_start"]
+    check("param_start", (param_starts < 0) | (param_starts + n_outputs > n_params),
+          lambda i: f"parameter range [{param_starts[i]}, "
+                    f"{param_starts[i] + n_outputs[i]}) runs past the OUTPUT section "
+                    f"({n_params} records)")
+    expected = np.cumsum(n_outputs) - n_outputs
+    check("param_start", param_starts != expected,
+          lambda i: f"{param_starts[i]}, expected {expected[i]} (the layers' parameter "
+                    "ranges follow each other in layer order)")
+    if int(counts.sum()) != n_entries:
+        raise place.error(SectionId.ENTRIES, "record_count", f"{n_entries} records, but the "
+                          f"layers' entry ranges cover {int(counts.sum())}")
+    if int(n_outputs.sum()) != n_params:
+        raise place.error(SectionId.OUTPUT, "record_count", f"{n_params} records, but the "
+                          f"layers have {int(n_outputs.sum())} output channels")
+    owner = np.full(config.n_xbars, -1, dtype=np.int64)
+    for index in range(n_layers):
+        units = np.flatnonzero(tables.xbar_masks[index])
+        taken = units[owner[units] >= 0]
+        if len(taken):
+            raise place.error(SectionId.LAYERS, "xbar_mask", f"unit {taken[0]} is already owned "
+                              f"by {place.layer(owner[taken[0]])}", index, place.layer(index))
+        owner[units] = index
+    return owner
+
+
+def _check_rowmaps(tables: ProgramTables, owner: np.ndarray, place: Place) -> None:
+    config = tables.config
+    valid, row_index, rows = tables.rowmap_valid, tables.rowmap_index, config.rows
+    n_inputs = tables.layers["n_inputs"]
+
+    def check(field_name, bad, message):
+        flat = _first(bad)
+        if flat is not None:
+            unit, row = divmod(flat, rows)
+            raise place.error(SectionId.ROWMAPS, field_name, message(unit, row), flat,
+                              f"unit {unit} row {row}")
+
+    check("index", ~valid & (row_index != 0),
+          lambda u, r: f"{row_index[u, r]} on an unused row (valid = 0), must be 0")
+    check("valid", valid & (owner[:, None] < 0),
+          lambda u, r: f"row is driven but no layer owns unit {u}")
+    unit_inputs = np.where(owner >= 0, n_inputs[np.maximum(owner, 0)] if len(n_inputs) else 0, 0)
+    check("index", valid & ((row_index < 0) | (row_index >= unit_inputs[:, None])),
+          lambda u, r: f"input index {row_index[u, r]} is not below n_inputs "
+                       f"({unit_inputs[u]}) of {place.layer(owner[u])}")
+
+
+def _check_cells(tables: ProgramTables, owner: np.ndarray, place: Place) -> None:
+    config, cell_units = tables.config, tables.cell_units
+    seen: dict[int, int] = {}
+    for record, unit in enumerate(cell_units.tolist()):
+        detail = f"unit {unit}"
+        if not 0 <= unit < config.n_xbars:
+            raise place.error(SectionId.CELLS, "unit", f"unit {unit} is not below n_xbars "
+                              f"({config.n_xbars})", record, detail)
+        if unit in seen:
+            raise place.error(SectionId.CELLS, "unit", f"unit {unit} appears twice (first in "
+                              f"record {seen[unit]})", record, detail)
+        if owner[unit] < 0:
+            raise place.error(SectionId.CELLS, "unit", f"unit {unit} holds cells but no layer "
+                              "owns it", record, detail)
+        seen[unit] = record
+    for unit in np.flatnonzero(owner >= 0).tolist():
+        if unit not in seen:
+            raise place.error(SectionId.CELLS, "unit", f"unit {unit}, owned by "
+                              f"{place.layer(owner[unit])}, has no CELLS record")
+    if len(cell_units):
+        bad = tables.cells > config.level_max
+        flat = _first(bad)
+        if flat is not None:
+            record, row, col = np.unravel_index(flat, bad.shape)
+            raise place.error(SectionId.CELLS, f"rows.{row}.levels.{col}", f"level "
+                              f"{tables.cells[record, row, col]} exceeds level_max "
+                              f"({config.level_max})", int(record), f"unit {cell_units[record]}")
+
+
+def _entry_layers(tables: ProgramTables) -> tuple[np.ndarray, np.ndarray]:
+    """Return the layer record of each entry and its index within the layer."""
+    counts, starts = tables.layers["entry_count"], tables.layers["entry_start"]
+    entry_layer = np.repeat(np.arange(len(tables.layers)), counts)
+    local = np.arange(len(tables.entries)) - starts[entry_layer] if len(entry_layer) else (
+        entry_layer)
+    return entry_layer, local
+
+
+def _check_entries(tables: ProgramTables, owner: np.ndarray, place: Place) -> None:
+    config, entries, layers = tables.config, tables.entries, tables.layers
+    entry_layer, local = _entry_layers(tables)
+
+    def check(field_name, bad, message):
+        flat = _first(bad)
+        if flat is not None:
+            index = flat // (bad.shape[1] if bad.ndim == 2 else 1)
+            raise place.error(SectionId.ENTRIES, field_name(flat) if callable(field_name)
+                              else field_name, message(flat), index,
+                              f"{place.layer(entry_layer[index])} entry {local[index]}")
+
+    for name, _, width in flatten_fields(entry_layout(config)):
+        values = entries[name]
+        check(name, (values < 0) | (values >= (1 << width)),
+              lambda i, values=values, width=width: f"{values[i]} does not fit {width} bits")
+    xbar = entries["xbar"]
+    check("xbar", xbar >= config.n_xbars,
+          lambda i: f"unit {xbar[i]} is not below n_xbars ({config.n_xbars})")
+    check("xbar", owner[np.minimum(xbar, config.n_xbars - 1)] != entry_layer,
+          lambda i: f"unit {xbar[i]} is not owned by this layer: "
+                    f"{place.layer(entry_layer[i])} does not own it (owner: "
+                    f"{'none' if owner[xbar[i]] < 0 else place.layer(owner[xbar[i]])})")
+    for name, high, bound in (("row_group", config.row_groups, "row_groups"),
+                              ("col_group", config.col_groups, "col_groups")):
+        values = entries[name]
+        check(name, values >= high,
+              lambda i, values=values, high=high, bound=bound:
+              f"{values[i]} is not below {bound} ({high})")
+    slice_lo, slice_hi = entries["slice_lo"], entries["slice_hi"]
+    check("slice_hi", slice_hi > config.max_slices,
+          lambda i: f"{slice_hi[i]} exceeds max_slices ({config.max_slices})")
+    check("slice_lo", slice_lo > slice_hi,
+          lambda i: f"slice_lo {slice_lo[i]} > slice_hi {slice_hi[i]}")
+    act_bits = layers["act_bits"]
+    entry_slices = act_slices(config, act_bits)[entry_layer]
+    check("slice_hi", slice_hi > entry_slices,
+          lambda i: f"{slice_hi[i]} is past the {entry_slices[i]} slices of the layer's "
+                    f"act_bits ({act_bits[entry_layer[i]]}) at dac_bits ({config.dac_bits})")
+    if not len(entries):
+        return
+    ou_cols = config.ou_cols
+    columns = entry_columns(entries, ou_cols)
+    col_valid = columns["valid"] != 0
+    dest, shift = columns["dest"], columns["shift"]
+    column = entries["col_group"][:, None] * ou_cols + np.arange(ou_cols)
+    outputs = layers["n_outputs"][entry_layer][:, None]
+    check(lambda f: f"cols.{f % ou_cols}.valid", col_valid & (column >= config.cols),
+          lambda f: f"column {column.flat[f]} is past the crossbar's {config.cols} columns")
+    check(lambda f: f"cols.{f % ou_cols}.dest", col_valid & (dest >= outputs),
+          lambda f: f"output channel {dest.flat[f]} is not below n_outputs "
+                    f"({outputs.flat[f]}) of the layer")
+    check(lambda f: f"cols.{f % ou_cols}.shift", col_valid & (shift >= config.max_weight_bits),
+          lambda f: f"{shift.flat[f]} is not below max_weight_bits ({config.max_weight_bits})")
+
+
+def _check_unit_entries(tables: ProgramTables, owner: np.ndarray, unit_entries: int,
+                        place: Place) -> None:
+    """Check the issued entries of each unit against the depth of its entry memory."""
+    entries, config = tables.entries, tables.config
+    issued = entries["slice_hi"] > entries["slice_lo"]
+    counts = np.bincount(entries["xbar"][issued], minlength=config.n_xbars)
+    if counts.max(initial=0) > unit_entries:
+        unit = int(np.argmax(counts))
+        raise place.error(SectionId.ENTRIES, "xbar", f"crossbar unit {unit} has "
+                          f"{int(counts[unit])} OU entries, its entry memory holds "
+                          f"{unit_entries}", detail=place.layer(int(owner[unit])))
+
+
+def _check_params(tables: ProgramTables, place: Place) -> None:
+    config, layers = tables.config, tables.layers
+    param_layer = np.repeat(np.arange(len(layers)), layers["n_outputs"])
+    channel = (np.arange(len(tables.bias)) - layers["param_start"][param_layer]
+               if len(param_layer) else param_layer)
+
+    def check(field_name, bad, message):
+        index = _first(bad)
+        if index is not None:
+            raise place.error(SectionId.OUTPUT, field_name, message(index), index,
+                              f"{place.layer(param_layer[index])} channel {channel[index]}")
+
+    low, high = -(1 << (config.acc_bits - 1)), (1 << (config.acc_bits - 1)) - 1
+    bias, mult, shift = tables.bias, tables.mult, tables.shift
+    check("bias", (bias < low) | (bias > high),
+          lambda i: f"value {bias[i]} does not fit acc_bits ({config.acc_bits}) two's "
+                    f"complement [{low}, {high}]")
+    check("mult", (mult < 0) | (mult >= (1 << MULT_BITS)),
+          lambda i: f"value {mult[i]} does not fit {MULT_BITS} bits unsigned")
+    check("shift", (shift < 0) | (shift >= (1 << SHIFT_BITS)),
+          lambda i: f"value {shift[i]} does not fit {SHIFT_BITS} bits unsigned")
+
+
+def _column_sums(tables: ProgramTables) -> np.ndarray:
+    """Return int64 ``(U, row_groups, padded cols)``: levels on driven rows per group/column."""
+    config = tables.config
+    padded_rows = config.row_groups * config.ou_rows
+    padded_cols = config.col_groups * config.ou_cols
+    count = len(tables.cell_units)
+    grid = np.zeros((count, padded_rows, padded_cols), np.int32)
+    driven = tables.rowmap_valid[tables.cell_units]                     # (U, rows)
+    grid[:, :config.rows, :config.cols] = tables.cells * driven[:, :, None]
+    return grid.reshape(count, config.row_groups, config.ou_rows, padded_cols).sum(
+        axis=2, dtype=np.int64)
+
+
+def accumulator_bound(tables: ProgramTables, index: int,
+                      column_sums: np.ndarray | None = None) -> np.ndarray:
+    """Return, per output channel of layer record ``index``, the largest ``|acc|`` it can reach.
+
+    Each issued read contributes at most ``min(adc_max, dac_max * sum of the levels of the
+    column on the group's driven rows) << (shift + t * dac_bits)`` to its destination, for
+    every slice ``t`` in ``[slice_lo, slice_hi)``. The records must have passed the other
+    checks (units owned, groups and columns in range). ``column_sums`` (from the tables,
+    computed when omitted) saves work over many layers.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n_outputs,)`` int64, or Python integers (object) where int64 could overflow.
+    """
+    config = tables.config
+    n_outputs = int(tables.layers["n_outputs"][index])
+    entries = tables.layer_entries(index)
+    # Each term is below 2**(adc_bits + max_weight_bits + max_slices*dac_bits); int64 holds
+    # their sum unless that and the term count exceed 62 bits.
+    term_bits = config.adc_bits + config.max_weight_bits + config.max_slices * config.dac_bits
+    exact = term_bits + (len(entries) * config.ou_cols + 1).bit_length() < 63
+    bound = np.zeros(n_outputs, dtype=np.int64 if exact else object)
+    if not len(entries):
+        return bound
+    if column_sums is None:
+        column_sums = _column_sums(tables)
+    record_of_unit = np.full(config.n_xbars, 0, dtype=np.int64)
+    record_of_unit[tables.cell_units] = np.arange(len(tables.cell_units))
+    columns = entry_columns(entries, config.ou_cols)
+    column = entries["col_group"][:, None] * config.ou_cols + np.arange(config.ou_cols)
+    e, j = np.nonzero((columns["valid"] != 0) & (column < config.cols))
+    sums = column_sums[record_of_unit[entries["xbar"][e]], entries["row_group"][e], column[e, j]]
+    code = np.minimum(config.adc_max, config.dac_max * sums)
+    # sum over t in [lo, hi) of 2**(t*dac_bits): a geometric series
+    step = 1 << config.dac_bits
+    lo, hi = entries["slice_lo"][e], entries["slice_hi"][e]
+    kind = np.int64 if exact else object
+    slices = ((step ** hi.astype(kind)) - (step ** lo.astype(kind))) // (step - 1)
+    terms = code.astype(kind) * (np.ones(len(e), kind) << columns["shift"][e, j].astype(kind))
+    np.add.at(bound, columns["dest"][e, j], terms * slices)
+    return bound
+
+
+def _check_accumulators(tables: ProgramTables, place: Place) -> None:
+    """Reject a layer in which ``|acc + bias|`` of some channel could overflow ``acc_bits``."""
+    config = tables.config
+    limit = (1 << (config.acc_bits - 1)) - 1
+    column_sums = _column_sums(tables) if len(tables.entries) else None
+    for index in range(len(tables.layers)):
+        start = int(tables.layers["param_start"][index])
+        bias = tables.bias[start:start + int(tables.layers["n_outputs"][index])]
+        worst = accumulator_bound(tables, index, column_sums)
+        worst = worst.astype(object) + np.abs(bias).astype(object)
+        if len(worst) and max(worst) > limit:
+            channel = int(np.argmax(np.array([int(v) for v in worst], dtype=object)))
+            raise place.error(
+                SectionId.OUTPUT, "bias",
+                f"channel {channel} can reach |acc + bias| = {int(worst[channel])}, which "
+                f"overflows acc_bits = {config.acc_bits} (limit {limit})", start + channel,
+                f"{place.layer(index)} channel {channel}")
