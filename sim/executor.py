@@ -129,8 +129,12 @@ class Counters:
     unit_busy_cycles: dict[int, int] = field(default_factory=dict)
     unit_layer: dict[int, str] = field(default_factory=dict)
 
-    def compute_cycles(self, layer: str) -> int:
-        """Return ``max`` over the layer's units of their busy cycles (``V * C_comp``)."""
+    def job_compute_cycles(self, layer: str) -> int:
+        """Return ``max`` over the layer's units of their busy cycles (``V * C_comp``).
+
+        ``C_comp`` is the per-vector figure of :func:`bitline.hw.spec.timing.vector_compute_cycles`;
+        this is its total over all ``V`` vectors recorded for ``layer``.
+        """
         cycles = [busy for unit, busy in self.unit_busy_cycles.items()
                   if self.unit_layer.get(unit) == layer]
         return max(cycles, default=0)

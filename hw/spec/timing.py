@@ -33,7 +33,7 @@ from bitline.hw.spec.config import AcceleratorConfig
 
 __all__ = [
     "ENTRY_FETCH_CYCLES", "ACCUMULATE_CYCLES", "DRAIN_STAGES",
-    "pipeline_latency", "drain_latency", "compute_cycles", "layer_cycles",
+    "pipeline_latency", "drain_latency", "vector_compute_cycles", "layer_cycles",
 ]
 
 #: Cycles from ``go`` to a unit's first OU read: the entry memory's synchronous read.
@@ -70,8 +70,14 @@ def drain_latency(config: AcceleratorConfig) -> int:
     return len(DRAIN_STAGES)
 
 
-def compute_cycles(config: AcceleratorConfig, unit_reads: Sequence[int] | np.ndarray) -> int:
-    """Return ``C_comp = max_u unit_reads[u] * conversions_per_read`` (0 without units)."""
+def vector_compute_cycles(config: AcceleratorConfig,
+                          unit_reads: Sequence[int] | np.ndarray) -> int:
+    """Return ``C_comp = max_u unit_reads[u] * conversions_per_read`` (0 without units).
+
+    The compute cycles of *one input vector*: the busiest unit's reads for that vector, each
+    taking ``conversions_per_read`` cycles. A whole job of ``V`` vectors keeps that unit busy
+    ``V * C_comp`` cycles (:meth:`bitline.sim.executor.Counters.job_compute_cycles`).
+    """
     reads = np.asarray(unit_reads, dtype=np.int64).reshape(-1)
     if reads.size and reads.min() < 0:
         raise ValueError(f"unit_reads must be non-negative, not {reads.min()}")
@@ -104,5 +110,5 @@ def layer_cycles(config: AcceleratorConfig, n_inputs: int, n_outputs: int, n_vec
         if int(value) < 1:
             raise ValueError(f"{name} must be at least 1, not {value}")
     k, o, v = int(n_inputs), int(n_outputs), int(n_vectors)
-    vector = compute_cycles(config, unit_reads) + o + pipeline_latency(config)
+    vector = vector_compute_cycles(config, unit_reads) + o + pipeline_latency(config)
     return k + (v - 1) * max(vector, k) + vector + drain_latency(config)

@@ -123,7 +123,7 @@ def test_counters_match_contract():
     assert counters.busy_cycles["fc"] == counters.ou_reads["fc"] * config.conversions_per_read
     assert sum(counters.unit_reads.values()) == counters.ou_reads["fc"]
     assert set(counters.unit_reads) <= set(layer.xbars.tolist())
-    assert counters.compute_cycles("fc") == 10 * layer.stats["busiest_unit_reads"] * \
+    assert counters.job_compute_cycles("fc") == 10 * layer.stats["busiest_unit_reads"] * \
         config.conversions_per_read
     assert counters.total_reads == counters.ou_reads["fc"]
 

@@ -288,7 +288,7 @@ def test_executor_counters_equal_model_counts(strategy, digits_int8):
     for layer in report.layers:
         assert counters.ou_reads[layer.name] == samples * layer.ou_reads
         assert counters.adc_conversions[layer.name] == samples * layer.adc_conversions
-        assert counters.compute_cycles(layer.name) == (
+        assert counters.job_compute_cycles(layer.name) == (
             samples * layer.n_vectors * layer.max_unit_reads * program.config.conversions_per_read)
         assert layer.bound_reads <= layer.ou_reads
         assert layer.bound_cycles <= layer.cycles
