@@ -91,7 +91,7 @@ def run_golden(
     ou_rows = graph.spec_ou_rows(qmodel)
 
     def forward(qlayer, inputs):
-        return arith.layer_forward(qlayer, inputs, compute=compute, ou_rows=ou_rows)
+        return graph.layer_forward(qlayer, inputs, compute=compute, ou_rows=ou_rows)
 
     codes = arith.quantize_input(x, qmodel.input)
     output_int, kept = graph.walk(qmodel, codes, forward, return_all=return_all)

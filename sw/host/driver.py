@@ -5,7 +5,7 @@ unit's values out, docs/hardware.md); the host does everything else, on integers
 the golden model does: input quantization, im2col with the zero-point padding, pooling,
 residual adds, flatten, and the reshape of the job outputs. The graph walk is
 :func:`bitline.sw.integer.graph.walk` and every non-compute layer is
-:func:`bitline.sw.integer.arith.layer_forward`, the golden model's own code; a compute layer's
+:func:`bitline.sw.integer.graph.layer_forward`, the golden model's own code; a compute layer's
 output is what the hardware's output stream delivers (requantized codes, or ``acc + bias``
 of a raw final layer), never recomputed on the host.
 
@@ -455,7 +455,7 @@ class HostDriver:
             nonlocal done
             layer = qlayer.layer
             if layer.op not in ("conv", "gemm"):
-                return arith.layer_forward(qlayer, inputs)
+                return graph.layer_forward(qlayer, inputs)
             batch = inputs[0].shape[0]
             cols = arith.layer_columns(qlayer, inputs[0])
             index = self.layer_index[layer.name]

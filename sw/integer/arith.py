@@ -5,23 +5,20 @@ host driver all compute through these functions, so a rounding rule, a padding c
 im2col order of a layer's inputs exists exactly once. Everything is vectorized numpy on
 int64 codes; matrix products are integer matmuls (exact, no float detour).
 
-Layer-level entry points:
-
-* :func:`layer_columns` -> :func:`compute_acc` -> :func:`output_unit` for a compute layer
-  (:func:`compute_output` chains them, with a pluggable accumulator hook);
-* :func:`maxpool`, :func:`avgpool`, :func:`global_avgpool`, :func:`add`, :func:`relu`,
-  :func:`flatten` for the other layers;
-* :func:`layer_forward` dispatches one :class:`~bitline.sw.integer.qmodel.QuantLayer` on its input
-  codes, which is all a graph walker (golden model, driver) needs.
+This module holds the activation codes, the output unit and the compute layers:
+:func:`layer_columns` -> :func:`compute_acc` -> :func:`output_unit` (:func:`compute_output`
+chains them, with a pluggable accumulator hook). The layers without weights (pooling,
+residual add, ReLU, flatten) are :mod:`bitline.sw.integer.tensor_ops`;
+:func:`bitline.sw.integer.graph.layer_forward` dispatches one layer to either.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
-from bitline.sw.frontend.im2col import conv_output_hw, im2col
+from bitline.sw.frontend.im2col import im2col
 from bitline.sw.integer.qmodel import ActParams, QuantLayer
 
 __all__ = [
@@ -37,13 +34,6 @@ __all__ = [
     "compute_acc",
     "compute_output",
     "columns_to_output",
-    "maxpool",
-    "avgpool",
-    "global_avgpool",
-    "add",
-    "relu",
-    "flatten",
-    "layer_forward",
 ]
 
 #: ``compute(qlayer, cols) -> acc``: the accumulator of a compute layer. ``cols`` is the
@@ -443,183 +433,3 @@ def columns_to_output(qlayer: QuantLayer, y: np.ndarray, batch: int) -> np.ndarr
     return np.ascontiguousarray(
         y.reshape(batch, -1, out_channels).transpose(0, 2, 1)
     ).reshape(batch, *layer.output_shape)
-
-
-# --------------------------------------------------------------------------- other layers
-def _windows(codes: np.ndarray, kernel, stride, pads, pad_value) -> tuple[np.ndarray, int, int]:
-    """Return ``(N, C, P, KH*KW)`` pooling windows and the output height and width."""
-    n, c, h, w = codes.shape
-    out_h, out_w = conv_output_hw(h, w, kernel, stride, pads)
-    cols = im2col(codes.reshape(n * c, 1, h, w), kernel, stride, pads, pad_value=pad_value)
-    return cols.reshape(n, c, out_h * out_w, -1), out_h, out_w
-
-
-def maxpool(codes: np.ndarray, kernel, stride, pads) -> np.ndarray:
-    """Max pooling of codes ``(N, C, H, W)``; padding holds code 0 (docs/contract.md 3).
-
-    Returns int64 ``(N, C, OH, OW)``.
-    """
-    codes = np.asarray(codes, dtype=np.int64)
-    windows, out_h, out_w = _windows(codes, kernel, stride, pads, 0)
-    return windows.max(axis=-1).reshape(codes.shape[0], codes.shape[1], out_h, out_w)
-
-
-def avgpool(
-    codes: np.ndarray,
-    kernel,
-    stride,
-    pads,
-    *,
-    count_include_pad: bool = False,
-    zero_point: int = 0,
-) -> np.ndarray:
-    """Average pooling of codes with round half up: ``floor((2*sum + count) / (2*count))``.
-
-    ``count`` is the number of real (non-padding) inputs of each window, or ``KH*KW`` with
-    ``count_include_pad`` (then padding positions hold ``zero_point``).
-
-    Returns int64 ``(N, C, OH, OW)``.
-    """
-    codes = np.asarray(codes, dtype=np.int64)
-    n, c, h, w = codes.shape
-    pad_value = zero_point if count_include_pad else 0
-    windows, out_h, out_w = _windows(codes, kernel, stride, pads, pad_value)
-    total = windows.sum(axis=-1)
-    if count_include_pad:
-        count = np.int64(windows.shape[-1])
-    else:
-        ones = np.ones((1, 1, h, w), dtype=np.int64)
-        count = _windows(ones, kernel, stride, pads, 0)[0].sum(axis=-1)[0, 0]  # (P,)
-    return ((2 * total + count) // (2 * count)).reshape(n, c, out_h, out_w)
-
-
-def global_avgpool(codes: np.ndarray) -> np.ndarray:
-    """Global average pooling ``(N, C, H, W) -> (N, C, 1, 1)``, round half up."""
-    codes = np.asarray(codes, dtype=np.int64)
-    count = codes.shape[2] * codes.shape[3]
-    total = codes.sum(axis=(2, 3), keepdims=True)
-    return (2 * total + count) // (2 * count)
-
-
-def add(
-    qa: np.ndarray,
-    qb: np.ndarray,
-    a: ActParams,
-    b: ActParams,
-    mult: np.ndarray,
-    shift: np.ndarray,
-    zero_point: int,
-    clamp_lo: int,
-    clamp_hi: int,
-) -> np.ndarray:
-    """Residual add of two code tensors (docs/contract.md section 3).
-
-    ``y = clamp(z_y + ((ma*(qa - za) + mb*(qb - zb) + rnd) >> sh), clamp_lo, clamp_hi)``
-    with ``mult = (ma, mb)`` and the common ``shift = (sh, sh)``.
-
-    Raises
-    ------
-    ValueError
-        If the shapes differ or the two shifts differ.
-    """
-    qa = np.asarray(qa, dtype=np.int64)
-    qb = np.asarray(qb, dtype=np.int64)
-    if qa.shape != qb.shape:
-        raise ValueError(f"add operands differ in shape: {qa.shape} and {qb.shape}")
-    mult = np.asarray(mult, dtype=np.int64).reshape(-1)
-    shift = np.asarray(shift, dtype=np.int64).reshape(-1)
-    if mult.shape != (2,) or shift.shape != (2,) or shift[0] != shift[1]:
-        raise ValueError(
-            f"add needs mult and shift of shape (2,) with one common shift, not "
-            f"mult={mult.tolist()} shift={shift.tolist()}"
-        )
-    total = mult[0] * (qa - a.zero_point) + mult[1] * (qb - b.zero_point)
-    y = int(zero_point) + rounding_shift(total, shift[0])
-    return np.clip(y, int(clamp_lo), int(clamp_hi))
-
-
-def relu(codes: np.ndarray, clamp_lo: int, clamp_hi: int) -> np.ndarray:
-    """Standalone ReLU / ReLU6 on codes: ``clip(q, clamp_lo, clamp_hi)``.
-
-    ``clamp_lo = z`` (the code of 0.0); ``clamp_hi`` is ``2**a - 1`` for ReLU and
-    ``min(2**a - 1, z + rint(6 / s))`` for ReLU6.
-    """
-    return np.clip(np.asarray(codes, dtype=np.int64), int(clamp_lo), int(clamp_hi))
-
-
-def flatten(codes: np.ndarray) -> np.ndarray:
-    """C-order reshape ``(N, ...) -> (N, F)``."""
-    codes = np.asarray(codes, dtype=np.int64)
-    return codes.reshape(codes.shape[0], -1)
-
-
-# --------------------------------------------------------------------------- dispatch
-def layer_forward(
-    qlayer: QuantLayer,
-    inputs: Sequence[np.ndarray],
-    *,
-    compute: ComputeHook | None = None,
-    ou_rows: int | None = None,
-) -> np.ndarray:
-    """Run one quantized layer on its input codes (batch first).
-
-    Parameters
-    ----------
-    qlayer:
-        The layer.
-    inputs:
-        Its input code tensors, ``(N, *input_shape)`` each (two for ``add``).
-    compute, ou_rows:
-        Accumulator hook and BWQ row-block size for compute layers, see
-        :func:`compute_output`.
-
-    Returns
-    -------
-    np.ndarray
-        int64 ``(N, *output_shape)``.
-
-    Raises
-    ------
-    ValueError
-        For an unknown op or a wrong number of inputs.
-    """
-    layer = qlayer.layer
-    op = layer.op
-    expected_inputs = 2 if op == "add" else 1
-    if len(inputs) != expected_inputs:
-        raise ValueError(
-            f"layer {layer.name} ({op}) takes {expected_inputs} input(s), got {len(inputs)}"
-        )
-    x = np.asarray(inputs[0], dtype=np.int64)
-    attrs = layer.attrs
-    if op in ("conv", "gemm"):
-        return compute_output(qlayer, x, compute=compute, ou_rows=ou_rows)
-    if op in ("relu", "relu6"):
-        y = relu(x, qlayer.clamp_lo, qlayer.clamp_hi)
-    elif op == "maxpool":
-        y = maxpool(x, attrs["kernel"], attrs.get("stride", (1, 1)),
-                    attrs.get("pads", (0, 0, 0, 0)))
-    elif op == "avgpool":
-        y = avgpool(
-            x, attrs["kernel"], attrs.get("stride", (1, 1)),
-            attrs.get("pads", (0, 0, 0, 0)),
-            count_include_pad=bool(attrs.get("count_include_pad", False)),
-            zero_point=qlayer.inputs[0].zero_point,
-        )
-    elif op == "gap":
-        y = global_avgpool(x)
-    elif op == "add":
-        out = qlayer.output
-        y = add(x, inputs[1], qlayer.inputs[0], qlayer.inputs[1], qlayer.mult, qlayer.shift,
-                out.zero_point, qlayer.clamp_lo, qlayer.clamp_hi)
-    elif op == "flatten":
-        y = flatten(x)
-    else:
-        raise ValueError(f"layer {layer.name}: unknown op {op!r}")
-    expected = (x.shape[0], *layer.output_shape)
-    if y.shape != expected:
-        raise ValueError(
-            f"layer {layer.name} ({op}): output shape {y.shape[1:]} differs from the IR's "
-            f"{tuple(layer.output_shape)}"
-        )
-    return y

@@ -4,10 +4,11 @@ A :class:`~bitline.sw.integer.qmodel.QuantizedModel` is a list of layers in exec
 reading named code tensors and writing one. :func:`walk` runs that list on the quantized
 input with a per-layer function, frees every tensor after its last reader, and returns the
 model output's codes; :func:`model_output` dequantizes them. The integer golden model
-(:func:`bitline.sim.golden.run_golden`) passes :func:`bitline.sw.integer.arith.layer_forward` (with
-its accumulator hook); the host driver (:mod:`bitline.sw.host.driver`) passes a function that
-sends compute layers to the hardware and runs every other layer with the same
-:func:`~bitline.sw.integer.arith.layer_forward`. Nothing else walks the graph.
+(:func:`bitline.sim.golden.run_golden`) passes :func:`layer_forward` (with its accumulator
+hook), which dispatches one layer to :mod:`bitline.sw.integer.arith` (compute layers) or
+:mod:`bitline.sw.integer.tensor_ops` (the others); the host driver
+(:mod:`bitline.sw.host.driver`) passes a function that sends compute layers to the hardware
+and runs every other layer with the same :func:`layer_forward`. Nothing else walks the graph.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from bitline.sw.integer import arith
+from bitline.sw.integer import arith, tensor_ops
 from bitline.sw.integer.qmodel import QuantizedModel, QuantLayer
 
-__all__ = ["LayerFunction", "check_input", "walk", "model_output", "spec_ou_rows"]
+__all__ = [
+    "LayerFunction", "check_input", "layer_forward", "walk", "model_output", "spec_ou_rows",
+]
 
 #: ``forward(qlayer, inputs) -> output``: one layer on its input code tensors (batch first,
 #: two for ``add``); returns int64 ``(N, *layer.output_shape)``.
@@ -124,3 +127,74 @@ def model_output(qmodel: QuantizedModel, output_int: np.ndarray) -> np.ndarray:
         scale = qlayer.acc_scale.reshape((-1,) + (1,) * (output_int.ndim - 2))
         return output_int.astype(np.float64) * scale
     return arith.dequantize(output_int, qlayer.output)
+
+
+def layer_forward(
+    qlayer: QuantLayer,
+    inputs: Sequence[np.ndarray],
+    *,
+    compute: arith.ComputeHook | None = None,
+    ou_rows: int | None = None,
+) -> np.ndarray:
+    """Run one quantized layer on its input codes (batch first).
+
+    Parameters
+    ----------
+    qlayer:
+        The layer.
+    inputs:
+        Its input code tensors, ``(N, *input_shape)`` each (two for ``add``).
+    compute, ou_rows:
+        Accumulator hook and BWQ row-block size for compute layers, see
+        :func:`bitline.sw.integer.arith.compute_output`.
+
+    Returns
+    -------
+    np.ndarray
+        int64 ``(N, *output_shape)``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown op or a wrong number of inputs.
+    """
+    layer = qlayer.layer
+    op = layer.op
+    expected_inputs = 2 if op == "add" else 1
+    if len(inputs) != expected_inputs:
+        raise ValueError(
+            f"layer {layer.name} ({op}) takes {expected_inputs} input(s), got {len(inputs)}"
+        )
+    x = np.asarray(inputs[0], dtype=np.int64)
+    attrs = layer.attrs
+    if op in ("conv", "gemm"):
+        return arith.compute_output(qlayer, x, compute=compute, ou_rows=ou_rows)
+    if op in ("relu", "relu6"):
+        y = tensor_ops.relu(x, qlayer.clamp_lo, qlayer.clamp_hi)
+    elif op == "maxpool":
+        y = tensor_ops.maxpool(x, attrs["kernel"], attrs.get("stride", (1, 1)),
+                    attrs.get("pads", (0, 0, 0, 0)))
+    elif op == "avgpool":
+        y = tensor_ops.avgpool(
+            x, attrs["kernel"], attrs.get("stride", (1, 1)),
+            attrs.get("pads", (0, 0, 0, 0)),
+            count_include_pad=bool(attrs.get("count_include_pad", False)),
+            zero_point=qlayer.inputs[0].zero_point,
+        )
+    elif op == "gap":
+        y = tensor_ops.global_avgpool(x)
+    elif op == "add":
+        out = qlayer.output
+        y = tensor_ops.add(x, inputs[1], qlayer.inputs[0], qlayer.inputs[1], qlayer.mult,
+                           qlayer.shift, out.zero_point, qlayer.clamp_lo, qlayer.clamp_hi)
+    elif op == "flatten":
+        y = tensor_ops.flatten(x)
+    else:
+        raise ValueError(f"layer {layer.name}: unknown op {op!r}")
+    expected = (x.shape[0], *layer.output_shape)
+    if y.shape != expected:
+        raise ValueError(
+            f"layer {layer.name} ({op}): output shape {y.shape[1:]} differs from the IR's "
+            f"{tuple(layer.output_shape)}"
+        )
+    return y

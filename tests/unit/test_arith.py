@@ -1,4 +1,4 @@
-"""Tests of bitline.sw.integer.arith against references written from docs/contract.md.
+"""Tests of bitline.sw.integer.arith, tensor_ops and graph.layer_forward against references written from docs/contract.md.
 
 The references are loops over Python ints and Fractions, on tiny inputs.
 """
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bitline.sw.frontend.ir import Layer
-from bitline.sw.integer import arith
+from bitline.sw.integer import arith, graph, tensor_ops
 from bitline.sw.integer.qmodel import ActParams, QuantLayer
 from bitline.sw.quant.tensor import QuantizedTensor
 
@@ -297,29 +297,29 @@ def ref_pool(codes, kernel, stride, pads, kind, count_include_pad=False, zero_po
 def test_pooling_against_reference(kernel, stride, pads):
     rng = np.random.default_rng(8)
     codes = rng.integers(0, 256, size=(2, 3, 5, 6))
-    np.testing.assert_array_equal(arith.maxpool(codes, kernel, stride, pads),
+    np.testing.assert_array_equal(tensor_ops.maxpool(codes, kernel, stride, pads),
                                   ref_pool(codes, kernel, stride, pads, "max"))
-    np.testing.assert_array_equal(arith.avgpool(codes, kernel, stride, pads),
+    np.testing.assert_array_equal(tensor_ops.avgpool(codes, kernel, stride, pads),
                                   ref_pool(codes, kernel, stride, pads, "avg"))
     np.testing.assert_array_equal(
-        arith.avgpool(codes, kernel, stride, pads, count_include_pad=True, zero_point=128),
+        tensor_ops.avgpool(codes, kernel, stride, pads, count_include_pad=True, zero_point=128),
         ref_pool(codes, kernel, stride, pads, "avg", True, 128))
 
 
 def test_avgpool_rounds_half_up():
     codes = np.array([[[[1, 2], [2, 2]]]])   # 7 / 4 = 1.75 -> 2
-    assert arith.avgpool(codes, (2, 2), (2, 2), (0, 0, 0, 0))[0, 0, 0, 0] == 2
+    assert tensor_ops.avgpool(codes, (2, 2), (2, 2), (0, 0, 0, 0))[0, 0, 0, 0] == 2
     codes = np.array([[[[1, 2]]]])           # 3 / 2 = 1.5 -> 2 (half up)
-    assert arith.avgpool(codes, (1, 2), (1, 2), (0, 0, 0, 0))[0, 0, 0, 0] == 2
-    assert arith.global_avgpool(np.array([[[[0, 1], [1, 1]]]]))[0, 0, 0, 0] == 1  # 0.75
-    assert arith.global_avgpool(np.array([[[[0, 0], [1, 1]]]]))[0, 0, 0, 0] == 1  # 0.5
-    assert arith.global_avgpool(np.array([[[[0, 0], [0, 1]]]]))[0, 0, 0, 0] == 0  # 0.25
+    assert tensor_ops.avgpool(codes, (1, 2), (1, 2), (0, 0, 0, 0))[0, 0, 0, 0] == 2
+    assert tensor_ops.global_avgpool(np.array([[[[0, 1], [1, 1]]]]))[0, 0, 0, 0] == 1  # 0.75
+    assert tensor_ops.global_avgpool(np.array([[[[0, 0], [1, 1]]]]))[0, 0, 0, 0] == 1  # 0.5
+    assert tensor_ops.global_avgpool(np.array([[[[0, 0], [0, 1]]]]))[0, 0, 0, 0] == 0  # 0.25
 
 
 def test_global_avgpool_against_reference():
     rng = np.random.default_rng(9)
     codes = rng.integers(0, 256, size=(3, 4, 5, 3))
-    got = arith.global_avgpool(codes)
+    got = tensor_ops.global_avgpool(codes)
     assert got.shape == (3, 4, 1, 1)
     for b in range(3):
         for c in range(4):
@@ -332,19 +332,19 @@ def test_add_against_reference():
     qb = rng.integers(0, 256, size=(2, 3, 4))
     a, b = ActParams(8, 0.1, 128), ActParams(8, 0.05, 0)
     mult, shift = np.array([23000, 11000]), np.array([15, 15])
-    got = arith.add(qa, qb, a, b, mult, shift, 128, 128, 255)
+    got = tensor_ops.add(qa, qb, a, b, mult, shift, 128, 128, 255)
     want = np.vectorize(lambda x, y: min(max(
         128 + ref_round_half_up(23000 * (int(x) - 128) + 11000 * int(y), 1 << 15), 128), 255))(
         qa, qb)
     np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="common shift"):
-        arith.add(qa, qb, a, b, mult, np.array([15, 14]), 0, 0, 255)
+        tensor_ops.add(qa, qb, a, b, mult, np.array([15, 14]), 0, 0, 255)
 
 
 def test_relu_and_flatten():
     codes = np.arange(0, 256, 17).reshape(1, 1, 4, 4)
-    np.testing.assert_array_equal(arith.relu(codes, 128, 200), np.clip(codes, 128, 200))
-    assert arith.flatten(np.zeros((2, 3, 4, 5))).shape == (2, 60)
+    np.testing.assert_array_equal(tensor_ops.relu(codes, 128, 200), np.clip(codes, 128, 200))
+    assert tensor_ops.flatten(np.zeros((2, 3, 4, 5))).shape == (2, 60)
 
 
 def test_layer_forward_rejects_wrong_input_count():
@@ -352,4 +352,4 @@ def test_layer_forward_rejects_wrong_input_count():
     qlayer = QuantLayer(layer, [ActParams(8, 1.0)] * 2, ActParams(8, 1.0),
                         mult=np.array([1, 1]), shift=np.array([0, 0]))
     with pytest.raises(ValueError, match="add"):
-        arith.layer_forward(qlayer, [np.zeros((1, 3))])
+        graph.layer_forward(qlayer, [np.zeros((1, 3))])
