@@ -12,7 +12,8 @@ Public entry points:
 """
 
 from bitline.sw.quant.schemes import BIT_RANGES, SCHEMES, level_set, quantize
-from bitline.sw.quant.spec import QuantSpec, load_spec
+from bitline.sw.quant.spec import QuantSpec
+from bitline.sw.quant.spec_file import load_spec
 from bitline.sw.quant.tensor import BitPlanes, QuantizedTensor
 
 __all__ = [

@@ -42,7 +42,8 @@ from bitline.sw.quant import blockwise
 from bitline.sw.quant.build import LayerWeights, build_quantized_model
 from bitline.sw.quant.calibrate import INHERITING_OPS, calibrate_activations
 from bitline.sw.quant.schemes import quantize
-from bitline.sw.quant.spec import QuantSpec, layer_channel_rules, load_spec
+from bitline.sw.quant.spec import QuantSpec, layer_channel_rules
+from bitline.sw.quant.spec_file import load_spec
 from bitline.sw.quant.tensor import QuantizedTensor
 from bitline.sw.quant.varied import assign_varied
 
