@@ -69,8 +69,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bitline.hw.spec.config import AcceleratorConfig
-from bitline.hw.spec.program import LayerProgram, Program
-from bitline.sw.mapping.layout import bounded_unique, entry_columns
+from bitline.hw.spec.program import LayerProgram, Program, entry_columns
+from bitline.hw.spec.validate import validate_program
+from bitline.sw.mapping.layout import bounded_unique
 
 __all__ = ["IdealDevice", "Counters", "LayerExecutor", "execute_layer", "run_executor"]
 
@@ -212,14 +213,25 @@ class LayerExecutor:
         The layer program.
     config:
         The accelerator it was mapped for.
+    check:
+        Validate the layer as a one-layer program first
+        (:func:`~bitline.hw.spec.validate.validate_program`) on ``config`` with at least the
+        units the layer names (one layer may be mapped onto more units than a whole machine
+        has: the executor models the crossbar arithmetic, :func:`run_executor` checks a
+        whole program against its config); ``False`` when the caller has validated already.
 
     Raises
     ------
-    ValueError
-        If an entry names a crossbar unit the layer does not own.
+    ProgramError
+        From the validator: a layer the hardware could not hold or run exactly (e.g. an
+        entry naming a crossbar unit the layer does not own).
     """
 
-    def __init__(self, layer: LayerProgram, config: AcceleratorConfig):
+    def __init__(self, layer: LayerProgram, config: AcceleratorConfig, *, check: bool = True):
+        if check:
+            units = int(np.max(np.asarray(layer.xbars), initial=-1)) + 1
+            machine = config if units <= config.n_xbars else config.replace(n_xbars=units)
+            validate_program(Program(config=machine, strategy="", layers=[layer]), machine)
         self.layer = layer
         self.config = config
         entries = layer.entries
@@ -246,15 +258,10 @@ class LayerExecutor:
         self._linear = None
 
     def _local(self, xbar: np.ndarray) -> np.ndarray:
+        """Return the position in ``layer.xbars`` of each (validated, owned) unit."""
         owned = np.asarray(self.layer.xbars, dtype=np.int64)
         order = np.argsort(owned)
-        position = np.minimum(np.searchsorted(owned[order], xbar), max(len(owned) - 1, 0))
-        if len(owned) == 0 or np.any(owned[order][position] != xbar):
-            raise ValueError(
-                f"layer {self.layer.name}: an OU entry names a crossbar unit the layer does "
-                f"not own"
-            )
-        return order[position]
+        return order[np.searchsorted(owned[order], xbar)]
 
     def _prepare(self, entries: np.ndarray, desc: dict) -> list[_Batch]:
         config = self.config
@@ -493,12 +500,15 @@ def run_executor(
 
     Raises
     ------
+    ProgramError
+        From :func:`~bitline.hw.spec.validate.validate_program` (checked once, up front).
     ValueError
         If the program lacks a compute layer of the model or its sizes differ.
     """
     from bitline.sim.golden import run_golden
 
     config = program.config
+    validate_program(program, config)
     device = device if device is not None else IdealDevice(config)
     by_name = {layer.name: layer for layer in program.layers}
     for qlayer in qmodel.compute_layers:
@@ -518,7 +528,7 @@ def run_executor(
     def compute(qlayer, cols):
         name = qlayer.layer.name
         if name not in runners:
-            runners[name] = LayerExecutor(by_name[name], config)
+            runners[name] = LayerExecutor(by_name[name], config, check=False)
         runner = runners[name]
         acc = runner.run(cols, device)
         if counters is not None:

@@ -50,7 +50,7 @@ from bitline.hw.spec.encoding import (
 
 __all__ = [
     "MAGIC", "MAGIC_WORD", "FORMAT_VERSION", "SECTION_ALIGN", "DIGEST_BYTES",
-    "OUTPUT_MODES", "CRC_ALGORITHM", "SectionId",
+    "CRC_ALGORITHM", "SectionId",
     "HEADER_LAYOUT", "HEADER_BYTES", "SECTION_ENTRY_LAYOUT", "SECTION_ENTRY_BYTES",
     "rowmap_layout", "cell_row_layout", "cells_layout", "section_layout",
     "section_capacity", "config_digest_bytes", "crc32", "align", "struct_format",
@@ -66,8 +66,6 @@ FORMAT_VERSION = 1
 SECTION_ALIGN = 4
 #: Bytes of the config digest (SHA-256 of the config) kept in the header.
 DIGEST_BYTES = 16
-#: Output-unit modes; the index is the layer record's ``mode`` code.
-OUTPUT_MODES = ("requant", "raw")
 
 #: The CRC of the header, the section table and every section: the standard reflected
 #: CRC-32 (polynomial 0x04C11DB7, initial value and final XOR 0xFFFFFFFF), i.e. zlib's.

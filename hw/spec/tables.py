@@ -131,7 +131,7 @@ class Place:
 
     def error(self, section: SectionId | str, field_name: str, message: str,
               record: int | None = None, detail: str = "",
-              error: type[ProgramError] = ProgramError) -> ProgramError:
+              error: type[ValueError] = ProgramError) -> ValueError:
         """Return ``error`` worded as in the module docstring."""
         where = f"section {section.name}" if isinstance(section, SectionId) else section
         if record is not None:

@@ -120,7 +120,6 @@ def validate_program(program: Program | ProgramTables, config: AcceleratorConfig
         names = layer_names if layer_names is not None else [
             layer.name for layer in program.layers]
         place = Place(source, names)
-        check_config(config)
         tables = program_tables(program, config, place=place)
     validate_tables(tables, place, unit_entries=unit_entries)
     return tables

@@ -34,7 +34,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from bitline.hw.spec.config import AcceleratorConfig
-from bitline.hw.spec.program import LayerProgram, empty_entries
+from bitline.hw.spec.program import (
+    COLUMN_FIELDS,
+    LayerProgram,
+    act_slices,
+    empty_entries,
+    entry_columns,
+)
 
 __all__ = [
     "LayerBits",
@@ -45,7 +51,6 @@ __all__ = [
     "regular_placement",
     "packed_placement",
     "assemble",
-    "entry_columns",
     "reconstruct_matrix",
 ]
 
@@ -224,7 +229,7 @@ def layer_bits(
         )
     exact = config.exact_rows_per_ou
     dac_bits = config.dac_bits
-    n_slices = -(-act_bits // dac_bits)
+    n_slices = act_slices(config, act_bits)
     block_rows = config.ou_rows if block_rows is None else int(block_rows)
     if block_rows < 1:
         raise ValueError(f"layer {name}: block_rows must be >= 1, not {block_rows}")
@@ -396,15 +401,6 @@ def _empty_placement(config: AcceleratorConfig, *, read_all: bool) -> Placement:
                      read_all=read_all)
 
 
-def entry_columns(entries: np.ndarray, ou_cols: int) -> dict[str, np.ndarray]:
-    """Return the column descriptors of structured entries as ``(n, ou_cols)`` arrays."""
-    return {
-        key: np.stack([entries[f"cols.{j}.{key}"] for j in range(ou_cols)], axis=1)
-        if len(entries) else np.zeros((0, ou_cols), dtype=np.int64)
-        for key in ("valid", "sign", "shift", "dest")
-    }
-
-
 def assemble(
     bits: LayerBits,
     placement: Placement,
@@ -480,8 +476,7 @@ def assemble(
     table[entry_of, col % ou_cols] = np.stack(
         [np.ones_like(sign), sign, digit * config.cell_bits, channel], axis=1)
     entries = _as_entries(config, records, head)
-    descriptors = {key: table[:, :, index]
-                   for index, key in enumerate(("valid", "sign", "shift", "dest"))}
+    descriptors = {key: table[:, :, index] for index, key in enumerate(COLUMN_FIELDS)}
 
     nonzero_segment = bits.nonzero[q, chunk] if len(q) else np.zeros(0, dtype=bool)
     entry_nonzero = np.zeros(n_entries, dtype=bool)
@@ -507,9 +502,8 @@ def _as_entries(config: AcceleratorConfig, records: np.ndarray, head: dict) -> n
     """
     n_entries = len(records)
     entries = empty_entries(config, n_entries)
-    fields = ("valid", "sign", "shift", "dest")
     names = tuple(head) + tuple(f"cols.{j}.{key}" for j in range(config.ou_cols)
-                                for key in fields)
+                                for key in COLUMN_FIELDS)
     dtype = entries.dtype
     if n_entries and dtype.names == names and dtype.itemsize == 8 * len(names) and all(
             dtype.fields[name][0] == np.int64 and dtype.fields[name][1] == 8 * index

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from bitline.hw.spec.config import AcceleratorConfig, preset
+from bitline.hw.spec.program import entry_columns
 from bitline.sim.analog import NOISE_TAIL, AnalogDevice, AnalogParams, hashed_normal
 from bitline.sim.executor import IdealDevice, execute_layer, run_executor
 from bitline.sw.mapping import STRATEGIES, map_matrix
-from bitline.sw.mapping.layout import entry_columns
 
 BWQ = preset("bwq")
 #: 2-bit cells and 2-bit DAC slices: multi-level conductances, exact_rows_per_ou = 7.

@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from bitline.hw.spec.config import AcceleratorConfig, preset
 from bitline.hw.spec.encoding import entry_layout, pack
+from bitline.hw.spec.program import entry_columns
 from bitline.sw.mapping import STRATEGIES, map_matrix, map_model, reconstruct_matrix
-from bitline.sw.mapping.layout import balance, entry_columns, usable_row_groups
+from bitline.sw.mapping.layout import balance, usable_row_groups
 from bitline.sw.quant import level_set
 
 SCHEMES = [("int", 8), ("int", 4), ("pot", 4), ("apot", 4), ("adaptivfloat", 6),
