@@ -5,7 +5,7 @@ top-level ``examples/`` folder) and in an installed wheel alike::
 
     importlib.resources.files("bitline.examples") / "quant" / "bwq3.toml"
 
-* ``analog/`` -- :class:`bitline.sim.analog.AnalogParams` files (``ideal``, ``typical``).
+* ``analog/`` -- :class:`bitline.sim.analog_params.AnalogParams` files (``ideal``, ``typical``).
 * ``fpga/`` -- accelerator configs for ``bitline fpga`` (``ulx3s-small``, ``ulx3s-bwq``).
 * ``quant/`` -- per-layer quantization specs, one per shorthand of ``--quant``.
 * ``rtl/`` -- the accelerator the cocotb end-to-end benches run the digits CNN on.

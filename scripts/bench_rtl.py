@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
 
-    from bitline.sim.analog import AnalogParams
+    from bitline.sim.analog_params import AnalogParams
     from bitline.sim.rtl import DIGITS_CONFIG, bench_design, job_capacity, run_spec
     from bitline.sw.bundle import write_bundle
     from bitline.sw.cli.compile import calibration_inputs, compile_model

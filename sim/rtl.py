@@ -18,7 +18,7 @@
 
 Crossbar mode: without analog parameters the accelerator's own digital crossbar emulators
 (``crossbar="emulated"``) answer the OU reads inside the simulator, the fastest setting;
-with :class:`~bitline.sim.analog.AnalogParams` the crossbar ports are external and the
+with :class:`~bitline.sim.analog_params.AnalogParams` the crossbar ports are external and the
 bench's Python crossbar model (:class:`bitline.sim.cocotb.crossbar.CrossbarModel`, an
 :class:`~bitline.sim.analog.AnalogDevice`) answers every read.
 
@@ -357,8 +357,8 @@ def run_rtl(bundle_dir: str | Path, x: np.ndarray, *, analog=None, seed: int = 0
     x:
         Float batch ``(N, *input_shape)``.
     analog:
-        :class:`~bitline.sim.analog.AnalogParams` (or a file / example name for
-        :meth:`~bitline.sim.analog.AnalogParams.load`): external crossbars with the
+        :class:`~bitline.sim.analog_params.AnalogParams` (or a file / example name for
+        :meth:`~bitline.sim.analog_params.AnalogParams.load`): external crossbars with the
         analog model; ``None``: the digital emulators inside the design.
     seed:
         The analog chip's seed.
@@ -392,7 +392,7 @@ def run_rtl(bundle_dir: str | Path, x: np.ndarray, *, analog=None, seed: int = 0
     x = check_input(bundle.qmodel, np.asarray(x, dtype=np.float32))
     params = None
     if analog is not None:
-        from bitline.sim.analog import AnalogParams
+        from bitline.sim.analog_params import AnalogParams
 
         params = analog if isinstance(analog, AnalogParams) else AnalogParams.load(analog)
     config = bundle.program.config
@@ -439,7 +439,7 @@ def rtl_backend(target, x: np.ndarray, options: dict) -> dict[str, np.ndarray]:
     """``bitline run BUNDLE --backend rtl``: the bundle on the generated Verilog, in cocotb.
 
     Options (``-O KEY=VALUE``; ``--analog`` / ``--seed`` set the first two): ``analog``
-    (an :class:`~bitline.sim.analog.AnalogParams` TOML file or example name: external
+    (an :class:`~bitline.sim.analog_params.AnalogParams` TOML file or example name: external
     crossbars with the analog model), ``seed`` (the chip, default 0), ``max_vectors``
     (largest layer job), ``check=1`` (compare every layer with the golden model or, with
     ``analog``, the executor inside the bench), ``all_layers=1`` (store every layer's

@@ -30,7 +30,7 @@ Everything comes from one JSON file named by ``BITLINE_RUN`` (written by
     list of ``{"bundle", "input" (.npy), "result" (.npz, optional), "check" ("golden",
     "executor" or "none"), "counters" (bool)}``, run in order on the same chip.
 ``analog``
-    :class:`~bitline.sim.analog.AnalogParams` fields, or ``null`` for the ideal crossbar
+    :class:`~bitline.sim.analog_params.AnalogParams` fields, or ``null`` for the ideal crossbar
     (external designs only); ``seed`` the chip's seed.
 ``max_vectors``, ``progress``
     Job size limit of the host driver; a JSON file the bench rewrites after every job.
@@ -175,7 +175,8 @@ def _analog(spec: dict, config: AcceleratorConfig):
     """Return ``(AnalogParams or None, seed, AnalogDevice or None)`` of the run."""
     if spec.get("analog") is None:
         return None, int(spec.get("seed", 0)), None
-    from bitline.sim.analog import AnalogDevice, AnalogParams
+    from bitline.sim.analog import AnalogDevice
+    from bitline.sim.analog_params import AnalogParams
 
     params = AnalogParams.from_dict(spec["analog"], source="BITLINE_RUN analog")
     seed = int(spec.get("seed", 0))

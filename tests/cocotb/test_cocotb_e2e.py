@@ -156,7 +156,7 @@ def test_every_strategy_random_shapes_golden_and_counters(bundles, designs, tmp_
 
 def test_every_strategy_read_noise_equals_executor(bundles, designs, tmp_path):
     """Typical chip with read noise, shared ADCs: read numbers match the executor's."""
-    from bitline.sim.analog import AnalogParams
+    from bitline.sim.analog_params import AnalogParams
 
     design = designs("small")
     items = [bundles["small", strategy] for strategy in STRATEGIES]
@@ -208,7 +208,8 @@ def test_cli_run_rtl_backend_emulated(bundles, tmp_path):
 
 def test_cli_run_rtl_backend_analog(bundles, tmp_path):
     """`--analog typical --seed 5`: the RTL's output equals the executor's on that chip."""
-    from bitline.sim.analog import AnalogDevice, AnalogParams
+    from bitline.sim.analog import AnalogDevice
+    from bitline.sim.analog_params import AnalogParams
     from bitline.sim.executor import run_executor
     from bitline.sw.bundle import read_bundle
 

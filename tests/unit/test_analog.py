@@ -9,7 +9,8 @@ import pytest
 
 from bitline.hw.spec.config import AcceleratorConfig, preset
 from bitline.hw.spec.program import entry_columns
-from bitline.sim.analog import NOISE_TAIL, AnalogDevice, AnalogParams, hashed_normal
+from bitline.sim.analog import NOISE_TAIL, AnalogDevice, hashed_normal
+from bitline.sim.analog_params import AnalogParams
 from bitline.sim.executor import IdealDevice, execute_layer, run_executor
 from bitline.sw.mapping import STRATEGIES, map_matrix
 
