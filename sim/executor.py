@@ -133,8 +133,9 @@ class Counters:
     def job_compute_cycles(self, layer: str) -> int:
         """Return ``max`` over the layer's units of their busy cycles (``V * C_comp``).
 
-        ``C_comp`` is the per-vector figure of :func:`bitline.hw.spec.timing.vector_compute_cycles`;
-        this is its total over all ``V`` vectors recorded for ``layer``.
+        ``C_comp`` is the per-vector figure of
+        :func:`bitline.hw.spec.timing.vector_compute_cycles`; this is its total over all ``V``
+        vectors recorded for ``layer``.
         """
         cycles = [busy for unit, busy in self.unit_busy_cycles.items()
                   if self.unit_layer.get(unit) == layer]

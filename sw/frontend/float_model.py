@@ -90,7 +90,8 @@ def _run_layer(layer: Layer, inputs: list[np.ndarray]) -> np.ndarray:
     elif op == "batchnorm":
         per_channel = (-1,) + (1,) * (x.ndim - 2)
         # float64 parameters, as the fold pass uses them; the result is stored as float32.
-        y = x * layer.attrs["gain"].reshape(per_channel) + layer.attrs["shift"].reshape(per_channel)
+        gain, shift = layer.attrs["gain"], layer.attrs["shift"]
+        y = x * gain.reshape(per_channel) + shift.reshape(per_channel)
     elif op == "add_constant":
         y = x + layer.attrs["value"]
     else:

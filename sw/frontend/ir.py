@@ -42,7 +42,7 @@ OPS = (
     # Only between the importer and the passes (bitline.sw.passes folds them into the
     # producing conv / gemm; the float model runs them, nothing after the passes does):
     "batchnorm",   # attrs: gain, shift (per channel, float64): y = x * gain + shift
-    "add_constant",  # attrs: value (float32, broadcast like ONNX against (N, *shape)): y = x + value
+    "add_constant",  # attrs: value (float32, ONNX-broadcast to (N, *shape)): y = x + value
 )
 
 #: Ops that the default passes fold away; a model that still has them runs only in the float

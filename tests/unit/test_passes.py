@@ -81,7 +81,8 @@ def test_fold_batchnorm_into_conv_scales_weight_and_shifts_bias():
     assert folded.output == "y"
     gain, shift = bn.attrs["gain"], bn.attrs["shift"]
     np.testing.assert_array_equal(
-        folded.weight, (c.weight.astype(np.float64) * gain[:, None, None, None]).astype(np.float32))
+        folded.weight,
+        (c.weight.astype(np.float64) * gain[:, None, None, None]).astype(np.float32))
     np.testing.assert_array_equal(
         folded.bias, (c.bias.astype(np.float64) * gain + shift).astype(np.float32))
     # Pure: the input model is untouched, and both compute the same function.
@@ -127,7 +128,8 @@ def test_fold_refuses_a_batchnorm_not_after_a_compute_layer(first):
         source = "p"
     layers.append(batchnorm("bn", source, "y", (2, 5, 5)))
     what = "'mp' \\(maxpool\\)" if first == "pool" else "the graph input"
-    with pytest.raises(PassError, match=rf"layer 'bn' \(batchnorm\): can only be folded .* {what}"):
+    message = rf"layer 'bn' \(batchnorm\): can only be folded .* {what}"
+    with pytest.raises(PassError, match=message):
         fold_affine(model(layers, "y"))
 
 
