@@ -2,7 +2,7 @@
 
 :func:`bitline.sw.frontend.onnx_import.load_onnx` converts ONNX nodes to IR layers and then runs
 :data:`DEFAULT_PASSES` with :func:`run_passes`; a pass never mutates the model it is given.
-See docs/frontend.md, "Passes".
+See docs/frontend.md, "Conversion, then passes".
 """
 
 from bitline.sw.passes.base import Pass, PassError, run_passes
