@@ -1,42 +1,23 @@
-"""Amaranth-simulator helpers shared by the hardware tests (async testbench style).
+"""Drive an accelerator and its blocks in the Amaranth simulator (async testbench helpers).
 
+A library module for anyone who simulates the generated hardware in Python: testbenches
+written as ``async def tb(ctx)`` (Amaranth 0.5) call these helpers on the simulator context.
 ``stream_put`` / ``stream_get`` follow the ``lib.stream`` rules; ``csr_write`` /
-``csr_read`` drive :class:`~bitline.hw.core.host_interface.CSRSignature`; :func:`run_job` runs one layer job
-on an :class:`~bitline.hw.core.top.Accelerator` with a host that sends one input code per cycle
+``csr_read`` drive :class:`~bitline.hw.core.host_interface.CSRSignature`; :func:`load_image`
+streams a program image into the loader; :func:`run_job` runs one layer job on an
+:class:`~bitline.hw.core.top.Accelerator` with a host that sends one input code per cycle
 and takes every output at once (the timing of :mod:`bitline.hw.spec.timing`), or with gaps.
+Test fixtures (small configs, the simulator set-up) are in the repository's ``tests/support``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.registers import COUNTERS, Register, Status
 
 __all__ = ["stream_put", "stream_get", "csr_write", "csr_read", "read_counters",
-           "run_job", "load_image", "small_config", "TEST_CONFIGS"]
-
-
-def small_config(**overrides) -> AcceleratorConfig:
-    """Return a small accelerator (16 x 16 crossbars, 4 x 4 OU) for simulation tests."""
-    fields = dict(rows=16, cols=16, cell_bits=1, dac_bits=1, ou_rows=4, ou_cols=4,
-                  adc_bits=3, adcs_per_xbar=4, n_xbars=2, acc_bits=24, max_act_bits=4,
-                  max_weight_bits=4, max_out_channels=16, max_in_features=48,
-                  max_layers=4, max_entries=256, adc_latency=1)
-    fields.update(overrides)
-    return AcceleratorConfig(**fields)
-
-
-#: Geometries the block tests run over: one ADC per OU column; a ragged crossbar (columns
-#: and rows not multiples of the OU) with 2-bit cells and DACs, shared ADCs (a partial last
-#: phase) and a 2-cycle ADC; a tall OU with 4 conversions per read and a combinational ADC.
-TEST_CONFIGS = {
-    "full-adc": dict(),
-    "ragged-2bit": dict(rows=12, cols=10, ou_rows=3, ou_cols=4, adcs_per_xbar=3,
-                        cell_bits=2, dac_bits=2, adc_bits=6, n_xbars=3, adc_latency=2),
-    "shared-adc": dict(rows=16, cols=16, ou_rows=5, ou_cols=8, adcs_per_xbar=2,
-                       adc_bits=4, adc_latency=0),
-}
+           "run_job", "load_image"]
 
 
 async def stream_put(ctx, stream, payload) -> None:

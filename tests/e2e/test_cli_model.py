@@ -6,47 +6,20 @@ import json
 from importlib.resources import files
 
 import numpy as np
-import onnx
 import pytest
 from click.testing import CliRunner
-from onnx import TensorProto, helper, numpy_helper
 
 from bitline.sw.cli import cli, main
 from bitline.sw.cli import model as cli_model
 from bitline.sw.frontend.float_model import run_float
 from bitline.sw.frontend.onnx_import import load_onnx
 
-
-def small_model(path):
-    """Conv 2->4 3x3 pad 1 + ReLU, MaxPool 2x2, Flatten, Gemm 64->3; input (N, 2, 8, 8)."""
-    rng = np.random.default_rng(0)
-    inits = [
-        numpy_helper.from_array(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), "w1"),
-        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b1"),
-        numpy_helper.from_array(rng.standard_normal((3, 64)).astype(np.float32), "w2"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2],
-                         strides=[2, 2]),
-        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
-        helper.make_node("Gemm", ["f", "w2"], ["y"], name="fc", transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "small",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+from support.networks import small_cnn_onnx
 
 
 @pytest.fixture
 def model_path(tmp_path):
-    return small_model(tmp_path / "small.onnx")
+    return small_cnn_onnx(tmp_path / "small.onnx")
 
 
 def invoke(*args):

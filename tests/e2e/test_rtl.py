@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.program import Program
 from bitline.hw.spec.registers import Register, Status
-from bitline.sim.amaranth import csr_read, csr_write, read_counters, small_config
+from bitline.sim.amaranth import csr_read, csr_write, read_counters
 from bitline.sim.cocotb.harness import INPUTS, PROGRAM, BenchTop
 from bitline.sim.rtl import DIGITS_CONFIG, bench_design, job_capacity, rtl_backend
 from bitline.sw.bundle import encode_image
@@ -24,6 +23,9 @@ from bitline.sw.cli.model import Target
 from bitline.sw.integer.arith import output_unit
 from bitline.sw.mapping import map_matrix
 from bitline.sw.perf import analyze_layer
+
+from support.configs import small_config
+from support.simulation import simulate
 
 
 def small_program(config, strategy, rng, n_outputs=5, n_inputs=11):
@@ -98,10 +100,7 @@ def test_harness_loads_the_image_and_runs_a_job_without_stalls(strategy):
         seen["counters"] = await read_counters(ctx, dut.csr)
         seen["final"] = await csr_read(ctx, dut.csr, Register.STATUS)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
     assert seen["status"] & Status.PROGRAMMED and not seen["status"] & Status.ERROR
     assert np.array_equal(seen["outputs"], expected)
     perf = analyze_layer(layer, config, len(vectors))

@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from bitline.hw.unit.adc_mux import ADCMux
-from bitline.sim.amaranth import TEST_CONFIGS, small_config
+
+from support.configs import TEST_CONFIGS, small_config
+from support.simulation import simulate
 
 
 def random_commands(rng, config, count):
@@ -113,10 +114,7 @@ def test_phases_gating_and_routing(name):
                 index += 1
             cycle += 1
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
 
     expected_port, expected_updates = [], []
     for command in commands:
@@ -149,7 +147,4 @@ def test_protocol_error_on_unexpected_codes():
         assert ctx.get(dut.protocol_error)
         await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)

@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from bitline.hw.unit.emulator import CrossbarEmulator
-from bitline.sim.amaranth import TEST_CONFIGS, small_config
+
+from support.configs import TEST_CONFIGS, small_config
+from support.simulation import simulate
 
 
 def port_model(config, levels, row_group, col_group, phase, dac, wordline_en, adc_en):
@@ -69,10 +70,7 @@ def test_reads_back_to_back_with_latency(name, latency):
                 assert cycle - config.adc_latency == len(got) - 1
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
     assert got == expected
 
 
@@ -102,10 +100,7 @@ def test_write_port_programs_rows(name):
             assert ctx.get(port.result.valid)
             got.append([ctx.get(port.result.codes[a]) for a in range(config.adcs_per_xbar)])
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
     assert got == [port_model(config, levels, *request) for request in requests]
 
 
@@ -119,10 +114,7 @@ def test_saturates_at_adc_max():
         await ctx.tick()
         assert [ctx.get(dut.port.result.codes[a]) for a in range(4)] == [3] * 4
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
 
 
 def test_rejects_bad_levels():

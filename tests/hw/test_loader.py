@@ -2,22 +2,17 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from bitline.hw.core.top import Accelerator
 from bitline.hw.spec.image import HEADER_BYTES, HEADER_LAYOUT, SECTION_ENTRY_BYTES
 from bitline.hw.spec.registers import ErrorCode, Register, Status
-from bitline.sim.amaranth import (
-    TEST_CONFIGS,
-    csr_read,
-    csr_write,
-    load_image,
-    run_job,
-    small_config,
-)
+from bitline.sim.amaranth import csr_read, csr_write, load_image, run_job
 from bitline.sw.bundle import encode_image
 from bitline.sw.integer.arith import output_unit
 from bitline.sw.mapping import Program, map_matrix
+
+from support.configs import TEST_CONFIGS, small_config
+from support.simulation import simulate
 
 
 def two_layer_program(config, strategy="bwq", seed=0):
@@ -42,13 +37,6 @@ def two_layer_program(config, strategy="bwq", seed=0):
 def expected(layer, weight, vectors):
     return output_unit(np.asarray(vectors) @ weight.T, layer.bias, layer.mult, layer.shift,
                        layer.zero_point, layer.clamp_lo, layer.clamp_hi, mode=layer.mode)
-
-
-def simulate(dut, testbench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
 
 
 @pytest.mark.parametrize("name", ["full-adc", "ragged-2bit"])

@@ -7,13 +7,9 @@ model's.
 """
 
 import numpy as np
-import onnx
 import pytest
-from amaranth.sim import Simulator
-from onnx import TensorProto, helper, numpy_helper
 
 from bitline.hw.core.top import Accelerator
-from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.registers import Status
 from bitline.sim.amaranth import load_image, run_job
 from bitline.sim.golden import run_golden
@@ -23,40 +19,18 @@ from bitline.sw.frontend.onnx_import import load_onnx
 from bitline.sw.integer.arith import layer_columns, quantize_input
 from bitline.sw.perf import analyze_layer
 
-CONFIG = AcceleratorConfig(rows=16, cols=16, ou_rows=4, ou_cols=4, adc_bits=3,
-                           adcs_per_xbar=2, n_xbars=4, acc_bits=24, max_act_bits=8,
-                           max_weight_bits=8, max_out_channels=8, max_in_features=16,
-                           max_layers=2, max_entries=256)
-
-
-def tiny_mlp(path):
-    """Gemm 8->6, ReLU, Gemm 6->4 (logits), seeded weights."""
-    rng = np.random.default_rng(0)
-    arrays = {
-        "w1": rng.standard_normal((6, 8)).astype(np.float32) * 0.5,
-        "b1": rng.standard_normal(6).astype(np.float32) * 0.1,
-        "w2": rng.standard_normal((4, 6)).astype(np.float32) * 0.5,
-        "b2": np.zeros(4, np.float32),
-    }
-    nodes = [helper.make_node("Gemm", ["input", "w1", "b1"], ["h"], transB=1, name="fc1"),
-             helper.make_node("Relu", ["h"], ["hr"], name="relu"),
-             helper.make_node("Gemm", ["hr", "w2", "b2"], ["logits"], transB=1, name="fc2")]
-    graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 8])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4])],
-        [numpy_helper.from_array(array, name) for name, array in arrays.items()])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
-    return path
+from support.configs import TINY_MLP_CONFIG
+from support.networks import tiny_mlp_onnx
+from support.simulation import simulate
 
 
 @pytest.mark.parametrize("strategy,spec", [("bwq", "bwq3"), ("ivq-temporal", "varied4"),
                                            ("isaac", "int8")])
 def test_compiled_model_through_loader_matches_golden(tmp_path, strategy, spec):
-    model = load_onnx(tiny_mlp(tmp_path / "tiny.onnx"))
+    model = load_onnx(tiny_mlp_onnx(tmp_path / "tiny.onnx"))
     rng = np.random.default_rng(1)
     calib = rng.random((16, 8))
-    result = compile_model(model, strategy, spec, CONFIG, calib, xbars="auto")
+    result = compile_model(model, strategy, spec, TINY_MLP_CONFIG, calib, xbars="auto")
     program, qmodel = result.program, result.qmodel
     image = encode_image(program)
     x = rng.random((3, 8))
@@ -82,10 +56,7 @@ def test_compiled_model_through_loader_matches_golden(tmp_path, strategy, spec):
         for index, vectors, expected in jobs:
             results.append(await run_job(ctx, dut, index, vectors, expected.shape[1]))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
     for (index, vectors, expected), (outputs, counters, _) in zip(jobs, results):
         assert np.array_equal(outputs, expected), program.layers[index].name
         perf = analyze_layer(program.layers[index], program.config, len(vectors))

@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from bitline.hw.core.memories import pack_words
 from bitline.hw.spec.encoding import entry_layout, numpy_dtype
 from bitline.hw.unit.ou_controller import OUController
-from bitline.sim.amaranth import TEST_CONFIGS, small_config
+
+from support.configs import TEST_CONFIGS, small_config
+from support.simulation import simulate
 
 
 def random_entries(rng, config, count, n_outputs=8):
@@ -79,10 +80,7 @@ def run(config, entries, ready_pattern=None, runs=2):
             results.append((commands, busy_cycles))
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
     return results
 
 

@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from bitline.hw.core.output_unit import MODE_RAW, MODE_REQUANT, OutputUnit
 from bitline.hw.core.reduction import Reduction
 from bitline.hw.spec.encoding import MULT_BITS, SHIFT_BITS
-from bitline.sim.amaranth import small_config
+
+from support.configs import small_config
+from support.simulation import simulate
 
 
 def requant_model(t, mult, shift, zero_point, lo, hi):
@@ -55,10 +56,7 @@ def test_output_unit_matches_spec(acc_bits, mode):
                 got.append(ctx.get(dut.outputs.payload))
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
     if mode == MODE_RAW:
         expected = [acc + bias for acc, bias, _, _ in cases]
         # raw values are acc_bits two's complement (the generator keeps them in range)
@@ -96,10 +94,7 @@ def test_output_unit_agrees_with_golden_intops():
                 got.append(ctx.get(dut.outputs.payload))
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
     assert got == expected
 
 
@@ -134,10 +129,7 @@ def test_reduction_skips_units_that_do_not_contribute(n_xbars):
                 got.append(ctx.get(dut.sums.payload))
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
     expected = [int(sum(int(values[u]) for u in range(n_xbars) if touched[u] and mask >> u & 1))
                 for values, touched, mask in rounds]
     assert got == expected

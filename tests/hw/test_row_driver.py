@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from bitline.hw.unit.row_driver import RowDriver
-from bitline.sim.amaranth import TEST_CONFIGS, small_config
+
+from support.configs import TEST_CONFIGS, small_config
+from support.simulation import simulate
 
 
 def slice_model(config, row_map, vector, row_group, slice_index):
@@ -85,10 +86,7 @@ def test_double_buffered_load_and_slices(name):
         ctx.set(dut.swap, 0)
         assert observe(ctx, dut, config) == expected(vectors[2])
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
 
 
 def test_row_map_write_port():
@@ -115,10 +113,7 @@ def test_row_map_write_port():
         for (group, t), value in got.items():
             assert value == slice_model(config, row_map, vector, group, t)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
 
 
 def test_rejects_bad_row_map():

@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from bitline.hw.unit.adc_mux import total_shift_bits
 from bitline.hw.unit.shift_add import ShiftAdd
-from bitline.sim.amaranth import TEST_CONFIGS, small_config
+
+from support.configs import TEST_CONFIGS, small_config
+from support.simulation import simulate
 
 
 def random_updates(rng, config, cycles, channels, hot=0.6):
@@ -68,10 +69,7 @@ def run_batches(config, batches, channels):
             ctx.set(dut.drain.valid, 0)
             drained.append(values)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
     return drained
 
 

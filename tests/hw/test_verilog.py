@@ -12,8 +12,10 @@ from bitline.hw.build.tools import (
     yosys_synth,
 )
 from bitline.hw.build.verilog import write_verilog
-from bitline.sim.amaranth import TEST_CONFIGS, small_config
 from bitline.sw.cli import main
+
+from support.configs import TEST_CONFIGS, TINY_MLP_CONFIG, small_config
+from support.networks import tiny_mlp_onnx
 
 
 def lint_config(**overrides):
@@ -108,23 +110,22 @@ def test_cli_rejects_an_accumulator_too_narrow(tmp_path, capsys):
 
 
 def test_cli_bundle_preloaded_and_too_few_crossbars(tmp_path, capsys):
-    from test_model import CONFIG, tiny_mlp
-
     bundle = tmp_path / "bundle"
-    toml = write_toml(tmp_path / "hw.toml", CONFIG)
-    assert main(["compile", str(tiny_mlp(tmp_path / "tiny.onnx")), "-s", "bwq", "--quant",
+    toml = write_toml(tmp_path / "hw.toml", TINY_MLP_CONFIG)
+    assert main(["compile", str(tiny_mlp_onnx(tmp_path / "tiny.onnx")), "-s", "bwq", "--quant",
                  "bwq3", "--config", str(toml), "-o", str(bundle)]) == 0
     capsys.readouterr()
     assert main(["verilog", "--bundle", str(bundle), "-o", str(tmp_path / "out")]) == 0
     description = json.loads((tmp_path / "out" / "bitline_top.json").read_text())
     assert description["programmed"] is True
     used = description["config"]["n_xbars"]
-    small = write_toml(tmp_path / "small.toml", CONFIG.replace(n_xbars=used - 1))
+    small = write_toml(tmp_path / "small.toml", TINY_MLP_CONFIG.replace(n_xbars=used - 1))
     assert main(["verilog", "--bundle", str(bundle), "--config", str(small),
                  "-o", str(tmp_path / "out2")]) == 2
     assert f"needs {used} crossbar units, the hardware has n_xbars = {used - 1}" in (
         capsys.readouterr().err)
-    other = write_toml(tmp_path / "other.toml", CONFIG.replace(n_xbars=used, adc_latency=2))
+    other = write_toml(tmp_path / "other.toml",
+                       TINY_MLP_CONFIG.replace(n_xbars=used, adc_latency=2))
     assert main(["verilog", "--bundle", str(bundle), "--config", str(other),
                  "-o", str(tmp_path / "out3")]) == 2
     assert "adc_latency 1 (hardware 2)" in capsys.readouterr().err

@@ -10,7 +10,6 @@ import pytest
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.sim.golden import golden_accuracy, run_golden
 from bitline.sw.datasets import load_dataset
-from bitline.sw.frontend.ir import Layer, Model
 from bitline.sw.integer.arith import grouped_matrix
 from bitline.sw.models import resolve_model
 from bitline.sw.quant import quantize_model
@@ -24,39 +23,12 @@ from bitline.sw.quant.blockwise import (
 )
 from bitline.sw.quant.varied import greedy_allocate
 
-
-def small_model(seed: int = 0) -> Model:
-    """conv -> depthwise conv -> pointwise conv + residual add -> gap -> gemm."""
-    rng = np.random.default_rng(seed)
-
-    def conv(name, src, dst, in_shape, out_c, kernel=3, groups=1, activation="relu"):
-        c, h, w = in_shape
-        pad = kernel // 2
-        weight = rng.normal(0, 1 / np.sqrt(c // groups * kernel * kernel),
-                            (out_c, c // groups, kernel, kernel)).astype(np.float32)
-        return Layer(name, "conv", [src], dst, in_shape, (out_c, h, w),
-                     attrs={"stride": (1, 1), "pads": (pad,) * 4, "dilation": (1, 1),
-                            "groups": groups},
-                     weight=weight, bias=rng.normal(0, 0.1, out_c).astype(np.float32),
-                     activation=activation)
-
-    fc = rng.normal(0, 0.3, (5, 12)).astype(np.float32)
-    layers = [
-        conv("c1", "x", "t1", (3, 6, 6), 12),
-        conv("dw", "t1", "t2", (12, 6, 6), 12, groups=12),
-        conv("pw", "t2", "t3", (12, 6, 6), 12, kernel=1, activation=None),
-        Layer("add", "add", ["t3", "t1"], "t4", (12, 6, 6), (12, 6, 6), activation="relu"),
-        Layer("gap", "gap", ["t4"], "t5", (12, 6, 6), (12, 1, 1)),
-        Layer("fl", "flatten", ["t5"], "t6", (12, 1, 1), (12,)),
-        Layer("fc", "gemm", ["t6"], "y", (12,), (5,), weight=fc,
-              bias=np.zeros(5, np.float32)),
-    ]
-    return Model("small-dw", "x", (3, 6, 6), layers, "y")
+from support.networks import residual_dw_model
 
 
 @pytest.fixture(scope="module")
 def small():
-    model = small_model()
+    model = residual_dw_model()
     calib = np.random.default_rng(1).random((32, 3, 6, 6)).astype(np.float32)
     return model, calib
 

@@ -14,7 +14,6 @@ import pytest
 
 from bitline.hw.spec.image import FORMAT_VERSION, MAGIC_WORD, config_digest_bytes
 from bitline.hw.spec.registers import COUNTERS, Ctrl, ErrorCode, Register, Status
-from bitline.sim.amaranth import small_config
 from bitline.sim.golden import run_golden
 from bitline.sw.bundle import encode_image
 from bitline.sw.cli.compile import compile_model
@@ -27,6 +26,8 @@ from bitline.sw.host.driver import (
 )
 from bitline.sw.integer import arith
 from bitline.sw.integer.graph import spec_ou_rows
+
+from support.configs import small_config
 
 
 class SoftAccelerator(Transport):

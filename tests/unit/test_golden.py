@@ -8,7 +8,6 @@ import pytest
 
 from bitline.sim.golden import GoldenResult, golden_accuracy, run_golden
 from bitline.sw.frontend.float_model import run_float
-from bitline.sw.frontend.ir import Layer, Model
 from bitline.sw.integer import arith
 from bitline.sw.integer.qmodel import ActParams
 from bitline.sw.quant import quantize
@@ -21,52 +20,7 @@ from bitline.sw.quant.build import (
 )
 from bitline.sw.quant.calibrate import calibrate_activations, clip_threshold
 
-
-# --------------------------------------------------------------------------- model builders
-def conv(name, src, dst, rng, in_shape, out_c, kernel=3, stride=1, pad=1, groups=1,
-         activation=None):
-    c, h, w = in_shape
-    out_h = (h + 2 * pad - kernel) // stride + 1
-    out_w = (w + 2 * pad - kernel) // stride + 1
-    fan_in = c // groups * kernel * kernel
-    weight = rng.normal(0, 1 / np.sqrt(fan_in), (out_c, c // groups, kernel, kernel))
-    return Layer(name, "conv", [src], dst, in_shape, (out_c, out_h, out_w),
-                 attrs={"stride": (stride, stride), "pads": (pad,) * 4, "dilation": (1, 1),
-                        "groups": groups},
-                 weight=weight.astype(np.float32),
-                 bias=rng.normal(0, 0.1, out_c).astype(np.float32), activation=activation)
-
-
-def gemm(name, src, dst, rng, in_f, out_f, activation=None):
-    weight = rng.normal(0, 1 / np.sqrt(in_f), (out_f, in_f)).astype(np.float32)
-    return Layer(name, "gemm", [src], dst, (in_f,), (out_f,), weight=weight,
-                 bias=rng.normal(0, 0.1, out_f).astype(np.float32), activation=activation)
-
-
-def small_model(seed=0) -> Model:
-    """conv(relu) -> depthwise(relu6) -> pointwise (linear) + skip add(relu) -> pools -> gemms.
-
-    Also a standalone relu6 after a linear conv, maxpool, avgpool with padding, gap, flatten.
-    """
-    rng = np.random.default_rng(seed)
-    layers = [
-        conv("c1", "x", "t1", rng, (3, 8, 8), 8, activation="relu"),
-        conv("dw", "t1", "t2", rng, (8, 8, 8), 8, stride=2, groups=8, activation="relu6"),
-        conv("pw", "t2", "t3", rng, (8, 4, 4), 8, kernel=1, pad=0),
-        Layer("add", "add", ["t3", "t2"], "t4", (8, 4, 4), (8, 4, 4), activation="relu"),
-        conv("c2", "t4", "t5", rng, (8, 4, 4), 8),
-        Layer("r6", "relu6", ["t5"], "t6", (8, 4, 4), (8, 4, 4)),
-        Layer("mp", "maxpool", ["t6"], "t7", (8, 4, 4), (8, 3, 3),
-              attrs={"kernel": (2, 2), "stride": (1, 1), "pads": (0, 0, 0, 0)}),
-        Layer("ap", "avgpool", ["t7"], "t8", (8, 3, 3), (8, 2, 2),
-              attrs={"kernel": (3, 3), "stride": (2, 2), "pads": (1, 1, 1, 1),
-                     "count_include_pad": False}),
-        Layer("gap", "gap", ["t8"], "t9", (8, 2, 2), (8, 1, 1)),
-        Layer("fl", "flatten", ["t9"], "t10", (8, 1, 1), (8,)),
-        gemm("fc1", "t10", "t11", rng, 8, 16, activation="relu"),
-        gemm("fc2", "t11", "y", rng, 16, 5),
-    ]
-    return Model("small", "x", (3, 8, 8), layers, "y")
+from support.networks import mixed_ops_model
 
 
 def quantize_small(model, calib, *, weight_bits=8, act_bits=8, spec=None, blocks=None):
@@ -81,7 +35,7 @@ def quantize_small(model, calib, *, weight_bits=8, act_bits=8, spec=None, blocks
 
 @pytest.fixture(scope="module")
 def small():
-    model = small_model()
+    model = mixed_ops_model()
     rng = np.random.default_rng(1)
     calib = rng.normal(0, 1, (64, 3, 8, 8)).astype(np.float32)
     # test images from the calibration batch: no clipping, the error is rounding only
