@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bitline.hw.spec.config import AcceleratorConfig
-from bitline.hw.spec.program import LayerProgram
+from bitline.hw.spec.program import LayerProgram, entry_columns
 from bitline.hw.spec.timing import layer_cycles
 from bitline.sw.frontend.ir import Layer
 
@@ -78,14 +78,6 @@ class LayerCounts:
     cycles: int
     bound_reads: int
     bound_cycles: int
-
-
-def _column_fields(entries: np.ndarray, config: AcceleratorConfig, name: str) -> np.ndarray:
-    """Return ``(E, ou_cols)`` int64 of the per-column descriptor field ``name``."""
-    if len(entries) == 0:
-        return np.zeros((0, config.ou_cols), dtype=np.int64)
-    return np.stack([np.asarray(entries[f"cols.{j}.{name}"], dtype=np.int64)
-                     for j in range(config.ou_cols)], axis=1)
 
 
 def _nonzero_digits_by_input(weight: np.ndarray, cell_bits: int) -> np.ndarray:
@@ -159,8 +151,9 @@ def _entry_events(layer: LayerProgram, config: AcceleratorConfig, local: np.ndar
                 - np.asarray(entries["slice_lo"], dtype=np.int64))
     if np.any(n_slices < 0):
         raise ValueError(f"layer {layer.name}: an entry has slice_hi < slice_lo")
-    valid = _column_fields(entries, config, "valid") != 0        # (E, ou_cols)
-    dest = _column_fields(entries, config, "dest")
+    columns = entry_columns(entries, config.ou_cols)
+    valid = columns["valid"] != 0                                # (E, ou_cols)
+    dest = columns["dest"]
     row_group = np.asarray(entries["row_group"], dtype=np.int64)
     col_group = np.asarray(entries["col_group"], dtype=np.int64)
     column = col_group[:, None] * config.ou_cols + np.arange(config.ou_cols)[None, :]
