@@ -315,7 +315,6 @@ class LayerExecutor:
 
     def _batch(self, inputs, xbar, rows, cols, levels, lo, hi, scale, dest) -> _Batch:
         config = self.config
-        n_out = self.layer.n_outputs
         by_dest = np.argsort(dest, kind="stable")
         sorted_dest = dest[by_dest]
         starts = np.concatenate([[0], np.flatnonzero(np.diff(sorted_dest)) + 1])

@@ -5,6 +5,13 @@ host streams input vectors of length ``n_inputs`` (one im2col column per output 
 IR's im2col order, see :mod:`bitline.sw.frontend.ir`) and receives ``n_outputs`` values per vector.
 Every strategy (isaac, ivq-naive, ivq-spatial, ivq-temporal, bwq) emits this same structure;
 one periphery runs them all (docs/contract.md, "The OU program").
+
+This module owns the program: its types (:class:`Program`, :class:`LayerProgram`), the
+output mode (:class:`OutputMode`), the slice count (:func:`act_slices`), the unflattening
+of an entry's per-column fields (:func:`entry_columns`) and the error every check raises
+(:class:`ProgramError`). Its record form is :mod:`bitline.hw.spec.tables`; its one
+validator, :func:`bitline.hw.spec.validate.validate_program`, is what compile, the bundle,
+hardware generation and the executor all call.
 """
 
 from __future__ import annotations

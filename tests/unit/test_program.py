@@ -247,7 +247,7 @@ def test_memories_and_bundle_hold_the_same_records():
     rowmaps = words(rowmap_layout(config), sections[SectionId.ROWMAPS])
     tables = image_tables(program)
     for unit in range(config.n_xbars):
-        mine = [word for word, e in zip(entry_words, range(len(entries)))
+        mine = [word for e, word in enumerate(entry_words)
                 if issued[e] and entries["xbar"][e] == unit]
         assert memories.units[unit].entries == mine
         valid = np.array(rowmaps[unit * config.rows:(unit + 1) * config.rows]) & 1
