@@ -19,12 +19,9 @@ from amaranth.lib.wiring import In, Out
 
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.encoding import MULT_BITS, SHIFT_BITS, output_param_layout
+from bitline.hw.spec.program import OutputMode
 
-__all__ = ["OutputUnit", "output_input_layout", "MODE_REQUANT", "MODE_RAW"]
-
-#: Layer-record ``mode`` codes (the index into ``bundle_format.OUTPUT_MODES``).
-MODE_REQUANT = 0
-MODE_RAW = 1
+__all__ = ["OutputUnit", "output_input_layout"]
 
 
 def output_input_layout(config: AcceleratorConfig) -> data.StructLayout:
@@ -105,6 +102,6 @@ class OutputUnit(wiring.Component):
                       Mux(level2 > self.clamp_hi, self.clamp_hi, level2))
         m.d.sync += [
             self.outputs.valid.eq(valid2),
-            self.outputs.payload.eq(Mux(self.mode == MODE_RAW, total2, clamped)),
+            self.outputs.payload.eq(Mux(self.mode == OutputMode.RAW, total2, clamped)),
         ]
         return m

@@ -27,9 +27,10 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from bitline.hw.core.output_unit import MODE_RAW, MODE_REQUANT, output_input_layout
+from bitline.hw.core.output_unit import output_input_layout
 from bitline.hw.spec.config import AcceleratorConfig, preset
 from bitline.hw.spec.encoding import MULT_BITS, SHIFT_BITS
+from bitline.hw.spec.program import OutputMode
 from bitline.sw.integer import arith
 
 
@@ -183,7 +184,7 @@ async def output_unit_matches_golden(dut):
     monitor.start()
     for layer in layer_settings(rng, config):
         # Layer fields change only while the pipeline is empty, as the scheduler does.
-        dut.mode.value = MODE_RAW if layer["mode"] == "raw" else MODE_REQUANT
+        dut.mode.value = int(OutputMode.parse(layer["mode"]))
         dut.zero_point.value = layer["zero_point"]
         dut.clamp_lo.value = layer["clamp_lo"]
         dut.clamp_hi.value = layer["clamp_hi"]

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from bitline.hw.core.output_unit import MODE_RAW, MODE_REQUANT, OutputUnit
+from bitline.hw.core.output_unit import OutputUnit
 from bitline.hw.core.reduction import Reduction
 from bitline.hw.spec.encoding import MULT_BITS, SHIFT_BITS
+from bitline.hw.spec.program import OutputMode
 
 from support.configs import small_config
 from support.simulation import simulate
@@ -18,7 +19,7 @@ def requant_model(t, mult, shift, zero_point, lo, hi):
 
 
 @pytest.mark.parametrize("acc_bits", [16, 24, 40])
-@pytest.mark.parametrize("mode", [MODE_REQUANT, MODE_RAW])
+@pytest.mark.parametrize("mode", list(OutputMode))
 def test_output_unit_matches_spec(acc_bits, mode):
     config = small_config(acc_bits=acc_bits, max_act_bits=8)
     rng = np.random.default_rng(acc_bits + mode)
@@ -57,7 +58,7 @@ def test_output_unit_matches_spec(acc_bits, mode):
             await ctx.tick()
 
     simulate(dut, testbench)
-    if mode == MODE_RAW:
+    if mode == OutputMode.RAW:
         expected = [acc + bias for acc, bias, _, _ in cases]
         # raw values are acc_bits two's complement (the generator keeps them in range)
         expected = [((v + (1 << (acc_bits - 1))) % (1 << acc_bits)) - (1 << (acc_bits - 1))
