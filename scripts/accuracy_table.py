@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from bitline.sw.cli.quant import evaluate_accuracy
+from bitline.sim.evaluate import evaluate_accuracy
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "quant"
 

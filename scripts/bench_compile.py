@@ -28,13 +28,11 @@ from rich.table import Table
 
 from bitline.hw.spec.program import STRATEGIES
 from bitline.sw.bundle import write_bundle
-from bitline.sw.cli.compile import (
+from bitline.sw.flow import (
     calibration_inputs,
-    fit_capacity,
+    compile_model,
     is_synthetic,
     load_config,
-    map_program,
-    quantize_for,
     strategy_specs,
 )
 from bitline.sw.models import resolve_model
@@ -59,21 +57,18 @@ def main(model, strategies, quant, preset_name, write, as_json):
     start = time.perf_counter()
     ir_model = resolve_model(model)
     calib_x, calib_label = calibration_inputs(ir_model, model_name=model)
-    config, notes = fit_capacity(ir_model, load_config(None, preset_name))
+    config = load_config(None, preset_name)
+    notes: list[str] = []
     load_s = time.perf_counter() - start
-    quantized: dict[str, tuple[object, float]] = {}
+    qmodels: dict = {}          # quantized once per spec, shared by the strategies
     rows = []
     for strategy in names:
         spec = specs[strategy]
-        if spec not in quantized:
-            begin = time.perf_counter()
-            qmodel, fitted, more = quantize_for(ir_model, spec, calib_x, config)
-            quantized[spec] = (qmodel, fitted, more, time.perf_counter() - begin)
-        qmodel, fitted, quant_notes, quantize_s = quantized[spec]
-        begin = time.perf_counter()
-        program, more = map_program(qmodel, fitted, strategy)
-        more = quant_notes + more
-        map_s = time.perf_counter() - begin
+        result = compile_model(ir_model, strategy, spec, config, calib_x, qmodels=qmodels)
+        program, qmodel, more = result.program, result.qmodel, result.notes
+        # size_hardware quantizes (once per spec) and maps once to measure the machine.
+        quantize_s = result.size_s + result.quantize_s
+        map_s = result.map_s
         write_s = None
         if write:
             with tempfile.TemporaryDirectory() as folder:
@@ -108,7 +103,8 @@ def main(model, strategies, quant, preset_name, write, as_json):
                       "yes" if row["within_target"] else "NO")
     console = Console(width=max(140, Console().width))
     console.print(table)
-    console.print("* quantization runs once per spec; strategies sharing a spec reuse it.")
+    console.print("* sizing the hardware: quantization (once per spec; strategies sharing "
+                  "a spec reuse it) and a measuring map.")
     for note in notes:
         console.print(f"note: {note}")
     for row in rows:

@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     from bitline.sim.analog_params import AnalogParams
     from bitline.sim.rtl import DIGITS_CONFIG, bench_design, job_capacity, run_spec
     from bitline.sw.bundle import write_bundle
-    from bitline.sw.cli.compile import calibration_inputs, compile_model
+    from bitline.sw.flow import calibration_inputs, compile_model
     from bitline.sw.datasets import load_dataset
     from bitline.sw.models import resolve_model
 

@@ -6,7 +6,7 @@ Usage::
     python scripts/compare_table.py [--models digits-cnn,resnet18-cifar,vgg16,mobilenetv2]
                                     [--format markdown|rich] [--json FILE]
 
-For each model, :func:`bitline.sw.cli.compile.compare_strategies` compiles the five
+For each model, :func:`bitline.sw.flow.compare_strategies` compiles the five
 strategies with their default specs on the ``bwq`` preset (9 x 8 OU, 4-bit ADCs) plus ISAAC
 as its paper ran it (``isaac`` preset, 16- and 8-bit weights). ``digits-cnn`` has trained
 weights and is calibrated on the digits ``calib`` split; ``resnet18-cifar``, ``vgg16`` and
@@ -25,7 +25,7 @@ import time
 import click
 
 from bitline.hw.spec.program import STRATEGIES
-from bitline.sw.cli.compile import (
+from bitline.sw.flow import (
     calibration_inputs,
     compare_strategies,
     is_synthetic,

@@ -7,7 +7,7 @@ Usage::
                                      [--params ideal|typical|FILE] [--plot FILE.png]
                                      [--json FILE]
 
-Runs :func:`bitline.sw.cli.sweep.nonideal_sweep` (the library form of ``bitline sweep``)
+Runs :func:`bitline.sim.sweep.nonideal_sweep` (the library form of ``bitline sweep``)
 with its defaults -- every mapping strategy with its default quantization spec on the
 ``bwq`` preset, conductance variation sigma 0 / 5 / 10 / 20 % and stuck-at rates
 0 / 0.5 / 1 / 2 % (half stuck at 0, half at 1), on the whole digits test split (450
@@ -24,7 +24,7 @@ import time
 
 import click
 
-from bitline.sw.cli.sweep import format_tables, nonideal_sweep, plot_sweep
+from bitline.sim.sweep import format_tables, nonideal_sweep, plot_sweep
 
 
 @click.command()

@@ -54,7 +54,7 @@ def ports_only_vlt():
 def digits_bundle(tmp_path_factory):
     """The digits CNN compiled (bwq, 3-bit blocks) for DIGITS_CONFIG, as a bundle."""
     from bitline.sw.bundle import write_bundle
-    from bitline.sw.cli.compile import calibration_inputs, compile_model
+    from bitline.sw.flow import calibration_inputs, compile_model
     from bitline.sw.models import resolve_model
 
     model = resolve_model("digits-cnn")

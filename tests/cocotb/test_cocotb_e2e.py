@@ -32,7 +32,7 @@ from bitline.hw.spec.program import STRATEGIES
 from bitline.sim.cocotb.runner import BenchFailure
 from bitline.sim.rtl import DIGITS_CONFIG, bench_design, job_capacity, run_spec
 from bitline.sw.bundle import write_bundle
-from bitline.sw.cli.compile import DEFAULT_SPECS, calibration_inputs, compile_model
+from bitline.sw.flow import DEFAULT_SPECS, calibration_inputs, compile_model
 
 VERILATOR = (os.environ.get("BITLINE_SIM", "").strip().lower() or "verilator") == "verilator"
 

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from bitline.sw.cli import cli, main
-from bitline.sw.cli.quant import REPORT_KEYS
+from bitline.sim.evaluate import REPORT_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 

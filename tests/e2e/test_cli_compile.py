@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from bitline.hw.spec.program import STRATEGIES
 from bitline.sw.cli import cli, main
-from bitline.sw.cli.compile import (
+from bitline.sw.flow import (
     DEFAULT_SPECS,
     calibration_inputs,
     is_synthetic,

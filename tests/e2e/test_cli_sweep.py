@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from bitline.sw.cli import cli, main
-from bitline.sw.cli.sweep import format_tables, nonideal_sweep, sweep_points
+from bitline.sim.sweep import format_tables, nonideal_sweep, sweep_points
 
 pytest.importorskip("sklearn")
 

@@ -483,7 +483,7 @@ def test_board_run_without_a_board_fails_clearly(tmp_path):
     # pyserial's loop:// port echoes what the host sends: no bitline bridge answers
     from bitline.sw.bundle import write_bundle
     from bitline.sw.cli import main
-    from bitline.sw.cli.compile import calibration_inputs, compile_model
+    from bitline.sw.flow import calibration_inputs, compile_model
     from bitline.sw.models import resolve_model
 
     pytest.importorskip("serial")

@@ -14,7 +14,7 @@ from bitline.hw.spec.registers import Status
 from bitline.sim.amaranth import load_image, run_job
 from bitline.sim.golden import run_golden
 from bitline.sw.bundle import encode_image
-from bitline.sw.cli.compile import compile_model
+from bitline.sw.flow import compile_model
 from bitline.sw.frontend.onnx_import import load_onnx
 from bitline.sw.integer.arith import layer_columns, quantize_input
 from bitline.sw.perf import analyze_layer

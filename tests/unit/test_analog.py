@@ -112,7 +112,7 @@ def test_ideal_adc_clips_like_the_ideal_device():
 @pytest.fixture(scope="module")
 def digits_cnn():
     pytest.importorskip("sklearn")
-    from bitline.sw.cli.compile import DEFAULT_SPECS, calibration_inputs, compile_model
+    from bitline.sw.flow import DEFAULT_SPECS, calibration_inputs, compile_model
     from bitline.sw.datasets import load_dataset
     from bitline.sw.models import resolve_model
 

@@ -16,7 +16,7 @@ from bitline.hw.spec.image import FORMAT_VERSION, MAGIC_WORD, config_digest_byte
 from bitline.hw.spec.registers import COUNTERS, Ctrl, ErrorCode, Register, Status
 from bitline.sim.golden import run_golden
 from bitline.sw.bundle import encode_image
-from bitline.sw.cli.compile import compile_model
+from bitline.sw.flow import compile_model
 from bitline.sw.host.driver import (
     Device,
     DeviceError,

@@ -1,0 +1,309 @@
+"""Accuracy under analog non-idealities, per mapping strategy (``bitline sweep``).
+
+:func:`nonideal_sweep` is used by ``bitline sweep``, ``scripts/nonideal_sweep.py`` and the
+tests. For each strategy it quantizes the model with the strategy's default spec
+(:data:`bitline.sw.flow.DEFAULT_SPECS`, or ``--quant``), maps it, and runs the
+crossbar-level executor (:func:`bitline.sim.executor.run_executor`) on the data set's test
+images with an :class:`~bitline.sim.analog.AnalogDevice` for every sweep point:
+
+* the *variation* axis: lognormal programming variation ``sigma`` in ``variations``, no
+  stuck cells;
+* the *stuck* axis: stuck-at rate ``p`` in ``stuck`` (``p * sa1_fraction`` stuck at 1, the
+  rest at 0), no variation;
+* with ``grid=True`` every ``(sigma, p)`` pair instead.
+
+Every other non-ideality comes from the base parameters (``--params``, default ideal), so
+the axes isolate the two effects. A chip is one seed: point ``k`` of ``chips`` uses chip
+seed ``seed + k`` for every strategy and every point (the same cells fail, more of them as
+the rate grows: :mod:`bitline.sim.analog` draws common random numbers), and the accuracy is
+the mean over the chips. ``samples`` subsamples the test split with
+``np.random.default_rng(seed).choice(n, samples, replace=False)`` (sorted) when the full
+split would take too long.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bitline.hw.spec.program import STRATEGIES
+
+__all__ = ["DEFAULT_VARIATIONS", "DEFAULT_STUCK", "nonideal_sweep", "sweep_points",
+           "format_tables", "plot_sweep"]
+
+#: Default lognormal programming-variation sigmas (0-20 %).
+DEFAULT_VARIATIONS = (0.0, 0.05, 0.1, 0.2)
+#: Default stuck-at rates (0-2 % of the cells).
+DEFAULT_STUCK = (0.0, 0.005, 0.01, 0.02)
+
+
+def sweep_points(variations, stuck, *, grid: bool = False) -> list[tuple[float, float]]:
+    """Return the ``(variation, stuck)`` points: the two axes through (0, 0), or the grid."""
+    variations = [float(v) for v in variations]
+    stuck = [float(p) for p in stuck]
+    if grid:
+        return [(v, p) for v in variations for p in stuck]
+    points = [(v, 0.0) for v in variations] + [(0.0, p) for p in stuck]
+    return list(dict.fromkeys(points))
+
+
+def _check_rates(name: str, values, high: float) -> list[float]:
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError(f"--{name} needs at least one value")
+    for value in values:
+        if not 0.0 <= value <= high:
+            raise ValueError(f"--{name} values must be between 0 and {high:g}, not {value:g}")
+    return values
+
+
+def nonideal_sweep(
+    model,
+    *,
+    dataset: str = "digits",
+    strategies=STRATEGIES,
+    variations=DEFAULT_VARIATIONS,
+    stuck=DEFAULT_STUCK,
+    spec=None,
+    config=None,
+    params=None,
+    seed: int = 0,
+    chips: int = 1,
+    samples: int | None = None,
+    sa1_fraction: float = 0.5,
+    grid: bool = False,
+    progress=None,
+) -> dict:
+    """Run the executor with analog non-idealities over a sweep; return the report.
+
+    Parameters
+    ----------
+    model:
+        Builtin model name, ``.onnx`` path or IR :class:`~bitline.sw.frontend.ir.Model`.
+    dataset:
+        Data set with ``calib`` and ``test`` splits (:func:`bitline.sw.datasets.load_dataset`).
+    strategies:
+        Mapping strategies to compare.
+    variations, stuck:
+        Lognormal variation sigmas (0 .. 1) and stuck-at rates (0 .. 1).
+    spec:
+        Quantization spec for every strategy; default each strategy's
+        :data:`~bitline.sw.flow.DEFAULT_SPECS` entry.
+    config:
+        :class:`~bitline.hw.spec.config.AcceleratorConfig`; default the ``bwq`` preset.
+    params:
+        Base :class:`~bitline.sim.analog_params.AnalogParams` (a path or example name is loaded);
+        default ideal. Its ``variation`` and ``stuck_at_*`` are replaced by the sweep's.
+    seed:
+        First chip seed; also the seed of the test-image subsample.
+    chips:
+        Chips (seeds ``seed .. seed + chips - 1``) averaged per point.
+    samples:
+        Evaluate on this many test images (seeded subsample); default all.
+    sa1_fraction:
+        Share of the stuck cells stuck at 1 (low resistance); the rest stick at 0.
+    grid:
+        Sweep every ``(variation, stuck)`` pair instead of the two axes.
+    progress:
+        Optional ``callable(str)`` told about each finished point.
+
+    Returns
+    -------
+    dict
+        ``model``, ``dataset``, ``split``, ``images``, ``subsample_seed`` (or None),
+        ``seed``, ``chips``, ``sa1_fraction``, ``params`` (the base), ``config`` (digest),
+        ``ideal`` (strategy -> golden accuracy on the same images), ``specs`` (strategy ->
+        spec) and ``points``: one dict per ``(strategy, variation, stuck)`` with
+        ``accuracy`` (mean over chips), ``accuracies`` (per chip), ``agreement`` (fraction
+        of predictions equal to the ideal model's, mean over chips) and ``seconds``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown strategy, a rate out of range, bad ``chips`` / ``samples`` or any
+        error of the compile steps.
+    """
+    from bitline.hw.spec.config import preset
+    from bitline.sim.analog import AnalogDevice
+    from bitline.sim.analog_params import AnalogParams
+    from bitline.sim.executor import run_executor
+    from bitline.sim.golden import run_golden
+    from bitline.sw.flow import DEFAULT_SPECS, compile_model
+    from bitline.sw.datasets import load_dataset
+    from bitline.sw.frontend.ir import Model
+    from bitline.sw.models import resolve_model
+
+    strategies = list(strategies)
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise ValueError(f"unknown strategy {', '.join(unknown) or '(none)'}; choose from "
+                         f"{', '.join(STRATEGIES)}")
+    variations = _check_rates("variation", variations, 10.0)
+    stuck = _check_rates("stuck", stuck, 1.0)
+    if not 0.0 <= sa1_fraction <= 1.0:
+        raise ValueError(f"--sa1-fraction must be between 0 and 1, not {sa1_fraction}")
+    if isinstance(chips, bool) or not isinstance(chips, int) or chips < 1:
+        raise ValueError(f"--chips must be a positive integer, not {chips!r}")
+    if seed < 0:
+        raise ValueError(f"--seed must be non-negative, not {seed}")
+    if params is None:
+        params = AnalogParams.ideal()
+    elif not isinstance(params, AnalogParams):
+        params = AnalogParams.load(params)
+    model = model if isinstance(model, Model) else resolve_model(model)
+    config = config or preset("bwq")
+    calib_x, _ = load_dataset(dataset, "calib")
+    x, y = load_dataset(dataset, "test")
+    subsample_seed = None
+    if samples is not None:
+        if samples < 1:
+            raise ValueError(f"--samples must be at least 1, not {samples}")
+        if samples < len(y):
+            subsample_seed = seed
+            keep = np.sort(np.random.default_rng(seed).choice(len(y), samples, replace=False))
+            x, y = x[keep], y[keep]
+    points = sweep_points(variations, stuck, grid=grid)
+    report = {
+        "model": model.name, "dataset": dataset, "split": "test", "images": int(len(y)),
+        "subsample_seed": subsample_seed, "seed": int(seed), "chips": int(chips),
+        "sa1_fraction": float(sa1_fraction), "params": params.to_dict(),
+        "config": config.digest[:16], "ideal": {}, "specs": {}, "points": [],
+    }
+    for strategy in strategies:
+        strategy_spec = spec if spec is not None else DEFAULT_SPECS[strategy]
+        compiled = compile_model(model, strategy, strategy_spec, config, calib_x)
+        program, qmodel = compiled.program, compiled.qmodel
+        ideal_pred = np.asarray(run_golden(qmodel, x).output).reshape(len(y), -1).argmax(1)
+        report["ideal"][strategy] = float(np.mean(ideal_pred == y))
+        report["specs"][strategy] = str(strategy_spec)
+        for variation, rate in points:
+            start = time.perf_counter()
+            chip_params = params.replace(variation=variation,
+                                         stuck_at_0=rate * (1.0 - sa1_fraction),
+                                         stuck_at_1=rate * sa1_fraction)
+            accuracies, agreements = [], []
+            for chip in range(chips):
+                device = AnalogDevice(program.config, chip_params, seed=seed + chip)
+                output = run_executor(program, qmodel, x, device=device).output
+                predicted = np.asarray(output).reshape(len(y), -1).argmax(axis=1)
+                accuracies.append(float(np.mean(predicted == y)))
+                agreements.append(float(np.mean(predicted == ideal_pred)))
+            point = {
+                "strategy": strategy, "variation": variation, "stuck": rate,
+                "accuracy": float(np.mean(accuracies)), "accuracies": accuracies,
+                "agreement": float(np.mean(agreements)),
+                "seconds": time.perf_counter() - start,
+            }
+            report["points"].append(point)
+            if progress is not None:
+                progress(f"{strategy:13s} variation {variation:5.3f} stuck {rate:6.4f}: "
+                         f"accuracy {100 * point['accuracy']:6.2f} % "
+                         f"({point['seconds']:.1f} s)")
+    return report
+
+
+def _percent(value: float) -> str:
+    text = f"{100 * value:.2f}".rstrip("0").rstrip(".")
+    return f"{text} %"
+
+
+def format_tables(report: dict, metric: str = "accuracy") -> str:
+    """Return the report as Markdown tables (in %), one per sweep axis or per grid row.
+
+    ``metric`` is ``"accuracy"`` (top-1; the ``ideal`` column is the golden model's on the
+    same images) or ``"agreement"`` (predictions equal to the ideal model's).
+    Rows are strategies.
+    """
+    if metric not in ("accuracy", "agreement"):
+        raise ValueError(f"metric must be 'accuracy' or 'agreement', not {metric!r}")
+    points = report["points"]
+    strategies = list(dict.fromkeys(p["strategy"] for p in points))
+    accuracy = {(p["strategy"], p["variation"], p["stuck"]): p[metric] for p in points}
+    name = "Accuracy" if metric == "accuracy" else "Agreement with the ideal chip"
+    variations = sorted({p["variation"] for p in points})
+    rates = sorted({p["stuck"] for p in points})
+    grid = len(points) == len(strategies) * len(variations) * len(rates) and \
+        len(variations) > 1 and len(rates) > 1 and \
+        all((s, v, r) in accuracy for s in strategies for v in variations for r in rates)
+
+    def table(title, columns, key):
+        header = ["strategy", "ideal"] + [label for label, _ in columns]
+        lines = [f"{title}", "", "| " + " | ".join(header) + " |",
+                 "|" + "|".join(["---"] * len(header)) + "|"]
+        for strategy in strategies:
+            ideal = report["ideal"][strategy] if metric == "accuracy" else 1.0
+            cells = [strategy, _percent(ideal)]
+            cells += [_percent(accuracy[key(strategy, value)]) if key(strategy, value) in
+                      accuracy else "" for _, value in columns]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    sections = []
+    if grid:
+        for rate in rates:
+            sections.append(table(
+                f"{name}, stuck-at rate {_percent(rate)}, by variation sigma:",
+                [(f"sigma {_percent(v)}", v) for v in variations],
+                lambda s, v, r=rate: (s, v, r)))
+    else:
+        sections.append(table(
+            f"{name} by conductance variation (lognormal sigma), no stuck cells:",
+            [(f"sigma {_percent(v)}", v) for v in variations
+             if (strategies[0], v, 0.0) in accuracy],
+            lambda s, v: (s, v, 0.0)))
+        sections.append(table(
+            f"{name} by stuck-at rate ({_percent(report['sa1_fraction'])} of the stuck "
+            f"cells at 1, the rest at 0), no variation:",
+            [(f"stuck {_percent(r)}", r) for r in rates if (strategies[0], 0.0, r) in accuracy],
+            lambda s, r: (s, 0.0, r)))
+    images = f"{report['images']} {report['dataset']} test images"
+    if report.get("subsample_seed") is not None:
+        images += f" (subsample, seed {report['subsample_seed']})"
+    chips = report["chips"]
+    footer = (f"{report['model']}, {images}; chip seed{'s' if chips > 1 else ''} "
+              f"{report['seed']}" + (f"..{report['seed'] + chips - 1} (mean)" if chips > 1
+                                     else ""))
+    return "\n\n".join(sections + [footer])
+
+
+def plot_sweep(report: dict, path: str | Path) -> Path:
+    """Plot accuracy against variation and against stuck-at rate, one line per strategy.
+
+    Needs matplotlib (a development extra); imported here. Returns the written path.
+    """
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ValueError("--plot needs matplotlib: pip install -e \".[dev]\"") from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = report["points"]
+    strategies = list(dict.fromkeys(p["strategy"] for p in points))
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for strategy in strategies:
+        mine = [p for p in points if p["strategy"] == strategy]
+        by_var = sorted((p["variation"], p["accuracy"]) for p in mine if p["stuck"] == 0.0)
+        by_stuck = sorted((p["stuck"], p["accuracy"]) for p in mine if p["variation"] == 0.0)
+        for axis, data in ((axes[0], by_var), (axes[1], by_stuck)):
+            if data:
+                axis.plot([100 * v for v, _ in data], [100 * a for _, a in data], marker="o",
+                          label=strategy)
+    axes[0].set_xlabel("conductance variation sigma (%)")
+    axes[1].set_xlabel("stuck-at cells (%)")
+    axes[0].set_ylabel("top-1 accuracy (%)")
+    for axis in axes:
+        axis.grid(True, alpha=0.3)
+    axes[1].legend(fontsize="small")
+    images = f"{report['images']} {report['dataset']} test images"
+    if report.get("chips", 1) > 1:
+        images += f", mean of {report['chips']} chips"
+    figure.suptitle(f"{report['model']} on a non-ideal ReRAM chip ({images})", fontsize=10)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path

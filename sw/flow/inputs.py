@@ -1,0 +1,247 @@
+"""Inputs of the flow: the accelerator config, the model or bundle named on the command
+line, calibration inputs, run inputs and the model summary of ``bitline info``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from bitline.hw.spec.config import PRESETS, AcceleratorConfig, preset
+
+__all__ = ["DEFAULT_PRESET", "CALIB_SEED", "SYNTHETIC_CALIB_SAMPLES", "BUNDLE_MANIFEST",
+           "Target", "load_config", "preset_summary", "parse_xbars", "is_synthetic",
+           "resolve_target", "calibration_inputs", "model_labels", "model_summary",
+           "load_input"]
+
+#: Preset used when neither ``--config`` nor ``--preset`` is given.
+DEFAULT_PRESET = "bwq"
+
+#: Seed and sample count of the random calibration inputs of synthetic models.
+CALIB_SEED = 0
+SYNTHETIC_CALIB_SAMPLES = 16
+#: File that marks a directory as a compiled program bundle.
+BUNDLE_MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What ``MODEL`` on the command line names: a float IR model or a compiled bundle.
+
+    Attributes
+    ----------
+    spec:
+        The argument as typed.
+    model:
+        The IR model, when ``spec`` is a builtin name or an ``.onnx`` file.
+    bundle:
+        The bundle directory, when ``spec`` is one (it holds ``manifest.json``).
+    """
+
+    spec: str
+    model: object = None
+    bundle: Path | None = None
+
+    @property
+    def kind(self) -> str:
+        """``"model"`` or ``"bundle"``."""
+        return "bundle" if self.bundle is not None else "model"
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """Input shape without batch, or ``None`` when the backend checks it itself."""
+        return tuple(self.model.input_shape) if self.model is not None else None
+
+    def require(self, kind: str, user: str):
+        """Return the model (``kind="model"``) or bundle path (``"bundle"``).
+
+        ``user`` names who asks (e.g. ``"backend 'float'"``) for the ``ValueError`` raised
+        when the target is of the other kind.
+        """
+        if kind != self.kind:
+            wanted = {"model": "a model (builtin name or .onnx file)",
+                      "bundle": "a compiled bundle directory"}
+            raise ValueError(f"{user} needs {wanted[kind]}, but {self.spec!r} is "
+                             f"{wanted[self.kind]}")
+        return self.model if kind == "model" else self.bundle
+
+
+# ------------------------------------------------------------------------ inputs
+def load_config(config_path: str | Path | None = None,
+                preset_name: str | None = None) -> AcceleratorConfig:
+    """Return the accelerator config from a TOML file or a preset (default ``bwq``).
+
+    Raises
+    ------
+    ValueError
+        If both a file and a preset are given, the preset is unknown or the file is invalid.
+    """
+    if config_path is not None and preset_name is not None:
+        raise ValueError("give either --config or --preset, not both")
+    if config_path is not None:
+        return AcceleratorConfig.load(config_path)
+    return preset(preset_name or DEFAULT_PRESET)
+
+
+def preset_summary(name: str) -> str:
+    """Return a one-line description of preset ``name`` (geometry, cells, OU, ADCs)."""
+    config = PRESETS[name]
+    return (f"{config.rows}x{config.cols} crossbars, {config.cell_bits}-bit cells, "
+            f"{config.dac_bits}-bit DAC, {config.ou_rows}x{config.ou_cols} OU, "
+            f"{config.adcs_per_xbar} x {config.adc_bits}-bit ADC per crossbar, "
+            f"{config.max_weight_bits}-bit weights")
+
+
+def parse_xbars(value: str | int) -> str | int:
+    """Return ``"auto"`` or a positive crossbar count from a ``--xbars`` value.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is neither ``auto`` nor a positive integer.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        count = value
+    elif str(value).strip().lower() == "auto":
+        return "auto"
+    else:
+        try:
+            count = int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"--xbars must be 'auto' or a positive integer, not {value!r}") \
+                from None
+    if count < 1:
+        raise ValueError(f"--xbars must be 'auto' or a positive integer, not {value!r}")
+    return count
+
+
+def is_synthetic(model_name: str) -> bool:
+    """True for the builtin models with generated weights and no data set."""
+    from bitline.sw.models import BUILTIN_MODELS
+
+    builtin = BUILTIN_MODELS.get(str(model_name))
+    return builtin is not None and builtin.generator is not None
+
+
+def resolve_target(spec: str) -> Target:
+    """Resolve a ``MODEL`` argument: bundle directory, builtin name or ``.onnx`` path.
+
+    Raises
+    ------
+    ValueError
+        For a directory without ``manifest.json``, an unknown name or an ONNX import error.
+    """
+    from bitline.sw.models import resolve_model
+
+    path = Path(spec)
+    if path.is_dir():
+        if not (path / BUNDLE_MANIFEST).is_file():
+            raise ValueError(f"{spec}: a directory but not a compiled bundle "
+                             f"(no {BUNDLE_MANIFEST})")
+        return Target(str(spec), bundle=path)
+    return Target(str(spec), model=resolve_model(str(spec)))
+
+
+def calibration_inputs(model, dataset: str | None = None, *, model_name: str | None = None,
+                       samples: int = SYNTHETIC_CALIB_SAMPLES, seed: int = CALIB_SEED):
+    """Return ``(calib_x, label)``: calibration inputs for ``model`` and where they came from.
+
+    Parameters
+    ----------
+    model:
+        The IR model (its ``input_shape`` sizes random inputs).
+    dataset:
+        A data set name (its ``calib`` split is used); ``None`` picks ``digits`` for the
+        ``digits-*`` models and seeded random inputs otherwise.
+    model_name:
+        The name the model was resolved from (default ``model.name``).
+    samples, seed:
+        Size and seed of the random inputs: uniform in ``[0, 1)`` (non-negative, like
+        normalized images), float32, shape ``(samples, *model.input_shape)``.
+
+    Returns
+    -------
+    calib_x, label
+        ``label`` is ``"digits/calib"`` or ``"random(seed=0, n=16)"``.
+    """
+    name = model_name or str(getattr(model, "name", "") or "")
+    if dataset is None and Path(name).name.startswith("digits"):
+        dataset = "digits"
+    if dataset is not None:
+        from bitline.sw.datasets import load_dataset
+
+        x, _ = load_dataset(dataset, "calib")
+        return np.asarray(x, dtype=np.float32), f"{dataset}/calib"
+    if samples < 1:
+        raise ValueError(f"calibration samples must be at least 1, not {samples}")
+    rng = np.random.default_rng(seed)
+    x = rng.random((samples, *model.input_shape), dtype=np.float32)
+    return x, f"random(seed={seed}, n={samples})"
+
+
+def model_labels(model_name: str, calib_label: str) -> dict:
+    """Return the report labels: model, calibration source, ``weights="synthetic"``."""
+    labels = {"model": model_name, "calibration": calib_label}
+    if is_synthetic(model_name):
+        labels["weights"] = "synthetic"
+    return labels
+
+
+def model_summary(model) -> dict:
+    """Return the per-layer summary that ``bitline info --json`` prints.
+
+    Keys: ``model``, ``source``, ``input_shape``, ``output_shape``, ``layers`` (each with
+    ``name``, ``op``, ``activation``, ``input_shape``, ``output_shape``, ``weights`` (weight
+    elements, biases excluded) and ``macs`` (per sample)), ``total_weights``, ``total_macs``.
+    """
+    layers = [{
+        "name": layer.name, "op": layer.op, "activation": layer.activation,
+        "input_shape": list(layer.input_shape), "output_shape": list(layer.output_shape),
+        "weights": int(layer.weight.size) if layer.weight is not None else 0,
+        "macs": int(layer.macs),
+    } for layer in model.layers]
+    return {
+        "model": model.name, "source": model.source,
+        "input_shape": list(model.input_shape), "output_shape": list(model.output_shape),
+        "layers": layers,
+        "total_weights": sum(layer["weights"] for layer in layers),
+        "total_macs": sum(layer["macs"] for layer in layers),
+    }
+
+
+def load_input(path: str | Path, input_shape: tuple[int, ...] | None) -> np.ndarray:
+    """Load an input batch from ``.npy`` (or ``.npz`` with key ``input`` or one array).
+
+    An array of exactly ``input_shape`` is one sample and gets a batch axis of 1. Returns
+    float32 ``(N, *input_shape)``. Raises ``ValueError`` naming the file and the expected shape.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{path}: no such input file")
+    try:
+        loaded = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{path}: not a numpy .npy/.npz file ({error})") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            keys = list(loaded.keys())
+            if "input" in keys:
+                key = "input"
+            elif len(keys) == 1:
+                key = keys[0]
+            else:
+                raise ValueError(f"{path}: .npz needs an array named 'input', has {keys}")
+            x = loaded[key]
+    else:
+        x = loaded
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise ValueError(f"{path}: input must be numeric, not dtype {x.dtype}")
+    if input_shape is not None:
+        input_shape = tuple(input_shape)
+        if tuple(x.shape) == input_shape:
+            x = x[None]
+        elif tuple(x.shape[1:]) != input_shape:
+            expected = ", ".join(["N", *map(str, input_shape)])
+            raise ValueError(f"{path}: input has shape {tuple(x.shape)}; the model expects "
+                             f"({expected}) or a single sample {input_shape}")
+    return np.asarray(x, dtype=np.float32)
