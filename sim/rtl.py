@@ -1,6 +1,8 @@
 """The ``rtl`` backend: a compiled bundle on the generated Verilog, end to end, in cocotb.
 
-:func:`run_rtl` is what ``bitline run OUT/ --backend rtl`` calls:
+:func:`run_rtl` is what ``bitline run OUT/ --backend rtl`` calls (through the ``rtl``
+backend of :mod:`bitline.sim.backends`, which parses the run options; progress reaches the
+caller through a callback, so nothing here prints):
 
 1. read the bundle (:func:`bitline.sw.bundle.read_bundle`, every check);
 2. generate the Verilog of :class:`~bitline.sim.cocotb.harness.BenchTop` -- the bundle's
@@ -45,8 +47,7 @@ import numpy as np
 from bitline.hw.spec.config import AcceleratorConfig
 
 __all__ = ["BenchDesign", "RtlResult", "bench_design", "design_unit_entries", "run_rtl",
-           "run_spec", "job_capacity", "rtl_backend", "TOPLEVEL", "BENCH_MODULE",
-           "DIGITS_CONFIG"]
+           "run_spec", "job_capacity", "TOPLEVEL", "BENCH_MODULE", "DIGITS_CONFIG"]
 
 #: The accelerator the cocotb end-to-end suite and ``scripts/bench_rtl.py`` map the digits
 #: CNN onto: the BWQ paper's OU (9 x 8, 1-bit cells and DACs, 4-bit ADC, one ADC per OU
@@ -423,72 +424,3 @@ def run_rtl(bundle_dir: str | Path, x: np.ndarray, *, analog=None, seed: int = 0
         build_seconds=bench.build_seconds,
         test_seconds=bench.test_seconds, generate_seconds=generate_seconds,
         simulator=bench.simulator, design=design)
-
-
-def _option(options: dict, key: str, kind, default):
-    if key not in options or options[key] == "":
-        return default
-    try:
-        return kind(options[key])
-    except ValueError:
-        raise ValueError(f"backend 'rtl': option {key} must be {kind.__name__}, not "
-                         f"{options[key]!r}") from None
-
-
-def rtl_backend(target, x: np.ndarray, options: dict) -> dict[str, np.ndarray]:
-    """``bitline run BUNDLE --backend rtl``: the bundle on the generated Verilog, in cocotb.
-
-    Options (``-O KEY=VALUE``; ``--analog`` / ``--seed`` set the first two): ``analog``
-    (an :class:`~bitline.sim.analog_params.AnalogParams` TOML file or example name: external
-    crossbars with the analog model), ``seed`` (the chip, default 0), ``max_vectors``
-    (largest layer job), ``check=1`` (compare every layer with the golden model or, with
-    ``analog``, the executor inside the bench), ``all_layers=1`` (store every layer's
-    output). Shows a progress bar and prints simulated cycles, wall time and simulated
-    cycles per second. Returns ``output``, ``output_int`` and (``all_layers``)
-    ``layer/<name>``.
-    """
-    import click
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bundle_dir = target.require("bundle", "backend 'rtl'")
-    known = ("analog", "seed", "max_vectors", "check", "all_layers")
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ValueError(f"backend 'rtl': unknown option(s) {', '.join(unknown)}; known: "
-                         f"{', '.join(known)}")
-    flags = {}
-    for key in ("check", "all_layers"):
-        value = str(options.get(key, "0")).strip().lower()
-        if value not in ("0", "1", "true", "false", "yes", "no", ""):
-            raise ValueError(f"backend 'rtl': option {key} must be 0 or 1, not {options[key]!r}")
-        flags[key] = value in ("1", "true", "yes")
-    analog = options.get("analog") or None
-    seed = _option(options, "seed", int, 0)
-    max_vectors = _option(options, "max_vectors", int, None)
-    console = Console(stderr=True)
-    with Progress(TextColumn("[bold]rtl[/] {task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total} vectors"),
-                  TextColumn("{task.fields[cycles]:,} cycles"), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task("building and starting the simulator", total=None, cycles=0)
-
-        def progress(state: dict) -> None:
-            bar.update(task, completed=state["done"], total=state["total"],
-                       description=f"layer {state['layer']}", cycles=int(state["cycles"]))
-
-        result = run_rtl(bundle_dir, x, analog=analog, seed=seed, max_vectors=max_vectors,
-                         check=flags["check"], progress=progress)
-    mode = ("analog model" if analog else "digital crossbar emulators")
-    build = ("cached build" if result.build_seconds == 0
-             else f"build {result.build_seconds:.1f} s")
-    click.echo(f"rtl ({result.simulator}, {mode}, {build}): simulated "
-               f"{result.simulated_cycles:,} cycles in {result.run_seconds:.2f} s wall "
-               f"({result.cycles_per_second:,.0f} simulated cycles/s); "
-               f"{len(result.jobs)} layer jobs, {result.counters().get('ou_reads', 0):,} OU "
-               f"reads")
-    arrays = {"output": result.output, "output_int": result.output_int}
-    if flags["all_layers"]:
-        for name, value in result.layers.items():
-            arrays[f"layer/{name}"] = value
-    return arrays

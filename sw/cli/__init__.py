@@ -49,21 +49,34 @@ def cli():
     """bitline: ReRAM crossbar PIM accelerator generator (varied / block-wise quantization)."""
 
 
+def _error(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; turns user errors into one-line messages."""
+    """Entry point of the console script: run a command, return its exit code.
+
+    Every error is one ``error: ...`` line on stderr naming the file, field or option and
+    the value. Exit codes: 0 success; 2 usage and input errors (a bad flag or choice, a
+    file that is missing or invalid, a value out of range: click usage errors and
+    ``ValueError`` / ``KeyError`` / ``OSError`` from the library); 1 a run that failed (a
+    simulation, build or board run: :class:`~bitline.sw.cli.common.RunFailed`).
+    """
     try:
         cli.main(args=argv, prog_name="bitline", standalone_mode=False)
     except click.exceptions.Exit as exit_:
         return exit_.exit_code
+    except click.UsageError as error:
+        _error(error.format_message())
+        return 2
     except click.ClickException as error:
-        error.show()
+        _error(error.format_message())
         return error.exit_code
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        _error("aborted")
         return 1
-    except (ValueError, KeyError, FileNotFoundError, OSError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        click.echo(f"error: {message}", err=True)
+    except (ValueError, KeyError, OSError) as error:
+        _error(error.args[0] if isinstance(error, KeyError) and error.args else str(error))
         return 2
     return 0
 

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import click
-import numpy as np
 
 from bitline.hw.spec.program import STRATEGIES
 from bitline.sw.flow import (
@@ -26,8 +25,7 @@ from bitline.sw.flow import (
     strategy_specs,
 )
 
-__all__ = ["comparison_table", "golden_backend", "executor_backend", "compile_cmd", "report",
-           "compare"]
+__all__ = ["comparison_table", "compile_cmd", "report", "compare"]
 
 
 def comparison_table(rows: list[dict], title: str):
@@ -191,60 +189,3 @@ def compare(model, strategies, quant, config_path, preset_name, xbars, calib_dat
             console.print(f"note ({row['strategy']}): {note}")
         if row.get("error"):
             console.print(f"failed ({row['strategy']}): {row['error']}")
-
-
-# ------------------------------------------------------------------ `bitline run` backends
-def _flag(options: dict, key: str) -> bool:
-    value = str(options.get(key, "0")).strip().lower()
-    if value not in ("0", "1", "true", "false", "yes", "no", ""):
-        raise ValueError(f"option {key} must be 0 or 1, not {options[key]!r}")
-    return value in ("1", "true", "yes")
-
-
-def _bundle_result(result, all_layers: bool) -> dict[str, np.ndarray]:
-    arrays = {"output": np.asarray(result.output), "output_int": np.asarray(result.output_int)}
-    if all_layers:
-        for name, value in result.layers.items():
-            arrays[f"layer/{name}"] = np.asarray(value)
-    return arrays
-
-
-def _check_options(options: dict, known: tuple[str, ...], backend: str) -> None:
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ValueError(f"backend {backend!r}: unknown option(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(known)}")
-
-
-def golden_backend(target, x: np.ndarray, options: dict) -> dict[str, np.ndarray]:
-    """Run a bundle's quantized model with the integer golden model.
-
-    ``target`` must be a bundle directory; option ``all_layers=1`` (or ``--all-layers``)
-    adds every layer's integer output as ``layer/<name>``. Returns ``output`` (dequantized
-    float64) and ``output_int`` (int64 codes, or ``acc + bias`` for a raw final layer).
-    """
-    from bitline.sim.golden import run_golden
-    from bitline.sw.bundle import read_bundle
-
-    bundle_dir = target.require("bundle", "backend 'golden'")
-    _check_options(options, ("all_layers",), "golden")
-    all_layers = _flag(options, "all_layers")
-    bundle = read_bundle(bundle_dir)
-    return _bundle_result(run_golden(bundle.qmodel, x, return_all=all_layers), all_layers)
-
-
-def executor_backend(target, x: np.ndarray, options: dict) -> dict[str, np.ndarray]:
-    """Run a bundle's OU program on the crossbar-level executor (ideal device).
-
-    Same outputs and options as :func:`golden_backend`; compute layers run through the
-    program's cells, row maps and OU entries (:func:`bitline.sim.executor.run_executor`).
-    """
-    from bitline.sim.executor import run_executor
-    from bitline.sw.bundle import read_bundle
-
-    bundle_dir = target.require("bundle", "backend 'executor'")
-    _check_options(options, ("all_layers",), "executor")
-    all_layers = _flag(options, "all_layers")
-    bundle = read_bundle(bundle_dir)
-    result = run_executor(bundle.program, bundle.qmodel, x, return_all=all_layers)
-    return _bundle_result(result, all_layers)

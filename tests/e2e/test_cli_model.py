@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from bitline.sw.cli import cli, main
-from bitline.sw.cli import model as cli_model
+from bitline.sim import backends
 from bitline.sw.frontend.float_model import run_float
 from bitline.sw.frontend.onnx_import import load_onnx
 
@@ -79,7 +79,8 @@ def test_run_dispatches_to_registered_backend(model_path, tmp_path, monkeypatch)
         calls.append((target.kind, x.shape, options))
         return np.zeros((x.shape[0], 7))
 
-    monkeypatch.setitem(cli_model.BACKENDS, "fake", fake)
+    monkeypatch.setitem(backends.BACKENDS, "fake", backends.Backend(
+        "fake", "model", fake, (backends.RunOption("seed", str),)))
     np.save(tmp_path / "x.npy", np.zeros((2, 2, 8, 8)))
     assert main(["run", str(model_path), "-i", str(tmp_path / "x.npy"), "-o",
                  str(tmp_path / "y.npz"), "-b", "fake", "-O", "seed=3"]) == 0
@@ -108,7 +109,7 @@ def test_run_errors(model_path, tmp_path, capsys):
     err = run_error(capsys, "run", bundle, "-i", tmp_path / "x.npy", "-o", out)
     assert "not a compiled bundle" in err
     (bundle / "manifest.json").write_text("{}")
-    err = run_error(capsys, "run", bundle, "-i", tmp_path / "x.npy", "-o", out)
+    err = run_error(capsys, "run", bundle, "-i", tmp_path / "x.npy", "-o", out, "-b", "float")
     assert "backend 'float' needs a model" in err and "compiled bundle" in err
     assert not out.exists()
 

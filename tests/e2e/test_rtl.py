@@ -17,9 +17,10 @@ from bitline.hw.spec.program import Program
 from bitline.hw.spec.registers import Register, Status
 from bitline.sim.amaranth import csr_read, csr_write, read_counters
 from bitline.sim.cocotb.harness import INPUTS, PROGRAM, BenchTop
-from bitline.sim.rtl import DIGITS_CONFIG, bench_design, job_capacity, rtl_backend
+from bitline.sim.backends import run_backend
+from bitline.sim.rtl import DIGITS_CONFIG, bench_design, job_capacity
 from bitline.sw.bundle import encode_image
-from bitline.sw.cli.model import Target
+from bitline.sw.flow import Target
 from bitline.sw.integer.arith import output_unit
 from bitline.sw.mapping import map_matrix
 from bitline.sw.perf import analyze_layer
@@ -147,8 +148,8 @@ def test_digits_config_example_is_the_suite_config():
 def test_rtl_backend_rejects_bad_options(tmp_path):
     target = Target(str(tmp_path), bundle=tmp_path)
     with pytest.raises(ValueError, match="unknown option"):
-        rtl_backend(target, np.zeros((1, 1)), {"speed": "1"})
+        run_backend("rtl", target, np.zeros((1, 1)), {"speed": "1"})
     with pytest.raises(ValueError, match="check must be 0 or 1"):
-        rtl_backend(target, np.zeros((1, 1)), {"check": "maybe"})
+        run_backend("rtl", target, np.zeros((1, 1)), {"check": "maybe"})
     with pytest.raises(ValueError, match="seed must be int"):
-        rtl_backend(target, np.zeros((1, 1)), {"seed": "x"})
+        run_backend("rtl", target, np.zeros((1, 1)), {"seed": "x"})

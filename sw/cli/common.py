@@ -1,0 +1,114 @@
+"""Options and printing shared by the ``bitline`` commands.
+
+One flag means one thing everywhere:
+
+* ``-o/--output``: a directory for commands that write several files (``compile``,
+  ``verilog``, ``fpga``), a file otherwise (``run``, ``board run``, ``quant template``);
+* ``-s/--strategy`` one mapping strategy, ``--strategies`` a comma-separated list;
+* ``-q/--quiet`` prints nothing but errors (and the JSON of ``--json``); ``--json`` prints
+  the results as one JSON object whose lists are named (``{"rows": [...]}``, ...);
+* ``--config FILE`` / ``--preset NAME`` the accelerator (default preset ``bwq``);
+* ``-d/--dataset NAME`` the data set a command calibrates with (its ``calib`` split) and,
+  for commands that measure accuracy, evaluates on (its ``test`` split).
+
+Errors: usage and input errors (bad flag, bad file, bad value) exit with code 2, failed runs
+(a simulation, build or board run that fails) with code 1; both print one ``error: ...``
+line (:func:`bitline.sw.cli.main`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import click
+
+from bitline.hw.spec.config import PRESETS
+from bitline.hw.spec.program import STRATEGIES
+
+__all__ = ["RunFailed", "config_options", "dataset_option", "json_option", "quiet_option",
+           "strategy_option", "strategies_option", "parse_strategies", "echo_json",
+           "print_table", "console"]
+
+
+class RunFailed(click.ClickException):
+    """A run, simulation or build that failed (exit code 1)."""
+
+    exit_code = 1
+
+
+def config_options(function=None, *, xbars: bool = False):
+    """Decorate a command with ``--config`` and ``--preset`` (and ``--xbars``)."""
+    options = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     help="Accelerator config TOML file (see `bitline config show`)."),
+        click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)),
+                     help="Accelerator preset instead of --config (default bwq; "
+                          "see `bitline presets`)."),
+    ]
+    if xbars:
+        options.append(click.option(
+            "--xbars", default="auto", show_default=True,
+            help="Crossbar units: 'auto' (the machine is sized to the network) or a count."))
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate(function) if function is not None else decorate
+
+
+def dataset_option(help_text: str, default: str | None = None):
+    """``-d/--dataset``: the data set to calibrate (and evaluate) with."""
+    return click.option("--dataset", "-d", default=default, show_default=default is not None,
+                        help=help_text)
+
+
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print the results as one JSON object.")
+quiet_option = click.option("--quiet", "-q", is_flag=True,
+                            help="Print nothing but errors (and the JSON of --json).")
+strategy_option = click.option("--strategy", "-s", required=True,
+                               type=click.Choice(STRATEGIES), help="Mapping strategy.")
+
+
+def strategies_option(help_text: str = "Comma-separated mapping strategies."):
+    """``--strategies a,b``: several strategies (see :func:`parse_strategies`)."""
+    return click.option("--strategies", default=",".join(STRATEGIES), show_default=True,
+                        callback=parse_strategies,
+                        help=f"{help_text} Choices: {', '.join(STRATEGIES)}.")
+
+
+def parse_strategies(ctx, param, value: str) -> list[str]:
+    """Click callback: split ``--strategies`` and reject unknown names (usage error)."""
+    names = [name.strip() for name in str(value).split(",") if name.strip()]
+    unknown = [name for name in names if name not in STRATEGIES]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown strategy {', '.join(unknown) or '(none)'!r}; choose from "
+            f"{', '.join(STRATEGIES)}", ctx=ctx, param=param)
+    return names
+
+
+def echo_json(data: dict) -> None:
+    """Print ``data`` as indented JSON on stdout."""
+    click.echo(json.dumps(data, indent=2))
+
+
+def console(width: int | None = None):
+    """Return a rich console on stdout, at least 100 columns wide (pipes and CI logs)."""
+    from rich.console import Console
+
+    terminal = shutil.get_terminal_size((100, 24)).columns
+    return Console(file=sys.stdout, width=max(100, terminal, width or 0))
+
+
+def print_table(table) -> None:
+    """Print a rich ``table`` on a console wide enough that no cell is cut or wrapped."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    probe = Console(width=10_000, file=sys.stdout)
+    console(Measurement.get(probe, probe.options, table).maximum).print(table)
