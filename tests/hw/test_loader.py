@@ -1,10 +1,23 @@
 """Program loader: image.bin (from the bundle writer) into the memories, CRCs in hardware."""
 
+import struct
+
 import numpy as np
 import pytest
 
 from bitline.hw.core.top import Accelerator
-from bitline.hw.spec.image import HEADER_BYTES, HEADER_LAYOUT, SECTION_ENTRY_BYTES
+from bitline.hw.loader.header import MAX_SECTIONS, HeaderParser
+from bitline.hw.spec.image import (
+    FORMAT_VERSION,
+    HEADER_BYTES,
+    HEADER_LAYOUT,
+    MAGIC_WORD,
+    SECTION_ENTRY_BYTES,
+    SECTION_ENTRY_LAYOUT,
+    config_digest_bytes,
+    crc32,
+    struct_format,
+)
 from bitline.hw.spec.registers import ErrorCode, Register, Status
 from bitline.sim.amaranth import csr_read, csr_write, load_image, run_job
 from bitline.sw.bundle import encode_image
@@ -111,3 +124,102 @@ def test_entry_capacity_error():
         assert status >> 8 == ErrorCode.CAPACITY
 
     simulate(dut, testbench)
+
+
+# ---- the header parser on its own ------------------------------------------------------
+
+def header_image(config, section_count=2, table_flip=None, **fields) -> bytes:
+    """Return a header and a section table of ``section_count`` made-up entries.
+
+    ``fields`` override header fields after the CRCs are computed (``header_crc`` itself
+    included), so exactly that field is wrong; ``table_flip`` flips that table byte after
+    ``table_crc`` is computed.
+    """
+    entry_format, entry_names = struct_format(SECTION_ENTRY_LAYOUT)
+    table = b"".join(
+        struct.pack(entry_format, *(1000 * index + position + 1
+                                    for position, _ in enumerate(entry_names)))
+        for index in range(section_count))
+    header_format, header_names = struct_format(HEADER_LAYOUT)
+    digest = config_digest_bytes(config)
+    values = {"magic": MAGIC_WORD, "version": FORMAT_VERSION, "header_bytes": HEADER_BYTES,
+              "section_count": section_count, "table_entry_bytes": SECTION_ENTRY_BYTES,
+              "image_bytes": 4096, "table_crc": crc32(table), "header_crc": 0,
+              **{f"digest.{i}": digest[i] for i in range(len(digest))}}
+    crc_at = HEADER_LAYOUT["header_crc"].offset // 8
+    values["header_crc"] = crc32(struct.pack(header_format, *(values[n] for n in header_names))
+                                 [:crc_at])
+    values.update(fields)
+    if table_flip is not None:
+        table = bytearray(table)
+        table[table_flip] ^= 0x01
+    return struct.pack(header_format, *(values[n] for n in header_names)) + bytes(table)
+
+
+def run_parser(config, blob: bytes):
+    """Feed ``blob`` (with a restart first); return the reports and the table it kept."""
+    dut = HeaderParser(config)
+    reports = {"valid": 0, "errors": [], "table": None}
+
+    async def testbench(ctx):
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        position, idle = 0, 0
+        while idle < 4:  # a few cycles without a byte taken: the parser has stopped
+            ctx.set(dut.bytes.valid, position < len(blob))
+            ctx.set(dut.bytes.payload, blob[position] if position < len(blob) else 0)
+            taken = ctx.get(dut.bytes.valid) and ctx.get(dut.bytes.ready)
+            if ctx.get(dut.error.valid):
+                reports["errors"].append(ErrorCode(ctx.get(dut.error.payload)))
+            if ctx.get(dut.table.valid):
+                reports["valid"] += 1
+                reports["table"] = (ctx.get(dut.table.section_count),
+                                    ctx.get(dut.table.image_bytes),
+                                    [ctx.get(dut.table.entries[i].as_value())
+                                     for i in range(MAX_SECTIONS)])
+            await ctx.tick()
+            position += taken
+            idle = 0 if taken else idle + 1
+        assert not ctx.get(dut.busy)
+        reports["taken"] = position
+
+    simulate(dut, testbench)
+    return reports
+
+
+def test_header_parser_accepts_a_good_header_and_table():
+    config = small_config()
+    blob = header_image(config, section_count=2)
+    reports = run_parser(config, blob)
+    assert reports["errors"] == [] and reports["valid"] == 1
+    assert reports["taken"] == len(blob)  # nothing past the table is taken
+    count, image_bytes, entries = reports["table"]
+    assert (count, image_bytes) == (2, 4096)
+    for index in range(2):
+        entry = blob[HEADER_BYTES + index * SECTION_ENTRY_BYTES:][:SECTION_ENTRY_BYTES]
+        assert entries[index] == int.from_bytes(entry, "little")
+
+
+def test_header_parser_accepts_an_empty_table():
+    reports = run_parser(small_config(), header_image(small_config(), section_count=0))
+    assert reports["errors"] == [] and reports["valid"] == 1
+    assert reports["table"][0] == 0
+
+
+@pytest.mark.parametrize("fields, code", [
+    ({"magic": MAGIC_WORD ^ 1}, ErrorCode.BAD_MAGIC),
+    ({"version": FORMAT_VERSION + 1}, ErrorCode.BAD_VERSION),
+    ({"header_bytes": HEADER_BYTES + 4}, ErrorCode.BAD_HEADER),
+    ({"table_entry_bytes": SECTION_ENTRY_BYTES - 4}, ErrorCode.BAD_HEADER),
+    ({"section_count": MAX_SECTIONS + 1}, ErrorCode.BAD_HEADER),
+    ({"digest.3": 0x5A}, ErrorCode.BAD_DIGEST),
+    ({"image_bytes": 4097}, ErrorCode.HEADER_CRC),
+    ({"table_flip": SECTION_ENTRY_BYTES + 5}, ErrorCode.TABLE_CRC),
+])
+def test_header_parser_reports_the_bad_field(fields, code):
+    config = small_config()
+    if "digest.3" in fields and config_digest_bytes(config)[3] == fields["digest.3"]:
+        fields = {"digest.3": fields["digest.3"] ^ 0xFF}
+    reports = run_parser(config, header_image(config, **fields))
+    assert reports["errors"] == [code] and reports["valid"] == 0
