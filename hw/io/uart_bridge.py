@@ -44,6 +44,8 @@ host that lost track waits that long, then sends ``PING``.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth import Module, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -155,16 +157,7 @@ class UARTBridge(wiring.Component):
         watchdog = Signal(range(self.timeout_cycles + 1))
         progress = Signal()
 
-        info = Signal(INFO_LAYOUT)
-        m.d.comb += [
-            info.version.eq(PROTOCOL_VERSION),
-            info.output_bytes.eq(width),
-            info.flags.eq(flags),
-            info.act_bits.eq(self.config.max_act_bits),
-            info.rx_fifo_depth.eq(self.rx_fifo_depth),
-            info.clock_hz.eq(self.clock_hz),
-            self.flags.eq(flags),
-        ]
+        info = self._info(m, flags)
 
         def send(m, value, count, *, then_outputs=False):
             m.d.sync += [reply.eq(value), reply_count.eq(count),
@@ -184,12 +177,16 @@ class UARTBridge(wiring.Component):
                 with m.Case(code):
                     m.d.comb += last_arg.eq(max(count - 1, 0))
 
+        bad_opcode = Signal()
+        clear_flags = Signal()
+        regs = SimpleNamespace(fifo=fifo, byte=byte, have_byte=have_byte, opcode=opcode,
+                               args=args, remaining=remaining, remaining_zero=remaining_zero,
+                               progress=progress, info=info, clear_flags=clear_flags)
+
         # register-bus strobes are registered (one-cycle pulses): no combinational path
         # from the bridge's FSM into the accelerator
         m.d.sync += [self.csr.w_en.eq(0), self.csr.r_en.eq(0)]
 
-        bad_opcode = Signal()
-        clear_flags = Signal()
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += fifo.r_en.eq(1)
@@ -214,35 +211,7 @@ class UARTBridge(wiring.Component):
                 abandon(m)
 
             with m.State("EXECUTE"):
-                with m.Switch(opcode):
-                    with m.Case(Opcode.PING):
-                        send(m, ACK, 1)
-                    with m.Case(Opcode.READ):
-                        m.d.sync += [self.csr.addr.eq(args[:8]), self.csr.r_en.eq(1)]
-                        m.next = "READ_WAIT"
-                    with m.Case(Opcode.WRITE):
-                        m.d.sync += [self.csr.addr.eq(args[:8]),
-                                     self.csr.w_data.eq(args[8:40]), self.csr.w_en.eq(1)]
-                        send(m, ACK, 1)
-                    with m.Case(Opcode.PROGRAM):
-                        m.d.sync += [remaining.eq(args[:32]),
-                                     remaining_zero.eq(args[:32] == 0)]
-                        m.next = "PROGRAM"
-                    with m.Case(Opcode.INPUTS):
-                        m.d.sync += [remaining.eq(args[:32]),
-                                     remaining_zero.eq(args[:32] == 0)]
-                        m.next = "INPUTS"
-                    with m.Case(Opcode.OUTPUTS):
-                        m.d.sync += [remaining.eq(args[:32]),
-                                     remaining_zero.eq(args[:32] == 0)]
-                        m.next = "OUTPUTS"
-                    with m.Case(Opcode.INFO):
-                        # the reply holds this cycle's flags; clearing them keeps new events
-                        m.d.comb += clear_flags.eq(1)
-                        send(m, info.as_value() | (ACK << INFO_LAYOUT.size), INFO_BYTES + 1)
-                    with m.Case(Opcode.RESET):
-                        m.d.comb += self.accel_reset.eq(1)
-                        send(m, ACK, 1)
+                self._execute(m, regs, send)
 
             with m.State("READ_WAIT"):
                 m.next = "READ_DATA"  # the register bus answers the cycle after r_en
@@ -250,34 +219,7 @@ class UARTBridge(wiring.Component):
             with m.State("READ_DATA"):
                 send(m, self.csr.r_data | (ACK << 32), 5)
 
-            for state, target in (("PROGRAM", self.program), ("INPUTS", self.inputs)):
-                with m.State(state):
-                    with m.If(remaining_zero):
-                        send(m, ACK, 1)
-                    with m.Else():
-                        m.d.comb += [
-                            target.valid.eq(have_byte),
-                            target.payload.eq(byte),
-                            fifo.r_en.eq(target.ready),
-                        ]
-                        with m.If(have_byte & target.ready):
-                            m.d.comb += progress.eq(1)
-                            m.d.sync += [remaining.eq(remaining - 1),
-                                         remaining_zero.eq(remaining == 1)]
-                    abandon(m)
-
-            with m.State("OUTPUTS"):
-                with m.If(remaining_zero):
-                    send(m, ACK, 1)
-                with m.Else():
-                    m.d.comb += self.outputs.ready.eq(1)
-                    with m.If(self.outputs.valid):
-                        m.d.comb += progress.eq(1)
-                        m.d.sync += [remaining.eq(remaining - 1),
-                                     remaining_zero.eq(remaining == 1)]
-                        # the signed value sign-extends to the reply's width
-                        send(m, self.outputs.payload, width, then_outputs=True)
-                abandon(m)
+            self._stream_states(m, regs, send, abandon)
 
             with m.State("REPLY"):
                 m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(reply[:8])]
@@ -296,6 +238,89 @@ class UARTBridge(wiring.Component):
         with m.Else():
             m.d.sync += watchdog.eq(watchdog + 1)
 
+        self._update_flags(m, flags, bad_opcode=bad_opcode, timed_out=timed_out,
+                           clear_flags=clear_flags)
+        return m
+
+    def _info(self, m, flags):
+        """Return the INFO reply's fields (:data:`INFO_LAYOUT`); drive ``self.flags``."""
+        info = Signal(INFO_LAYOUT)
+        m.d.comb += [
+            info.version.eq(PROTOCOL_VERSION),
+            info.output_bytes.eq(self.output_bytes),
+            info.flags.eq(flags),
+            info.act_bits.eq(self.config.max_act_bits),
+            info.rx_fifo_depth.eq(self.rx_fifo_depth),
+            info.clock_hz.eq(self.clock_hz),
+            self.flags.eq(flags),
+        ]
+        return info
+
+    def _execute(self, m, regs, send):
+        """EXECUTE: start the command in ``regs.opcode`` with its arguments ``regs.args``."""
+        with m.Switch(regs.opcode):
+            with m.Case(Opcode.PING):
+                send(m, ACK, 1)
+            with m.Case(Opcode.READ):
+                m.d.sync += [self.csr.addr.eq(regs.args[:8]), self.csr.r_en.eq(1)]
+                m.next = "READ_WAIT"
+            with m.Case(Opcode.WRITE):
+                m.d.sync += [self.csr.addr.eq(regs.args[:8]),
+                             self.csr.w_data.eq(regs.args[8:40]), self.csr.w_en.eq(1)]
+                send(m, ACK, 1)
+            with m.Case(Opcode.PROGRAM):
+                m.d.sync += [regs.remaining.eq(regs.args[:32]),
+                             regs.remaining_zero.eq(regs.args[:32] == 0)]
+                m.next = "PROGRAM"
+            with m.Case(Opcode.INPUTS):
+                m.d.sync += [regs.remaining.eq(regs.args[:32]),
+                             regs.remaining_zero.eq(regs.args[:32] == 0)]
+                m.next = "INPUTS"
+            with m.Case(Opcode.OUTPUTS):
+                m.d.sync += [regs.remaining.eq(regs.args[:32]),
+                             regs.remaining_zero.eq(regs.args[:32] == 0)]
+                m.next = "OUTPUTS"
+            with m.Case(Opcode.INFO):
+                # the reply holds this cycle's flags; clearing them keeps new events
+                m.d.comb += regs.clear_flags.eq(1)
+                send(m, regs.info.as_value() | (ACK << INFO_LAYOUT.size), INFO_BYTES + 1)
+            with m.Case(Opcode.RESET):
+                m.d.comb += self.accel_reset.eq(1)
+                send(m, ACK, 1)
+
+    def _stream_states(self, m, regs, send, abandon):
+        """The PROGRAM / INPUTS (FIFO to a stream) and OUTPUTS (a stream to the host) states."""
+        for state, target in (("PROGRAM", self.program), ("INPUTS", self.inputs)):
+            with m.State(state):
+                with m.If(regs.remaining_zero):
+                    send(m, ACK, 1)
+                with m.Else():
+                    m.d.comb += [
+                        target.valid.eq(regs.have_byte),
+                        target.payload.eq(regs.byte),
+                        regs.fifo.r_en.eq(target.ready),
+                    ]
+                    with m.If(regs.have_byte & target.ready):
+                        m.d.comb += regs.progress.eq(1)
+                        m.d.sync += [regs.remaining.eq(regs.remaining - 1),
+                                     regs.remaining_zero.eq(regs.remaining == 1)]
+                abandon(m)
+
+        with m.State("OUTPUTS"):
+            with m.If(regs.remaining_zero):
+                send(m, ACK, 1)
+            with m.Else():
+                m.d.comb += self.outputs.ready.eq(1)
+                with m.If(self.outputs.valid):
+                    m.d.comb += regs.progress.eq(1)
+                    m.d.sync += [regs.remaining.eq(regs.remaining - 1),
+                                 regs.remaining_zero.eq(regs.remaining == 1)]
+                    # the signed value sign-extends to the reply's width
+                    send(m, self.outputs.payload, self.output_bytes, then_outputs=True)
+            abandon(m)
+
+    def _update_flags(self, m, flags, *, bad_opcode, timed_out, clear_flags):
+        """Collect this cycle's events into the sticky ``flags`` (INFO's read clears them)."""
         events = Signal(8)
         m.d.comb += events.eq(self.rx_framing_error * BridgeFlags.FRAMING
                               | self.rx_overrun * BridgeFlags.OVERRUN
@@ -305,4 +330,3 @@ class UARTBridge(wiring.Component):
             m.d.sync += flags.eq(events)
         with m.Else():
             m.d.sync += flags.eq(flags | events)
-        return m
