@@ -87,7 +87,7 @@ class Loader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.buffer = buffer = SkidBuffer(8)
-        m.submodules.header = header = HeaderParser(self.config)
+        m.submodules.parser = parser = HeaderParser(self.config)
         m.submodules.router = router = SectionRouter(self.config, self._layers)
         m.submodules.writer = writer = RecordWriter(self.config, self.unit_entries,
                                                     self._counts)
@@ -96,11 +96,11 @@ class Loader(wiring.Component):
         # that fan-out starts at a flip-flop and not at the host's CTRL decode
         restart = Signal()
         m.d.sync += restart.eq(self.restart)
-        m.d.comb += [buffer.flush.eq(restart), header.start.eq(restart),
+        m.d.comb += [buffer.flush.eq(restart), parser.start.eq(restart),
                      router.start.eq(restart), writer.start.eq(restart)]
 
         connect(m, flipped(self.bytes), buffer.i)
-        connect(m, header.table, router.table)
+        connect(m, parser.table, router.table)
         connect(m, router.payload, writer.payload)
         for name in write_ports(self.config, self.unit_entries):
             connect(m, getattr(writer, name), flipped(getattr(self, name)))
@@ -111,11 +111,11 @@ class Loader(wiring.Component):
         drain = (error != 0) & ~restart
         take = buffer.o.valid & buffer.o.ready
         m.d.comb += [
-            header.bytes.valid.eq(buffer.o.valid),
-            header.bytes.payload.eq(buffer.o.payload),
+            parser.bytes.valid.eq(buffer.o.valid),
+            parser.bytes.payload.eq(buffer.o.payload),
             router.bytes.valid.eq(buffer.o.valid),
             router.bytes.payload.eq(buffer.o.payload),
-            buffer.o.ready.eq(header.bytes.ready | router.bytes.ready | drain),
+            buffer.o.ready.eq(parser.bytes.ready | router.bytes.ready | drain),
         ]
         position = Signal(HEADER_LAYOUT["image_bytes"].shape)  # image bytes consumed
         with m.If(restart):
@@ -128,8 +128,8 @@ class Loader(wiring.Component):
         # once loading has stopped, as error is zero while any stage runs
         with m.If(restart):
             m.d.sync += error.eq(0)
-        with m.Elif(header.error.valid):
-            m.d.sync += error.eq(header.error.payload)
+        with m.Elif(parser.error.valid):
+            m.d.sync += error.eq(parser.error.payload)
         with m.Elif(router.error.valid):
             m.d.sync += error.eq(router.error.payload)
         with m.Elif(self.clear_error):
@@ -137,7 +137,7 @@ class Loader(wiring.Component):
 
         m.d.comb += [
             self.error.eq(error),
-            self.loading.eq(header.busy | router.busy),
+            self.loading.eq(parser.busy | router.busy),
             self.programmed.eq(router.programmed),
             self.n_layers.eq(router.n_layers),
             self.n_entries.eq(writer.n_entries),
