@@ -27,7 +27,7 @@ import click
 from bitline.hw.spec.config import PRESETS
 from bitline.hw.spec.program import STRATEGIES
 
-__all__ = ["RunFailed", "config_options", "dataset_option", "json_option", "quiet_option",
+__all__ = ["RunFailed", "NamedChoice", "config_options", "dataset_option", "json_option", "quiet_option",
            "strategy_option", "strategies_option", "parse_strategies", "echo_json",
            "print_table", "console"]
 
@@ -38,12 +38,26 @@ class RunFailed(click.ClickException):
     exit_code = 1
 
 
+class NamedChoice(click.Choice):
+    """A ``click.Choice`` whose error reads ``unknown <noun> 'value'; choose from a, b``."""
+
+    def __init__(self, choices, noun: str):
+        super().__init__(list(choices))
+        self.noun = noun
+
+    def convert(self, value, param, ctx):
+        if value in self.choices:
+            return value
+        self.fail(f"unknown {self.noun} {value!r}; choose from {', '.join(self.choices)}",
+                  param, ctx)
+
+
 def config_options(function=None, *, xbars: bool = False):
     """Decorate a command with ``--config`` and ``--preset`` (and ``--xbars``)."""
     options = [
         click.option("--config", "config_path", type=click.Path(dir_okay=False),
                      help="Accelerator config TOML file (see `bitline config show`)."),
-        click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)),
+        click.option("--preset", "preset_name", type=NamedChoice(sorted(PRESETS), "preset"),
                      help="Accelerator preset instead of --config (default bwq; "
                           "see `bitline presets`)."),
     ]
@@ -71,7 +85,8 @@ json_option = click.option("--json", "as_json", is_flag=True,
 quiet_option = click.option("--quiet", "-q", is_flag=True,
                             help="Print nothing but errors (and the JSON of --json).")
 strategy_option = click.option("--strategy", "-s", required=True,
-                               type=click.Choice(STRATEGIES), help="Mapping strategy.")
+                               type=NamedChoice(STRATEGIES, "strategy"),
+                               help="Mapping strategy.")
 
 
 def strategies_option(help_text: str = "Comma-separated mapping strategies."):
@@ -87,7 +102,7 @@ def parse_strategies(ctx, param, value: str) -> list[str]:
     unknown = [name for name in names if name not in STRATEGIES]
     if unknown or not names:
         raise click.BadParameter(
-            f"unknown strategy {', '.join(unknown) or '(none)'!r}; choose from "
+            f"unknown strategy {', '.join(unknown) or '(none)'}; choose from "
             f"{', '.join(STRATEGIES)}", ctx=ctx, param=param)
     return names
 

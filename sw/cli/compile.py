@@ -11,7 +11,17 @@ from pathlib import Path
 
 import click
 
-from bitline.hw.spec.program import STRATEGIES
+from bitline.sw.cli.common import (
+    config_options,
+    console,
+    dataset_option,
+    echo_json,
+    json_option,
+    print_table,
+    quiet_option,
+    strategies_option,
+    strategy_option,
+)
 from bitline.sw.flow import (
     COMPILE_SIDECAR,
     DEFAULT_PRESET,
@@ -22,6 +32,7 @@ from bitline.sw.flow import (
     compile_bundle,
     load_config,
     model_labels,
+    resolve_target,
     strategy_specs,
 )
 
@@ -32,7 +43,7 @@ def comparison_table(rows: list[dict], title: str):
     """Return a rich table of :func:`compare_strategies` rows."""
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=title)      # printed wide enough that names are never cut
     paper = any("speedup_vs_isaac_paper" in row for row in rows)
     columns = ["strategy", "quant", "config", "xbars", "OU reads", "ADC conv", "cycles",
                "energy uJ", "speedup", "E saving", "eff"]
@@ -62,79 +73,84 @@ def comparison_table(rows: list[dict], title: str):
 
 
 # ------------------------------------------------------------------------------ commands
-def _resolve(model_name: str):
-    from bitline.sw.models import resolve_model
-
-    return resolve_model(model_name)
-
-
-def _console():
-    import sys
-
-    from rich.console import Console
-
-    # Tables are wide; never squeeze them below 140 columns (pipes and CI logs).
-    return Console(file=sys.stdout, width=max(140, Console(file=sys.stdout).width))
-
-
-_config_options = [
-    click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                 help="Accelerator config TOML file."),
-    click.option("--preset", "preset_name", help=f"Config preset (default {DEFAULT_PRESET})."),
-    click.option("--xbars", default="auto", show_default=True,
-                 help="Crossbar units: 'auto' (sized by the mapper) or a count."),
-    click.option("--calib-dataset", default=None,
-                 help="Calibration data set (default: digits for digits-* models, "
-                      "seeded random inputs otherwise)."),
+_calibration_options = [
+    dataset_option("Calibration data set (its 'calib' split; default: digits for digits-* "
+                   "models, seeded random inputs otherwise)."),
     click.option("--calib-samples", default=SYNTHETIC_CALIB_SAMPLES, show_default=True,
                  help="Random calibration inputs for models without a data set."),
 ]
 
 
-def _with_config_options(function):
-    for option in reversed(_config_options):
+def _calibration(function):
+    for option in reversed(_calibration_options):
         function = option(function)
     return function
 
 
+def _config_label(config_path, preset_name) -> str:
+    return str(config_path) if config_path else (preset_name or DEFAULT_PRESET)
+
+
+def _print_report(report) -> None:
+    for table in report.tables():
+        print_table(table)
+
+
 @click.command("compile")
 @click.argument("model")
-@click.option("--strategy", "-s", required=True, type=click.Choice(STRATEGIES),
-              help="Mapping strategy.")
-@click.option("--quant", "spec", default="int8", show_default=True,
+@strategy_option
+@click.option("--quant", "spec", default="int8", show_default=True, metavar="SPEC",
               help="Quantization spec: a file or a shorthand (int8, varied4, bwq3, ...).")
-@_with_config_options
+@config_options(xbars=True)
+@_calibration
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
-              help="Bundle directory to write.")
-def compile_cmd(model, strategy, spec, config_path, preset_name, xbars, calib_dataset,
-                calib_samples, output):
-    """Quantize MODEL, map it with a strategy and write the program bundle to OUTPUT."""
+              help="Bundle directory to write (image.bin, manifest.json, compile.json).")
+@json_option
+@quiet_option
+def compile_cmd(model, strategy, spec, config_path, preset_name, xbars, dataset,
+                calib_samples, output, as_json, quiet):
+    """Quantize MODEL, map it with a strategy and write the program bundle to OUTPUT.
+
+    With --xbars auto the machine is sized to the network before mapping; every config
+    field chosen that way is printed as a note (and kept in compile.json as "sizing").
+    --json prints compile.json plus "bundle", "crossbars" and "report" (the performance
+    report of `bitline report --json`).
+    """
     from bitline.sw.perf import analyze
 
     config = load_config(config_path, preset_name)
     result, sidecar = compile_bundle(
-        model, strategy, spec, config, output, xbars=xbars, dataset=calib_dataset,
-        calib_samples=calib_samples,
-        config_label=str(config_path) if config_path else (preset_name or DEFAULT_PRESET))
+        model, strategy, spec, config, output, xbars=xbars, dataset=dataset,
+        calib_samples=calib_samples, config_label=_config_label(config_path, preset_name))
     report = analyze(result.program, result.qmodel, labels=sidecar["labels"])
+    if as_json:
+        echo_json({"bundle": str(output), **sidecar,
+                   "crossbars": result.program.xbars_used, "report": report.to_dict()})
+        return
+    if quiet:
+        return
     seconds = sidecar["seconds"]
-    console = _console()
-    console.print(
+    out = console()
+    out.print(
         f"compiled [bold]{model}[/] with [bold]{strategy}[/] ({spec}) onto "
         f"{result.program.xbars_used} crossbars -> {output}  "
         f"(size {seconds['size']:.2f} s, quantize {seconds['quantize']:.2f} s, "
-        f"map {seconds['map']:.2f} s, write {seconds['write']:.2f} s)")
+        f"map {seconds['map']:.2f} s, write {seconds['write']:.2f} s)", soft_wrap=True)
     for note in result.notes:
-        console.print(f"note: {note}")
-    for table in report.tables():
-        console.print(table)
+        out.print(f"note: {note}", soft_wrap=True)
+    _print_report(report)
 
 
 @click.command("report")
-@click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def report(bundle_dir, as_json):
-    """Print the performance report of the program bundle in BUNDLE_DIR."""
+@click.argument("bundle_dir", metavar="OUT/", type=click.Path(exists=True, file_okay=False))
+@json_option
+@quiet_option
+def report(bundle_dir, as_json, quiet):
+    """Print the performance report of the program bundle in OUT/.
+
+    --json prints the report object (perf.to_dict(): "strategy", "totals", "energy_pj",
+    "layers": [...], ...).
+    """
     from bitline.sw.bundle import read_bundle
     from bitline.sw.perf import analyze
 
@@ -143,49 +159,50 @@ def report(bundle_dir, as_json):
     labels = json.loads(sidecar.read_text()).get("labels", {}) if sidecar.exists() else {}
     perf = analyze(bundle.program, bundle.qmodel, labels=labels)
     if as_json:
-        click.echo(json.dumps(perf.to_dict(), indent=2))
-        return
-    console = _console()
-    for table in perf.tables():
-        console.print(table)
+        echo_json(perf.to_dict())
+    elif not quiet:
+        _print_report(perf)
 
 
 @click.command("compare")
 @click.argument("model")
-@click.option("--strategies", default=",".join(STRATEGIES), show_default=True,
-              help="Comma-separated strategies to compare.")
-@click.option("--quant", "quant", multiple=True,
+@strategies_option("Strategies to compare.")
+@click.option("--quant", "quant", multiple=True, metavar="SPEC|STRATEGY=SPEC",
               help="Override a spec: SPEC for all strategies or STRATEGY=SPEC (repeatable). "
                    "Defaults: " + ", ".join(f"{k}={v}" for k, v in DEFAULT_SPECS.items()))
-@_with_config_options
+@config_options(xbars=True)
+@_calibration
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
               help="Add ISAAC as its paper ran it (isaac preset, 16- and 8-bit weights).")
-@click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list.")
-def compare(model, strategies, quant, config_path, preset_name, xbars, calib_dataset,
-            calib_samples, baselines, as_json):
-    """Compile MODEL under several strategies and compare cycles and energy with ISAAC."""
-    names = [name.strip() for name in strategies.split(",") if name.strip()]
-    unknown = [name for name in names if name not in STRATEGIES]
-    if unknown or not names:
-        raise ValueError(f"--strategies: unknown strategy {unknown[0] if unknown else ''!r}; "
-                         f"choose from {', '.join(STRATEGIES)}")
+@json_option
+@quiet_option
+def compare(model, strategies, quant, config_path, preset_name, xbars, dataset,
+            calib_samples, baselines, as_json, quiet):
+    """Compile MODEL under several strategies and compare cycles and energy with ISAAC.
+
+    --json prints {"model", "labels", "rows": [one object per run: strategy, mapping,
+    quant, config, cycles, energy_pj, ou_reads, adc_conversions, crossbars, efficiency,
+    speedup_vs_isaac, energy_saving_vs_isaac, ..., sizing, notes, error]}.
+    """
     config = load_config(config_path, preset_name)
-    ir_model = _resolve(model)
-    calib_x, calib_label = calibration_inputs(ir_model, calib_dataset, model_name=model,
+    ir_model = resolve_target(model).require("model", "bitline compare")
+    calib_x, calib_label = calibration_inputs(ir_model, dataset, model_name=model,
                                               samples=calib_samples)
     labels = model_labels(model, calib_label)
-    rows = compare_strategies(ir_model, names, strategy_specs(names, quant), config=config,
-                              calib_x=calib_x, xbars=xbars, baselines=baselines,
-                              labels=labels, keep_going=True)
+    rows = compare_strategies(ir_model, strategies, strategy_specs(strategies, quant),
+                              config=config, calib_x=calib_x, xbars=xbars,
+                              baselines=baselines, labels=labels, keep_going=True)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo_json({"model": model, "labels": labels, "rows": rows})
+        return
+    if quiet:
         return
     title = f"{model}: strategies vs isaac" + (" (synthetic weights)"
                                                if labels.get("weights") else "")
-    console = _console()
-    console.print(comparison_table(rows, title))
+    print_table(comparison_table(rows, title))
+    out = console()
     for row in rows:
         for note in row["notes"]:
-            console.print(f"note ({row['strategy']}): {note}")
+            out.print(f"note ({row['strategy']}): {note}", soft_wrap=True)
         if row.get("error"):
-            console.print(f"failed ({row['strategy']}): {row['error']}")
+            out.print(f"failed ({row['strategy']}): {row['error']}", soft_wrap=True)

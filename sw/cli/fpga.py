@@ -16,21 +16,33 @@ from pathlib import Path
 
 import click
 
+from bitline.hw.boards import BOARDS
+from bitline.sw.cli.common import (
+    NamedChoice,
+    RunFailed,
+    config_options,
+    echo_json,
+    json_option,
+    quiet_option,
+)
+
 __all__ = ["fpga", "board", "board_run"]
 
 
-def _console():
+def _console(silent: bool = False):
+    import io
+
     from rich.console import Console
 
+    if silent:                  # -q / --json: the messages go nowhere
+        return Console(file=io.StringIO())
     return Console(file=sys.stdout, width=max(100, Console(file=sys.stdout).width))
 
 
 @click.command("fpga")
 @click.option("--board", "board_name", default="ulx3s-85f", show_default=True,
-              help="Target board (ulx3s-12f, ulx3s-25f, ulx3s-45f, ulx3s-85f).")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Accelerator config (TOML), e.g. examples/fpga/ulx3s-bwq.toml.")
-@click.option("--preset", "preset_name", help="Accelerator preset (bwq, isaac).")
+              type=NamedChoice(BOARDS, "board"), help="Target board.")
+@config_options
 @click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Program bundle: its config, and its program preloaded into the memories.")
 @click.option("--xbars", type=click.IntRange(min=1),
@@ -45,13 +57,20 @@ def _console():
 @click.option("--allow-timing-fail", is_flag=True,
               help="Exit 0 even if the design misses the core clock (the bitstream is "
                    "written either way).")
-@click.option("--json", "as_json", is_flag=True, help="Print report.json instead of tables.")
+@json_option
+@quiet_option
 @click.option("-o", "--output", "out_dir", required=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Build folder.")
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Build directory (bitstream, logs, report.json).")
 def fpga(board_name, config_path, preset_name, bundle_dir, xbars, core_mhz, baud,
-         unit_entries, seed, allow_timing_fail, as_json, out_dir):
+         unit_entries, seed, allow_timing_fail, as_json, quiet, out_dir):
     """Build an FPGA bitstream of the accelerator with a UART host bridge; report resources
-    and Fmax (BUILD/report.json)."""
+    and Fmax (BUILD/report.json).
+
+    --json prints report.json (an object: "clocks": [...], "resources", "timing_met",
+    "critical_path", "seconds", "bitstream", ...). A build that fails or misses timing
+    exits with code 1.
+    """
     import json
 
     from bitline.hw.boards import get_board
@@ -62,7 +81,7 @@ def fpga(board_name, config_path, preset_name, bundle_dir, xbars, core_mhz, baud
     hardware, memories, unit_entries = resolve_hardware(config_path, preset_name, bundle_dir,
                                                         xbars, unit_entries)
     console = _console()
-    log = (lambda message: None) if as_json else (
+    log = (lambda message: None) if as_json or quiet else (
         lambda message: console.print(f"[dim]{message}[/]"))
     try:
         report = build_bitstream(hardware, out_dir, board=board_spec.name,
@@ -70,10 +89,10 @@ def fpga(board_name, config_path, preset_name, bundle_dir, xbars, core_mhz, baud
                                  memories=memories, unit_entries=unit_entries, seed=seed,
                                  log=log)
     except FPGABuildError as error:
-        raise click.ClickException(str(error)) from None
+        raise RunFailed(str(error)) from None
     if as_json:
         click.echo(json.dumps(report, indent=2))
-    else:
+    elif not quiet:
         for table in report_tables(report):
             console.print(table)
         path = report["critical_path"]
@@ -93,7 +112,7 @@ def fpga(board_name, config_path, preset_name, bundle_dir, xbars, core_mhz, baud
         message = (f"timing not met: {slow}; rebuild with a lower --core-mhz (the bitstream "
                    f"may misbehave at this clock)")
         if not allow_timing_fail:
-            raise click.ClickException(message)
+            raise RunFailed(message)
         click.echo(f"warning: {message}", err=True)
 
 
@@ -110,7 +129,7 @@ def board():
 @click.option("--input", "-i", "input_path", required=True,
               help="Input batch .npy of shape (N, *input_shape), or one sample.")
 @click.option("--output", "-o", "output_path",
-              help="Output .npz: 'output' (dequantized), 'output_int' (codes), like "
+              help="Output file (.npz): 'output' (dequantized), 'output_int' (codes), like "
                    "`bitline run`.")
 @click.option("--baud", type=click.IntRange(min=1),
               help="UART bit rate the bitstream was built with (default 1000000).")
@@ -123,24 +142,30 @@ def board():
                    "starts programmed).")
 @click.option("--check", is_flag=True,
               help="Compare the outputs with the integer golden model (bit-exact).")
+@json_option
+@quiet_option
 def board_run(port, bundle_dir, input_path, output_path, baud, timeout, max_vectors,
-              no_load, check):
-    """Program a board with the bundle OUT/ and run the network on --input over the UART."""
+              no_load, check, as_json, quiet):
+    """Program a board with the bundle OUT/ and run the network on --input over the UART.
+
+    --json prints {"samples", "seconds", "counters": {...}, "predicted": [...] (2-D outputs),
+    "output": FILE or null, "checked"}. A board error or a --check mismatch exits with 1.
+    """
     import numpy as np
 
     from bitline.sw.bundle import read_bundle
-    from bitline.sw.cli.model import load_input
+    from bitline.sw.flow import load_input
     from bitline.sw.host.driver import Device, DeviceError, HostDriver
     from bitline.sw.host.uart import open_board
 
     bundle = read_bundle(bundle_dir)
     config = bundle.program.config
     x = load_input(input_path, tuple(bundle.qmodel.model.input_shape))
-    console = _console()
+    console = _console(silent=quiet or as_json)
     try:
         transport = open_board(port, config, baud=baud, timeout=timeout)
     except DeviceError as error:
-        raise click.ClickException(f"board on {port}: {error}") from None
+        raise RunFailed(f"board on {port}: {error}") from None
     try:
         info = transport.client.bridge
         console.print(f"[dim]board on {port}: protocol {info.version}, core clock "
@@ -153,7 +178,7 @@ def board_run(port, bundle_dir, input_path, output_path, baud, timeout, max_vect
             driver.load()
         result = driver.run(x)
     except DeviceError as error:
-        raise click.ClickException(f"board on {port}: {error}") from None
+        raise RunFailed(f"board on {port}: {error}") from None
     finally:
         transport.client.link.close()
 
@@ -178,6 +203,10 @@ def board_run(port, bundle_dir, input_path, output_path, baud, timeout, max_vect
         if not np.array_equal(expected.output_int, result.output_int):
             bad = int(np.sum(np.any(expected.output_int.reshape(len(x), -1)
                                     != result.output_int.reshape(len(x), -1), axis=1)))
-            raise click.ClickException(f"{bad} of {len(x)} samples differ from the golden "
-                                       f"model")
+            raise RunFailed(f"{bad} of {len(x)} samples differ from the golden model")
         console.print("outputs equal the golden model bit for bit")
+    if as_json:
+        echo_json({"samples": len(x), "seconds": seconds, "counters": counters,
+                   "predicted": (np.argmax(result.output_int, axis=1).tolist()
+                                 if result.output_int.ndim == 2 else None),
+                   "output": output_path, "checked": bool(check)})

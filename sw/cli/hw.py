@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from bitline.hw.spec.config import AcceleratorConfig, preset
+from bitline.sw.cli.common import config_options, echo_json, json_option, quiet_option
 
 __all__ = ["verilog", "hardware_for_bundle", "resolve_hardware"]
 
@@ -79,9 +80,7 @@ def resolve_hardware(config_path, preset_name, bundle_dir, xbars=None, unit_entr
 
 
 @click.command("verilog")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Accelerator config (TOML).")
-@click.option("--preset", "preset_name", help="Accelerator preset (bwq, isaac).")
+@config_options
 @click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Program bundle: its config, and its program preloaded into the memories.")
 @click.option("--crossbar", type=click.Choice(["emulated", "external"]), default="emulated",
@@ -92,14 +91,27 @@ def resolve_hardware(config_path, preset_name, bundle_dir, xbars=None, unit_entr
               help="OU entries each unit's entry memory holds (default: one per OU of a "
                    "crossbar, or what --bundle needs if that is more).")
 @click.option("-o", "--output", "out_dir", required=True,
-              type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-def verilog(config_path, preset_name, bundle_dir, crossbar, top, unit_entries, out_dir):
-    """Write the accelerator's Verilog, a filelist and a JSON of its ports and config."""
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory (Verilog, filelist, port description).")
+@json_option
+@quiet_option
+def verilog(config_path, preset_name, bundle_dir, crossbar, top, unit_entries, out_dir,
+            as_json, quiet):
+    """Write the accelerator's Verilog, a filelist and a JSON of its ports and config.
+
+    --json prints {"files": [verilog, filelist, description], "crossbar", "n_xbars"}.
+    """
     from bitline.hw.build.verilog import write_verilog
 
     hardware, memories, unit_entries = resolve_hardware(config_path, preset_name, bundle_dir,
                                                         unit_entries=unit_entries)
     design = write_verilog(hardware, out_dir, crossbar=crossbar, memories=memories,
                            unit_entries=unit_entries, top=top)
-    click.echo(f"wrote {design.verilog}, {design.filelist.name} and {design.description.name} "
-               f"({crossbar} crossbars, {hardware.n_xbars} units)")
+    if as_json:
+        echo_json({"files": [str(design.verilog), str(design.filelist),
+                             str(design.description)],
+                   "crossbar": crossbar, "n_xbars": hardware.n_xbars})
+    elif not quiet:
+        click.echo(f"wrote {design.verilog}, {design.filelist.name} and "
+                   f"{design.description.name} ({crossbar} crossbars, {hardware.n_xbars} "
+                   f"units)")

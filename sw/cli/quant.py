@@ -1,16 +1,28 @@
-"""``bitline accuracy``: FP32 vs integer-golden accuracy of a model under a quantization spec.
+"""``bitline accuracy`` (FP32 vs integer-golden accuracy of a model under a quantization
+spec) and ``bitline quant template`` (a per-layer spec to edit).
 
-The library half is :func:`bitline.sim.evaluate.evaluate_accuracy` (imported when the command
+The library half of ``accuracy`` is :func:`bitline.sim.evaluate.evaluate_accuracy` (imported when the command
 runs: ``sw`` imports ``sim`` only inside CLI commands).
 """
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import click
 
-__all__ = ["accuracy"]
+from bitline.sw.cli.common import (
+    config_options,
+    dataset_option,
+    echo_json,
+    json_option,
+    quiet_option,
+)
+
+__all__ = ["accuracy", "quant", "template"]
+
+_SPEC_HELP = ("Quantization spec: a file (TOML/JSON) or a shorthand: int8, int4, pot4, apot4, "
+              "adaptivfloat6, varied4, bwq3, ... (varied/bwq: average weight bits).")
 
 
 def _histogram(histogram: dict) -> str:
@@ -20,28 +32,29 @@ def _histogram(histogram: dict) -> str:
 
 @click.command("accuracy")
 @click.argument("model")
-@click.option("--quant", "-q", "spec", required=True, metavar="SPEC",
-              help="Spec file (TOML/JSON) or shorthand: int8, int4, pot4, apot4, "
-                   "adaptivfloat6, varied4, bwq3, ... (varied/bwq: average weight bits).")
-@click.option("--dataset", "-d", default="digits", show_default=True,
-              help="Data set: calibrates on its 'calib' split, evaluates on 'test'.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="Accelerator config TOML (its OU is the BWQ block).")
-@click.option("--preset", "preset_name", default=None,
-              help="Accelerator preset instead of --config (default: bwq).")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print fp32_accuracy, accuracy, avg_weight_bits, avg_activation_bits, "
-                   "zero_block_fraction (and histograms) as JSON.")
+@click.option("--quant", "spec", required=True, metavar="SPEC", help=_SPEC_HELP)
+@dataset_option("Data set: calibrates on its 'calib' split, evaluates on its 'test' split.",
+                default="digits")
+@config_options
+@json_option
+@quiet_option
 def accuracy(model: str, spec: str, dataset: str, config_path: str | None,
-             preset_name: str | None, as_json: bool):
-    """Compare FP32 and integer-golden accuracy of MODEL quantized with SPEC."""
+             preset_name: str | None, as_json: bool, quiet: bool):
+    """Compare FP32 and integer-golden accuracy of MODEL quantized with SPEC.
+
+    --json prints one object: fp32_accuracy, accuracy, avg_weight_bits,
+    avg_activation_bits, zero_block_fraction, output_error (floats), model, spec, mode,
+    dataset, split, images and the histograms (objects: width or scheme -> count).
+    """
     from bitline.sim.evaluate import evaluate_accuracy
     from bitline.sw.flow import load_config
 
     config = load_config(config_path, preset_name)
     report = evaluate_accuracy(model, spec, dataset, config=config)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        echo_json(report)
+        return
+    if quiet:
         return
     drop = 100 * (report["accuracy"] - report["fp32_accuracy"])
     lines = [
@@ -61,3 +74,34 @@ def accuracy(model: str, spec: str, dataset: str, config_path: str | None,
     if "scheme_histogram" in report:
         lines.append(f"channel schemes      {_histogram(report['scheme_histogram'])}")
     click.echo("\n".join(lines))
+
+
+@click.group("quant")
+def quant():
+    """Quantization specs."""
+
+
+@quant.command("template")
+@click.argument("model")
+@click.option("--quant", "base", default="int8", show_default=True, metavar="SPEC",
+              help="Base spec of every layer (a fixed-mode file or shorthand: int8, int4, "
+                   "pot4, ...).")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False),
+              help="Spec file to write (default: print it).")
+@quiet_option
+def template(model: str, base: str, output: str | None, quiet: bool):
+    """Write a per-layer quantization spec for MODEL to edit (every compute layer listed).
+
+    Pass the edited file back with --quant FILE (compile, compare, accuracy, sweep).
+    """
+    from bitline.sw.flow import resolve_target
+    from bitline.sw.flow.templates import quant_template
+
+    ir_model = resolve_target(model).require("model", "bitline quant template")
+    text = quant_template(ir_model, base, model_name=model)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    Path(output).write_text(text)
+    if not quiet:
+        click.echo(f"wrote {output} ({len(ir_model.compute_layers)} layers, base {base})")

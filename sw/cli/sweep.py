@@ -6,11 +6,16 @@ The library half is :mod:`bitline.sim.sweep` (imported when the command runs: ``
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from bitline.hw.spec.program import STRATEGIES
+from bitline.sw.cli.common import (
+    config_options,
+    dataset_option,
+    echo_json,
+    json_option,
+    quiet_option,
+    strategies_option,
+)
 
 __all__ = ["sweep"]
 
@@ -25,10 +30,9 @@ def _floats(value: str, option: str) -> list[float]:
 
 @click.command("sweep")
 @click.argument("model")
-@click.option("--dataset", "-d", default="digits", show_default=True,
-              help="Data set (calib split for quantization, test split for accuracy).")
-@click.option("--strategies", "-s", default=",".join(STRATEGIES), show_default=True,
-              help="Comma-separated mapping strategies.")
+@dataset_option("Data set: calibrates on its 'calib' split, evaluates on its 'test' split.",
+                default="digits")
+@strategies_option("Mapping strategies to sweep.")
 @click.option("--variation", "variations", default="0,0.05,0.1,0.2", show_default=True,
               help="Comma-separated lognormal conductance-variation sigmas.")
 @click.option("--stuck", "stuck", default="0,0.005,0.01,0.02", show_default=True,
@@ -36,42 +40,45 @@ def _floats(value: str, option: str) -> list[float]:
 @click.option("--sa1-fraction", default=0.5, show_default=True, type=float,
               help="Share of the stuck cells stuck at 1 (LRS); the rest at 0 (HRS).")
 @click.option("--grid", is_flag=True, help="Sweep every (variation, stuck) pair.")
-@click.option("--quant", "-q", "spec", default=None, metavar="SPEC",
+@click.option("--quant", "spec", default=None, metavar="SPEC",
               help="Quantization spec for every strategy (default: each strategy's own).")
 @click.option("--params", "params_path", default=None, metavar="FILE",
               help="Base analog parameters (TOML, or 'ideal' / 'typical'); default ideal.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="Accelerator config TOML.")
-@click.option("--preset", "preset_name", default=None, help="Accelerator preset (default bwq).")
+@config_options
 @click.option("--seed", default=0, show_default=True, type=int,
               help="First chip seed (and the seed of --samples).")
 @click.option("--chips", default=1, show_default=True, type=int,
               help="Chips (consecutive seeds) averaged per point.")
 @click.option("--samples", default=None, type=int,
               help="Evaluate on a seeded subsample of this many test images.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option
+@quiet_option
 @click.option("--plot", "plot_path", default=None, metavar="FILE.png",
               help="Write a plot of accuracy against variation and stuck-at rate.")
 def sweep(model, dataset, strategies, variations, stuck, sa1_fraction, grid, spec,
-          params_path, config_path, preset_name, seed, chips, samples, as_json, plot_path):
-    """Sweep conductance variation and stuck-at faults on MODEL, per mapping strategy."""
+          params_path, config_path, preset_name, seed, chips, samples, as_json, quiet,
+          plot_path):
+    """Sweep conductance variation and stuck-at faults on MODEL, per mapping strategy.
+
+    --json prints {"model", "dataset", "images", "ideal", "specs", ..., "points": [one
+    object per (strategy, variation, stuck): accuracy, accuracies, agreement, seconds]}.
+    """
     from bitline.sim.sweep import format_tables, nonideal_sweep, plot_sweep
     from bitline.sw.flow import load_config
 
     config = load_config(config_path, preset_name)
     report = nonideal_sweep(
-        model, dataset=dataset,
-        strategies=[s.strip() for s in strategies.split(",") if s.strip()],
+        model, dataset=dataset, strategies=strategies,
         variations=_floats(variations, "--variation"), stuck=_floats(stuck, "--stuck"),
         spec=spec, config=config, params=params_path, seed=seed, chips=chips,
         samples=samples, sa1_fraction=sa1_fraction, grid=grid,
-        progress=None if as_json else (lambda line: click.echo(line, err=True)),
+        progress=None if as_json or quiet else (lambda line: click.echo(line, err=True)),
     )
     if plot_path:
         plot_sweep(report, plot_path)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
+        echo_json(report)
+    elif not quiet:
         click.echo(format_tables(report))
         if plot_path:
             click.echo(f"plot: {plot_path}")

@@ -43,7 +43,7 @@ def test_bwq3_file_within_one_percent_of_fp32():
 
 
 def test_text_report():
-    result = CliRunner().invoke(cli, ["accuracy", "digits-cnn", "-q", "apot4"],
+    result = CliRunner().invoke(cli, ["accuracy", "digits-cnn", "--quant", "apot4"],
                                 catch_exceptions=False)
     assert result.exit_code == 0
     for label in ("fp32 accuracy", "accuracy", "avg weight bits", "avg activation bits",

@@ -49,7 +49,7 @@ def inputs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def comparison():
-    return json.loads(invoke("compare", MODEL, "--json"))
+    return json.loads(invoke("compare", MODEL, "--json"))["rows"]
 
 
 def test_compile_writes_bundle_and_sidecar(bundle):
