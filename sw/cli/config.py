@@ -41,13 +41,16 @@ def config():
 @config.command("show")
 @config_options
 @json_option
-def show(config_path, preset_name, as_json: bool):
+@quiet_option
+def show(config_path, preset_name, as_json: bool, quiet: bool):
     """Print a preset (--preset, default bwq) or a config file (--config) as TOML.
 
     The output is a config file: save it, edit it and pass it back with --config.
-    --json prints {"config": {field: value}}.
+    --json prints {"config": {field: value}}; -q only checks that the config loads.
     """
     accelerator = load_config(config_path, preset_name)
+    if quiet and not as_json:
+        return
     if as_json:
         echo_json({"config": accelerator.to_dict()})
     else:
