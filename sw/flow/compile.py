@@ -242,14 +242,18 @@ def map_program(qmodel, config: AcceleratorConfig, strategy: str):
 def validate(program) -> None:
     """Check ``program`` with the one OU-program validator (compile step 6).
 
+    :func:`bitline.hw.spec.validate.validate_program` on the program's own config: every
+    table fits its field and the config (accumulator width, entry counts, ...), as the
+    bundle reader, the hardware generation and the executor check it.
+
     Raises
     ------
-    ValueError
-        Naming the layer and field that break the contract.
+    bitline.hw.spec.program.ProgramError
+        A ``ValueError`` naming the layer and field that break the contract.
     """
-    # VALIDATOR CALL SITE: the OU-program validator of bitline.hw.spec.program (helper H1)
-    # is called here once it exists; see /work/briefs/validator.txt for its name.
-    del program
+    from bitline.hw.spec.validate import validate_program
+
+    validate_program(program, program.config)
 
 
 def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x: np.ndarray,
