@@ -1,6 +1,9 @@
-"""The `bitline` command line.
+"""The `bitline` command line: click commands that parse, call the library and print.
 
-Subcommands live in their own modules and are imported only when invoked (a lazy click
+The library halves are :mod:`bitline.sw.flow` (compile flow, compare, inputs) and, imported
+inside the commands that need them, :mod:`bitline.sim.backends`, :mod:`bitline.sim.evaluate`
+and :mod:`bitline.sim.sweep`. The flag conventions and the error style are described in
+:mod:`bitline.sw.cli.common`. Subcommands live in their own modules and are imported only when invoked (a lazy click
 group), so `bitline --help` stays fast and a command that needs a simulator or the FPGA
 tools does not slow down the others.
 """
