@@ -23,6 +23,7 @@ from bitline.sw.cli.common import (
     config_options,
     echo_json,
     json_option,
+    print_table,
     quiet_option,
 )
 
@@ -94,7 +95,7 @@ def fpga(board_name, config_path, preset_name, bundle_dir, xbars, core_mhz, baud
         click.echo(json.dumps(report, indent=2))
     elif not quiet:
         for table in report_tables(report):
-            console.print(table)
+            print_table(table)
         path = report["critical_path"]
         if path:
             console.print(f"critical path: {path['delay_ns']:.2f} ns ({path['logic_ns']:.2f} "
