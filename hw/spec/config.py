@@ -16,6 +16,8 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["AcceleratorConfig", "PRESETS", "preset", "clog2"]
 
 
@@ -164,10 +166,20 @@ class AcceleratorConfig:
         """ADC conversion cycles of one OU read: ``ceil(ou_cols / adcs_per_xbar)``."""
         return -(-self.ou_cols // self.adcs_per_xbar)
 
+    def act_slices(self, act_bits):
+        """Return the input slices of an activation width: ``ceil(act_bits / dac_bits)``.
+
+        The one slice-count formula. ``act_bits`` is an integer or an integer array (the
+        result then has its shape, int64).
+        """
+        if isinstance(act_bits, (int, np.integer)):
+            return -(-int(act_bits) // self.dac_bits)
+        return -(-np.asarray(act_bits, dtype=np.int64) // self.dac_bits)
+
     @property
     def max_slices(self) -> int:
-        """Input slices of the widest activation: ``ceil(max_act_bits / dac_bits)``."""
-        return -(-self.max_act_bits // self.dac_bits)
+        """Input slices of the widest activation: ``act_slices(max_act_bits)``."""
+        return self.act_slices(self.max_act_bits)
 
     @property
     def exact_rows_per_ou(self) -> int:

@@ -7,8 +7,8 @@ Every strategy (isaac, ivq-naive, ivq-spatial, ivq-temporal, bwq) emits this sam
 one periphery runs them all (docs/contract.md, "The OU program").
 
 This module owns the program: its types (:class:`Program`, :class:`LayerProgram`), the
-output mode (:class:`OutputMode`), the slice count (:func:`act_slices`), the unflattening
-of an entry's per-column fields (:func:`entry_columns`) and the error every check raises
+output mode (:class:`OutputMode`), the unflattening of an entry's per-column fields
+(:func:`entry_columns`) and the error every check raises
 (:class:`ProgramError`). Its record form is :mod:`bitline.hw.spec.tables`; its one
 validator, :func:`bitline.hw.spec.validate.validate_program`, is what compile, the bundle,
 hardware generation and the executor all call.
@@ -26,7 +26,7 @@ from bitline.hw.spec.encoding import entry_layout, numpy_dtype
 
 __all__ = [
     "LayerProgram", "Program", "ProgramError", "OutputMode", "STRATEGIES", "COLUMN_FIELDS",
-    "empty_entries", "entry_columns", "act_slices",
+    "empty_entries", "entry_columns",
 ]
 
 #: Mapping strategies, in the order reports list them.
@@ -78,17 +78,6 @@ class OutputMode(enum.IntEnum):
                          f"{', '.join(mode.label for mode in cls)})")
 
 
-def act_slices(config: AcceleratorConfig, act_bits):
-    """Return the input slices of an activation width: ``ceil(act_bits / dac_bits)``.
-
-    ``act_bits`` may be an integer or an integer array (the result has its shape). The
-    widest activation gives :attr:`AcceleratorConfig.max_slices`.
-    """
-    if isinstance(act_bits, (int, np.integer)):
-        return -(-int(act_bits) // config.dac_bits)
-    return -(-np.asarray(act_bits, dtype=np.int64) // config.dac_bits)
-
-
 def empty_entries(config: AcceleratorConfig, count: int = 0) -> np.ndarray:
     """Return a zeroed structured array of ``count`` OU entries for ``config``."""
     return np.zeros(count, dtype=numpy_dtype(entry_layout(config)))
@@ -121,8 +110,8 @@ class LayerProgram:
     n_inputs, n_outputs:
         Input vector length (im2col rows ``K``) and output channels ``O``.
     act_bits:
-        Input activation width; the widest entry issues slices ``[0, act_slices(config,
-        act_bits))`` (:func:`act_slices`).
+        Input activation width; the widest entry issues slices
+        ``[0, config.act_slices(act_bits))``.
     xbars:
         int ``(X,)`` global crossbar-unit indices this layer owns (a unit holds one layer).
     row_maps:

@@ -37,7 +37,6 @@ from bitline.hw.spec.program import (
     OutputMode,
     Program,
     ProgramError,
-    act_slices,
     entry_columns,
 )
 from bitline.hw.spec.tables import (
@@ -314,7 +313,7 @@ def _check_entries(tables: ProgramTables, owner: np.ndarray, place: Place) -> No
     check("slice_lo", slice_lo > slice_hi,
           lambda i: f"slice_lo {slice_lo[i]} > slice_hi {slice_hi[i]}")
     act_bits = layers["act_bits"]
-    entry_slices = act_slices(config, act_bits)[entry_layer]
+    entry_slices = config.act_slices(act_bits)[entry_layer]
     check("slice_hi", slice_hi > entry_slices,
           lambda i: f"{slice_hi[i]} is past the {entry_slices[i]} slices of the layer's "
                     f"act_bits ({act_bits[entry_layer[i]]}) at dac_bits ({config.dac_bits})")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from bitline.hw.spec.program import OutputMode
 from bitline.sw.frontend.im2col import im2col
 from bitline.sw.integer.qmodel import ActParams, QuantLayer
 
@@ -119,10 +120,8 @@ def output_unit(
         For an unknown ``mode``.
     """
     total = np.asarray(acc, dtype=np.int64) + np.asarray(bias, dtype=np.int64)
-    if mode == "raw":
+    if OutputMode.parse(mode) is OutputMode.RAW:
         return total
-    if mode != "requant":
-        raise ValueError(f"output unit mode must be 'requant' or 'raw', not {mode!r}")
     scaled = total * np.asarray(mult, dtype=np.int64)
     y = int(zero_point) + rounding_shift(scaled, shift)
     return np.clip(y, int(clamp_lo), int(clamp_hi))

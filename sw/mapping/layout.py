@@ -37,7 +37,6 @@ from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.program import (
     COLUMN_FIELDS,
     LayerProgram,
-    act_slices,
     empty_entries,
     entry_columns,
 )
@@ -229,7 +228,7 @@ def layer_bits(
         )
     exact = config.exact_rows_per_ou
     dac_bits = config.dac_bits
-    n_slices = act_slices(config, act_bits)
+    n_slices = config.act_slices(act_bits)
     block_rows = config.ou_rows if block_rows is None else int(block_rows)
     if block_rows < 1:
         raise ValueError(f"layer {name}: block_rows must be >= 1, not {block_rows}")

@@ -203,7 +203,7 @@ def _lower_bound(layer: LayerProgram, config: AcceleratorConfig, n_vectors: int,
     else:
         blocks = np.asarray(act_block_bits, dtype=np.int64).reshape(-1)
         act_bits_per_input = blocks[np.minimum(np.arange(K) // config.ou_rows, len(blocks) - 1)]
-    slices_per_input = -(-act_bits_per_input // config.dac_bits)
+    slices_per_input = config.act_slices(act_bits_per_input)
     capacity = config.exact_rows_per_ou * config.ou_cols
     bound_reads = -(-int((digits * slices_per_input).sum()) // capacity)
     # A machine holds at least the units this layer occupies (a performance-only layerwise

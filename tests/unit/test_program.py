@@ -24,7 +24,6 @@ from bitline.hw.spec.program import (
     OutputMode,
     Program,
     ProgramError,
-    act_slices,
     empty_entries,
     entry_columns,
 )
@@ -112,7 +111,7 @@ def foreign_entry(program):
 
 
 def slices_past_act_bits(program):
-    program.layers[0].entries["slice_hi"][0] = act_slices(CONFIG, 6) + 1
+    program.layers[0].entries["slice_hi"][0] = CONFIG.act_slices(6) + 1
 
 
 CASES = {
@@ -267,8 +266,8 @@ def test_output_mode_names_and_codes():
 
 def test_act_slices_and_entry_columns():
     config = CONFIG.replace(dac_bits=2)
-    assert act_slices(config, 5) == 3 and act_slices(config, 8) == config.max_slices
-    assert act_slices(config, np.array([1, 2, 3])).tolist() == [1, 1, 2]
+    assert config.act_slices(5) == 3 and config.act_slices(8) == config.max_slices
+    assert config.act_slices(np.array([1, 2, 3])).tolist() == [1, 1, 2]
     entries = empty_entries(CONFIG, 3)
     entries["cols.2.dest"] = [4, 5, 6]
     columns = entry_columns(entries, CONFIG.ou_cols)
