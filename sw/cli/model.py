@@ -121,7 +121,9 @@ def _progress_bar():
               help="Execution backend: float (a model; the default for models); golden, "
                    "executor (the default for bundles) and rtl run a bundle directory.")
 @click.option("--option", "-O", "options", multiple=True, metavar="KEY=VALUE",
-              callback=_parse_pairs, help="Backend option (repeatable), e.g. -O seed=3.")
+              callback=_parse_pairs,
+              help="Backend option (repeatable), e.g. -O seed=3. golden, executor: "
+                   "all_layers; rtl: analog, seed, max_vectors, check, all_layers.")
 @click.option("--all-layers", is_flag=True,
               help="Bundle backends: also store every layer's integer output as "
                    "'layer/<name>' (same as -O all_layers=1).")

@@ -202,3 +202,14 @@ def test_tables_never_cut_a_long_layer_name(tmp_path):
     assert LONG in invoke("info", path)
     assert any(LONG in line for line in invoke("info", path).splitlines())
     assert invoke("info", path, "-q") == ""
+
+
+def test_run_help_lists_the_registry():
+    from bitline.sw.cli.model import BACKEND_NAMES
+
+    assert BACKEND_NAMES == tuple(backends.BACKENDS)
+    help_text = " ".join(CliRunner().invoke(cli, ["run", "-h"]).output.split())
+    for backend in backends.BACKENDS.values():
+        assert backend.name in help_text
+        for option in backend.options:
+            assert option.name in help_text
