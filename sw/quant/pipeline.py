@@ -332,151 +332,192 @@ def quantize_model(
     spec = load_spec(spec)
     spec.check_model(model)
     config = config or AcceleratorConfig()
-    ou_rows, ou_cols = config.ou_rows, config.ou_cols
     activations = spec.activations
     if activations.bits > config.max_act_bits:
         raise spec.error("activations.bits", f"{activations.bits} exceeds the config's "
                          f"max_act_bits ({config.max_act_bits})")
-    acts = calibrate_activations(
+    acts = _calibrate(spec, model, calib_x, seed)
+    if spec.mode == "fixed":
+        chosen = _Chosen(model, acts, {layer.name: _fixed_weights(spec, layer)
+                                       for layer in model.compute_layers})
+    elif spec.mode == "varied":
+        chosen = _varied_weights(spec, model, calib_x, acts, seed)
+    else:
+        chosen = _bwq_weights(spec, model, calib_x, acts, config, seed)
+    model, acts = chosen.model, chosen.acts
+    _check_planes(model, chosen.weights, config, spec)
+    stats = dict(chosen.stats)
+    stats.update(_bit_statistics(model, chosen, config))
+    spec_data = {"name": spec.name, "mode": spec.mode, "quant": spec.to_dict(),
+                 "ou_rows": config.ou_rows, "ou_cols": config.ou_cols, "stats": stats}
+    layer_weights = {
+        layer.name: LayerWeights(chosen.weights[layer.name], chosen.block_bits.get(layer.name),
+                                 chosen.act_block_bits.get(layer.name))
+        for layer in model.compute_layers
+    }
+    built_model = _with_bias(model, chosen.bias_delta) if chosen.bias_delta else model
+    return build_quantized_model(built_model, layer_weights, acts, spec=spec_data)
+
+
+@dataclasses.dataclass
+class _Chosen:
+    """What a weight rule chose: the (possibly fine-tuned) model, its activation parameters,
+    the quantized weights per layer, and for BWQ the block widths, activation row-block widths,
+    bias corrections and statistics."""
+
+    model: Model
+    acts: dict
+    weights: dict
+    block_bits: dict = dataclasses.field(default_factory=dict)
+    act_block_bits: dict = dataclasses.field(default_factory=dict)
+    bias_delta: dict = dataclasses.field(default_factory=dict)
+    stats: dict = dataclasses.field(default_factory=dict)
+
+
+def _calibrate(spec, model: Model, calib_x: np.ndarray, seed: int) -> dict:
+    """Activation parameters of every tensor of ``model`` as the spec's rule sets them."""
+    activations = spec.activations
+    return calibrate_activations(
         model, calib_x, bits=activations.bits, rule=activations.rule,
         percentile=activations.percentile, tensor_bits=_activation_widths(spec, model),
         seed=seed,
     )
+
+
+def _groups(layer) -> int:
+    return int(layer.attrs.get("groups", 1)) if layer.op == "conv" else 1
+
+
+def _varied_weights(spec, model: Model, calib_x: np.ndarray, acts: dict, seed: int) -> _Chosen:
+    """The per-channel scheme choice of a ``varied`` spec at its average-bit budget."""
+    rule = spec.varied
+    compute = model.compute_layers
+    hessian = rule.sensitivity in ("hessian", "output")
+    layer_stats = layer_statistics(model, calib_x, seed=seed) if hessian else {}
+    gains = layer_gains(model, calib_x, layer_stats) if rule.sensitivity == "output" else {}
+    input_power, output_power = {}, {}
+    for layer in compute:
+        if layer.name not in layer_stats:
+            continue
+        entry = layer_stats[layer.name]
+        h = entry.input_power
+        if _groups(layer) > 1:
+            _, cols = blockwise.matrix_positions(layer.weight.shape, _groups(layer))
+            h = h[cols].reshape(layer.weight.shape[0], -1)
+        input_power[layer.name] = h
+        output_power[layer.name] = entry.output_power / gains.get(layer.name, 1.0)
+    result = assign_varied(compute, rule.budget, rule.candidates(),
+                           input_power=input_power, output_power=output_power,
+                           source=f"spec {spec.source}: varied.budget")
+    return _Chosen(model, acts, result.weights,
+                   stats={"scheme_histogram": result.scheme_histogram})
+
+
+def _bwq_weights(spec, model: Model, calib_x: np.ndarray, acts: dict,
+                 config: AcceleratorConfig, seed: int) -> _Chosen:
+    """Block-wise widths of a ``bwq`` spec (optionally fine-tuned), and with ``act_budget``
+    the activation row-block widths and their bias correction."""
+    rule = spec.bwq
+    ou_rows, ou_cols = config.ou_rows, config.ou_cols
+    compute = model.compute_layers
+    hessian = rule.sensitivity in ("hessian", "output")
+    need_acts = rule.act_budget is not None
+    layer_stats = (layer_statistics(model, calib_x, acts if need_acts else None, seed=seed)
+                   if hessian or need_acts else {})
+    gains = layer_gains(model, calib_x, layer_stats) if rule.sensitivity == "output" else {}
+    plans = []
+    for layer in compute:
+        entry = layer_stats.get(layer.name) if hessian else None
+        plans.append(blockwise.plan_layer(
+            layer, ou_rows, ou_cols,
+            input_power=None if entry is None else entry.input_power,
+            output_power=(None if entry is None
+                          else entry.output_power / gains.get(layer.name, 1.0)),
+        ))
+    widths = blockwise.allocate_blocks(plans, rule.budget, min_bits=rule.min_bits,
+                                       max_bits=rule.max_bits, fixed=rule.layers,
+                                       source=f"spec {spec.source}: bwq.budget")
+    if rule.finetune_epochs:
+        from bitline.sw.quant.finetune import finetune_bwq
+
+        # Widths, plane offsets and channel scales stay; weights and biases move, so the
+        # activations and their statistics are measured again on the tuned model.
+        model = finetune_bwq(model, plans, widths, calib_x, epochs=rule.finetune_epochs,
+                             learning_rate=rule.finetune_lr, seed=seed)
+        compute = model.compute_layers
+        acts = _calibrate(spec, model, calib_x, seed)
+        if need_acts:
+            layer_stats = layer_statistics(model, calib_x, acts, seed=seed)
+    chosen = _Chosen(model, acts, {})
+    for plan, layer in zip(plans, compute):
+        chosen.weights[plan.name], chosen.block_bits[plan.name] = blockwise.realize(
+            plan, widths[plan.name], layer.weight if rule.finetune_epochs else None)
+    chosen.stats["block_bits_histogram"] = \
+        blockwise.block_histogram(chosen.block_bits, plans)["blocks"]
+    if need_acts:
+        _bwq_activation_blocks(spec, chosen, plans, layer_stats, ou_rows)
+    return chosen
+
+
+def _bwq_activation_blocks(spec, chosen: _Chosen, plans, layer_stats: dict,
+                           ou_rows: int) -> None:
+    """Allocate activation row-block widths at ``bwq.act_budget`` into ``chosen``."""
+    rule = spec.bwq
+    compute = chosen.model.compute_layers
+    errors, sizes, widths = [], [], []
+    for plan, layer in zip(plans, compute):
+        act = chosen.acts[layer.inputs[0]]
+        entry = layer_stats[layer.name]
+        errors.append(blockwise.act_block_errors(plan, chosen.weights[plan.name], act.bits,
+                                                 act.scale, entry.truncation_var))
+        in_features = entry.truncation_var.shape[1]
+        sizes.append(np.diff(np.minimum(np.arange(plan.shape[1] + 1) * ou_rows, in_features)))
+        widths.append(act.bits)
+    allocated = blockwise.allocate_act_blocks(
+        errors, sizes, widths, rule.act_budget, min_bits=rule.min_act_bits,
+        source=f"spec {spec.source}: bwq.act_budget")
+    for plan, layer, chosen_widths in zip(plans, compute, allocated):
+        act = chosen.acts[layer.inputs[0]]
+        if np.all(chosen_widths == act.bits):
+            continue
+        chosen.act_block_bits[plan.name] = chosen_widths
+        chosen.bias_delta[plan.name] = blockwise.act_bias_correction(
+            plan, chosen.weights[plan.name], act.bits, act.scale,
+            layer_stats[layer.name].truncation_mean, chosen_widths)
+
+
+def _bit_statistics(model: Model, chosen: _Chosen, config: AcceleratorConfig) -> dict:
+    """Average weight and activation bits, the zero-block fraction and the width histogram."""
+    ou_rows, ou_cols = config.ou_rows, config.ou_cols
     compute = model.compute_layers
     total_weights = sum(int(layer.weight.size) for layer in compute)
-    stats: dict = {}
-    block_bits: dict[str, np.ndarray] = {}
-    act_block_bits: dict[str, np.ndarray] = {}
-    bias_delta: dict[str, np.ndarray] = {}
-
-    if spec.mode == "fixed":
-        weights = {layer.name: _fixed_weights(spec, layer) for layer in compute}
-    elif spec.mode == "varied":
-        rule = spec.varied
-        hessian = rule.sensitivity in ("hessian", "output")
-        layer_stats = layer_statistics(model, calib_x, seed=seed) if hessian else {}
-        gains = (layer_gains(model, calib_x, layer_stats) if rule.sensitivity == "output"
-                 else {})
-        input_power, output_power = {}, {}
-        for layer in compute:
-            if layer.name not in layer_stats:
-                continue
-            entry = layer_stats[layer.name]
-            groups = int(layer.attrs.get("groups", 1)) if layer.op == "conv" else 1
-            h = entry.input_power
-            if groups > 1:
-                _, cols = blockwise.matrix_positions(layer.weight.shape, groups)
-                h = h[cols].reshape(layer.weight.shape[0], -1)
-            input_power[layer.name] = h
-            output_power[layer.name] = entry.output_power / gains.get(layer.name, 1.0)
-        result = assign_varied(compute, rule.budget, rule.candidates(),
-                               input_power=input_power, output_power=output_power,
-                               source=f"spec {spec.source}: varied.budget")
-        weights = result.weights
-        stats["scheme_histogram"] = result.scheme_histogram
-    else:
-        rule = spec.bwq
-        hessian = rule.sensitivity in ("hessian", "output")
-        need_acts = rule.act_budget is not None
-        layer_stats = (layer_statistics(model, calib_x, acts if need_acts else None, seed=seed)
-                       if hessian or need_acts else {})
-        gains = (layer_gains(model, calib_x, layer_stats) if rule.sensitivity == "output"
-                 else {})
-        plans = []
-        for layer in compute:
-            entry = layer_stats.get(layer.name) if hessian else None
-            plans.append(blockwise.plan_layer(
-                layer, ou_rows, ou_cols,
-                input_power=None if entry is None else entry.input_power,
-                output_power=(None if entry is None
-                              else entry.output_power / gains.get(layer.name, 1.0)),
-            ))
-        chosen = blockwise.allocate_blocks(plans, rule.budget, min_bits=rule.min_bits,
-                                         max_bits=rule.max_bits, fixed=rule.layers,
-                                         source=f"spec {spec.source}: bwq.budget")
-        if rule.finetune_epochs:
-            from bitline.sw.quant.finetune import finetune_bwq
-
-            # Widths, plane offsets and channel scales stay; weights and biases move, so the
-            # activations and their statistics are measured again on the tuned model.
-            model = finetune_bwq(model, plans, chosen, calib_x, epochs=rule.finetune_epochs,
-                                 learning_rate=rule.finetune_lr, seed=seed)
-            compute = model.compute_layers
-            acts = calibrate_activations(
-                model, calib_x, bits=activations.bits, rule=activations.rule,
-                percentile=activations.percentile,
-                tensor_bits=_activation_widths(spec, model), seed=seed,
-            )
-            if need_acts:
-                layer_stats = layer_statistics(model, calib_x, acts, seed=seed)
-        weights = {}
-        for plan, layer in zip(plans, compute):
-            weights[plan.name], block_bits[plan.name] = blockwise.realize(
-                plan, chosen[plan.name], layer.weight if rule.finetune_epochs else None)
-        stats["block_bits_histogram"] = blockwise.block_histogram(block_bits, plans)["blocks"]
-        if need_acts:
-            errors, sizes, widths = [], [], []
-            for plan, layer in zip(plans, compute):
-                act = acts[layer.inputs[0]]
-                entry = layer_stats[layer.name]
-                errors.append(blockwise.act_block_errors(plan, weights[plan.name], act.bits,
-                                                       act.scale, entry.truncation_var))
-                in_features = entry.truncation_var.shape[1]
-                sizes.append(np.diff(np.minimum(np.arange(plan.shape[1] + 1) * ou_rows,
-                                                in_features)))
-                widths.append(act.bits)
-            allocated = blockwise.allocate_act_blocks(
-                errors, sizes, widths, rule.act_budget, min_bits=rule.min_act_bits,
-                source=f"spec {spec.source}: bwq.act_budget")
-            for plan, layer, chosen_widths in zip(plans, compute, allocated):
-                act = acts[layer.inputs[0]]
-                if np.all(chosen_widths == act.bits):
-                    continue
-                act_block_bits[plan.name] = chosen_widths
-                bias_delta[plan.name] = blockwise.act_bias_correction(
-                    plan, weights[plan.name], act.bits, act.scale,
-                    layer_stats[layer.name].truncation_mean, chosen_widths)
-
-    _check_planes(model, weights, config, spec)
-
-    # ------------------------------------------------------------------ statistics
     bits_total = 0.0
     histogram: dict[int, int] = {}
     for layer in compute:
-        if layer.name in block_bits:
-            groups = int(layer.attrs.get("groups", 1)) if layer.op == "conv" else 1
-            rows, cols = blockwise.matrix_positions(layer.weight.shape, groups)
-            per_weight = block_bits[layer.name][rows // ou_cols, cols // ou_rows]
+        if layer.name in chosen.block_bits:
+            rows, cols = blockwise.matrix_positions(layer.weight.shape, _groups(layer))
+            per_weight = chosen.block_bits[layer.name][rows // ou_cols, cols // ou_rows]
         else:
-            per_channel = np.broadcast_to(np.asarray(weights[layer.name].bits, dtype=np.int64),
-                                          (layer.weight.shape[0],))
+            per_channel = np.broadcast_to(
+                np.asarray(chosen.weights[layer.name].bits, dtype=np.int64),
+                (layer.weight.shape[0],))
             per_weight = np.repeat(per_channel, int(np.prod(layer.weight.shape[1:])))
         bits_total += float(per_weight.sum())
         for width, count in zip(*np.unique(per_weight, return_counts=True)):
             histogram[int(width)] = histogram.get(int(width), 0) + int(count)
     act_total = act_inputs = 0.0
     for layer in compute:
-        act = acts[layer.inputs[0]]
-        groups = int(layer.attrs.get("groups", 1)) if layer.op == "conv" else 1
-        in_features = int(np.prod(layer.weight.shape[1:])) * groups
-        if layer.name in act_block_bits:
-            per_input = np.repeat(act_block_bits[layer.name], ou_rows)[:in_features]
+        act = chosen.acts[layer.inputs[0]]
+        in_features = int(np.prod(layer.weight.shape[1:])) * _groups(layer)
+        if layer.name in chosen.act_block_bits:
+            per_input = np.repeat(chosen.act_block_bits[layer.name], ou_rows)[:in_features]
             act_total += float(per_input.sum())
         else:
             act_total += act.bits * in_features
         act_inputs += in_features
-    stats.update(
+    return dict(
         avg_weight_bits=bits_total / total_weights,
         avg_activation_bits=act_total / act_inputs,
-        zero_block_fraction=zero_block_fraction(model, weights, ou_rows, ou_cols),
+        zero_block_fraction=zero_block_fraction(model, chosen.weights, ou_rows, ou_cols),
         weight_bits_histogram=dict(sorted(histogram.items())),
     )
-    spec_data = {"name": spec.name, "mode": spec.mode, "quant": spec.to_dict(),
-                 "ou_rows": ou_rows, "ou_cols": ou_cols, "stats": stats}
-    layer_weights = {
-        layer.name: LayerWeights(weights[layer.name], block_bits.get(layer.name),
-                                 act_block_bits.get(layer.name))
-        for layer in compute
-    }
-    built_model = _with_bias(model, bias_delta) if bias_delta else model
-    return build_quantized_model(built_model, layer_weights, acts, spec=spec_data)

@@ -261,7 +261,10 @@ def _mse_scale(magnitude: np.ndarray, peak: np.ndarray, levels: np.ndarray) -> n
     best_error = np.full(peak.shape, np.inf)
     for ratio in _MSE_RATIOS:
         scale = _max_scale(peak * ratio, top)
-        ratios = magnitude * (1.0 / scale).astype(np.float32)
+        # 1/scale overflows float32 for weights near its smallest normal (1e-38); capped,
+        # 0 * inverse stays 0 instead of NaN (which no index table holds).
+        inverse = np.minimum(1.0 / scale, np.finfo(np.float32).max).astype(np.float32)
+        ratios = magnitude * inverse
         if uniform:
             rounded = np.minimum(np.rint(ratios), np.float32(top))
         else:
