@@ -126,28 +126,16 @@ def nonideal_sweep(
         error of the compile steps.
     """
     from bitline.hw.spec.config import preset
-    from bitline.sim.analog import AnalogDevice
     from bitline.sim.analog_params import AnalogParams
-    from bitline.sim.executor import run_executor
     from bitline.sim.golden import run_golden
     from bitline.sw.flow import DEFAULT_SPECS, compile_model
     from bitline.sw.datasets import load_dataset
     from bitline.sw.frontend.ir import Model
     from bitline.sw.models import resolve_model
 
-    strategies = list(strategies)
-    unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown or not strategies:
-        raise ValueError(f"unknown strategy {', '.join(unknown) or '(none)'}; choose from "
-                         f"{', '.join(STRATEGIES)}")
+    strategies = _check_arguments(strategies, sa1_fraction, chips, seed)
     variations = _check_rates("variation", variations, 10.0)
     stuck = _check_rates("stuck", stuck, 1.0)
-    if not 0.0 <= sa1_fraction <= 1.0:
-        raise ValueError(f"--sa1-fraction must be between 0 and 1, not {sa1_fraction}")
-    if isinstance(chips, bool) or not isinstance(chips, int) or chips < 1:
-        raise ValueError(f"--chips must be a positive integer, not {chips!r}")
-    if seed < 0:
-        raise ValueError(f"--seed must be non-negative, not {seed}")
     if params is None:
         params = AnalogParams.ideal()
     elif not isinstance(params, AnalogParams):
@@ -155,15 +143,7 @@ def nonideal_sweep(
     model = model if isinstance(model, Model) else resolve_model(model)
     config = config or preset("bwq")
     calib_x, _ = load_dataset(dataset, "calib")
-    x, y = load_dataset(dataset, "test")
-    subsample_seed = None
-    if samples is not None:
-        if samples < 1:
-            raise ValueError(f"--samples must be at least 1, not {samples}")
-        if samples < len(y):
-            subsample_seed = seed
-            keep = np.sort(np.random.default_rng(seed).choice(len(y), samples, replace=False))
-            x, y = x[keep], y[keep]
+    x, y, subsample_seed = _test_images(dataset, samples, seed)
     points = sweep_points(variations, stuck, grid=grid)
     report = {
         "model": model.name, "dataset": dataset, "split": "test", "images": int(len(y)),
@@ -174,34 +154,71 @@ def nonideal_sweep(
     for strategy in strategies:
         strategy_spec = spec if spec is not None else DEFAULT_SPECS[strategy]
         compiled = compile_model(model, strategy, strategy_spec, config, calib_x)
-        program, qmodel = compiled.program, compiled.qmodel
-        ideal_pred = np.asarray(run_golden(qmodel, x).output).reshape(len(y), -1).argmax(1)
+        ideal_pred = np.asarray(run_golden(compiled.qmodel, x).output).reshape(len(y), -1)
+        ideal_pred = ideal_pred.argmax(1)
         report["ideal"][strategy] = float(np.mean(ideal_pred == y))
         report["specs"][strategy] = str(strategy_spec)
         for variation, rate in points:
-            start = time.perf_counter()
             chip_params = params.replace(variation=variation,
                                          stuck_at_0=rate * (1.0 - sa1_fraction),
                                          stuck_at_1=rate * sa1_fraction)
-            accuracies, agreements = [], []
-            for chip in range(chips):
-                device = AnalogDevice(program.config, chip_params, seed=seed + chip)
-                output = run_executor(program, qmodel, x, device=device).output
-                predicted = np.asarray(output).reshape(len(y), -1).argmax(axis=1)
-                accuracies.append(float(np.mean(predicted == y)))
-                agreements.append(float(np.mean(predicted == ideal_pred)))
-            point = {
-                "strategy": strategy, "variation": variation, "stuck": rate,
-                "accuracy": float(np.mean(accuracies)), "accuracies": accuracies,
-                "agreement": float(np.mean(agreements)),
-                "seconds": time.perf_counter() - start,
-            }
+            point = _sweep_point(compiled, x, y, ideal_pred, chip_params, chips, seed)
+            point = {"strategy": strategy, "variation": variation, "stuck": rate, **point}
             report["points"].append(point)
             if progress is not None:
                 progress(f"{strategy:13s} variation {variation:5.3f} stuck {rate:6.4f}: "
                          f"accuracy {100 * point['accuracy']:6.2f} % "
                          f"({point['seconds']:.1f} s)")
     return report
+
+
+def _check_arguments(strategies, sa1_fraction: float, chips, seed: int) -> list[str]:
+    """Validate the sweep's scalar arguments; return the strategies as a list."""
+    strategies = list(strategies)
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise ValueError(f"unknown strategy {', '.join(unknown) or '(none)'}; choose from "
+                         f"{', '.join(STRATEGIES)}")
+    if not 0.0 <= sa1_fraction <= 1.0:
+        raise ValueError(f"--sa1-fraction must be between 0 and 1, not {sa1_fraction}")
+    if isinstance(chips, bool) or not isinstance(chips, int) or chips < 1:
+        raise ValueError(f"--chips must be a positive integer, not {chips!r}")
+    if seed < 0:
+        raise ValueError(f"--seed must be non-negative, not {seed}")
+    return strategies
+
+
+def _test_images(dataset: str, samples: int | None, seed: int):
+    """Return ``(x, y, subsample_seed)``: the test split, or a seeded subsample of it."""
+    from bitline.sw.datasets import load_dataset
+
+    x, y = load_dataset(dataset, "test")
+    if samples is None:
+        return x, y, None
+    if samples < 1:
+        raise ValueError(f"--samples must be at least 1, not {samples}")
+    if samples >= len(y):
+        return x, y, None
+    keep = np.sort(np.random.default_rng(seed).choice(len(y), samples, replace=False))
+    return x[keep], y[keep], seed
+
+
+def _sweep_point(compiled, x: np.ndarray, y: np.ndarray, ideal_pred: np.ndarray,
+                 chip_params, chips: int, seed: int) -> dict:
+    """Run ``chips`` seeded analog chips of one sweep point; accuracy and agreement."""
+    from bitline.sim.analog import AnalogDevice
+    from bitline.sim.executor import run_executor
+
+    start = time.perf_counter()
+    accuracies, agreements = [], []
+    for chip in range(chips):
+        device = AnalogDevice(compiled.program.config, chip_params, seed=seed + chip)
+        output = run_executor(compiled.program, compiled.qmodel, x, device=device).output
+        predicted = np.asarray(output).reshape(len(y), -1).argmax(axis=1)
+        accuracies.append(float(np.mean(predicted == y)))
+        agreements.append(float(np.mean(predicted == ideal_pred)))
+    return {"accuracy": float(np.mean(accuracies)), "accuracies": accuracies,
+            "agreement": float(np.mean(agreements)), "seconds": time.perf_counter() - start}
 
 
 def _percent(value: float) -> str:
