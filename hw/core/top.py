@@ -21,6 +21,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFO
@@ -50,6 +52,17 @@ __all__ = ["Accelerator", "CROSSBAR_MODES"]
 
 #: Where the crossbars are: inside (digital emulator) or outside (ports at the top).
 CROSSBAR_MODES = ("emulated", "external")
+
+
+class _Blocks(NamedTuple):
+    """The accelerator's fixed blocks; field names are their submodule names."""
+
+    host: HostInterface
+    loader: Loader
+    scheduler: Scheduler
+    reduction: Reduction
+    output_unit: OutputUnit
+    output_fifo: SyncFIFO
 
 
 class Accelerator(wiring.Component):
@@ -114,25 +127,46 @@ class Accelerator(wiring.Component):
         super().__init__(members)
 
     def elaborate(self, platform):
-        config = self.config
         m = Module()
-        mem = self.memories
+        blocks = self._add_blocks(m)
+        layer, param_read = self._add_tables(m, blocks)
+        job_error = self._add_job_control(m, blocks, layer)
+        units = self._add_units(m, blocks, job_error)
+        self._add_output_path(m, blocks, units, layer, param_read)
+        self._add_status(m, blocks, units, job_error)
+        return m
 
-        m.submodules.host = host = HostInterface(config)
-        m.submodules.loader = loader = Loader(
-            config, self.unit_entries,
-            initial_counts=[u.n_entries for u in mem.units] if mem else None,
-            initial_layers=len(mem.layers) if mem else None)
-        m.submodules.scheduler = scheduler = Scheduler(config)
-        m.submodules.reduction = reduction = Reduction(config)
-        m.submodules.output_unit = output_unit = OutputUnit(config)
-        m.submodules.output_fifo = fifo = SyncFIFO(width=config.acc_bits,
-                                                   depth=OUTPUT_FIFO_DEPTH)
-        connect(m, flipped(self.csr), host.csr)
-        connect(m, flipped(self.program), loader.bytes)
-        connect(m, flipped(self.inputs), scheduler.inputs)
+    def _add_blocks(self, m: Module) -> _Blocks:
+        """Add the host interface, loader, scheduler, reduction, output unit and output FIFO.
 
-        # ---- layer table and output parameters -------------------------------------------
+        Connects the top's ``csr``, ``program`` and ``inputs`` to them and returns them.
+        """
+        config, mem = self.config, self.memories
+        blocks = _Blocks(
+            host=HostInterface(config),
+            loader=Loader(config, self.unit_entries,
+                          initial_counts=[u.n_entries for u in mem.units] if mem else None,
+                          initial_layers=len(mem.layers) if mem else None),
+            scheduler=Scheduler(config),
+            reduction=Reduction(config),
+            output_unit=OutputUnit(config),
+            output_fifo=SyncFIFO(width=config.acc_bits, depth=OUTPUT_FIFO_DEPTH),
+        )
+        for name, block in blocks._asdict().items():
+            m.submodules[name] = block
+        connect(m, flipped(self.csr), blocks.host.csr)
+        connect(m, flipped(self.program), blocks.loader.bytes)
+        connect(m, flipped(self.inputs), blocks.scheduler.inputs)
+        return blocks
+
+    def _add_tables(self, m: Module, blocks: _Blocks):
+        """Add the layer table and the output-parameter memory, written by the loader.
+
+        Returns the current layer record (the one ``host.layer_index`` selects) and the
+        parameter read port (addressed by the channel the scheduler drains).
+        """
+        config, mem = self.config, self.memories
+        host, loader, scheduler = blocks.host, blocks.loader, blocks.scheduler
         layer_type = layer_layout(config)
         layers = Memory(shape=layer_type.size, depth=config.max_layers,
                         init=(mem.layers if mem else []))
@@ -159,8 +193,11 @@ class Accelerator(wiring.Component):
             param_write.en.eq(loader.param_write.valid),
             param_read.addr.eq(layer.param_start + scheduler.drain.payload),
         ]
+        return layer, param_read
 
-        # ---- job control and errors ------------------------------------------------------
+    def _add_job_control(self, m: Module, blocks: _Blocks, layer) -> Signal:
+        """Start jobs and loads; return the job error register (0: no error)."""
+        host, loader, scheduler = blocks.host, blocks.loader, blocks.scheduler
         job_error = Signal(8)
         start = host.start & ~scheduler.busy
         with m.If(start):
@@ -179,10 +216,18 @@ class Accelerator(wiring.Component):
             loader.restart.eq(host.load & ~scheduler.busy),
             loader.clear_error.eq(host.clear_error),
         ]
+        return job_error
 
-        # ---- crossbar units --------------------------------------------------------------
-        units = []
-        reads, conversions, protocol = [], [], []
+    def _add_units(self, m: Module, blocks: _Blocks, job_error: Signal) -> list[CrossbarUnit]:
+        """Add the crossbar units and their crossbars (emulated or external ports).
+
+        Each unit is fed by the scheduler and the loader and drains into the reduction; a
+        unit's protocol error sets ``job_error``. Returns the units, in index order.
+        """
+        config, mem = self.config, self.memories
+        loader, scheduler = blocks.loader, blocks.scheduler
+        reduction = blocks.reduction
+        units, protocol = [], []
         for index in range(config.n_xbars):
             unit_mem = mem.units[index] if mem else None
             unit = CrossbarUnit(
@@ -208,33 +253,40 @@ class Accelerator(wiring.Component):
                 unit.entry_write.payload.eq(loader.entry_write.payload.write),
                 reduction.units.payload[index].eq(unit.drained.payload),
             ]
-            if self.crossbar == "external":
-                port = self.xbars[index]
-                connect(m, unit.read, flipped(port.read))
-                connect(m, unit.result, flipped(port.result))
-                write = port.write
-            else:
-                emulator = CrossbarEmulator(config, unit_mem.cells if unit_mem else None)
-                m.submodules[f"xbar{index}"] = emulator
-                connect(m, unit.read, emulator.port.read)
-                connect(m, unit.result, emulator.port.result)
-                write = emulator.port.write
+            write = self._add_crossbar(m, index, unit, unit_mem)
             m.d.comb += [
                 write.en.eq(loader.cell_write.valid & (loader.cell_write.payload.unit == index)),
                 write.row.eq(loader.cell_write.payload.row),
                 write.levels.eq(loader.cell_write.payload.levels),
             ]
-            reads.append(unit.read_issued)
-            conversions.append(unit.conversions)
             protocol.append(unit.protocol_error)
         with m.If(sum(protocol) != 0):
             m.d.sync += job_error.eq(ErrorCode.XBAR_PROTOCOL)
+        return units
 
-        # ---- reduction, output unit, output FIFO -----------------------------------------
+    def _add_crossbar(self, m: Module, index: int, unit: CrossbarUnit, unit_mem):
+        """Connect ``unit`` to its crossbar; return the crossbar's cell write port."""
+        if self.crossbar == "external":
+            port = self.xbars[index]
+            connect(m, unit.read, flipped(port.read))
+            connect(m, unit.result, flipped(port.result))
+            return port.write
+        emulator = CrossbarEmulator(self.config, unit_mem.cells if unit_mem else None)
+        m.submodules[f"xbar{index}"] = emulator
+        connect(m, unit.read, emulator.port.read)
+        connect(m, unit.result, emulator.port.result)
+        return emulator.port.write
+
+    def _add_output_path(self, m: Module, blocks: _Blocks, units: list[CrossbarUnit], layer,
+                         param_read) -> None:
+        """Connect reduction -> output unit (with the channel's parameters) -> FIFO -> outputs."""
+        reduction, output_unit = blocks.reduction, blocks.output_unit
+        fifo, scheduler = blocks.output_fifo, blocks.scheduler
         m.d.comb += [
             reduction.units.valid.eq(units[0].drained.valid),
             reduction.mask.eq(layer.xbar_mask),
         ]
+        param_type = output_param_layout(self.config)
         param_d1 = Signal(param_type)
         param_d2 = Signal(param_type)
         m.d.sync += [param_d1.eq(param_read.data), param_d2.eq(param_d1)]
@@ -254,7 +306,11 @@ class Accelerator(wiring.Component):
             scheduler.output_taken.eq(self.outputs.valid & self.outputs.ready),
         ]
 
-        # ---- status and counters ---------------------------------------------------------
+    def _add_status(self, m: Module, blocks: _Blocks, units: list[CrossbarUnit],
+                    job_error: Signal) -> None:
+        """Drive the host interface's status fields and performance counters."""
+        host, loader, scheduler = blocks.host, blocks.loader, blocks.scheduler
+        reduction = blocks.reduction
         error = Signal(8)
         m.d.comb += [
             error.eq(Mux(loader.error != 0, loader.error, job_error)),  # first error wins
@@ -265,10 +321,9 @@ class Accelerator(wiring.Component):
             host.error.eq(error),
             host.n_layers.eq(loader.n_layers),
             host.cycle.eq(scheduler.busy),
-            host.reads.eq(sum(reads)),
-            host.conversions.eq(sum(conversions)),
+            host.reads.eq(sum(unit.read_issued for unit in units)),
+            host.conversions.eq(sum(unit.conversions for unit in units)),
             host.stall.eq(scheduler.input_stall | (self.outputs.valid & ~self.outputs.ready)),
             host.operands.eq(reduction.contributions),
         ]
-        return m
 
