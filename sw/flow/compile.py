@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from bitline.hw.spec.config import AcceleratorConfig
-from bitline.hw.spec.program import STRATEGIES
+from bitline.hw.spec.program import STRATEGIES, Program
 from bitline.sw.flow.inputs import (
     DEFAULT_PRESET,
     SYNTHETIC_CALIB_SAMPLES,
@@ -90,11 +90,17 @@ class HardwarePlan:
         The quantized model measured on the way, when its quantization equals what
         :func:`quantize` gives for :attr:`config` (reused instead of quantizing again);
         else ``None``.
+    layers:
+        The layer programs of the mapping measured on the way (``--xbars auto``), else
+        ``None``. The mapper reads ``n_xbars`` and ``max_entries`` only to reject, so they
+        are the layers :func:`map_program` gives for :attr:`config` (tests/e2e/test_flow.py
+        maps again and compares); :func:`compile_model` reuses them instead of mapping twice.
     """
 
     config: AcceleratorConfig
     sizing: tuple[Sizing, ...] = ()
     qmodel: object = None
+    layers: tuple = None
 
 
 @dataclass
@@ -216,7 +222,7 @@ def size_hardware(model, spec, calib_x: np.ndarray, config: AcceleratorConfig, s
     if entries > config.max_entries:
         records.append(Sizing("max_entries", config.max_entries, entries,
                               "OU entries of the program"))
-    return HardwarePlan(_apply(config, records), tuple(records), qmodel)
+    return HardwarePlan(_apply(config, records), tuple(records), qmodel, tuple(probe.layers))
 
 
 def quantize(model, spec, calib_x: np.ndarray, config: AcceleratorConfig):
@@ -279,7 +285,10 @@ def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x
     qmodel = plan.qmodel if plan.qmodel is not None else quantize(model, spec, calib_x,
                                                                    plan.config)
     quantized = time.perf_counter()
-    program = map_program(qmodel, plan.config, strategy)
+    if plan.layers is not None and plan.qmodel is not None:
+        program = Program(plan.config, strategy, list(plan.layers))
+    else:
+        program = map_program(qmodel, plan.config, strategy)
     validate(program)
     return CompileResult(qmodel, program, plan.config, plan.sizing, sized - start,
                          quantized - sized, time.perf_counter() - quantized)

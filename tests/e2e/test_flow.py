@@ -43,3 +43,28 @@ def test_declared_steps():
     assert [name for name, _ in COMPILE_STEPS] == [
         "resolve model", "calibration inputs", "size hardware", "quantize", "map",
         "validate", "bundle"]
+
+
+@pytest.mark.parametrize("strategy,spec", [("isaac", "int8"), ("ivq-naive", "varied4"),
+                                           ("ivq-spatial", "pot4"), ("ivq-temporal", "varied4"),
+                                           ("bwq", "bwq3")])
+def test_the_sizing_mapping_is_the_mapping_of_the_sized_config(digits, strategy, spec):
+    # compile_model reuses the layers the sizing step mapped to measure; mapping again onto
+    # exactly the sized config must give the same program, field by field.
+    from bitline.sw.flow.compile import map_program
+
+    model, calib_x = digits
+    small = preset("bwq").replace(max_entries=16, n_xbars=2)
+    plan = size_hardware(model, spec, calib_x, small, strategy)
+    assert plan.layers is not None and plan.qmodel is not None
+    again = map_program(plan.qmodel, plan.config, strategy)
+    assert len(again.layers) == len(plan.layers)
+    for measured, mapped in zip(plan.layers, again.layers):
+        assert measured.name == mapped.name
+        for field in ("xbars", "row_maps", "cells", "entries", "bias", "mult", "shift"):
+            assert (getattr(measured, field) == getattr(mapped, field)).all(), field
+        assert (measured.act_bits, measured.mode, measured.zero_point, measured.clamp_lo,
+                measured.clamp_hi) == (mapped.act_bits, mapped.mode, mapped.zero_point,
+                                       mapped.clamp_lo, mapped.clamp_hi)
+    result = compile_model(model, strategy, spec, small, calib_x)
+    assert result.program.config == plan.config
