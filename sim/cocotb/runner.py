@@ -333,12 +333,44 @@ def build_and_test(
         the message names the results XML.
     """
     import cocotb
-    from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
     if waves is None:
         waves = os.environ.get("WAVES") == "1"
-    name = simulator()
+    build = _prepare_build(design, toplevel, simulator(), bool(waves), verilator_args,
+                           cocotb.__version__, build_root)
+    with _environment(_tool_environment(build.simulator)), \
+            open(build.directory / ".lock", "w") as lock:
+        # One build per folder at a time (parallel pytest sessions share the cache).
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        runner = get_runner(build.simulator)
+        cached = (build.directory / _STAMP).is_file()
+        build_seconds = 0.0 if cached else _build(runner, build, toplevel)
+        results_xml, test_log, test_seconds = _run_tests(
+            runner, build, toplevel, test_module, extra_env, test_filter)
+    return _check_results(build, toplevel, test_module, results_xml, test_log, cached,
+                          build_seconds, test_seconds)
+
+
+@dataclass(frozen=True)
+class _Build:
+    """A digest-named build folder, prepared by :func:`_prepare_build`."""
+
+    simulator: str
+    directory: Path
+    source: Path
+    args: list[str]
+    key: str
+    waves: bool
+
+
+def _prepare_build(design, toplevel: str, name: str, waves: bool, verilator_args,
+                   cocotb_version: str, build_root: str | Path | None) -> _Build:
+    """Make the Verilog for simulator ``name``, its build key and folder; write the source.
+
+    The source file is rewritten only when its text changed (an unchanged file keeps its
+    time stamp).
+    """
     text = _verilog_text(design, toplevel)
     if name == "verilator":
         build_args = VERILATOR_BUILD_ARGS + list(verilator_args)
@@ -348,7 +380,7 @@ def build_and_test(
     key = json.dumps({
         "verilog": hashlib.sha256(text.encode()).hexdigest(),
         "simulator": name, "version": simulator_version(name),
-        "cocotb": cocotb.__version__, "build_args": build_args, "waves": bool(waves),
+        "cocotb": cocotb_version, "build_args": build_args, "waves": waves,
         "make": list(VERILATOR_MAKE_VARIABLES) if name == "verilator" else [],
         "toplevel": toplevel,
     }, sort_keys=True)
@@ -359,55 +391,78 @@ def build_and_test(
     source = build_dir / f"{toplevel}.v"
     if not source.is_file() or source.read_text() != text:
         source.write_text(text)
+    return _Build(simulator=name, directory=build_dir, source=source, args=build_args,
+                  key=key, waves=waves)
 
+
+def _tool_environment(name: str) -> dict[str, str]:
+    """The environment changes a build and run with simulator ``name`` need."""
     env = verilator_env() if name == "verilator" else dict(os.environ)
     changes = {key: env[key] for key in ("PATH", "VERILATOR_ROOT", "CXXFLAGS") if key in env}
     if name == "verilator":
         changes["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " "
                                 + " ".join(VERILATOR_MAKE_VARIABLES)).strip()
-    stamp = build_dir / _STAMP
-    build_log = build_dir / "build.log"
-    with _environment(changes), open(build_dir / ".lock", "w") as lock:
-        # One build per folder at a time (parallel pytest sessions share the cache).
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        runner = get_runner(name)
-        cached = stamp.is_file()
-        build_seconds = 0.0
-        if not cached:
-            start = time.perf_counter()
-            try:
-                runner.build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
-                             build_args=build_args, waves=bool(waves),
-                             timescale=("1ns", "1ps"), always=True, log_file=build_log)
-            except (RuntimeError, SystemExit) as error:
-                raise BenchFailure(f"{name} build of {toplevel} in {build_dir} failed: "
-                                   f"{error}\n{_tail(build_log)}") from None
-            build_seconds = time.perf_counter() - start
-            stamp.write_text(key + "\n")
-        # One results file per (module, environment): parallel variants never share one.
-        env_digest = hashlib.sha256(json.dumps(extra_env or {}, sort_keys=True).encode())
-        run_name = f"{test_module.rsplit('.', 1)[-1]}-{env_digest.hexdigest()[:8]}"
-        results_xml = build_dir / f"results-{run_name}.xml"
-        test_log = build_dir / f"run-{run_name}.log"
-        start = time.perf_counter()
-        try:
-            runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
-                        hdl_toplevel_lang="verilog",
-                        test_dir=build_dir, extra_env=dict(extra_env or {}),
-                        waves=bool(waves), results_xml=str(results_xml),
-                        test_filter=test_filter, log_file=test_log)
-        except SystemExit:
-            pass  # under pytest the runner exits on failures; the XML says what happened
-        test_seconds = time.perf_counter() - start
+    return changes
+
+
+def _build(runner, build: _Build, toplevel: str) -> float:
+    """Build ``build`` with cocotb's ``runner``, stamp the folder; return the wall time.
+
+    Raises
+    ------
+    BenchFailure
+        If the build fails (the message ends with the tail of ``build.log``).
+    """
+    build_log = build.directory / "build.log"
+    start = time.perf_counter()
+    try:
+        runner.build(sources=[build.source], hdl_toplevel=toplevel, build_dir=build.directory,
+                     build_args=build.args, waves=build.waves,
+                     timescale=("1ns", "1ps"), always=True, log_file=build_log)
+    except (RuntimeError, SystemExit) as error:
+        raise BenchFailure(f"{build.simulator} build of {toplevel} in {build.directory} "
+                           f"failed: {error}\n{_tail(build_log)}") from None
+    build_seconds = time.perf_counter() - start
+    (build.directory / _STAMP).write_text(build.key + "\n")
+    return build_seconds
+
+
+def _run_tests(runner, build: _Build, toplevel: str, test_module: str,
+               extra_env: dict[str, str] | None, test_filter: str | None):
+    """Run ``test_module`` on the built design; return (results XML, log, wall time)."""
+    # One results file per (module, environment): parallel variants never share one.
+    env_digest = hashlib.sha256(json.dumps(extra_env or {}, sort_keys=True).encode())
+    run_name = f"{test_module.rsplit('.', 1)[-1]}-{env_digest.hexdigest()[:8]}"
+    results_xml = build.directory / f"results-{run_name}.xml"
+    test_log = build.directory / f"run-{run_name}.log"
+    start = time.perf_counter()
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build.directory,
+                    hdl_toplevel_lang="verilog",
+                    test_dir=build.directory, extra_env=dict(extra_env or {}),
+                    waves=build.waves, results_xml=str(results_xml),
+                    test_filter=test_filter, log_file=test_log)
+    except SystemExit:
+        pass  # under pytest the runner exits on failures; the XML says what happened
+    return results_xml, test_log, time.perf_counter() - start
+
+
+def _check_results(build: _Build, toplevel: str, test_module: str, results_xml: Path,
+                   test_log: Path, cached: bool, build_seconds: float,
+                   test_seconds: float) -> BenchResult:
+    """Read the results XML; return the :class:`BenchResult` or raise :class:`BenchFailure`."""
+    from cocotb_tools.check_results import get_results
+
     try:
         tests, failed = get_results(results_xml)
     except RuntimeError as error:
         raise BenchFailure(f"{test_module} on {toplevel}: {error}\n{_tail(test_log)}") from None
     result = BenchResult(tests=tests, failed=failed, results_xml=results_xml,
-                         build_dir=build_dir, simulator=name, cached=cached,
+                         build_dir=build.directory, simulator=build.simulator, cached=cached,
                          build_seconds=build_seconds, test_seconds=test_seconds)
     if tests == 0 or failed:
         raise BenchFailure(
-            f"{test_module} on {toplevel} ({name}): {failed} of {tests} cocotb tests failed; "
-            f"see {results_xml} and the log {test_log}:\n{_tail(test_log)}", result)
+            f"{test_module} on {toplevel} ({build.simulator}): {failed} of {tests} cocotb "
+            f"tests failed; see {results_xml} and the log {test_log}:\n{_tail(test_log)}",
+            result)
     return result
