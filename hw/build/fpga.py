@@ -303,6 +303,35 @@ def build_bitstream(config, out_dir: str | Path, *, board: str = "ulx3s-85f",
     baud = DEFAULT_BAUD if baud is None else baud
 
     start = time.perf_counter()
+    top, plan = _elaborate(spec, config, out, core_hz=core_hz, baud=baud, memories=memories,
+                           unit_entries=unit_entries, seed=seed)
+    seconds["elaborate"] = time.perf_counter() - start
+    units = f"{config.n_xbars} unit{'s' if config.n_xbars != 1 else ''}"
+    log(f"elaborated the {spec.name} top ({units}) in "
+        f"{seconds['elaborate']:.0f} s -> {out}")
+
+    setup, steps = _plan_steps(plan.files[f"{plan.script}.sh"])
+    hint = (f"use fewer crossbar units (n_xbars = {config.n_xbars}), smaller crossbars or "
+            f"smaller capacities (max_out_channels, max_layers), or a larger device")
+    for step in steps:
+        log(f"{step.name} ...")
+        seconds[step.name] = _run_step(step, setup, out, env, step_timeout, spec, hint)
+        log(f"{step.name} done in {seconds[step.name]:.0f} s")
+    seconds["total"] = time.perf_counter() - start
+
+    report = _report(spec, config, top, baud=baud, seed=seed, seconds=seconds, env=env,
+                     nextpnr=json.loads((out / NEXTPNR_REPORT).read_text()))
+    (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _elaborate(spec, config, out: Path, *, core_hz, baud: int, memories, unit_entries,
+               seed: int):
+    """Write the board top's build plan (RTLIL, scripts, constraints) and config into ``out``.
+
+    Products of an earlier build (reports, bitstream) are removed so that a failed step never
+    leaves a stale one behind. Returns the board top and Amaranth's build plan.
+    """
     top = spec.top(config, core_hz=core_hz, baud=baud, memories=memories,
                    unit_entries=unit_entries)
     constraints = spec.constraints_file()
@@ -317,41 +346,47 @@ def build_bitstream(config, out_dir: str | Path, *, board: str = "ulx3s-85f",
     config.save(out / "config.toml")
     for stale in (NEXTPNR_REPORT, REPORT_FILE, f"{TOP_NAME}.bit"):
         (out / stale).unlink(missing_ok=True)
-    seconds["elaborate"] = time.perf_counter() - start
-    units = f"{config.n_xbars} unit{'s' if config.n_xbars != 1 else ''}"
-    log(f"elaborated the {spec.name} top ({units}) in "
-        f"{seconds['elaborate']:.0f} s -> {out}")
+    return top, plan
 
-    setup, steps = _plan_steps(plan.files[f"{plan.script}.sh"])
-    hint = (f"use fewer crossbar units (n_xbars = {config.n_xbars}), smaller crossbars or "
-            f"smaller capacities (max_out_channels, max_layers), or a larger device")
-    for step in steps:
-        step_log = out / f"{step.name}.log"
-        log(f"{step.name} ...")
-        begin = time.perf_counter()
-        try:
-            with open(step_log, "w") as handle:
-                process = subprocess.run(["sh", "-c", "\n".join(setup + [step.command])],
-                                         cwd=out, env=env, stdout=handle,
-                                         stderr=subprocess.STDOUT, timeout=step_timeout)
-        except subprocess.TimeoutExpired:
-            raise FPGABuildError(f"{step.name} did not finish in {step_timeout:.0f} s "
-                                 f"(log: {step_log})") from None
-        seconds[step.name] = time.perf_counter() - begin
-        if step.variable.startswith("NEXTPNR"):
-            tool_log = out / f"{TOP_NAME}.tim"
-            text = tool_log.read_text(errors="replace") if tool_log.exists() else ""
-            check_fit(parse_utilisation_log(text), spec.device, spec.name, hint)
-        if process.returncode != 0:
-            detail = _tail(out / f"{TOP_NAME}.tim") if step.variable.startswith("NEXTPNR") \
-                else _tail(step_log)
-            raise FPGABuildError(f"{step.name} failed (exit {process.returncode}); see "
-                                 f"{step_log}:\n{detail}")
-        log(f"{step.name} done in {seconds[step.name]:.0f} s")
-    seconds["total"] = time.perf_counter() - start
 
-    nextpnr = json.loads((out / NEXTPNR_REPORT).read_text())
-    report = {
+def _run_step(step: _Step, setup: list[str], out: Path, env: dict[str, str],
+              step_timeout: float | None, spec, hint: str) -> float:
+    """Run one tool command of the plan in ``out`` (log: ``<step>.log``); return its seconds.
+
+    After place-and-route the utilisation is checked first, so that a design too large for
+    the device raises :class:`DesignDoesNotFit` rather than a bare tool failure.
+
+    Raises
+    ------
+    DesignDoesNotFit, FPGABuildError
+    """
+    step_log = out / f"{step.name}.log"
+    begin = time.perf_counter()
+    try:
+        with open(step_log, "w") as handle:
+            process = subprocess.run(["sh", "-c", "\n".join(setup + [step.command])],
+                                     cwd=out, env=env, stdout=handle,
+                                     stderr=subprocess.STDOUT, timeout=step_timeout)
+    except subprocess.TimeoutExpired:
+        raise FPGABuildError(f"{step.name} did not finish in {step_timeout:.0f} s "
+                             f"(log: {step_log})") from None
+    elapsed = time.perf_counter() - begin
+    if step.variable.startswith("NEXTPNR"):
+        tool_log = out / f"{TOP_NAME}.tim"
+        text = tool_log.read_text(errors="replace") if tool_log.exists() else ""
+        check_fit(parse_utilisation_log(text), spec.device, spec.name, hint)
+    if process.returncode != 0:
+        detail = _tail(out / f"{TOP_NAME}.tim") if step.variable.startswith("NEXTPNR") \
+            else _tail(step_log)
+        raise FPGABuildError(f"{step.name} failed (exit {process.returncode}); see "
+                             f"{step_log}:\n{detail}")
+    return elapsed
+
+
+def _report(spec, config, top, *, baud: int, seed: int, seconds: dict[str, float],
+            env: dict[str, str], nextpnr: dict) -> dict:
+    """The content of ``report.json`` (see :func:`build_bitstream`)."""
+    return {
         "board": spec.name,
         "device": spec.device,
         "package": spec.package,
@@ -371,8 +406,6 @@ def build_bitstream(config, out_dir: str | Path, *, board: str = "ulx3s-85f",
         "seed": int(seed),
         "bitstream": f"{TOP_NAME}.bit",
     }
-    (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
-    return report
 
 
 def report_tables(report: dict):
