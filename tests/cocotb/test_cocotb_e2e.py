@@ -125,6 +125,7 @@ def report(name, result):
           f"({'cached' if result.cached else 'fresh'}), run {result.test_seconds:.1f} s")
 
 
+@pytest.mark.slow
 @verilator_only
 def test_digits_cnn_ideal_bit_exact_to_golden(bundles, designs, tmp_path):
     """3 test images: all 8 layers equal the golden model, 5 jobs' counters the model."""
@@ -134,6 +135,7 @@ def test_digits_cnn_ideal_bit_exact_to_golden(bundles, designs, tmp_path):
     report("digits-cnn ideal", result)
 
 
+@pytest.mark.slow
 @verilator_only
 def test_digits_cnn_analog_equals_executor(bundles, designs, tmp_path):
     """Variation, stuck cells, IR drop and ADC errors: equal to the executor, same seed."""
@@ -145,6 +147,7 @@ def test_digits_cnn_analog_equals_executor(bundles, designs, tmp_path):
     report("digits-cnn analog", run_spec(design, spec, work_dir=tmp_path))
 
 
+@pytest.mark.slow
 @verilator_only
 def test_every_strategy_random_shapes_golden_and_counters(bundles, designs, tmp_path):
     """Five strategies, random conv+pool+gemm shapes: layers == golden, counters == model."""
@@ -154,6 +157,7 @@ def test_every_strategy_random_shapes_golden_and_counters(bundles, designs, tmp_
                                         work_dir=tmp_path))
 
 
+@pytest.mark.slow
 def test_every_strategy_read_noise_equals_executor(bundles, designs, tmp_path):
     """Typical chip with read noise, shared ADCs: read numbers match the executor's."""
     from bitline.sim.analog_params import AnalogParams
