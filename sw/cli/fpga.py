@@ -76,7 +76,7 @@ def fpga(board_name, config_path, preset_name, bundle_dir, xbars, core_mhz, baud
 
     from bitline.hw.boards import get_board
     from bitline.hw.build.fpga import FPGABuildError, build_bitstream, report_tables
-    from bitline.sw.cli.hw import resolve_hardware
+    from bitline.sw.flow.hardware import resolve_hardware
 
     board_spec = get_board(board_name)  # unknown board: fail before any work
     hardware, memories, unit_entries = resolve_hardware(config_path, preset_name, bundle_dir,

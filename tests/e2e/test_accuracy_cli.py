@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from bitline.sw.cli import cli, main
