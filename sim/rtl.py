@@ -178,7 +178,7 @@ def bench_design(config: AcceleratorConfig, crossbar: str = "emulated", *,
     folder.mkdir(parents=True, exist_ok=True)
     top = BenchTop(config, crossbar, unit_entries=unit_entries)
     text = component_verilog(top, TOPLEVEL)
-    from bitline.hw.build.verilog import port_table
+    from bitline.hw.toolchain.verilog import port_table
 
     ports = port_table(top)
     names = ["clk", "rst"] + [port["name"] for port in ports]

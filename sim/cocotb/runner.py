@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from bitline.hw.build.tools import VERILATOR_WAIVERS, verilator_env
+from bitline.hw.toolchain.tools import VERILATOR_WAIVERS, verilator_env
 
 __all__ = [
     "SIMULATORS",
@@ -60,7 +60,7 @@ __all__ = [
 #: Simulators :func:`simulator` accepts (value of ``BITLINE_SIM``).
 SIMULATORS = ("verilator", "icarus")
 
-#: Verilator arguments of every build: the waivers of :data:`bitline.hw.build.tools.VERILATOR_WAIVERS`
+#: Verilator arguments of every build: the waivers of :data:`bitline.hw.toolchain.tools.VERILATOR_WAIVERS`
 #: (Amaranth's width and unused-signal patterns, see there) and ``-Wno-fatal`` so that a
 #: warning never stops a *simulation* build -- the lint test (``verilator_lint``) is where an
 #: unexpected warning fails.

@@ -2,7 +2,7 @@
 
 ``bitline fpga --board ulx3s-85f [--config CFG | --preset P | --bundle OUT/] -o BUILD/``
 builds the accelerator (digital crossbar emulators) with the UART host bridge for an FPGA
-board (:mod:`bitline.hw.build.fpga`) and prints ``BUILD/report.json`` as tables.
+board (:mod:`bitline.hw.toolchain.fpga`) and prints ``BUILD/report.json`` as tables.
 
 ``bitline board run --port PORT OUT/ --input X.npy`` programs a board with the bundle
 ``OUT/`` and runs the network on the inputs through the host driver
@@ -75,7 +75,7 @@ def fpga(board_name, config_path, preset_name, bundle_dir, xbars, core_mhz, baud
     import json
 
     from bitline.hw.boards import get_board
-    from bitline.hw.build.fpga import FPGABuildError, build_bitstream, report_tables
+    from bitline.hw.toolchain.fpga import FPGABuildError, build_bitstream, report_tables
     from bitline.sw.flow.hardware import resolve_hardware
 
     board_spec = get_board(board_name)  # unknown board: fail before any work

@@ -41,7 +41,7 @@ def verilog(config_path, preset_name, bundle_dir, crossbar, top, unit_entries, o
 
     --json prints {"files": [verilog, filelist, description], "crossbar", "n_xbars"}.
     """
-    from bitline.hw.build.verilog import write_verilog
+    from bitline.hw.toolchain.verilog import write_verilog
 
     hardware, memories, unit_entries = resolve_hardware(config_path, preset_name, bundle_dir,
                                                         unit_entries=unit_entries)

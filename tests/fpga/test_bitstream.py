@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from bitline.hw.build.fpga import REPORT_FILE, build_bitstream
+from bitline.hw.toolchain.fpga import REPORT_FILE, build_bitstream
 from bitline.hw.spec.config import AcceleratorConfig
 
 pytestmark = [pytest.mark.fpga, pytest.mark.slow]

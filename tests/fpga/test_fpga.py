@@ -15,7 +15,7 @@ import pytest
 
 from bitline.hw.boards import BOARDS, get_board
 from bitline.hw.boards.ulx3s import PLL_LIMITS, ecp5_pll_parameters
-from bitline.hw.build.fpga import (
+from bitline.hw.toolchain.fpga import (
     DesignDoesNotFit,
     check_fit,
     parse_nextpnr_report,
@@ -416,7 +416,7 @@ def fake_toolchain(tmp_path, monkeypatch, *, fits=True):
 
 
 def test_flow_writes_report_json(tmp_path, monkeypatch):
-    from bitline.hw.build.fpga import build_bitstream
+    from bitline.hw.toolchain.fpga import build_bitstream
 
     fake_toolchain(tmp_path, monkeypatch)
     out = tmp_path / "build"
@@ -437,7 +437,7 @@ def test_flow_writes_report_json(tmp_path, monkeypatch):
 
 
 def test_flow_reports_a_design_that_does_not_fit(tmp_path, monkeypatch):
-    from bitline.hw.build.fpga import build_bitstream
+    from bitline.hw.toolchain.fpga import build_bitstream
 
     fake_toolchain(tmp_path, monkeypatch, fits=False)
     with pytest.raises(DesignDoesNotFit, match=r"EBR \(DP16KD, 18 Kbit block RAM\) 216 of "

@@ -5,13 +5,13 @@ import shutil
 
 import pytest
 
-from bitline.hw.build.tools import (
+from bitline.hw.toolchain.tools import (
     VERILATOR_WAIVERS,
     verilator_lint,
     yosys_command,
     yosys_synth,
 )
-from bitline.hw.build.verilog import write_verilog
+from bitline.hw.toolchain.verilog import write_verilog
 from bitline.sw.cli import main
 
 from support.configs import TEST_CONFIGS, TINY_MLP_CONFIG, small_config
