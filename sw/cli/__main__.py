@@ -1,5 +1,5 @@
-"""``python -m bitline.sw.cli``: the same as the ``bitline`` command."""
+"""``python -m bitline.sw.cli``: the same as the ``bitline`` command, exit code included."""
 
 from bitline.sw.cli import main
 
-main()
+raise SystemExit(main())

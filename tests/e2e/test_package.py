@@ -27,3 +27,12 @@ def test_console_script_help():
                             capture_output=True, text=True, cwd="/")
     assert result.returncode == 0, result.stderr
     assert "bitline" in result.stdout
+
+
+def test_module_entry_point_keeps_the_exit_code():
+    # `python -m bitline.sw.cli` must report failures like the console script (exit 2 for a
+    # usage or input error), not exit 0 after printing the error.
+    result = subprocess.run([sys.executable, "-m", "bitline.sw.cli", "info", "/no/such.onnx"],
+                            capture_output=True, text=True, cwd="/")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ")
