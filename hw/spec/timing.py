@@ -21,6 +21,16 @@ accepted, with a host that always has the next input ready and always accepts an
 Hence, with ``P = pipeline_latency(config)`` and ``Q = drain_latency(config)``::
 
     cycles = K + (V - 1) * max(C_comp + O + P, K) + (C_comp + O + P) + Q
+
+**Copies.** A layer placed as ``c`` identical copies (docs/contract.md section 5, "Copies")
+splits its ``V`` vectors into ``c`` contiguous shares, copy ``k`` taking vectors
+``[k * ceil(V / c), min(V, (k + 1) * ceil(V / c)))``. Each copy has its own units, row
+drivers and drain path and runs its share as a layer job of its own, all copies at once, so
+the job (the layer's *stage* in the inter-layer pipeline) lasts as long as the largest share::
+
+    stage_cycles = layer_cycles(K, O, ceil(V / c), unit_reads)
+
+(:func:`layer_cycles` with ``copies=c``; ``c = 1`` is the formula above).
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from bitline.hw.spec.config import AcceleratorConfig
 __all__ = [
     "ENTRY_FETCH_CYCLES", "ACCUMULATE_CYCLES", "DRAIN_STAGES",
     "pipeline_latency", "drain_latency", "vector_compute_cycles", "layer_cycles",
+    "copy_shares", "job_cycles",
 ]
 
 #: Cycles from ``go`` to a unit's first OU read: the entry memory's synchronous read.
@@ -84,8 +95,51 @@ def vector_compute_cycles(config: AcceleratorConfig,
     return int(reads.max(initial=0)) * config.conversions_per_read
 
 
+def copy_shares(n_vectors: int, copies: int) -> list[tuple[int, int]]:
+    """Return the ``[start, stop)`` vector range of each copy (module docstring, "Copies").
+
+    Copy ``k`` takes the contiguous share ``[k * s, min(V, (k + 1) * s))`` with
+    ``s = ceil(V / c)``; copies past the last vector get an empty range.
+
+    Raises
+    ------
+    ValueError
+        If ``n_vectors`` or ``copies`` is below 1.
+    """
+    if int(n_vectors) < 1 or int(copies) < 1:
+        raise ValueError(f"n_vectors and copies must be at least 1, not {n_vectors} and "
+                         f"{copies}")
+    share = -(-int(n_vectors) // int(copies))
+    return [(min(k * share, n_vectors), min((k + 1) * share, n_vectors))
+            for k in range(int(copies))]
+
+
+def job_cycles(config: AcceleratorConfig, n_inputs: int, n_outputs: int, n_vectors: int,
+               compute_cycles: int) -> int:
+    """Return the cycles of one copy's job of ``n_vectors`` vectors, given ``C_comp``.
+
+    The module docstring's formula with ``C_comp`` (:func:`vector_compute_cycles`) already
+    known; :func:`layer_cycles` is this for the busiest copy. The pipeline allocator
+    (:mod:`bitline.sw.perf.pipeline`) calls it for candidate copy counts.
+
+    Raises
+    ------
+    ValueError
+        If a count is out of range.
+    """
+    for name, value in (("n_inputs", n_inputs), ("n_outputs", n_outputs),
+                        ("n_vectors", n_vectors)):
+        if int(value) < 1:
+            raise ValueError(f"{name} must be at least 1, not {value}")
+    if int(compute_cycles) < 0:
+        raise ValueError(f"compute_cycles must be non-negative, not {compute_cycles}")
+    k, o, v = int(n_inputs), int(n_outputs), int(n_vectors)
+    vector = int(compute_cycles) + o + pipeline_latency(config)
+    return k + (v - 1) * max(vector, k) + vector + drain_latency(config)
+
+
 def layer_cycles(config: AcceleratorConfig, n_inputs: int, n_outputs: int, n_vectors: int,
-                 unit_reads: Sequence[int] | np.ndarray) -> int:
+                 unit_reads: Sequence[int] | np.ndarray, *, copies: int = 1) -> int:
     """Return the cycles of one layer job (module docstring), as the RTL counter reports.
 
     Parameters
@@ -97,18 +151,21 @@ def layer_cycles(config: AcceleratorConfig, n_inputs: int, n_outputs: int, n_vec
     n_vectors:
         ``V``, input vectors in the job (>= 1).
     unit_reads:
-        OU reads per vector of each crossbar unit of the layer (``sum_e n_slices[e]`` over
-        the unit's entries); hollow units may be left out or given as 0.
+        OU reads per vector of each crossbar unit of one copy of the layer (``sum_e
+        n_slices[e]`` over the unit's entries); hollow units may be left out or given as 0.
+    copies:
+        ``c``, identical copies of the layer that split the ``V`` vectors (>= 1): the job
+        lasts as long as the largest share, ``ceil(V / c)`` vectors (module docstring).
 
     Raises
     ------
     ValueError
         If a count is out of range.
     """
-    for name, value in (("n_inputs", n_inputs), ("n_outputs", n_outputs),
-                        ("n_vectors", n_vectors)):
-        if int(value) < 1:
-            raise ValueError(f"{name} must be at least 1, not {value}")
-    k, o, v = int(n_inputs), int(n_outputs), int(n_vectors)
-    vector = vector_compute_cycles(config, unit_reads) + o + pipeline_latency(config)
-    return k + (v - 1) * max(vector, k) + vector + drain_latency(config)
+    if int(copies) < 1:
+        raise ValueError(f"copies must be at least 1, not {copies}")
+    if int(n_vectors) < 1:
+        raise ValueError(f"n_vectors must be at least 1, not {n_vectors}")
+    share = -(-int(n_vectors) // int(copies))
+    return job_cycles(config, n_inputs, n_outputs, share,
+                      vector_compute_cycles(config, unit_reads))

@@ -4,19 +4,25 @@ Three modules, one job each: :mod:`~bitline.sw.perf.counting` counts the events 
 job (docs/contract.md section 5; the same numbers the crossbar-level executor and the RTL
 performance counters report, cycles from :mod:`bitline.hw.spec.timing`),
 :mod:`~bitline.sw.perf.costs` prices them (ISAAC / Accelergy energies and areas), and
-:mod:`~bitline.sw.perf.report` assembles the per-layer and network report (:func:`analyze`).
+:mod:`~bitline.sw.perf.report` assembles the per-layer and network report (:func:`analyze`);
+:mod:`~bitline.sw.perf.pipeline` allocates layer copies under a budget and times the
+inter-layer pipeline (:func:`pipeline_report`).
 docs/performance.md writes out every formula and constant.
 """
 
 from bitline.sw.perf.costs import (
-    ADC_ENERGY_PJ, AREA_COMPONENTS, ENERGY_COMPONENTS, ISAAC_COSTS, CostModel, adc_energy_pj,
-    unit_area_mm2,
+    ADC_ENERGY_PJ, ADC_MODELS, AREA_COMPONENTS, ENERGY_COMPONENTS, ISAAC_COSTS, CostModel,
+    adc_energy_pj, adc_energy_pow2_pj, cost_keys, cost_model, load_costs, unit_area_mm2,
 )
 from bitline.sw.perf.counting import LayerCounts, count_layer, layer_vectors
+from bitline.sw.perf.pipeline import (
+    Budget, PipelineReport, allocate, parse_budget, pipeline_report,
+)
 from bitline.sw.perf.report import LayerPerf, PerfReport, analyze, analyze_layer
 
 __all__ = [
     "ADC_ENERGY_PJ",
+    "ADC_MODELS",
     "AREA_COMPONENTS",
     "ENERGY_COMPONENTS",
     "CostModel",
@@ -24,10 +30,18 @@ __all__ = [
     "LayerCounts",
     "LayerPerf",
     "PerfReport",
+    "PipelineReport",
     "adc_energy_pj",
+    "allocate",
+    "adc_energy_pow2_pj",
+    "cost_keys",
+    "cost_model",
+    "load_costs",
     "analyze",
     "analyze_layer",
     "count_layer",
     "layer_vectors",
+    "parse_budget",
+    "pipeline_report",
     "unit_area_mm2",
 ]

@@ -1,0 +1,133 @@
+"""The layer pipeline: the stage formula with copies, the allocator, budgets."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bitline.hw.spec.config import preset
+from bitline.hw.spec.timing import copy_shares, layer_cycles, pipeline_latency
+from bitline.sw.perf import unit_area_mm2
+from bitline.sw.perf.pipeline import Budget, Placement, Stage, allocate, parse_budget
+
+CONFIG = preset("bwq")          # P = 3, Q = 7, one conversion per read
+
+
+def three_layers() -> list[Stage]:
+    """The hand-computed case of docs/performance.md ("Pipeline")."""
+    return [
+        Stage("l1", 27, 16, 16, (Placement("dense", 2, 10),)),
+        Stage("l2", 144, 32, 4, (Placement("dense", 3, 40),)),
+        Stage("l3", 288, 10, 1, (Placement("dense", 4, 20),)),
+    ]
+
+
+def test_stage_formula_by_hand():
+    assert pipeline_latency(CONFIG) == 3
+    # l1: B = 10 + 16 + 3 = 29 > K = 27, so T(m) = 27 + (m - 1) * 29 + 29 + 7.
+    assert layer_cycles(CONFIG, 27, 16, 16, [10]) == 27 + 15 * 29 + 29 + 7 == 498
+    # Two copies: eight vectors each.
+    assert layer_cycles(CONFIG, 27, 16, 16, [10], copies=2) == 27 + 7 * 29 + 29 + 7 == 266
+    # Three copies of 16 vectors: shares 6, 6, 4; the job lasts as long as a share of 6.
+    assert layer_cycles(CONFIG, 27, 16, 16, [10], copies=3) == layer_cycles(
+        CONFIG, 27, 16, 6, [10])
+    assert copy_shares(16, 3) == [(0, 6), (6, 12), (12, 16)]
+    assert copy_shares(2, 3) == [(0, 1), (1, 2), (2, 2)]
+    with pytest.raises(ValueError, match="copies must be at least 1"):
+        layer_cycles(CONFIG, 27, 16, 16, [10], copies=0)
+
+
+@pytest.mark.parametrize("budget, copies, cycles, units", [
+    (9, (1, 1, 1), (498, 658, 328), 9),       # one copy each: l2 (K-bound) is the bottleneck
+    (12, (1, 2, 1), (498, 370, 328), 12),     # l2 halves its vectors; l1 is next
+    (14, (2, 2, 1), (266, 370, 328), 14),
+    (17, (2, 2, 1), (266, 370, 328), 14),     # 3 copies of l2 still leave a share of 2
+    (20, (2, 4, 1), (266, 226, 328), 20),     # l3 (one vector) cannot go faster
+    (100, (2, 4, 1), (266, 226, 328), 20),    # the fewest units reaching that bottleneck
+])
+def test_allocator_three_layers_by_hand(budget, copies, cycles, units):
+    allocation = allocate(three_layers(), CONFIG, budget)
+    assert allocation.copies == copies
+    assert allocation.stage_cycles == cycles
+    assert allocation.units == units <= budget
+
+
+def test_allocator_rejects_a_budget_below_one_copy_each():
+    with pytest.raises(ValueError, match="budget of 8 crossbar units is below the 9 units"):
+        allocate(three_layers(), CONFIG, 8)
+
+
+def _brute_force(stages, budget):
+    """Smallest bottleneck over every placement and copy count (1..V) within the budget."""
+    best = None
+    choices = [[(i, c) for i in range(len(s.placements)) for c in range(1, s.n_vectors + 1)]
+               for s in stages]
+    for combo in itertools.product(*choices):
+        units = sum(s.placements[i].units * c for s, (i, c) in zip(stages, combo))
+        if units > budget:
+            continue
+        worst = max(s.cycles(CONFIG, i, c) for s, (i, c) in zip(stages, combo))
+        best = worst if best is None else min(best, worst)
+    return best
+
+
+def _random_stages(rng, n_layers, n_placements):
+    stages = []
+    for index in range(n_layers):
+        placements = tuple(Placement(f"p{k}", int(rng.integers(1, 5)), int(rng.integers(0, 60)))
+                           for k in range(n_placements))
+        stages.append(Stage(f"l{index}", int(rng.integers(1, 80)), int(rng.integers(1, 20)),
+                            int(rng.integers(1, 6)), placements))
+    return stages
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_allocator_optimal_against_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    stages = _random_stages(rng, int(rng.integers(1, 4)), int(rng.integers(1, 3)))
+    minimum = sum(min(p.units for p in s.placements) for s in stages)
+    budget = minimum + int(rng.integers(0, 12))
+    allocation = allocate(stages, CONFIG, budget)
+    assert allocation.units <= budget
+    assert allocation.bottleneck_cycles == _brute_force(stages, budget)
+    # The reported stage times are the formula's for the chosen copies.
+    assert allocation.stage_cycles == tuple(
+        s.cycles(CONFIG, i, c)
+        for s, i, c in zip(stages, allocation.placements, allocation.copies))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), extra=st.integers(0, 30))
+def test_bottleneck_non_increasing_with_budget(seed, extra):
+    rng = np.random.default_rng(seed)
+    stages = _random_stages(rng, 3, 2)
+    minimum = sum(min(p.units for p in s.placements) for s in stages)
+    previous = None
+    for budget in range(minimum, minimum + extra + 1):
+        allocation = allocate(stages, CONFIG, budget)
+        assert allocation.units <= budget
+        if previous is not None:
+            assert allocation.bottleneck_cycles <= previous
+        previous = allocation.bottleneck_cycles
+
+
+def test_parse_budget():
+    assert parse_budget("xbars:512") == Budget("xbars", 512)
+    assert parse_budget(" area:1.5 ") == Budget("area", 1.5)
+    assert parse_budget("xbars:512").label == "xbars:512"
+    for text, message in (("foo", "'foo'"), ("xbars:many", "'many' is not an integer"),
+                          ("area:-1", "must be positive"), ("volume:3", "'volume:3'"),
+                          ("xbars:0", "must be positive")):
+        with pytest.raises(ValueError, match=message):
+            parse_budget(text)
+
+
+def test_area_budget_buys_whole_units():
+    area = sum(unit_area_mm2(CONFIG).values())
+    assert Budget("area", 10 * area).units(CONFIG) == 10
+    assert Budget("area", 10.5 * area).units(CONFIG) == 10
+    assert Budget("area", 0.5 * area).units(CONFIG) == 0
