@@ -18,7 +18,7 @@ from bitline.sw.frontend.ir import Model
 from bitline.sw.integer.arith import layer_matrix
 from bitline.sw.integer.qmodel import QuantizedModel
 from bitline.sw.perf.costs import (
-    AREA_COMPONENTS, ENERGY_COMPONENTS, ISAAC_COSTS, CostModel, adc_energy_pj, layer_energy_pj,
+    AREA_COMPONENTS, ENERGY_COMPONENTS, ISAAC_COSTS, CostModel, layer_energy_pj,
     unit_area_mm2,
 )
 from bitline.sw.perf.counting import count_layer, layer_vectors
@@ -144,6 +144,7 @@ class PerfReport:
     area_mm2: dict[str, float]
     used_area_mm2: dict[str, float]
     labels: dict = field(default_factory=dict)
+    costs: CostModel = ISAAC_COSTS          # the prices the energies and areas used
 
     def _sum(self, key: str):
         return sum(getattr(layer, key) for layer in self.layers)
@@ -245,8 +246,8 @@ class PerfReport:
                 "used_area_mm2": float(sum(self.used_area_mm2.values())),
             },
             "energy_pj": self.energy_pj,
-            "adc": {"bits": self.config.adc_bits,
-                    "pj_per_conversion": adc_energy_pj(self.config.adc_bits)},
+            "adc": {"bits": self.config.adc_bits, "model": self.costs.adc_model,
+                    "pj_per_conversion": self.costs.adc_pj(self.config.adc_bits)},
             "area_mm2": dict(self.area_mm2),
             "used_area_mm2": dict(self.used_area_mm2),
             "layers": [layer.to_dict() for layer in self.layers],
@@ -430,4 +431,5 @@ def analyze(
         area_mm2={key: value * config.n_xbars for key, value in unit.items()},
         used_area_mm2={key: value * program.xbars_used for key, value in unit.items()},
         labels=dict(labels or {}),
+        costs=costs,
     )
