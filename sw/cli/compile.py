@@ -23,6 +23,7 @@ from bitline.sw.cli.common import (
     strategy_option,
 )
 from bitline.sw.flow import (
+    BASELINE_BUDGETS,
     COMPILE_SIDECAR,
     DEFAULT_PRESET,
     DEFAULT_SPECS,
@@ -36,7 +37,7 @@ from bitline.sw.flow import (
     strategy_specs,
 )
 
-__all__ = ["comparison_table", "compile_cmd", "report", "compare"]
+__all__ = ["comparison_table", "pipeline_table", "compile_cmd", "report", "compare"]
 
 
 def comparison_table(rows: list[dict], title: str):
@@ -72,6 +73,61 @@ def comparison_table(rows: list[dict], title: str):
     return table
 
 
+def pipeline_table(rows: list[dict], title: str):
+    """Return a rich table of the layer-pipeline fields of :func:`compare_strategies` rows.
+
+    Columns: the budget, the crossbar units the copies use, images/s (clock / slowest
+    stage), single-image latency (sum of the stages), energy per image, the bottleneck layer
+    and its stage cycles, the most copies of any layer, and the throughput ratio against
+    each baseline with both sides at that baseline's budget.
+    """
+    from rich.table import Table
+
+    table = Table(title=title)
+    ratios = sorted({key for row in rows for key in row
+                     if key.startswith("throughput_speedup_vs_")},
+                    key=lambda key: [k for row in rows for k in row].index(key))
+    columns = ["strategy", "budget", "units", "img/s", "latency us", "uJ/img", "bottleneck",
+               "stage cycles", "max copies"] + [
+        "speedup vs " + key.removeprefix("throughput_speedup_vs_") for key in ratios]
+    for column in columns:
+        table.add_column(column, overflow="fold" if column == "bottleneck" else None,
+                         justify="left" if column in ("strategy", "budget", "bottleneck")
+                         else "right")
+    for row in rows:
+        if row.get("throughput_ips") is None:
+            reason = "over budget" if row.get("pipeline_error") else "failed"
+            table.add_row(row["strategy"], reason, *["-"] * (len(columns) - 2))
+            continue
+        table.add_row(
+            row["strategy"], row["budget"], str(row["pipeline_units"]),
+            f"{row['throughput_ips']:,.0f}", f"{row['pipeline_latency_s'] * 1e6:,.2f}",
+            f"{row['energy_per_image_pj'] / 1e6:,.3f}", row["bottleneck"],
+            f"{row['bottleneck_cycles']:,}", str(max(row["copies"].values(), default=0)),
+            *["-" if row.get(key) is None else f"{row[key]:.2f}x" for key in ratios])
+    return table
+
+
+def _print_pipeline(pipe) -> None:
+    """Print the per-layer copies and stage times of a :class:`PipelineReport`."""
+    from rich.table import Table
+
+    table = Table(title=f"Layer pipeline at {pipe.budget.label}: {pipe.units} units, "
+                        f"{pipe.throughput_ips:,.0f} images/s, latency "
+                        f"{pipe.pipeline_latency_s * 1e6:,.2f} us, bottleneck {pipe.bottleneck}")
+    for column in ("layer", "placement", "units/copy", "copies", "stage cycles"):
+        table.add_column(column, overflow="fold" if column == "layer" else None,
+                         justify="left" if column in ("layer", "placement") else "right")
+    for layer in pipe.to_dict()["layers"]:
+        table.add_row(layer["name"], layer["placement"], str(layer["units_per_copy"]),
+                      str(layer["copies"]), f"{layer['stage_cycles']:,}")
+    print_table(table)
+
+
+_budget_help = ("Resources for layer copies in the inter-layer pipeline: xbars:N (crossbar "
+                "units) or area:MM2 (square millimetres of units)")
+
+
 # ------------------------------------------------------------------------------ commands
 _calibration_options = [
     dataset_option("Calibration data set (its 'calib' split; default: digits for digits-* "
@@ -105,27 +161,34 @@ def _print_report(report) -> None:
 @_calibration
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Bundle directory to write (image.bin, manifest.json, compile.json).")
+@click.option("--budget", default=None, metavar="xbars:N|area:MM2",
+              help=_budget_help + "; prints the copies per layer, throughput and latency.")
 @json_option
 @quiet_option
 def compile_cmd(model, strategy, spec, config_path, preset_name, xbars, dataset,
-                calib_samples, output, as_json, quiet):
+                calib_samples, output, budget, as_json, quiet):
     """Quantize MODEL, map it with a strategy and write the program bundle to OUTPUT.
 
     With --xbars auto the machine is sized to the network before mapping; every config
     field chosen that way is printed as a note (and kept in compile.json as "sizing").
     --json prints compile.json plus "bundle", "crossbars" and "report" (the performance
-    report of `bitline report --json`).
+    report of `bitline report --json`); with --budget also "pipeline" (budget, units,
+    throughput_ips, pipeline_latency_s, energy_per_image_pj, bottleneck, copies, layers).
     """
-    from bitline.sw.perf import analyze
+    from bitline.sw.perf import analyze, parse_budget, pipeline_report
 
+    budget = parse_budget(budget) if budget is not None else None
     config = load_config(config_path, preset_name)
     result, sidecar = compile_bundle(
         model, strategy, spec, config, output, xbars=xbars, dataset=dataset,
         calib_samples=calib_samples, config_label=_config_label(config_path, preset_name))
     report = analyze(result.program, result.qmodel, labels=sidecar["labels"])
+    pipe = pipeline_report(report, budget) if budget is not None else None
     if as_json:
+        extra = {"pipeline": pipe.to_dict()} if pipe is not None else {}
         echo_json({"bundle": str(output), **sidecar,
-                   "crossbars": result.program.xbars_used, "report": report.to_dict()})
+                   "crossbars": result.program.xbars_used, "report": report.to_dict(),
+                   **extra})
         return
     if quiet:
         return
@@ -139,6 +202,8 @@ def compile_cmd(model, strategy, spec, config_path, preset_name, xbars, dataset,
     for note in result.notes:
         out.print(f"note: {note}", soft_wrap=True)
     _print_report(report)
+    if pipe is not None:
+        _print_pipeline(pipe)
 
 
 @click.command("report")
@@ -174,16 +239,29 @@ def report(bundle_dir, as_json, quiet):
 @_calibration
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
               help="Add ISAAC as its paper ran it (isaac preset, 16- and 8-bit weights).")
+@click.option("--budget", default="baseline", show_default=True,
+              metavar="baseline|baseline-area|xbars:N|area:MM2",
+              help=_budget_help + "; 'baseline' gives every row the crossbar units of each "
+                   "baseline (equal crossbars), 'baseline-area' their area (equal area).")
 @json_option
 @quiet_option
 def compare(model, strategies, quant, config_path, preset_name, xbars, dataset,
-            calib_samples, baselines, as_json, quiet):
+            calib_samples, baselines, budget, as_json, quiet):
     """Compile MODEL under several strategies and compare cycles and energy with ISAAC.
 
     --json prints {"model", "labels", "rows": [one object per run: strategy, mapping,
     quant, config, cycles, energy_pj, ou_reads, adc_conversions, crossbars, efficiency,
-    speedup_vs_isaac, energy_saving_vs_isaac, ..., sizing, notes, error]}.
+    speedup_vs_isaac, energy_saving_vs_isaac, ..., sizing, notes, error, and the layer
+    pipeline at --budget: budget, budget_units, pipeline_units, throughput_ips,
+    pipeline_latency_s, energy_per_image_pj, bottleneck, bottleneck_cycles, copies (per
+    layer), pipeline_error, throughput_speedup_vs_<baseline>]}. Cycles, speedup and energy
+    are one image with one copy per layer, layers in sequence; the pipeline table gives
+    throughput (images/s) with the layers' copies at the budget.
     """
+    from bitline.sw.perf import parse_budget
+
+    if budget not in BASELINE_BUDGETS:
+        parse_budget(budget)            # a usage error before any compilation
     config = load_config(config_path, preset_name)
     ir_model = resolve_target(model).require("model", "bitline compare")
     calib_x, calib_label = calibration_inputs(ir_model, dataset, model_name=model,
@@ -191,7 +269,8 @@ def compare(model, strategies, quant, config_path, preset_name, xbars, dataset,
     labels = model_labels(model, calib_label)
     rows = compare_strategies(ir_model, strategies, strategy_specs(strategies, quant),
                               config=config, calib_x=calib_x, xbars=xbars,
-                              baselines=baselines, labels=labels, keep_going=True)
+                              baselines=baselines, labels=labels, keep_going=True,
+                              budget=budget)
     if as_json:
         echo_json({"model": model, "labels": labels, "rows": rows})
         return
@@ -200,9 +279,12 @@ def compare(model, strategies, quant, config_path, preset_name, xbars, dataset,
     title = f"{model}: strategies vs isaac" + (" (synthetic weights)"
                                                if labels.get("weights") else "")
     print_table(comparison_table(rows, title))
+    print_table(pipeline_table(rows, f"{model}: layer pipeline at equal resources"))
     out = console()
     for row in rows:
         for note in row["notes"]:
             out.print(f"note ({row['strategy']}): {note}", soft_wrap=True)
+        if row.get("pipeline_error"):
+            out.print(f"pipeline ({row['strategy']}): {row['pipeline_error']}", soft_wrap=True)
         if row.get("error"):
             out.print(f"failed ({row['strategy']}): {row['error']}", soft_wrap=True)

@@ -30,6 +30,7 @@ so their library halves live in :mod:`bitline.sim.evaluate` and :mod:`bitline.si
 from __future__ import annotations
 
 from bitline.sw.flow.compare import (
+    BASELINE_BUDGETS,
     BASELINES,
     DEFAULT_SPECS,
     compare_strategies,
@@ -67,7 +68,7 @@ from bitline.sw.flow.inputs import (
 )
 
 __all__ = [
-    "DEFAULT_PRESET", "DEFAULT_SPECS", "BASELINES", "CALIB_SEED", "SYNTHETIC_CALIB_SAMPLES",
+    "DEFAULT_PRESET", "DEFAULT_SPECS", "BASELINES", "BASELINE_BUDGETS", "CALIB_SEED", "SYNTHETIC_CALIB_SAMPLES",
     "WIDEST_WEIGHT_BITS", "BUNDLE_MANIFEST", "COMPILE_SIDECAR", "COMPILE_STEPS",
     "Sizing", "HardwarePlan", "CompileResult", "Target",
     "load_config", "preset_summary", "parse_xbars", "is_synthetic", "resolve_target",

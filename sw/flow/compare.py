@@ -9,7 +9,8 @@ from bitline.hw.spec.program import STRATEGIES
 from bitline.sw.flow.compile import compile_model
 from bitline.sw.flow.inputs import DEFAULT_PRESET
 
-__all__ = ["DEFAULT_SPECS", "BASELINES", "strategy_specs", "compare_strategies"]
+__all__ = ["DEFAULT_SPECS", "BASELINES", "BASELINE_BUDGETS", "PIPELINE_FIELDS", "strategy_specs", "add_pipeline",
+           "compare_strategies"]
 
 #: ISAAC cannot use non-uniform schemes, so its weights are rolled back to uniform INT8;
 #: the IVQ strategies map varied schemes (per-channel choice at a 4-bit average budget);
@@ -79,10 +80,89 @@ def _row(label: str, strategy: str, spec: str, config_name: str, report) -> dict
     }
 
 
+#: Pipeline fields of a row (:func:`add_pipeline`).
+PIPELINE_FIELDS = ("budget", "budget_units", "pipeline_units", "throughput_ips",
+                   "pipeline_latency_s", "energy_per_image_pj", "bottleneck",
+                   "bottleneck_cycles", "copies", "pipeline_error")
+
+#: ``--budget`` words for "the resources of each baseline, given to both sides".
+BASELINE_BUDGETS = ("baseline", "baseline-area")
+
+
+def _baseline_budget(kind: str, report):
+    """Return the budget that gives a row the resources of the baseline of ``report``."""
+    from bitline.sw.perf.pipeline import Budget
+
+    if kind == "baseline":
+        return Budget("xbars", report.crossbars)
+    return Budget("area", sum(report.used_area_mm2.values()))
+
+
+def _pipeline(report, budget) -> tuple[object, str | None]:
+    """Return ``(PipelineReport or None, error)`` of ``report`` at ``budget``."""
+    from bitline.sw.perf.pipeline import pipeline_report
+
+    try:
+        return pipeline_report(report, budget), None
+    except ValueError as error:
+        return None, str(error)
+
+
+def add_pipeline(rows: list[dict], reports: list, budget=None, *,
+                 baselines: tuple[str, ...] = ("isaac",)) -> None:
+    """Add the layer pipeline at a budget to every row (:mod:`bitline.sw.perf.pipeline`).
+
+    ``budget`` is a :class:`~bitline.sw.perf.pipeline.Budget` or ``--budget`` text:
+    ``xbars:N`` / ``area:MM2`` (every row gets that budget), ``baseline`` (the default: the
+    crossbar units of each baseline, one copy of each of its layers, given to both sides:
+    equal crossbars) or ``baseline-area`` (the area of each baseline's units: equal area).
+    Each row gets :data:`PIPELINE_FIELDS` at the budget of the first baseline present
+    (``copies``: per layer; ``pipeline_error``: why a row has no pipeline, e.g. one copy of
+    each layer needs more than the budget) and, per baseline ``B`` of ``baselines`` present,
+    ``throughput_speedup_vs_B``: the ratio of throughputs, both sides at ``B``'s budget.
+    ``reports`` are the rows' :class:`~bitline.sw.perf.PerfReport` (``None`` for failed rows).
+    """
+    from bitline.sw.perf.pipeline import parse_budget
+
+    word = budget if budget in BASELINE_BUDGETS else ("baseline" if budget is None else None)
+    if isinstance(budget, str) and word is None:
+        budget = parse_budget(budget)
+    by_label = {row["strategy"]: report for row, report in zip(rows, reports)}
+    present = [name for name in baselines if by_label.get(name) is not None]
+    budgets = {name: (_baseline_budget(word, by_label[name]) if word else budget)
+               for name in present}
+    primary = budgets[present[0]] if present else budget if word is None else None
+    for row, report in zip(rows, reports):
+        row.update(dict.fromkeys(PIPELINE_FIELDS))
+        if report is None:
+            continue
+        pipe, error = _pipeline(report, primary if primary is not None else report.crossbars)
+        row["pipeline_error"] = error
+        if pipe is None:
+            continue
+        label = primary.label if primary is not None else f"xbars:{report.crossbars}"
+        if word and present:
+            label += f" ({present[0]})"
+        row.update(budget=label, budget_units=pipe.allocation.budget_units,
+                   pipeline_units=pipe.units, throughput_ips=pipe.throughput_ips,
+                   pipeline_latency_s=pipe.pipeline_latency_s,
+                   energy_per_image_pj=pipe.energy_per_image_pj, bottleneck=pipe.bottleneck,
+                   bottleneck_cycles=pipe.bottleneck_cycles, copies=pipe.copies)
+    for name in baselines:
+        base_pipe = (_pipeline(by_label[name], budgets[name])[0] if name in budgets else None)
+        for row, report in zip(rows, reports):
+            pipe = (_pipeline(report, budgets[name])[0]
+                    if report is not None and base_pipe is not None else None)
+            usable = pipe is not None and base_pipe.throughput_ips and pipe.throughput_ips
+            row[f"throughput_speedup_vs_{name}"] = (
+                pipe.throughput_ips / base_pipe.throughput_ips if usable else None)
+
+
 def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | None = None, *,
                        config: AcceleratorConfig | None = None, calib_x: np.ndarray,
                        xbars: str | int = "auto", baselines: bool = True,
-                       labels: dict | None = None, keep_going: bool = False) -> list[dict]:
+                       labels: dict | None = None, keep_going: bool = False,
+                       budget=None, costs=None, per_layer: bool = False) -> list[dict]:
     """Compile ``model`` under every strategy and return one comparison row per run.
 
     Each row has ``strategy``, ``cycles``, ``energy_pj``, ``ou_reads``,
@@ -97,9 +177,18 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
     to ``isaac-paper-16b``. Quantized models are shared between strategies with the same
     spec. With ``keep_going`` a run that fails (e.g. a network needs more units than any
     config holds) gives a row with ``error`` set and ``None`` metrics instead of raising
-    (an invalid spec still raises before any run).
+    (an invalid spec still raises before any run). Every row also gets the layer pipeline
+    at ``budget`` (default: the ``isaac`` row's crossbars for every row), see
+    :func:`add_pipeline`. ``costs`` is the :class:`~bitline.sw.perf.CostModel` that prices
+    every row (default ISAAC's); with ``per_layer`` every row gets ``layers``, one record
+    per layer (:func:`bitline.sw.flow.report.layer_records`; empty for a failed run).
     """
-    from bitline.sw.perf import analyze
+    from bitline.sw.flow.report import layer_records
+    from bitline.sw.perf import ISAAC_COSTS, analyze
+    from bitline.sw.perf.pipeline import parse_budget
+
+    if isinstance(budget, str) and budget not in BASELINE_BUDGETS:
+        budget = parse_budget(budget)   # a bad budget is a usage error, before any run
     from bitline.sw.quant import load_spec
 
     config = config or preset(DEFAULT_PRESET)
@@ -114,7 +203,9 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
         load_spec(spec)             # a bad spec is a usage error, not a failed row
     qmodels: dict = {}
     rows: list[dict] = []
+    reports: list = []
     for label, strategy, spec, run_config, run_config_name in runs:
+        report = None
         try:
             result = compile_model(model, strategy, spec, run_config, calib_x, xbars=xbars,
                                    qmodels=qmodels)
@@ -125,13 +216,16 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
             row.update(labels=dict(labels or {}), sizing=[], notes=[], size_s=None,
                        quantize_s=None, map_s=None, error=str(error))
         else:
-            row = _row(label, strategy, spec, run_config_name,
-                       analyze(result.program, result.qmodel))
+            report = analyze(result.program, result.qmodel, costs=costs or ISAAC_COSTS)
+            row = _row(label, strategy, spec, run_config_name, report)
             row.update(labels=dict(labels or {}),
                        sizing=[record.to_dict() for record in result.sizing],
                        notes=result.notes, size_s=result.size_s,
                        quantize_s=result.quantize_s, map_s=result.map_s, error=None)
+        if per_layer:
+            row["layers"] = layer_records(report) if report is not None else []
         rows.append(row)
+        reports.append(report)
     reference = next((row for row in rows if row["strategy"] == "isaac"), None)
     paper = next((row for row in rows if row["strategy"] == "isaac-paper-16b"), None)
     for row in rows:
@@ -142,4 +236,7 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
             row[f"speedup_vs_{name}"] = base["cycles"] / row["cycles"] if usable else None
             row[f"energy_saving_vs_{name}"] = (base["energy_pj"] / row["energy_pj"]
                                                if usable else None)
+    add_pipeline(rows, reports, budget,
+                 baselines=("isaac",) + tuple(label for label, *_ in BASELINES) if baselines
+                 else ("isaac",))
     return rows

@@ -391,10 +391,11 @@ class PipelineReport:
 
 
 def pipeline_report(report, budget: Budget | int, *,
-                    costs: CostModel = ISAAC_COSTS) -> PipelineReport:
+                    costs: CostModel | None = None) -> PipelineReport:
     """Allocate copies for the program of ``report`` (a ``PerfReport``) under ``budget``.
 
-    ``budget`` is a :class:`Budget` or a number of crossbar units.
+    ``budget`` is a :class:`Budget` or a number of crossbar units; ``costs`` (default: the
+    report's own cost model) prices the unit area of an ``area:`` budget.
 
     Raises
     ------
@@ -402,6 +403,7 @@ def pipeline_report(report, budget: Budget | int, *,
         When the budget cannot hold one copy of every layer (:func:`allocate`).
     """
     config = report.config
+    costs = costs if costs is not None else getattr(report, "costs", ISAAC_COSTS)
     stages = stages_from_report(report)
     units = budget if isinstance(budget, int) else budget.units(config, costs)
     return PipelineReport(
