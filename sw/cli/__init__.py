@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "presets": "bitline.sw.cli.config:presets",
     "config": "bitline.sw.cli.config:config",
     "sweep": "bitline.sw.cli.sweep:sweep",
+    "explore": "bitline.sw.cli.explore:explore",
     "verilog": "bitline.sw.cli.hw:verilog",
     "fpga": "bitline.sw.cli.fpga:fpga",
     "board": "bitline.sw.cli.fpga:board",

@@ -27,7 +27,8 @@ import click
 from bitline.hw.spec.config import PRESETS
 from bitline.hw.spec.program import STRATEGIES
 
-__all__ = ["RunFailed", "NamedChoice", "config_options", "dataset_option", "json_option", "quiet_option",
+__all__ = ["RunFailed", "NamedChoice", "config_options", "cost_options", "dataset_option",
+           "json_option", "quiet_option",
            "strategy_option", "strategies_option", "parse_strategies", "echo_json",
            "print_table", "console"]
 
@@ -72,6 +73,29 @@ def config_options(function=None, *, xbars: bool = False):
         return command
 
     return decorate(function) if function is not None else decorate
+
+
+def cost_options(function):
+    """Decorate a command with ``--costs FILE`` and ``--adc-model table|pow2``.
+
+    The command receives ``costs_path`` and ``adc_model``;
+    :func:`bitline.sw.perf.cost_model` turns them into the cost model.
+    """
+    from bitline.sw.perf.costs import ADC_MODELS
+
+    options = [
+        click.option("--costs", "costs_path", type=click.Path(dir_okay=False),
+                     metavar="FILE.toml",
+                     help="Override per-action energies and areas ([energy], [area], [adc] "
+                          "tables; docs/performance.md)."),
+        click.option("--adc-model", type=NamedChoice(ADC_MODELS, "ADC model"), default=None,
+                     help="ADC energy scaling: table (Accelergy-derived, the default) or "
+                          "pow2 (2^N from the 8-bit ADC). Choices: "
+                          + ", ".join(ADC_MODELS) + "."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
 
 
 def dataset_option(help_text: str, default: str | None = None):
