@@ -415,8 +415,13 @@ class LayerExecutor:
         n_vectors = len(cols)
         step = max(1, _BATCH_ELEMENTS // max(1, n_slices * (n_cols + len(batch.inputs))))
         shifts = (np.arange(batch.slice_lo, batch.slice_hi) * dac_bits)[None, :, None]
+        # Codes below 2**adc_bits shifted by up to (slice_hi - 1) * dac_bits and summed stay
+        # below 2**(adc_bits + slice_hi * dac_bits): float32 is exact up to 2**24 (8-bit
+        # activations always); wider activations (up to 16 bits) may need float64.
+        exact32 = self.config.adc_bits + batch.slice_hi * dac_bits <= 24
+        code_type = np.float32 if exact32 else np.float64
         weights = np.exp2(np.arange(batch.slice_lo, batch.slice_hi) * dac_bits,
-                          dtype=np.float32)
+                          dtype=code_type)
         numbered = getattr(device, "uses_read_index", False)
         if batch.to_dest is None and n_cols * self.layer.n_outputs <= _ONE_HOT_ELEMENTS:
             batch.to_dest = np.zeros((n_cols, self.layer.n_outputs), dtype=np.float64)
@@ -434,8 +439,7 @@ class LayerExecutor:
                 ).reshape(count * n_slices, n_cols)
             codes = device.read(batch.xbar, batch.rows, batch.cols,
                                 slices.reshape(count * n_slices, -1), batch.levels, **extra)
-            codes = np.asarray(codes, dtype=np.float32).reshape(count, n_slices, n_cols)
-            # codes < 2**12 shifted by < 2**8 and summed: < 2**20, exact in float32
+            codes = np.asarray(codes, dtype=code_type).reshape(count, n_slices, n_cols)
             value = np.einsum("mtc,t->mc", codes, weights).astype(np.float64)
             if batch.exact_float and batch.to_dest is not None:
                 acc[start:start + count] += np.rint(value @ batch.to_dest).astype(np.int64)

@@ -111,6 +111,10 @@ class UARTBridge(wiring.Component):
                 raise ValueError(f"{name} must be an integer of at least {low}, not {value!r}")
         if clock_hz >= 1 << 32 or rx_fifo_depth >= 1 << 32:
             raise ValueError("clock_hz and rx_fifo_depth must fit 32 bits")
+        if config.max_act_bits > 8:
+            # INPUTS carries one byte per input code (hw/spec/uart_protocol.py)
+            raise ValueError(f"the UART protocol sends one byte per input code: a board "
+                             f"needs max_act_bits <= 8, not {config.max_act_bits}")
         self.config = config
         self.clock_hz = clock_hz
         self.rx_fifo_depth = rx_fifo_depth

@@ -39,7 +39,7 @@ _RANGES: dict[str, tuple[int | float, int | float | str]] = {
     "n_xbars": (1, 65536),
     "acc_bits": (16, 64),
     "clock_mhz": (1.0, 10000.0),
-    "max_act_bits": (1, 8),
+    "max_act_bits": (1, 16),
     "max_weight_bits": (2, 16),
     "max_out_channels": (1, 65536),
     "max_in_features": (1, 1 << 20),
@@ -75,7 +75,8 @@ class AcceleratorConfig:
     clock_mhz:
         Clock of the periphery (one ADC conversion per cycle), used by the performance model.
     max_act_bits, max_weight_bits:
-        Widest activation and weight (sign-magnitude, sign included) the hardware supports.
+        Widest activation (unsigned, up to 16 bits: ISAAC's inputs) and weight
+        (sign-magnitude, sign included, up to 16 bits) the hardware supports.
     max_out_channels, max_in_features:
         Largest output-channel count and input-vector length of one layer job.
     max_layers, max_entries:
@@ -264,10 +265,13 @@ PRESETS: dict[str, AcceleratorConfig] = {
         adc_bits=4, adcs_per_xbar=8, clock_mhz=1200.0,
     ),
     # ISAAC (ISCA 2016): 2-bit cells, 1-bit DAC, all 128 rows read at once, one 8-bit ADC
-    # shared by the crossbar's 128 columns (128 conversions per read).
+    # shared by the crossbar's 128 columns (128 conversions per read); 16-bit weights and
+    # 16-bit inputs, so 48-bit accumulators (exact sums of 16 x 16-bit products over up to
+    # 2**16 inputs; one shift-and-add term alone needs 39 bits).
     "isaac": AcceleratorConfig(
         rows=128, cols=128, cell_bits=2, dac_bits=1, ou_rows=128, ou_cols=128,
         adc_bits=8, adcs_per_xbar=1, clock_mhz=1200.0, max_weight_bits=16,
+        max_act_bits=16, acc_bits=48,
     ),
 }
 

@@ -258,6 +258,10 @@ class UARTTransport(Transport):
     """
 
     def __init__(self, client: UARTBridgeClient, config: AcceleratorConfig):
+        if config.max_act_bits > 8:
+            # INPUTS carries one byte per input code (hw/spec/uart_protocol.py)
+            raise ValueError(f"the UART protocol sends one byte per input code: a board "
+                             f"needs max_act_bits <= 8, not {config.max_act_bits}")
         self.client = client
         self.config = config
         self.width = output_bytes(config)

@@ -31,7 +31,7 @@ MODES = ("fixed", "varied", "bwq")
 GRANULARITIES = ("channel", "tensor")
 CALIBRATION_RULES = ("max", "percentile", "mse")
 SENSITIVITIES = ("output", "hessian", "weight")
-MAX_ACT_BITS = 8
+MAX_ACT_BITS = 16
 BWQ_MAX_BITS = 8
 
 
