@@ -7,8 +7,11 @@ positive weights, then those of its negative weights (``sign = 1``: subtract). C
 is therefore channel-major ``(n, sign, digit)``. Inputs fill ``exact_rows_per_ou`` rows of
 each row group (85 of the 128 rows with the ``isaac`` preset, in place of ISAAC's
 flipped-weight encoding), row groups of a crossbar take consecutive chunks, and crossbars
-tile the matrix row tile by column tile. Every OU of every allocated crossbar is read with
-every slice, whatever it holds; a column that holds a segment is valid even if all-zero.
+tile the matrix row tile by column tile. Every populated OU (a row group holding a chunk,
+a column group holding at least one column id) is read with every slice, whatever it
+holds: a column that holds a segment is valid even if all-zero, so hollow OUs are read.
+Row groups past the layer's last chunk and column groups past its last column are not
+read (they hold no weights; ISAAC would not drive or convert them either).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ __all__ = ["place_isaac"]
 
 
 def place_isaac(bits: LayerBits, config: AcceleratorConfig) -> Placement:
-    """Return the ISAAC placement of a layer: channel-major columns, all OUs read."""
+    """Return the ISAAC placement of a layer: channel-major columns, populated OUs read."""
     digit, sign, channel = bits.split_q(np.arange(bits.n_q))
     position = (channel * 2 + sign) * bits.n_digits + digit
-    return regular_placement(bits, config, position, read_all=True)
+    return regular_placement(bits, config, position)

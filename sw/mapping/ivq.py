@@ -40,7 +40,7 @@ __all__ = ["place_naive", "place_spatial", "place_temporal"]
 
 def place_naive(bits: LayerBits, config: AcceleratorConfig) -> Placement:
     """Return the naive magnitude-aligned placement: ``(digit, sign, channel)`` columns."""
-    return regular_placement(bits, config, np.arange(bits.n_q), read_all=False)
+    return regular_placement(bits, config, np.arange(bits.n_q))
 
 
 def _pattern_order(pattern: np.ndarray) -> np.ndarray:

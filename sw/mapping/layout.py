@@ -124,10 +124,9 @@ class Placement:
     xbar, row_group, col, q:
         int64 ``(P,)``: placed segments (local crossbar, row group, physical column, column
         id). Each becomes a valid OU column; a strategy places zero segments only where it
-        means to read them (``isaac``, ``ivq-naive``).
-    read_all:
-        Emit an entry for every OU of every owned crossbar (``isaac``), not only for the OUs
-        that hold a placed segment.
+        means to read them (``isaac``, ``ivq-naive``). Entries are exactly the OUs that hold a
+        placed segment: row groups without a chunk and column groups without a segment are
+        never read.
     """
 
     n_xbars: int
@@ -136,7 +135,6 @@ class Placement:
     row_group: np.ndarray
     col: np.ndarray
     q: np.ndarray
-    read_all: bool = False
 
 
 def usable_row_groups(config: AcceleratorConfig) -> int:
@@ -332,19 +330,21 @@ def bounded_unique(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray
     return np.flatnonzero(present), rank[keys]
 
 
-def regular_placement(bits: LayerBits, config: AcceleratorConfig, position: np.ndarray,
-                      *, read_all: bool) -> Placement:
+def regular_placement(bits: LayerBits, config: AcceleratorConfig,
+                      position: np.ndarray) -> Placement:
     """Place every segment on a regular grid of crossbars (``isaac``, ``ivq-naive``).
 
     Column id ``q`` goes to logical column ``position[q]``; chunk ``c`` to row tile
     ``c // G`` and row group ``c % G`` (``G`` = :func:`usable_row_groups`). Crossbar
     ``(row_tile, col_tile)`` is local index ``row_tile * n_col_tiles + col_tile``; every
-    segment is placed, zero or not.
+    segment is placed, zero or not, so every OU that holds a chunk's segments is read
+    (hollow or not); row groups past the last chunk and columns past the last column id are
+    not.
     """
     capacity = usable_row_groups(config)
     n_chunks, n_q = bits.n_chunks, bits.n_q
     if n_chunks == 0 or n_q == 0:
-        return _empty_placement(config, read_all=read_all)
+        return _empty_placement(config)
     n_row_tiles = -(-n_chunks // capacity)
     n_col_tiles = -(-n_q // config.cols)
     n_xbars = n_row_tiles * n_col_tiles
@@ -357,8 +357,7 @@ def regular_placement(bits: LayerBits, config: AcceleratorConfig, position: np.n
     logical = np.asarray(position, dtype=np.int64)[q]
     xbar = (chunk // capacity) * n_col_tiles + logical // config.cols
     return Placement(n_xbars=n_xbars, strip_chunk=strip_chunk, xbar=xbar,
-                     row_group=chunk % capacity, col=logical % config.cols, q=q,
-                     read_all=read_all)
+                     row_group=chunk % capacity, col=logical % config.cols, q=q)
 
 
 def packed_placement(bits: LayerBits, config: AcceleratorConfig, chunk: np.ndarray,
@@ -374,7 +373,7 @@ def packed_placement(bits: LayerBits, config: AcceleratorConfig, chunk: np.ndarr
     chunk = np.asarray(chunk, dtype=np.int64)
     strip = np.asarray(strip, dtype=np.int64)
     if len(chunk) == 0:
-        return _empty_placement(config, read_all=False)
+        return _empty_placement(config)
     strips_per_chunk = np.zeros(bits.n_chunks, dtype=np.int64)
     np.maximum.at(strips_per_chunk, chunk, strip + 1)
     first_strip = np.concatenate([[0], np.cumsum(strips_per_chunk)[:-1]])
@@ -393,11 +392,10 @@ def packed_placement(bits: LayerBits, config: AcceleratorConfig, chunk: np.ndarr
                      q=np.asarray(q, dtype=np.int64))
 
 
-def _empty_placement(config: AcceleratorConfig, *, read_all: bool) -> Placement:
+def _empty_placement(config: AcceleratorConfig) -> Placement:
     nothing = np.zeros(0, dtype=np.int64)
     return Placement(n_xbars=0, strip_chunk=np.zeros((0, config.row_groups), dtype=np.int64),
-                     xbar=nothing, row_group=nothing, col=nothing, q=nothing,
-                     read_all=read_all)
+                     xbar=nothing, row_group=nothing, col=nothing, q=nothing)
 
 
 def assemble(
@@ -445,27 +443,17 @@ def assemble(
         by_column.reshape(n_xbars, cols, groups * ou_rows)[:, :, :rows].transpose(0, 2, 1))
     del by_column
 
-    # Entries: one per OU holding a placed segment (every OU with read_all).
+    # Entries: one per OU holding a placed segment.
     keys = (x * groups + rg) * col_groups + col // ou_cols
-    if placement.read_all:
-        all_keys = np.arange(n_xbars * groups * col_groups, dtype=np.int64)
-        unique_keys = all_keys
-        entry_of = keys
-    else:
-        unique_keys, entry_of = bounded_unique(keys, n_xbars * groups * col_groups)
+    unique_keys, entry_of = bounded_unique(keys, n_xbars * groups * col_groups)
     n_entries = len(unique_keys)
     e_cg = unique_keys % col_groups
     e_rg = (unique_keys // col_groups) % groups
     e_x = unique_keys // (col_groups * groups)
+    # Every entry holds a placed segment, so its strip has a chunk (checked above).
     e_chunk = strip_chunk[e_x, e_rg] if n_entries else np.zeros(0, dtype=np.int64)
-    has_chunk = e_chunk >= 0
-    safe_chunk = np.where(has_chunk, e_chunk, 0)
-    if bits.n_chunks:
-        lo = np.where(has_chunk, bits.slice_lo[safe_chunk], 0)
-        hi = np.where(has_chunk, bits.slice_hi[safe_chunk], bits.n_slices)
-    else:
-        lo = np.zeros(n_entries, dtype=np.int64)
-        hi = np.full(n_entries, bits.n_slices, dtype=np.int64)
+    lo = bits.slice_lo[e_chunk] if n_entries else np.zeros(0, dtype=np.int64)
+    hi = bits.slice_hi[e_chunk] if n_entries else np.zeros(0, dtype=np.int64)
     digit, sign, channel = bits.split_q(q)
     head = {"xbar": e_x + xbar_offset, "row_group": e_rg, "col_group": e_cg,
             "slice_lo": lo, "slice_hi": hi}

@@ -118,10 +118,13 @@ def test_sustained_one_read_per_cycle_per_unit():
     config = small_config(n_xbars=2)
     assert config.conversions_per_read == 1
     rng = np.random.default_rng(23)
-    layer, weight = make_layer(config, "isaac", rng, n_outputs=2, n_inputs=28)
+    # 32 inputs = 8 chunks of 4 = two full crossbars: equal unit loads (isaac reads only
+    # populated row groups, so a ragged last row tile would load the units unequally)
+    layer, weight = make_layer(config, "isaac", rng, n_outputs=2, n_inputs=32)
     unit_reads = program_memories(config, [layer]).layer_reads[0]
-    assert np.count_nonzero(unit_reads) == 2 and unit_reads.max() > 28  # compute-bound
-    jobs = [(0, rng.integers(0, 16, (v, 28)), 2) for v in (1, 2, 4)]
+    assert np.count_nonzero(unit_reads) == 2 and unit_reads.max() > 32  # compute-bound
+    assert unit_reads[0] == unit_reads[1]
+    jobs = [(0, rng.integers(0, 16, (v, 32)), 2) for v in (1, 2, 4)]
     results = run_jobs(config, [layer], jobs)
     cycles = [counters["cycles"] for _, counters, _ in results]
     # each extra vector costs C_comp + O + P cycles; C_comp is the busiest unit's reads

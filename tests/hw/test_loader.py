@@ -117,7 +117,7 @@ def test_crc_and_header_errors_are_reported():
 def test_entry_capacity_error():
     config = small_config(n_xbars=6)
     program, _ = two_layer_program(config, strategy="isaac")
-    dut = Accelerator(config, unit_entries=3)  # isaac reads every OU: 16 entries per unit
+    dut = Accelerator(config, unit_entries=3)  # isaac: 12 entries on the busiest unit
 
     async def testbench(ctx):
         status = await load_image(ctx, dut, encode_image(program))

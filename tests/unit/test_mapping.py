@@ -106,18 +106,64 @@ def test_round_trip_random(config, strategy, scheme, n_out, n_in, seed, zeros):
     check_program(layer, config, matrix)
 
 
-def test_isaac_reads_every_ou_of_every_crossbar():
+def test_isaac_reads_only_populated_row_and_column_groups():
+    """K = 200 is not a multiple of the 9-row OU: 23 chunks over two row tiles (14 + 9)."""
     config = preset("bwq")
-    matrix = random_matrix(np.random.default_rng(1), 20, 200, "pot", 4, zeros=0.8)
+    n_out, n_in = 20, 200
+    matrix = random_matrix(np.random.default_rng(1), n_out, n_in, "pot", 4, zeros=0.8)
     layer = map_matrix(matrix, config, "isaac", act_bits=8)
-    assert len(layer.entries) == len(layer.xbars) * config.row_groups * config.col_groups
+    # expected count, by plain arithmetic: 9-row chunks, (channel, sign, digit) columns
+    digits = int(np.abs(matrix).max()).bit_length()       # 1-bit cells
+    columns = 2 * digits * n_out
+    chunks = (n_in + 8) // 9                               # 23; 14 fit in 128 rows
+    col_groups = 0
+    for start in range(0, columns, 128):                   # one 128-column tile at a time
+        width = min(128, columns - start)
+        col_groups += (width + 7) // 8
+    assert chunks == 23
+    assert len(layer.entries) == chunks * col_groups
+    assert layer.stats["ou_reads_per_vector"] == 8 * chunks * col_groups
+    # before the fix every OU of every crossbar was read: 15 row groups x 16 column groups
+    assert len(layer.entries) < len(layer.xbars) * config.row_groups * config.col_groups
+    # no entry in a row group past the chunks, every entry drives rows, columns are valid
+    row_tile = (layer.entries["xbar"] - layer.xbars[0]) // (-(-columns // 128))
+    populated = np.where(row_tile == 0, 14, chunks - 14)
+    assert np.all(layer.entries["row_group"] < populated)
+    desc = entry_columns(layer.entries, config.ou_cols)
+    assert np.all(desc["valid"].any(axis=1))
+    local = layer.entries["xbar"] - layer.xbars[0]
+    rows = layer.entries["row_group"] * config.ou_rows
+    assert np.all(layer.row_maps[local, rows] >= 0)
     assert np.all(layer.entries["slice_lo"] == 0)
     assert np.all(layer.entries["slice_hi"] == 8)
+    check_program(layer, config, matrix)
     # the isaac preset drives 85 of its 128 rows (exact 8-bit ADC with 2-bit cells)
     isaac = preset("isaac")
     layer = map_matrix(matrix, isaac, "isaac", act_bits=8)
     assert np.all(layer.row_maps[:, 85:] == -1)
     assert np.count_nonzero(layer.row_maps[0] >= 0) == 85
+
+
+def test_isaac_reads_only_the_filled_part_of_a_crossbar(digits_int8):
+    """The digits CNN's first conv (K = 9, 16 channels) fills one row group of two crossbars."""
+    config = preset("bwq")
+    layer = map_model(digits_int8, config, "isaac", xbars="auto").layers[0]
+    assert layer.n_inputs == 9 and len(layer.xbars) == 2
+    # brute force over the cell image: the OUs that hold a nonzero cell
+    holding = set()
+    for x in range(len(layer.xbars)):
+        for g in range(config.row_groups):
+            for cg in range(config.col_groups):
+                block = layer.cells[x, g * config.ou_rows:(g + 1) * config.ou_rows,
+                                    cg * config.ou_cols:(cg + 1) * config.ou_cols]
+                if block.any():
+                    holding.add((int(layer.xbars[x]), g, cg))
+    read = set(zip(layer.entries["xbar"].tolist(), layer.entries["row_group"].tolist(),
+                   layer.entries["col_group"].tolist()))
+    assert layer.stats["hollow_entries"] == 0
+    assert read == holding
+    assert len(holding) < 2 * config.row_groups * config.col_groups
+    assert layer.stats["ou_reads_per_vector"] == 8 * len(holding)
 
 
 def test_hollow_exemption_and_ordering():
