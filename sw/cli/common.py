@@ -27,7 +27,8 @@ import click
 from bitline.hw.spec.config import PRESETS
 from bitline.hw.spec.program import STRATEGIES
 
-__all__ = ["RunFailed", "NamedChoice", "config_options", "cost_options", "dataset_option",
+__all__ = ["RunFailed", "NamedChoice", "command_line", "config_options", "cost_options",
+           "dataset_option",
            "json_option", "quiet_option",
            "strategy_option", "strategies_option", "parse_strategies", "echo_json",
            "print_table", "console"]
@@ -113,22 +114,54 @@ strategy_option = click.option("--strategy", "-s", required=True,
                                help="Mapping strategy.")
 
 
-def strategies_option(help_text: str = "Comma-separated mapping strategies."):
-    """``--strategies a,b``: several strategies (see :func:`parse_strategies`)."""
-    return click.option("--strategies", default=",".join(STRATEGIES), show_default=True,
-                        callback=parse_strategies,
-                        help=f"{help_text} Choices: {', '.join(STRATEGIES)}.")
+def strategies_option(help_text: str = "Comma-separated mapping strategies.",
+                      choices: tuple[str, ...] = STRATEGIES):
+    """``--strategies a,b``: several of ``choices``, all by default (:func:`parse_strategies`)."""
+    def callback(ctx, param, value):
+        return parse_strategies(ctx, param, value, choices)
+
+    return click.option("--strategies", default=",".join(choices), show_default=True,
+                        callback=callback, help=f"{help_text} Choices: {', '.join(choices)}.")
 
 
-def parse_strategies(ctx, param, value: str) -> list[str]:
-    """Click callback: split ``--strategies`` and reject unknown names (usage error)."""
+def parse_strategies(ctx, param, value: str, choices: tuple[str, ...] = STRATEGIES) -> list[str]:
+    """Click callback: split ``--strategies`` and reject names not in ``choices`` (usage error)."""
     names = [name.strip() for name in str(value).split(",") if name.strip()]
-    unknown = [name for name in names if name not in STRATEGIES]
+    unknown = [name for name in names if name not in choices]
     if unknown or not names:
         raise click.BadParameter(
             f"unknown strategy {', '.join(unknown) or '(none)'}; choose from "
-            f"{', '.join(STRATEGIES)}", ctx=ctx, param=param)
+            f"{', '.join(choices)}", ctx=ctx, param=param)
     return names
+
+
+def command_line() -> str:
+    """Return the running command as a reproducible ``bitline ...`` line.
+
+    Rebuilt from the parsed parameters (arguments, and every option not at its default), so
+    it is the same whether the command ran from a shell, ``python -m`` or a test runner.
+    """
+    import shlex
+
+    ctx = click.get_current_context()
+    words = ctx.command_path.split()
+    words[0] = "bitline"
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if isinstance(param, click.Argument):
+            words.append(str(value))
+            continue
+        default = param.get_default(ctx, call=True) if hasattr(param, "get_default") else None
+        if value is None or value == () or value == default or (
+                isinstance(value, list) and ",".join(value) == default):
+            continue
+        flag = max(param.opts, key=len)
+        if param.is_flag:
+            words.append(flag if value else (param.secondary_opts or [flag])[0])
+        else:
+            for item in value if isinstance(value, (tuple, list)) and param.multiple else [value]:
+                words += [flag, str(item) if not isinstance(item, list) else ",".join(item)]
+    return " ".join(shlex.quote(word) for word in words)
 
 
 def echo_json(data: dict) -> None:

@@ -12,8 +12,10 @@ from pathlib import Path
 import click
 
 from bitline.sw.cli.common import (
+    command_line,
     config_options,
     console,
+    cost_options,
     dataset_option,
     echo_json,
     json_option,
@@ -26,7 +28,7 @@ from bitline.sw.flow import (
     BASELINE_BUDGETS,
     COMPILE_SIDECAR,
     DEFAULT_PRESET,
-    DEFAULT_SPECS,
+    ROW_NAMES,
     SYNTHETIC_CALIB_SAMPLES,
     calibration_inputs,
     compare_strategies,
@@ -41,15 +43,19 @@ __all__ = ["comparison_table", "pipeline_table", "compile_cmd", "report", "compa
 
 
 def comparison_table(rows: list[dict], title: str):
-    """Return a rich table of :func:`compare_strategies` rows."""
+    """Return a rich table of :func:`compare_strategies` rows.
+
+    One ``speedup / E saving vs B`` column per reference row ``B`` the rows carry ratios
+    against (``speedup_vs_B`` and ``energy_saving_vs_B``): the ``isaac`` strategy row and
+    each named baseline, in the rows' order.
+    """
     from rich.table import Table
 
     table = Table(title=title)      # printed wide enough that names are never cut
-    paper = any("speedup_vs_isaac_paper" in row for row in rows)
+    references = list(dict.fromkeys(key.removeprefix("speedup_vs_") for row in rows
+                                    for key in row if key.startswith("speedup_vs_")))
     columns = ["strategy", "quant", "config", "xbars", "OU reads", "ADC conv", "cycles",
-               "energy uJ", "speedup", "E saving", "eff"]
-    if paper:
-        columns += ["speedup vs paper", "E saving vs paper"]
+               "energy uJ", "eff"] + [f"speedup / E saving vs {name}" for name in references]
     for column in columns:
         table.add_column(column, justify="left" if column in ("strategy", "quant", "config")
                          else "right")
@@ -64,13 +70,21 @@ def comparison_table(rows: list[dict], title: str):
             continue
         cells = [row["strategy"], row["quant"], row["config"], str(row["crossbars"]),
                  f"{row['ou_reads']:,}", f"{row['adc_conversions']:,}", f"{row['cycles']:,}",
-                 f"{row['energy_pj'] / 1e6:,.3f}", ratio(row["speedup_vs_isaac"]),
-                 ratio(row["energy_saving_vs_isaac"]), f"{row['efficiency']:.2f}"]
-        if paper:
-            cells += [ratio(row.get("speedup_vs_isaac_paper")),
-                      ratio(row.get("energy_saving_vs_isaac_paper"))]
+                 f"{row['energy_pj'] / 1e6:,.3f}", f"{row['efficiency']:.2f}"]
+        cells += [f"{ratio(row.get(f'speedup_vs_{name}'))} / "
+                  f"{ratio(row.get(f'energy_saving_vs_{name}'))}" for name in references]
         table.add_row(*cells)
     return table
+
+
+def _baselines_help() -> str:
+    """``--baselines`` help: one line per named baseline (sw/flow/baselines.py)."""
+    from bitline.sw.flow.baselines import BASELINES
+
+    return ("Add the named ISAAC baseline rows; every ratio names the row it is relative "
+            "to (speedup_vs_<row>, energy_saving_vs_<row>): " + "; ".join(
+                f"{run.label} = {run.description} [{run.strategy}, {run.spec}, "
+                f"{run.hardware} hardware, {run.encoding}]" for run in BASELINES) + ".")
 
 
 def pipeline_table(rows: list[dict], title: str):
@@ -231,34 +245,59 @@ def report(bundle_dir, as_json, quiet):
 
 @click.command("compare")
 @click.argument("model")
-@strategies_option("Strategies to compare.")
+@strategies_option("Strategies (and variant rows: bwq-a = BWQ with BWQ-A block-wise "
+                   "activation widths) to compare.", choices=ROW_NAMES)
 @click.option("--quant", "quant", multiple=True, metavar="SPEC|STRATEGY=SPEC",
-              help="Override a spec: SPEC for all strategies or STRATEGY=SPEC (repeatable). "
-                   "Defaults: " + ", ".join(f"{k}={v}" for k, v in DEFAULT_SPECS.items()))
+              help="Override a spec: SPEC for all strategies or STRATEGY=SPEC (repeatable; "
+                   "baselines keep theirs). Defaults: "
+                   + ", ".join(f"{k}={v}" for k, v in strategy_specs(ROW_NAMES).items()))
 @config_options(xbars=True)
 @_calibration
 @click.option("--baselines/--no-baselines", default=True, show_default=True,
-              help="Add ISAAC as its paper ran it (isaac preset, 16- and 8-bit weights).")
+              help=_baselines_help())
 @click.option("--budget", default="baseline", show_default=True,
               metavar="baseline|baseline-area|xbars:N|area:MM2",
               help=_budget_help + "; 'baseline' gives every row the crossbar units of each "
                    "baseline (equal crossbars), 'baseline-area' their area (equal area).")
+@cost_options
+@click.option("--per-layer", is_flag=True,
+              help="Add a per-layer table (and JSON \"layers\" per row): layer, crossbars, "
+                   "copies, OU reads, ADC conversions, cycles, stage cycles, energy by "
+                   "component.")
+@click.option("--csv", "csv_path", default=None, metavar="FILE.csv",
+              help="Write one CSV line per row (per row and layer with --per-layer).")
+@click.option("--plot", "plot_path", default=None, metavar="FILE.png",
+              help="Plot speedup and energy saving per baseline (and, with --per-layer, "
+                   "stage cycles per layer to FILE-layers.png).")
+@click.option("--report", "report_path", default=None, metavar="FILE.md",
+              help="Write a Markdown report with the tables, the plots (next to it), the "
+                   "command, the config and the versions.")
 @json_option
 @quiet_option
 def compare(model, strategies, quant, config_path, preset_name, xbars, dataset,
-            calib_samples, baselines, budget, as_json, quiet):
+            calib_samples, baselines, budget, costs_path, adc_model, per_layer, csv_path,
+            plot_path, report_path, as_json, quiet):
     """Compile MODEL under several strategies and compare cycles and energy with ISAAC.
 
     --json prints {"model", "labels", "rows": [one object per run: strategy, mapping,
     quant, config, cycles, energy_pj, ou_reads, adc_conversions, crossbars, efficiency,
-    speedup_vs_isaac, energy_saving_vs_isaac, ..., sizing, notes, error, and the layer
+    speedup_vs_<R> and energy_saving_vs_<R> for every reference row R (the isaac strategy
+    row and each baseline: isaac-ou-16b, isaac-ou-8b, isaac-paper), ..., sizing, notes,
+    error, and the layer
     pipeline at --budget: budget, budget_units, pipeline_units, throughput_ips,
     pipeline_latency_s, energy_per_image_pj, bottleneck, bottleneck_cycles, copies (per
     layer), pipeline_error, throughput_speedup_vs_<baseline>]}. Cycles, speedup and energy
     are one image with one copy per layer, layers in sequence; the pipeline table gives
-    throughput (images/s) with the layers' copies at the budget.
+    throughput (images/s) with the layers' copies at the budget. With --per-layer each
+    row has "layers": [one object per layer: layer, n_inputs, n_outputs, n_vectors,
+    crossbars, ou_reads, adc_conversions, cycles, latency_s, energy_pj and
+    energy_<component>_pj]; the per-layer table adds copies and stage_cycles from the
+    pipeline. --costs / --adc-model change the prices (docs/performance.md). The column
+    legend is printed under the tables and written into --report.
     """
-    from bitline.sw.perf import parse_budget
+    from bitline.sw.perf import cost_model, parse_budget
+
+    costs = cost_model(costs_path, adc_model)   # a bad costs file fails before compiling
 
     if budget not in BASELINE_BUDGETS:
         parse_budget(budget)            # a usage error before any compilation
@@ -270,13 +309,15 @@ def compare(model, strategies, quant, config_path, preset_name, xbars, dataset,
     rows = compare_strategies(ir_model, strategies, strategy_specs(strategies, quant),
                               config=config, calib_x=calib_x, xbars=xbars,
                               baselines=baselines, labels=labels, keep_going=True,
-                              budget=budget)
+                              budget=budget, costs=costs, per_layer=per_layer)
+    written = _export(rows, model, config, costs, per_layer, csv_path, plot_path,
+                      report_path)
     if as_json:
         echo_json({"model": model, "labels": labels, "rows": rows})
         return
     if quiet:
         return
-    title = f"{model}: strategies vs isaac" + (" (synthetic weights)"
+    title = f"{model}: strategies vs isaac and the ISAAC baselines" + (" (synthetic weights)"
                                                if labels.get("weights") else "")
     print_table(comparison_table(rows, title))
     print_table(pipeline_table(rows, f"{model}: layer pipeline at equal resources"))
@@ -288,3 +329,53 @@ def compare(model, strategies, quant, config_path, preset_name, xbars, dataset,
             out.print(f"pipeline ({row['strategy']}): {row['pipeline_error']}", soft_wrap=True)
         if row.get("error"):
             out.print(f"failed ({row['strategy']}): {row['error']}", soft_wrap=True)
+    if per_layer:
+        _print_layers(rows, f"{model}: per layer")
+    for path in written:
+        out.print(f"wrote {path}", soft_wrap=True)
+
+
+def _export(rows, model, config, costs, per_layer, csv_path, plot_path, report_path) -> list:
+    """Write the files --csv, --plot and --report ask for; return their paths."""
+    from bitline.sw.flow.report import (
+        markdown_report, plot_comparison, plot_stages, rows_to_csv,
+    )
+
+    written = []
+    title = f"{model}: strategies and baselines"
+    if csv_path:
+        written.append(rows_to_csv(rows, csv_path, per_layer=per_layer))
+    if plot_path:
+        written.append(plot_comparison(rows, plot_path, title))
+        if per_layer:
+            plot_path = Path(plot_path)
+            written.append(plot_stages(rows, plot_path.with_name(plot_path.stem
+                                                                 + "-layers.png"), title))
+    if report_path:
+        notes = [f"{row['strategy']}: {note}" for row in rows for note in row["notes"]]
+        notes += [f"{row['strategy']} failed: {row['error']}" for row in rows if row["error"]]
+        written.append(markdown_report(rows, report_path, command=command_line(),
+                                       config=config, costs=costs,
+                                       title=f"bitline compare {model}",
+                                       per_layer=per_layer, notes=notes))
+    return written
+
+
+def _print_layers(rows, title) -> None:
+    """Print the per-layer table and the legend of its columns."""
+    from rich.table import Table
+
+    from bitline.sw.flow.report import LEGEND, layer_table
+
+    columns, cells = layer_table(rows, compact=True)
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("strategy", "layer") else "right")
+    for line in cells:
+        table.add_row(*line)
+    print_table(table)
+    out = console()
+    for key in ("copies", "stage_cycles", "cycles", "energy_pj"):
+        out.print(f"{key}: {LEGEND[key]}", soft_wrap=True)
+    out.print("adc ... edram: energy_<component>_pj of the layer (docs/performance.md "
+              "section 3)", soft_wrap=True)

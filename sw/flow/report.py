@@ -42,7 +42,8 @@ LEGEND: dict[str, str] = {
     "copies": "copies of the layer in the balanced pipeline (at the row's budget)",
     "ou_reads": "OU reads for one image",
     "adc_conversions": "ADC conversions for one image",
-    "cycles": "cycles for one image, layer jobs in sequence (one copy each)",
+    "cycles": "cycles of one image, one copy per layer (a row: its layer jobs in sequence; "
+              "a layer: its job)",
     "stage_cycles": "cycles of the layer's pipeline stage with its copies",
     "stage_s": "stage_cycles at the clock (s)",
     "latency_s": "cycles at the clock (s)",
@@ -66,8 +67,8 @@ _ROW_COLUMNS = ("strategy", "mapping", "quant", "config", "crossbars", "ou_reads
                 "efficiency", "throughput_ips", "pipeline_latency_s", "energy_per_image_pj",
                 "bottleneck", "budget", "error")
 _LAYER_COLUMNS = ("strategy", "layer", "n_inputs", "n_outputs", "n_vectors", "crossbars",
-                  "copies", "ou_reads", "adc_conversions", "cycles", "stage_cycles",
-                  "stage_s", "energy_pj")
+                  "copies", "ou_reads", "adc_conversions", "cycles", "latency_s",
+                  "stage_cycles", "stage_s", "energy_pj")
 
 
 def layer_records(report) -> list[dict]:
@@ -168,12 +169,24 @@ def summary_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                      for row in rows]
 
 
-def layer_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Return the per-layer table of the rows' ``layers`` as ``(columns, cells)``."""
+def layer_table(rows: list[dict], compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Return the per-layer table of the rows' ``layers`` as ``(columns, cells)``.
+
+    ``compact`` (the terminal table) leaves out ``n_inputs``, ``n_outputs``, ``n_vectors``,
+    ``latency_s`` and ``stage_s`` and heads the energy parts by component (``adc`` for
+    ``energy_adc_pj``); the CSV and the JSON keep every column and name.
+    """
     records = per_layer_rows(rows)
     columns = layer_columns(records)
-    return columns, [[cell_text(record.get(column), column) for column in columns]
-                     for record in records]
+    if compact:
+        columns = [c for c in columns if c not in ("n_inputs", "n_outputs", "n_vectors",
+                                                   "latency_s", "stage_s")]
+    cells = [[cell_text(record.get(column), column) for column in columns]
+             for record in records]
+    if compact:
+        columns = [c[len("energy_"):-len("_pj")] if c.startswith("energy_") and c != "energy_pj"
+                   else c for c in columns]
+    return columns, cells
 
 
 # ------------------------------------------------------------------------------- CSV
@@ -308,6 +321,8 @@ def plot_stages(rows: list[dict], path: str | Path, title: str = "") -> Path:
     records = per_layer_rows(rows)
     if not records:
         raise ValueError("--plot with --per-layer: no row has per-layer results")
+    if all(record["stage_cycles"] is None for record in records):
+        raise ValueError("--plot with --per-layer: the rows have copies but no stage cycles")
     plt = pyplot()
     layers = list(dict.fromkeys(record["layer"] for record in records))
     figure, axis = plt.subplots(figsize=(max(6.0, 0.45 * len(layers) + 3), 3.8))
@@ -343,9 +358,13 @@ def versions() -> dict[str, str]:
             "numpy": numpy.__version__, "platform": platform.platform()}
 
 
+_TEXT_COLUMNS = ("strategy", "mapping", "quant", "config", "layer", "bottleneck", "budget",
+                 "error", "value")
+
+
 def _markdown_table(columns: list[str], cells: list[list[str]]) -> str:
     lines = ["| " + " | ".join(columns) + " |",
-             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(columns))) + "|"]
+             "|" + "|".join("---" if c in _TEXT_COLUMNS else "---:" for c in columns) + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
               for row in cells]
     return "\n".join(lines)
@@ -362,13 +381,25 @@ def _legend(columns) -> str:
     return "\n".join(lines)
 
 
+def _costs_text(costs) -> str:
+    """One line naming the cost model: ISAAC's, or the prices that differ from it."""
+    from bitline.sw.perf.costs import ISAAC_COSTS
+
+    changed = [f"{name} = {getattr(costs, name)!r}" for name in costs.__dataclass_fields__
+               if getattr(costs, name) != getattr(ISAAC_COSTS, name)]
+    return ("Prices: ISAAC / Accelergy (docs/performance.md), ADC model "
+            f"{costs.adc_model}" + ("; changed: " + ", ".join(changed) if changed else ""))
+
+
 def markdown_report(rows: list[dict], path: str | Path, *, command: str, config=None,
-                    title: str = "bitline compare", per_layer: bool = False,
+                    costs=None, title: str = "bitline compare", per_layer: bool = False,
                     notes: list[str] | None = None) -> Path:
     """Write a Markdown report of the rows to ``path`` and its plots next to it.
 
     The report states the command, the versions (:func:`versions`) and the accelerator
     config (``config``: an :class:`~bitline.hw.spec.config.AcceleratorConfig`, as TOML),
+    the prices (``costs``: a :class:`~bitline.sw.perf.CostModel`, named where it differs
+    from ISAAC's),
     then the strategy table, its plot (``<stem>.png``, :func:`plot_comparison`) and, with
     ``per_layer``, the per-layer table and the stage plot (``<stem>-layers.png``,
     :func:`plot_stages`), and a legend of every column. Without matplotlib the plots are
@@ -378,6 +409,8 @@ def markdown_report(rows: list[dict], path: str | Path, *, command: str, config=
     path.parent.mkdir(parents=True, exist_ok=True)
     parts = [f"# {title}", "", "Command:", "", "```", command, "```", "",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]
+    if costs is not None:
+        parts += [_costs_text(costs), ""]
     if config is not None:
         parts += ["Accelerator config (requested; per-row sizing in the notes):", "",
                   "```toml", config.to_toml().rstrip(), "```", ""]
