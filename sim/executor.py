@@ -60,6 +60,16 @@ Counting
 section 5 as the program runs: OU reads (entries x issued slices x vectors), ADC
 conversions (valid columns of each read) and busy cycles (reads x
 ``conversions_per_read``).
+
+Copies
+------
+A layer with ``C`` copies (:attr:`~bitline.hw.spec.program.LayerProgram.copy_xbars`) splits
+its input vectors into contiguous shares (:func:`bitline.hw.spec.timing.copy_shares`); copy
+``k`` reads its share on its own units (the device is called with copy ``k``'s unit of each
+column, and read numbers count the share's vectors from 0, as each unit numbers its own
+reads). The cells are identical, so an ideal device gives the outputs of one copy; the
+counters give each unit its share, so the busiest unit's busy cycles are ``ceil(V / C) *
+C_comp``, the compute part of :func:`bitline.hw.spec.timing.layer_cycles` with ``copies``.
 """
 
 from __future__ import annotations
@@ -70,6 +80,7 @@ import numpy as np
 
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.program import LayerProgram, Program, entry_columns
+from bitline.hw.spec.timing import copy_shares
 from bitline.hw.spec.validate import validate_program
 from bitline.sw.mapping.layout import bounded_unique
 
@@ -119,6 +130,8 @@ class Counters:
         The same per global crossbar unit.
     unit_layer:
         Layer that owns each unit that issued a read.
+    unit_vectors:
+        Input vectors each unit read (its copy's share).
     """
 
     vectors: dict[str, int] = field(default_factory=dict)
@@ -129,6 +142,12 @@ class Counters:
     unit_conversions: dict[int, int] = field(default_factory=dict)
     unit_busy_cycles: dict[int, int] = field(default_factory=dict)
     unit_layer: dict[int, str] = field(default_factory=dict)
+    unit_vectors: dict[int, int] = field(default_factory=dict)
+
+    def job_vectors(self, layer: str) -> int:
+        """Return the most vectors any unit of ``layer`` read (the largest copy share)."""
+        return max((count for unit, count in self.unit_vectors.items()
+                    if self.unit_layer.get(unit) == layer), default=0)
 
     def job_compute_cycles(self, layer: str) -> int:
         """Return ``max`` over the layer's units of their busy cycles (``V * C_comp``).
@@ -163,12 +182,17 @@ class Counters:
         bump(self.ou_reads, name, vectors * runner.reads_per_vector)
         bump(self.adc_conversions, name, vectors * runner.conversions_per_vector)
         bump(self.busy_cycles, name, vectors * runner.reads_per_vector * cycles)
-        for unit, reads, conversions in zip(runner.units.tolist(), runner.unit_reads.tolist(),
-                                            runner.unit_conversions.tolist()):
-            bump(self.unit_reads, unit, vectors * reads)
-            bump(self.unit_conversions, unit, vectors * conversions)
-            bump(self.unit_busy_cycles, unit, vectors * reads * cycles)
-            self.unit_layer[unit] = name
+        shares = ([stop - start for start, stop in copy_shares(vectors, runner.copies)]
+                  if vectors else [0] * runner.copies)
+        for copy, share in enumerate(shares):
+            for unit, reads, conversions in zip(runner.copy_units(copy).tolist(),
+                                                runner.unit_reads.tolist(),
+                                                runner.unit_conversions.tolist()):
+                bump(self.unit_reads, unit, share * reads)
+                bump(self.unit_conversions, unit, share * conversions)
+                bump(self.unit_busy_cycles, unit, share * reads * cycles)
+                bump(self.unit_vectors, unit, share)
+                self.unit_layer[unit] = name
 
 
 @dataclass
@@ -230,7 +254,7 @@ class LayerExecutor:
 
     def __init__(self, layer: LayerProgram, config: AcceleratorConfig, *, check: bool = True):
         if check:
-            units = int(np.max(np.asarray(layer.xbars), initial=-1)) + 1
+            units = int(np.max(layer.all_xbars, initial=-1)) + 1
             machine = config if units <= config.n_xbars else config.replace(n_xbars=units)
             validate_program(Program(config=machine, strategy="", layers=[layer]), machine)
         self.layer = layer
@@ -255,8 +279,15 @@ class LayerExecutor:
         before[by_unit] = running - running[group_start]
         self._entry_read_base = before
         self._entry_read_period = self.unit_reads[unit_index] if len(entries) else before
+        self.copies = layer.copies
+        # Copy k's unit of each owned unit, by position in layer.xbars.
+        self._copy_xbars = np.stack([layer.copy_units(copy) for copy in range(self.copies)])
         self.batches = self._prepare(entries, desc)
         self._linear = None
+
+    def copy_units(self, copy: int) -> np.ndarray:
+        """Return copy ``copy``'s unit of each unit in :attr:`units` (copy 0: the units)."""
+        return self._copy_xbars[copy][self._local(self.units)]
 
     def _local(self, xbar: np.ndarray) -> np.ndarray:
         """Return the position in ``layer.xbars`` of each (validated, owned) unit."""
@@ -378,7 +409,8 @@ class LayerExecutor:
             below ``slice_lo`` and from ``slice_hi`` on cleared), are multiplied once by
             their cell levels folded through the column descriptors (sign, shift,
             destination). The same integers, since the shift-and-add of unsaturated codes
-            is linear; the per-slice path is what every other device gets.
+            is linear; the per-slice path is what every other device gets. With copies,
+            each copy reads its share of the vectors on its own units (module docstring).
 
         Returns
         -------
@@ -403,12 +435,19 @@ class LayerExecutor:
                     kept = (cols[start:start + step, inputs] >> keep_lo << keep_lo) & mask
                     acc[start:start + step] += np.rint(kept.astype(np.float64) @ folded
                                                        ).astype(np.int64)
-        for batch in batches:
-            self._read_batch(batch, cols, acc, device)
+        if not batches or not n_vectors:
+            return acc
+        for copy, (start, stop) in enumerate(copy_shares(n_vectors, self.copies)):
+            for batch in batches:
+                units = (batch.xbar if copy == 0
+                         else self._copy_xbars[copy][self._local(batch.xbar)])
+                self._read_batch(batch, cols[start:stop], acc[start:stop], device, units)
         return acc
 
-    def _read_batch(self, batch: _Batch, cols: np.ndarray, acc: np.ndarray, device) -> None:
-        """Read one batch slice by slice through ``device``; shift-and-add into ``acc``."""
+    def _read_batch(self, batch: _Batch, cols: np.ndarray, acc: np.ndarray, device,
+                    units: np.ndarray) -> None:
+        """Read one batch slice by slice through ``device`` on ``units`` (the batch's columns'
+        units in the reading copy); shift-and-add into ``acc`` (a view of the copy's share)."""
         dac_bits, dac_max = self.config.dac_bits, self.config.dac_max
         n_slices = batch.slice_hi - batch.slice_lo
         n_cols = len(batch.cols)
@@ -437,7 +476,7 @@ class LayerExecutor:
                     * batch.read_period[None, None, :] + batch.read_base[None, None, :]
                     + np.arange(n_slices, dtype=np.int64)[None, :, None]
                 ).reshape(count * n_slices, n_cols)
-            codes = device.read(batch.xbar, batch.rows, batch.cols,
+            codes = device.read(units, batch.rows, batch.cols,
                                 slices.reshape(count * n_slices, -1), batch.levels, **extra)
             codes = np.asarray(codes, dtype=code_type).reshape(count, n_slices, n_cols)
             value = np.einsum("mtc,t->mc", codes, weights).astype(np.float64)

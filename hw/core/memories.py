@@ -25,7 +25,7 @@ from bitline.hw.spec.encoding import (
     record_bytes,
     value_bits,
 )
-from bitline.hw.spec.program import Program
+from bitline.hw.spec.program import Program, ProgramError
 from bitline.hw.spec.validate import validate_program
 
 __all__ = [
@@ -113,9 +113,19 @@ def program_memories(config: AcceleratorConfig, layers,
     Raises
     ------
     ProgramError
-        From :func:`~bitline.hw.spec.validate.validate_program`.
+        From :func:`~bitline.hw.spec.validate.validate_program`, or when a layer has
+        copies (:attr:`~bitline.hw.spec.program.LayerProgram.copy_xbars`): the hardware
+        runs one copy per layer.
     """
     unit_entries = default_unit_entries(config) if unit_entries is None else unit_entries
+    for layer in layers:
+        if layer.copies > 1:
+            # Splitting a job's vectors over copies needs scheduler support the RTL does not
+            # have yet (a separate hardware issue); running copy 0 alone would be exact but
+            # would not meet the cycle formula the program was allocated for.
+            raise ProgramError(f"layer {layer.name!r} has {layer.copies} copies; the hardware "
+                               "runs one copy per layer (compile without --budget, or run "
+                               "the bundle on the executor)")
     program = Program(config=config, strategy="", layers=list(layers))
     tables = validate_program(program, config, unit_entries=unit_entries)
     units = [UnitMemories(row_map=np.full(config.rows, -1, np.int64),

@@ -17,7 +17,7 @@ hardware generation and the executor all call.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -25,12 +25,19 @@ from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.encoding import entry_layout, numpy_dtype
 
 __all__ = [
-    "LayerProgram", "Program", "ProgramError", "OutputMode", "STRATEGIES", "COLUMN_FIELDS",
+    "LayerProgram", "Program", "ProgramError", "OutputMode", "STRATEGIES", "ENCODINGS",
+    "COLUMN_FIELDS",
     "empty_entries", "entry_columns",
 ]
 
 #: Mapping strategies, in the order reports list them.
 STRATEGIES = ("isaac", "ivq-naive", "ivq-spatial", "ivq-temporal", "bwq")
+
+#: Weight encodings (docs/contract.md section 4): ``differential`` (sign-magnitude, positive
+#: and negative weights in separate columns) and ``offset`` (ISAAC's biased weights
+#: ``w + weight_offset`` in one column set; the output path subtracts ``weight_offset *
+#: sum(x)``). A layer program's :attr:`LayerProgram.weight_offset` is 0 with the first.
+ENCODINGS = ("differential", "offset")
 
 #: Per-column fields of an OU entry (``cols.{j}.<field>`` in the flattened entry dtype).
 COLUMN_FIELDS = ("valid", "sign", "shift", "dest")
@@ -128,6 +135,16 @@ class LayerProgram:
         zero point and clamp.
     stats:
         Mapper statistics (nonzero cells, allocated cells, ...), copied into the manifest.
+    copy_xbars:
+        int ``(C - 1, X)`` or ``None``: the global units of the layer's extra copies; row
+        ``k - 1`` holds copy ``k``, its column ``i`` a copy of ``xbars[i]`` (same cells and
+        row map; entries name copy 0's units only). ``C`` identical copies split the layer
+        job's ``V`` vectors into contiguous shares (:func:`bitline.hw.spec.timing.copy_shares`);
+        ``None`` (or zero rows): one copy.
+    weight_offset:
+        ``B`` of the offset weight encoding (:data:`ENCODINGS`), 0 for differential: the
+        cells hold ``w + B`` and the output path computes ``acc = raw - B * sum_i x[i]``
+        over the vector's raw input codes (docs/contract.md section 4). A power of two.
     """
 
     name: str
@@ -146,6 +163,29 @@ class LayerProgram:
     clamp_lo: int = 0
     clamp_hi: int = 255
     stats: dict = field(default_factory=dict)
+    copy_xbars: np.ndarray | None = None
+    weight_offset: int = 0
+
+    @property
+    def copies(self) -> int:
+        """``C``: copies of the layer (1 without :attr:`copy_xbars`)."""
+        extra = None if self.copy_xbars is None else np.asarray(self.copy_xbars)
+        # A malformed copy_xbars (not 2-D) is rejected by the record builder
+        # (bitline.hw.spec.tables.program_tables), which every consumer runs first.
+        return 1 + (extra.shape[0] if extra is not None and extra.ndim == 2 else 0)
+
+    def copy_units(self, copy: int) -> np.ndarray:
+        """Return the global units of copy ``copy`` (0: :attr:`xbars`), in ``xbars`` order."""
+        if not 0 <= copy < self.copies:
+            raise IndexError(f"layer {self.name} has {self.copies} copies, not copy {copy}")
+        if copy == 0:
+            return np.asarray(self.xbars, dtype=np.int64).reshape(-1)
+        return np.asarray(self.copy_xbars, dtype=np.int64).reshape(self.copies - 1, -1)[copy - 1]
+
+    @property
+    def all_xbars(self) -> np.ndarray:
+        """Every unit of every copy: copy 0's units, then copy 1's, ..."""
+        return np.concatenate([self.copy_units(copy) for copy in range(self.copies)])
 
 
 @dataclass
@@ -157,9 +197,50 @@ class Program:
     layers: list[LayerProgram]
 
     @property
+    def encoding(self) -> str:
+        """The weight encoding (:data:`ENCODINGS`): ``offset`` if a layer has a weight offset."""
+        return "offset" if any(layer.weight_offset for layer in self.layers) else "differential"
+
+    @property
     def xbars_used(self) -> int:
-        """Number of crossbar units holding weights."""
-        return int(sum(len(layer.xbars) for layer in self.layers))
+        """Number of crossbar units holding weights (every copy of every layer)."""
+        return int(sum(len(layer.xbars) * layer.copies for layer in self.layers))
+
+    def with_copies(self, copies: dict[str, int]) -> "Program":
+        """Return the program with ``copies[name]`` copies of each named layer.
+
+        Copy 0 keeps its units; the extra copies take fresh units after the highest unit of
+        the program, layer by layer in program order, and ``config.n_xbars`` is raised to
+        hold them. Layers not named keep their copies. The arrays of copy 0 are shared.
+
+        Raises
+        ------
+        ValueError
+            If a name is not a layer of the program or a count is below 1.
+        """
+        names = {layer.name for layer in self.layers}
+        for name, count in copies.items():
+            if name not in names:
+                raise ValueError(f"copies: program has no layer {name!r}")
+            if int(count) < 1:
+                raise ValueError(f"copies: layer {name!r} needs at least 1 copy, not {count}")
+        used = [layer.all_xbars for layer in self.layers]
+        next_unit = int(max((int(units.max()) for units in used if len(units)), default=-1)) + 1
+        layers = []
+        for layer in self.layers:
+            count = int(copies.get(layer.name, layer.copies))
+            width = len(np.asarray(layer.xbars).reshape(-1))
+            if count == layer.copies:
+                layers.append(layer)
+                continue
+            extra = np.arange(next_unit, next_unit + (count - 1) * width, dtype=np.int64)
+            next_unit += len(extra)
+            layers.append(replace(layer, copy_xbars=extra.reshape(count - 1, width)
+                                  if count > 1 else None))
+        config = self.config
+        if next_unit > config.n_xbars:
+            config = config.replace(n_xbars=next_unit)
+        return Program(config=config, strategy=self.strategy, layers=layers)
 
     def layer(self, name: str) -> LayerProgram:
         """Return the layer program called ``name``."""

@@ -78,6 +78,12 @@ class ProgramTables:
         Structured OU entries (:func:`~bitline.hw.spec.program.empty_entries` dtype).
     bias, mult, shift:
         int64 ``(P,)``: the OUTPUT records (bias as a signed integer).
+    copy_of:
+        int64 ``(n_xbars,)`` or ``None``: for a unit that is a copy of another unit of its
+        layer (:attr:`~bitline.hw.spec.program.LayerProgram.copy_xbars`), that unit; -1
+        otherwise. ``None`` when the records come from an image, which does not carry the
+        copy map (the bundle's manifest does, docs/bundle.md "Copies"): a copy unit then
+        looks like a hollow unit of its layer.
     """
 
     config: AcceleratorConfig
@@ -91,6 +97,7 @@ class ProgramTables:
     bias: np.ndarray
     mult: np.ndarray
     shift: np.ndarray
+    copy_of: np.ndarray | None = None
 
     @property
     def row_maps(self) -> np.ndarray:
@@ -168,7 +175,8 @@ def _check_names_and_totals(program: Program, config: AcceleratorConfig, place: 
     layers = program.layers
     totals = {
         SectionId.LAYERS: len(layers),
-        SectionId.CELLS: sum(len(np.asarray(layer.xbars).reshape(-1)) for layer in layers),
+        SectionId.CELLS: sum(len(np.asarray(layer.xbars).reshape(-1)) * layer.copies
+                             for layer in layers),
         SectionId.ENTRIES: sum(len(layer.entries) for layer in layers),
         SectionId.OUTPUT: sum(_as_int(layer.n_outputs, f"{place.source}: layer "
                                                        f"{layer.name!r} n_outputs")
@@ -198,7 +206,8 @@ def _beyond_units(layers, config: AcceleratorConfig) -> str:
 def _layer_record(record, layer, index: int, place: Place) -> None:
     """Fill one LAYERS record's scalar fields from ``layer`` (ranges are checked later)."""
     label = place.layer(index)
-    for name in ("n_inputs", "n_outputs", "act_bits", "zero_point", "clamp_lo", "clamp_hi"):
+    for name in ("n_inputs", "n_outputs", "act_bits", "zero_point", "clamp_lo", "clamp_hi",
+                 "weight_offset"):
         record[name] = _as_int(getattr(layer, name), f"{place.source}: {label} {name}")
     try:
         record["mode"] = OutputMode.parse(layer.mode)
@@ -206,11 +215,12 @@ def _layer_record(record, layer, index: int, place: Place) -> None:
         raise place.error(SectionId.LAYERS, "mode", str(error), index, label) from None
 
 
-def _layer_units(layer, index: int, config: AcceleratorConfig, owner: dict[int, int],
+def _layer_units(units, index: int, config: AcceleratorConfig, owner: dict[int, int],
                  place: Place) -> np.ndarray:
-    """Return the layer's units (int64), claiming them in ``owner`` (unit -> layer index)."""
+    """Return the units of one copy of a layer (int64), claiming them in ``owner`` (unit ->
+    layer index)."""
     label = place.layer(index)
-    xbars = np.asarray(layer.xbars)
+    xbars = np.asarray(units)
     if xbars.ndim != 1 or (len(xbars) and not np.issubdtype(xbars.dtype, np.integer)):
         raise place.error(SectionId.LAYERS, "xbar_mask", f"xbars must be a 1-D integer "
                           f"array, got shape {xbars.shape} dtype {xbars.dtype}", index, label)
@@ -227,6 +237,26 @@ def _layer_units(layer, index: int, config: AcceleratorConfig, owner: dict[int, 
                               f"owned by {whose}", index, label)
         owner[unit] = index
     return xbars
+
+
+def _copy_units(layer, xbars: np.ndarray, index: int, config: AcceleratorConfig,
+                owner: dict[int, int], place: Place) -> np.ndarray:
+    """Return int64 ``(C - 1, X)``: the units of the layer's extra copies, claimed in ``owner``."""
+    label = place.layer(index)
+    if layer.copy_xbars is None:
+        return np.zeros((0, len(xbars)), dtype=np.int64)
+    extra = np.asarray(layer.copy_xbars)
+    if extra.ndim != 2 or extra.shape[1] != len(xbars) or (
+            extra.size and not np.issubdtype(extra.dtype, np.integer)):
+        raise place.error(SectionId.LAYERS, "xbar_mask", f"copy_xbars must be an integer "
+                          f"array of shape (copies - 1, {len(xbars)}), got shape "
+                          f"{extra.shape} dtype {extra.dtype}", index, label)
+    for copy, units in enumerate(extra, start=1):
+        try:
+            _layer_units(units, index, config, owner, place)
+        except ProgramError as error:
+            raise ProgramError(f"{error} (copy {copy})") from None
+    return extra.astype(np.int64)
 
 
 def _layer_rows(layer, xbars: np.ndarray, config: AcceleratorConfig, label: str,
@@ -323,6 +353,7 @@ def program_tables(program: Program, config: AcceleratorConfig | None = None, *,
     valid = np.zeros((config.n_xbars, config.rows), dtype=bool)
     row_index = np.zeros((config.n_xbars, config.rows), dtype=np.int64)
     units_all, cells_all, entries_all, params_all = [], [], [], []
+    copy_of = np.full(config.n_xbars, -1, dtype=np.int64)
     owner: dict[int, int] = {}
     entry_start = param_start = 0
     for index, layer in enumerate(layers):
@@ -333,14 +364,19 @@ def program_tables(program: Program, config: AcceleratorConfig | None = None, *,
         record["param_start"] = param_start
         entry_start += len(layer.entries)
         param_start += int(layer.n_outputs)
-        xbars = _layer_units(layer, index, config, owner, place)
+        xbars = _layer_units(layer.xbars, index, config, owner, place)
+        extra = _copy_units(layer, xbars, index, config, owner, place)
         masks[index, xbars] = True
+        masks[index, extra.reshape(-1)] = True
         row_maps = _layer_rows(layer, xbars, config, label, place)
-        valid[xbars] = row_maps >= 0
-        row_index[xbars] = np.maximum(row_maps, 0)
-        cells_all.append(_layer_cells(layer, xbars, config, label,
-                                      sum(map(len, units_all)), place))
-        units_all.append(xbars)
+        cells = _layer_cells(layer, xbars, config, label, sum(map(len, units_all)), place)
+        # Every copy is an identical image on its own units: same row maps, same cells.
+        for units in (xbars, *extra):
+            valid[units] = row_maps >= 0
+            row_index[units] = np.maximum(row_maps, 0)
+            cells_all.append(cells)
+            units_all.append(units)
+        copy_of[extra] = xbars[None, :]
         entries_all.append(_layer_entries(layer, entry_dtype, label, place))
         params_all.append(_layer_params(layer, label, place))
 
@@ -360,4 +396,5 @@ def program_tables(program: Program, config: AcceleratorConfig | None = None, *,
         bias=joined([p[0] for p in params_all], no_ints),
         mult=joined([p[1] for p in params_all], no_ints),
         shift=joined([p[2] for p in params_all], no_ints),
+        copy_of=copy_of,
     )

@@ -10,8 +10,9 @@ program (:mod:`bitline.hw.spec.tables`):
 * capacities: layer jobs, CELLS records, OU entries and output channels against the
   config, and (when the hardware's depth is given) the issued entries of each unit against
   its entry memory;
-* LAYERS: sizes, activation width, mode, zero point and clamps, contiguous entry and
-  parameter ranges, one layer per unit;
+* LAYERS: sizes, activation width, mode, zero point and clamps, weight offset (0 or a
+  power of two up to ``2**(max_weight_bits - 1)``), contiguous entry and parameter ranges,
+  one layer per unit;
 * ROWMAPS: unused rows hold index 0, only owned units are driven, indices below the
   layer's ``n_inputs``;
 * CELLS: one record per owned unit, levels within ``level_max``;
@@ -19,8 +20,12 @@ program (:mod:`bitline.hw.spec.tables`):
   groups, slices within ``max_slices`` and the layer's ``act_bits``, valid columns inside
   the crossbar, destinations below ``n_outputs``, shifts below ``max_weight_bits``;
 * OUTPUT: bias, mult and shift fit their fields;
+* copies (when the records carry the copy map, ``copy_of``): a copy unit is owned by the
+  layer of the unit it copies, which is not itself a copy; its cells and row map are that
+  unit's; no entry names it; every unit of a layer's copy 0 has the same number of copies;
 * accumulators: no output channel can reach ``|acc + bias|`` beyond ``acc_bits``
-  (:func:`accumulator_bound`), so the hardware's sums are exact.
+  (:func:`accumulator_bound`; with a weight offset ``B`` also not the correction ``B *
+  n_inputs * (2**act_bits - 1)``), so the hardware's sums are exact.
 
 Every failure is a :class:`~bitline.hw.spec.program.ProgramError` (a ``ValueError``) whose
 message names the section, record, layer and field, and the value at fault.
@@ -136,6 +141,7 @@ def validate_tables(tables: ProgramTables, place: Place, *,
     if unit_entries is not None:
         _check_unit_entries(tables, owner, unit_entries, place)
     _check_params(tables, place)
+    _check_copies(tables, owner, place)
     _check_accumulators(tables, place)
 
 
@@ -181,6 +187,10 @@ def _check_layers(tables: ProgramTables, place: Place) -> np.ndarray:
         check(name, (values < 0) | (values > code_max),
               lambda i, values=values: f"{values[i]} is not a code of max_act_bits "
                                        f"({config.max_act_bits}) bits: 0 .. {code_max}")
+    offset, offset_max = layers["weight_offset"], 1 << (config.max_weight_bits - 1)
+    check("weight_offset", (offset < 0) | (offset > offset_max) | ((offset & (offset - 1)) != 0),
+          lambda i: f"{offset[i]} is not 0 (differential encoding) or a power of two up to "
+                    f"2**(max_weight_bits - 1) = {offset_max} (offset encoding)")
     requant = mode == OutputMode.REQUANT
     check("clamp_lo", requant & (layers["clamp_lo"] > layers["clamp_hi"]),
           lambda i: f"clamp_lo {layers['clamp_lo'][i]} > clamp_hi {layers['clamp_hi'][i]}")
@@ -370,6 +380,57 @@ def _check_params(tables: ProgramTables, place: Place) -> None:
           lambda i: f"value {shift[i]} does not fit {SHIFT_BITS} bits unsigned")
 
 
+def _check_copies(tables: ProgramTables, owner: np.ndarray, place: Place) -> None:
+    """Check the copy map (module docstring); nothing to check without one."""
+    config, copy_of = tables.config, tables.copy_of
+    if copy_of is None:
+        return
+    copy_of = np.asarray(copy_of, dtype=np.int64)
+    if copy_of.shape != (config.n_xbars,):
+        raise place.error("copies", "copy_of", f"shape {copy_of.shape}, expected "
+                          f"(n_xbars,) = ({config.n_xbars},)")
+
+    def fail(unit, message):
+        layer = place.layer(int(owner[unit])) if owner[unit] >= 0 else "no layer"
+        return place.error("copies", "copy_of", message, int(unit), f"{layer} unit {unit}")
+
+    copies = np.flatnonzero(copy_of != -1)
+    for unit in copies.tolist():
+        source = int(copy_of[unit])
+        if not 0 <= source < config.n_xbars:
+            raise fail(unit, f"unit {source} is not below n_xbars ({config.n_xbars})")
+        if owner[unit] < 0 or owner[source] != owner[unit]:
+            raise fail(unit, f"copies unit {source}, which its layer does not own")
+        if copy_of[source] != -1:
+            raise fail(unit, f"copies unit {source}, itself a copy of unit {copy_of[source]}")
+    if not len(copies):
+        return
+    record_of_unit = np.full(config.n_xbars, -1, dtype=np.int64)
+    record_of_unit[tables.cell_units] = np.arange(len(tables.cell_units))
+    sources = copy_of[copies]
+    differs = np.any(tables.cells[record_of_unit[copies]] != tables.cells[record_of_unit[sources]],
+                     axis=(1, 2))
+    differs |= np.any((tables.rowmap_valid[copies] != tables.rowmap_valid[sources])
+                      | (tables.row_maps[copies] != tables.row_maps[sources]), axis=1)
+    bad = _first(differs)
+    if bad is not None:
+        raise fail(copies[bad], f"cells or row map differ from those of unit {sources[bad]}, "
+                                "which it copies")
+    named = np.isin(np.asarray(tables.entries["xbar"], dtype=np.int64), copies)
+    bad = _first(named)
+    if bad is not None:
+        unit = int(tables.entries["xbar"][bad])
+        raise fail(unit, f"ENTRIES record {bad} names it; entries name copy 0's units only")
+    counts = np.bincount(sources, minlength=config.n_xbars)
+    for index in range(len(tables.layers)):
+        originals = np.flatnonzero((owner == index) & (copy_of == -1))
+        if len(originals) and counts[originals].min() != counts[originals].max():
+            unit = originals[np.argmin(counts[originals])]
+            raise fail(unit, f"has {counts[unit]} copies, another unit of the layer "
+                             f"{counts[originals].max()}: every unit of copy 0 needs one "
+                             "unit in each copy")
+
+
 def _column_sums(tables: ProgramTables) -> np.ndarray:
     """Return int64 ``(U, row_groups, padded cols)``: levels on driven rows per group/column."""
     config = tables.config
@@ -428,15 +489,23 @@ def accumulator_bound(tables: ProgramTables, index: int,
 
 
 def _check_accumulators(tables: ProgramTables, place: Place) -> None:
-    """Reject a layer in which ``|acc + bias|`` of some channel could overflow ``acc_bits``."""
+    """Reject a layer in which ``|acc + bias|`` of some channel could overflow ``acc_bits``.
+
+    With a weight offset ``B`` the crossbars accumulate ``raw >= 0`` (at most the
+    :func:`accumulator_bound`) and the output path computes ``raw - B * sum(x) + bias``
+    with ``0 <= B * sum(x) <= B * n_inputs * (2**act_bits - 1)``: both extremes must fit.
+    """
     config = tables.config
     limit = (1 << (config.acc_bits - 1)) - 1
     column_sums = _column_sums(tables) if len(tables.entries) else None
     for index in range(len(tables.layers)):
-        start = int(tables.layers["param_start"][index])
-        bias = tables.bias[start:start + int(tables.layers["n_outputs"][index])]
-        worst = accumulator_bound(tables, index, column_sums)
-        worst = worst.astype(object) + np.abs(bias).astype(object)
+        record = tables.layers[index]
+        start = int(record["param_start"])
+        bias = tables.bias[start:start + int(record["n_outputs"])]
+        worst = accumulator_bound(tables, index, column_sums).astype(object)
+        correction = (int(record["weight_offset"]) * int(record["n_inputs"])
+                      * ((1 << int(record["act_bits"])) - 1))
+        worst = np.maximum(worst, correction) + np.abs(bias).astype(object)
         if len(worst) and max(worst) > limit:
             channel = int(np.argmax(np.array([int(v) for v in worst], dtype=object)))
             raise place.error(

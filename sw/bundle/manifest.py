@@ -18,7 +18,8 @@ from importlib import metadata
 import numpy as np
 
 from bitline.hw.spec.image import FORMAT_VERSION
-from bitline.hw.spec.program import LayerProgram, OutputMode, Program
+from bitline.hw.spec.program import LayerProgram, OutputMode, Program, ProgramError
+from bitline.hw.spec.validate import validate_program
 from bitline.sw.bundle.codec import IMAGE_FILE
 from bitline.sw.bundle.tables import BundleError, ParsedImage
 from bitline.sw.frontend.ir import Layer, Model
@@ -128,14 +129,19 @@ def build_manifest(program: Program, qmodel: QuantizedModel, tables: ParsedImage
             "act_bits": int(record["act_bits"]), "mode": layer.mode,
             "zero_point": int(record["zero_point"]), "clamp_lo": int(record["clamp_lo"]),
             "clamp_hi": int(record["clamp_hi"]),
+            "weight_offset": int(record["weight_offset"]),
             "stats": _json_safe(layer.stats, f"program.{layer.name}.stats"),
         })
+        if layer.copies > 1:    # the copy map (docs/bundle.md "Copies"); absent: one copy
+            regions[-1]["copies"] = [layer.copy_units(copy).tolist()
+                                     for copy in range(1, layer.copies)]
     return {
         "bitline_version": _bitline_version(),
         "format_version": FORMAT_VERSION,
         "config": config.to_dict(),
         "config_digest": config.digest,
         "strategy": program.strategy,
+        "encoding": program.encoding,
         "model": {
             "name": model.name, "source": model.source, "input_name": model.input_name,
             "input_shape": _json_safe(model.input_shape, "model.input_shape"),
@@ -219,11 +225,21 @@ def rebuild_program(parsed: ParsedImage, manifest: dict, keys: ManifestKeys) -> 
         where = f"program[{index}]."
         name = keys.get(region, "name", str, where)
         units = keys.get(region, "units", list, where)
-        if sorted(units) != parsed.layer_units(index).tolist() or len(set(units)) != len(units):
-            raise BundleError(f"{keys.source}: {where}units {units} disagree with {IMAGE_FILE} "
-                              f"section LAYERS record {index} field xbar_mask "
-                              f"{parsed.layer_units(index).tolist()}")
+        copies = keys.get(region, "copies", list, where) if "copies" in region else []
+        if any(not isinstance(copy, list) or len(copy) != len(units) for copy in copies):
+            raise BundleError(f"{keys.source}: {where}copies must be lists of {len(units)} "
+                              f"units (one per unit of copy 0), not {copies}")
+        every = units + [unit for copy in copies for unit in copy]
+        if sorted(every) != parsed.layer_units(index).tolist() or len(set(every)) != len(every):
+            raise BundleError(f"{keys.source}: {where}units {units} and copies {copies} "
+                              f"disagree with {IMAGE_FILE} section LAYERS record {index} field "
+                              f"xbar_mask {parsed.layer_units(index).tolist()}")
         record = parsed.layers[index]
+        stored = keys.get(region, "weight_offset", int, where)
+        if stored != int(record["weight_offset"]):
+            raise BundleError(f"{keys.source}: {where}weight_offset {stored} disagrees with "
+                              f"{IMAGE_FILE} section LAYERS record {index} field weight_offset "
+                              f"{int(record['weight_offset'])}")
         for key, start, count in (("entries", "entry_start", "entry_count"),
                                   ("params", "param_start", "n_outputs")):
             stored = keys.get(region, key, list, where)
@@ -253,10 +269,19 @@ def rebuild_program(parsed: ParsedImage, manifest: dict, keys: ManifestKeys) -> 
             zero_point=int(record["zero_point"]),
             clamp_lo=int(record["clamp_lo"]),
             clamp_hi=int(record["clamp_hi"]),
+            weight_offset=int(record["weight_offset"]),
             stats=keys.get(region, "stats", dict, where),
+            copy_xbars=np.asarray(copies, dtype=np.int64) if copies else None,
         ))
-    return Program(config=config, strategy=keys.get(manifest, "strategy", str, ""),
-                   layers=layers)
+    program = Program(config=config, strategy=keys.get(manifest, "strategy", str, ""),
+                      layers=layers)
+    if any(layer.copies > 1 for layer in layers):
+        # The image does not carry the copy map: check it against the image's records.
+        try:
+            validate_program(program, config, source=keys.source)
+        except ProgramError as error:
+            raise BundleError(str(error)) from None
+    return program
 
 
 def rebuild_qmodel(manifest: dict, arrays: dict[str, np.ndarray], keys: ManifestKeys,
