@@ -27,7 +27,9 @@ import click
 from bitline.sw.flow import calibration_inputs, compile_model, load_config, resolve_target
 from bitline.sw.perf import ISAAC_COSTS, analyze, cost_model
 
-#: Energy price -> the energy component(s) it prices (for the share columns).
+#: Energy price -> the energy component it prices (for the share columns). Two prices reach
+#: a second component: ``shift_add_pj`` is also the add of each reduction transfer, and the
+#: ``reduction`` share shown for ``router_bit_pj`` includes those adds.
 PRICES = {
     "adc_table": ("adc",),
     "dac_pj": ("dac",),

@@ -126,3 +126,28 @@ def test_bad_costs_file_is_refused_naming_file_key_and_value(tmp_path, text, mes
 def test_missing_costs_file(tmp_path):
     with pytest.raises(ValueError, match="nope.toml: costs file not found"):
         load_costs(tmp_path / "nope.toml")
+
+
+def test_sensitivity_script_matches_linear_repricing(digits_bwq):
+    """scripts/cost_sensitivity.py's scaling, checked a second way: scaling one price by f
+    moves the energy by (f - 1) x that component, nothing else."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "cost_sensitivity.py"
+    spec = importlib.util.spec_from_file_location("cost_sensitivity", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    program, qmodel = digits_bwq
+    base = analyze(program, qmodel)
+    for price, components in module.PRICES.items():
+        for factor in module.FACTORS:
+            ours = analyze(program, qmodel, costs=module.scaled(ISAAC_COSTS, price, factor))
+            moved = sum(base.energy_pj[c] for c in components) * (factor - 1)
+            transfers = _sum(base, "reduction_transfers")
+            if price == "shift_add_pj":     # also the add of every reduction transfer
+                moved += transfers * ISAAC_COSTS.shift_add_pj * (factor - 1)
+            if price == "router_bit_pj":    # the router part of the reduction only
+                moved = (transfers * program.config.acc_bits * ISAAC_COSTS.router_bit_pj
+                         * (factor - 1))
+            assert ours.total_energy_pj == pytest.approx(base.total_energy_pj + moved), price
