@@ -29,10 +29,13 @@ so their library halves live in :mod:`bitline.sim.evaluate` and :mod:`bitline.si
 
 from __future__ import annotations
 
+from bitline.sw.flow.baselines import VARIANTS, NamedRun
 from bitline.sw.flow.compare import (
     BASELINE_BUDGETS,
     BASELINES,
+    DEFAULT_ROWS,
     DEFAULT_SPECS,
+    ROW_NAMES,
     compare_strategies,
     strategy_specs,
 )
@@ -68,7 +71,8 @@ from bitline.sw.flow.inputs import (
 )
 
 __all__ = [
-    "DEFAULT_PRESET", "DEFAULT_SPECS", "BASELINES", "BASELINE_BUDGETS", "CALIB_SEED", "SYNTHETIC_CALIB_SAMPLES",
+    "DEFAULT_PRESET", "DEFAULT_SPECS", "DEFAULT_ROWS", "ROW_NAMES", "BASELINES", "VARIANTS",
+    "NamedRun", "BASELINE_BUDGETS", "CALIB_SEED", "SYNTHETIC_CALIB_SAMPLES",
     "WIDEST_WEIGHT_BITS", "BUNDLE_MANIFEST", "COMPILE_SIDECAR", "COMPILE_STEPS",
     "Sizing", "HardwarePlan", "CompileResult", "Target",
     "load_config", "preset_summary", "parse_xbars", "is_synthetic", "resolve_target",

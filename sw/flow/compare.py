@@ -1,16 +1,17 @@
 """``compare``: one comparison row per mapping strategy, with speedups and energy savings
-against ISAAC (and ISAAC as its paper ran it)."""
+against the ``isaac`` strategy row and the named ISAAC baselines (:mod:`.baselines`)."""
 
 from __future__ import annotations
 
 import numpy as np
 from bitline.hw.spec.config import AcceleratorConfig, preset
 from bitline.hw.spec.program import STRATEGIES
+from bitline.sw.flow.baselines import BASELINES, VARIANTS
 from bitline.sw.flow.compile import compile_model
 from bitline.sw.flow.inputs import DEFAULT_PRESET
 
-__all__ = ["DEFAULT_SPECS", "BASELINES", "BASELINE_BUDGETS", "PIPELINE_FIELDS", "strategy_specs", "add_pipeline",
-           "compare_strategies"]
+__all__ = ["DEFAULT_SPECS", "DEFAULT_ROWS", "ROW_NAMES", "BASELINES", "BASELINE_BUDGETS",
+           "PIPELINE_FIELDS", "strategy_specs", "add_pipeline", "compare_strategies"]
 
 #: ISAAC cannot use non-uniform schemes, so its weights are rolled back to uniform INT8;
 #: the IVQ strategies map varied schemes (per-channel choice at a 4-bit average budget);
@@ -23,25 +24,28 @@ DEFAULT_SPECS: dict[str, str] = {
     "bwq": "bwq3",
 }
 
-#: ISAAC as its paper ran it: (row label, strategy, preset, weight spec). Activations stay
-#: at 8 bits (``max_act_bits`` <= 8; ISAAC streams 16-bit inputs).
-BASELINES: tuple[tuple[str, str, str, str], ...] = (
-    ("isaac-paper-16b", "isaac", "isaac", "int16"),
-    ("isaac-paper-8b", "isaac", "isaac", "int8"),
-)
+#: The compared rows by default: every strategy, then BWQ with BWQ-A activations
+#: (:data:`~bitline.sw.flow.baselines.VARIANTS`), so weight-only and weight + activation
+#: compression show separately.
+DEFAULT_ROWS: tuple[str, ...] = (*STRATEGIES, *VARIANTS)
+
+#: Every name ``--strategies`` accepts: the strategies and the variant rows.
+ROW_NAMES: tuple[str, ...] = DEFAULT_ROWS
 
 
 def strategy_specs(strategies, overrides=()) -> dict[str, str]:
     """Return the spec of each strategy: :data:`DEFAULT_SPECS` with ``overrides`` applied.
 
-    Each override is ``"SPEC"`` (every strategy) or ``"STRATEGY=SPEC"``; later ones win.
+    A variant row (``bwq-a``) starts from its record's spec. Each override is ``"SPEC"``
+    (every strategy) or ``"STRATEGY=SPEC"``; later ones win.
 
     Raises
     ------
     ValueError
         If an override names a strategy that is not being compared.
     """
-    specs = {strategy: DEFAULT_SPECS.get(strategy, "int8") for strategy in strategies}
+    specs = {strategy: VARIANTS[strategy].spec if strategy in VARIANTS
+             else DEFAULT_SPECS.get(strategy, "int8") for strategy in strategies}
     for override in overrides:
         if "=" in override:
             strategy, spec = (part.strip() for part in override.split("=", 1))
@@ -158,9 +162,9 @@ def add_pipeline(rows: list[dict], reports: list, budget=None, *,
                 pipe.throughput_ips / base_pipe.throughput_ips if usable else None)
 
 
-def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | None = None, *,
+def compare_strategies(model, strategies=DEFAULT_ROWS, specs: dict[str, str] | None = None, *,
                        config: AcceleratorConfig | None = None, calib_x: np.ndarray,
-                       xbars: str | int = "auto", baselines: bool = True,
+                       xbars: str | int = "auto", baselines=True,
                        labels: dict | None = None, keep_going: bool = False,
                        budget=None, costs=None, per_layer: bool = False) -> list[dict]:
     """Compile ``model`` under every strategy and return one comparison row per run.
@@ -171,15 +175,19 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
     when ``isaac`` is not compared), ``efficiency``, plus ``mapping``, ``quant``,
     ``config``, ``latency_s``, ``area_mm2``, ``labels``, ``sizing`` (the
     :class:`Sizing` records as dicts), ``notes`` (one line per record), ``error`` and the
-    step times ``size_s``, ``quantize_s``, ``map_s``. With ``baselines`` two rows of
-    :data:`BASELINES` follow (ISAAC on the ``isaac`` preset at 16 and 8 weight bits) and
-    every row gets ``speedup_vs_isaac_paper`` / ``energy_saving_vs_isaac_paper`` relative
-    to ``isaac-paper-16b``. Quantized models are shared between strategies with the same
-    spec. With ``keep_going`` a run that fails (e.g. a network needs more units than any
-    config holds) gives a row with ``error`` set and ``None`` metrics instead of raising
-    (an invalid spec still raises before any run). Every row also gets the layer pipeline
-    at ``budget`` (default: the ``isaac`` row's crossbars for every row), see
-    :func:`add_pipeline`. ``costs`` is the :class:`~bitline.sw.perf.CostModel` that prices
+    step times ``size_s``, ``quantize_s``, ``map_s``. ``strategies`` may name variant rows
+    (``bwq-a``: :data:`~bitline.sw.flow.baselines.VARIANTS`), mapped with their record's
+    strategy and hardware. ``baselines`` is ``True`` (every record of
+    :data:`~bitline.sw.flow.baselines.BASELINES`), ``False`` or a sequence of baseline
+    labels: their rows follow, each on its record's hardware and spec whatever the
+    overrides, and every row gets ``speedup_vs_<label>`` / ``energy_saving_vs_<label>``
+    relative to each (``speedup_vs_isaac-paper``). Quantized models are shared between
+    runs with the same spec, and a run identical to an earlier one (strategy, spec,
+    config) is compiled once. With ``keep_going`` a run that fails (e.g. a network needs
+    more units than any config holds) gives a row with ``error`` set and ``None`` metrics
+    instead of raising (an invalid spec still raises before any run). Every row also gets
+    the layer pipeline at ``budget`` (default: the ``isaac`` row's crossbars for every
+    row), see :func:`add_pipeline`. ``costs`` is the :class:`~bitline.sw.perf.CostModel` that prices
     every row (default ISAAC's); with ``per_layer`` every row gets ``layers``, one record
     per layer (:func:`bitline.sw.flow.report.layer_records`; empty for a failed run).
     """
@@ -194,21 +202,21 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
     config = config or preset(DEFAULT_PRESET)
     specs = specs or strategy_specs(strategies)
     config_name = next((name for name in ("bwq", "isaac") if preset(name) == config), "custom")
-    runs = [(strategy, strategy, specs[strategy], config, config_name)
-            for strategy in strategies]
-    if baselines:
-        runs += [(label, strategy, spec, preset(name), name)
-                 for label, strategy, name, spec in BASELINES]
+    runs = _runs(strategies, specs, config, config_name, _baselines(baselines))
     for _, _, spec, _, _ in runs:
         load_spec(spec)             # a bad spec is a usage error, not a failed row
     qmodels: dict = {}
+    results: dict = {}
     rows: list[dict] = []
     reports: list = []
     for label, strategy, spec, run_config, run_config_name in runs:
         report = None
         try:
-            result = compile_model(model, strategy, spec, run_config, calib_x, xbars=xbars,
-                                   qmodels=qmodels)
+            key = (strategy, str(spec), run_config.digest)
+            if key not in results:
+                results[key] = compile_model(model, strategy, spec, run_config, calib_x,
+                                             xbars=xbars, qmodels=qmodels)
+            result = results[key]
         except ValueError as error:
             if not keep_going:
                 raise
@@ -226,17 +234,50 @@ def compare_strategies(model, strategies=STRATEGIES, specs: dict[str, str] | Non
             row["layers"] = layer_records(report) if report is not None else []
         rows.append(row)
         reports.append(report)
-    reference = next((row for row in rows if row["strategy"] == "isaac"), None)
-    paper = next((row for row in rows if row["strategy"] == "isaac-paper-16b"), None)
-    for row in rows:
-        for name, base in (("isaac", reference), ("isaac_paper", paper)):
-            if name == "isaac_paper" and not baselines:
-                continue
+    references = ("isaac", *(run.label for run in _baselines(baselines)))
+    add_ratios(rows, references)
+    add_pipeline(rows, reports, budget, baselines=references)
+    return rows
+
+
+def _baselines(baselines) -> tuple:
+    """The baseline records ``compare_strategies(baselines=...)`` asks for, in order."""
+    from bitline.sw.flow.baselines import baseline
+
+    if baselines is True:
+        return BASELINES
+    if not baselines:
+        return ()
+    return tuple(baseline(label) for label in baselines)
+
+
+def _runs(strategies, specs, config, config_name, baselines) -> list[tuple]:
+    """``(label, strategy, spec, config, config name)`` of every row, in output order."""
+    runs = []
+    for name in strategies:
+        if name in VARIANTS:
+            record = VARIANTS[name]
+            runs.append((name, record.strategy, specs[name], record.config(config),
+                         record.config_name(config, config_name)))
+        else:
+            runs.append((name, name, specs[name], config, config_name))
+    runs += [(run.label, run.strategy, run.spec, run.config(config),
+              run.config_name(config, config_name)) for run in baselines]
+    return runs
+
+
+def add_ratios(rows: list[dict], references) -> None:
+    """Add ``speedup_vs_<ref>`` and ``energy_saving_vs_<ref>`` to every row.
+
+    ``speedup = cycles_ref / cycles`` and ``energy saving = E_ref / E`` against the row
+    labelled ``ref``, for each label of ``references`` (the ``isaac`` strategy row and the
+    baselines); ``None`` when that row is absent or failed.
+    """
+    by_label = {row["strategy"]: row for row in rows}
+    for name in references:
+        base = by_label.get(name)
+        for row in rows:
             usable = base is not None and base["cycles"] and row["cycles"]
             row[f"speedup_vs_{name}"] = base["cycles"] / row["cycles"] if usable else None
             row[f"energy_saving_vs_{name}"] = (base["energy_pj"] / row["energy_pj"]
                                                if usable else None)
-    add_pipeline(rows, reports, budget,
-                 baselines=("isaac",) + tuple(label for label, *_ in BASELINES) if baselines
-                 else ("isaac",))
-    return rows

@@ -62,7 +62,10 @@ the layer output (calibration data), relative to the layer's output power; ``"ou
 Shorthands are accepted wherever a spec is: ``<scheme><bits>`` (``int8``, ``int4``,
 ``pot4``, ``apot4``, ``adaptivfloat6``, ``ternary``, ``binary``) and
 ``varied<budget>`` / ``bwq<budget>`` (the number is the average weight-bit budget and may
-be fractional, e.g. ``bwq2.5``). A shorthand equals the committed file
+be fractional, e.g. ``bwq2.5``). An optional suffix ``-a<N>`` sets the activations:
+``[activations] bits = N`` (``int16-a16``: ISAAC's 16-bit weights and inputs), or for
+``bwq`` the BWQ-A block-wise activation budget ``act_budget = N`` over 8-bit activations
+(``bwq3-a4`` equals ``examples/quant/bwq3-act4.toml``). A shorthand equals the committed file
 ``examples/quant/<shorthand>.toml`` where one exists.
 
 Every error is a ``ValueError`` that names the source (file or shorthand) and the field,
@@ -87,7 +90,8 @@ from bitline.sw.quant.spec import (
 __all__ = ["load_spec", "parse_spec", "shorthand_spec"]
 
 # Defaults a shorthand fills in (kept equal to examples/quant/*.toml).
-_SHORTHAND = re.compile(r"^(?P<scheme>[a-z]+?)(?P<number>\d+(\.\d+)?)?$")
+_SHORTHAND = re.compile(r"^(?P<scheme>[a-z]+?)(?P<number>\d+(\.\d+)?)?"
+                        r"(-a(?P<act>\d+(\.\d+)?))?$")
 # Low-bit uniform grids clip at the MSE-optimal threshold (a 4-bit grid spent on a rare
 # outlier loses most of its levels); 8 bits keep max scaling.
 _MSE_CLIP_MAX_BITS = 6
@@ -367,9 +371,24 @@ def _shorthand_data(text: str) -> dict:
     if not match:
         raise ValueError(
             f"spec {text!r} is neither a spec file nor a shorthand like int8, pot4, apot4, "
-            "adaptivfloat6, ternary, binary, varied4 or bwq3"
+            "adaptivfloat6, ternary, binary, varied4, bwq3, int16-a16 or bwq3-a4"
         )
-    scheme, number = match["scheme"], match["number"]
+    data = _weights_shorthand(text, match["scheme"], match["number"])
+    act = match["act"]
+    if act is None:
+        return data
+    if data["mode"] == "bwq":
+        # BWQ-A: block-wise activation widths, ``act`` bits per input on average
+        data["bwq"]["act_budget"] = float(act)
+    elif "." in act:
+        raise ValueError(f"spec {text}: activations.bits: must be an integer, not {act}")
+    else:
+        data["activations"] = {"bits": int(act)}
+    return data
+
+
+def _weights_shorthand(text: str, scheme: str, number: str | None) -> dict:
+    """The spec data of a shorthand without its ``-a`` activation suffix."""
     if scheme in ("varied", "bwq"):
         if number is None:
             raise ValueError(f"spec {text}: budget: {scheme} needs a budget, e.g. {scheme}4")

@@ -111,7 +111,7 @@ def test_bundle_backend_rejects_a_model(inputs, tmp_path, capsys):
 
 def test_compare_json_rows(comparison):
     labels = [row["strategy"] for row in comparison]
-    assert labels == [*STRATEGIES, "isaac-paper-16b", "isaac-paper-8b"]
+    assert labels == [*STRATEGIES, "bwq-a", "isaac-ou-16b", "isaac-ou-8b", "isaac-paper"]
     for row in comparison:
         assert COMPARE_KEYS <= row.keys()
         assert row["cycles"] > 0 and row["energy_pj"] > 0
@@ -119,8 +119,11 @@ def test_compare_json_rows(comparison):
     by_name = {row["strategy"]: row for row in comparison}
     assert by_name["isaac"]["speedup_vs_isaac"] == 1.0
     assert by_name["isaac"]["quant"] == DEFAULT_SPECS["isaac"]
-    assert by_name["isaac-paper-16b"]["config"] == "isaac"
-    assert by_name["isaac-paper-16b"]["quant"] == "int16"
+    assert by_name["isaac-paper"]["config"] == "isaac"
+    assert by_name["isaac-paper"]["quant"] == "int16-a16"
+    for row in comparison:           # every ratio names the row it is relative to
+        for name in ("isaac", "isaac-ou-16b", "isaac-ou-8b", "isaac-paper"):
+            assert row[f"speedup_vs_{name}"] == by_name[name]["cycles"] / row["cycles"]
 
 
 def test_compare_predicted_ordering(comparison):
@@ -138,7 +141,8 @@ def test_compare_predicted_ordering(comparison):
 
 def test_compare_table_output():
     output = invoke("compare", MODEL, "--strategies", "isaac,bwq", "--no-baselines")
-    assert "speedup" in output and "bwq" in output
+    assert "speedup / E saving vs isaac" in output and "bwq" in output
+    assert "isaac-paper" not in output
 
 
 def test_strategy_specs_overrides():
