@@ -57,6 +57,16 @@ class LayerCounts:
     bound_reads, bound_cycles:
         Lower bound (reads per vector; cycles of the whole job): every nonzero weight digit
         packed perfectly into full OUs, the reads spread evenly over the units.
+    copies:
+        Copies of the layer; ``crossbars``, ``active_crossbars`` and ``allocated_cells``
+        count every copy, the per-vector events one (each vector is read by one copy), and
+        ``cycles`` is :func:`~bitline.hw.spec.timing.layer_cycles` with ``copies``.
+    correction_adds:
+        Additions of the offset weight encoding's correction per vector (0 without a
+        ``weight_offset``): ``K`` to sum the input codes as they are loaded, ``O`` to
+        subtract ``B * sum(x)`` in the output path (``B`` a power of two: a shift, no
+        multiply). No cycles: the sum runs during the load, the subtraction inside the
+        output unit's first stage.
     """
 
     n_inputs: int
@@ -78,6 +88,8 @@ class LayerCounts:
     cycles: int
     bound_reads: int
     bound_cycles: int
+    copies: int = 1
+    correction_adds: int = 0
 
 
 def _nonzero_digits_by_input(weight: np.ndarray, cell_bits: int) -> np.ndarray:
@@ -253,18 +265,22 @@ def count_layer(
     events = _entry_events(layer, config, local, tally)
     unit_reads = events.pop("unit_reads")
     bound_reads, bound_cycles = _lower_bound(layer, config, V, tally, weight, act_block_bits)
+    copies = layer.copies
+    events["active_crossbars"] *= copies
     return LayerCounts(
         n_inputs=K,
         n_outputs=O,
         n_vectors=V,
         act_bits=int(layer.act_bits),
-        crossbars=n_units,
-        nonzero_cells=int(np.count_nonzero(tally.nonzero)),
-        allocated_cells=n_units * config.rows * config.cols,
+        crossbars=n_units * copies,
+        nonzero_cells=int(np.count_nonzero(tally.nonzero)) * copies,
+        allocated_cells=n_units * copies * config.rows * config.cols,
         entries=len(layer.entries),
         max_unit_reads=int(unit_reads.max(initial=0)),
-        cycles=int(layer_cycles(config, K, O, V, unit_reads)),
+        cycles=int(layer_cycles(config, K, O, V, unit_reads, copies=copies)),
         bound_reads=bound_reads,
         bound_cycles=bound_cycles,
+        copies=copies,
+        correction_adds=(K + O) if layer.weight_offset else 0,
         **events,
     )

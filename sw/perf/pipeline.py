@@ -271,13 +271,14 @@ def allocate(stages: list[Stage], config: AcceleratorConfig, budget_units: int) 
 def stages_from_report(report) -> list[Stage]:
     """Return the pipeline stages of a :class:`~bitline.sw.perf.report.PerfReport`.
 
-    One stage per layer, with the mapper's placement as ``"dense"``: the layer's units and
-    ``C_comp = max_unit_reads * conversions_per_read``. sw/mapping offers no second
-    (spread) placement yet, so each stage has one placement.
+    One stage per layer, with the mapper's placement as ``"dense"``: the units of one copy
+    and ``C_comp = max_unit_reads * conversions_per_read`` (a program that already has
+    copies is allocated afresh). sw/mapping offers no second (spread) placement yet, so
+    each stage has one placement.
     """
     per_read = report.config.conversions_per_read
     return [Stage(layer.name, layer.n_inputs, layer.n_outputs, layer.n_vectors,
-                  (Placement("dense", layer.crossbars // max(getattr(layer, "copies", 1), 1),
+                  (Placement("dense", layer.crossbars // layer.copies,
                              layer.max_unit_reads * per_read),),
                   layer.total_energy_pj)
             for layer in report.layers]

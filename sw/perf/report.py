@@ -65,6 +65,10 @@ class LayerPerf:
         Lower bound: every nonzero weight digit packed perfectly into full OUs
         (``exact_rows_per_ou x ou_cols`` digits per read); for the cycles the reads are
         spread evenly over all ``n_xbars`` units.
+    copies:
+        Copies of the layer (:attr:`~bitline.hw.spec.program.LayerProgram.copy_xbars`):
+        ``crossbars`` counts every copy's units, ``cycles`` is the job with the vectors
+        split over the copies.
     """
 
     name: str
@@ -89,6 +93,7 @@ class LayerPerf:
     energy_pj: dict[str, float]
     bound_reads: int
     bound_cycles: int
+    copies: int = 1
 
     @property
     def cell_utilization(self) -> float:
@@ -368,6 +373,7 @@ def analyze_layer(
         energy_pj=layer_energy_pj(counts, config, out_bits, costs),
         bound_reads=V * counts.bound_reads,
         bound_cycles=counts.bound_cycles,
+        copies=counts.copies,
     )
 
 

@@ -184,3 +184,23 @@ def test_counters_meet_the_timing_formula(copies, vectors):
     # Totals do not change with copies: every vector is read once.
     assert counters.ou_reads[layer.name] == vectors * runner.reads_per_vector
     assert sum(counters.unit_vectors.values()) == vectors * len(runner.units)
+
+
+def test_perf_report_counts_copies(mapped):
+    """The performance model: copies add units and shorten the job, not the events."""
+    from bitline.sw.perf import analyze, pipeline_report
+
+    program, qmodel = _program(mapped, "bwq")
+    first = program.layers[0]
+    copied = program.with_copies({first.name: 3})
+    one, three = analyze(program, qmodel), analyze(copied, qmodel)
+    assert three.layers[0].copies == 3
+    assert three.layers[0].crossbars == 3 * one.layers[0].crossbars
+    assert three.layers[0].ou_reads == one.layers[0].ou_reads
+    assert three.total_energy_pj == pytest.approx(one.total_energy_pj)
+    V, K, O = one.layers[0].n_vectors, first.n_inputs, first.n_outputs
+    compute = one.layers[0].max_unit_reads * program.config.conversions_per_read
+    assert three.layers[0].cycles == job_cycles(program.config, K, O, -(-V // 3), compute)
+    # A program with copies is allocated afresh: the stages have one copy's units.
+    budget = program.xbars_used + 5
+    assert (pipeline_report(three, budget).copies == pipeline_report(one, budget).copies)
