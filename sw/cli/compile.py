@@ -186,8 +186,10 @@ def compile_cmd(model, strategy, spec, config_path, preset_name, xbars, dataset,
     With --xbars auto the machine is sized to the network before mapping; every config
     field chosen that way is printed as a note (and kept in compile.json as "sizing").
     --json prints compile.json plus "bundle", "crossbars" and "report" (the performance
-    report of `bitline report --json`); with --budget also "pipeline" (budget, units,
-    throughput_ips, pipeline_latency_s, energy_per_image_pj, bottleneck, copies, layers).
+    report of `bitline report --json`). With --budget the layers get copies (the bundle
+    records them; the executor runs them, hardware generation refuses them) and compile.json
+    holds "budget" and "pipeline" (budget, units, throughput_ips, pipeline_latency_s,
+    energy_per_image_pj, bottleneck, copies, layers).
     """
     from bitline.sw.perf import analyze, parse_budget, pipeline_report
 
@@ -195,14 +197,13 @@ def compile_cmd(model, strategy, spec, config_path, preset_name, xbars, dataset,
     config = load_config(config_path, preset_name)
     result, sidecar = compile_bundle(
         model, strategy, spec, config, output, xbars=xbars, dataset=dataset,
-        calib_samples=calib_samples, config_label=_config_label(config_path, preset_name))
+        calib_samples=calib_samples, config_label=_config_label(config_path, preset_name),
+        budget=budget)
     report = analyze(result.program, result.qmodel, labels=sidecar["labels"])
     pipe = pipeline_report(report, budget) if budget is not None else None
     if as_json:
-        extra = {"pipeline": pipe.to_dict()} if pipe is not None else {}
         echo_json({"bundle": str(output), **sidecar,
-                   "crossbars": result.program.xbars_used, "report": report.to_dict(),
-                   **extra})
+                   "crossbars": result.program.xbars_used, "report": report.to_dict()})
         return
     if quiet:
         return

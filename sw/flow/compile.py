@@ -22,7 +22,7 @@ from bitline.sw.flow.inputs import (
 
 __all__ = ["WIDEST_WEIGHT_BITS", "COMPILE_SIDECAR", "COMPILE_STEPS", "Sizing", "HardwarePlan",
            "CompileResult", "size_hardware", "quantize", "map_program", "validate",
-           "compile_model", "compile_bundle"]
+           "compile_model", "allocate_copies", "compile_bundle"]
 
 #: The widest ``max_weight_bits`` an :class:`AcceleratorConfig` accepts.
 WIDEST_WEIGHT_BITS = 16
@@ -294,10 +294,42 @@ def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x
                          quantized - sized, time.perf_counter() - quantized)
 
 
+def allocate_copies(result: CompileResult, budget) -> tuple[CompileResult, object]:
+    """Give the program's layers copies at ``budget`` (the ``--budget`` of ``compile``).
+
+    :func:`bitline.sw.perf.pipeline.pipeline_report` chooses the copies per layer that make
+    the slowest pipeline stage as fast as the budget allows; the program gets them
+    (:meth:`~bitline.hw.spec.program.Program.with_copies`, fresh units after the mapped
+    ones) and is validated again. ``n_xbars`` grows to the units the copies use, recorded as
+    a :class:`Sizing`. Returns the new result and the
+    :class:`~bitline.sw.perf.pipeline.PipelineReport`.
+
+    Raises
+    ------
+    ValueError
+        When the budget cannot hold one copy of every layer, or is not ``xbars:N`` /
+        ``area:MM2``.
+    """
+    from dataclasses import replace
+
+    from bitline.sw.perf import analyze, parse_budget, pipeline_report
+
+    budget = parse_budget(budget) if isinstance(budget, str) else budget
+    pipe = pipeline_report(analyze(result.program, result.qmodel), budget)
+    program = result.program.with_copies(pipe.copies)
+    validate(program)
+    sizing = result.sizing
+    if program.config.n_xbars != result.config.n_xbars:
+        sizing += (Sizing("n_xbars", result.config.n_xbars, program.config.n_xbars,
+                          f"layer copies at --budget {budget.label}"),)
+    return replace(result, program=program, config=program.config, sizing=sizing), pipe
+
+
 def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConfig,
                    output: str | Path, *, xbars: str | int = "auto", dataset: str | None = None,
                    calib_samples: int = SYNTHETIC_CALIB_SAMPLES,
-                   config_label: str = DEFAULT_PRESET) -> tuple[CompileResult, dict]:
+                   config_label: str = DEFAULT_PRESET,
+                   budget=None) -> tuple[CompileResult, dict]:
     """Run the whole compile flow (:data:`COMPILE_STEPS`) and write the bundle to ``output``.
 
     ``dataset`` is the calibration data set (:func:`calibration_inputs`); ``config_label``
@@ -305,7 +337,9 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     :class:`CompileResult` and the ``compile.json`` side file written next to the bundle:
     ``model``, ``strategy``, ``quant``, ``config``, ``xbars``, ``labels``, ``sizing`` (the
     :class:`Sizing` records as dicts) and ``seconds`` (``size``, ``quantize``, ``map``,
-    ``write``).
+    ``write``). With a ``budget`` (``xbars:N`` / ``area:MM2``) the layers get copies before
+    the bundle is written (:func:`allocate_copies`) and the side file also holds
+    ``budget`` and ``pipeline`` (the :class:`~bitline.sw.perf.pipeline.PipelineReport`).
     """
     from bitline.sw.bundle import write_bundle
 
@@ -314,6 +348,9 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     calib_x, calib_label = calibration_inputs(model, dataset, model_name=model_name,
                                               samples=calib_samples)
     result = compile_model(model, strategy, spec, config, calib_x, xbars=xbars)
+    pipe = None
+    if budget is not None:
+        result, pipe = allocate_copies(result, budget)
     out = Path(output)
     start = time.perf_counter()
     write_bundle(out, result.program, result.qmodel)
@@ -324,5 +361,7 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
         "seconds": {"size": result.size_s, "quantize": result.quantize_s,
                     "map": result.map_s, "write": time.perf_counter() - start},
     }
+    if pipe is not None:
+        sidecar.update(budget=pipe.budget.label, pipeline=pipe.to_dict())
     (out / COMPILE_SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
     return result, sidecar
