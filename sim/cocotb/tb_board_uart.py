@@ -1,4 +1,4 @@
-"""cocotb bench: the FPGA board core driven through its UART, running digits end to end.
+"""cocotb bench: the FPGA board core driven through its UART, running a network end to end.
 
 The device under test is :class:`~bitline.hw.boards.core.UARTAccelerator` -- the board top
 without its PLL and pins: UART receiver and transmitter, the protocol bridge and the
@@ -19,7 +19,9 @@ its serial port is simulated. Pieces, after cocotb's matrix-multiplier example:
   exactly; cycles up to the stall cycles the slow UART host causes).
 
 Environment: ``BITLINE_BUNDLE`` (the bundle directory; the config comes from its manifest),
-``BITLINE_IMAGES`` (digits test images, default 2), ``BITLINE_UART_DIVISOR`` (clock cycles
+``BITLINE_INPUTS`` (a ``.npy`` of float inputs, one sample per row of the first axis; when
+unset, the digits test images), ``BITLINE_IMAGES`` (how many samples, default 2),
+``BITLINE_UART_DIVISOR`` (clock cycles
 per UART bit the design was built with, default 4), ``BITLINE_CLOCK_NS`` (clock period,
 default 10).
 """
@@ -150,8 +152,8 @@ def host_session(link, bundle, images):
 
 
 @cocotb.test()
-async def digits_over_uart(dut):
-    """Program the bundle and classify digits through the UART protocol; check every output."""
+async def inference_over_uart(dut):
+    """Program the bundle and run its samples through the UART protocol; check every output."""
     bundle = read_bundle(os.environ["BITLINE_BUNDLE"])
     n_images = int(os.environ.get("BITLINE_IMAGES", "2"))
     divisor = int(os.environ.get("BITLINE_UART_DIVISOR", "4"))
@@ -171,8 +173,12 @@ async def digits_over_uart(dut):
     # the longest legitimate wait for an answer: a full write buffer and a receive window
     link = SimulatedSerial(source, sink, timeout_ns=(4096 + 4096) * 10 * bit_ns)
 
-    images, labels = load_dataset("digits", "test")
+    if os.environ.get("BITLINE_INPUTS"):
+        images, labels = np.load(os.environ["BITLINE_INPUTS"]), None
+    else:
+        images, labels = load_dataset("digits", "test")
     images = images[:n_images]
+    n_images = len(images)
     expected = run_golden(bundle.qmodel, images)                      # model
 
     start_ns = get_sim_time(unit="ns")
@@ -190,7 +196,8 @@ async def digits_over_uart(dut):
             f"image {index}: board {result.output_int[index].tolist()} != golden "
             f"{expected.output_int[index].tolist()}")
     predicted = np.argmax(result.output_int.reshape(n_images, -1), axis=1)
-    dut._log.info(f"predicted {predicted.tolist()}, labels {labels[:n_images].tolist()}")
+    if labels is not None:
+        dut._log.info(f"predicted {predicted.tolist()}, labels {labels[:n_images].tolist()}")
 
     # checker: counters read back over the protocol against the performance model
     for job in result.jobs:

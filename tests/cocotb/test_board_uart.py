@@ -1,4 +1,4 @@
-"""cocotb: the FPGA board core (UART, bridge, accelerator) classifies digits over its UART.
+"""cocotb: the FPGA board core (UART, bridge, accelerator) runs a network over its UART.
 
 The bench (``bitline.sim.cocotb.tb_board_uart``) runs the unchanged host code -- UART client,
 transport and host driver -- against the Verilog of
@@ -6,21 +6,35 @@ transport and host driver -- against the Verilog of
 checks every output against the golden model and the counters against the performance
 model.
 
-Sizes: the accelerator is :data:`bitline.sim.rtl.DIGITS_CONFIG` (ten 72 x 512 crossbars,
-the smallest design the digits CNN maps onto, shared with the end-to-end bench) with emulated
-crossbars; the UART runs at 4 clock cycles per bit (the fastest the receiver takes), and only
-the top-level ports are visible to cocotb (``--no-public-flat-rw``, as ``bitline.sim.rtl``
-builds), so the Verilator build stays in minutes and loading the image plus two images' layer
-jobs (about 2.5 M cycles) in a few minutes more.
+Two workloads:
+
+* ``small`` (the default suite): a seeded random CNN (conv, ReLU, pool, gemm) compiled with
+  ``bwq`` onto :data:`support.configs.E2E_SMALL_CONFIG` (three 36 x 128 crossbars with shared
+  ADCs), two samples -- every piece of the UART path (framing, the bridge's commands, image
+  load with CRCs, im2col jobs, output and counter read-back) in about a minute cold;
+* ``digits``: the digits CNN on :data:`bitline.sim.rtl.DIGITS_CONFIG` (ten 72 x 512
+  crossbars), two test images -- 4.1 M simulated cycles, about 7 minutes cold (a 226 s
+  Verilator build, 193 s run); opt-in with ``BITLINE_DIGITS_BOARD=1`` to keep the default
+  suite short (docs/fpga.md).
+
+The crossbars are emulated; the UART runs at 4 clock cycles per bit (the fastest the receiver
+takes), and only the top-level ports are visible to cocotb (``--no-public-flat-rw``, as
+``bitline.sim.rtl`` builds).
 """
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import pytest
 
 from bitline.hw.boards.core import UARTAccelerator
 from bitline.sim.cocotb.runner import build_and_test, default_build_root, missing_tools
 from bitline.sim.rtl import DIGITS_CONFIG
+
+from support.configs import E2E_SMALL_CONFIG
+from support.networks import random_cnn_onnx
 
 pytestmark = [
     pytest.mark.cocotb,
@@ -50,30 +64,48 @@ def ports_only_vlt():
     return path
 
 
-@pytest.fixture(scope="module")
-def digits_bundle(tmp_path_factory):
-    """The digits CNN compiled (bwq, 3-bit blocks) for DIGITS_CONFIG, as a bundle."""
-    from bitline.sw.bundle import write_bundle
-    from bitline.sw.flow import calibration_inputs, compile_model
+def digits_workload(root):
+    """The digits CNN compiled (bwq, 3-bit blocks) for DIGITS_CONFIG; inputs: test images."""
+    from bitline.sw.flow import calibration_inputs
     from bitline.sw.models import resolve_model
 
     model = resolve_model("digits-cnn")
     calib_x, _ = calibration_inputs(model, "digits")
-    result = compile_model(model, "bwq", "bwq3", DIGITS_CONFIG, calib_x,
-                           xbars=DIGITS_CONFIG.n_xbars)
-    assert result.program.config == DIGITS_CONFIG
-    out = tmp_path_factory.mktemp("digits-bundle")
-    write_bundle(out, result.program, result.qmodel)
-    return out
+    return model, calib_x, None, DIGITS_CONFIG
 
 
-def test_digits_inference_through_the_uart_protocol(digits_bundle):
-    design = UARTAccelerator(DIGITS_CONFIG, clock_hz=CLOCK_HZ, baud=CLOCK_HZ // DIVISOR)
-    result = build_and_test(design, TOPLEVEL, BENCH, extra_env={
-        "BITLINE_BUNDLE": str(digits_bundle),
-        "BITLINE_IMAGES": str(IMAGES),
-        "BITLINE_UART_DIVISOR": str(DIVISOR),
-    }, verilator_args=["--no-public-flat-rw", str(ports_only_vlt())])
+def small_workload(root):
+    """A seeded random CNN for E2E_SMALL_CONFIG, with two seeded input samples."""
+    rng = np.random.default_rng(7)
+    model = random_cnn_onnx(root / "small.onnx", rng)
+    calib_x = rng.random((16, *model.input_shape)).astype(np.float32)
+    inputs = root / "inputs.npy"
+    np.save(inputs, rng.random((IMAGES, *model.input_shape)).astype(np.float32))
+    return model, calib_x, inputs, E2E_SMALL_CONFIG
+
+
+@pytest.mark.parametrize("workload", [
+    "small",
+    pytest.param("digits", marks=pytest.mark.skipif(
+        os.environ.get("BITLINE_DIGITS_BOARD") != "1",
+        reason="the digits CNN over the UART takes ~7 min cold: BITLINE_DIGITS_BOARD=1")),
+])
+def test_inference_through_the_uart_protocol(workload, tmp_path):
+    from bitline.sw.bundle import write_bundle
+    from bitline.sw.flow import compile_model
+
+    model, calib_x, inputs, config = {"small": small_workload,
+                                      "digits": digits_workload}[workload](tmp_path)
+    result = compile_model(model, "bwq", "bwq3", config, calib_x, xbars=config.n_xbars)
+    assert result.program.config == config
+    bundle = write_bundle(tmp_path / "bundle", result.program, result.qmodel)
+    env = {"BITLINE_BUNDLE": str(bundle), "BITLINE_IMAGES": str(IMAGES),
+           "BITLINE_UART_DIVISOR": str(DIVISOR)}
+    if inputs is not None:
+        env["BITLINE_INPUTS"] = str(inputs)
+    design = UARTAccelerator(config, clock_hz=CLOCK_HZ, baud=CLOCK_HZ // DIVISOR)
+    result = build_and_test(design, TOPLEVEL, BENCH, extra_env=env,
+                            verilator_args=["--no-public-flat-rw", str(ports_only_vlt())])
     assert result.tests == 1 and result.failed == 0
-    print(f"\n{result.simulator}: build {result.build_seconds:.0f} s "
+    print(f"\n{workload}: {result.simulator}: build {result.build_seconds:.0f} s "
           f"({'cached' if result.cached else 'fresh'}), run {result.test_seconds:.0f} s")

@@ -27,12 +27,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.program import STRATEGIES
 from bitline.sim.cocotb.runner import BenchFailure
 from bitline.sim.rtl import DIGITS_CONFIG, bench_design, job_capacity, run_spec
 from bitline.sw.bundle import write_bundle
 from bitline.sw.flow import DEFAULT_SPECS, calibration_inputs, compile_model
+
+from support.configs import E2E_SMALL_CONFIG
 
 VERILATOR = (os.environ.get("BITLINE_SIM", "").strip().lower() or "verilator") == "verilator"
 
@@ -43,11 +44,7 @@ verilator_only = pytest.mark.skipif(not VERILATOR, reason=(
     "digits design: Icarus 11 simulates it at ~1.5k cycles/s idle (Verilator ~46k), so the "
     "digits CNN's 335k cycles alone take minutes; Verilator only (docs/verification.md)"))
 
-#: A small accelerator with shared ADCs (2 conversions per read) and a 2-cycle ADC.
-SMALL = AcceleratorConfig(rows=36, cols=128, cell_bits=1, dac_bits=1, ou_rows=9, ou_cols=8,
-                          adc_bits=4, adcs_per_xbar=4, n_xbars=3, acc_bits=24, max_act_bits=8,
-                          max_weight_bits=8, max_out_channels=16, max_in_features=96,
-                          max_layers=4, max_entries=1024, adc_latency=2)
+SMALL = E2E_SMALL_CONFIG
 
 #: Typical non-idealities (examples/analog/typical.toml) without read noise, for the digits
 #: CNN: chip-level effects only, so the bench memoizes the crossbar's answers.

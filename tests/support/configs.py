@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bitline.hw.spec.config import AcceleratorConfig
 
-__all__ = ["small_config", "TEST_CONFIGS", "TINY_MLP_CONFIG"]
+__all__ = ["small_config", "TEST_CONFIGS", "TINY_MLP_CONFIG", "E2E_SMALL_CONFIG"]
 
 
 def small_config(**overrides) -> AcceleratorConfig:
@@ -39,3 +39,13 @@ TINY_MLP_CONFIG = AcceleratorConfig(rows=16, cols=16, ou_rows=4, ou_cols=4, adc_
                                     adcs_per_xbar=2, n_xbars=4, acc_bits=24, max_act_bits=8,
                                     max_weight_bits=8, max_out_channels=8, max_in_features=16,
                                     max_layers=2, max_entries=256)
+
+
+#: The small end-to-end bench accelerator (random CNNs under every strategy, and the board
+#: core over its UART): three 36 x 128 crossbars whose four ADCs are shared by the OU's eight
+#: columns (2 conversions per read), a 2-cycle ADC.
+E2E_SMALL_CONFIG = AcceleratorConfig(rows=36, cols=128, cell_bits=1, dac_bits=1, ou_rows=9,
+                                     ou_cols=8, adc_bits=4, adcs_per_xbar=4, n_xbars=3,
+                                     acc_bits=24, max_act_bits=8, max_weight_bits=8,
+                                     max_out_channels=16, max_in_features=96, max_layers=4,
+                                     max_entries=1024, adc_latency=2)
