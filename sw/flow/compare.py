@@ -87,7 +87,7 @@ def _row(label: str, strategy: str, spec: str, config_name: str, report) -> dict
 #: Pipeline fields of a row (:func:`add_pipeline`).
 PIPELINE_FIELDS = ("budget", "budget_units", "pipeline_units", "throughput_ips",
                    "pipeline_latency_s", "energy_per_image_pj", "bottleneck",
-                   "bottleneck_cycles", "copies", "pipeline_error")
+                   "bottleneck_cycles", "copies", "stage_cycles", "pipeline_error")
 
 #: ``--budget`` words for "the resources of each baseline, given to both sides".
 BASELINE_BUDGETS = ("baseline", "baseline-area")
@@ -121,9 +121,10 @@ def add_pipeline(rows: list[dict], reports: list, budget=None, *,
     crossbar units of each baseline, one copy of each of its layers, given to both sides:
     equal crossbars) or ``baseline-area`` (the area of each baseline's units: equal area).
     Each row gets :data:`PIPELINE_FIELDS` at the budget of the first baseline present
-    (``copies``: per layer; ``pipeline_error``: why a row has no pipeline, e.g. one copy of
-    each layer needs more than the budget) and, per baseline ``B`` of ``baselines`` present,
-    ``throughput_speedup_vs_B``: the ratio of throughputs, both sides at ``B``'s budget.
+    (``copies`` and ``stage_cycles``: per layer, in layer order; ``pipeline_error``: why a
+    row has no pipeline, e.g. one copy of each layer needs more than the budget) and, per
+    baseline ``B`` of ``baselines`` present, ``throughput_speedup_vs_B``: the ratio of
+    throughputs, both sides at ``B``'s budget.
     ``reports`` are the rows' :class:`~bitline.sw.perf.PerfReport` (``None`` for failed rows).
     """
     from bitline.sw.perf.pipeline import parse_budget
@@ -151,7 +152,8 @@ def add_pipeline(rows: list[dict], reports: list, budget=None, *,
                    pipeline_units=pipe.units, throughput_ips=pipe.throughput_ips,
                    pipeline_latency_s=pipe.pipeline_latency_s,
                    energy_per_image_pj=pipe.energy_per_image_pj, bottleneck=pipe.bottleneck,
-                   bottleneck_cycles=pipe.bottleneck_cycles, copies=pipe.copies)
+                   bottleneck_cycles=pipe.bottleneck_cycles, copies=pipe.copies,
+                   stage_cycles=dict(zip(pipe.copies, pipe.allocation.stage_cycles)))
     for name in baselines:
         base_pipe = (_pipeline(by_label[name], budgets[name])[0] if name in budgets else None)
         for row, report in zip(rows, reports):
