@@ -1,6 +1,6 @@
 """Performance, energy and area model of a mapped program.
 
-Three modules, one job each: :mod:`~bitline.sw.perf.counting` counts the events of a layer
+Four modules, one job each: :mod:`~bitline.sw.perf.counting` counts the events of a layer
 job (docs/contract.md section 5; the same numbers the crossbar-level executor and the RTL
 performance counters report, cycles from :mod:`bitline.hw.spec.timing`),
 :mod:`~bitline.sw.perf.costs` prices them (ISAAC / Accelergy energies and areas), and
