@@ -158,8 +158,18 @@ def bench_design(config: AcceleratorConfig, crossbar: str = "emulated", *,
     -------
     BenchDesign
         Files in ``<root>/<crossbar>-<digest>/``, reused when present.
+
+    Raises
+    ------
+    ValueError
+        For ``max_act_bits`` above 8: the bench source streams one byte per input code.
     """
     from bitline.sim.cocotb.harness import BenchTop
+
+    if config.max_act_bits > 8:
+        raise ValueError(f"the cocotb bench streams one byte per input code: max_act_bits "
+                         f"<= 8, not {config.max_act_bits} (wider activations run on the "
+                         f"golden, executor and Amaranth-simulator backends)")
     from bitline.sim.cocotb.runner import component_verilog
 
     unit_entries = design_unit_entries(config) if unit_entries is None else int(unit_entries)

@@ -63,3 +63,11 @@ def test_uart_board_refuses_16_bit_inputs():
     bridge = UARTBridge(small_config(max_act_bits=8), clock_hz=50_000_000)
     bridge._MustUse__silence = True     # built only to check its port (not elaborated)
     assert bridge.inputs.payload.shape().width == 8
+
+
+def test_cocotb_bench_refuses_16_bit_inputs():
+    # The cocotb bench's source memory holds one byte per input code.
+    from bitline.sim.rtl import bench_design
+
+    with pytest.raises(ValueError, match="max_act_bits <= 8, not 16"):
+        bench_design(small_config(**ACT16))
