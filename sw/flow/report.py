@@ -38,6 +38,10 @@ LEGEND: dict[str, str] = {
     "quant": "quantization spec (int8, varied4, bwq3, ...)",
     "config": "accelerator config the row ran on (preset name or 'custom')",
     "layer": "compute layer (one layer job)",
+    "n_inputs": "K: inputs per vector of the layer",
+    "n_outputs": "O: output channels of the layer",
+    "n_vectors": "V: input vectors per image (output pixels of a conv, 1 for a gemm)",
+    "budget": "resources the pipeline's layer copies may use (--budget)",
     "crossbars": "crossbar units holding weights (one copy)",
     "copies": "copies of the layer in the balanced pipeline (at the row's budget)",
     "ou_reads": "OU reads for one image",
@@ -400,8 +404,9 @@ def markdown_report(rows: list[dict], path: str | Path, *, command: str, config=
     config (``config``: an :class:`~bitline.hw.spec.config.AcceleratorConfig`, as TOML),
     the prices (``costs``: a :class:`~bitline.sw.perf.CostModel`, named where it differs
     from ISAAC's),
-    then the strategy table, its plot (``<stem>.png``, :func:`plot_comparison`) and, with
-    ``per_layer``, the per-layer table and the stage plot (``<stem>-layers.png``,
+    then the strategy table with the description of each named row (baselines and variants
+    of :mod:`bitline.sw.flow.baselines`), its plot (``<stem>.png``, :func:`plot_comparison`)
+    and, with ``per_layer``, the per-layer table and the stage plot (``<stem>-layers.png``,
     :func:`plot_stages`), and a legend of every column. Without matplotlib the plots are
     left out and the report says so. Returns the path of the Markdown file.
     """
@@ -416,6 +421,9 @@ def markdown_report(rows: list[dict], path: str | Path, *, command: str, config=
                   "```toml", config.to_toml().rstrip(), "```", ""]
     columns, cells = summary_table(rows)
     parts += ["## Strategies", "", _markdown_table(columns, cells), ""]
+    named = _named_rows(rows)
+    if named:
+        parts += ["Named rows:", ""] + [f"* `{label}`: {text}" for label, text in named] + [""]
     legend_columns = list(columns)
     figures = [("comparison", plot_comparison, path.with_suffix(".png"))]
     if per_layer:
@@ -433,6 +441,15 @@ def markdown_report(rows: list[dict], path: str | Path, *, command: str, config=
     parts += ["## Columns", "", _legend(legend_columns), ""]
     path.write_text("\n".join(parts))
     return path
+
+
+def _named_rows(rows: list[dict]) -> list[tuple[str, str]]:
+    """``(label, description)`` of the rows that are named baselines or variants."""
+    from bitline.sw.flow.baselines import BASELINES, VARIANTS
+
+    runs = {run.label: run for run in (*BASELINES, *VARIANTS.values())}
+    return [(row["strategy"], runs[row["strategy"]].description) for row in rows
+            if row["strategy"] in runs]
 
 
 def _figure(caption: str, plot, rows: list[dict], target: Path) -> list[str]:

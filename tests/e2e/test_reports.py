@@ -9,6 +9,7 @@ sweep ratios against the baseline row's cycles and energy.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import click
 import pytest
@@ -106,6 +107,21 @@ def test_markdown_report_embeds_tables_plots_command_config_versions(compared):
         assert f"{row['cycles']:,}" in text
     assert text.count("| isaac | /features/features.0/Conv |") == 1      # the per-layer table
     assert "## Columns" in text and LEGEND["stage_cycles"] in text
+
+
+def test_report_describes_named_rows_and_changed_prices(compared, tmp_path):
+    from bitline.sw.flow.baselines import baseline
+    from bitline.sw.flow.report import markdown_report
+    from bitline.sw.perf import ISAAC_COSTS
+
+    _, data = compared
+    rows = [dict(data["rows"][0], strategy="isaac-paper")]
+    costs = replace(ISAAC_COSTS, dac_pj=0.2)
+    text = markdown_report(rows, tmp_path / "r.md", command="bitline compare x",
+                           costs=costs).read_text()
+    assert f"* `isaac-paper`: {baseline('isaac-paper').description}" in text
+    assert "changed: dac_pj = 0.2" in text
+    assert "(no comparison plot" not in text and (tmp_path / "r.png").exists()
 
 
 def test_compare_prints_the_per_layer_table_and_legend():
