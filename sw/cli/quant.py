@@ -33,8 +33,8 @@ def _histogram(histogram: dict) -> str:
 @click.command("accuracy")
 @click.argument("model")
 @click.option("--quant", "spec", required=True, metavar="SPEC", help=_SPEC_HELP)
-@dataset_option("Data set: calibrates on its 'calib' split, evaluates on its 'test' split.",
-                default="digits")
+@dataset_option("Data set: calibrates on its 'calib' split, evaluates on its 'test' split "
+                "(default: the one MODEL declares: digits for digits-*, mnist5k for mnist-*).")
 @config_options
 @json_option
 @quiet_option
@@ -47,9 +47,10 @@ def accuracy(model: str, spec: str, dataset: str, config_path: str | None,
     dataset, split, images and the histograms (objects: width or scheme -> count).
     """
     from bitline.sim.evaluate import evaluate_accuracy
-    from bitline.sw.flow import load_config
+    from bitline.sw.flow import load_config, require_dataset
 
     config = load_config(config_path, preset_name)
+    dataset = require_dataset(model, dataset)
     report = evaluate_accuracy(model, spec, dataset, config=config)
     if as_json:
         echo_json(report)

@@ -30,8 +30,8 @@ def _floats(value: str, option: str) -> list[float]:
 
 @click.command("sweep")
 @click.argument("model")
-@dataset_option("Data set: calibrates on its 'calib' split, evaluates on its 'test' split.",
-                default="digits")
+@dataset_option("Data set: calibrates on its 'calib' split, evaluates on its 'test' split "
+                "(default: the one MODEL declares: digits for digits-*, mnist5k for mnist-*).")
 @strategies_option("Mapping strategies to sweep.")
 @click.option("--variation", "variations", default="0,0.05,0.1,0.2", show_default=True,
               help="Comma-separated lognormal conductance-variation sigmas.")
@@ -64,9 +64,10 @@ def sweep(model, dataset, strategies, variations, stuck, sa1_fraction, grid, spe
     object per (strategy, variation, stuck): accuracy, accuracies, agreement, seconds]}.
     """
     from bitline.sim.sweep import format_tables, nonideal_sweep, plot_sweep
-    from bitline.sw.flow import load_config
+    from bitline.sw.flow import load_config, require_dataset
 
     config = load_config(config_path, preset_name)
+    dataset = require_dataset(model, dataset)
     report = nonideal_sweep(
         model, dataset=dataset, strategies=strategies,
         variations=_floats(variations, "--variation"), stuck=_floats(stuck, "--stuck"),

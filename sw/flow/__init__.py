@@ -63,10 +63,12 @@ from bitline.sw.flow.inputs import (
     is_synthetic,
     load_config,
     load_input,
+    model_dataset,
     model_labels,
     model_summary,
     parse_xbars,
     preset_summary,
+    require_dataset,
     resolve_target,
 )
 
@@ -76,7 +78,8 @@ __all__ = [
     "WIDEST_WEIGHT_BITS", "BUNDLE_MANIFEST", "COMPILE_SIDECAR", "COMPILE_STEPS",
     "Sizing", "HardwarePlan", "CompileResult", "Target",
     "load_config", "preset_summary", "parse_xbars", "is_synthetic", "resolve_target",
-    "calibration_inputs", "model_labels", "model_summary", "load_input",
+    "model_dataset", "require_dataset", "calibration_inputs", "model_labels",
+    "model_summary", "load_input",
     "size_hardware", "quantize", "map_program", "validate", "compile_model",
     "compile_bundle", "strategy_specs", "compare_strategies",
 ]

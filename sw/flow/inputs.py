@@ -11,8 +11,8 @@ from bitline.hw.spec.config import PRESETS, AcceleratorConfig, preset
 
 __all__ = ["DEFAULT_PRESET", "CALIB_SEED", "SYNTHETIC_CALIB_SAMPLES", "BUNDLE_MANIFEST",
            "Target", "load_config", "preset_summary", "parse_xbars", "is_synthetic",
-           "resolve_target", "calibration_inputs", "model_labels", "model_summary",
-           "load_input"]
+           "model_dataset", "require_dataset", "resolve_target", "calibration_inputs",
+           "model_labels", "model_summary", "load_input"]
 
 #: Preset used when neither ``--config`` nor ``--preset`` is given.
 DEFAULT_PRESET = "bwq"
@@ -123,6 +123,50 @@ def is_synthetic(model_name: str) -> bool:
     return builtin is not None and builtin.generator is not None
 
 
+#: File-name prefix of an ``.onnx`` model -> the data set it is taken to be trained on (the
+#: shipped files keep these names when copied out of the package).
+_DATASET_PREFIXES = (("digits", "digits"), ("mnist", "mnist5k"))
+
+
+def model_dataset(model_name: str | None) -> str | None:
+    """Return the data set a model declares, or ``None`` for a model without one.
+
+    A builtin model declares it (:attr:`bitline.sw.models.BuiltinModel.dataset`:
+    ``digits`` for ``digits-*``, ``mnist5k`` for ``mnist-*``, none for synthetic models);
+    an ``.onnx`` file whose name starts with ``digits`` or ``mnist`` is taken to be one of
+    the shipped models (``digits`` / ``mnist5k``).
+    """
+    from bitline.sw.models import BUILTIN_MODELS
+
+    if not model_name:
+        return None
+    builtin = BUILTIN_MODELS.get(str(model_name))
+    if builtin is not None:
+        return builtin.dataset
+    file_name = Path(str(model_name)).name
+    for prefix, dataset in _DATASET_PREFIXES:
+        if file_name.startswith(prefix):
+            return dataset
+    return None
+
+
+def require_dataset(model_name: str, dataset: str | None) -> str:
+    """Return ``dataset``, or the one ``model_name`` declares when ``dataset`` is ``None``.
+
+    Raises
+    ------
+    ValueError
+        If neither is given (e.g. a synthetic model without ``--dataset``).
+    """
+    from bitline.sw.datasets import DATASETS
+
+    chosen = dataset if dataset is not None else model_dataset(model_name)
+    if chosen is None:
+        raise ValueError(f"model {model_name!r} declares no data set; give --dataset (one of "
+                         f"{', '.join(sorted(DATASETS))})")
+    return chosen
+
+
 def resolve_target(spec: str) -> Target:
     """Resolve a ``MODEL`` argument: bundle directory, builtin name or ``.onnx`` path.
 
@@ -151,8 +195,9 @@ def calibration_inputs(model, dataset: str | None = None, *, model_name: str | N
     model:
         The IR model (its ``input_shape`` sizes random inputs).
     dataset:
-        A data set name (its ``calib`` split is used); ``None`` picks ``digits`` for the
-        ``digits-*`` models and seeded random inputs otherwise.
+        A data set name (its ``calib`` split is used); ``None`` picks the data set the
+        model declares (:func:`model_dataset`: ``digits`` for ``digits-*``, ``mnist5k``
+        for ``mnist-*``) and seeded random inputs for a model without one.
     model_name:
         The name the model was resolved from (default ``model.name``).
     samples, seed:
@@ -165,8 +210,8 @@ def calibration_inputs(model, dataset: str | None = None, *, model_name: str | N
         ``label`` is ``"digits/calib"`` or ``"random(seed=0, n=16)"``.
     """
     name = model_name or str(getattr(model, "name", "") or "")
-    if dataset is None and Path(name).name.startswith("digits"):
-        dataset = "digits"
+    if dataset is None:
+        dataset = model_dataset(name)
     if dataset is not None:
         from bitline.sw.datasets import load_dataset
 

@@ -1,10 +1,13 @@
-"""Built-in models: the trained digits networks shipped as package data and synthetic CIFAR nets.
+"""Built-in models: trained digits / MNIST networks shipped as package data, synthetic CIFAR nets.
 
 A command that takes a ``MODEL`` argument accepts a builtin name (:data:`BUILTIN_MODELS`) or
 the path of an ``.onnx`` file; :func:`resolve_model` turns either into the IR.
 
 * ``digits-cnn``, ``digits-resnet`` — small networks trained on scikit-learn's 8x8 digits,
   stored as ``digits_cnn.onnx`` / ``digits_resnet.onnx`` in this package.
+* ``mnist-lenet5``, ``mnist-resnet`` — LeNet-5 and a small residual CNN trained on the
+  bundled 5,000-image MNIST subset (``mnist5k``), stored as ``mnist_lenet5.onnx`` /
+  ``mnist_resnet.onnx`` (trained by ``scripts/train_mnist.py``).
 * ``resnet18-cifar``, ``vgg16``, ``mobilenetv2`` — generated on demand by
   :mod:`bitline.sw.models.synthetic` with seeded synthetic weights (performance work only).
 """
@@ -24,15 +27,23 @@ from bitline.sw.models import synthetic
 
 __all__ = ["BUILTIN_MODELS", "BuiltinModel", "builtin_onnx", "resolve_model"]
 
+#: The script that regenerates the package-data models of each data set.
+_TRAINING_SCRIPTS = {"digits": "scripts/train_digits.py", "mnist5k": "scripts/train_mnist.py"}
+
 
 @dataclass(frozen=True)
 class BuiltinModel:
-    """A model known by name: either a package-data file or a synthetic generator."""
+    """A model known by name: either a package-data file or a synthetic generator.
+
+    ``dataset`` names the data set (:data:`bitline.sw.datasets.DATASETS`) the model was
+    trained on; commands calibrate and evaluate on it when no ``--dataset`` is given.
+    """
 
     name: str
     description: str
     file: str | None = None
     generator: Callable[[], onnx.ModelProto] | None = None
+    dataset: str | None = None
 
     def onnx(self) -> onnx.ModelProto:
         """Return the ONNX model (read from package data or generated)."""
@@ -55,7 +66,7 @@ class BuiltinModel:
             raise ValueError(
                 f"builtin model {self.name!r}: package data file {self.file} is missing from "
                 f"{importlib.resources.files(__package__)} (reinstall bitline or regenerate it "
-                "with scripts/train_digits.py)"
+                f"with {_TRAINING_SCRIPTS.get(self.dataset, 'its training script')})"
             )
         return resource
 
@@ -65,9 +76,13 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
     model.name: model
     for model in (
         BuiltinModel("digits-cnn", "3-conv CNN trained on the 8x8 digits (input 1x8x8)",
-                     file="digits_cnn.onnx"),
+                     file="digits_cnn.onnx", dataset="digits"),
         BuiltinModel("digits-resnet", "small residual CNN trained on the 8x8 digits",
-                     file="digits_resnet.onnx"),
+                     file="digits_resnet.onnx", dataset="digits"),
+        BuiltinModel("mnist-lenet5", "LeNet-5 trained on 5,000 MNIST digits (input 1x28x28)",
+                     file="mnist_lenet5.onnx", dataset="mnist5k"),
+        BuiltinModel("mnist-resnet", "small residual CNN trained on 5,000 MNIST digits",
+                     file="mnist_resnet.onnx", dataset="mnist5k"),
         BuiltinModel("resnet18-cifar", "ResNet-18 CIFAR variant, synthetic weights",
                      generator=synthetic.resnet18_cifar),
         BuiltinModel("vgg16", "VGG-16 (BN) CIFAR variant, synthetic weights",

@@ -94,6 +94,8 @@ def test_the_wheel_holds_the_package_data_and_no_tests(installed):
     (wheel,) = (installed.parent / "dist").glob("bitline-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {"bitline/sw/models/digits_cnn.onnx", "bitline/sw/models/digits_resnet.onnx",
+                "bitline/sw/models/mnist_lenet5.onnx", "bitline/sw/models/mnist_resnet.onnx",
+                "bitline/sw/models/data/mnist5k.npz",
                 "bitline/constraints/ulx3s.lpf", "bitline/examples/analog/typical.toml",
                 "bitline/examples/fpga/ulx3s-small.toml", "bitline/examples/quant/bwq3.toml",
                 "bitline/examples/rtl/digits.toml"}
