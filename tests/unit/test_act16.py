@@ -18,6 +18,7 @@ from bitline.hw.spec.config import AcceleratorConfig, preset
 from bitline.hw.spec.validate import validate_program
 from bitline.sim.executor import IdealDevice, execute_layer, run_executor
 from bitline.sim.golden import run_golden
+from bitline.sw.bundle import read_bundle, write_bundle
 from bitline.sw.integer import arith
 from bitline.sw.mapping import STRATEGIES, map_matrix, map_model
 from bitline.sw.quant import load_spec
@@ -117,7 +118,7 @@ def test_quantizer_refuses_wider_activations_than_the_config(digits):
         quantize_model(model, spec, calib, preset("bwq"))
 
 
-def test_digits_cnn_16_bit_activations_golden_equals_executor(digits):
+def test_digits_cnn_16_bit_activations_golden_equals_executor(digits, tmp_path):
     from bitline.sw.quant import quantize_model
 
     model, calib, x = digits
@@ -133,6 +134,12 @@ def test_digits_cnn_16_bit_activations_golden_equals_executor(digits):
         assert {layer.act_bits for layer in program.layers} == {16}
         result = run_executor(program, qmodel, x)
         assert np.array_equal(result.output_int, golden.output_int), strategy
+        # the bundle carries 16-bit act_bits, zero points and clamps and reads back whole
+        bundle = read_bundle(write_bundle(tmp_path / strategy, program, qmodel))
+        assert [layer.act_bits for layer in bundle.program.layers] == [16] * len(program.layers)
+        assert max(q.clamp_hi for q in bundle.qmodel.compute_layers) == (1 << 16) - 1
+        again = run_executor(bundle.program, bundle.qmodel, x)
+        assert np.array_equal(again.output_int, golden.output_int), strategy
         few = run_executor(program, qmodel, x[:2],
                            device=IdealDevice(program.config, shortcut=False))
         assert np.array_equal(few.output_int, golden.output_int[:2]), strategy
