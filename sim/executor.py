@@ -8,7 +8,9 @@ slice ``t``, each valid column ``j`` of the OU gives
 
     code_j = device read of sum_{r in row group} slice_t(x[row_map[r]]) * level[r, col_j]
 
-and ``acc[dest_j] += (-1)**sign_j * code_j << (shift_j + t * dac_bits)``. With the
+and ``acc[dest_j] += (-1)**sign_j * code_j << (shift_j + t * dac_bits)``; a layer with the
+offset weight encoding (``weight_offset = B > 0``) then gets ``acc -= B * sum_i x[i]``,
+the output path's correction (docs/contract.md section 4). With the
 :class:`IdealDevice` (the ADC saturates at ``adc_max`` and mappers never let a column reach
 it) the result equals :func:`bitline.sw.integer.arith.compute_acc` bit-exactly, for every strategy.
 
@@ -415,7 +417,9 @@ class LayerExecutor:
         Returns
         -------
         np.ndarray
-            int64 ``(M, O)`` accumulators (bias not included).
+            int64 ``(M, O)`` accumulators (bias not included); with the offset weight
+            encoding the crossbars' sums less ``weight_offset * sum(cols)`` per vector, the
+            correction the output path applies (docs/contract.md section 4).
         """
         cols = np.asarray(cols, dtype=np.int64)
         if cols.ndim != 2 or cols.shape[1] != self.layer.n_inputs:
@@ -435,13 +439,15 @@ class LayerExecutor:
                     kept = (cols[start:start + step, inputs] >> keep_lo << keep_lo) & mask
                     acc[start:start + step] += np.rint(kept.astype(np.float64) @ folded
                                                        ).astype(np.int64)
-        if not batches or not n_vectors:
-            return acc
-        for copy, (start, stop) in enumerate(copy_shares(n_vectors, self.copies)):
-            for batch in batches:
-                units = (batch.xbar if copy == 0
-                         else self._copy_xbars[copy][self._local(batch.xbar)])
-                self._read_batch(batch, cols[start:stop], acc[start:stop], device, units)
+        if batches and n_vectors:
+            for copy, (start, stop) in enumerate(copy_shares(n_vectors, self.copies)):
+                for batch in batches:
+                    units = (batch.xbar if copy == 0
+                             else self._copy_xbars[copy][self._local(batch.xbar)])
+                    self._read_batch(batch, cols[start:stop], acc[start:stop], device, units)
+        if self.layer.weight_offset:
+            # offset encoding: the cells hold w + B; the output path subtracts B * sum(x)
+            acc -= int(self.layer.weight_offset) * cols.sum(axis=1, keepdims=True)
         return acc
 
     def _read_batch(self, batch: _Batch, cols: np.ndarray, acc: np.ndarray, device,

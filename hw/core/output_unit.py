@@ -1,6 +1,8 @@
 """Output unit: bias, fixed-point multiplier, rounding, zero point, ReLU and clamp.
 
-Per output channel ``n`` with ``t = acc[n] + bias[n]`` (docs/contract.md section 2):
+Per output channel ``n`` with ``t = acc[n] + bias[n] - correction`` (docs/contract.md
+section 2; ``correction`` is the offset weight encoding's ``weight_offset * sum(x)`` of the
+vector, 0 with the differential encoding, section 4):
 
 * ``mode = requant`` (0): ``y = clamp(zero_point + ((t * mult[n] + rnd) >> shift[n]),
   clamp_lo, clamp_hi)``, ``>>`` arithmetic (floor), ``rnd = 1 << (shift - 1)`` (0 when
@@ -38,6 +40,8 @@ class OutputUnit(wiring.Component):
     Attributes
     ----------
     inputs: In(stream.Signature(output_input_layout, always_ready=True))
+    correction: In(acc_bits)
+        ``weight_offset * sum(x)`` of the accumulator's vector (unsigned), with the input.
     mode, zero_point, clamp_lo, clamp_hi: In
         The layer record's output fields (stable during a job).
     outputs: Out(stream.Signature(signed(acc_bits), always_ready=True))
@@ -48,6 +52,7 @@ class OutputUnit(wiring.Component):
         self.config = config
         super().__init__({
             "inputs": In(stream.Signature(output_input_layout(config), always_ready=True)),
+            "correction": In(config.acc_bits),
             "mode": In(1),
             "zero_point": In(config.max_act_bits),
             "clamp_lo": In(config.max_act_bits),
@@ -64,12 +69,14 @@ class OutputUnit(wiring.Component):
         max_shift = (1 << SHIFT_BITS) - 1
         rounded_bits = max(product_bits, max_shift) + 1
 
-        # stage 1: t = acc + bias, product = t * mult; in parallel the rounding and zero-point
+        # stage 1: t = acc + bias - correction (the validator keeps t within acc_bits, so
+        # the truncation to total_bits is exact), product = t * mult; in parallel the
+        # rounding and zero-point
         # offset ``offset = (zero_point << shift) | rnd`` (rnd = 1 << (shift - 1) lies below
         # bit ``shift``, so the OR is the sum), so that stage 2 has one adder, not two:
         # floor((p + rnd) / 2**shift) + zp == floor((p + rnd + zp * 2**shift) / 2**shift)
         total = Signal(signed(total_bits))
-        m.d.comb += total.eq(self.inputs.payload.acc + param.bias.as_signed())
+        m.d.comb += total.eq(self.inputs.payload.acc + param.bias.as_signed() - self.correction)
         valid1 = Signal()
         total1 = Signal(signed(total_bits))
         product1 = Signal(signed(product_bits))

@@ -16,6 +16,11 @@ A layer job runs ``n_vectors`` input vectors through the units of one layer
    (outputs issued but not yet taken by the host) keeps the output FIFO from overflowing;
    with a host that always takes outputs it never throttles.
 
+The scheduler also sums each vector's input codes as they are loaded (double-buffered like
+the row drivers' banks): ``input_sum`` is the sum of the vector being computed and drained,
+from its ``swap`` to the next. The output path multiplies it by the layer's
+``weight_offset`` for the offset weight encoding's correction (docs/contract.md section 4).
+
 ``busy`` is high from the cycle after ``start`` to the cycle the last output is taken;
 ``done`` then stays high until the next ``start``. A job with ``n_vectors = 0`` is done at
 once.
@@ -33,12 +38,17 @@ from bitline.hw.spec.registers import VECTOR_BITS
 from bitline.hw.spec.timing import DRAIN_STAGES
 from bitline.hw.unit.row_driver import input_layout
 
-__all__ = ["Scheduler", "OUTPUT_FIFO_DEPTH"]
+__all__ = ["Scheduler", "OUTPUT_FIFO_DEPTH", "input_sum_bits"]
 
 #: Outputs in flight (drain pipeline + output FIFO) that never throttle a host that always
 #: takes outputs: an output is taken ``len(DRAIN_STAGES)`` cycles after its channel is read.
 OUTPUT_FIFO_DEPTH = len(DRAIN_STAGES) + 1
 #: Width of the vector count of a job.
+
+
+def input_sum_bits(config: AcceleratorConfig) -> int:
+    """Width of a vector's input-code sum: ``max_in_features`` codes of ``max_act_bits``."""
+    return config.max_act_bits + clog2(config.max_in_features + 1)
 
 
 class Scheduler(wiring.Component):
@@ -67,6 +77,8 @@ class Scheduler(wiring.Component):
     busy, done: Out(1)
     input_stall: Out(1)
         The row drivers wait for an input code the host has not sent.
+    input_sum: Out(input_sum_bits(config))
+        Sum of the input codes of the vector in compute / drain (updated at ``swap``).
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -85,6 +97,7 @@ class Scheduler(wiring.Component):
             "busy": Out(1),
             "done": Out(1),
             "input_stall": Out(1),
+            "input_sum": Out(input_sum_bits(config)),
         })
 
     def elaborate(self, platform):
@@ -121,6 +134,15 @@ class Scheduler(wiring.Component):
         with m.If(self.swap):
             m.d.sync += shadow_full.eq(0)
 
+        # ---- input sum (offset encoding): loads into load_sum, swaps into input_sum -----
+        # An input accepted in a swap cycle is the last one of the vector being swapped in.
+        load_sum = Signal(input_sum_bits(config))
+        loaded_sum = load_sum + Mux(accept, self.inputs.payload, 0)
+        with m.If(self.swap):
+            m.d.sync += [self.input_sum.eq(loaded_sum), load_sum.eq(0)]
+        with m.Elif(accept):
+            m.d.sync += load_sum.eq(loaded_sum)
+
         # ---- output credits -------------------------------------------------------------
         issue = Signal()
         with m.If(issue & ~self.output_taken):
@@ -148,6 +170,7 @@ class Scheduler(wiring.Component):
                         drained.eq(0),
                         in_index.eq(0),
                         shadow_full.eq(0),
+                        load_sum.eq(0),
                         self.done.eq(self.n_vectors == 0),
                     ]
                     with m.If(self.n_vectors != 0):

@@ -290,10 +290,18 @@ class Accelerator(wiring.Component):
         param_d1 = Signal(param_type)
         param_d2 = Signal(param_type)
         m.d.sync += [param_d1.eq(param_read.data), param_d2.eq(param_d1)]
+        # Offset weight encoding: weight_offset * sum(x) of the vector being drained, taken
+        # when its channel is issued and delayed like the channel's accumulator (partial-sum
+        # read, lane sum, unit sum) so the next vector's swap cannot change it under way.
+        corrections = [Signal(self.config.acc_bits, name=f"correction_d{stage}")
+                       for stage in range(1, 4)]
+        m.d.sync += corrections[0].eq(scheduler.input_sum * layer.weight_offset)
+        m.d.sync += [later.eq(earlier) for earlier, later in zip(corrections, corrections[1:])]
         m.d.comb += [
             output_unit.inputs.valid.eq(reduction.sums.valid),
             output_unit.inputs.payload.acc.eq(reduction.sums.payload),
             output_unit.inputs.payload.param.eq(param_d2),
+            output_unit.correction.eq(corrections[-1]),
             output_unit.mode.eq(layer.mode),
             output_unit.zero_point.eq(layer.zero_point),
             output_unit.clamp_lo.eq(layer.clamp_lo),

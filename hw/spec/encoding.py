@@ -72,7 +72,10 @@ def layer_layout(config: AcceleratorConfig) -> data.StructLayout:
     activation width (slices issued = entry's ``[slice_lo, slice_hi)``), ``xbar_mask`` the
     crossbar units that hold the layer (the reduction skips the others), ``param_start`` the
     first output-unit parameter record, ``mode`` 0 = requantize, 1 = raw accumulator out,
-    ``zero_point``/``clamp_lo``/``clamp_hi`` the output activation's zero point and clamp.
+    ``zero_point``/``clamp_lo``/``clamp_hi`` the output activation's zero point and clamp,
+    ``weight_offset`` the ``B`` of the offset weight encoding (0: differential; else a power
+    of two up to ``2**(max_weight_bits - 1)``; the output path subtracts ``B * sum(x)`` of
+    the vector's raw input codes, docs/contract.md section 4).
     """
     entry_bits = clog2(config.max_entries + 1)
     return data.StructLayout({
@@ -87,6 +90,7 @@ def layer_layout(config: AcceleratorConfig) -> data.StructLayout:
         "zero_point": config.max_act_bits,
         "clamp_lo": config.max_act_bits,
         "clamp_hi": config.max_act_bits,
+        "weight_offset": config.max_weight_bits,
     })
 
 

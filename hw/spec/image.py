@@ -61,7 +61,7 @@ MAGIC = b"BTLN"
 #: :data:`MAGIC` read as the little-endian ``magic`` header field.
 MAGIC_WORD = int.from_bytes(MAGIC, "little")
 #: Bumped on any change of the byte layout; readers reject other versions.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Every section starts on a multiple of this many bytes (a 32-bit word).
 SECTION_ALIGN = 4
 #: Bytes of the config digest (SHA-256 of the config) kept in the header.

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import click
 
+from bitline.hw.spec.program import ENCODINGS
 from bitline.sw.cli.common import (
+    NamedChoice,
     command_line,
     config_options,
     console,
@@ -177,10 +179,16 @@ def _print_report(report) -> None:
               help="Bundle directory to write (image.bin, manifest.json, compile.json).")
 @click.option("--budget", default=None, metavar="xbars:N|area:MM2",
               help=_budget_help + "; prints the copies per layer, throughput and latency.")
+@click.option("--encoding", type=NamedChoice(ENCODINGS, "encoding"), default="differential",
+              show_default=True,
+              help="Weight encoding: differential (sign-magnitude, positive and negative "
+                   "columns) or offset (ISAAC's biased weights w + 2^(b-1) in one column set, "
+                   "the output path subtracts the offset times the input sum; strategy isaac "
+                   "only).")
 @json_option
 @quiet_option
 def compile_cmd(model, strategy, spec, config_path, preset_name, xbars, dataset,
-                calib_samples, output, budget, as_json, quiet):
+                calib_samples, output, budget, encoding, as_json, quiet):
     """Quantize MODEL, map it with a strategy and write the program bundle to OUTPUT.
 
     With --xbars auto the machine is sized to the network before mapping; every config
@@ -198,7 +206,7 @@ def compile_cmd(model, strategy, spec, config_path, preset_name, xbars, dataset,
     result, sidecar = compile_bundle(
         model, strategy, spec, config, output, xbars=xbars, dataset=dataset,
         calib_samples=calib_samples, config_label=_config_label(config_path, preset_name),
-        budget=budget)
+        budget=budget, encoding=encoding)
     report = analyze(result.program, result.qmodel, labels=sidecar["labels"])
     pipe = pipeline_report(report, budget) if budget is not None else None
     if as_json:

@@ -172,7 +172,8 @@ def _weight_sizing(model, spec, calib_x, config: AcceleratorConfig):
 
 
 def size_hardware(model, spec, calib_x: np.ndarray, config: AcceleratorConfig, strategy: str,
-                  *, xbars: str | int = "auto", qmodels: dict | None = None) -> HardwarePlan:
+                  *, xbars: str | int = "auto", qmodels: dict | None = None,
+                  encoding: str = "differential") -> HardwarePlan:
     """Choose the config the program is compiled for (compile step 3).
 
     With ``xbars="auto"`` the machine is sized to the network, each field raised only when
@@ -189,6 +190,8 @@ def size_hardware(model, spec, calib_x: np.ndarray, config: AcceleratorConfig, s
     qmodels:
         Optional cache ``(spec, config digest) -> (qmodel, records)`` shared between calls
         (:func:`compare_strategies` quantizes once per spec).
+    encoding:
+        Weight encoding of the mapping (:data:`bitline.hw.spec.program.ENCODINGS`).
 
     Raises
     ------
@@ -213,7 +216,7 @@ def size_hardware(model, spec, calib_x: np.ndarray, config: AcceleratorConfig, s
         cache[key] = _weight_sizing(model, load_spec(spec), calib_x, config)
     qmodel, weight_records = cache[key]
     config = _apply(config, weight_records)
-    probe = map_model(qmodel, config, strategy, xbars="auto")
+    probe = map_model(qmodel, config, strategy, xbars="auto", encoding=encoding)
     records += weight_records
     if probe.config.n_xbars != config.n_xbars:
         records.append(Sizing("n_xbars", config.n_xbars, probe.config.n_xbars,
@@ -232,8 +235,9 @@ def quantize(model, spec, calib_x: np.ndarray, config: AcceleratorConfig):
     return quantize_model(model, spec, calib_x, config)
 
 
-def map_program(qmodel, config: AcceleratorConfig, strategy: str):
-    """Map ``qmodel`` onto exactly ``config`` with ``strategy`` (compile step 5).
+def map_program(qmodel, config: AcceleratorConfig, strategy: str,
+                encoding: str = "differential"):
+    """Map ``qmodel`` onto exactly ``config`` with ``strategy`` and ``encoding`` (step 5).
 
     Raises
     ------
@@ -242,7 +246,7 @@ def map_program(qmodel, config: AcceleratorConfig, strategy: str):
     """
     from bitline.sw.mapping import map_model
 
-    return map_model(qmodel, config, strategy, xbars="config")
+    return map_model(qmodel, config, strategy, xbars="config", encoding=encoding)
 
 
 def validate(program) -> None:
@@ -263,22 +267,29 @@ def validate(program) -> None:
 
 
 def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x: np.ndarray,
-                  *, xbars: str | int = "auto", qmodels: dict | None = None) -> CompileResult:
+                  *, xbars: str | int = "auto", qmodels: dict | None = None,
+                  encoding: str = "differential") -> CompileResult:
     """Size, quantize, map and validate (compile steps 3-6).
 
     ``xbars`` is ``"auto"`` (the machine is sized to the network, :func:`size_hardware`) or
     a unit count that replaces ``config.n_xbars``. ``qmodels`` is the optional cache of
-    :func:`size_hardware`.
+    :func:`size_hardware`. ``encoding`` is the weight encoding
+    (:data:`bitline.hw.spec.program.ENCODINGS`; ``offset`` is ISAAC's, ``isaac`` only).
 
     Raises
     ------
     ValueError
-        If the strategy is unknown or a step rejects the model, spec or config.
+        If the strategy or encoding is unknown, the strategy does not support the
+        encoding, or a step rejects the model, spec or config.
     """
+    from bitline.sw.mapping import check_encoding
+
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    check_encoding(encoding, strategy)
     start = time.perf_counter()
-    plan = size_hardware(model, spec, calib_x, config, strategy, xbars=xbars, qmodels=qmodels)
+    plan = size_hardware(model, spec, calib_x, config, strategy, xbars=xbars, qmodels=qmodels,
+                         encoding=encoding)
     sized = time.perf_counter()
     # The sizing's measured quantization is the one quantize() gives for plan.config (the
     # quantizer reads max_weight_bits only to reject wider weights), so it is reused.
@@ -288,7 +299,7 @@ def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x
     if plan.layers is not None and plan.qmodel is not None:
         program = Program(plan.config, strategy, list(plan.layers))
     else:
-        program = map_program(qmodel, plan.config, strategy)
+        program = map_program(qmodel, plan.config, strategy, encoding)
     validate(program)
     return CompileResult(qmodel, program, plan.config, plan.sizing, sized - start,
                          quantized - sized, time.perf_counter() - quantized)
@@ -329,13 +340,14 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
                    output: str | Path, *, xbars: str | int = "auto", dataset: str | None = None,
                    calib_samples: int = SYNTHETIC_CALIB_SAMPLES,
                    config_label: str = DEFAULT_PRESET,
-                   budget=None) -> tuple[CompileResult, dict]:
+                   budget=None, encoding: str = "differential") -> tuple[CompileResult, dict]:
     """Run the whole compile flow (:data:`COMPILE_STEPS`) and write the bundle to ``output``.
 
     ``dataset`` is the calibration data set (:func:`calibration_inputs`); ``config_label``
     names the config in the side file (preset name or config path). Returns the
     :class:`CompileResult` and the ``compile.json`` side file written next to the bundle:
-    ``model``, ``strategy``, ``quant``, ``config``, ``xbars``, ``labels``, ``sizing`` (the
+    ``model``, ``strategy``, ``encoding``, ``quant``, ``config``, ``xbars``, ``labels``,
+    ``sizing`` (the
     :class:`Sizing` records as dicts) and ``seconds`` (``size``, ``quantize``, ``map``,
     ``write``). With a ``budget`` (``xbars:N`` / ``area:MM2``) the layers get copies before
     the bundle is written (:func:`allocate_copies`) and the side file also holds
@@ -347,7 +359,8 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     model = target.require("model", "bitline compile")
     calib_x, calib_label = calibration_inputs(model, dataset, model_name=model_name,
                                               samples=calib_samples)
-    result = compile_model(model, strategy, spec, config, calib_x, xbars=xbars)
+    result = compile_model(model, strategy, spec, config, calib_x, xbars=xbars,
+                           encoding=encoding)
     pipe = None
     if budget is not None:
         result, pipe = allocate_copies(result, budget)
@@ -355,7 +368,8 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     start = time.perf_counter()
     write_bundle(out, result.program, result.qmodel)
     sidecar = {
-        "model": model_name, "strategy": strategy, "quant": str(spec), "config": config_label,
+        "model": model_name, "strategy": strategy, "encoding": encoding, "quant": str(spec),
+        "config": config_label,
         "xbars": parse_xbars(xbars), "labels": model_labels(model_name, calib_label),
         "sizing": [record.to_dict() for record in result.sizing],
         "seconds": {"size": result.size_s, "quantize": result.quantize_s,

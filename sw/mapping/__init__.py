@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from bitline.hw.spec.config import AcceleratorConfig
-from bitline.hw.spec.program import STRATEGIES, LayerProgram, Program, empty_entries
+from bitline.hw.spec.program import ENCODINGS, STRATEGIES, LayerProgram, Program, empty_entries
 from bitline.sw.mapping.bwq import check_block_bits, place_bwq
 from bitline.sw.mapping.isaac import place_isaac
 from bitline.sw.mapping.ivq import place_naive, place_spatial, place_temporal
@@ -30,7 +30,10 @@ __all__ = [
     "map_matrix",
     "reconstruct_matrix",
     "check_strategy",
+    "check_encoding",
     "STRATEGIES",
+    "ENCODINGS",
+    "ENCODING_STRATEGIES",
     "LayerProgram",
     "Program",
     "empty_entries",
@@ -43,6 +46,27 @@ _PLACERS = {
     "ivq-temporal": place_temporal,
     "bwq": place_bwq,
 }
+
+#: The strategies that can store each weight encoding (docs/mapping.md): the offset
+#: encoding is ISAAC's, one column set per digit on ISAAC's dense grid.
+ENCODING_STRATEGIES = {"differential": STRATEGIES, "offset": ("isaac",)}
+
+
+def check_encoding(encoding: str, strategy: str) -> str:
+    """Return ``encoding`` if known and supported by ``strategy``, else raise ``ValueError``.
+
+    The message names the value and lists the known encodings, or the strategies that
+    support it.
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown weight encoding {encoding!r}; known encodings are "
+                         f"{', '.join(ENCODINGS)}")
+    if strategy not in ENCODING_STRATEGIES[encoding]:
+        raise ValueError(f"weight encoding {encoding!r} is not supported by strategy "
+                         f"{strategy!r}; it is supported by "
+                         f"{', '.join(ENCODING_STRATEGIES[encoding])}")
+    return encoding
+
 
 def check_strategy(strategy: str) -> str:
     """Return ``strategy`` if it is known, else raise ``ValueError`` listing the known ones."""
@@ -66,6 +90,7 @@ def map_matrix(
     block_cols: int | None = None,
     name: str = "layer",
     xbar_offset: int = 0,
+    encoding: str = "differential",
 ) -> LayerProgram:
     """Map an integer weight matrix onto crossbars with one strategy.
 
@@ -92,6 +117,9 @@ def map_matrix(
         Layer name (program name and error messages).
     xbar_offset:
         Global index of the layer's first crossbar unit.
+    encoding:
+        Weight encoding, one of :data:`ENCODINGS` (``"offset"``: ``isaac`` only, see
+        :data:`ENCODING_STRATEGIES`).
 
     Returns
     -------
@@ -101,10 +129,12 @@ def map_matrix(
     Raises
     ------
     ValueError
-        For an unknown strategy, a layer larger than the configuration's limits, or
-        inconsistent BWQ widths; the message names the layer.
+        For an unknown strategy or encoding, an encoding the strategy does not support, a
+        layer larger than the configuration's limits, or inconsistent BWQ widths; the
+        message names the layer.
     """
     check_strategy(strategy)
+    check_encoding(encoding, strategy)
     matrix = np.asarray(matrix)
     if matrix.ndim != 2 or matrix.dtype.kind not in "iu":
         raise ValueError(
@@ -125,7 +155,7 @@ def map_matrix(
         check_block_bits(matrix.astype(np.int64), block_bits,
                          block_rows or config.ou_rows, block_cols or config.ou_cols, name)
     bits = layer_bits(matrix, config, act_bits=int(act_bits), act_block_bits=act_block_bits,
-                      block_rows=block_rows, name=name)
+                      block_rows=block_rows, name=name, encoding=encoding)
     placement = _PLACERS[strategy](bits, config)
     return assemble(bits, placement, config, name=name, xbar_offset=xbar_offset)
 
@@ -138,6 +168,7 @@ def map_layer(
     *,
     block_rows: int | None = None,
     block_cols: int | None = None,
+    encoding: str = "differential",
 ) -> LayerProgram:
     """Map one quantized compute layer; copy its output-unit parameters into the program.
 
@@ -151,6 +182,8 @@ def map_layer(
     block_rows, block_cols:
         BWQ block geometry of ``qlayer.block_bits`` / ``act_block_bits`` (the quantized
         model's ``spec["ou_rows"]`` / ``spec["ou_cols"]``); default the config's OU.
+    encoding:
+        Weight encoding (see :func:`map_matrix`).
 
     Returns
     -------
@@ -169,6 +202,7 @@ def map_layer(
         matrix, config, strategy, act_bits=qlayer.inputs[0].bits,
         act_block_bits=qlayer.act_block_bits, block_bits=qlayer.block_bits,
         block_rows=block_rows, block_cols=block_cols, name=name, xbar_offset=xbar_offset,
+        encoding=encoding,
     )
     n_out = matrix.shape[0]
 
@@ -197,6 +231,7 @@ def map_model(
     strategy: str,
     *,
     xbars: str | int = "config",
+    encoding: str = "differential",
 ) -> Program:
     """Map every compute layer of a quantized model onto consecutive crossbar units.
 
@@ -216,6 +251,8 @@ def map_model(
         ``"config"``: the network must fit ``config.n_xbars``; ``"auto"``: the returned
         program's config has ``n_xbars`` set to the units the network needs; an integer:
         use that many units (checked like ``"config"``).
+    encoding:
+        Weight encoding of every layer (see :func:`map_matrix`).
 
     Returns
     -------
@@ -228,6 +265,7 @@ def map_model(
         than ``config.max_layers``, or a layer cannot be mapped.
     """
     check_strategy(strategy)
+    check_encoding(encoding, strategy)
     if isinstance(xbars, bool) or not (xbars in ("config", "auto") or isinstance(xbars, int)):
         raise ValueError(f"xbars must be 'config', 'auto' or an integer, not {xbars!r}")
     if isinstance(xbars, int):
@@ -246,7 +284,8 @@ def map_model(
     for qlayer in layers:
         program = map_layer(qlayer, config, strategy, offset,
                             block_rows=None if block_rows is None else int(block_rows),
-                            block_cols=None if block_cols is None else int(block_cols))
+                            block_cols=None if block_cols is None else int(block_cols),
+                            encoding=encoding)
         programs.append(program)
         offset += len(program.xbars)
     if xbars == "auto":

@@ -12,6 +12,11 @@ a column group holding at least one column id) is read with every slice, whateve
 holds: a column that holds a segment is valid even if all-zero, so hollow OUs are read.
 Row groups past the layer's last chunk and column groups past its last column are not
 read (they hold no weights; ISAAC would not drive or convert them either).
+
+With the offset encoding (``encoding="offset"``, ISAAC's own) a channel owns ``n_digits``
+adjacent columns holding the digits of ``w + B`` (``B = 2**magnitude_bits``, one bit more
+than ``|w|``), all with ``sign = 0``, and the output path subtracts ``B * sum(x)``
+(docs/contract.md section 4): about half the columns of the differential encoding.
 """
 
 from __future__ import annotations
@@ -27,5 +32,5 @@ __all__ = ["place_isaac"]
 def place_isaac(bits: LayerBits, config: AcceleratorConfig) -> Placement:
     """Return the ISAAC placement of a layer: channel-major columns, populated OUs read."""
     digit, sign, channel = bits.split_q(np.arange(bits.n_q))
-    position = (channel * 2 + sign) * bits.n_digits + digit
+    position = (channel * bits.n_signs + sign) * bits.n_digits + digit
     return regular_placement(bits, config, position)

@@ -17,8 +17,11 @@ Vocabulary (docs/mapping.md has the pictures):
 * **digit** ``d`` — the ``cell_bits``-wide slice ``(|w| >> d*cell_bits) & level_max`` of a
   weight's magnitude; with 1-bit cells a digit is a magnitude bit. Its shift is
   ``d * cell_bits``.
-* **column id** ``q = (d * 2 + sign) * O + n`` — digit ``d`` of the weights of sign
-  ``sign`` (0 = positive, 1 = negative) of output channel ``n``.
+* **column id** ``q = (d * S + sign) * O + n`` — digit ``d`` of the weights of sign
+  ``sign`` (0 = positive, 1 = negative) of output channel ``n``; ``S = 2`` signs with the
+  differential encoding. With the **offset** encoding (``isaac`` only, docs/contract.md
+  section 4) the stored value is the unsigned ``w + B``, ``B = 2**magnitude_bits``, in one
+  column set (``S = 1``, ``sign = 0``); the periphery subtracts ``B * sum(x)``.
 * **segment** ``(q, chunk)`` — the ``length`` levels of column id ``q`` over a chunk's
   inputs: what one OU column holds in one row group. Strategies place segments at
   ``(xbar, row_group, column)``; every placed segment becomes one *valid* column of the OU
@@ -36,6 +39,7 @@ import numpy as np
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.program import (
     COLUMN_FIELDS,
+    ENCODINGS,
     LayerProgram,
     empty_entries,
     entry_columns,
@@ -77,7 +81,12 @@ class LayerBits:
     nonzero:
         bool ``(n_q, n_chunks)``: segment has a nonzero level.
     n_digits:
-        Digits per weight, ``ceil(magnitude_bits / cell_bits)``.
+        Digits per weight: ``ceil(magnitude_bits / cell_bits)`` (differential) or
+        ``ceil((magnitude_bits + 1) / cell_bits)`` (offset: ``w + B`` has one bit more).
+    n_signs:
+        Column sets per digit: 2 (differential: positive, negative) or 1 (offset).
+    weight_offset:
+        ``B`` of the offset encoding (``2**magnitude_bits``), 0 for differential.
     """
 
     n_outputs: int
@@ -91,6 +100,8 @@ class LayerBits:
     digits: np.ndarray
     nonzero: np.ndarray
     n_digits: int
+    n_signs: int = 2
+    weight_offset: int = 0
 
     @property
     def n_chunks(self) -> int:
@@ -99,7 +110,7 @@ class LayerBits:
 
     @property
     def n_q(self) -> int:
-        """Number of column ids, ``n_digits * 2 * O``."""
+        """Number of column ids, ``n_digits * n_signs * O``."""
         return self.digits.shape[0]
 
     def split_q(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -107,7 +118,7 @@ class LayerBits:
         q = np.asarray(q, dtype=np.int64)
         channel = q % self.n_outputs
         digit_sign = q // self.n_outputs
-        return digit_sign // 2, digit_sign % 2, channel
+        return digit_sign // self.n_signs, digit_sign % self.n_signs, channel
 
 
 @dataclass
@@ -183,6 +194,7 @@ def layer_bits(
     act_block_bits: np.ndarray | None = None,
     block_rows: int | None = None,
     name: str = "layer",
+    encoding: str = "differential",
 ) -> LayerBits:
     """Cut an ``(O, K)`` integer matrix into chunks and digit planes.
 
@@ -203,11 +215,17 @@ def layer_bits(
         Row-block size of ``act_block_bits`` (default ``config.ou_rows``).
     name:
         Layer name for error messages.
+    encoding:
+        ``"differential"`` (digits of ``|w|``, positive and negative column sets) or
+        ``"offset"`` (digits of ``w + B``, one column set; see :class:`LayerBits`). The
+        offset encoding needs every input at the full ``act_bits`` (the periphery sums the
+        raw input codes), so it refuses BWQ activation widths below ``act_bits``.
 
     Raises
     ------
     ValueError
-        On bad activation widths or weights wider than ``config.max_weight_bits``.
+        On bad activation widths, an unknown encoding, weights wider than
+        ``config.max_weight_bits``, or activation widths with the offset encoding.
     """
     matrix = np.asarray(matrix, dtype=np.int64)
     if matrix.ndim != 2:
@@ -253,30 +271,52 @@ def layer_bits(
                 f"{dropped[bad[0]]} bits, not a whole number of {dac_bits}-bit DAC slices"
             )
         widths = np.repeat(block_widths, block_rows)[:n_in]
+    if encoding not in ENCODINGS:
+        raise ValueError(f"layer {name}: unknown weight encoding {encoding!r}; known "
+                         f"encodings are {', '.join(ENCODINGS)}")
+    if encoding == "offset" and np.any(widths != act_bits):
+        raise ValueError(f"layer {name}: the offset encoding needs every input at act_bits "
+                         f"({act_bits}); the layer has block-wise activation widths")
     inputs, length = _chunks(widths, exact)
     slice_lo = (act_bits - widths[inputs[:, 0]]) // dac_bits if len(inputs) else length
     slice_hi = np.full(len(inputs), n_slices, dtype=np.int64)
-
-    n_digits = -(-magnitude_bits // config.cell_bits)
-    index = np.where(inputs >= 0, inputs, n_in)
-    # magnitudes fit 16 bits (max_weight_bits <= 16): narrow dtypes keep this pass cheap
-    padded = np.zeros((n_out, n_in + 1), dtype=np.int16 if magnitude_bits < 16 else np.int32)
-    padded[:, :n_in] = matrix
-    gathered = padded[:, index]                                   # (O, n_chunks, E)
-    positive = (gathered > 0).view(np.uint8)
-    negative = (gathered < 0).view(np.uint8)
-    magnitude = np.abs(gathered).astype(np.uint16)
-    digits = np.empty((n_digits, 2, n_out, len(inputs), exact), dtype=np.uint8)
-    for digit in range(n_digits):
-        level = ((magnitude >> (digit * config.cell_bits)) & config.level_max).astype(np.uint8)
-        np.multiply(level, positive, out=digits[digit, 0])
-        np.multiply(level, negative, out=digits[digit, 1])
-    digits = digits.reshape(n_digits * 2 * n_out, len(inputs), exact)
+    digits, n_digits, offset = _digit_planes(matrix, inputs, config, magnitude_bits, encoding)
     return LayerBits(
         n_outputs=n_out, n_inputs=n_in, act_bits=int(act_bits), n_slices=n_slices,
         chunk_inputs=inputs, chunk_len=length, slice_lo=slice_lo.astype(np.int64),
         slice_hi=slice_hi, digits=digits, nonzero=digits.any(axis=2), n_digits=n_digits,
+        n_signs=1 if encoding == "offset" else 2, weight_offset=offset,
     )
+
+
+def _digit_planes(matrix: np.ndarray, inputs: np.ndarray, config: AcceleratorConfig,
+                  magnitude_bits: int, encoding: str) -> tuple[np.ndarray, int, int]:
+    """Return ``(digits (n_q, n_chunks, E), n_digits, weight_offset)`` of :class:`LayerBits`.
+
+    Differential: digit ``d`` of ``|w|`` in the column set of ``w``'s sign. Offset: digit
+    ``d`` of ``w + B`` (``B = 2**magnitude_bits``, so ``1 <= w + B < 2**(magnitude_bits +
+    1)``) in the one column set. Rows past a chunk's end hold 0 in both.
+    """
+    n_out, n_in = matrix.shape
+    exact = config.exact_rows_per_ou
+    offset = 1 << magnitude_bits if encoding == "offset" else 0
+    value_bits = magnitude_bits + (1 if offset else 0)
+    n_digits = -(-value_bits // config.cell_bits)
+    n_signs = 1 if offset else 2
+    index = np.where(inputs >= 0, inputs, n_in)
+    # stored values fit 16 bits (max_weight_bits <= 16): narrow dtypes keep this pass cheap
+    padded = np.zeros((n_out, n_in + 1), dtype=np.int16 if value_bits < 16 else np.int32)
+    padded[:, :n_in] = matrix + offset                    # column n_in: rows past a chunk
+    gathered = padded[:, index]                                   # (O, n_chunks, E)
+    magnitude = np.abs(gathered).astype(np.uint16)
+    planes = ([(gathered > 0).view(np.uint8), (gathered < 0).view(np.uint8)] if n_signs == 2
+              else [np.ones_like(magnitude, dtype=np.uint8)])
+    digits = np.empty((n_digits, n_signs, n_out, len(inputs), exact), dtype=np.uint8)
+    for digit in range(n_digits):
+        level = ((magnitude >> (digit * config.cell_bits)) & config.level_max).astype(np.uint8)
+        for sign, plane in enumerate(planes):
+            np.multiply(level, plane, out=digits[digit, sign])
+    return digits.reshape(n_digits * n_signs * n_out, len(inputs), exact), n_digits, offset
 
 
 def balance(loads: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -475,7 +515,7 @@ def assemble(
         name=name, n_inputs=bits.n_inputs, n_outputs=bits.n_outputs, act_bits=bits.act_bits,
         xbars=np.arange(n_xbars, dtype=np.int64) + xbar_offset, row_maps=row_maps,
         cells=cells, entries=entries, bias=empty, mult=empty.copy(), shift=empty.copy(),
-        stats=stats,
+        stats=stats, weight_offset=bits.weight_offset,
     )
 
 
@@ -529,8 +569,9 @@ def reconstruct_matrix(layer: LayerProgram, config: AcceleratorConfig) -> np.nda
 
     The inverse of every mapper: for each entry and each valid column ``j``, every driven
     row ``r`` of the entry's row group adds ``(-1)**sign * level[r, col] << shift`` to
-    ``W[dest, row_map[r]]``. Slices are ignored (a BWQ row block of activation width 0 is
-    not mapped, so its columns come back as zeros).
+    ``W[dest, row_map[r]]``; with the offset encoding, ``layer.weight_offset`` is then
+    subtracted from every weight of a mapped input. Slices are ignored (a BWQ row block of
+    activation width 0 is not mapped, so its columns come back as zeros).
 
     Raises
     ------
@@ -562,4 +603,7 @@ def reconstruct_matrix(layer: LayerProgram, config: AcceleratorConfig) -> np.nda
     driven = (source >= 0) & (level != 0)
     dest = np.broadcast_to(desc["dest"][e, j][:, None], source.shape)
     np.add.at(matrix, (dest[driven], source[driven]), value[driven])
+    if layer.weight_offset:
+        mapped = np.unique(layer.row_maps[layer.row_maps >= 0])
+        matrix[:, mapped] -= int(layer.weight_offset)
     return matrix

@@ -136,7 +136,8 @@ class CostModel:
     sample_hold_pj:
         One sample-and-hold sample (one per ADC conversion).
     shift_add_pj:
-        One shift-and-add operation (one per ADC code); also one reduction add.
+        One shift-and-add operation (one per ADC code); also one reduction add and one
+        add of the offset encoding's correction (``LayerCounts.correction_adds``).
     input_register_bit_pj:
         One bit written to or read from a unit's input register.
     output_register_pj:
@@ -262,7 +263,8 @@ def layer_energy_pj(counts: LayerCounts, config: AcceleratorConfig, out_bits: in
         "sample_hold": V * conversions * costs.sample_hold_pj,
         "dac": V * dac * costs.dac_pj,
         "crossbar": V * counts.activated_cells * costs.crossbar_cell_pj,
-        "shift_add": V * conversions * costs.shift_add_pj,
+        # shift-and-adds of the codes, plus the offset encoding's correction adds
+        "shift_add": V * (conversions + counts.correction_adds) * costs.shift_add_pj,
         "input_register": V * (K * act_bits + dac * config.dac_bits)
         * costs.input_register_bit_pj,
         "output_register": V * (conversions + O) * costs.output_register_pj,

@@ -357,7 +357,7 @@ def test_bundle_round_trip(tmp_path, program):
     assert_programs_equal(program, bundle.program)
     assert_qmodels_equal(qmodel, bundle.qmodel)
     manifest = bundle.manifest
-    assert manifest["format_version"] == 1 and manifest["strategy"] == "bwq"
+    assert manifest["format_version"] == 2 and manifest["strategy"] == "bwq"
     assert AcceleratorConfig.from_dict(manifest["config"]) == SMALL
     assert manifest["input"] == {"bits": 8, "scale": 0.02, "zero_point": 0}
     assert [s["name"] for s in manifest["sections"]] == [s.name for s in SectionId]
@@ -921,8 +921,8 @@ def test_read_bad_json(bundle_dir):
 
 
 def test_read_unknown_manifest_version(bundle_dir):
-    edit_manifest(bundle_dir, lambda m: m.update(format_version=2))
-    with pytest.raises(BundleError, match=r"manifest.json: format_version: unknown format version 2"):
+    edit_manifest(bundle_dir, lambda m: m.update(format_version=3))
+    with pytest.raises(BundleError, match=r"manifest.json: format_version: unknown format version 3"):
         read_bundle(bundle_dir)
 
 
