@@ -145,6 +145,18 @@ def test_compare_table_output():
     assert "isaac-paper" not in output
 
 
+def test_compare_activation_variant_row():
+    rows = json.loads(invoke("compare", MODEL, "--strategies", "bwq,bwq-a", "--no-baselines",
+                             "--quant", "bwq-a=bwq3-a6", "--json"))["rows"]
+    bwq, bwq_a = rows
+    assert (bwq_a["strategy"], bwq_a["mapping"], bwq_a["quant"]) == ("bwq-a", "bwq", "bwq3-a6")
+    assert bwq_a["ou_reads"] < bwq["ou_reads"]      # fewer activation slices, same weights
+    assert "speedup_vs_isaac" in bwq_a and bwq_a["speedup_vs_isaac"] is None
+    help_text = invoke("compare", "--help")
+    for label in ("isaac-ou-16b", "isaac-ou-8b", "isaac-paper", "bwq-a", "speedup_vs_<row>"):
+        assert label in help_text
+
+
 def test_strategy_specs_overrides():
     specs = strategy_specs(STRATEGIES)
     assert specs == DEFAULT_SPECS
@@ -183,6 +195,7 @@ def test_calibration_inputs_synthetic_and_dataset():
     (["compile", MODEL, "-s", "bwq", "--xbars", "zero", "-o", "o"], "--xbars"),
     (["compile", MODEL, "-s", "isaac", "--xbars", "1", "-o", "o"], "crossbar units"),
     (["compare", MODEL, "--strategies", "isaac,magic"], "magic"),
+    (["compare", MODEL, "--strategies", "ivq-naive-a"], "ivq-naive-a"),
     (["compile", MODEL, "-s", "bwq", "--preset", "nope", "-o", "o"], "unknown preset"),
 ])
 def test_user_errors(argv, message, capsys, tmp_path, monkeypatch):
