@@ -231,21 +231,24 @@ def compile_cmd(model, strategy, spec, config_path, preset_name, xbars, dataset,
 
 @click.command("report")
 @click.argument("bundle_dir", metavar="OUT/", type=click.Path(exists=True, file_okay=False))
+@cost_options
 @json_option
 @quiet_option
-def report(bundle_dir, as_json, quiet):
+def report(bundle_dir, costs_path, adc_model, as_json, quiet):
     """Print the performance report of the program bundle in OUT/.
 
     --json prints the report object (perf.to_dict(): "strategy", "totals", "energy_pj",
-    "layers": [...], ...).
+    "layers": [...], ...). --costs / --adc-model price it with other energies and areas
+    (docs/performance.md section 8).
     """
     from bitline.sw.bundle import read_bundle
-    from bitline.sw.perf import analyze
+    from bitline.sw.perf import analyze, cost_model
 
+    costs = cost_model(costs_path, adc_model)
     bundle = read_bundle(bundle_dir)
     sidecar = Path(bundle_dir) / COMPILE_SIDECAR
     labels = json.loads(sidecar.read_text()).get("labels", {}) if sidecar.exists() else {}
-    perf = analyze(bundle.program, bundle.qmodel, labels=labels)
+    perf = analyze(bundle.program, bundle.qmodel, labels=labels, costs=costs)
     if as_json:
         echo_json(perf.to_dict())
     elif not quiet:

@@ -131,6 +131,21 @@ def test_compare_prints_the_per_layer_table_and_legend():
     assert "stage_cycles: " + LEGEND["stage_cycles"] in text
 
 
+def test_report_of_a_bundle_with_another_cost_model(tmp_path):
+    out = tmp_path / "bundle"
+    invoke("compile", "digits-cnn", "-s", "bwq", "--quant", "bwq3", "-o", out, "-q")
+    table = json.loads(invoke("report", out, "--json"))
+    costs = tmp_path / "costs.toml"
+    costs.write_text("[energy]\ndac = 0.834\n")
+    pow2 = json.loads(invoke("report", out, "--json", "--adc-model", "pow2", "--costs", costs))
+    assert table["adc"]["model"] == "table" and pow2["adc"]["model"] == "pow2"
+    assert pow2["adc"]["pj_per_conversion"] == pytest.approx(1.667 / 16)
+    conversions = table["totals"]["adc_conversions"]
+    assert pow2["energy_pj"]["adc"] == pytest.approx(conversions * 1.667 / 16)
+    assert pow2["energy_pj"]["dac"] == pytest.approx(2 * table["energy_pj"]["dac"])
+    assert pow2["totals"]["cycles"] == table["totals"]["cycles"]
+
+
 def test_bad_costs_file_is_a_usage_error_before_compiling(tmp_path, capsys):
     path = tmp_path / "costs.toml"
     path.write_text("[energy]\nadc_pj = 1.0\n")
