@@ -12,7 +12,8 @@ Baselines (:data:`BASELINES`, in output order):
 * ``isaac-ou-8b`` -- the same at 8/8 bits (the fair setting: the strategies use 8-bit
   activations and at most 8-bit weights);
 * ``isaac-paper`` -- ISAAC as published: the ``isaac`` preset (128 rows per read, 2-bit
-  cells, one 8-bit ADC shared by 128 columns), 16/16 bits, its weight encoding.
+  cells, one 8-bit ADC shared by 128 columns), 16/16 bits, its offset (biased) weight
+  encoding (one column set per weight digit, the bias times the input sum subtracted).
 
 Variants (:data:`VARIANTS`) are compared rows that run a strategy with another activation
 treatment: ``bwq-a`` is BWQ with BWQ-A's block-wise activation widths, next to ``bwq``
@@ -134,10 +135,9 @@ BASELINES: tuple[NamedRun, ...] = (
     NamedRun("isaac-ou-8b", "isaac", "int8", 8, "differential", "compared",
              "ISAAC mapping on the compared OU hardware, 8-bit weights and inputs "
              "(the strategies' widths)"),
-    NamedRun("isaac-paper", "isaac", "int16", 16, "differential", "isaac",
+    NamedRun("isaac-paper", "isaac", "int16", 16, "offset", "isaac",
              "ISAAC as published: 128 rows per read, 2-bit cells, one 8-bit ADC per 128 "
-             "columns, 16-bit weights and inputs; differential (sign-magnitude) encoding "
-             "until the offset encoding lands"),
+             "columns, 16-bit weights and inputs, its offset (biased) weight encoding"),
 )
 
 #: Compared rows with another activation treatment: (label -> record).

@@ -177,7 +177,8 @@ def compare_strategies(model, strategies=DEFAULT_ROWS, specs: dict[str, str] | N
     when ``isaac`` is not compared), ``efficiency``, plus ``mapping``, ``quant``,
     ``config``, ``latency_s``, ``area_mm2``, ``labels``, ``sizing`` (the
     :class:`Sizing` records as dicts), ``notes`` (one line per record), ``error`` and the
-    step times ``size_s``, ``quantize_s``, ``map_s``. ``strategies`` may name variant rows
+    step times ``size_s``, ``quantize_s``, ``map_s``, ``encoding`` (the weight encoding:
+    ``differential``, or ``offset`` for ``isaac-paper``). ``strategies`` may name variant rows
     (``bwq-a``: :data:`~bitline.sw.flow.baselines.VARIANTS`), mapped with their record's
     strategy and hardware. ``baselines`` is ``True`` (every record of
     :data:`~bitline.sw.flow.baselines.BASELINES`), ``False`` or a sequence of baseline
@@ -205,19 +206,19 @@ def compare_strategies(model, strategies=DEFAULT_ROWS, specs: dict[str, str] | N
     specs = specs or strategy_specs(strategies)
     config_name = next((name for name in ("bwq", "isaac") if preset(name) == config), "custom")
     runs = _runs(strategies, specs, config, config_name, _baselines(baselines))
-    for _, _, spec, _, _ in runs:
+    for _, _, spec, _, _, _ in runs:
         load_spec(spec)             # a bad spec is a usage error, not a failed row
     qmodels: dict = {}
     results: dict = {}
     rows: list[dict] = []
     reports: list = []
-    for label, strategy, spec, run_config, run_config_name in runs:
+    for label, strategy, spec, run_config, run_config_name, encoding in runs:
         report = None
         try:
-            key = (strategy, str(spec), run_config.digest)
+            key = (strategy, str(spec), run_config.digest, encoding)
             if key not in results:
                 results[key] = compile_model(model, strategy, spec, run_config, calib_x,
-                                             xbars=xbars, qmodels=qmodels)
+                                             xbars=xbars, qmodels=qmodels, encoding=encoding)
             result = results[key]
         except ValueError as error:
             if not keep_going:
@@ -232,6 +233,7 @@ def compare_strategies(model, strategies=DEFAULT_ROWS, specs: dict[str, str] | N
                        sizing=[record.to_dict() for record in result.sizing],
                        notes=result.notes, size_s=result.size_s,
                        quantize_s=result.quantize_s, map_s=result.map_s, error=None)
+        row["encoding"] = encoding
         if per_layer:
             row["layers"] = layer_records(report) if report is not None else []
         rows.append(row)
@@ -254,17 +256,17 @@ def _baselines(baselines) -> tuple:
 
 
 def _runs(strategies, specs, config, config_name, baselines) -> list[tuple]:
-    """``(label, strategy, spec, config, config name)`` of every row, in output order."""
+    """``(label, strategy, spec, config, config name, encoding)`` of every row, in order."""
     runs = []
     for name in strategies:
         if name in VARIANTS:
             record = VARIANTS[name]
             runs.append((name, record.strategy, specs[name], record.config(config),
-                         record.config_name(config, config_name)))
+                         record.config_name(config, config_name), record.encoding))
         else:
-            runs.append((name, name, specs[name], config, config_name))
+            runs.append((name, name, specs[name], config, config_name, "differential"))
     runs += [(run.label, run.strategy, run.spec, run.config(config),
-              run.config_name(config, config_name)) for run in baselines]
+              run.config_name(config, config_name), run.encoding) for run in baselines]
     return runs
 
 

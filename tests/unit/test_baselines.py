@@ -26,6 +26,8 @@ def test_records_are_complete_and_documented():
         load_spec(run.spec)                            # every spec parses
         assert run.to_dict()["spec"] == run.spec
     assert baseline("isaac-paper").spec == "int16-a16"
+    assert baseline("isaac-paper").encoding == "offset"          # ISAAC's biased weights
+    assert {run.encoding for run in BASELINES[:2]} == {"differential"}
     assert baseline("isaac-ou-8b").spec == "int8"
     assert variant("bwq-a").spec == "bwq3-a4" and variant("bwq-a").strategy == "bwq"
     with pytest.raises(ValueError, match="unknown baseline 'isaac-9b'.*isaac-paper"):
@@ -99,6 +101,8 @@ def test_rows_and_ratio_names(small):
         assert not any("isaac_paper" in key for key in row)
     assert rows["isaac-paper"]["config"] == "isaac" and rows["isaac-paper"]["quant"] == "int16-a16"
     assert rows["isaac-ou-16b"]["config"] == "bwq+w16a16"
+    assert rows["isaac-paper"]["encoding"] == "offset"
+    assert {rows[name]["encoding"] for name in rows if name != "isaac-paper"} == {"differential"}
     # with the default specs the isaac strategy row and isaac-ou-8b are one run
     for key in ("cycles", "energy_pj", "ou_reads", "crossbars"):
         assert rows["isaac"][key] == rows["isaac-ou-8b"][key]
@@ -120,6 +124,18 @@ def test_16_bit_baseline_counted_independently(small):
     assert rows["isaac-ou-16b"]["crossbars"] == report.crossbars
     # and 16-bit weights need more magnitude planes than 8-bit ones: more reads than 8/8
     assert rows["isaac-ou-16b"]["ou_reads"] > 2 * rows["isaac-ou-8b"]["ou_reads"]
+
+
+def test_paper_baseline_uses_the_offset_encoding(small):
+    # The offset encoding stores one column set per weight digit instead of a positive and
+    # a negative one: the same weights in differential form convert about twice as many
+    # columns (a few more than twice: one column group may be split unevenly).
+    model, calib, rows = small
+    paper = baseline("isaac-paper")
+    differential = compile_model(model, "isaac", paper.spec, paper.config(preset("bwq")), calib)
+    report = analyze(differential.program, differential.qmodel)
+    assert 1.5 * rows["isaac-paper"]["adc_conversions"] < report.adc_conversions
+    assert report.adc_conversions <= 2.5 * rows["isaac-paper"]["adc_conversions"]
 
 
 def test_baselines_ignore_spec_overrides_and_can_be_chosen():
