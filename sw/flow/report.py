@@ -136,11 +136,28 @@ def ratio_keys(rows: list[dict]) -> list[str]:
     return list(keys)
 
 
+def _models(rows: list[dict]) -> list[str]:
+    """The networks the rows belong to (``labels["model"]``), in first-seen order."""
+    return list(dict.fromkeys(row.get("labels", {}).get("model") for row in rows
+                              if row.get("labels", {}).get("model")))
+
+
+def _get(row: dict, column: str):
+    """A row's value of a column; ``model`` comes from the row's labels."""
+    if column == "model" and "model" not in row:
+        return row.get("labels", {}).get("model")
+    return row.get(column)
+
+
 def summary_columns(rows: list[dict]) -> list[str]:
-    """Columns of the one-row-per-strategy table and CSV (those some row carries)."""
+    """Columns of the one-row-per-strategy table and CSV (those some row carries).
+
+    Rows of several networks (concatenated ``compare_strategies`` results) get a first
+    ``model`` column.
+    """
     present = {key for row in rows for key, value in row.items() if value is not None}
-    return [key for key in _ROW_COLUMNS if key in present or key in _ROW_COLUMNS[:4]] + \
-        ratio_keys(rows)
+    columns = [key for key in _ROW_COLUMNS if key in present or key in _ROW_COLUMNS[:4]]
+    return (["model"] if len(_models(rows)) > 1 else []) + columns + ratio_keys(rows)
 
 
 def layer_columns(records: list[dict]) -> list[str]:
@@ -169,7 +186,7 @@ def cell_text(value, column: str = "") -> str:
 def summary_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Return the strategy table as ``(columns, cells)`` (text; see :data:`LEGEND`)."""
     columns = summary_columns(rows)
-    return columns, [[cell_text(row.get(column), column) for column in columns]
+    return columns, [[cell_text(_get(row, column), column) for column in columns]
                      for row in rows]
 
 
@@ -228,7 +245,7 @@ def rows_to_csv(rows: list[dict], path: str | Path, *, per_layer: bool = False,
         writer = csv.writer(handle)
         writer.writerow(columns)
         for record in records:
-            writer.writerow([_csv_value(record.get(column)) for column in columns])
+            writer.writerow([_csv_value(_get(record, column)) for column in columns])
     return path
 
 
@@ -277,7 +294,9 @@ def plot_comparison(rows: list[dict], path: str | Path, title: str = "") -> Path
 
     One panel per ratio kind (``speedup_vs``, ``energy_saving_vs``, and
     ``throughput_speedup_vs`` when the rows have a pipeline), one group of bars per row,
-    one bar per baseline named in the ratio keys; a dashed line marks 1x. Returns the path.
+    one bar per baseline named in the ratio keys; a dashed line marks 1x. Rows of several
+    networks (concatenated results, each with its own ``labels["model"]``) are labelled
+    ``model / strategy`` and grouped by network. Returns the path.
 
     Raises
     ------
@@ -289,8 +308,12 @@ def plot_comparison(rows: list[dict], path: str | Path, title: str = "") -> Path
     usable = [row for row in rows if not row.get("error")]
     if not kinds or not usable:
         raise ValueError("--plot: no row has a speedup or energy saving to plot")
+    several = len(_models(usable)) > 1
+    names = [f"{_get(row, 'model')} / {row['strategy']}" if several else row["strategy"]
+             for row in usable]
     plt = pyplot()
-    figure, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds) + 1, 3.8),
+    width_in = max(4.2, 0.35 * len(usable) + 1.5)
+    figure, axes = plt.subplots(1, len(kinds), figsize=(width_in * len(kinds) + 1, 3.8),
                                 squeeze=False)
     for axis, prefix in zip(axes[0], kinds):
         baselines = [key[len(prefix):] for key in ratio_keys(rows) if key.startswith(prefix)]
@@ -301,8 +324,7 @@ def plot_comparison(rows: list[dict], path: str | Path, title: str = "") -> Path
                          for i in range(len(usable))]
             axis.bar(positions, values, width, label=f"vs {baseline}")
         axis.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
-        axis.set_xticks(range(len(usable)), [row["strategy"] for row in usable],
-                        rotation=35, ha="right", fontsize="small")
+        axis.set_xticks(range(len(usable)), names, rotation=35, ha="right", fontsize="small")
         axis.set_ylabel(prefix.rstrip("_").replace("_vs", "").replace("_", " ") + " (x)")
         axis.grid(True, axis="y", alpha=0.3)
         axis.legend(fontsize="x-small")

@@ -91,6 +91,22 @@ def test_summary_csv_round_trips(compared, tmp_path):
                     tmp_path / "x.csv", per_layer=True)
 
 
+def test_rows_of_several_networks_get_a_model_column_and_one_plot(compared, tmp_path):
+    from bitline.sw.flow.report import plot_comparison, summary_table
+
+    _, data = compared
+    other = [dict(row, labels={**row["labels"], "model": "other-net"}) for row in data["rows"]]
+    rows = data["rows"] + other
+    columns, cells = summary_table(rows)
+    assert columns[0] == "model"
+    assert [line[0] for line in cells] == ["digits-cnn"] * 2 + ["other-net"] * 2
+    back = read_csv(rows_to_csv(rows, tmp_path / "nets.csv"))
+    assert [(r["model"], r["strategy"], r["cycles"]) for r in back] == \
+        [(row["labels"]["model"], row["strategy"], row["cycles"]) for row in rows]
+    assert summary_table(data["rows"])[0][0] == "strategy"     # one network: no column
+    assert plot_comparison(rows, tmp_path / "nets.png").read_bytes()[:4] == PNG
+
+
 def test_markdown_report_embeds_tables_plots_command_config_versions(compared):
     out, data = compared
     text = (out / "report.md").read_text()
