@@ -184,14 +184,14 @@ def explore(model, axis: str, values, strategies=STRATEGIES, specs: dict | None 
             progress(f"explore {axis} = {text}")
         rows = compare_strategies(model, strategies, specs, config=point, calib_x=calib_x,
                                   xbars=xbars, baselines=False, labels=labels,
-                                  keep_going=True, **({"costs": costs} if costs else {}))
+                                  keep_going=True, costs=costs)
         base = next(row for row in rows if row["strategy"] == baseline)
+        fields = {name: getattr(point, name) for name in dict.fromkeys(follow)}
         for row in rows:
             usable = not row.get("error") and not base.get("error")
             row[f"speedup_vs_{baseline}"] = base["cycles"] / row["cycles"] if usable else None
             row[f"energy_saving_vs_{baseline}"] = (base["energy_pj"] / row["energy_pj"]
                                                    if usable else None)
-            fields = {name: getattr(point, name) for name in dict.fromkeys(follow)}
             points.append({"value": text, **fields, **row})
     return {"axis": axis, "unit": AXES[axis].unit, "fields": list(AXES[axis].fields),
             "values": texts, "baseline": baseline, "adc": adc,
