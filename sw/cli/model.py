@@ -34,8 +34,8 @@ def _shape(shape) -> str:
 def info(model: str, as_json: bool, quiet: bool):
     """Print the layers of MODEL with shapes, weights and MACs.
 
-    MODEL is a builtin name (digits-cnn, digits-resnet, resnet18-cifar, vgg16, mobilenetv2)
-    or the path of an .onnx file. Weights count weight elements (biases excluded); MACs are
+    MODEL is a builtin name (digits-cnn, digits-resnet, mnist-lenet5, mnist-resnet,
+    resnet18-cifar, vgg16, mobilenetv2) or the path of an .onnx file. Weights count weight elements (biases excluded); MACs are
     per input sample. --json prints {"model", "source", "input_shape", "output_shape",
     "layers": [{"name", "op", "activation", "input_shape", "output_shape", "weights",
     "macs"}], "total_weights", "total_macs"}.

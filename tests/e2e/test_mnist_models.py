@@ -150,3 +150,31 @@ def test_executor_equals_golden_under_every_strategy(mnist, name, spec):
         program = map_model(qmodel, config, strategy, xbars="auto")
         result = run_executor(program, qmodel, x)
         assert np.array_equal(result.output_int, golden.output_int), strategy
+
+
+def _readme_table(model: str) -> dict[str, float]:
+    """spec -> accuracy (%) from the ``accuracy-<model>`` section of sw/models/README.md."""
+    section = re.search(rf"<!-- begin accuracy-{model} -->(.*?)<!-- end accuracy-{model} -->",
+                        README.read_text(), flags=re.DOTALL)
+    assert section, f"{README}: no accuracy-{model} section"
+    rows = re.findall(r"^\| [^|]+ \| `([^`]+)` \| ([0-9.]+) \|", section.group(1),
+                      flags=re.MULTILINE)
+    return {spec: float(value) for spec, value in rows}
+
+
+@pytest.mark.slow
+def test_readme_accuracy_table_row_is_reproduced():
+    """The BWQ 3-bit row of LeNet-5's table, recomputed by scripts/accuracy_table.py's code
+    (measured: about 15 s on 2 busy cores, hence slow)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("accuracy_table",
+                                                  ROOT / "scripts" / "accuracy_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    documented = _readme_table("mnist-lenet5")
+    rows = [row for row in table.ROWS if row[1] == "bwq3"]
+    (report,) = table.build_rows("mnist-lenet5", "mnist5k", rows)
+    assert report["images"] == 1000
+    assert round(100 * report["accuracy"], 2) == documented["bwq3"]
+    assert abs(report["avg_weight_bits"] - 3.0) < 0.01
