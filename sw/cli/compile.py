@@ -146,8 +146,9 @@ _budget_help = ("Resources for layer copies in the inter-layer pipeline: xbars:N
 
 # ------------------------------------------------------------------------------ commands
 _calibration_options = [
-    dataset_option("Calibration data set (its 'calib' split; default: digits for digits-* "
-                   "models, seeded random inputs otherwise)."),
+    dataset_option("Calibration data set (its 'calib' split; default: the one the model "
+                   "declares, digits for digits-*, mnist5k for mnist-*; seeded random "
+                   "inputs otherwise)."),
     click.option("--calib-samples", default=SYNTHETIC_CALIB_SAMPLES, show_default=True,
                  help="Random calibration inputs for models without a data set."),
 ]
