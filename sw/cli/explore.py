@@ -40,8 +40,8 @@ _EPILOG = (
     "the ou axis adcs_per_xbar follows the OU width (same conversions per read). Columns: "
     "value (the swept value), adc_bits / adcs_per_xbar (the point's ADC), crossbars (units "
     "holding weights), cycles and energy_pj (one image, layers in sequence), area_mm2 (used "
-    "units), throughput_ips (layer pipeline at the baseline's crossbars), speedup_vs_B / "
-    "energy_saving_vs_B (baseline B at the same point: cycles_B / cycles, E_B / E). --json "
+    "units), throughput_ips (layer pipeline at the isaac row's crossbars when isaac is "
+    "compared), speedup_vs_B / energy_saving_vs_B (baseline B at the same point: cycles_B / cycles, E_B / E). --json "
     "prints {\"axis\", \"values\", \"baseline\", ..., \"points\": [one object per value and "
     "strategy]}."
 )
