@@ -74,8 +74,9 @@ def _axis_command(axis_name: str) -> click.Command:
         calib_x, calib_label = calibration_inputs(ir_model, dataset, model_name=model,
                                                   samples=calib_samples)
         labels = model_labels(model, calib_label)
+        compiled = list(dict.fromkeys([*strategies, baseline]))    # the baseline runs too
         result = run_explore(
-            ir_model, axis_name, texts, strategies, strategy_specs(strategies, quant),
+            ir_model, axis_name, texts, strategies, strategy_specs(compiled, quant),
             config=config, calib_x=calib_x, baseline=baseline, adc=adc, xbars=xbars,
             costs=costs, labels=labels,
             progress=None if as_json or quiet else (lambda line: click.echo(line, err=True)))
