@@ -238,3 +238,19 @@ def test_cli_encoding_option(tmp_path):
     data = json.loads(result.output)
     assert data["encoding"] == "offset"
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["encoding"] == "offset"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-s", "bwq", "--encoding", "offset"],
+     "error: weight encoding 'offset' is not supported by strategy 'bwq'; it is supported "
+     "by isaac"),
+    (["-s", "isaac", "--encoding", "biased"],
+     "unknown encoding 'biased'; choose from differential, offset"),
+])
+def test_cli_encoding_errors_name_the_value(tmp_path, capsys, args, message):
+    from bitline.sw.cli import main
+
+    assert main(["compile", "digits-cnn", *args, "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
