@@ -18,9 +18,10 @@ of its inputs that returns new values (nothing is mutated after it is made):
 
 :func:`compile_model` runs steps 3-6; :func:`compile_bundle` runs 1-7 and writes the
 ``compile.json`` side file. :func:`compare_strategies` runs steps 3-6 and
-:func:`bitline.sw.perf.analyze` for several strategies (and the ISAAC baselines as the
-ISAAC paper ran them) and computes speedups and energy savings; see docs/performance.md
-section 6 for the default quantization of each strategy.
+:func:`bitline.sw.perf.analyze` for several strategies, the ``bwq-a`` variant and the
+named ISAAC baselines (:mod:`bitline.sw.flow.baselines`: ``isaac-ou-16b``, ``isaac-ou-8b``,
+``isaac-paper``) and computes speedups and energy savings named after their reference row;
+see docs/performance.md section 6 for each row's quantization and hardware.
 
 The accuracy evaluation and the non-ideality sweep need the golden model and the executor,
 so their library halves live in :mod:`bitline.sim.evaluate` and :mod:`bitline.sim.sweep`
