@@ -149,3 +149,22 @@ def test_digits_cnn_16_bit_activations_golden_equals_executor(digits, tmp_path):
     reference_out = run_float(model, x)
     eight = run_golden(quantize_model(model, "int8", calib, config), x).output
     assert np.abs(golden.output - reference_out).mean() < np.abs(eight - reference_out).mean()
+
+
+def test_isaac_paper_baseline_is_bit_exact(digits):
+    # ISAAC as published (sw/flow/baselines.py): isaac preset, 16-bit weights and inputs,
+    # offset encoding; its program runs equal to golden on both executor paths.
+    from bitline.sw.flow import compile_model
+    from bitline.sw.flow.baselines import baseline
+
+    model, calib, x = digits
+    paper = baseline("isaac-paper")
+    result = compile_model(model, paper.strategy, paper.spec, paper.config(preset("bwq")),
+                           calib, encoding=paper.encoding)
+    assert {layer.act_bits for layer in result.program.layers} == {16}
+    golden = run_golden(result.qmodel, x[:8])
+    assert np.array_equal(run_executor(result.program, result.qmodel, x[:8]).output_int,
+                          golden.output_int)
+    few = run_executor(result.program, result.qmodel, x[:2],
+                       device=IdealDevice(result.program.config, shortcut=False))
+    assert np.array_equal(few.output_int, golden.output_int[:2])
