@@ -22,7 +22,8 @@ from bitline.hw.spec.program import ENCODINGS, STRATEGIES, LayerProgram, Program
 from bitline.sw.mapping.bwq import check_block_bits, place_bwq
 from bitline.sw.mapping.isaac import place_isaac
 from bitline.sw.mapping.ivq import place_naive, place_spatial, place_temporal
-from bitline.sw.mapping.layout import assemble, layer_bits, reconstruct_matrix
+from bitline.sw.mapping.inverse import reconstruct_matrix
+from bitline.sw.mapping.layout import assemble, layer_bits
 
 __all__ = [
     "map_layer",
