@@ -136,6 +136,27 @@ def test_fp32_accuracy_matches_the_readme(mnist, name):
     assert accuracy > 95.0
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_onnxruntime_agrees_with_the_float_ir(mnist, name):
+    """The independent float reference: onnxruntime on the shipped file, same test split."""
+    import onnx
+    import onnxruntime
+
+    _, test_x, test_y = mnist
+    path = ROOT / "sw" / "models" / MODELS[name]
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert [value.name for value in proto.graph.input] == ["input"]
+    assert [value.name for value in proto.graph.output] == ["logits"]
+    assert path.stat().st_size < 400_000
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (reference,) = session.run(["logits"], {"input": test_x})
+    logits = np.asarray(run_float(resolve_model(name), test_x))
+    np.testing.assert_allclose(logits, reference, rtol=1e-4, atol=1e-4)
+    accuracy = 100 * float(np.mean(reference.argmax(axis=1) == test_y))
+    assert abs(accuracy - _readme_accuracy(MODELS[name])) <= 0.1
+
+
 @pytest.mark.parametrize("name,spec", [("mnist-lenet5", "bwq3"), ("mnist-resnet", "int8"),
                                        ("mnist-resnet", "bwq3")])
 def test_executor_equals_golden_under_every_strategy(mnist, name, spec):

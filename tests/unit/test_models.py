@@ -86,7 +86,8 @@ def test_float_model_matches_onnxruntime(protos, models, name):
 
 def test_builtin_names():
     assert set(BUILTIN_MODELS) == {
-        "digits-cnn", "digits-resnet", "resnet18-cifar", "vgg16", "mobilenetv2"
+        "digits-cnn", "digits-resnet", "mnist-lenet5", "mnist-resnet", "resnet18-cifar",
+        "vgg16", "mobilenetv2"
     }
     model = resolve_model("mobilenetv2")
     assert model.name == "mobilenetv2" and model.output_shape == (10,)
