@@ -1,0 +1,652 @@
+#!/usr/bin/env python3
+"""Regenerate the README's results section, docs/results.md and docs/img/results.png.
+
+Usage::
+
+    python scripts/results.py                   # every network (see README for the time)
+    python scripts/results.py --quick           # the four trained networks only
+    python scripts/results.py --models digits-cnn,resnet18-cifar [--decompose ...]
+
+For every network of :data:`MODELS` the script compiles each compared row of
+``bitline compare`` (the five strategies with their default specs, ``bwq-a`` and the three
+named ISAAC baselines of :mod:`bitline.sw.flow.baselines`) on the ``bwq`` preset, and puts
+each row against each baseline **at equal crossbars** and **at equal area** (the
+``--budget baseline`` / ``baseline-area`` layer pipelines of docs/performance.md section 7),
+next to the papers' claims. Then it decomposes the gap between BWQ and ISAAC as published
+(:func:`decompose`): starting from ``bwq`` vs ``isaac-paper``, it switches one factor at a
+time and re-runs.
+
+Why not one ``compare_strategies`` call per budget: the two budgets and the decomposition
+price the *same* compiled runs, so each distinct run (strategy, spec, config, encoding,
+weights) is compiled once here (:class:`Workload`) and the rows are completed by compare's
+own :func:`~bitline.sw.flow.compare.add_ratios` and
+:func:`~bitline.sw.flow.compare.add_pipeline`. tests/e2e/test_results_script.py checks that
+the rows equal ``compare_strategies``'s at both budgets.
+
+Outputs (byte-identical on a rerun: fixed seeds, no timings in the files; the time per
+network goes to stderr): the README block between ``<!-- begin results -->`` and
+``<!-- end results -->`` (:func:`readme_sections.replace_section`), ``docs/results.md`` (every
+table) and ``docs/img/results.png`` (the plot the README embeds).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import click
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Every network of the results, in table order.
+MODELS = ("digits-cnn", "digits-resnet", "mnist-lenet5", "mnist-resnet", "resnet18-cifar",
+          "vgg16", "mobilenetv2")
+#: ``--quick``: the trained networks (small; a few minutes in all).
+QUICK_MODELS = ("digits-cnn", "digits-resnet", "mnist-lenet5", "mnist-resnet")
+#: Networks whose gap is decomposed by default (when selected).
+DECOMPOSED = ("digits-cnn", "mnist-lenet5", "mnist-resnet", "resnet18-cifar")
+#: The papers' claims vs ISAAC (speedup, energy saving), /work/shared/REFERENCE.md.
+CLAIMS = {"ivq": ("IVQ (TCAD 2022)", 19.7, 17.7), "bwq": ("BWQ (TCAD 2024)", 6.08, 17.47)}
+#: Table heading -> ``--budget`` word of compare (docs/performance.md section 7).
+BUDGETS = {"equal crossbars": "baseline", "equal area": "baseline-area"}
+#: The decomposition's fixed area, in multiples of the largest one-copy area of its runs:
+#: at 1 x the run with that footprint has no unit to spare for copies while the others do,
+#: so every switch would also move the balancing; from about 2 x on every run balances its
+#: pipeline (docs/performance.md section 7, the measured budgets table).
+AREA_FACTOR = 2
+#: Seed of the synthetic weights that replace a trained network's in the decomposition.
+SYNTHETIC_SEED = 0
+SECTION = "results"
+
+
+# ------------------------------------------------------------------------------ runs
+def synthetic_weights(model, seed: int = SYNTHETIC_SEED):
+    """Return ``model`` with every compute layer's weights replaced by He-normal ones.
+
+    Drawn as :mod:`bitline.sw.models.synthetic` draws them (``standard_normal *
+    sqrt(2 / fan_in)``, one ``default_rng(seed)`` over the layers in order); biases, shapes
+    and the graph stay. The trained network's "synthetic twin" isolates what trained
+    weights (their bit-level sparsity) contribute.
+    """
+    rng = np.random.default_rng(seed)
+    layers = []
+    for layer in model.layers:
+        if layer.is_compute:
+            fan_in = int(np.prod(layer.weight.shape[1:]))
+            weight = rng.standard_normal(layer.weight.shape, dtype=np.float32)
+            layer = replace(layer, weight=weight * np.float32(np.sqrt(2.0 / fan_in)))
+        layers.append(layer)
+    return replace(model, layers=layers, name=f"{model.name}-synthetic")
+
+
+class Workload:
+    """One network, its calibration inputs and its compiled runs (each compiled once)."""
+
+    def __init__(self, name: str):
+        from bitline.sw.flow import calibration_inputs, is_synthetic, resolve_target
+
+        self.name = name
+        self.synthetic = is_synthetic(name)
+        model = resolve_target(name).require("model", "results")
+        self.calib_x, self.calib_label = calibration_inputs(model, None, model_name=name)
+        self._models = {"own": model}
+        self._qmodels: dict[str, dict] = {"own": {}, "synthetic": {}}
+        self._reports: dict[tuple, object] = {}
+
+    @property
+    def kind(self) -> str:
+        """``synthetic`` or ``trained``: how the table labels the network's weights."""
+        return "synthetic" if self.synthetic else "trained"
+
+    def model(self, weights: str = "own"):
+        """The IR model with its own weights, or (``"synthetic"``) :func:`synthetic_weights`."""
+        if weights not in self._models:
+            self._models[weights] = synthetic_weights(self._models["own"])
+        return self._models[weights]
+
+    def report(self, strategy: str, spec: str, config, encoding: str = "differential",
+               weights: str = "own"):
+        """Return the :class:`~bitline.sw.perf.PerfReport` of one run (compiled once)."""
+        from bitline.sw.flow import compile_model
+        from bitline.sw.perf import analyze
+
+        key = (weights, strategy, spec, config.digest, encoding)
+        if key not in self._reports:
+            result = compile_model(self.model(weights), strategy, spec, config, self.calib_x,
+                                   qmodels=self._qmodels[weights], encoding=encoding)
+            self._reports[key] = analyze(result.program, result.qmodel,
+                                         labels={"model": self.name})
+        return self._reports[key]
+
+
+def _row(label: str, strategy: str, spec: str, config_name: str, encoding: str,
+         report) -> dict:
+    return {"strategy": label, "mapping": strategy, "quant": spec, "config": config_name,
+            "encoding": encoding, "cycles": report.cycles, "energy_pj": report.total_energy_pj,
+            "crossbars": report.crossbars,
+            "area_mm2": float(sum(report.used_area_mm2.values()))}
+
+
+def compare_rows(work: Workload, config) -> dict[str, list[dict]]:
+    """Return ``{budget heading: rows}``: compare's rows of the network at each budget.
+
+    The rows are those of ``compare_strategies(model, calib_x=...)`` with the default rows,
+    specs and baselines (``strategy``, ``quant``, ``config``, ``encoding``, ``cycles``,
+    ``energy_pj``, ``crossbars``, ``area_mm2``, the ``*_vs_<ref>`` ratios and the pipeline
+    fields), once per :data:`BUDGETS` entry.
+    """
+    from bitline.sw.flow import BASELINES, DEFAULT_ROWS, VARIANTS, strategy_specs
+    from bitline.sw.flow.compare import add_pipeline, add_ratios
+
+    specs = strategy_specs(DEFAULT_ROWS)
+    runs = [(name, VARIANTS.get(name)) for name in DEFAULT_ROWS]
+    runs += [(record.label, record) for record in BASELINES]
+    rows, reports = [], []
+    for label, record in runs:
+        if record is None:
+            strategy, spec, run_config, name, encoding = (label, specs[label], config, "bwq",
+                                                          "differential")
+        else:
+            strategy, encoding = record.strategy, record.encoding
+            spec = specs.get(label, record.spec)
+            run_config, name = record.config(config), record.config_name(config, "bwq")
+        report = work.report(strategy, spec, run_config, encoding)
+        rows.append(_row(label, strategy, spec, name, encoding, report))
+        reports.append(report)
+    references = ("isaac", *(record.label for record in BASELINES))
+    add_ratios(rows, references)
+    result = {}
+    for heading, word in BUDGETS.items():
+        budget_rows = copy.deepcopy(rows)
+        add_pipeline(budget_rows, reports, word, baselines=references)
+        result[heading] = budget_rows
+    return result
+
+
+# --------------------------------------------------------------------- decomposition
+@dataclass(frozen=True)
+class Side:
+    """One side of a decomposition step: a run and the weights it uses."""
+
+    strategy: str
+    spec: str
+    config: object
+    encoding: str = "differential"
+    weights: str = "own"
+
+
+@dataclass(frozen=True)
+class Step:
+    """The ratio of BWQ's side over the baseline's after one switch."""
+
+    factor: str
+    change: str
+    speedup: float            # throughput ratio (pipeline at the area, or one copy each)
+    energy_saving: float      # energy per image of the baseline / of BWQ's side
+
+
+def _throughput(report, budget) -> float:
+    from bitline.sw.perf import pipeline_report
+
+    return pipeline_report(report, budget).throughput_ips
+
+
+def _area(report) -> float:
+    return float(sum(report.used_area_mm2.values()))
+
+
+def _switches(work: Workload, config) -> list[tuple[str, str, Side, Side]]:
+    """``(factor, change, BWQ's side, baseline's side)`` after each switch of
+    :func:`decompose`, the start first."""
+    from bitline.hw.spec.config import preset
+    from bitline.sw.flow import VARIANTS
+    from bitline.sw.flow.baselines import accumulator_bits, baseline
+
+    paper = baseline("isaac-paper")
+    ours = Side("bwq", "bwq3", config)
+    base = Side(paper.strategy, paper.spec, paper.config(config), paper.encoding)
+    isaac_8b = preset("isaac").replace(max_weight_bits=8, max_act_bits=8,
+                                       acc_bits=accumulator_bits(8, 8))
+    weights = (
+        ("weights", "bwq3 -> bwq2 average bits (synthetic network)", {"spec": "bwq2-a4"}, {})
+        if work.synthetic else
+        ("weights", "trained -> synthetic (He-normal, same shapes)", {"weights": "synthetic"},
+         {"weights": "synthetic"}))
+    changes = [
+        ("baseline bit width", "16/16 -> 8/8 bits", {}, {"spec": "int8", "config": isaac_8b}),
+        ("baseline hardware", "isaac preset -> OU preset (bwq)", {}, {"config": config}),
+        ("baseline encoding", "offset -> differential (= isaac-ou-8b)", {},
+         {"encoding": "differential"}),
+        ("activation compression", "bwq -> bwq-a", {"spec": VARIANTS["bwq-a"].spec}, {}),
+        weights,
+    ]
+    states = [("start", "bwq vs isaac-paper", ours, base)]
+    for factor, change, ours_change, base_change in changes:
+        ours, base = replace(ours, **ours_change), replace(base, **base_change)
+        states.append((factor, change, ours, base))
+    return states
+
+
+def decompose(work: Workload, config) -> tuple[float, list[Step]]:
+    """Switch one factor at a time from ``bwq`` vs ``isaac-paper`` and re-run after each.
+
+    The switches, applied cumulatively in this order (each row keeps the earlier ones):
+
+    1. the baseline's bit width: 16-bit weights and inputs -> 8/8 (``int8``; 32-bit
+       accumulators), still on the ``isaac`` preset with the offset encoding;
+    2. the baseline's hardware: the ``isaac`` preset (128 rows per read, 2-bit cells, one
+       8-bit ADC per crossbar) -> the compared OU preset (``bwq``), still offset-encoded;
+    3. the baseline's weight encoding: offset -> differential (now exactly ``isaac-ou-8b``);
+    4. BWQ's activation compression: ``bwq`` -> ``bwq-a`` (block-wise 4 of 8 bits);
+    5. the weights: a trained network's weights -> synthetic He-normal ones of the same
+       shapes on both sides (:func:`synthetic_weights`); for a synthetic network, BWQ's
+       average weight bits 3 -> 2 instead (trained low-bit weights are what it would have);
+    6. the copies: both sides at the area below -> one copy of every layer.
+
+    Every run is compiled and analyzed; the speedup is the ratio of layer-pipeline
+    throughputs with both sides at one **fixed area**, :data:`AREA_FACTOR` times the
+    largest one-copy area of any run of the decomposition (every run fits and balances its
+    pipeline; no step changes the budget, so no factor is a budget change in disguise),
+    and the energy saving the ratio of energies per image.
+    Returns ``(area in mm2, steps)``: the start and one :class:`Step` per switch.
+    """
+    from bitline.sw.perf.pipeline import Budget
+
+    states = [(factor, change, *(work.report(side.strategy, side.spec, side.config,
+                                             side.encoding, side.weights)
+                                 for side in (ours, base)))
+              for factor, change, ours, base in _switches(work, config)]
+    area = AREA_FACTOR * max(_area(report) for *_, ours, base in states
+                             for report in (ours, base))
+    budget = Budget("area", area)
+    steps = [Step(factor, change, _throughput(ours, budget) / _throughput(base, budget),
+                  base.total_energy_pj / ours.total_energy_pj)
+             for factor, change, ours, base in states]
+    *_, ours, base = states[-1]
+    steps.append(Step("copies", f"{area:.3f} mm2 -> one copy per layer",
+                      _throughput(ours, ours.crossbars) / _throughput(base, base.crossbars),
+                      base.total_energy_pj / ours.total_energy_pj))
+    return area, steps
+
+
+# ---------------------------------------------------------------------------- tables
+#: The compared rows of the tables (the strategies and bwq-a), in order.
+def _compared(rows: list[dict]) -> list[dict]:
+    from bitline.sw.flow import BASELINES
+
+    names = {record.label for record in BASELINES}
+    return [row for row in rows if row["strategy"] not in names]
+
+
+def _x(value) -> str:
+    """A ratio cell: ``1.23x``, or ``-`` (no pipeline: one copy of every layer does not
+    fit the baseline's budget)."""
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _claim(row: dict) -> str:
+    paper = "ivq" if row["mapping"].startswith("ivq") else row["mapping"]
+    if paper not in CLAIMS:
+        return ""
+    _, speedup, energy = CLAIMS[paper]
+    return f"{speedup:g}x / {energy:g}x"
+
+
+def _markdown(headers: list[str], cells: list[list[str]], text_columns: int = 2) -> str:
+    align = ["---" if index < text_columns else "---:" for index in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def network_table(tables: dict[str, list[dict]]) -> str:
+    """One network's table: every compared row against every named baseline.
+
+    Per baseline ``B``: the throughput speedup at equal crossbars, at equal area (both
+    sides at ``B``'s resources, copies allocated), and the energy saving per image.
+    """
+    from bitline.sw.flow import BASELINES
+
+    crossbars, area = tables["equal crossbars"], tables["equal area"]
+    headers = ["row", "weights / acts"]
+    for record in BASELINES:
+        headers.append(f"vs {record.label}: xbars / area / energy")
+    headers.append("paper's claim vs ISAAC")
+    cells = []
+    for row, row_area in zip(_compared(crossbars), _compared(area)):
+        cell = [row["strategy"], row["quant"]]
+        for record in BASELINES:
+            name = record.label
+            cell.append(f"{_x(row[f'throughput_speedup_vs_{name}'])} / "
+                        f"{_x(row_area[f'throughput_speedup_vs_{name}'])} / "
+                        f"{_x(row[f'energy_saving_vs_{name}'])}")
+        cell.append(_claim(row))
+        cells.append(cell)
+    return _markdown(headers, cells)
+
+
+def baselines_table(tables: dict[str, list[dict]]) -> str:
+    """The baselines' own figures: crossbars, area, cycles, energy, throughput at their
+    own footprint (one copy of every layer, which is their budget)."""
+    from bitline.sw.flow import BASELINES
+
+    names = [record.label for record in BASELINES]
+    rows = [row for row in tables["equal crossbars"] if row["strategy"] in names]
+    cells = [[row["strategy"], row["quant"], row["config"], row["encoding"],
+              f"{row['crossbars']:,}", f"{row['area_mm2']:.3f}", f"{row['cycles']:,}",
+              f"{row['energy_pj'] / 1e6:,.3f}"] for row in rows]
+    return _markdown(["baseline", "weights / acts", "config", "encoding", "crossbars",
+                      "area (mm2)", "cycles / image", "energy (uJ / image)"], cells, 4)
+
+
+def decomposition_table(decomposition: tuple[float, list[Step]]) -> str:
+    """The decomposition: the ratio after each switch and the factor it contributes."""
+    _, steps = decomposition
+    cells, previous = [], None
+    for step in steps:
+        factors = ("" if previous is None else
+                   f"x{step.speedup / previous.speedup:.2f} / "
+                   f"x{step.energy_saving / previous.energy_saving:.2f}")
+        cells.append([step.factor, step.change, f"{step.speedup:.2f}x",
+                      f"{step.energy_saving:.2f}x", factors])
+        previous = step
+    return _markdown(["switch", "change", "speedup", "energy saving",
+                      "factor (speedup / energy)"], cells)
+
+
+def best_ivq(rows: list[dict], baseline_label: str) -> dict:
+    """The IVQ row with the highest throughput speedup against ``baseline_label`` (equal
+    area rows); ties go to the earlier strategy."""
+    key = f"throughput_speedup_vs_{baseline_label}"
+    ivq = [row for row in rows if row["mapping"].startswith("ivq")]
+    return max(ivq, key=lambda row: row[key] or 0.0)
+
+
+#: The baselines the summary, the plot and the reading use: ISAAC's published widths on
+#: the OU hardware (how both papers compare) and ISAAC as published.
+SUMMARY_BASELINES = ("isaac-ou-16b", "isaac-paper")
+
+
+def _pick(rows: list[dict], baseline_label: str) -> list[dict]:
+    """Best IVQ row, ``bwq`` and ``bwq-a`` of equal-area rows."""
+    by_label = {row["strategy"]: row for row in rows}
+    return [best_ivq(rows, baseline_label), by_label["bwq"], by_label["bwq-a"]]
+
+
+def _ratios(tables: dict, base: str, index: int) -> tuple:
+    """``(row, speedup at equal crossbars, speedup at equal area, energy saving)`` of the
+    ``index``-th row of :func:`_pick` (best IVQ chosen at equal area) against ``base``."""
+    row = _pick(tables["equal area"], base)[index]
+    at_crossbars = next(other for other in tables["equal crossbars"]
+                        if other["strategy"] == row["strategy"])
+    key = f"throughput_speedup_vs_{base}"
+    return row, at_crossbars[key], row[key], row[f"energy_saving_vs_{base}"]
+
+
+def summary_table(results: dict) -> str:
+    """Per network: best IVQ, bwq and bwq-a against :data:`SUMMARY_BASELINES`
+    (speedup at equal crossbars / at equal area / energy saving), and the claims."""
+    headers = ["network", "weights"]
+    for name in SUMMARY_BASELINES:
+        headers += [f"best IVQ vs {name}", f"bwq vs {name}", f"bwq-a vs {name}"]
+    cells = []
+    for name, (work, tables, _) in results.items():
+        cell = [name, work.kind]
+        for base in SUMMARY_BASELINES:
+            for index in range(3):
+                row, crossbars, area, energy = _ratios(tables, base, index)
+                label = f" ({row['strategy']})" if row["mapping"].startswith("ivq") else ""
+                cell.append(f"{_x(crossbars)} / {_x(area)} / {_x(energy)}{label}")
+        cells.append(cell)
+    ivq, bwq = CLAIMS["ivq"], CLAIMS["bwq"]
+    claim = [f"{ivq[1]:g}x / {ivq[2]:g}x", f"{bwq[1]:g}x / {bwq[2]:g}x",
+             f"{bwq[1]:g}x / {bwq[2]:g}x"]
+    cells.append(["papers' claims (vs ISAAC)", "", *claim * len(SUMMARY_BASELINES)])
+    return _markdown(headers, cells)
+
+
+def plot_results(results: dict, path: Path) -> Path:
+    """Speedup at equal crossbars, at equal area and energy saving of best IVQ, bwq and
+    bwq-a per network against each of :data:`SUMMARY_BASELINES` (one row of panels each),
+    the papers' claims as dashed lines (log scale; a missing bar: the row does not fit)."""
+    from bitline.sw.flow.report import pyplot, save_figure
+
+    plt = pyplot()
+    names = list(results)
+    figure, axes = plt.subplots(len(SUMMARY_BASELINES), 3, squeeze=False,
+                                figsize=(3 * max(4.5, 0.9 * len(names) + 1.5),
+                                         3.6 * len(SUMMARY_BASELINES)))
+    kinds = (("speedup, equal crossbars", 1, 1), ("speedup, equal area", 2, 1),
+             ("energy saving", 3, 2))
+    labels = ("best IVQ", "bwq", "bwq-a")
+    for axes_row, base in zip(axes, SUMMARY_BASELINES):
+        for axis, (title, column, claim_index) in zip(axes_row, kinds):
+            for index, label in enumerate(labels):
+                values = [_ratios(results[name][1], base, index)[column] for name in names]
+                values = [np.nan if value is None else value for value in values]
+                axis.bar(np.arange(len(names)) + (index - 1) * 0.27, values, 0.27, label=label)
+            for paper, style in (("ivq", "--"), ("bwq", ":")):
+                axis.axhline(CLAIMS[paper][claim_index], color="black", linestyle=style,
+                             linewidth=0.9, label=f"{CLAIMS[paper][0]} claim")
+            axis.axhline(1.0, color="grey", linewidth=0.6)
+            axis.set_yscale("log")
+            axis.set_xticks(range(len(names)),
+                            [f"{name}\n({results[name][0].kind})" for name in names],
+                            fontsize="x-small", rotation=30, ha="right")
+            axis.set_ylabel(f"{title} (x)", fontsize="small")
+            axis.set_title(f"{title} vs {base}", fontsize=9)
+            axis.grid(True, axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize="xx-small", ncol=2)
+    try:
+        return save_figure(figure, path)
+    finally:
+        plt.close(figure)
+
+
+# --------------------------------------------------------------------------- reading
+def _range(values: list[float]) -> str:
+    low, high = min(values), max(values)
+    return f"{low:.2f}x" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}x-{high:.2f}x"
+
+
+def reading(results: dict) -> str:
+    """Generated sentences: which claims the measured ratios reach, per baseline, and the
+    largest factors of each decomposition (the reasoning is in the text around the block)."""
+    lines = []
+    for base in SUMMARY_BASELINES:
+        for paper, index, kind in (("ivq", 0, "speedup"), ("bwq", 1, "speedup")):
+            name, claim_speedup, claim_energy = CLAIMS[paper]
+            rows = [_pick(tables["equal area"], base)[index] for _, tables, _ in
+                    results.values()]
+            savings = [row[f"energy_saving_vs_{base}"] for row in rows]
+            saved = sum(value >= claim_energy for value in savings)
+            row_name = "best IVQ" if paper == "ivq" else "bwq"
+            speed = []
+            for heading in BUDGETS:
+                values = [row[f"throughput_speedup_vs_{base}"]
+                          for row in (_pick(tables[heading], base)[index]
+                                      for _, tables, _ in results.values())]
+                fits = [value for value in values if value is not None]
+                speed.append(f"{heading} {_range(fits) if fits else '-'} (claim reached on "
+                             f"{sum(value >= claim_speedup for value in fits)}, "
+                             f"{len(values) - len(fits)} do not fit)" if len(fits) < len(values)
+                             else f"{heading} {_range(fits)} (claim reached on "
+                             f"{sum(value >= claim_speedup for value in fits)})")
+            lines.append(
+                f"* {name} vs ISAAC ({claim_speedup:g}x / {claim_energy:g}x), measured "
+                f"{row_name} vs `{base}` on {len(rows)} networks: speedup at "
+                f"{'; at '.join(speed)}; energy saving {_range(savings)} (claim reached on "
+                f"{saved}).")
+    for name, (_, _, decomposition) in results.items():
+        if decomposition is None:
+            continue
+        area, steps = decomposition
+        moves = [(step.factor, step.speedup / before.speedup,
+                  step.energy_saving / before.energy_saving)
+                 for before, step in itertools.pairwise(steps)]
+        speed = max(moves, key=lambda move: abs(np.log(move[1])))
+        energy = max(moves, key=lambda move: abs(np.log(move[2])))
+        lines.append(f"* {name}: bwq vs isaac-paper at {area:.3f} mm2 starts at "
+                     f"{steps[0].speedup:.2f}x / "
+                     f"{steps[0].energy_saving:.2f}x; the largest speedup factor is the "
+                     f"{speed[0]} (x{speed[1]:.2f}), the largest energy factor the "
+                     f"{energy[0]} (x{energy[2]:.2f}).")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- outputs
+_HOW = ("Rows: the strategies with their default specs (isaac int8, ivq-* varied4, bwq bwq3, "
+        "bwq-a bwq3-a4) on the `bwq` preset (128x128 1-bit cells, 9x8 OU, 4-bit ADCs); "
+        "baselines as in docs/performance.md section 6. Each cell is "
+        "*throughput speedup at equal crossbars / at equal area / energy saving per image* "
+        "against the named baseline: both sides get the baseline's crossbar units (or their "
+        "area) and the allocator gives every layer its copies (docs/performance.md "
+        "section 7); the energy per image does not depend on copies. `-`: one copy of every "
+        "layer of the row does not fit the baseline's budget.")
+
+
+def _decomposed(results: dict) -> list[str]:
+    return [name for name, (_, _, steps) in results.items() if steps is not None]
+
+
+def _decomposition_heading(name: str, work: Workload, area: float) -> str:
+    return (f"Decomposition of bwq vs isaac-paper on {name} ({work.kind} weights): the "
+            "switches are applied cumulatively, top to bottom; speedup = ratio of "
+            f"layer-pipeline throughputs with both sides at {area:.3f} mm2 ({AREA_FACTOR} x "
+            "the largest one-copy area of any run below: every run balances its pipeline), "
+            "the last row with one copy of every layer; "
+            "factor = ratio after the switch / before it.")
+
+
+def document(results: dict, command: str, plot_link: str) -> str:
+    """The text of docs/results.md: summary, plot, every network's tables, decompositions."""
+    parts = [
+        "# Results: strategies against ISAAC baselines",
+        "",
+        (f"Generated by `{command}` (scripts/results.py); do not edit by hand. The "
+         "README's section \"Performance and energy: strategies compared\" is generated by "
+         "the same run."),
+        "",
+        _HOW,
+        "",
+        "## Summary (equal area)",
+        "",
+        summary_table(results),
+        "",
+        f"![speedup at equal area and energy saving per network]({plot_link})",
+        "",
+        "## Reading",
+        "",
+        reading(results),
+    ]
+    for name, (work, tables, steps) in results.items():
+        parts += ["", f"## {name} ({work.kind} weights)", "",
+                  f"Calibration: {work.calib_label}.", "", network_table(tables), "",
+                  "Baselines:", "", baselines_table(tables)]
+        if steps is not None:
+            parts += ["", _decomposition_heading(name, work, steps[0]), "",
+                      decomposition_table(steps)]
+    return "\n".join(parts) + "\n"
+
+
+def readme_block(results: dict, plot_link: str) -> str:
+    """The README block: the summary, the plot, two decompositions and the reading."""
+    decomposed = _decomposed(results)
+    shown = [name for name in ("resnet18-cifar", "mnist-resnet") if name in decomposed]
+    shown = shown or decomposed[:2]
+    parts = [
+        (f"Networks: {', '.join(f'{name} ({results[name][0].kind})' for name in results)}. "
+         "Best IVQ strategy (the fastest at equal area), bwq and bwq-a against ISAAC at its "
+         "published widths on the same OU hardware (`isaac-ou-16b`) and against ISAAC as "
+         "published (`isaac-paper`); each cell is *throughput speedup at equal crossbars / "
+         "at equal area / energy saving per image*, both sides at the baseline's crossbar "
+         "units or area with layer copies (docs/performance.md section 7; `-`: the row "
+         "does not fit the baseline's budget):"),
+        "",
+        summary_table(results),
+        "",
+        f"![speedup at equal area and energy saving per network]({plot_link})",
+    ]
+    for name in shown:
+        work, _, steps = results[name]
+        parts += ["", _decomposition_heading(name, work, steps[0]), "",
+                  decomposition_table(steps)]
+    parts += ["", reading(results), "",
+              ("Every table (every strategy against every baseline, the baselines' own "
+               "figures, every decomposition): docs/results.md.")]
+    return "\n".join(parts)
+
+
+def collect(models, decomposed, echo=print) -> dict:
+    """Compile and measure every network: ``{name: (Workload, tables, decomposition)}``
+    (tables: :func:`compare_rows`; decomposition: :func:`decompose`, or ``None``)."""
+    from bitline.hw.spec.config import preset
+
+    config = preset("bwq")
+    results = {}
+    for name in models:
+        start = time.perf_counter()
+        work = Workload(name)
+        tables = compare_rows(work, config)
+        steps = decompose(work, config) if name in decomposed else None
+        results[name] = (work, tables, steps)
+        echo(f"{name}: {time.perf_counter() - start:.1f} s")
+    return results
+
+
+def write(results: dict, readme: Path, doc: Path, plot: Path, command: str) -> None:
+    """Write the plot, the document and the README block (links relative to each file)."""
+    import os
+
+    from readme_sections import replace_section  # scripts/ is on sys.path when run
+
+    plot_results(results, plot)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(document(results, command,
+                            Path(os.path.relpath(plot, doc.parent)).as_posix()))
+    replace_section(SECTION, readme_block(
+        results, Path(os.path.relpath(plot, readme.parent)).as_posix()), readme)
+
+
+def _names(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    if text is None:
+        return default
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in MODELS]
+    if unknown:
+        raise click.BadParameter(f"unknown network {', '.join(map(repr, unknown))}; "
+                                 f"choose among {', '.join(MODELS)}")
+    return names
+
+
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--models", default=None, help=f"Networks, comma-separated (default: all of "
+              f"{', '.join(MODELS)}).")
+@click.option("--quick", is_flag=True, help="Only the trained networks: "
+              f"{', '.join(QUICK_MODELS)}.")
+@click.option("--decompose", "decomposed", default=None,
+              help=f"Networks to decompose (default: {', '.join(DECOMPOSED)}, if selected).")
+@click.option("--readme", type=click.Path(path_type=Path), default=ROOT / "README.md",
+              show_default=True, help="README whose 'results' block is replaced.")
+@click.option("--doc", type=click.Path(path_type=Path), default=ROOT / "docs" / "results.md",
+              show_default=True, help="Markdown file with every table.")
+@click.option("--plot", type=click.Path(path_type=Path),
+              default=ROOT / "docs" / "img" / "results.png", show_default=True,
+              help="The plot (PNG).")
+def main(models, quick, decomposed, readme, doc, plot):
+    models = _names(models, QUICK_MODELS if quick else MODELS)
+    decomposed = _names(decomposed, DECOMPOSED)
+    start = time.perf_counter()
+    results = collect(models, decomposed, echo=lambda text: click.echo(text, err=True))
+    command = "python scripts/results.py" + (
+        "" if models == MODELS else f" --models {','.join(models)}")
+    write(results, readme, doc, plot, command)
+    click.echo(f"total: {time.perf_counter() - start:.1f} s; wrote {readme}, {doc}, {plot}",
+               err=True)
+
+
+if __name__ == "__main__":
+    main()
