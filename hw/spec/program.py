@@ -98,12 +98,43 @@ def entry_columns(entries: np.ndarray, ou_cols: int) -> dict[str, np.ndarray]:
     unflattening, keyed by :data:`COLUMN_FIELDS`.
     """
     count = len(entries)
+    if not count:
+        return {key: np.zeros((0, ou_cols), dtype=np.int64) for key in COLUMN_FIELDS}
+    views = _column_views(entries, ou_cols)
+    if views is not None:
+        return views
     return {
         key: np.stack([np.asarray(entries[f"cols.{j}.{key}"], dtype=np.int64)
                        for j in range(ou_cols)], axis=1)
-        if count else np.zeros((0, ou_cols), dtype=np.int64)
         for key in COLUMN_FIELDS
     }
+
+
+def _column_views(entries: np.ndarray, ou_cols: int) -> dict[str, np.ndarray] | None:
+    """Read-only strided ``(N, ou_cols)`` views of the column fields, or ``None``.
+
+    When every ``cols.{j}.{key}`` field is int64 and column ``j + 1``'s field sits a fixed
+    stride after column ``j``'s (the layout the mapper writes), each key is one strided
+    view of the records: no copy (an OU-entry table of a ResNet-18 ``isaac`` program is
+    2 M records; stacking its 4 x 8 fields took a third of the validator's time).
+    """
+    fields = entries.dtype.fields
+    if fields is None or entries.ndim != 1:
+        return None
+    views = {}
+    for key in COLUMN_FIELDS:
+        names = [f"cols.{j}.{key}" for j in range(ou_cols)]
+        if any(name not in fields or fields[name][0] != np.int64 for name in names):
+            return None
+        offsets = [fields[name][1] for name in names]
+        stride = offsets[1] - offsets[0] if ou_cols > 1 else 8
+        if any(b - a != stride for a, b in zip(offsets, offsets[1:])):
+            return None
+        view = np.lib.stride_tricks.as_strided(
+            entries[names[0]], shape=(len(entries), ou_cols),
+            strides=(entries.strides[0], stride), writeable=False)
+        views[key] = view
+    return views
 
 
 @dataclass

@@ -12,7 +12,7 @@ import numpy as np
 from bitline.sw.frontend.im2col import im2col
 from bitline.sw.frontend.ir import Layer, Model
 
-__all__ = ["run_float", "apply_activation"]
+__all__ = ["run_float", "run_float_from", "apply_activation"]
 
 
 def apply_activation(y: np.ndarray, activation: str | None) -> np.ndarray:
@@ -33,7 +33,13 @@ def _conv(layer: Layer, x: np.ndarray) -> np.ndarray:
     cols = im2col(x, (kh, kw), attrs["stride"], attrs["pads"], attrs["dilation"])
     n = x.shape[0]
     if attrs.get("groups", 1) == 1:
-        y = np.matmul(cols, layer.weight_matrix.T)                      # (N, P, O)
+        # One 2-D product per image: numpy's stacked (N, P, K) @ (K, O) matmul is 2-5x
+        # slower on ResNet-18 shapes; per image the same GEMM runs, so the sums are the
+        # same bits (tests/unit/test_fast_paths.py).
+        weight_t = layer.weight_matrix.T
+        y = np.empty((n, cols.shape[1], out_c), dtype=np.result_type(cols, weight_t))
+        for image in range(n):
+            np.matmul(cols[image], weight_t, out=y[image])              # (P, O)
         y = y.transpose(0, 2, 1)
     else:
         # Depthwise: channel c only sees its own kh*kw window inputs.
@@ -129,8 +135,20 @@ def run_float(model: Model, x: np.ndarray, *, return_all: bool = False):
             f"model {model.name}: input must have shape (N, "
             f"{', '.join(map(str, model.input_shape))}), not {x.shape}"
         )
-    tensors = {model.input_name: x}
-    for layer in model.layers:
+    return run_float_from(model, {model.input_name: x}, 0, return_all=return_all)
+
+
+def run_float_from(model: Model, tensors: dict[str, np.ndarray], start: int, *,
+                   return_all: bool = False):
+    """Run ``model.layers[start:]`` given ``tensors``, the tensors the layers before made.
+
+    ``run_float(model, x)`` is ``run_float_from(model, {model.input_name: x}, 0)``. With the
+    tensors of one run of a model, this reruns only the layers from ``start`` on (the
+    quantizer's sensitivity probes replace one layer at a time). ``tensors`` is not
+    modified. Returns and raises as :func:`run_float`.
+    """
+    tensors = dict(tensors)
+    for layer in model.layers[start:]:
         missing = [name for name in layer.inputs if name not in tensors]
         if missing:
             raise ValueError(

@@ -20,9 +20,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from bitline.sw.frontend.float_model import run_float
 from bitline.sw.frontend.ir import Model
 from bitline.sw.integer.qmodel import ActParams
+from bitline.sw.quant.forward import float_tensors
 
 __all__ = ["RULES", "INHERITING_OPS", "calibrate_activations", "act_params_from_threshold",
            "clip_threshold"]
@@ -182,7 +182,7 @@ def calibrate_activations(
         raise ValueError(
             f"tensor_bits names unknown tensor(s) {', '.join(unknown)} of model {model.name}"
         )
-    values = run_float(model, calib_x, return_all=True)
+    values = float_tensors(model, calib_x)          # shared with the other steps
 
     def calibrate(name: str, signed: bool) -> ActParams:
         width = tensor_bits.get(name, bits)

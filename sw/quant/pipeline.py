@@ -33,12 +33,12 @@ import dataclasses
 import numpy as np
 
 from bitline.hw.spec.config import AcceleratorConfig
-from bitline.sw.frontend.float_model import run_float
+from bitline.sw.frontend.float_model import run_float, run_float_from
 from bitline.sw.frontend.im2col import im2col
 from bitline.sw.frontend.ir import Layer, Model
 from bitline.sw.integer.arith import quantize_input
 from bitline.sw.integer.qmodel import ActParams, QuantizedModel
-from bitline.sw.quant import blockwise
+from bitline.sw.quant import blockwise, forward
 from bitline.sw.quant.build import LayerWeights, build_quantized_model
 from bitline.sw.quant.calibrate import INHERITING_OPS, calibrate_activations
 from bitline.sw.quant.schemes import quantize
@@ -59,6 +59,9 @@ MAX_STAT_ELEMENTS = 1 << 23
 #: MIN_GAIN_SAMPLES images.
 GAIN_MAC_BUDGET = 2e10
 MIN_GAIN_SAMPLES = 1
+#: ``[(key, model, gains)]``: the last :func:`layer_gains` result (the model is held so
+#: that the ids in the key stay unique while the entry lives).
+_LAST_GAINS: list[tuple] = []
 
 
 @dataclasses.dataclass
@@ -121,7 +124,7 @@ def layer_statistics(
     them, then rows drawn with ``seed``. With ``acts`` the input codes' truncation
     statistics are measured too (BWQ).
     """
-    tensors = run_float(model, np.asarray(calib_x, dtype=np.float32), return_all=True)
+    tensors = forward.float_tensors(model, calib_x)   # the pass calibration ran
     rng = np.random.default_rng(seed)
     stats = {}
     for layer in model.compute_layers:
@@ -175,7 +178,17 @@ def layer_gains(model: Model, calib_x: np.ndarray, stats: dict[str, LayerStats],
     macs = sum(layer.macs for layer in model.compute_layers) * len(model.compute_layers)
     samples = max(MIN_GAIN_SAMPLES, int(GAIN_MAC_BUDGET // max(macs, 1)))
     calib_x = calib_x[:samples]
-    reference = np.asarray(run_float(model, calib_x), dtype=np.float64)
+    # A varied and a bwq spec of one comparison probe the same model on the same batch with
+    # the same statistics: the last result is kept (keyed by content, see .forward).
+    key = (forward.model_key(model), forward.digest([calib_x]), probe_bits,
+           forward.digest(array for name in sorted(stats) for array in (
+               stats[name].input_power, np.float64(stats[name].output_power))))
+    if _LAST_GAINS and _LAST_GAINS[0][0] == key:
+        return dict(_LAST_GAINS[0][2])
+    _LAST_GAINS.clear()
+    # Each probe reruns only the layers from the probed one on, from the reference tensors.
+    before = run_float(model, calib_x, return_all=True)
+    reference = np.asarray(before[model.output_name], dtype=np.float64)
     energy = float(np.mean(np.square(reference))) or 1.0
     gains = {}
     for index, layer in enumerate(model.layers):
@@ -189,10 +202,11 @@ def layer_gains(model: Model, calib_x: np.ndarray, stats: dict[str, LayerStats],
         predicted = float((np.square(error_dense) @ entry.input_power).sum()) / entry.output_power
         layers = list(model.layers)
         layers[index] = probed
-        output = np.asarray(run_float(dataclasses.replace(model, layers=layers), calib_x),
-                            dtype=np.float64)
+        output = np.asarray(run_float_from(dataclasses.replace(model, layers=layers), before,
+                                           index), dtype=np.float64)
         measured = float(np.mean(np.square(output - reference))) / energy
         gains[layer.name] = measured / predicted if predicted > 0 else 1.0
+    _LAST_GAINS.append((key, model, dict(gains)))
     return gains
 
 
