@@ -1,9 +1,11 @@
-"""Marked sections of ``sw/models/README.md``, each rewritten by the script that owns it.
+"""Marked sections of Markdown files, each rewritten by the script that owns it.
 
-``train_digits.py`` owns ``digits``, ``train_mnist.py`` owns ``mnist`` and
-``accuracy_table.py --readme`` owns ``accuracy-<model>``; a script replaces only the text
-between its own ``<!-- begin NAME -->`` / ``<!-- end NAME -->`` markers. Torch-free, so the
-accuracy script can use it without the ``train`` extra.
+A script replaces only the text between its own ``<!-- begin NAME -->`` /
+``<!-- end NAME -->`` markers of a file (``path``; default :data:`README`,
+``sw/models/README.md``): there ``train_digits.py`` owns ``digits``, ``train_mnist.py`` owns
+``mnist`` and ``accuracy_table.py --readme`` owns ``accuracy-<model>``; in the root README,
+``results.py`` owns ``results``. Torch-free, so the accuracy and results scripts can use it
+without the ``train`` extra.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ README = Path(__file__).resolve().parents[1] / "sw" / "models" / "README.md"
 
 
 def read_section(name: str, path: Path = README) -> str | None:
-    """Return the text of section ``name`` (without markers), or ``None`` if absent."""
+    """Return the text of section ``name`` of ``path`` (without markers), or ``None`` if
+    the file lacks it."""
     begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
-    match = re.search(re.escape(begin) + r"\n(.*?)\n" + re.escape(end), path.read_text(),
+    match = re.search(re.escape(begin) + r"\n(.*?)\n?" + re.escape(end), path.read_text(),
                       re.DOTALL)
     return match.group(1) if match else None
 

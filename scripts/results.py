@@ -10,9 +10,10 @@ Usage::
 For every network of :data:`MODELS` the script compiles each compared row of
 ``bitline compare`` (the five strategies with their default specs, ``bwq-a`` and the three
 named ISAAC baselines of :mod:`bitline.sw.flow.baselines`) on the ``bwq`` preset, and puts
-each row against each baseline **at equal crossbars** and **at equal area** (the
-``--budget baseline`` / ``baseline-area`` layer pipelines of docs/performance.md section 7),
-next to the papers' claims. Then it decomposes the gap between BWQ and ISAAC as published
+each row against each baseline **at equal crossbars**, **at equal area** (the
+``--budget baseline`` / ``baseline-area`` layer pipelines of docs/performance.md section 7)
+and at twice the baseline's area (where the baseline can balance its pipeline too: at its
+own footprint it has no unit to spare), next to the papers' claims. Then it decomposes the gap between BWQ and ISAAC as published
 (:func:`decompose`): starting from ``bwq`` vs ``isaac-paper``, it switches one factor at a
 time and re-runs.
 
@@ -51,8 +52,14 @@ QUICK_MODELS = ("digits-cnn", "digits-resnet", "mnist-lenet5", "mnist-resnet")
 DECOMPOSED = ("digits-cnn", "mnist-lenet5", "mnist-resnet", "resnet18-cifar")
 #: The papers' claims vs ISAAC (speedup, energy saving), /work/shared/REFERENCE.md.
 CLAIMS = {"ivq": ("IVQ (TCAD 2022)", 19.7, 17.7), "bwq": ("BWQ (TCAD 2024)", 6.08, 17.47)}
-#: Table heading -> ``--budget`` word of compare (docs/performance.md section 7).
-BUDGETS = {"equal crossbars": "baseline", "equal area": "baseline-area"}
+#: Table heading -> budget: a ``--budget`` word of compare (the baseline's crossbar units,
+#: or its area, given to both sides; docs/performance.md section 7), or a multiple of the
+#: baseline's area. At the baseline's own footprint the baseline has no unit to spare for
+#: copies while a denser mapping has, so those ratios include balancing the baseline
+#: cannot do; at twice its area both sides balance (the measured budgets table there).
+BUDGETS = {"equal crossbars": "baseline", "equal area": "baseline-area", "2x area": 2.0}
+#: Short column names of the budgets in the table cells.
+BUDGET_SHORT = {"equal crossbars": "xbars", "equal area": "area", "2x area": "2x area"}
 #: The decomposition's fixed area, in multiples of the largest one-copy area of its runs:
 #: at 1 x the run with that footprint has no unit to spare for copies while the others do,
 #: so every switch would also move the balancing; from about 2 x on every run balances its
@@ -160,11 +167,28 @@ def compare_rows(work: Workload, config) -> dict[str, list[dict]]:
     references = ("isaac", *(record.label for record in BASELINES))
     add_ratios(rows, references)
     result = {}
-    for heading, word in BUDGETS.items():
+    for heading, budget in BUDGETS.items():
         budget_rows = copy.deepcopy(rows)
-        add_pipeline(budget_rows, reports, word, baselines=references)
+        if isinstance(budget, str):
+            add_pipeline(budget_rows, reports, budget, baselines=references)
+        else:       # a multiple of each baseline's area, one baseline at a time
+            by_label = dict(zip((row["strategy"] for row in rows), reports))
+            for name in references:
+                scratch = copy.deepcopy(rows)
+                add_pipeline(scratch, reports, _area_budget(by_label[name], budget),
+                             baselines=(name,))
+                key = f"throughput_speedup_vs_{name}"
+                for row, done in zip(budget_rows, scratch):
+                    row[key] = done[key]
         result[heading] = budget_rows
     return result
+
+
+def _area_budget(report, factor: float):
+    """``factor`` times the area of the units of ``report`` (an ``area:`` budget)."""
+    from bitline.sw.perf.pipeline import Budget
+
+    return Budget("area", factor * float(sum(report.used_area_mm2.values())))
 
 
 # --------------------------------------------------------------------- decomposition
@@ -302,35 +326,45 @@ def _markdown(headers: list[str], cells: list[list[str]], text_columns: int = 2)
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
+def _speedup_cells(rows_by_budget: dict[str, dict], base: str) -> str:
+    """``xbars / area / 2x area`` speedups of one row against ``base``."""
+    return " / ".join(_x(row[f"throughput_speedup_vs_{base}"])
+                      for row in rows_by_budget.values())
+
+
+def _budget_rows(tables: dict[str, list[dict]], label: str) -> dict[str, dict]:
+    """``{budget heading: row}`` of the row labelled ``label``."""
+    return {heading: next(row for row in rows if row["strategy"] == label)
+            for heading, rows in tables.items()}
+
+
 def network_table(tables: dict[str, list[dict]]) -> str:
     """One network's table: every compared row against every named baseline.
 
-    Per baseline ``B``: the throughput speedup at equal crossbars, at equal area (both
-    sides at ``B``'s resources, copies allocated), and the energy saving per image.
+    Per baseline ``B``: the throughput speedup at each of :data:`BUDGETS` (both sides at
+    ``B``'s crossbar units, its area, twice its area; copies allocated) and the energy
+    saving per image.
     """
     from bitline.sw.flow import BASELINES
 
-    crossbars, area = tables["equal crossbars"], tables["equal area"]
+    short = " / ".join(BUDGET_SHORT[heading] for heading in tables)
     headers = ["row", "weights / acts"]
-    for record in BASELINES:
-        headers.append(f"vs {record.label}: xbars / area / energy")
+    headers += [f"vs {record.label}: {short} / energy" for record in BASELINES]
     headers.append("paper's claim vs ISAAC")
     cells = []
-    for row, row_area in zip(_compared(crossbars), _compared(area)):
+    for row in _compared(tables["equal crossbars"]):
+        by_budget = _budget_rows(tables, row["strategy"])
         cell = [row["strategy"], row["quant"]]
         for record in BASELINES:
-            name = record.label
-            cell.append(f"{_x(row[f'throughput_speedup_vs_{name}'])} / "
-                        f"{_x(row_area[f'throughput_speedup_vs_{name}'])} / "
-                        f"{_x(row[f'energy_saving_vs_{name}'])}")
-        cell.append(_claim(row))
-        cells.append(cell)
+            cell.append(f"{_speedup_cells(by_budget, record.label)} / "
+                        f"{_x(row[f'energy_saving_vs_{record.label}'])}")
+        cells.append([*cell, _claim(row)])
     return _markdown(headers, cells)
 
 
 def baselines_table(tables: dict[str, list[dict]]) -> str:
-    """The baselines' own figures: crossbars, area, cycles, energy, throughput at their
-    own footprint (one copy of every layer, which is their budget)."""
+    """The baselines' own figures: crossbars, area, cycles and energy per image (one copy
+    of every layer)."""
     from bitline.sw.flow import BASELINES
 
     names = [record.label for record in BASELINES]
@@ -357,49 +391,50 @@ def decomposition_table(decomposition: tuple[float, list[Step]]) -> str:
                       "factor (speedup / energy)"], cells)
 
 
-def best_ivq(rows: list[dict], baseline_label: str) -> dict:
-    """The IVQ row with the highest throughput speedup against ``baseline_label`` (equal
-    area rows); ties go to the earlier strategy."""
-    key = f"throughput_speedup_vs_{baseline_label}"
-    ivq = [row for row in rows if row["mapping"].startswith("ivq")]
-    return max(ivq, key=lambda row: row[key] or 0.0)
-
-
 #: The baselines the summary, the plot and the reading use: ISAAC's published widths on
 #: the OU hardware (how both papers compare) and ISAAC as published.
 SUMMARY_BASELINES = ("isaac-ou-16b", "isaac-paper")
+#: The rows of the summary: the fastest IVQ strategy, BWQ and BWQ-A.
+SUMMARY_ROWS = ("best IVQ", "bwq", "bwq-a")
 
 
-def _pick(rows: list[dict], baseline_label: str) -> list[dict]:
-    """Best IVQ row, ``bwq`` and ``bwq-a`` of equal-area rows."""
-    by_label = {row["strategy"]: row for row in rows}
-    return [best_ivq(rows, baseline_label), by_label["bwq"], by_label["bwq-a"]]
-
-
-def _ratios(tables: dict, base: str, index: int) -> tuple:
-    """``(row, speedup at equal crossbars, speedup at equal area, energy saving)`` of the
-    ``index``-th row of :func:`_pick` (best IVQ chosen at equal area) against ``base``."""
-    row = _pick(tables["equal area"], base)[index]
-    at_crossbars = next(other for other in tables["equal crossbars"]
-                        if other["strategy"] == row["strategy"])
+def best_ivq(tables: dict[str, list[dict]], base: str) -> str:
+    """The IVQ strategy with the highest throughput speedup against ``base``: at twice its
+    area (both sides balance), ties and rows that do not fit decided at its area, then at
+    its crossbars; remaining ties go to the earlier strategy."""
     key = f"throughput_speedup_vs_{base}"
-    return row, at_crossbars[key], row[key], row[f"energy_saving_vs_{base}"]
+    ivq = [row["strategy"] for row in tables["equal crossbars"]
+           if row["mapping"].startswith("ivq")]
+    order = [heading for heading in ("2x area", "equal area", "equal crossbars")
+             if heading in tables]
+    return max(ivq, key=lambda label: tuple(_budget_rows(tables, label)[heading][key] or 0.0
+                                            for heading in order))
+
+
+def _ratios(tables: dict, base: str, index: int) -> tuple[str, dict, float]:
+    """``(label, {budget heading: speedup}, energy saving)`` of the ``index``-th row of
+    :data:`SUMMARY_ROWS` against ``base``."""
+    label = best_ivq(tables, base) if index == 0 else SUMMARY_ROWS[index]
+    by_budget = _budget_rows(tables, label)
+    speedups = {heading: row[f"throughput_speedup_vs_{base}"]
+                for heading, row in by_budget.items()}
+    return label, speedups, by_budget["equal crossbars"][f"energy_saving_vs_{base}"]
 
 
 def summary_table(results: dict) -> str:
-    """Per network: best IVQ, bwq and bwq-a against :data:`SUMMARY_BASELINES`
-    (speedup at equal crossbars / at equal area / energy saving), and the claims."""
+    """Per network: best IVQ, bwq and bwq-a against :data:`SUMMARY_BASELINES` (speedup at
+    each of :data:`BUDGETS`, energy saving), and the claims."""
     headers = ["network", "weights"]
     for name in SUMMARY_BASELINES:
-        headers += [f"best IVQ vs {name}", f"bwq vs {name}", f"bwq-a vs {name}"]
+        headers += [f"{row} vs {name}" for row in SUMMARY_ROWS]
     cells = []
     for name, (work, tables, _) in results.items():
         cell = [name, work.kind]
         for base in SUMMARY_BASELINES:
-            for index in range(3):
-                row, crossbars, area, energy = _ratios(tables, base, index)
-                label = f" ({row['strategy']})" if row["mapping"].startswith("ivq") else ""
-                cell.append(f"{_x(crossbars)} / {_x(area)} / {_x(energy)}{label}")
+            for index in range(len(SUMMARY_ROWS)):
+                label, speedups, energy = _ratios(tables, base, index)
+                cell.append(" / ".join(_x(value) for value in speedups.values())
+                            + f" / {_x(energy)}" + (f" ({label})" if index == 0 else ""))
         cells.append(cell)
     ivq, bwq = CLAIMS["ivq"], CLAIMS["bwq"]
     claim = [f"{ivq[1]:g}x / {ivq[2]:g}x", f"{bwq[1]:g}x / {bwq[2]:g}x",
@@ -409,23 +444,24 @@ def summary_table(results: dict) -> str:
 
 
 def plot_results(results: dict, path: Path) -> Path:
-    """Speedup at equal crossbars, at equal area and energy saving of best IVQ, bwq and
-    bwq-a per network against each of :data:`SUMMARY_BASELINES` (one row of panels each),
-    the papers' claims as dashed lines (log scale; a missing bar: the row does not fit)."""
+    """Speedup at each of :data:`BUDGETS` and energy saving of best IVQ, bwq and bwq-a per
+    network against each of :data:`SUMMARY_BASELINES` (one row of panels each), the
+    papers' claims as dashed lines (log scale; a missing bar: the row does not fit)."""
     from bitline.sw.flow.report import pyplot, save_figure
 
     plt = pyplot()
     names = list(results)
-    figure, axes = plt.subplots(len(SUMMARY_BASELINES), 3, squeeze=False,
-                                figsize=(3 * max(4.5, 0.9 * len(names) + 1.5),
+    panels = [(f"speedup, {heading}", heading, 1) for heading in BUDGETS]
+    panels.append(("energy saving", None, 2))
+    figure, axes = plt.subplots(len(SUMMARY_BASELINES), len(panels), squeeze=False,
+                                figsize=(len(panels) * max(4.0, 0.8 * len(names) + 1.5),
                                          3.6 * len(SUMMARY_BASELINES)))
-    kinds = (("speedup, equal crossbars", 1, 1), ("speedup, equal area", 2, 1),
-             ("energy saving", 3, 2))
-    labels = ("best IVQ", "bwq", "bwq-a")
     for axes_row, base in zip(axes, SUMMARY_BASELINES):
-        for axis, (title, column, claim_index) in zip(axes_row, kinds):
-            for index, label in enumerate(labels):
-                values = [_ratios(results[name][1], base, index)[column] for name in names]
+        for axis, (title, heading, claim_index) in zip(axes_row, panels):
+            for index, label in enumerate(SUMMARY_ROWS):
+                ratios = [_ratios(results[name][1], base, index) for name in names]
+                values = [energy if heading is None else speedups[heading]
+                          for _, speedups, energy in ratios]
                 values = [np.nan if value is None else value for value in values]
                 axis.bar(np.arange(len(names)) + (index - 1) * 0.27, values, 0.27, label=label)
             for paper, style in (("ivq", "--"), ("bwq", ":")):
@@ -453,33 +489,28 @@ def _range(values: list[float]) -> str:
 
 
 def reading(results: dict) -> str:
-    """Generated sentences: which claims the measured ratios reach, per baseline, and the
-    largest factors of each decomposition (the reasoning is in the text around the block)."""
+    """Generated sentences: which claims the measured ratios reach, per baseline and
+    budget, and the largest factors of each decomposition (the reasoning is in the text
+    around the block)."""
     lines = []
     for base in SUMMARY_BASELINES:
-        for paper, index, kind in (("ivq", 0, "speedup"), ("bwq", 1, "speedup")):
+        for paper, index in (("ivq", 0), ("bwq", 1)):
             name, claim_speedup, claim_energy = CLAIMS[paper]
-            rows = [_pick(tables["equal area"], base)[index] for _, tables, _ in
-                    results.values()]
-            savings = [row[f"energy_saving_vs_{base}"] for row in rows]
-            saved = sum(value >= claim_energy for value in savings)
-            row_name = "best IVQ" if paper == "ivq" else "bwq"
+            ratios = [_ratios(tables, base, index) for _, tables, _ in results.values()]
+            savings = [energy for *_, energy in ratios]
             speed = []
             for heading in BUDGETS:
-                values = [row[f"throughput_speedup_vs_{base}"]
-                          for row in (_pick(tables[heading], base)[index]
-                                      for _, tables, _ in results.values())]
+                values = [speedups[heading] for _, speedups, _ in ratios]
                 fits = [value for value in values if value is not None]
-                speed.append(f"{heading} {_range(fits) if fits else '-'} (claim reached on "
-                             f"{sum(value >= claim_speedup for value in fits)}, "
-                             f"{len(values) - len(fits)} do not fit)" if len(fits) < len(values)
-                             else f"{heading} {_range(fits)} (claim reached on "
-                             f"{sum(value >= claim_speedup for value in fits)})")
+                text = (f"{heading} {_range(fits) if fits else '-'} (claim reached on "
+                        f"{sum(value >= claim_speedup for value in fits)}")
+                missing = len(values) - len(fits)
+                speed.append(text + (f"; {missing} do not fit)" if missing else ")"))
             lines.append(
                 f"* {name} vs ISAAC ({claim_speedup:g}x / {claim_energy:g}x), measured "
-                f"{row_name} vs `{base}` on {len(rows)} networks: speedup at "
-                f"{'; at '.join(speed)}; energy saving {_range(savings)} (claim reached on "
-                f"{saved}).")
+                f"{SUMMARY_ROWS[index]} vs `{base}` on {len(ratios)} networks: speedup at "
+                f"{', at '.join(speed)}; energy saving {_range(savings)} (claim reached on "
+                f"{sum(value >= claim_energy for value in savings)}).")
     for name, (_, _, decomposition) in results.items():
         if decomposition is None:
             continue
@@ -501,11 +532,13 @@ def reading(results: dict) -> str:
 _HOW = ("Rows: the strategies with their default specs (isaac int8, ivq-* varied4, bwq bwq3, "
         "bwq-a bwq3-a4) on the `bwq` preset (128x128 1-bit cells, 9x8 OU, 4-bit ADCs); "
         "baselines as in docs/performance.md section 6. Each cell is "
-        "*throughput speedup at equal crossbars / at equal area / energy saving per image* "
-        "against the named baseline: both sides get the baseline's crossbar units (or their "
-        "area) and the allocator gives every layer its copies (docs/performance.md "
-        "section 7); the energy per image does not depend on copies. `-`: one copy of every "
-        "layer of the row does not fit the baseline's budget.")
+        "*throughput speedup at equal crossbars / at equal area / at twice the area / energy "
+        "saving per image* against the named baseline: both sides get the baseline's "
+        "crossbar units (or their area, or twice it) and the allocator gives every layer "
+        "its copies (docs/performance.md section 7; at the baseline's own footprint it has "
+        "no unit to spare for copies while a denser mapping has, so the first two include "
+        "balancing the baseline cannot do); the energy per image does not depend on "
+        "copies. `-`: one copy of every layer of the row does not fit the budget.")
 
 
 def _decomposed(results: dict) -> list[str]:
@@ -532,7 +565,7 @@ def document(results: dict, command: str, plot_link: str) -> str:
         "",
         _HOW,
         "",
-        "## Summary (equal area)",
+        "## Summary",
         "",
         summary_table(results),
         "",
@@ -559,12 +592,12 @@ def readme_block(results: dict, plot_link: str) -> str:
     shown = shown or decomposed[:2]
     parts = [
         (f"Networks: {', '.join(f'{name} ({results[name][0].kind})' for name in results)}. "
-         "Best IVQ strategy (the fastest at equal area), bwq and bwq-a against ISAAC at its "
+         "Best IVQ strategy (the fastest at twice the area), bwq and bwq-a against ISAAC at its "
          "published widths on the same OU hardware (`isaac-ou-16b`) and against ISAAC as "
          "published (`isaac-paper`); each cell is *throughput speedup at equal crossbars / "
-         "at equal area / energy saving per image*, both sides at the baseline's crossbar "
-         "units or area with layer copies (docs/performance.md section 7; `-`: the row "
-         "does not fit the baseline's budget):"),
+         "at equal area / at twice the area / energy saving per image*, both sides at the "
+         "baseline's crossbar units, its area or twice its area with layer copies "
+         "(docs/performance.md section 7; `-`: the row does not fit the budget):"),
         "",
         summary_table(results),
         "",
@@ -597,12 +630,23 @@ def collect(models, decomposed, echo=print) -> dict:
     return results
 
 
+def check_markers(readme: Path) -> None:
+    """Raise ``click.UsageError`` unless ``readme`` has the block's markers (the block is
+    never appended at the end of a file)."""
+    from readme_sections import read_section  # scripts/ is on sys.path when run
+
+    if not readme.is_file() or read_section(SECTION, readme) is None:
+        raise click.UsageError(f"{readme}: no '<!-- begin {SECTION} -->' / "
+                               f"'<!-- end {SECTION} -->' markers to replace")
+
+
 def write(results: dict, readme: Path, doc: Path, plot: Path, command: str) -> None:
     """Write the plot, the document and the README block (links relative to each file)."""
     import os
 
     from readme_sections import replace_section  # scripts/ is on sys.path when run
 
+    check_markers(readme)
     plot_results(results, plot)
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(document(results, command,
@@ -639,6 +683,7 @@ def _names(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
 def main(models, quick, decomposed, readme, doc, plot):
     models = _names(models, QUICK_MODELS if quick else MODELS)
     decomposed = _names(decomposed, DECOMPOSED)
+    check_markers(readme)         # before the minutes of compiling
     start = time.perf_counter()
     results = collect(models, decomposed, echo=lambda text: click.echo(text, err=True))
     command = "python scripts/results.py" + (
