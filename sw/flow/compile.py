@@ -21,8 +21,8 @@ from bitline.sw.flow.inputs import (
 )
 
 __all__ = ["WIDEST_WEIGHT_BITS", "COMPILE_SIDECAR", "COMPILE_STEPS", "Sizing", "HardwarePlan",
-           "CompileResult", "size_hardware", "quantize", "map_program", "validate",
-           "compile_model", "allocate_copies", "compile_bundle"]
+           "CompileResult", "sized_quantization", "size_hardware", "quantize", "map_program",
+           "validate", "compile_model", "allocate_copies", "compile_bundle"]
 
 #: The widest ``max_weight_bits`` an :class:`AcceleratorConfig` accepts.
 WIDEST_WEIGHT_BITS = 16
@@ -171,6 +171,29 @@ def _weight_sizing(model, spec, calib_x, config: AcceleratorConfig):
                            f"{planes} magnitude bit planes")]
 
 
+def sized_quantization(model, spec, calib_x: np.ndarray, config: AcceleratorConfig, *,
+                       qmodels: dict | None = None):
+    """The quantizing half of :func:`size_hardware` (``--xbars auto``).
+
+    Raises the layer-job capacity and ``max_weight_bits`` as the network and the spec need
+    and quantizes (once per ``(spec, config digest)`` in ``qmodels``; only specs given by
+    name or path are cached, a spec object may be edited later). Returns
+    ``(config, qmodel, records)``: the config with those fields raised, the quantized
+    model and the :class:`Sizing` records. ``scripts/bench_compile.py`` times it as the
+    ``quantize`` step.
+    """
+    from bitline.sw.quant import load_spec
+
+    records = _capacity_sizing(model, config)
+    config = _apply(config, records)
+    cache = qmodels if qmodels is not None and isinstance(spec, (str, Path)) else {}
+    key = (str(spec), config.digest)
+    if key not in cache:
+        cache[key] = _weight_sizing(model, load_spec(spec), calib_x, config)
+    qmodel, weight_records = cache[key]
+    return _apply(config, weight_records), qmodel, records + list(weight_records)
+
+
 def size_hardware(model, spec, calib_x: np.ndarray, config: AcceleratorConfig, strategy: str,
                   *, xbars: str | int = "auto", qmodels: dict | None = None,
                   encoding: str = "differential") -> HardwarePlan:
@@ -199,7 +222,6 @@ def size_hardware(model, spec, calib_x: np.ndarray, config: AcceleratorConfig, s
         From the quantizer or the mapper, when the network cannot fit any config.
     """
     from bitline.sw.mapping import map_model
-    from bitline.sw.quant import load_spec
 
     xbars = parse_xbars(xbars)
     if xbars != "auto":
@@ -207,17 +229,8 @@ def size_hardware(model, spec, calib_x: np.ndarray, config: AcceleratorConfig, s
         if xbars != config.n_xbars:
             sizing = (Sizing("n_xbars", config.n_xbars, xbars, "--xbars"),)
         return HardwarePlan(_apply(config, sizing), sizing)
-    records = _capacity_sizing(model, config)
-    config = _apply(config, records)
-    # Only specs given by name or path are cached (a spec object may be edited later).
-    cache = qmodels if qmodels is not None and isinstance(spec, (str, Path)) else {}
-    key = (str(spec), config.digest)
-    if key not in cache:
-        cache[key] = _weight_sizing(model, load_spec(spec), calib_x, config)
-    qmodel, weight_records = cache[key]
-    config = _apply(config, weight_records)
+    config, qmodel, records = sized_quantization(model, spec, calib_x, config, qmodels=qmodels)
     probe = map_model(qmodel, config, strategy, xbars="auto", encoding=encoding)
-    records += weight_records
     if probe.config.n_xbars != config.n_xbars:
         records.append(Sizing("n_xbars", config.n_xbars, probe.config.n_xbars,
                               f"units the {strategy} mapping needs"))
