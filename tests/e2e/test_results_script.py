@@ -172,3 +172,22 @@ def test_unknown_network_is_a_usage_error(monkeypatch):
     result = CliRunner().invoke(module.main, ["--models", "digits-cnn,lenet"])
     assert result.exit_code == 2
     assert "unknown network 'lenet'" in result.output
+
+
+def test_root_readme_has_the_generated_block(monkeypatch, tmp_path):
+    """The root README carries the block (the script refuses a file without markers
+    instead of appending one), and an empty block is a block."""
+    module = _load(monkeypatch)
+    import readme_sections
+
+    block = readme_sections.read_section(module.SECTION, ROOT / "README.md")
+    assert block and "papers' claims (vs ISAAC)" in block
+    empty = tmp_path / "README.md"
+    empty.write_text("<!-- begin results -->\n<!-- end results -->\n")
+    assert readme_sections.read_section("results", empty) == ""
+    module.check_markers(empty)
+    empty.write_text("no markers\n")
+    from click import UsageError
+
+    with pytest.raises(UsageError, match="no '<!-- begin results -->'"):
+        module.check_markers(empty)
