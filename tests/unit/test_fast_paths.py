@@ -232,3 +232,16 @@ def test_entry_columns_other_layouts_take_the_copying_path():
     for key in COLUMN_FIELDS:
         np.testing.assert_array_equal(fast[key], _columns_reference(entries, 3)[key])
         assert fast[key].dtype == np.int64
+
+
+# ------------------------------------------------------------------ mapping
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_q=st.integers(0, 12), chunks=st.integers(0, 9),
+       rows=st.integers(1, 16), density=st.floats(0.0, 1.0))
+def test_any_row_equals_numpy_any(seed, n_q, chunks, rows, density):
+    from bitline.sw.mapping.layout import _any_row
+
+    rng = np.random.default_rng(seed)
+    digits = np.where(rng.random((n_q, chunks, rows)) < density,
+                      rng.integers(1, 4, (n_q, chunks, rows)), 0).astype(np.uint8)
+    np.testing.assert_array_equal(_any_row(digits), digits.any(axis=2))
