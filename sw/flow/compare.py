@@ -3,6 +3,8 @@ against the ``isaac`` strategy row and the named ISAAC baselines (:mod:`.baselin
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 from bitline.hw.spec.config import AcceleratorConfig, preset
 from bitline.hw.spec.program import STRATEGIES
@@ -209,17 +211,23 @@ def compare_strategies(model, strategies=DEFAULT_ROWS, specs: dict[str, str] | N
     for _, _, spec, _, _, _ in runs:
         load_spec(spec)             # a bad spec is a usage error, not a failed row
     qmodels: dict = {}
+    # A run identical to a later one is kept until that one (only then: programs are large).
+    keys = [(strategy, str(spec), run_config.digest, encoding)
+            for _, strategy, spec, run_config, _, encoding in runs]
+    uses = Counter(keys)
     results: dict = {}
     rows: list[dict] = []
     reports: list = []
-    for label, strategy, spec, run_config, run_config_name, encoding in runs:
+    for key, (label, strategy, spec, run_config, run_config_name, encoding) in zip(keys, runs):
         report = None
+        uses[key] -= 1
         try:
-            key = (strategy, str(spec), run_config.digest, encoding)
-            if key not in results:
-                results[key] = compile_model(model, strategy, spec, run_config, calib_x,
-                                             xbars=xbars, qmodels=qmodels, encoding=encoding)
-            result = results[key]
+            result = results.pop(key, None) if not uses[key] else results.get(key)
+            if result is None:
+                result = compile_model(model, strategy, spec, run_config, calib_x,
+                                       xbars=xbars, qmodels=qmodels, encoding=encoding)
+            if uses[key]:
+                results[key] = result
         except ValueError as error:
             if not keep_going:
                 raise
