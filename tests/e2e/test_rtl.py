@@ -4,7 +4,7 @@ The bench harness (:class:`bitline.sim.cocotb.harness.BenchTop`) in the Amaranth
 an image through its stream source into the loader, a layer job whose first input code is
 offered in the job's first busy cycle, outputs into the sink -- counters equal to the
 performance model with no stall cycles. The design cache, the example config and the
-backend's option checks. The cocotb runs are in tests/cocotb/test_cocotb_e2e.py.
+backend's option checks. The cocotb runs are in tests/cocotb/test_e2e_*.py.
 """
 
 from __future__ import annotations
