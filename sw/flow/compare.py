@@ -3,8 +3,6 @@ against the ``isaac`` strategy row and the named ISAAC baselines (:mod:`.baselin
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 from bitline.hw.spec.config import AcceleratorConfig, preset
 from bitline.hw.spec.program import STRATEGIES
@@ -211,23 +209,24 @@ def compare_strategies(model, strategies=DEFAULT_ROWS, specs: dict[str, str] | N
     for _, _, spec, _, _, _ in runs:
         load_spec(spec)             # a bad spec is a usage error, not a failed row
     qmodels: dict = {}
-    # A run identical to a later one is kept until that one (only then: programs are large).
-    keys = [(strategy, str(spec), run_config.digest, encoding)
-            for _, strategy, spec, run_config, _, encoding in runs]
-    uses = Counter(keys)
-    results: dict = {}
+    # A run identical to an earlier one reuses its report (not its program: programs are
+    # large, and a whole-network one alive across the other runs doubles the peak memory).
+    done: dict = {}
     rows: list[dict] = []
     reports: list = []
-    for key, (label, strategy, spec, run_config, run_config_name, encoding) in zip(keys, runs):
+    for label, strategy, spec, run_config, run_config_name, encoding in runs:
         report = None
-        uses[key] -= 1
+        key = (strategy, str(spec), run_config.digest, encoding)
         try:
-            result = results.pop(key, None) if not uses[key] else results.get(key)
-            if result is None:
+            if key not in done:
                 result = compile_model(model, strategy, spec, run_config, calib_x,
                                        xbars=xbars, qmodels=qmodels, encoding=encoding)
-            if uses[key]:
-                results[key] = result
+                done[key] = (analyze(result.program, result.qmodel, costs=costs or ISAAC_COSTS),
+                             dict(sizing=[record.to_dict() for record in result.sizing],
+                                  notes=result.notes, size_s=result.size_s,
+                                  quantize_s=result.quantize_s, map_s=result.map_s))
+                del result
+            report, fields = done[key]
         except ValueError as error:
             if not keep_going:
                 raise
@@ -235,12 +234,8 @@ def compare_strategies(model, strategies=DEFAULT_ROWS, specs: dict[str, str] | N
             row.update(labels=dict(labels or {}), sizing=[], notes=[], size_s=None,
                        quantize_s=None, map_s=None, error=str(error))
         else:
-            report = analyze(result.program, result.qmodel, costs=costs or ISAAC_COSTS)
             row = _row(label, strategy, spec, run_config_name, report)
-            row.update(labels=dict(labels or {}),
-                       sizing=[record.to_dict() for record in result.sizing],
-                       notes=result.notes, size_s=result.size_s,
-                       quantize_s=result.quantize_s, map_s=result.map_s, error=None)
+            row.update(labels=dict(labels or {}), **fields, error=None)
         row["encoding"] = encoding
         if per_layer:
             row["layers"] = layer_records(report) if report is not None else []
