@@ -12,61 +12,13 @@ from bitline.hw.core.top import Accelerator
 from bitline.hw.spec.registers import ErrorCode, Register, Status
 from bitline.hw.spec.timing import layer_cycles, pipeline_latency
 from bitline.hw.spec.validate import check_config
-from bitline.sim.amaranth import csr_read, csr_write, run_job
-from bitline.sw.integer.arith import apply_act_block_bits, output_unit
-from bitline.sw.mapping import STRATEGIES, map_matrix
+from bitline.sim.amaranth import csr_read, csr_write
+from bitline.sw.mapping import STRATEGIES
 from bitline.sw.perf import analyze_layer
 
 from support.configs import TEST_CONFIGS, small_config
+from support.accelerator import assert_counters_match_model, expected_outputs, make_layer, run_jobs
 from support.simulation import simulate
-
-
-def make_layer(config, strategy, rng, n_outputs=5, n_inputs=11, *, act_bits=4, mode="requant",
-               act_block_bits=None, xbar_offset=0, name="layer"):
-    weight_max = (1 << (config.max_weight_bits - 1)) - 1
-    weight = rng.integers(-weight_max, weight_max + 1, (n_outputs, n_inputs))
-    weight[rng.random(weight.shape) < 0.3] = 0  # some sparsity, so hollow OUs appear
-    layer = map_matrix(weight, config, strategy, act_bits=act_bits,
-                       act_block_bits=act_block_bits, xbar_offset=xbar_offset, name=name)
-    layer.bias = rng.integers(-60, 60, n_outputs)
-    layer.mult = rng.integers(1 << 14, 1 << 15, n_outputs)
-    layer.shift = rng.integers(15, 19, n_outputs)
-    layer.mode = mode
-    layer.zero_point, layer.clamp_lo = 0, 0
-    layer.clamp_hi = (1 << config.max_act_bits) - 1
-    return layer, weight
-
-
-def expected_outputs(config, layer, weight, vectors, act_block_bits=None):
-    x = np.asarray(vectors, dtype=np.int64)
-    if act_block_bits is not None:
-        x = apply_act_block_bits(x, act_block_bits, layer.act_bits, config.ou_rows)
-    acc = x @ weight.T
-    return output_unit(acc, layer.bias, layer.mult, layer.shift, layer.zero_point,
-                       layer.clamp_lo, layer.clamp_hi, mode=layer.mode)
-
-
-def run_jobs(config, layers, jobs, **run_options):
-    """Run ``jobs`` = [(layer index, vectors, n_outputs)]; return [(outputs, counters, status)]."""
-    dut = Accelerator(config, memories=program_memories(config, layers))
-    results = []
-
-    async def testbench(ctx):
-        for layer_index, vectors, n_outputs in jobs:
-            results.append(await run_job(ctx, dut, layer_index, vectors, n_outputs,
-                                         **run_options))
-
-    simulate(dut, testbench)
-    return results
-
-
-def assert_counters_match_model(config, layer, n_vectors, counters):
-    perf = analyze_layer(layer, config, n_vectors)
-    assert counters["cycles"] == perf.cycles
-    assert counters["ou_reads"] == perf.ou_reads
-    assert counters["adc_conversions"] == perf.adc_conversions
-    assert counters["reduction_operands"] == perf.reduction_transfers
-    assert counters["stall_cycles"] == 0
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

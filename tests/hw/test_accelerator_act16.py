@@ -12,8 +12,8 @@ import pytest
 
 from bitline.hw.spec.encoding import flatten_fields, layer_layout
 from bitline.hw.unit.row_driver import input_layout, slice_bits
-from test_accelerator import assert_counters_match_model, expected_outputs, make_layer, run_jobs
 
+from support.accelerator import assert_counters_match_model, expected_outputs, make_layer, run_jobs
 from support.configs import small_config
 
 #: Smallest machine that holds a 16-bit layer: 24-bit accumulators cannot hold

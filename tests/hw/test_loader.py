@@ -21,9 +21,9 @@ from bitline.hw.spec.image import (
 from bitline.hw.spec.registers import ErrorCode, Register, Status
 from bitline.sim.amaranth import csr_read, csr_write, load_image, run_job
 from bitline.sw.bundle import encode_image
-from bitline.sw.integer.arith import output_unit
 from bitline.sw.mapping import Program, map_matrix
 
+from support.accelerator import expected_outputs
 from support.configs import TEST_CONFIGS, small_config
 from support.simulation import simulate
 
@@ -47,11 +47,6 @@ def two_layer_program(config, strategy="bwq", seed=0):
     return Program(config, strategy, layers), weights
 
 
-def expected(layer, weight, vectors):
-    return output_unit(np.asarray(vectors) @ weight.T, layer.bias, layer.mult, layer.shift,
-                       layer.zero_point, layer.clamp_lo, layer.clamp_hi, mode=layer.mode)
-
-
 @pytest.mark.parametrize("name", ["full-adc", "ragged-2bit"])
 def test_loaded_image_runs_both_layers(name):
     config = small_config(**{**TEST_CONFIGS[name], "n_xbars": 6})
@@ -67,7 +62,8 @@ def test_loaded_image_runs_both_layers(name):
         assert await csr_read(ctx, dut.csr, Register.N_LAYERS) == 2
         for index, layer in enumerate(program.layers):
             outputs, _, _ = await run_job(ctx, dut, index, vectors[index], layer.n_outputs)
-            assert np.array_equal(outputs, expected(layer, weights[index], vectors[index]))
+            assert np.array_equal(outputs, expected_outputs(config, layer, weights[index],
+                                                            vectors[index]))
 
     simulate(dut, testbench)
 
@@ -109,7 +105,8 @@ def test_crc_and_header_errors_are_reported():
         status = await load_image(ctx, dut, image)
         assert status & Status.PROGRAMMED and not status & Status.ERROR
         outputs, _, _ = await run_job(ctx, dut, 0, vectors, program.layers[0].n_outputs)
-        assert np.array_equal(outputs, expected(program.layers[0], weights[0], vectors))
+        assert np.array_equal(outputs, expected_outputs(config, program.layers[0], weights[0],
+                                                        vectors))
 
     simulate(dut, testbench)
 

@@ -10,14 +10,11 @@ next to a differential layer (no correction). The cycle counters still equal the
 import numpy as np
 import pytest
 
-from bitline.hw.core.memories import program_memories
-from bitline.hw.core.top import Accelerator
-from bitline.sw.integer.arith import output_unit
 from bitline.sw.mapping import map_matrix
 from bitline.sw.perf import analyze_layer
 
 from support.configs import TEST_CONFIGS, small_config
-from support.simulation import simulate
+from support.accelerator import expected_outputs, run_jobs
 
 
 def offset_layer(config, rng, n_outputs, n_inputs, *, encoding="offset", mode="requant",
@@ -38,26 +35,6 @@ def offset_layer(config, rng, n_outputs, n_inputs, *, encoding="offset", mode="r
     return layer, weight
 
 
-def expected(layer, weight, vectors):
-    acc = np.asarray(vectors, dtype=np.int64) @ weight.T
-    return output_unit(acc, layer.bias, layer.mult, layer.shift, layer.zero_point,
-                       layer.clamp_lo, layer.clamp_hi, mode=layer.mode)
-
-
-def run_jobs(config, layers, jobs, **options):
-    from bitline.sim.amaranth import run_job
-
-    dut = Accelerator(config, memories=program_memories(config, layers))
-    results = []
-
-    async def testbench(ctx):
-        for index, vectors, n_outputs in jobs:
-            results.append(await run_job(ctx, dut, index, vectors, n_outputs, **options))
-
-    simulate(dut, testbench)
-    return results
-
-
 @pytest.mark.parametrize("name,mode", [("full-adc", "requant"), ("ragged-2bit", "raw")])
 def test_offset_layer_bit_exact_and_counters_equal_model(name, mode):
     config = small_config(**TEST_CONFIGS[name])
@@ -70,7 +47,7 @@ def test_offset_layer_bit_exact_and_counters_equal_model(name, mode):
     vectors = rng.integers(0, 1 << config.max_act_bits, (4, 11))
     vectors[0] = (1 << config.max_act_bits) - 1          # the largest correction
     ((outputs, counters, _),) = run_jobs(config, [layer], [(0, vectors, 6)])
-    assert np.array_equal(outputs, expected(layer, weight, vectors))
+    assert np.array_equal(outputs, expected_outputs(config, layer, weight, vectors))
     perf = analyze_layer(layer, config, len(vectors))
     assert counters["cycles"] == perf.cycles
     assert counters["ou_reads"] == perf.ou_reads
@@ -91,6 +68,6 @@ def test_offset_next_to_differential_with_host_gaps_and_stalls():
     jobs = [(0, x_offset, 8), (1, x_plain, 5), (0, x_offset[::-1], 8)]
     results = run_jobs(config, [offset, plain], jobs,
                        input_gaps={3, 4, 20, 21, 22, 40}, output_stalls={26, 27, 35, 44})
-    assert np.array_equal(results[0][0], expected(offset, w_offset, x_offset))
-    assert np.array_equal(results[1][0], expected(plain, w_plain, x_plain))
-    assert np.array_equal(results[2][0], expected(offset, w_offset, x_offset[::-1]))
+    assert np.array_equal(results[0][0], expected_outputs(config, offset, w_offset, x_offset))
+    assert np.array_equal(results[1][0], expected_outputs(config, plain, w_plain, x_plain))
+    assert np.array_equal(results[2][0], expected_outputs(config, offset, w_offset, x_offset[::-1]))

@@ -14,6 +14,8 @@ from bitline.sw.mapping import STRATEGIES, map_matrix, map_model, reconstruct_ma
 from bitline.sw.mapping.layout import balance, usable_row_groups
 from bitline.sw.quant import level_set
 
+from support.strategies import configs
+
 SCHEMES = [("int", 8), ("int", 4), ("pot", 4), ("apot", 4), ("adaptivfloat", 6),
            ("ternary", 2), ("binary", 1)]
 
@@ -34,24 +36,6 @@ def random_matrix(rng, n_out, n_in, scheme="int", bits=8, zeros=0.3):
     values = rng.choice(levels, size=(n_out, n_in)) * rng.choice([-1, 1], size=(n_out, n_in))
     values[rng.random((n_out, n_in)) < zeros] = 0
     return values.astype(np.int64)
-
-
-@st.composite
-def configs(draw):
-    """Small but varied crossbar / OU / ADC geometries."""
-    rows = draw(st.integers(4, 40))
-    cols = draw(st.integers(4, 40))
-    cell_bits = draw(st.integers(1, 2))
-    dac_bits = draw(st.integers(1, 2))
-    ou_rows = draw(st.integers(1, rows))
-    ou_cols = draw(st.integers(1, cols))
-    need = ((1 << cell_bits) - 1) * ((1 << dac_bits) - 1)
-    adc_bits = draw(st.integers(max(1, need.bit_length()), 8))
-    return AcceleratorConfig(
-        rows=rows, cols=cols, cell_bits=cell_bits, dac_bits=dac_bits, ou_rows=ou_rows,
-        ou_cols=ou_cols, adc_bits=adc_bits, adcs_per_xbar=draw(st.integers(1, ou_cols)),
-        max_act_bits=8 if dac_bits == 1 else 8,
-    )
 
 
 def check_program(layer, config, matrix):
@@ -97,7 +81,7 @@ def test_round_trip_fixed(strategy, config, scheme, bits):
 
 
 @settings(max_examples=60, deadline=None)
-@given(config=configs(), strategy=st.sampled_from(STRATEGIES),
+@given(config=configs(max_act_bits=8), strategy=st.sampled_from(STRATEGIES),
        scheme=st.sampled_from(SCHEMES), n_out=st.integers(1, 24), n_in=st.integers(1, 60),
        seed=st.integers(0, 2**32 - 1), zeros=st.floats(0.0, 0.95))
 def test_round_trip_random(config, strategy, scheme, n_out, n_in, seed, zeros):

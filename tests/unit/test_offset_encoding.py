@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bitline.hw.spec.config import AcceleratorConfig, preset
+from bitline.hw.spec.config import preset
 from bitline.hw.spec.program import Program, ProgramError, entry_columns
 from bitline.hw.spec.validate import validate_program
 from bitline.sim.executor import Counters, IdealDevice, execute_layer, run_executor
@@ -33,27 +33,11 @@ from bitline.sw.mapping import STRATEGIES, map_matrix, map_model, reconstruct_ma
 from bitline.sw.perf import analyze_layer
 from bitline.sw.perf.costs import ISAAC_COSTS
 
-
-@st.composite
-def configs(draw):
-    """Small but varied crossbar / OU / ADC geometries (1- and 2-bit cells and DACs)."""
-    rows = draw(st.integers(4, 40))
-    cols = draw(st.integers(4, 40))
-    cell_bits = draw(st.integers(1, 2))
-    dac_bits = draw(st.integers(1, 2))
-    ou_rows = draw(st.integers(1, rows))
-    ou_cols = draw(st.integers(1, cols))
-    need = ((1 << cell_bits) - 1) * ((1 << dac_bits) - 1)
-    adc_bits = draw(st.integers(max(1, need.bit_length()), 8))
-    return AcceleratorConfig(
-        rows=rows, cols=cols, cell_bits=cell_bits, dac_bits=dac_bits, ou_rows=ou_rows,
-        ou_cols=ou_cols, adc_bits=adc_bits, adcs_per_xbar=draw(st.integers(1, ou_cols)),
-        acc_bits=40,
-    )
+from support.strategies import configs
 
 
 @settings(max_examples=60, deadline=None)
-@given(config=configs(), n_out=st.integers(1, 20), n_in=st.integers(1, 50),
+@given(config=configs(acc_bits=40), n_out=st.integers(1, 20), n_in=st.integers(1, 50),
        weight_bits=st.integers(1, 8), zeros=st.floats(0.0, 1.0),
        seed=st.integers(0, 2**32 - 1))
 def test_executor_equals_integer_arithmetic_for_both_encodings(config, n_out, n_in,
