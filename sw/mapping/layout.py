@@ -505,10 +505,16 @@ def assemble(
     head = {"xbar": e_x + xbar_offset, "row_group": e_rg, "col_group": e_cg,
             "slice_lo": lo, "slice_hi": hi}
     records = np.zeros((n_entries, len(head) + 4 * ou_cols), dtype=np.int64)
-    records[:, :len(head)] = np.stack(list(head.values()), axis=1)
+    for index, value in enumerate(head.values()):
+        records[:, index] = value
     table = records[:, len(head):].reshape(n_entries, ou_cols, 4)    # a view
-    table[entry_of, col % ou_cols] = np.stack(
-        [np.ones_like(sign), sign, digit * config.cell_bits, channel], axis=1)
+    # (valid, sign, shift, dest) of each segment's column, written field by field through
+    # one flat index: no (P, 4) stack (P is 8 M segments in ResNet-18's largest layer).
+    flat = entry_of * records.shape[1] + len(head) + (col % ou_cols) * 4
+    fields = records.reshape(-1)                                     # a view
+    for index, value in enumerate((1, sign, digit * config.cell_bits, channel)):
+        fields[flat + index] = value
+    del flat
     entries = _as_entries(config, records, head)
     descriptors = {key: table[:, :, index] for index, key in enumerate(COLUMN_FIELDS)}
 
