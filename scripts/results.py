@@ -123,17 +123,28 @@ class Workload:
 
         key = (weights, strategy, spec, config.digest, encoding)
         if key not in self._reports:
-            result = compile_model(self.model(weights), strategy, spec, config, self.calib_x,
-                                   qmodels=self._qmodels[weights], encoding=encoding)
-            self._reports[key] = analyze(result.program, result.qmodel,
-                                         labels={"model": self.name})
+            try:
+                result = compile_model(self.model(weights), strategy, spec, config,
+                                       self.calib_x, qmodels=self._qmodels[weights],
+                                       encoding=encoding)
+            except ValueError as error:   # e.g. more units than any config holds
+                self._reports[key] = error
+            else:
+                self._reports[key] = analyze(result.program, result.qmodel,
+                                             labels={"model": self.name})
+        if isinstance(self._reports[key], ValueError):
+            raise self._reports[key]
         return self._reports[key]
 
 
 def _row(label: str, strategy: str, spec: str, config_name: str, encoding: str,
-         report) -> dict:
-    return {"strategy": label, "mapping": strategy, "quant": spec, "config": config_name,
-            "encoding": encoding, "cycles": report.cycles, "energy_pj": report.total_energy_pj,
+         report, error: str | None = None) -> dict:
+    """A row as compare makes it (``None`` metrics and ``error`` for a failed run)."""
+    row = {"strategy": label, "mapping": strategy, "quant": spec, "config": config_name,
+           "encoding": encoding, "error": error}
+    if report is None:
+        return {**row, **dict.fromkeys(("cycles", "energy_pj", "crossbars", "area_mm2"))}
+    return {**row, "cycles": report.cycles, "energy_pj": report.total_energy_pj,
             "crossbars": report.crossbars,
             "area_mm2": float(sum(report.used_area_mm2.values()))}
 
@@ -161,8 +172,11 @@ def compare_rows(work: Workload, config) -> dict[str, list[dict]]:
             strategy, encoding = record.strategy, record.encoding
             spec = specs.get(label, record.spec)
             run_config, name = record.config(config), record.config_name(config, "bwq")
-        report = work.report(strategy, spec, run_config, encoding)
-        rows.append(_row(label, strategy, spec, name, encoding, report))
+        try:
+            report, error = work.report(strategy, spec, run_config, encoding), None
+        except ValueError as failure:     # compare's keep_going: a row that says why
+            report, error = None, str(failure)
+        rows.append(_row(label, strategy, spec, name, encoding, report, error))
         reports.append(report)
     references = ("isaac", *(record.label for record in BASELINES))
     add_ratios(rows, references)
@@ -174,6 +188,10 @@ def compare_rows(work: Workload, config) -> dict[str, list[dict]]:
         else:       # a multiple of each baseline's area, one baseline at a time
             by_label = dict(zip((row["strategy"] for row in rows), reports))
             for name in references:
+                if by_label[name] is None:        # the baseline itself failed
+                    for row in budget_rows:
+                        row[f"throughput_speedup_vs_{name}"] = None
+                    continue
                 scratch = copy.deepcopy(rows)
                 add_pipeline(scratch, reports, _area_budget(by_label[name], budget),
                              baselines=(name,))
@@ -354,7 +372,7 @@ def network_table(tables: dict[str, list[dict]]) -> str:
     cells = []
     for row in _compared(tables["equal crossbars"]):
         by_budget = _budget_rows(tables, row["strategy"])
-        cell = [row["strategy"], row["quant"]]
+        cell = [row["strategy"] + (" (does not fit)" if row["error"] else ""), row["quant"]]
         for record in BASELINES:
             cell.append(f"{_speedup_cells(by_budget, record.label)} / "
                         f"{_x(row[f'energy_saving_vs_{record.label}'])}")
@@ -370,8 +388,9 @@ def baselines_table(tables: dict[str, list[dict]]) -> str:
     names = [record.label for record in BASELINES]
     rows = [row for row in tables["equal crossbars"] if row["strategy"] in names]
     cells = [[row["strategy"], row["quant"], row["config"], row["encoding"],
-              f"{row['crossbars']:,}", f"{row['area_mm2']:.3f}", f"{row['cycles']:,}",
-              f"{row['energy_pj'] / 1e6:,.3f}"] for row in rows]
+              *([f"does not fit: {row['error']}", "-", "-", "-"] if row["error"] else
+                [f"{row['crossbars']:,}", f"{row['area_mm2']:.3f}", f"{row['cycles']:,}",
+                 f"{row['energy_pj'] / 1e6:,.3f}"])] for row in rows]
     return _markdown(["baseline", "weights / acts", "config", "encoding", "crossbars",
                       "area (mm2)", "cycles / image", "energy (uJ / image)"], cells, 4)
 
@@ -497,7 +516,7 @@ def reading(results: dict) -> str:
         for paper, index in (("ivq", 0), ("bwq", 1)):
             name, claim_speedup, claim_energy = CLAIMS[paper]
             ratios = [_ratios(tables, base, index) for _, tables, _ in results.values()]
-            savings = [energy for *_, energy in ratios]
+            savings = [energy for *_, energy in ratios if energy is not None]
             speed = []
             for heading in BUDGETS:
                 values = [speedups[heading] for _, speedups, _ in ratios]
@@ -509,8 +528,11 @@ def reading(results: dict) -> str:
             lines.append(
                 f"* {name} vs ISAAC ({claim_speedup:g}x / {claim_energy:g}x), measured "
                 f"{SUMMARY_ROWS[index]} vs `{base}` on {len(ratios)} networks: speedup at "
-                f"{', at '.join(speed)}; energy saving {_range(savings)} (claim reached on "
-                f"{sum(value >= claim_energy for value in savings)}).")
+                f"{', at '.join(speed)}; energy saving "
+                f"{_range(savings) if savings else '-'} (claim reached on "
+                f"{sum(value >= claim_energy for value in savings)}"
+                + (f"; {len(ratios) - len(savings)} without a baseline)"
+                   if len(savings) < len(ratios) else ")") + ".")
     for name, (_, _, decomposition) in results.items():
         if decomposition is None:
             continue
@@ -538,7 +560,8 @@ _HOW = ("Rows: the strategies with their default specs (isaac int8, ivq-* varied
         "its copies (docs/performance.md section 7; at the baseline's own footprint it has "
         "no unit to spare for copies while a denser mapping has, so the first two include "
         "balancing the baseline cannot do); the energy per image does not depend on "
-        "copies. `-`: one copy of every layer of the row does not fit the budget.")
+        "copies. `-`: one copy of every layer of the row does not fit the budget, or a run "
+        "needs more units than any configuration holds (the baselines table says which).")
 
 
 def _decomposed(results: dict) -> list[str]:

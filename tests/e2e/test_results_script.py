@@ -191,3 +191,31 @@ def test_root_readme_has_the_generated_block(monkeypatch, tmp_path):
 
     with pytest.raises(UsageError, match="no '<!-- begin results -->'"):
         module.check_markers(empty)
+
+
+def test_a_run_that_fits_no_configuration_is_a_row_that_says_so(generated):
+    """As compare's keep_going: a baseline that needs more units than any config holds
+    (MobileNetV2 at 16 bits) gives a row with its error and ``-`` ratios against it."""
+    from bitline.hw.spec.config import preset
+
+    module, (results, *_), _ = generated
+    work, reference, _ = results[MODEL]
+
+    class TooLarge:
+        def report(self, strategy, spec, config, encoding="differential", weights="own"):
+            if spec == "int16-a16" and encoding == "differential":
+                raise ValueError("network needs 81770 crossbar units, more than any "
+                                 "configuration holds")
+            return work.report(strategy, spec, config, encoding, weights)
+
+    tables = module.compare_rows(TooLarge(), preset("bwq"))
+    for heading, rows in tables.items():
+        by_label = {row["strategy"]: row for row in rows}
+        assert by_label["isaac-ou-16b"]["error"].startswith("network needs 81770")
+        assert by_label["bwq"]["throughput_speedup_vs_isaac-ou-16b"] is None, heading
+        assert by_label["bwq"]["energy_saving_vs_isaac-ou-16b"] is None
+        other = next(row for row in reference[heading] if row["strategy"] == "bwq")
+        assert (by_label["bwq"]["throughput_speedup_vs_isaac-paper"]
+                == other["throughput_speedup_vs_isaac-paper"])
+    assert "| bwq | bwq3 | - / - / - / - |" in module.network_table(tables)
+    assert "does not fit: network needs 81770" in module.baselines_table(tables)
