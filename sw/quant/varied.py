@@ -177,13 +177,27 @@ class VariedResult:
     bits_histogram: dict[int, int]
 
 
-def _merge_channels(layer_weight: np.ndarray, tensors: list[QuantizedTensor],
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """``values`` in the narrowest signed integer type that holds them (same numbers)."""
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    for kind in (np.int8, np.int16, np.int32):
+        info = np.iinfo(kind)
+        if info.min <= low and high <= info.max:
+            return values.astype(kind)
+    return values
+
+
+def _merge_channels(layer_weight: np.ndarray, tensors: list[tuple[np.ndarray, np.ndarray]],
                     chosen: np.ndarray, candidates) -> QuantizedTensor:
-    """Stack channel ``n`` of ``tensors[chosen[n]]`` into one per-channel QuantizedTensor."""
+    """Stack channel ``n`` of candidate ``chosen[n]`` into one per-channel QuantizedTensor.
+
+    ``tensors`` holds ``(values, scale)`` of every candidate (values in any integer type).
+    """
     out_channels = layer_weight.shape[0]
     rows = np.arange(out_channels)
-    values = np.stack([t.values.reshape(out_channels, -1) for t in tensors])[chosen, rows]
-    scales = np.stack([t.scale.reshape(out_channels) for t in tensors])[chosen, rows]
+    values = np.stack([v.reshape(out_channels, -1) for v, _ in tensors])[chosen, rows]
+    values = values.astype(np.int64)
+    scales = np.stack([scale.reshape(out_channels) for _, scale in tensors])[chosen, rows]
     schemes = np.array([candidates[c][0] for c in chosen], dtype=object)
     bits = np.array([candidates[c][1] for c in chosen], dtype=np.int64)
     scale_shape = (out_channels,) + (1,) * (layer_weight.ndim - 1)
@@ -255,7 +269,10 @@ def assign_varied(
         for scheme, bits in candidates:
             options = {"clip": "mse"} if scheme in ("int", "pot", "apot") and bits <= 6 else {}
             q = quantize(weight, scheme, bits, axis=0, **options)
-            tensors.append(q)
+            # Only the values and scales of the chosen channels are kept in the end; every
+            # candidate's are held until the global choice, in the narrowest integer type
+            # (int8 for <= 8-bit schemes: 2.5 GB -> 0.3 GB for varied4 on ResNet-18).
+            tensors.append((_narrow(q.values), q.scale))
             errors.append(channel_errors(matrix, q.dequantize().reshape(matrix.shape), h) / power)
         all_tensors.append(tensors)
         all_errors.append(np.stack(errors, axis=1))

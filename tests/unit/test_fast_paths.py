@@ -245,3 +245,17 @@ def test_any_row_equals_numpy_any(seed, n_q, chunks, rows, density):
     digits = np.where(rng.random((n_q, chunks, rows)) < density,
                       rng.integers(1, 4, (n_q, chunks, rows)), 0).astype(np.uint8)
     np.testing.assert_array_equal(_any_row(digits), digits.any(axis=2))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), bits=st.sampled_from([2, 4, 8, 9, 16, 17, 40]),
+       size=st.integers(0, 50))
+def test_narrowed_candidate_values_are_the_same_numbers(seed, bits, size):
+    from bitline.sw.quant.varied import _narrow
+
+    rng = np.random.default_rng(seed)
+    values = rng.integers(-(2 ** (bits - 1)) + 1, 2 ** (bits - 1), size, dtype=np.int64)
+    narrow = _narrow(values)
+    np.testing.assert_array_equal(narrow.astype(np.int64), values)
+    if size and bits <= 8:
+        assert narrow.dtype == np.int8
