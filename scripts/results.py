@@ -453,7 +453,8 @@ def summary_table(results: dict) -> str:
             for index in range(len(SUMMARY_ROWS)):
                 label, speedups, energy = _ratios(tables, base, index)
                 cell.append(" / ".join(_x(value) for value in speedups.values())
-                            + f" / {_x(energy)}" + (f" ({label})" if index == 0 else ""))
+                            + f" / {_x(energy)}"
+                            + (f" ({label})" if index == 0 and energy is not None else ""))
         cells.append(cell)
     ivq, bwq = CLAIMS["ivq"], CLAIMS["bwq"]
     claim = [f"{ivq[1]:g}x / {ivq[2]:g}x", f"{bwq[1]:g}x / {bwq[2]:g}x",
