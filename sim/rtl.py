@@ -102,26 +102,38 @@ class BenchDesign:
 
 
 @lru_cache(maxsize=1)
-def _hardware_digest() -> str:
-    """SHA-256 of the hardware and harness sources and the Amaranth version (cache key)."""
-    import amaranth
-
+def hardware_sources() -> list[Path]:
+    """Return the sources a generated bench design depends on: every module of
+    :mod:`bitline.hw` (all subpackages) and the cocotb harness."""
     import bitline.hw
     from bitline.sim.cocotb import harness
 
+    return sorted(Path(bitline.hw.__file__).parent.rglob("*.py")) + [Path(harness.__file__)]
+
+
+def _hardware_digest() -> str:
+    """SHA-256 of :func:`hardware_sources` (paths and contents) and the Amaranth version.
+
+    The cache key of a generated design: any edit of the hardware, in any subpackage,
+    gives a new design folder.
+    """
+    import amaranth
+
+    import bitline.hw
+
+    base = Path(bitline.hw.__file__).parent.parent
     digest = hashlib.sha256(amaranth.__version__.encode())
-    folders = [Path(bitline.hw.__file__).parent]
-    for folder in folders:
-        for path in sorted(folder.glob("*.py")):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    digest.update(Path(harness.__file__).read_bytes())
+    for path in hardware_sources():
+        name = path.relative_to(base) if path.is_relative_to(base) else Path(path.name)
+        digest.update(name.as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
 def _design_root() -> Path:
+    """``rtl/`` inside the cocotb build root (``$BITLINE_BUILD_DIR`` or ``build/cocotb``)."""
     from bitline.sim.cocotb.runner import default_build_root
 
-    return default_build_root().parent / "rtl"
+    return default_build_root() / "rtl"
 
 
 def design_unit_entries(config: AcceleratorConfig, programs=()) -> int:
@@ -152,7 +164,7 @@ def bench_design(config: AcceleratorConfig, crossbar: str = "emulated", *,
     unit_entries:
         Entry-memory depth per unit (default :func:`design_unit_entries` of ``config``).
     root:
-        Cache folder (default ``build/rtl`` next to the cocotb build root).
+        Cache folder (default ``rtl/`` inside the cocotb build root, ``build/cocotb/rtl``).
 
     Returns
     -------

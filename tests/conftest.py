@@ -6,23 +6,7 @@ from __future__ import annotations
 import pytest
 
 from support.networks import random_cnn_onnx
-
-#: The longest test files (Verilator builds, the bitstream, the wheel), longest first. They
-#: are collected before all others, so that pytest-xdist's ``--dist loadfile`` hands them out
-#: first and the short files fill the gaps (longest processing time first): with the files in
-#: alphabetical order a long file starting late kept one worker busy alone at the end.
-LONGEST_FIRST = (
-    "cocotb/test_e2e_digits.py",
-    "fpga/test_bitstream.py",
-    "cocotb/test_e2e_small.py",
-    "cocotb/test_board_uart.py",
-    "cocotb/test_e2e_emulated.py",
-    "hw/test_verilog.py",
-    "cocotb/test_cocotb_smoke.py",
-    "e2e/test_wheel.py",
-    "hw/test_model.py",
-    "fpga/test_fpga.py",
-)
+from support.ordering import LONGEST_FIRST
 
 
 def pytest_collection_modifyitems(session, config, items):

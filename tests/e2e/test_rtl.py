@@ -153,3 +153,33 @@ def test_rtl_backend_rejects_bad_options(tmp_path):
         run_backend("rtl", target, np.zeros((1, 1)), {"check": "maybe"})
     with pytest.raises(ValueError, match="seed must be int"):
         run_backend("rtl", target, np.zeros((1, 1)), {"seed": "x"})
+
+
+def test_design_cache_key_covers_every_hardware_source(monkeypatch, tmp_path):
+    """An edit in any hw subpackage (hw/spec/image.py holds the image format version) must
+    give a new design folder: the cache key hashes every source under bitline/hw."""
+    from pathlib import Path
+
+    import bitline.hw
+    from bitline.sim import rtl
+
+    hw_root = Path(bitline.hw.__file__).parent
+    sources = rtl.hardware_sources()
+    assert set(hw_root.rglob("*.py")) <= set(sources)
+    assert hw_root / "spec" / "image.py" in sources and hw_root / "core" / "top.py" in sources
+    before = rtl._hardware_digest()
+    image = hw_root / "spec" / "image.py"
+    text = image.read_bytes()
+    edited = tmp_path / "image.py"
+    edited.write_bytes(text + b"\n# edited\n")
+    original_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes",
+                        lambda self: original_read(edited if self == image else self))
+    assert rtl._hardware_digest() != before
+
+
+def test_design_root_is_inside_the_build_dir(monkeypatch, tmp_path):
+    from bitline.sim import rtl
+
+    monkeypatch.setenv("BITLINE_BUILD_DIR", str(tmp_path / "b"))
+    assert rtl._design_root() == tmp_path / "b" / "rtl"
