@@ -4,8 +4,9 @@ __all__ = ["LONGEST_FIRST"]
 
 #: The longest test files (Verilator builds, the bitstream, the wheel), longest first. They
 #: are collected before all others, so that pytest-xdist's ``--dist loadfile`` hands them out
-#: first and the short files fill the gaps (longest processing time first): with the files in
-#: alphabetical order a long file starting late kept one worker busy alone at the end.
+#: first and the short files fill the gaps (longest processing time first);
+#: ``--no-loadscope-reorder`` in pyproject.toml keeps this order (xdist otherwise sorts the
+#: files by their number of tests, which started the bitstream build last).
 LONGEST_FIRST = (
     "cocotb/test_e2e_digits.py",
     "fpga/test_bitstream.py",
