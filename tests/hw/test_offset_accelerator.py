@@ -14,7 +14,7 @@ from bitline.sw.mapping import map_matrix
 from bitline.sw.perf import analyze_layer
 
 from support.configs import TEST_CONFIGS, small_config
-from support.accelerator import expected_outputs, run_jobs
+from support.accelerator import expected_outputs, run_jobs, set_output_unit
 
 
 def offset_layer(config, rng, n_outputs, n_inputs, *, encoding="offset", mode="requant",
@@ -26,13 +26,7 @@ def offset_layer(config, rng, n_outputs, n_inputs, *, encoding="offset", mode="r
     weight[rng.random(weight.shape) < 0.2] = 0
     layer = map_matrix(weight, config, "isaac", act_bits=config.max_act_bits,
                        encoding=encoding, xbar_offset=xbar_offset, name=name)
-    layer.bias = rng.integers(-60, 60, n_outputs)
-    layer.mult = rng.integers(1 << 14, 1 << 15, n_outputs)
-    layer.shift = rng.integers(15, 19, n_outputs)
-    layer.mode = mode
-    layer.zero_point, layer.clamp_lo = 0, 0
-    layer.clamp_hi = (1 << config.max_act_bits) - 1
-    return layer, weight
+    return set_output_unit(layer, config, rng, mode), weight
 
 
 @pytest.mark.parametrize("name,mode", [("full-adc", "requant"), ("ragged-2bit", "raw")])

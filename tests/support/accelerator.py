@@ -13,7 +13,8 @@ from bitline.sw.integer.arith import apply_act_block_bits, output_unit
 
 from support.simulation import simulate
 
-__all__ = ["assert_counters_match_model", "expected_outputs", "make_layer", "run_jobs"]
+__all__ = ["assert_counters_match_model", "expected_outputs", "make_layer", "run_jobs",
+           "set_output_unit"]
 
 
 def make_layer(config, strategy, rng, n_outputs=5, n_inputs=11, *, act_bits=4, mode="requant",
@@ -23,13 +24,20 @@ def make_layer(config, strategy, rng, n_outputs=5, n_inputs=11, *, act_bits=4, m
     weight[rng.random(weight.shape) < 0.3] = 0  # some sparsity, so hollow OUs appear
     layer = map_matrix(weight, config, strategy, act_bits=act_bits,
                        act_block_bits=act_block_bits, xbar_offset=xbar_offset, name=name)
+    return set_output_unit(layer, config, rng, mode), weight
+
+
+def set_output_unit(layer, config, rng, mode="requant"):
+    """Give ``layer`` seeded random output-unit parameters (bias, multiplier, shift) in
+    ``mode``, clamped to the config's activation range; return it."""
+    n_outputs = layer.n_outputs
     layer.bias = rng.integers(-60, 60, n_outputs)
     layer.mult = rng.integers(1 << 14, 1 << 15, n_outputs)
     layer.shift = rng.integers(15, 19, n_outputs)
     layer.mode = mode
     layer.zero_point, layer.clamp_lo = 0, 0
     layer.clamp_hi = (1 << config.max_act_bits) - 1
-    return layer, weight
+    return layer
 
 
 def expected_outputs(config, layer, weight, vectors, act_block_bits=None):
