@@ -26,6 +26,8 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from bitline.sw.frontend.ir import Layer, Model
+from bitline.sw.frontend.qdq import QuantizationError, strip_quantization
+from bitline.sw.frontend.simplify import simplify_onnx
 from bitline.sw.frontend.onnx_ops import (
     ALLOWED_ATTRS, SUPPORTED_OPS, OnnxNode, OpConverters, batched,
 )
@@ -42,7 +44,7 @@ class FrontendError(ValueError):
 
 
 def load_onnx(source, *, name: str | None = None,
-              passes: Sequence[Pass] = DEFAULT_PASSES) -> Model:
+              passes: Sequence[Pass] = DEFAULT_PASSES, simplify: bool = True) -> Model:
     """Import an ONNX model into the IR.
 
     Parameters
@@ -55,6 +57,10 @@ def load_onnx(source, *, name: str | None = None,
     passes:
         IR passes run after the conversion, in order (default
         :data:`bitline.sw.passes.DEFAULT_PASSES`); ``()`` returns the converted IR as it is.
+    simplify:
+        Simplify a copy of the graph first (:func:`bitline.sw.frontend.simplify.simplify_onnx`:
+        shape subgraphs and other constant arithmetic folded, Identity / Dropout, dead nodes
+        and unused initializers removed); ``False`` converts the graph as it is written.
 
     Returns
     -------
@@ -80,6 +86,14 @@ def load_onnx(source, *, name: str | None = None,
         raise FrontendError(f"{label}: not a valid ONNX model: {detail}") from None
     if name is None:
         name = proto.graph.name or (Path(label).stem if label[:1] != "<" else "") or "model"
+    # A quantized file (QDQ / QONNX nodes) becomes its float graph plus the record of its
+    # quantization (sw/frontend/qdq.py), before anything could fold its integer weights.
+    try:
+        proto, quantization = strip_quantization(proto, label)
+    except QuantizationError as error:
+        raise FrontendError(str(error)) from None
+    if simplify:
+        proto = simplify_onnx(proto)
     importer = _Importer(proto, label)
     model = importer.run(name)
     try:
