@@ -1,25 +1,42 @@
 """Generate the accelerator's Verilog, a filelist and a JSON description of its ports.
 
-``bitline verilog`` (:mod:`bitline.sw.cli.hw`) calls :func:`write_verilog`; the cocotb benches
-and the lint / synthesis tests use the same function, so every consumer sees one netlist.
-Output folder contents:
+``bitline verilog`` (:mod:`bitline.sw.cli.hw`) calls :func:`write_verilog`; the lint and
+synthesis tests use the same function, so every consumer sees one netlist (the cocotb bench
+wraps the same :class:`~bitline.hw.core.top.Accelerator` in its harness,
+:mod:`bitline.sim.rtl`). Output folder contents:
 
-* ``<top>.v`` -- the whole design (Amaranth -> Yosys ``write_verilog``);
-* ``filelist.f`` -- the Verilog sources, one per line (for Verilator / Icarus / vendors);
+* ``<top>.v`` -- the whole design (Amaranth -> Yosys ``write_verilog``), starting with
+  ```timescale 1ns / 1ps`` (:data:`TIMESCALE`; the design has no delays, the directive only
+  keeps simulators that require one on every file, or warn when only some files have one,
+  quiet);
+* ``filelist.f`` -- the Verilog sources, one *absolute* path per line, so
+  ``verilator -f OUT/filelist.f`` or ``iverilog -c OUT/filelist.f`` work from any working
+  directory (both tools read ``-f`` paths relative to the working directory, not to the
+  filelist); after moving the folder, regenerate it or use the file name itself, which is
+  also the path relative to the filelist (Verilator's ``-F``);
 * ``<top>.json`` -- ``top``, ``crossbar`` mode, ``config`` (the :class:`AcceleratorConfig`
   fields) and its ``digest``, ``unit_entries``, ``timing`` constants, the register map,
-  and ``ports``: every top-level port's Verilog name, direction and width.
+  ``clock`` / ``reset`` (port, edge, polarity, synchronous), ``streams`` (each valid/ready
+  stream: its ``valid``, ``ready`` and ``payload`` ports, direction and what the payload
+  carries) and ``ports``: every top-level port, ``clk`` and ``rst`` included, with
+  :func:`port_table`'s fields plus ``kind`` and a one-line ``description``
+  (docs/hardware.md, "Generated Verilog").
+
+The top module name is checked with :func:`check_top_name` (a Verilog identifier that is no
+keyword), before any elaboration.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from amaranth.back import verilog
 from amaranth.hdl import Shape
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 
 from bitline.hw.core.memories import AcceleratorMemories
 from bitline.hw.core.top import Accelerator
@@ -27,9 +44,74 @@ from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.registers import Register
 from bitline.hw.spec.timing import DRAIN_STAGES, drain_latency, pipeline_latency
 
-__all__ = ["GeneratedDesign", "port_table", "write_verilog", "DEFAULT_TOP"]
+__all__ = ["GeneratedDesign", "port_table", "accelerator_ports", "check_top_name",
+           "write_verilog", "DEFAULT_TOP", "TIMESCALE", "VERILOG_KEYWORDS"]
 
 DEFAULT_TOP = "bitline_top"
+
+#: First line of every generated Verilog file.
+TIMESCALE = "`timescale 1ns / 1ps"
+
+#: Reserved words of IEEE 1800-2017 (SystemVerilog, a superset of Verilog-2005's), which
+#: Verilator, Yosys and vendor tools reject as a module name.
+VERILOG_KEYWORDS = frozenset("""
+accept_on alias always always_comb always_ff always_latch and assert assign assume automatic
+before begin bind bins binsof bit break buf bufif0 bufif1 byte case casex casez cell chandle
+checker class clocking cmos config const constraint context continue cover covergroup
+coverpoint cross deassign default defparam design disable dist do edge else end endcase
+endchecker endclass endclocking endconfig endfunction endgenerate endgroup endinterface
+endmodule endpackage endprimitive endprogram endproperty endspecify endsequence endtable
+endtask enum event eventually expect export extends extern final first_match for force
+foreach forever fork forkjoin function generate genvar global highz0 highz1 if iff ifnone
+ignore_bins illegal_bins implements implies import incdir include initial inout input inside
+instance int integer interconnect interface intersect join join_any join_none large let
+liblist library local localparam logic longint macromodule matches medium modport module
+nand negedge nettype new nexttime nmos nor noshowcancelled not notif0 notif1 null or output
+package packed parameter pmos posedge primitive priority program property protected pull0
+pull1 pulldown pullup pulsestyle_ondetect pulsestyle_onevent pure rand randc randcase
+randsequence rcmos real realtime ref reg reject_on release repeat restrict return rnmos
+rpmos rtran rtranif0 rtranif1 s_always s_eventually s_nexttime s_until s_until_with scalared
+sequence shortint shortreal showcancelled signed small soft solve specify specparam static
+string strong strong0 strong1 struct super supply0 supply1 sync_accept_on sync_reject_on
+table tagged task this throughout time timeprecision timeunit tran tranif0 tranif1 tri tri0
+tri1 triand trior trireg type typedef union unique unique0 unsigned until until_with untyped
+use uwire var vectored virtual void wait wait_order wand weak weak0 weak1 while wildcard wire
+with within wor xnor xor
+""".split())
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+
+#: One-line meaning of each accelerator port, by member path (``<u>`` stands for a unit
+#: number). Stream members are described per stream in :data:`_STREAMS`.
+_PORT_DESCRIPTIONS = {
+    "csr__addr": "register bus: register address (docs/hardware.md register map)",
+    "csr__w_en": "register bus: write csr__w_data to csr__addr this cycle",
+    "csr__w_data": "register bus: write data",
+    "csr__r_en": "register bus: read csr__addr; csr__r_data is valid the next cycle",
+    "csr__r_data": "register bus: read data, one cycle after csr__r_en",
+    "xbars__<u>__read__strobe": "unit <u> crossbar: one conversion cycle (OU read phase)",
+    "xbars__<u>__read__row_group": "unit <u> crossbar: OU row group g (rows g*ou_rows ..)",
+    "xbars__<u>__read__wordline_en": "unit <u> crossbar: bit k = row g*ou_rows+k is driven",
+    "xbars__<u>__read__dac": "unit <u> crossbar: DAC slice of each OU row, row 0 lowest",
+    "xbars__<u>__read__col_group": "unit <u> crossbar: OU column group h",
+    "xbars__<u>__read__phase": "unit <u> crossbar: ADC a converts OU column phase*A + a",
+    "xbars__<u>__read__adc_en": "unit <u> crossbar: bit a = ADC a converts (gated: code 0)",
+    "xbars__<u>__result__valid": "unit <u> crossbar: codes valid, adc_latency cycles after "
+                                 "the strobe",
+    "xbars__<u>__result__codes": "unit <u> crossbar: ADC codes, adc_bits each, ADC 0 lowest",
+    "xbars__<u>__write__en": "unit <u> crossbar: program row write__row this cycle",
+    "xbars__<u>__write__row": "unit <u> crossbar: row being programmed",
+    "xbars__<u>__write__levels": "unit <u> crossbar: cell levels of the row, cell_bits each, "
+                                 "column 0 lowest",
+}
+
+#: What each stream of the accelerator carries (the payload's meaning).
+_STREAMS = {
+    "program": "image.bin bytes, in file order (the loader parses and checks them)",
+    "inputs": "input codes of a layer job, vector by vector, input index order",
+    "outputs": "output values of a layer job, vector by vector, output channel order "
+               "(signed; requantized codes or raw accumulators per the layer's mode)",
+}
 
 
 @dataclass
@@ -42,8 +124,22 @@ class GeneratedDesign:
     top: str
 
 
+def check_top_name(name: str) -> str:
+    """Return ``name`` if it is a Verilog identifier and no keyword; else ``ValueError``."""
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"top module name {name!r} is not a Verilog identifier (a letter or "
+                         f"_ then letters, digits, _ or $)")
+    if name in VERILOG_KEYWORDS:
+        raise ValueError(f"top module name {name!r} is a (System)Verilog keyword")
+    return name
+
+
 def port_table(component: wiring.Component) -> list[dict]:
-    """Return ``[{name, direction, width, signed}]`` for every port, in signature order."""
+    """Return ``[{name, direction, width, signed}]`` for every port, in signature order.
+
+    Only the signature's members (not ``clk`` / ``rst``, which Amaranth adds for the
+    ``sync`` domain); :func:`accelerator_ports` adds those and the descriptions.
+    """
     ports = []
     for path, member, value in component.signature.flatten(component):
         shape = Shape.cast(member.shape)
@@ -56,25 +152,97 @@ def port_table(component: wiring.Component) -> list[dict]:
     return ports
 
 
-def write_verilog(config: AcceleratorConfig, out_dir: str | Path, *,
-                  crossbar: str = "emulated", memories: AcceleratorMemories | None = None,
-                  unit_entries: int | None = None, top: str = DEFAULT_TOP) -> GeneratedDesign:
-    """Elaborate :class:`~bitline.hw.core.top.Accelerator` and write it to ``out_dir``.
+def _stream_info(component: wiring.Component) -> dict:
+    """``{stream name: {direction, valid, ready, payload, ...}}`` of the stream members."""
+    streams = {}
+    for name, member in component.signature.members.items():
+        if not (member.is_signature and isinstance(member.signature, stream.Signature)):
+            continue
+        # In(stream): the component is the receiver (valid and payload are its inputs).
+        receiving = member.flow == wiring.In
+        streams[name] = {
+            "direction": "input" if receiving else "output",
+            "protocol": "valid/ready: one payload moves at each rising clk edge at which "
+                        "valid and ready are both high",
+            "valid": f"{name}__valid", "ready": f"{name}__ready",
+            "payload": f"{name}__payload",
+            "carries": _STREAMS.get(name, ""),
+        }
+    return streams
+
+
+def accelerator_ports(component: wiring.Component) -> list[dict]:
+    """Return every top-level port of the generated accelerator, ``clk`` and ``rst`` first.
+
+    Each entry: :func:`port_table`'s ``name``, ``direction``, ``width``, ``signed`` plus
+    ``kind`` (``clock``, ``reset``, ``stream`` or ``signal``), ``description`` (one line),
+    and for stream members ``stream`` (the stream's name) and ``role`` (``valid``,
+    ``ready`` or ``payload``).
 
     Raises
     ------
     ValueError
-        For a configuration (or program memories) the hardware cannot hold exactly.
+        If a port has no description (a signature member added without documenting it).
     """
+    ports = [
+        {"name": "clk", "direction": "input", "width": 1, "signed": False, "kind": "clock",
+         "description": "clock; every register samples on its rising edge"},
+        {"name": "rst", "direction": "input", "width": 1, "signed": False, "kind": "reset",
+         "description": "reset, active high, synchronous (sampled on the rising clk edge); "
+                        "hold for at least one cycle"},
+    ]
+    streams = _stream_info(component)
+    for port in port_table(component):
+        name = port["name"]
+        head, _, role = name.partition("__")
+        if head in streams:
+            info = streams[head]
+            what = {"valid": "the payload is offered", "ready": "the receiver takes it",
+                    "payload": info["carries"]}[role]
+            port.update(kind="stream", stream=head, role=role,
+                        description=f"{head} stream ({info['direction']}) {role}: {what}")
+        else:
+            key = re.sub(r"^xbars__\d+__", "xbars__<u>__", name)
+            if key not in _PORT_DESCRIPTIONS:
+                raise ValueError(f"port {name} has no description in "
+                                 f"bitline.hw.toolchain.verilog._PORT_DESCRIPTIONS")
+            unit = name.split("__")[1] if key != name else ""
+            port.update(kind="signal",
+                        description=_PORT_DESCRIPTIONS[key].replace("<u>", unit))
+        ports.append(port)
+    return ports
+
+
+def write_verilog(config: AcceleratorConfig, out_dir: str | Path, *,
+                  crossbar: str = "emulated", memories: AcceleratorMemories | None = None,
+                  unit_entries: int | None = None, top: str = DEFAULT_TOP,
+                  log: Callable[[str], None] | None = None) -> GeneratedDesign:
+    """Elaborate :class:`~bitline.hw.core.top.Accelerator` and write it to ``out_dir``.
+
+    Parameters
+    ----------
+    log:
+        Called with a line before each long step (elaboration and conversion, writing).
+
+    Raises
+    ------
+    ValueError
+        For a top name that is no Verilog identifier (:func:`check_top_name`), or a
+        configuration (or program memories) the hardware cannot hold exactly.
+    """
+    check_top_name(top)
+    log = log or (lambda message: None)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     design = Accelerator(config, crossbar=crossbar, memories=memories,
                          unit_entries=unit_entries)
+    log(f"converting {config.n_xbars} units to Verilog (Amaranth, Yosys)")
     text = verilog.convert(design, name=top, emit_src=False)
-    verilog_path = out_dir / f"{top}.v"
-    verilog_path.write_text(text)
+    log(f"writing {len(text) / 1e6:.1f} MB of Verilog")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    verilog_path = (out_dir / f"{top}.v").resolve()
+    verilog_path.write_text(f"{TIMESCALE}\n{text}")
     filelist = out_dir / "filelist.f"
-    filelist.write_text(f"{verilog_path.name}\n")
+    filelist.write_text(f"{verilog_path}\n")
     description = {
         "top": top,
         "crossbar": crossbar,
@@ -82,6 +250,7 @@ def write_verilog(config: AcceleratorConfig, out_dir: str | Path, *,
         "digest": config.digest,
         "unit_entries": design.unit_entries,
         "programmed": memories is not None,
+        "timescale": TIMESCALE.split(None, 1)[1],
         "timing": {
             "pipeline_latency": pipeline_latency(config),
             "drain_latency": drain_latency(config),
@@ -90,7 +259,10 @@ def write_verilog(config: AcceleratorConfig, out_dir: str | Path, *,
             "adc_latency": config.adc_latency,
         },
         "registers": {register.name: int(register) for register in Register},
-        "ports": port_table(design),
+        "clock": {"port": "clk", "edge": "rising"},
+        "reset": {"port": "rst", "polarity": "active-high", "synchronous": True},
+        "streams": _stream_info(design),
+        "ports": accelerator_ports(design),
     }
     description_path = out_dir / f"{top}.json"
     description_path.write_text(json.dumps(description, indent=2) + "\n")
