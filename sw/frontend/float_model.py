@@ -12,7 +12,7 @@ import numpy as np
 from bitline.sw.frontend.im2col import im2col
 from bitline.sw.frontend.ir import Layer, Model
 
-__all__ = ["run_float", "run_float_from", "apply_activation"]
+__all__ = ["run_float", "run_float_from", "apply_activation", "output_transform"]
 
 
 def apply_activation(y: np.ndarray, activation: str | None) -> np.ndarray:
@@ -89,6 +89,15 @@ def _run_layer(layer: Layer, inputs: list[np.ndarray]) -> np.ndarray:
         y = x.mean(axis=(2, 3), keepdims=True)
     elif op == "add":
         y = x + inputs[1]
+    elif op == "concat":
+        y = np.concatenate(inputs, axis=1 + int(layer.attrs.get("axis", 0)))
+    elif op == "leaky_relu":
+        alpha = layer.attrs["alpha"].reshape((-1,) + (1,) * (x.ndim - 2))
+        y = np.where(x >= 0, x, x * alpha)
+    elif op == "pad":
+        top, left, bottom, right = layer.attrs["pads"]
+        y = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)),
+                   constant_values=np.float32(layer.attrs.get("value", 0.0)))
     elif op == "flatten":
         y = x.reshape(x.shape[0], -1)
     elif op in ("relu", "relu6"):
@@ -121,7 +130,9 @@ def run_float(model: Model, x: np.ndarray, *, return_all: bool = False):
     -------
     np.ndarray or dict[str, np.ndarray]
         The output ``(N, *model.output_shape)``, or with ``return_all`` a dict from tensor
-        name to array (the model input included, under ``model.input_name``).
+        name to array (the model input included, under ``model.input_name``). The output
+        is after ``model.output_transform`` (a final Softmax run by the host); the dict of
+        ``return_all`` holds the tensors as the layers wrote them (the logits).
 
     Raises
     ------
@@ -160,4 +171,25 @@ def run_float_from(model: Model, tensors: dict[str, np.ndarray], start: int, *,
         raise ValueError(
             f"model {model.name}: output tensor {model.output_name!r} is never computed"
         )
-    return tensors if return_all else tensors[model.output_name]
+    if return_all:
+        # The tensors as the layers wrote them: calibration reads the logits, not the
+        # host's final Softmax.
+        return tensors
+    return output_transform(tensors[model.output_name], model.output_transform)
+
+
+def output_transform(y: np.ndarray, transform: str | None) -> np.ndarray:
+    """Apply a model's final host-side ``softmax`` / ``log_softmax`` over the last axis.
+
+    Computed in the input's float type after subtracting the row maximum (exact shift
+    invariance, no overflow); ``None`` returns ``y`` unchanged.
+    """
+    if transform is None:
+        return y
+    shifted = y - y.max(axis=-1, keepdims=True)
+    log_total = np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    if transform == "log_softmax":
+        return shifted - log_total
+    if transform == "softmax":
+        return np.exp(shifted - log_total)
+    raise ValueError(f"unknown output transform {transform!r}")

@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Layer", "Model", "COMPUTE_OPS", "FOLDABLE_OPS", "OPS"]
+__all__ = ["Layer", "Model", "COMPUTE_OPS", "FOLDABLE_OPS", "OPS", "OUTPUT_TRANSFORMS"]
 
 #: Layers with weights that are mapped onto crossbars.
 COMPUTE_OPS = ("conv", "gemm")
@@ -38,16 +38,25 @@ OPS = (
     "avgpool",     # attrs: kernel, stride, pads, count_include_pad (bool)
     "gap",         # global average pool: (C, H, W) -> (C, 1, 1)
     "add",         # residual add of two tensors of equal shape
+    "concat",      # attrs: axis (0 = channels of an image, features of a vector); 2+ inputs
+    "leaky_relu",  # attrs: alpha (float64 (C,), per channel): y = x if x >= 0 else alpha * x
     "flatten",     # (C, H, W) -> (C*H*W,) in C-order; also Reshape to a vector
     # Only between the importer and the passes (bitline.sw.passes folds them into the
     # producing conv / gemm; the float model runs them, nothing after the passes does):
-    "batchnorm",   # attrs: gain, shift (per channel, float64): y = x * gain + shift
+    "batchnorm",   # attrs: gain, shift (per channel, float64): y = x * gain + shift (from
+                   # BatchNormalization, and Mul / Div / Sub by per-channel constants)
     "add_constant",  # attrs: value (float32, ONNX-broadcast to (N, *shape)): y = x + value
+    "pad",         # attrs: pads (top, left, bottom, right), value (float): constant padding,
+                   # folded into the next conv / pooling layer
 )
 
 #: Ops that the default passes fold away; a model that still has them runs only in the float
 #: model.
-FOLDABLE_OPS = ("batchnorm", "add_constant")
+FOLDABLE_OPS = ("batchnorm", "add_constant", "pad")
+
+#: Transforms of the model output that the host applies to the dequantized output of the
+#: last layer (not mapped onto the accelerator): ``Model.output_transform``.
+OUTPUT_TRANSFORMS = ("softmax", "log_softmax")
 
 Activation = Literal["relu", "relu6"] | None
 
@@ -116,7 +125,9 @@ class Model:
     """A model: its input, its layers in topological order and its output.
 
     ``input_name``/``input_shape`` describe the single graph input (without batch);
-    ``output_name`` names the tensor that is the model's output.
+    ``output_name`` names the tensor that is the model's output. ``quantization`` is the
+    quantization a quantized ONNX file carries (QDQ / QONNX nodes: a
+    :class:`bitline.sw.frontend.qdq.FileQuantization`), else ``None``; the passes keep it.
     """
 
     name: str
@@ -125,6 +136,8 @@ class Model:
     layers: list[Layer]
     output_name: str
     source: str = "<memory>"
+    output_transform: str | None = None
+    quantization: object = None
 
     def layer(self, name: str) -> Layer:
         """Return the layer called ``name`` (``KeyError`` naming it otherwise)."""

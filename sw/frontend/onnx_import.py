@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +28,11 @@ from onnx import numpy_helper
 
 from bitline.sw.frontend.ir import Layer, Model
 from bitline.sw.frontend.qdq import QuantizationError, strip_quantization
-from bitline.sw.frontend.simplify import simplify_onnx
 from bitline.sw.frontend.onnx_ops import (
     ALLOWED_ATTRS, SUPPORTED_OPS, OnnxNode, OpConverters, batched,
 )
+from bitline.sw.frontend.onnx_ops_more import MoreConverters
+from bitline.sw.frontend.simplify import simplify_onnx
 from bitline.sw.passes import DEFAULT_PASSES, Pass, PassError, run_passes
 
 __all__ = ["FrontendError", "load_onnx", "MIN_OPSET"]
@@ -96,6 +98,8 @@ def load_onnx(source, *, name: str | None = None,
         proto = simplify_onnx(proto)
     importer = _Importer(proto, label)
     model = importer.run(name)
+    if quantization is not None:
+        model = replace(model, quantization=quantization)
     try:
         return run_passes(model, passes)
     except PassError as error:
@@ -146,11 +150,12 @@ def _decode(value):
     return value.decode() if isinstance(value, bytes) else value
 
 
-class _Importer(OpConverters):
+class _Importer(OpConverters, MoreConverters):
     """State of one import: constants, activation shapes, aliases and the layer list.
 
     The per-op converters (``_op_<OpType>``) are inherited from
-    :class:`~bitline.sw.frontend.onnx_ops.OpConverters`; this class holds the graph walk and
+    :class:`~bitline.sw.frontend.onnx_ops.OpConverters` and
+    :class:`~bitline.sw.frontend.onnx_ops_more.MoreConverters`; this class holds the graph walk and
     the tensor tables they read and write.
     """
 
@@ -166,6 +171,10 @@ class _Importer(OpConverters):
         self.layers: list[Layer] = []
         # ONNX op type of each layer, for messages about a layer a pass refuses.
         self.op_types: dict[str, str] = {}
+        # Transposes that move no data: tensor -> (source tensor, its shape as permuted).
+        self.views: dict[str, tuple[str, tuple[int, ...]]] = {}
+        self.output_transform: str | None = None
+        self.opset = 0
 
     # -- errors -------------------------------------------------------------------------
     def error(self, node: OnnxNode, message: str) -> FrontendError:
@@ -176,7 +185,7 @@ class _Importer(OpConverters):
 
     # -- driver -------------------------------------------------------------------------
     def run(self, name: str) -> Model:
-        opset = self._opset()
+        opset = self.opset = self._opset()
         if opset < MIN_OPSET:
             raise FrontendError(
                 f"{self.label}: opset {opset} is not supported (need >= {MIN_OPSET})"
@@ -204,6 +213,7 @@ class _Importer(OpConverters):
             layers=self.layers,
             output_name=output_name,
             source=self.label,
+            output_transform=self.output_transform,
         )
 
     def _opset(self) -> int:
@@ -273,6 +283,15 @@ class _Importer(OpConverters):
         if index >= len(inputs) or not inputs[index]:
             raise self.error(node, f"{role} (input {index}) is missing")
         tensor = self.resolve(inputs[index])
+        if tensor in self.views:
+            source, shape = self.views[tensor]
+            if node.op not in ("Flatten", "Reshape"):
+                raise self.error(
+                    node, f"{role} {inputs[index]!r} is a Transpose to {batched(shape)}; a "
+                    "Transpose is only supported as a layout no-op before a Flatten / Reshape "
+                    "to a vector"
+                )
+            return source, self.shapes[source]
         if tensor in self.shapes:
             return tensor, self.shapes[tensor]
         if tensor in self.constants:
@@ -319,12 +338,13 @@ class _Importer(OpConverters):
         return any(tensor in n.input for n in self.graph.node)
 
     def add_layer(self, node: OnnxNode, op: str, inputs: list[str], input_shape, output_shape,
-                  **fields) -> Layer:
+                  *, name: str | None = None, output: str | None = None, **fields) -> Layer:
+        """Append a layer for ``node`` (its name and first output unless ``name`` / ``output``)."""
         layer = Layer(
-            name=node.name,
+            name=name or node.name,
             op=op,
             inputs=inputs,
-            output=node.proto.output[0],
+            output=output or node.proto.output[0],
             input_shape=tuple(int(d) for d in input_shape),
             output_shape=tuple(int(d) for d in output_shape),
             **fields,

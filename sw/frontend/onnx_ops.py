@@ -26,6 +26,9 @@ SUPPORTED_OPS = (
     "Conv", "Gemm", "MatMul", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool",
     "Add", "Flatten", "Reshape", "Squeeze", "BatchNormalization", "Identity", "Dropout",
     "Constant",
+    # sw/frontend/onnx_ops_more.py:
+    "ReduceMean", "Pad", "Mul", "Div", "Sub", "Concat", "LeakyRelu", "PRelu", "Softmax",
+    "LogSoftmax", "Transpose",
 )
 
 # Attributes each op may carry; anything else is rejected rather than silently ignored.
@@ -48,6 +51,17 @@ ALLOWED_ATTRS = {
     "Identity": set(),
     "Dropout": {"ratio", "seed"},
     "Constant": {"value", "value_float", "value_floats", "value_int", "value_ints"},
+    "ReduceMean": {"axes", "keepdims", "noop_with_empty_axes"},
+    "Pad": {"mode", "pads", "value"},
+    "Mul": set(),
+    "Div": set(),
+    "Sub": set(),
+    "Concat": {"axis"},
+    "LeakyRelu": {"alpha"},
+    "PRelu": set(),
+    "Softmax": {"axis"},
+    "LogSoftmax": {"axis"},
+    "Transpose": {"perm"},
 }
 
 

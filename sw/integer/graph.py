@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from bitline.sw.frontend.float_model import output_transform
 from bitline.sw.integer import arith, tensor_ops
 from bitline.sw.integer.qmodel import QuantizedModel, QuantLayer
 
@@ -116,7 +117,8 @@ def model_output(qmodel: QuantizedModel, output_int: np.ndarray) -> np.ndarray:
 
     Raw mode (a final compute layer without activation): ``(acc + bias) * s_in * s_w[n]``;
     otherwise ``scale * (q - zero_point)`` of the producing layer's output (or of the
-    model input for a model without layers).
+    model input for a model without layers); then the model's ``output_transform`` (a
+    final Softmax / LogSoftmax the host runs), if any.
     """
     model = qmodel.model
     producer = next((layer for layer in model.layers if layer.output == model.output_name), None)
@@ -125,8 +127,11 @@ def model_output(qmodel: QuantizedModel, output_int: np.ndarray) -> np.ndarray:
     qlayer = qmodel.layers[producer.name]
     if qlayer.mode == "raw":
         scale = qlayer.acc_scale.reshape((-1,) + (1,) * (output_int.ndim - 2))
-        return output_int.astype(np.float64) * scale
-    return arith.dequantize(output_int, qlayer.output)
+        values = output_int.astype(np.float64) * scale
+    else:
+        values = arith.dequantize(output_int, qlayer.output)
+    # A final Softmax / LogSoftmax is the host's, on the dequantized logits.
+    return output_transform(values, model.output_transform)
 
 
 def layer_forward(
@@ -160,7 +165,7 @@ def layer_forward(
     """
     layer = qlayer.layer
     op = layer.op
-    expected_inputs = 2 if op == "add" else 1
+    expected_inputs = {"add": 2, "concat": len(layer.inputs)}.get(op, 1)
     if len(inputs) != expected_inputs:
         raise ValueError(
             f"layer {layer.name} ({op}) takes {expected_inputs} input(s), got {len(inputs)}"
@@ -187,6 +192,12 @@ def layer_forward(
         out = qlayer.output
         y = tensor_ops.add(x, inputs[1], qlayer.inputs[0], qlayer.inputs[1], qlayer.mult,
                            qlayer.shift, out.zero_point, qlayer.clamp_lo, qlayer.clamp_hi)
+    elif op == "concat":
+        y = tensor_ops.concat(inputs, qlayer.inputs, qlayer.mult, qlayer.shift,
+                              qlayer.output.zero_point, qlayer.clamp_lo, qlayer.clamp_hi)
+    elif op == "leaky_relu":
+        y = tensor_ops.leaky_relu(x, qlayer.inputs[0], qlayer.mult, qlayer.shift,
+                                  qlayer.output.zero_point, qlayer.clamp_lo, qlayer.clamp_hi)
     elif op == "flatten":
         y = tensor_ops.flatten(x)
     else:

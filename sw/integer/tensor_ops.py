@@ -1,6 +1,7 @@
 """The integer arithmetic of the layers without weights (docs/contract.md section 3).
 
-Pooling, the residual add, standalone ReLU / ReLU6 and flatten, on int64 code tensors
+Pooling, the residual add, channel concat, standalone ReLU / ReLU6, LeakyReLU / PReLU and
+flatten, on int64 code tensors
 (batch first). Like :mod:`bitline.sw.integer.arith` (the compute layers and the output
 unit, whose :func:`~bitline.sw.integer.arith.rounding_shift` the add uses), this is the one
 definition the golden model, the executor and the host driver all run.
@@ -14,7 +15,8 @@ from bitline.sw.frontend.im2col import conv_output_hw, im2col
 from bitline.sw.integer.arith import rounding_shift
 from bitline.sw.integer.qmodel import ActParams
 
-__all__ = ["maxpool", "avgpool", "global_avgpool", "add", "relu", "flatten"]
+__all__ = ["maxpool", "avgpool", "global_avgpool", "add", "concat", "relu", "leaky_relu",
+           "flatten", "shared_shift"]
 
 
 def _windows(codes: np.ndarray, kernel, stride, pads, pad_value) -> tuple[np.ndarray, int, int]:
@@ -106,6 +108,93 @@ def add(
         )
     total = mult[0] * (qa - a.zero_point) + mult[1] * (qb - b.zero_point)
     y = int(zero_point) + rounding_shift(total, shift[0])
+    return np.clip(y, int(clamp_lo), int(clamp_hi))
+
+
+def shared_shift(ratios) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(mult, shift)``: ``ratios ~ mult * 2**-sh`` at one common shift ``sh``.
+
+    The rescaling multipliers of the concat and LeakyReLU layers, as
+    :func:`bitline.sw.quant.build.add_fixed_point` does for the add: each ``|ratio|`` is
+    encoded by :func:`~bitline.sw.integer.qmodel.fixed_point`, the common shift is the
+    smallest of those shifts (so every ``|mult| < 2**15``), and ``mult = rint(ratio * 2**sh)``
+    keeps the ratio's sign (a PReLU slope may be negative). ``shift`` repeats ``sh`` once
+    per ratio.
+    """
+    from bitline.sw.integer.qmodel import fixed_point
+
+    ratios = np.asarray(ratios, dtype=np.float64).reshape(-1)
+    _, shifts = fixed_point(np.abs(ratios))
+    nonzero = shifts[ratios != 0]
+    common = int(nonzero.min()) if nonzero.size else 0
+    mult = np.rint(ratios * np.exp2(common)).astype(np.int64)
+    return mult, np.full(ratios.shape, common, dtype=np.int64)
+
+
+def concat(
+    parts,
+    params: list[ActParams],
+    mult: np.ndarray,
+    shift: np.ndarray,
+    zero_point: int,
+    clamp_lo: int,
+    clamp_hi: int,
+) -> np.ndarray:
+    """Concatenate code tensors along the channel axis, each rescaled to the output's params.
+
+    ``y_i = clamp(z_y + ((m_i * (q_i - z_i) + rnd) >> sh), clamp_lo, clamp_hi)`` per input
+    ``i`` (``mult = (m_0, m_1, ...)``, one common ``sh`` in ``shift``); an input whose
+    params equal the output's has ``m_i = 2**sh`` and is copied exactly.
+
+    Raises
+    ------
+    ValueError
+        If the inputs differ in any axis but the channels or the shifts differ.
+    """
+    parts = [np.asarray(part, dtype=np.int64) for part in parts]
+    mult = np.asarray(mult, dtype=np.int64).reshape(-1)
+    shift = np.asarray(shift, dtype=np.int64).reshape(-1)
+    if mult.shape != (len(parts),) or shift.shape != mult.shape or np.any(shift != shift[0]):
+        raise ValueError(
+            f"concat of {len(parts)} inputs needs one multiplier per input and one common "
+            f"shift, not mult={mult.tolist()} shift={shift.tolist()}"
+        )
+    if any(part.shape[:1] + part.shape[2:] != parts[0].shape[:1] + parts[0].shape[2:]
+           for part in parts):
+        raise ValueError(f"concat inputs differ beyond the channels: "
+                         f"{[part.shape for part in parts]}")
+    scaled = [
+        int(zero_point) + rounding_shift(m * (part - act.zero_point), shift[0])
+        for part, act, m in zip(parts, params, mult)
+    ]
+    return np.clip(np.concatenate(scaled, axis=1), int(clamp_lo), int(clamp_hi))
+
+
+def leaky_relu(
+    codes: np.ndarray,
+    act: ActParams,
+    mult: np.ndarray,
+    shift: np.ndarray,
+    zero_point: int,
+    clamp_lo: int,
+    clamp_hi: int,
+) -> np.ndarray:
+    """LeakyReLU / PReLU on codes, rescaled to the output's params (docs/contract.md 3).
+
+    ``d = q - z_x``; ``y = clamp(z_y + ((m * d + rnd) >> sh), clamp_lo, clamp_hi)`` with
+    ``m = mult[0]`` (``s_x / s_y``) where ``d >= 0`` and ``m = mult[1 + c]``
+    (``alpha_c * s_x / s_y``) in channel ``c`` where ``d < 0``; one common ``sh``.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    mult = np.asarray(mult, dtype=np.int64).reshape(-1)
+    channels = codes.shape[1]
+    if mult.shape != (1 + channels,):
+        raise ValueError(f"leaky_relu on {channels} channels needs {1 + channels} multipliers, "
+                         f"not {mult.size}")
+    negative = mult[1:].reshape((1, -1) + (1,) * (codes.ndim - 2))
+    delta = codes - act.zero_point
+    product = np.where(delta >= 0, mult[0] * delta, negative * delta)
+    y = int(zero_point) + rounding_shift(product, int(np.asarray(shift).reshape(-1)[0]))
     return np.clip(y, int(clamp_lo), int(clamp_hi))
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitline.sw.frontend.ir import FOLDABLE_OPS, Layer, Model
+from bitline.sw.frontend.ir import Layer, Model
 from bitline.sw.passes.base import PassError, absorb, copy_model, producer, tensor_uses
 
-__all__ = ["fold_affine"]
+__all__ = ["AFFINE_OPS", "fold_affine"]
 
+#: The per-channel affine layers this pass folds.
+AFFINE_OPS = ("batchnorm", "add_constant")
 
 
 def _batched(shape: tuple[int, ...]) -> str:
@@ -67,7 +69,7 @@ def fold_affine(model: Model) -> Model:
         a layer that cannot be folded is an error rather than left in place.
     """
     model = copy_model(model)
-    for follower in [layer for layer in model.layers if layer.op in FOLDABLE_OPS]:
+    for follower in [layer for layer in model.layers if layer.op in AFFINE_OPS]:
         target = producer(model, follower.inputs[0])
         if target is None or target.op not in ("conv", "gemm"):
             what = "the graph input" if target is None else f"{target.name!r} ({target.op})"

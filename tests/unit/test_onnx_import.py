@@ -349,21 +349,24 @@ def test_error_grouped_conv(tmp_path):
         load_onnx(path)
 
 
-def test_error_bn_without_conv(tmp_path):
+def test_bn_without_conv_becomes_a_depthwise_layer():
+    # Issue 14 changed this from an error: a BatchNorm that cannot fold into its producer
+    # (here after a ReLU) is a per-channel affine layer, lowered to a depthwise 1x1 conv.
     g = GraphBuilder((3, 4, 4))
     y = g.bn(g.node("Relu", [g.conv("x", 3, 3)]), 3)
-    path = save(g.model(y), tmp_path)
-    with pytest.raises(FrontendError, match=r"\(BatchNormalization\): can only be folded"):
-        load_onnx(path)
+    model = compare_with_onnxruntime(g.model(y))
+    lowered = model.layers[-1]
+    assert (lowered.op, lowered.attrs["groups"], lowered.weight.shape) == ("conv", 3, (3, 1, 1, 1))
 
 
-def test_error_bn_producer_with_other_consumer(tmp_path):
+def test_bn_whose_producer_has_another_consumer_becomes_a_depthwise_layer():
+    # Issue 14 changed this from an error ("other consumer"): the BatchNorm is lowered.
     g = GraphBuilder((3, 4, 4))
     c = g.conv("x", 3, 3)
     y = g.node("Add", [g.bn(c, 3), c])
-    path = save(g.model(y), tmp_path)
-    with pytest.raises(FrontendError, match=r"other consumer"):
-        load_onnx(path)
+    model = compare_with_onnxruntime(g.model(y))
+    assert [(layer.op, layer.attrs.get("groups")) for layer in model.layers] == [
+        ("conv", 1), ("conv", 3), ("add", None)]
 
 
 def test_error_wrong_rank(tmp_path):
