@@ -147,6 +147,8 @@ def build_manifest(program: Program, qmodel: QuantizedModel, tables: ParsedImage
             "input_shape": _json_safe(model.input_shape, "model.input_shape"),
             "output_name": model.output_name,
             "output_shape": _json_safe(model.output_shape, "model.output_shape"),
+            # A final Softmax / LogSoftmax the host runs on the output (or null).
+            "output_transform": model.output_transform,
         },
         "input": _act_dict(qmodel.input),
         "quant_spec": _json_safe(qmodel.spec, "quant_spec"),
@@ -364,6 +366,7 @@ def rebuild_qmodel(manifest: dict, arrays: dict[str, np.ndarray], keys: Manifest
         layers=layers,
         output_name=keys.get(model_info, "output_name", str, "model."),
         source=model_info.get("source", "<memory>"),
+        output_transform=model_info.get("output_transform"),
     )
     return QuantizedModel(model=model, input=keys.act(keys.get(manifest, "input", dict, ""),
                                                       "input"),

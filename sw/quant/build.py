@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bitline.sw.frontend.ir import Layer, Model
+from bitline.sw.integer import tensor_ops
 from bitline.sw.integer.arith import grouped_matrix
 from bitline.sw.integer.qmodel import ActParams, QuantizedModel, QuantLayer, fixed_point
 from bitline.sw.quant.tensor import QuantizedTensor
@@ -283,6 +284,18 @@ def build_quantized_model(
             clamp_lo, clamp_hi = _clamp(layer.activation, out)
             layers[layer.name] = QuantLayer(layer=layer, inputs=ins, output=out, mult=mult,
                                             shift=shift, clamp_lo=clamp_lo, clamp_hi=clamp_hi)
+            continue
+        if layer.op in ("concat", "leaky_relu"):
+            # Rescaling host layers (docs/contract.md 3): one multiplier per input (concat) or
+            # per sign and channel (leaky_relu), at one shift.
+            if layer.op == "concat":
+                ratios = [act.scale / out.scale for act in ins]
+            else:
+                alpha = np.asarray(layer.attrs["alpha"], dtype=np.float64).reshape(-1)
+                ratios = [ins[0].scale / out.scale, *(alpha * ins[0].scale / out.scale)]
+            mult, shift = tensor_ops.shared_shift(ratios)
+            layers[layer.name] = QuantLayer(layer=layer, inputs=ins, output=out, mult=mult,
+                                            shift=shift, clamp_lo=0, clamp_hi=out.qmax)
             continue
         if out != ins[0]:
             raise ValueError(

@@ -90,6 +90,11 @@ def _forward(torch, model: Model, params: dict, x, quantizers: dict | None):
             y = h + inputs[1]
         elif layer.op == "flatten":
             y = h.reshape(h.shape[0], -1)
+        elif layer.op == "concat":
+            y = torch.cat(inputs, dim=1)
+        elif layer.op == "leaky_relu":
+            alpha = torch.as_tensor(np.asarray(layer.attrs["alpha"], dtype=np.float32))
+            y = torch.where(h >= 0, h, h * alpha.reshape((-1,) + (1,) * (h.dim() - 2)))
         elif layer.op in ("relu", "relu6"):
             y = activation(h, layer.op)
         else:
