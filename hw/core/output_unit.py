@@ -9,8 +9,10 @@ vector, 0 with the differential encoding, section 4):
   ``shift == 0``): round half up. ReLU is ``clamp_lo = zero_point``.
 * ``mode = raw`` (1): ``y = t``.
 
-Three register stages (``ou_multiply``, ``ou_round_shift``, ``ou_clamp`` in
-:data:`bitline.hw.spec.timing.DRAIN_STAGES`); every intermediate is wide enough to be exact.
+Five register stages, one operation each so that none is a long path at the FPGA's core
+clock (docs/fpga.md section 4): ``ou_total`` (``t``), ``ou_multiply`` (``t * mult``),
+``ou_round`` (plus rounding and zero point), ``ou_shift`` and ``ou_clamp`` in
+:data:`bitline.hw.spec.timing.DRAIN_STAGES`; every intermediate is wide enough to be exact.
 """
 
 from __future__ import annotations
@@ -22,8 +24,13 @@ from amaranth.lib.wiring import In, Out
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.encoding import MULT_BITS, SHIFT_BITS, output_param_layout
 from bitline.hw.spec.program import OutputMode
+from bitline.hw.spec.timing import DRAIN_STAGES
 
-__all__ = ["OutputUnit", "output_input_layout"]
+__all__ = ["OutputUnit", "output_input_layout", "OUTPUT_UNIT_STAGES"]
+
+#: The output unit's register stages, as :data:`~bitline.hw.spec.timing.DRAIN_STAGES` names
+#: them (its latency in cycles is their number).
+OUTPUT_UNIT_STAGES = ("ou_total", "ou_multiply", "ou_round", "ou_shift", "ou_clamp")
 
 
 def output_input_layout(config: AcceleratorConfig) -> data.StructLayout:
@@ -45,7 +52,7 @@ class OutputUnit(wiring.Component):
     mode, zero_point, clamp_lo, clamp_hi: In
         The layer record's output fields (stable during a job).
     outputs: Out(stream.Signature(signed(acc_bits), always_ready=True))
-        Three cycles after the input.
+        :data:`OUTPUT_UNIT_STAGES` cycles after the input.
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -68,47 +75,67 @@ class OutputUnit(wiring.Component):
         product_bits = total_bits + MULT_BITS + 1
         max_shift = (1 << SHIFT_BITS) - 1
         rounded_bits = max(product_bits, max_shift) + 1
+        offset_bits = config.max_act_bits + max_shift
 
-        # stage 1: t = acc + bias - correction (the validator keeps t within acc_bits, so
-        # the truncation to total_bits is exact), product = t * mult; in parallel the
-        # rounding and zero-point
+        # ou_total: t = acc + bias - correction (the validator keeps t within acc_bits, so
+        # the truncation to total_bits is exact); in parallel the rounding and zero-point
         # offset ``offset = (zero_point << shift) | rnd`` (rnd = 1 << (shift - 1) lies below
-        # bit ``shift``, so the OR is the sum), so that stage 2 has one adder, not two:
+        # bit ``shift``, so the OR is the sum), so that one adder does both:
         # floor((p + rnd) / 2**shift) + zp == floor((p + rnd + zp * 2**shift) / 2**shift)
-        total = Signal(signed(total_bits))
-        m.d.comb += total.eq(self.inputs.payload.acc + param.bias.as_signed() - self.correction)
         valid1 = Signal()
         total1 = Signal(signed(total_bits))
-        product1 = Signal(signed(product_bits))
+        mult1 = Signal(MULT_BITS)
         shift1 = Signal(SHIFT_BITS)
-        offset_bits = config.max_act_bits + max_shift
         offset1 = Signal(offset_bits)
         m.d.sync += [
             valid1.eq(self.inputs.valid),
-            total1.eq(total),
-            product1.eq(total * param.mult),
+            total1.eq(self.inputs.payload.acc + param.bias.as_signed() - self.correction),
+            mult1.eq(param.mult),
             shift1.eq(param.shift),
             offset1.eq((self.zero_point << param.shift)
                        | ((Const(1, 1) << param.shift) >> 1)),  # rnd: 0 at shift 0
         ]
 
-        # stage 2: round half up, arithmetic shift, zero point (all in ``offset1``)
-        shifted = Signal(signed(max(product_bits, offset_bits + 1) + 1))
-        m.d.comb += shifted.eq((product1 + offset1) >> shift1)
+        # ou_multiply: product = t * mult
         valid2 = Signal()
         total2 = Signal(signed(total_bits))
-        level2 = Signal(signed(rounded_bits + 2))
+        product2 = Signal(signed(product_bits))
+        shift2 = Signal(SHIFT_BITS)
+        offset2 = Signal(offset_bits)
         m.d.sync += [
-            valid2.eq(valid1),
-            total2.eq(total1),
-            level2.eq(shifted),  # fits: the same value as before, rounded_bits + 2 wide
+            valid2.eq(valid1), total2.eq(total1), product2.eq(total1 * mult1),
+            shift2.eq(shift1), offset2.eq(offset1),
         ]
 
-        # stage 3: clamp (ReLU when clamp_lo == zero_point) or raw
-        clamped = Mux(level2 < self.clamp_lo, self.clamp_lo,
-                      Mux(level2 > self.clamp_hi, self.clamp_hi, level2))
+        # ou_round: product + offset (rounding and zero point)
+        sum_bits = max(product_bits, offset_bits + 1) + 1
+        valid3 = Signal()
+        total3 = Signal(signed(total_bits))
+        sum3 = Signal(signed(sum_bits))
+        shift3 = Signal(SHIFT_BITS)
         m.d.sync += [
-            self.outputs.valid.eq(valid2),
-            self.outputs.payload.eq(Mux(self.mode == OutputMode.RAW, total2, clamped)),
+            valid3.eq(valid2), total3.eq(total2), sum3.eq(product2 + offset2),
+            shift3.eq(shift2),
+        ]
+
+        # ou_shift: arithmetic shift (floor)
+        valid4 = Signal()
+        total4 = Signal(signed(total_bits))
+        level4 = Signal(signed(rounded_bits + 2))
+        m.d.sync += [
+            valid4.eq(valid3), total4.eq(total3),
+            level4.eq(sum3 >> shift3),  # fits: rounded_bits + 2 wide, as before the split
+        ]
+
+        # ou_clamp: clamp (ReLU when clamp_lo == zero_point) or raw
+        clamped = Mux(level4 < self.clamp_lo, self.clamp_lo,
+                      Mux(level4 > self.clamp_hi, self.clamp_hi, level4))
+        m.d.sync += [
+            self.outputs.valid.eq(valid4),
+            self.outputs.payload.eq(Mux(self.mode == OutputMode.RAW, total4, clamped)),
         ]
         return m
+
+
+assert all(stage in DRAIN_STAGES for stage in OUTPUT_UNIT_STAGES), \
+    "hw/spec/timing.py DRAIN_STAGES names every output-unit stage"

@@ -9,10 +9,13 @@ accepted, with a host that always has the next input ready and always accepts an
 * **compute** of vector ``v`` starts when its load is complete and the partial sums of
   vector ``v - 1`` have been read out: the banks swap and every unit of the layer starts its
   OU controller (``go``). The shadow bank is free from that cycle, so the load of vector
-  ``v + 1`` overlaps compute and drain of ``v``. The busiest unit issues its last read
-  ``C_comp`` cycles after ``go`` plus one cycle of entry fetch; its codes arrive
-  ``adc_latency`` cycles later and are written one cycle after that, so partial sums are
-  complete ``C_comp + pipeline_latency(config)`` cycles after ``go``.
+  ``v + 1`` overlaps compute and drain of ``v``. The busiest unit issues its last OU-read
+  command ``C_comp`` cycles after its first, which comes :data:`ENTRY_FETCH_CYCLES` after
+  ``go`` (entry memory read, entry register); each command reaches the crossbar port
+  :data:`ROW_SELECT_CYCLES` later (the row drivers' row-map read, input read and drive
+  register); its codes arrive ``adc_latency`` cycles after the port's strobe and are
+  written :data:`ACCUMULATE_CYCLES` after that, so partial sums are complete
+  ``C_comp + pipeline_latency(config)`` cycles after ``go``.
 * **drain**: one output channel per cycle (``O`` cycles) enters the reduction / output-unit
   pipeline; the next vector's ``go`` may follow the last channel's read immediately. The
   reduction, the output unit and the output FIFO add :func:`drain_latency` cycles after
@@ -42,33 +45,41 @@ import numpy as np
 from bitline.hw.spec.config import AcceleratorConfig
 
 __all__ = [
-    "ENTRY_FETCH_CYCLES", "ACCUMULATE_CYCLES", "DRAIN_STAGES",
+    "ENTRY_FETCH_CYCLES", "ROW_SELECT_CYCLES", "ACCUMULATE_CYCLES", "DRAIN_STAGES",
     "pipeline_latency", "drain_latency", "vector_compute_cycles", "layer_cycles",
     "copy_shares", "job_cycles",
 ]
 
-#: Cycles from ``go`` to a unit's first OU read: the entry memory's synchronous read.
-ENTRY_FETCH_CYCLES = 1
+#: Cycles from ``go`` to a unit's first OU-read command: the entry memory's synchronous read
+#: and the entry register after it (:mod:`bitline.hw.unit.ou_controller`).
+ENTRY_FETCH_CYCLES = 2
+#: Cycles from an OU-read command to its strobe on the crossbar port: the row drivers'
+#: row-map read, input-memory read and registered drives (:mod:`bitline.hw.unit.row_driver`;
+#: the ADC mux delays the port's other members alike).
+ROW_SELECT_CYCLES = 3
 #: Cycles from valid ADC codes to partial sums readable by the drain: the shift-and-add's
 #: write stage (its read-modify-write pipeline forwards, so it never stalls).
 ACCUMULATE_CYCLES = 1
 
 #: The drain pipeline, stage by stage (each one register): partial-sum memory read,
-#: per-unit lane sum, masked inter-unit sum, output unit multiply, output unit
-#: round/shift/zero point, output unit clamp, output FIFO.
+#: per-unit lane sum, masked inter-unit sum, the output unit's ``t = acc + bias -
+#: correction``, multiply, rounding and zero point, shift and clamp
+#: (:mod:`bitline.hw.core.output_unit`, one operation per stage for the FPGA's core clock),
+#: output FIFO.
 DRAIN_STAGES = (
     "psum_read", "lane_sum", "unit_sum",
-    "ou_multiply", "ou_round_shift", "ou_clamp", "output_fifo",
+    "ou_total", "ou_multiply", "ou_round", "ou_shift", "ou_clamp", "output_fifo",
 )
 
 
 def pipeline_latency(config: AcceleratorConfig) -> int:
     """Return ``P``: cycles of one vector's compute phase beyond ``C_comp``.
 
-    ``ENTRY_FETCH_CYCLES + config.adc_latency + ACCUMULATE_CYCLES``. This is paid once per
-    input vector (partial sums must be complete before they are read out).
+    ``ENTRY_FETCH_CYCLES + ROW_SELECT_CYCLES + config.adc_latency + ACCUMULATE_CYCLES``.
+    This is paid once per input vector (partial sums must be complete before they are read
+    out).
     """
-    return ENTRY_FETCH_CYCLES + config.adc_latency + ACCUMULATE_CYCLES
+    return ENTRY_FETCH_CYCLES + ROW_SELECT_CYCLES + config.adc_latency + ACCUMULATE_CYCLES
 
 
 def drain_latency(config: AcceleratorConfig) -> int:

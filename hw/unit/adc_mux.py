@@ -5,11 +5,16 @@ The OU's ``ou_cols`` columns share the unit's ``adcs_per_xbar`` ADCs: in convers
 ``j = p * adcs_per_xbar + a``. The mux holds a command for ``conversions_per_read`` cycles,
 one strobe per cycle, and accepts it (``reads.ready``) in its last phase, so back-to-back
 commands convert without a gap. It asks the row drivers for the command's row group and
-input slice and forwards their wordline enables and DAC slices to the port.
+input slice; their wordline enables and DAC slices come back registered
+:data:`~bitline.hw.spec.timing.ROW_SELECT_CYCLES` cycles later, so the port's other members
+(strobe, groups, phase, ADC enables) pass through a delay line of the same depth and reach
+the port together with them, all from flip-flops. ``in_flight`` is high while a conversion
+is in that delay line (the unit stays ``busy``).
 
 Per phase it gates the ADCs of invalid columns (descriptor ``valid`` clear, or a column past
 the crossbar's edge), and remembers each ADC's descriptor (destination, sign, total shift
-``shift + slice_index * dac_bits``) in a tag pipeline ``adc_latency`` deep, so the codes that
+``shift + slice_index * dac_bits``) in a tag pipeline ``ROW_SELECT_CYCLES + adc_latency``
+deep, so the codes that
 come back on ``result`` leave as one shift-and-add update per ADC lane (``updates``).
 ``protocol_error`` pulses when ``result.valid`` disagrees with the tag pipeline (a crossbar
 model that violates the port's fixed latency).
@@ -17,11 +22,12 @@ model that violates the port's fixed latency).
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitline.hw.spec.config import AcceleratorConfig, clog2
+from bitline.hw.spec.timing import ROW_SELECT_CYCLES
 from bitline.hw.unit.ou_controller import read_command_layout
 from bitline.hw.unit.row_driver import RowSelectSignature, slice_bits
 from bitline.hw.unit.xbar_port import ReadSignature, ResultSignature, phase_bits
@@ -72,6 +78,8 @@ class ADCMux(wiring.Component):
         ADCs converting in this cycle (the performance counter's increment).
     read_issued: Out(1)
         A new OU read starts in this cycle (its first phase).
+    in_flight: Out(1)
+        A conversion is on its way to the port (in the ``ROW_SELECT_CYCLES`` delay line).
     protocol_error: Out(1)
     """
 
@@ -87,6 +95,7 @@ class ADCMux(wiring.Component):
                                             always_ready=True)),
             "conversions": Out(range(adcs + 1)),
             "read_issued": Out(1),
+            "in_flight": Out(1),
             "protocol_error": Out(1),
         })
 
@@ -139,20 +148,30 @@ class ADCMux(wiring.Component):
             m.d.comb += lane.valid.eq(adc_en[adc])
 
         m.d.comb += [
-            self.read.strobe.eq(self.reads.valid),
-            self.read.row_group.eq(command.row_group),
-            self.read.col_group.eq(command.col_group),
-            self.read.phase.eq(phase),
-            self.read.adc_en.eq(adc_en),
-            self.read.wordline_en.eq(self.rows.wordline_en),
-            self.read.dac.eq(self.rows.dac),
             self.read_issued.eq(self.reads.valid & (phase == 0)),
             self.conversions.eq(sum(adc_en[adc] for adc in range(adcs))),
         ]
 
-        # Tag pipeline: the descriptors wait `adc_latency` cycles for their codes.
+        # The port's members wait ROW_SELECT_CYCLES for the row drivers' registered drives;
+        # then the descriptors wait adc_latency more cycles for their codes.
+        request = {"strobe": self.reads.valid, "row_group": command.row_group,
+                   "col_group": command.col_group, "phase": phase, "adc_en": adc_en}
+        strobes = []
+        for stage in range(ROW_SELECT_CYCLES):
+            delayed = {name: Signal.like(getattr(self.read, name), name=f"{name}_d{stage}")
+                       for name in request}
+            m.d.sync += [delayed[name].eq(value) for name, value in request.items()]
+            request = delayed
+            strobes.append(delayed["strobe"])
+        m.d.comb += [getattr(self.read, name).eq(value) for name, value in request.items()]
+        m.d.comb += [
+            self.read.wordline_en.eq(self.rows.wordline_en),
+            self.read.dac.eq(self.rows.dac),
+            self.in_flight.eq(Cat(*strobes).any()),
+        ]
+
         tag_valid = self.reads.valid
-        for stage in range(config.adc_latency):
+        for stage in range(ROW_SELECT_CYCLES + config.adc_latency):
             delayed = Signal.like(tag, name=f"tag_d{stage}")
             delayed_valid = Signal(name=f"tag_valid_d{stage}")
             m.d.sync += [delayed.eq(tag), delayed_valid.eq(tag_valid)]

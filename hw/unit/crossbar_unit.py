@@ -49,8 +49,11 @@ class CrossbarUnit(wiring.Component):
     ----------
     load, swap, map_write:
         Row drivers (see :class:`~bitline.hw.unit.row_driver.RowDriver`).
-    go, n_entries, entry_write, busy:
+    go, n_entries, entry_write:
         OU controller (see :class:`~bitline.hw.unit.ou_controller.OUController`).
+    busy:
+        The OU controller is busy or a conversion is on its way to the port (the ADC mux's
+        ``in_flight``): low once the last strobe has reached the port.
     read, result:
         The crossbar port's read side.
     drain, drained:
@@ -107,7 +110,7 @@ class CrossbarUnit(wiring.Component):
             rows.swap.eq(self.swap),
             controller.go.eq(self.go),
             controller.n_entries.eq(self.n_entries),
-            self.busy.eq(controller.busy),
+            self.busy.eq(controller.busy | adc_mux.in_flight),
             self.read_issued.eq(adc_mux.read_issued),
             self.conversions.eq(adc_mux.conversions),
             self.protocol_error.eq(adc_mux.protocol_error),

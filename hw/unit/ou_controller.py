@@ -6,11 +6,16 @@ zero-slice entries dropped by the loader) sit in the unit's own entry memory at 
 one OU-read command per issued input slice ``t = slice_lo, slice_lo + 1, .., slice_hi - 1``
 (BWQ activation widths: only the slices the entry asks for).
 
-The fetch register *is* the current entry: it is refilled in the cycle its last slice is
-accepted, so back-to-back entries issue without a bubble and a unit with ``R`` reads keeps
-``reads.valid`` high for exactly ``R * conversions_per_read`` cycles when the ADC mux takes
-one command per ``conversions_per_read`` cycles. ``busy`` is high from ``go`` to the cycle
-after the last command is accepted (``ENTRY_FETCH_CYCLES`` of :mod:`bitline.hw.spec.timing`).
+The entry memory's read data feeds an *entry register*, the current entry (so the OU issue
+path starts from a flip-flop, not from the memory's slow clock-to-out; docs/fpga.md section
+4), and the memory always reads one entry ahead (prefetch): the entry register is refilled
+from the memory's data in the cycle its last slice is accepted while the memory reads the
+entry after it, so back-to-back entries issue without a bubble and a unit with ``R`` reads
+keeps ``reads.valid`` high for exactly ``R * conversions_per_read`` cycles when the ADC mux
+takes one command per ``conversions_per_read`` cycles. The first command is valid
+``ENTRY_FETCH_CYCLES`` (:mod:`bitline.hw.spec.timing`) cycles after ``go``: the memory read
+and the entry register. ``busy`` is high from ``go`` to the cycle the last command is
+accepted.
 """
 
 from __future__ import annotations
@@ -102,10 +107,11 @@ class OUController(wiring.Component):
             write.en.eq(self.entry_write.valid),
         ]
         read = memory.read_port()
-        entry = layout(read.data)
+        entry = Signal(layout)                    # the entry register: the current entry
 
         address = Signal(range(self.depth + 1))  # next entry to fetch
         running = Signal()                        # entries remain to be fetched
+        pending = Signal()                        # `read.data` holds the next entry
         fetched = Signal()                        # `entry` holds an entry being issued
         offset = Signal(slice_bits(config) + 1)   # slices of `entry` already issued
 
@@ -121,7 +127,7 @@ class OUController(wiring.Component):
             self.reads.payload.col_group.eq(entry.col_group),
             self.reads.payload.slice_index.eq(slice_index),
             self.reads.payload.cols.eq(entry.cols),
-            self.busy.eq(self.go | fetched),
+            self.busy.eq(self.go | pending | fetched),
         ]
 
         with m.If(self.reads.valid & self.reads.ready):
@@ -132,17 +138,23 @@ class OUController(wiring.Component):
             m.d.sync += [
                 address.eq(1),
                 running.eq(self.n_entries > 1),
-                fetched.eq(self.n_entries > 0),
+                pending.eq(self.n_entries > 0),
+                fetched.eq(0),
                 offset.eq(0),
             ]
         with m.Elif(advance):
-            m.d.comb += [read.addr.eq(address), read.en.eq(running)]
-            m.d.sync += fetched.eq(running)
-            with m.If(running):
-                m.d.sync += [
-                    address.eq(address + 1),
-                    running.eq(address + 1 < self.n_entries),
-                ]
+            # move the prefetched entry into the register and read the one after it
+            m.d.sync += fetched.eq(pending)
+            with m.If(pending):
+                m.d.sync += [entry.eq(read.data), pending.eq(running)]
+                m.d.comb += [read.addr.eq(address), read.en.eq(running)]
+                with m.If(running):
+                    m.d.sync += [
+                        address.eq(address + 1),
+                        running.eq(address + 1 < self.n_entries),
+                    ]
+            with m.Else():
+                m.d.comb += read.en.eq(0)
         with m.Else():
-            m.d.comb += read.en.eq(0)
+            m.d.comb += read.en.eq(0)  # hold the prefetched entry
         return m

@@ -1,16 +1,30 @@
-"""Row drivers: a crossbar unit's double-buffered input registers and its row map.
+"""Row drivers: a crossbar unit's double-banked input vector and its row map, read per OU.
 
-Every row ``r`` of the crossbar has two ``max_act_bits`` registers (banks) and a row-map
-entry ``(valid, index)``: the input code with that index drives the row. The input vector is
-broadcast to all units one code per cycle (``load``); each row whose map names the code's
-index captures it into the *shadow* bank. ``swap`` exchanges the banks (the shadow bank
-becomes the *active* one that OU reads see, and the old active bank becomes the shadow bank
-the next vector loads into), so loading vector ``v + 1`` overlaps computing vector ``v``.
+The input vector is broadcast to all units one code per cycle (``load``, its index and
+code). A unit keeps it in ``ou_rows`` *lanes*, one per row position ``k`` inside a row
+group; each lane has
 
-The read side is combinational: for ``row_group`` ``g`` and ``slice_index`` ``t`` it
-returns, for each row ``k`` of the group, ``wordline_en[k]`` (the row is mapped) and
-``dac[k] = (x >> (t * dac_bits)) & dac_max`` of the active code (0 for an unmapped row),
-exactly the ``slice_t(x[in(r)])`` of docs/contract.md section 4.
+* an **input memory** of ``2 * max_in_features`` codes at ``2 * index + bank``:
+  every load writes its code into every lane's *shadow* bank at the code's index;
+* a **row-map memory** of ``row_groups`` words: word ``g`` is the ``(valid, index)`` record
+  of row ``g * ou_rows + k`` (the input that drives it).
+
+``swap`` exchanges the banks (the shadow bank becomes the *active* one that OU reads see),
+so loading vector ``v + 1`` overlaps computing vector ``v``.
+
+A read of row group ``g`` and slice ``t`` (``select``) is a pipeline of
+:data:`~bitline.hw.spec.timing.ROW_SELECT_CYCLES` registered steps, one new read per cycle:
+the lanes read their row-map word ``g``; then their input memories at the active bank and
+the mapped index; then ``wordline_en[k]`` (the row is mapped) and ``dac[k] = (x >> (t *
+dac_bits)) & dac_max`` of the code (0 for an unmapped row) are registered -- exactly the
+``slice_t(x[in(r)])`` of docs/contract.md section 4, ``ROW_SELECT_CYCLES`` cycles after the
+request. Every step starts from a register or a memory read, so the OU issue path is short
+(docs/fpga.md section 4), and the unit holds no per-row comparators or row multiplexers:
+the ``rows x 2`` code registers and the ``row_groups``-way multiplexers of an earlier design
+made a 128x128 unit's Verilog some 11k lines (docs/hardware.md, "Timing").
+
+A row-map write lands one cycle after ``map_write`` (the lane and the address of a row are
+registered). The banks swap only while no read is in flight (the scheduler swaps at ``go``).
 """
 
 from __future__ import annotations
@@ -18,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth import Array, Cat, Module, Signal
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from bitline.hw._component import rejects_quietly
@@ -48,7 +63,11 @@ def map_write_layout(config: AcceleratorConfig) -> data.StructLayout:
 
 
 class RowSelectSignature(wiring.Signature):
-    """Ask the row drivers for a row group / slice; get wordline enables and DAC slices."""
+    """Ask the row drivers for a row group / slice; get wordline enables and DAC slices.
+
+    The answer comes :data:`~bitline.hw.spec.timing.ROW_SELECT_CYCLES` cycles after the
+    request (one request per cycle).
+    """
 
     def __init__(self, config: AcceleratorConfig):
         self.config = config
@@ -66,7 +85,7 @@ class RowSelectSignature(wiring.Signature):
 
 
 class RowDriver(wiring.Component):
-    """Double-buffered input registers of one crossbar unit.
+    """Double-banked input memories and row map of one crossbar unit.
 
     Parameters
     ----------
@@ -78,15 +97,15 @@ class RowDriver(wiring.Component):
     Attributes
     ----------
     load: In(stream.Signature(input_layout, always_ready=True))
-        Broadcast input codes; captured into the shadow bank by every row mapped to them.
+        Broadcast input codes; written into every lane's shadow bank at their index.
     swap: In(1)
         Exchange the active and shadow banks at the end of this cycle.
     map_write: In(stream.Signature(...))
         Row-map programming: payload ``(row, entry)`` with ``entry`` a
         :func:`~bitline.hw.spec.image.rowmap_layout` record (always ready).
     select: In(RowSelectSignature(config))
-        ``row_group`` / ``slice_index`` in; ``wordline_en`` / ``dac`` of those rows out
-        (combinational).
+        ``row_group`` / ``slice_index`` in; ``wordline_en`` / ``dac`` of those rows out,
+        registered, :data:`~bitline.hw.spec.timing.ROW_SELECT_CYCLES` cycles later.
     """
 
     @rejects_quietly
@@ -106,61 +125,81 @@ class RowDriver(wiring.Component):
             "select": In(RowSelectSignature(config)),
         })
 
+    def _map_init(self, lane: int) -> list[int]:
+        """Return lane ``lane``'s row-map words (packed ``rowmap_layout``), one per group."""
+        config = self.config
+        words = []
+        for group in range(config.row_groups):
+            row = group * config.ou_rows + lane
+            index = -1 if self._row_map is None or row >= config.rows else self._row_map[row]
+            # rowmap_layout: valid at bit 0, index above it
+            words.append(0 if index < 0 else 1 | (int(index) << 1))
+        return words
+
     def elaborate(self, platform):
         config = self.config
         m = Module()
         map_layout = rowmap_layout(config)
-        padded_rows = config.row_groups * config.ou_rows
+        select = self.select
 
         active = Signal()  # bank that OU reads see; the other one is the shadow bank
         with m.If(self.swap):
             m.d.sync += active.eq(~active)
 
-        codes = []  # per row: Array of the two banks
-        mapped = []
-        for row in range(padded_rows):
-            if row >= config.rows:
-                codes.append(None)
-                mapped.append(None)
-                continue
-            init = {"valid": 0, "index": 0}
-            if self._row_map is not None and self._row_map[row] >= 0:
-                init = {"valid": 1, "index": int(self._row_map[row])}
-            entry = Signal(map_layout, name=f"map{row}", init=init)
-            with m.If(self.map_write.valid & (self.map_write.payload.row == row)):
-                m.d.sync += entry.eq(self.map_write.payload.entry)
-            banks = [Signal(config.max_act_bits, name=f"row{row}_bank{bank}")
-                     for bank in range(2)]
-            hit = (self.load.valid & entry.valid
-                   & (entry.index == self.load.payload.index))
-            for bank in range(2):
-                # Bank `bank` is the shadow bank while `active` points at the other one.
-                with m.If(hit & (active != bank)):
-                    m.d.sync += banks[bank].eq(self.load.payload.code)
-            codes.append(Array(banks)[active])
-            mapped.append(entry.valid)
+        # Row-map writes, registered: lane ``row % ou_rows``, address ``row // ou_rows``
+        # (the constant division stays off the memory's write path).
+        map_lane = Signal(range(config.ou_rows))
+        map_group = Signal(range(config.row_groups))
+        map_entry = Signal(map_layout)
+        map_valid = Signal()
+        m.d.sync += [
+            map_valid.eq(self.map_write.valid),
+            map_lane.eq(self.map_write.payload.row % config.ou_rows),
+            map_group.eq(self.map_write.payload.row // config.ou_rows),
+            map_entry.eq(self.map_write.payload.entry),
+        ]
 
-        for k in range(config.ou_rows):
-            group_codes = []
-            group_mapped = []
-            for group in range(config.row_groups):
-                row = group * config.ou_rows + k
-                group_codes.append(codes[row] if codes[row] is not None else 0)
-                group_mapped.append(mapped[row] if mapped[row] is not None else 0)
-            code = Signal(config.max_act_bits, name=f"code{k}")
-            used = Signal(name=f"used{k}")
-            if config.row_groups == 1:
-                m.d.comb += [code.eq(group_codes[0]), used.eq(group_mapped[0])]
-            else:
-                m.d.comb += [code.eq(Array(group_codes)[self.select.row_group]),
-                             used.eq(Array(group_mapped)[self.select.row_group])]
+        # The read pipeline's control, delayed alongside the memories.
+        slice_1 = Signal.like(select.slice_index, name="slice_1")
+        slice_2 = Signal.like(select.slice_index, name="slice_2")
+        m.d.sync += [slice_1.eq(select.slice_index), slice_2.eq(slice_1)]
+
+        for lane in range(config.ou_rows):
+            row_map = Memory(shape=map_layout.size, depth=config.row_groups,
+                             init=self._map_init(lane))
+            m.submodules[f"map{lane}"] = row_map
+            write = row_map.write_port()
+            m.d.comb += [
+                write.addr.eq(map_group),
+                write.data.eq(map_entry),
+                write.en.eq(map_valid & (map_lane == lane)),
+            ]
+            map_read = row_map.read_port()
+            m.d.comb += map_read.addr.eq(select.row_group)
+            mapped = map_layout(map_read.data)
+
+            # address = index * 2 + bank: exactly 2 * max_in_features words
+            codes = Memory(shape=config.max_act_bits, depth=2 * config.max_in_features,
+                           init=[])
+            m.submodules[f"inputs{lane}"] = codes
+            load = codes.write_port()
+            m.d.comb += [
+                load.addr.eq(Cat(~active, self.load.payload.index)),
+                load.data.eq(self.load.payload.code),
+                load.en.eq(self.load.valid),
+            ]
+            code_read = codes.read_port()
+            m.d.comb += code_read.addr.eq(Cat(active, mapped.index))
+            used = Signal(name=f"used_2_{lane}")
+            m.d.sync += used.eq(mapped.valid)
+
+            code = code_read.data
             slices = [code[t * config.dac_bits:(t + 1) * config.dac_bits]
                       for t in range(config.max_slices)]
-            slice_value = (Array(slices)[self.select.slice_index] if len(slices) > 1
-                           else slices[0])
-            m.d.comb += [
-                self.select.wordline_en[k].eq(used),
-                self.select.dac[k].eq(Cat(slice_value).as_unsigned()
-                                      & used.replicate(config.dac_bits)),
+            slice_value = Array(slices)[slice_2] if len(slices) > 1 else slices[0]
+            m.d.sync += [
+                select.wordline_en[lane].eq(used),
+                select.dac[lane].eq(slice_value & used.replicate(config.dac_bits)),
             ]
         return m
+

@@ -162,9 +162,10 @@ def test_generation_rejects_out_of_range_programs_and_configs():
 def test_timing_formula():
     config = small_config()
     p = pipeline_latency(config)
-    # load-bound: K dominates the per-vector period
-    assert layer_cycles(config, 100, 2, 3, [10]) == 100 + 2 * 100 + (10 + 2 + p) + 7
+    assert p == 2 + 3 + 1 + 1  # entry fetch, row select, adc_latency, accumulate
+    # load-bound: K dominates the per-vector period (Q = 9 drain stages)
+    assert layer_cycles(config, 100, 2, 3, [10]) == 100 + 2 * 100 + (10 + 2 + p) + 9
     # compute-bound
-    assert layer_cycles(config, 4, 2, 3, [50, 20]) == 4 + 3 * (50 + 2 + p) + 7
+    assert layer_cycles(config, 4, 2, 3, [50, 20]) == 4 + 3 * (50 + 2 + p) + 9
     with pytest.raises(ValueError):
         layer_cycles(config, 4, 2, 0, [1])

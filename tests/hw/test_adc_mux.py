@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from bitline.hw.spec.timing import ROW_SELECT_CYCLES
 from bitline.hw.unit.adc_mux import ADCMux
 
 from support.configs import TEST_CONFIGS, small_config
@@ -65,15 +66,19 @@ def test_phases_gating_and_routing(name):
 
     async def testbench(ctx):
         in_flight = []  # (due cycle, codes)
+        asked = []      # (row_group, slice_index) requested per cycle
         index = 0
         cycle = 0
-        while index < len(commands) or in_flight or cycle < 3:
+        # in_flight: conversions still on their way to the port
+        while index < len(commands) or in_flight or ctx.get(dut.in_flight) or cycle < 3:
             if index < len(commands):
                 set_command(ctx, dut, commands[index])
             else:
                 ctx.set(dut.reads.valid, 0)
-            # a fake row driver: wordline_en / dac depend on the requested group and slice
-            group, t = ctx.get(dut.rows.row_group), ctx.get(dut.rows.slice_index)
+            # a fake row driver: wordline_en / dac depend on the group and slice requested
+            # ROW_SELECT_CYCLES earlier (the row drivers' pipeline)
+            asked.append((ctx.get(dut.rows.row_group), ctx.get(dut.rows.slice_index)))
+            group, t = asked[-1 - ROW_SELECT_CYCLES] if cycle >= ROW_SELECT_CYCLES else (0, 0)
             ctx.set(dut.rows.wordline_en, (group * 5 + t) % (1 << config.ou_rows))
             ctx.set(dut.rows.dac, [(group + t + k) % (config.dac_max + 1)
                                    for k in range(config.ou_rows)])

@@ -5,6 +5,7 @@ import pytest
 
 from bitline.hw.core.memories import pack_words
 from bitline.hw.spec.encoding import entry_layout, numpy_dtype
+from bitline.hw.spec.timing import ENTRY_FETCH_CYCLES
 from bitline.hw.unit.ou_controller import OUController
 
 from support.configs import TEST_CONFIGS, small_config
@@ -92,8 +93,9 @@ def test_issues_every_slice_without_bubbles(name):
     expected = command_model(config, entries)
     for commands, busy_cycles in run(config, entries):
         assert commands == expected
-        # busy from go through the last command: one fetch cycle, then back to back
-        assert busy_cycles == 1 + len(expected) * config.conversions_per_read
+        # busy from go through the last command: the fetch (memory read, entry register),
+        # then back to back
+        assert busy_cycles == ENTRY_FETCH_CYCLES + len(expected) * config.conversions_per_read
 
 
 def test_one_read_per_cycle_when_always_ready():
@@ -103,7 +105,29 @@ def test_one_read_per_cycle_when_always_ready():
     expected = command_model(config, entries)
     (commands, busy_cycles), = run(config, entries, runs=1)
     assert commands == expected
-    assert busy_cycles == 1 + len(expected)
+    assert busy_cycles == ENTRY_FETCH_CYCLES + len(expected)
+
+
+@pytest.mark.parametrize("count", [1, 2, 5])
+def test_first_command_after_the_fetch_then_no_gap(count):
+    """reads.valid rises ENTRY_FETCH_CYCLES after go and stays high until the last read."""
+    config = small_config()
+    entries = random_entries(np.random.default_rng(count), config, count)
+    reads = len(command_model(config, entries))
+    dut = OUController(config, depth=8, init=pack_words(entry_layout(config), entries))
+    trace = []
+
+    async def testbench(ctx):
+        ctx.set(dut.n_entries, count)
+        ctx.set(dut.reads.ready, 1)
+        ctx.set(dut.go, 1)
+        for _ in range(ENTRY_FETCH_CYCLES + reads + 3):
+            trace.append(ctx.get(dut.reads.valid))
+            await ctx.tick()
+            ctx.set(dut.go, 0)
+
+    simulate(dut, testbench)
+    assert trace == [0] * ENTRY_FETCH_CYCLES + [1] * reads + [0] * 3
 
 
 def test_random_backpressure():

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bitline.hw.core.output_unit import OutputUnit
+from bitline.hw.core.output_unit import OUTPUT_UNIT_STAGES, OutputUnit
 from bitline.hw.core.reduction import Reduction
 from bitline.hw.spec.encoding import MULT_BITS, SHIFT_BITS
 from bitline.hw.spec.program import OutputMode
@@ -36,14 +36,14 @@ def test_output_unit_matches_spec(acc_bits, mode):
               (limit - 1, limit - 1, (1 << MULT_BITS) - 1, 63), (-limit, -limit, 1 << 15, 3)]
     zero_point, lo, hi = 37, 37, 201
     dut = OutputUnit(config)
-    got = []
+    got, first = [], []
 
     async def testbench(ctx):
         ctx.set(dut.mode, mode)
         ctx.set(dut.zero_point, zero_point)
         ctx.set(dut.clamp_lo, lo)
         ctx.set(dut.clamp_hi, hi)
-        for cycle in range(len(cases) + 4):
+        for cycle in range(len(cases) + len(OUTPUT_UNIT_STAGES) + 1):
             if cycle < len(cases):
                 acc, bias, mult, shift = cases[cycle]
                 ctx.set(dut.inputs.valid, 1)
@@ -55,9 +55,13 @@ def test_output_unit_matches_spec(acc_bits, mode):
                 ctx.set(dut.inputs.valid, 0)
             if ctx.get(dut.outputs.valid):
                 got.append(ctx.get(dut.outputs.payload))
+                first.append(cycle)
             await ctx.tick()
 
     simulate(dut, testbench)
+    # the latency the drain pipeline's timing counts: one cycle per output-unit stage
+    assert first[0] == len(OUTPUT_UNIT_STAGES)
+    assert first == list(range(len(OUTPUT_UNIT_STAGES), len(OUTPUT_UNIT_STAGES) + len(cases)))
     if mode == OutputMode.RAW:
         expected = [acc + bias for acc, bias, _, _ in cases]
         # raw values are acc_bits two's complement (the generator keeps them in range)
@@ -84,7 +88,7 @@ def test_output_unit_agrees_with_golden_intops():
 
     async def testbench(ctx):
         ctx.set(dut.clamp_hi, 255)
-        for i in range(len(acc) + 4):
+        for i in range(len(acc) + len(OUTPUT_UNIT_STAGES) + 1):
             ctx.set(dut.inputs.valid, int(i < len(acc)))
             if i < len(acc):
                 ctx.set(dut.inputs.payload.acc, int(acc[i]))
@@ -99,25 +103,30 @@ def test_output_unit_agrees_with_golden_intops():
     assert got == expected
 
 
-@pytest.mark.parametrize("n_xbars", [1, 3, 8])
-def test_reduction_skips_units_that_do_not_contribute(n_xbars):
-    config = small_config(n_xbars=n_xbars)
-    rng = np.random.default_rng(n_xbars)
+@pytest.mark.parametrize("n_xbars, max_copies", [(1, 1), (3, 1), (8, 1), (5, 2), (8, 3)])
+def test_reduction_skips_units_that_do_not_contribute(n_xbars, max_copies):
+    config = small_config(n_xbars=n_xbars, max_copies=max_copies)
+    rng = np.random.default_rng(n_xbars + 10 * max_copies)
     rounds = []
     for _ in range(30):
         values = rng.integers(-(1 << 18), 1 << 18, n_xbars)
         touched = rng.integers(0, 2, n_xbars)
         mask = int(rng.integers(0, 1 << n_xbars))
-        rounds.append((values, touched, mask))
+        lane = rng.integers(0, max_copies, n_xbars)   # each unit in one lane
+        rounds.append((values, touched, mask, lane))
     dut = Reduction(config)
     got = []
+
+    def in_lane(mask, lane, k):
+        return [u for u in range(n_xbars) if mask >> u & 1 and lane[u] == k]
 
     async def testbench(ctx):
         for cycle in range(len(rounds) + 2):
             if cycle < len(rounds):
-                values, touched, mask = rounds[cycle]
+                values, touched, mask, lane = rounds[cycle]
                 ctx.set(dut.units.valid, 1)
-                ctx.set(dut.mask, mask)
+                for k in range(max_copies):
+                    ctx.set(dut.masks[k], sum(1 << u for u in in_lane(mask, lane, k)))
                 for unit in range(n_xbars):
                     ctx.set(dut.units.payload[unit].value, int(values[unit]))
                     ctx.set(dut.units.payload[unit].touched, int(touched[unit]))
@@ -127,10 +136,11 @@ def test_reduction_skips_units_that_do_not_contribute(n_xbars):
             else:
                 ctx.set(dut.units.valid, 0)
             if ctx.get(dut.sums.valid):
-                got.append(ctx.get(dut.sums.payload))
+                got.append([ctx.get(dut.sums.payload[k]) for k in range(max_copies)])
             await ctx.tick()
 
     simulate(dut, testbench)
-    expected = [int(sum(int(values[u]) for u in range(n_xbars) if touched[u] and mask >> u & 1))
-                for values, touched, mask in rounds]
+    expected = [[int(sum(int(values[u]) for u in in_lane(mask, lane, k) if touched[u]))
+                 for k in range(max_copies)]
+                for values, touched, mask, lane in rounds]
     assert got == expected

@@ -1,8 +1,9 @@
-"""Row drivers: row-map capture into the shadow bank, swap, and the slices an OU read sees."""
+"""Row drivers: loads into the shadow bank, swap, and the slices an OU read sees (pipelined)."""
 
 import numpy as np
 import pytest
 
+from bitline.hw.spec.timing import ROW_SELECT_CYCLES
 from bitline.hw.unit.row_driver import RowDriver
 
 from support.configs import TEST_CONFIGS, small_config
@@ -37,15 +38,20 @@ async def load_vector(ctx, dut, vector):
     ctx.set(dut.load.valid, 0)
 
 
-def observe(ctx, dut, config):
+async def observe(ctx, dut, config):
+    """Ask for every (group, slice), one request per cycle; each answer ROW_SELECT_CYCLES later."""
+    requests = [(group, t) for group in range(config.row_groups)
+                for t in range(config.max_slices)]
     out = {}
-    for group in range(config.row_groups):
-        for t in range(config.max_slices):
-            ctx.set(dut.select.row_group, group)
-            ctx.set(dut.select.slice_index, t)
+    for cycle in range(len(requests) + ROW_SELECT_CYCLES):
+        if cycle < len(requests):
+            ctx.set(dut.select.row_group, requests[cycle][0])
+            ctx.set(dut.select.slice_index, requests[cycle][1])
+        if cycle >= ROW_SELECT_CYCLES:
             enables = [ctx.get(dut.select.wordline_en[k]) for k in range(config.ou_rows)]
             dacs = [ctx.get(dut.select.dac[k]) for k in range(config.ou_rows)]
-            out[group, t] = (enables, dacs)
+            out[requests[cycle - ROW_SELECT_CYCLES]] = (enables, dacs)
+        await ctx.tick()
     return out
 
 
@@ -67,14 +73,14 @@ def test_double_buffered_load_and_slices(name):
         ctx.set(dut.swap, 1)
         await ctx.tick()
         ctx.set(dut.swap, 0)
-        assert observe(ctx, dut, config) == expected(vectors[0])
+        assert await observe(ctx, dut, config) == expected(vectors[0])
         # loading the next vector into the shadow bank leaves the active one untouched
         await load_vector(ctx, dut, vectors[1])
-        assert observe(ctx, dut, config) == expected(vectors[0])
+        assert await observe(ctx, dut, config) == expected(vectors[0])
         ctx.set(dut.swap, 1)
         await ctx.tick()
         ctx.set(dut.swap, 0)
-        assert observe(ctx, dut, config) == expected(vectors[1])
+        assert await observe(ctx, dut, config) == expected(vectors[1])
         # the last code of a vector and the swap may share a cycle
         await load_vector(ctx, dut, vectors[2][:-1])
         ctx.set(dut.load.valid, 1)
@@ -84,7 +90,7 @@ def test_double_buffered_load_and_slices(name):
         await ctx.tick()
         ctx.set(dut.load.valid, 0)
         ctx.set(dut.swap, 0)
-        assert observe(ctx, dut, config) == expected(vectors[2])
+        assert await observe(ctx, dut, config) == expected(vectors[2])
 
     simulate(dut, testbench)
 
@@ -109,7 +115,7 @@ def test_row_map_write_port():
         ctx.set(dut.swap, 1)
         await ctx.tick()
         ctx.set(dut.swap, 0)
-        got = observe(ctx, dut, config)
+        got = await observe(ctx, dut, config)
         for (group, t), value in got.items():
             assert value == slice_model(config, row_map, vector, group, t)
 
