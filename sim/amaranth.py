@@ -17,7 +17,7 @@ import numpy as np
 from bitline.hw.spec.registers import COUNTERS, Register, Status
 
 __all__ = ["stream_put", "stream_get", "csr_write", "csr_read", "read_counters",
-           "run_job", "load_image"]
+           "run_job", "load_image", "lane_beats", "lane_outputs"]
 
 
 async def stream_put(ctx, stream, payload) -> None:
@@ -89,29 +89,66 @@ async def load_image(ctx, dut, image: bytes, *, gap_every: int = 0) -> int:
     return await csr_read(ctx, dut.csr, Register.STATUS)
 
 
+def lane_beats(vectors: np.ndarray, copies: int, lanes: int) -> np.ndarray:
+    """Return the input beats of a job of ``vectors`` (V, K) on ``copies`` copies.
+
+    int64 ``(ceil(V / copies) * K, lanes)``: beat ``j * K + i`` carries code ``i`` of vector
+    ``k * S + j`` in lane ``k`` (``S = ceil(V / copies)``, the contiguous shares of
+    :func:`bitline.hw.spec.timing.copy_shares`), 0 where that vector does not exist (an idle
+    lane's don't-care code) and in lanes ``>= copies``.
+    """
+    vectors = np.asarray(vectors, dtype=np.int64)
+    count, width = vectors.shape
+    if not 1 <= copies <= lanes:
+        raise ValueError(f"copies must be between 1 and the {lanes} lanes, not {copies}")
+    share = -(-count // copies)
+    padded = np.zeros((copies * share, width), dtype=np.int64)
+    padded[:count] = vectors
+    beats = np.zeros((share, width, lanes), dtype=np.int64)
+    beats[:, :, :copies] = padded.reshape(copies, share, width).transpose(1, 2, 0)
+    return beats.reshape(share * width, lanes)
+
+
+def lane_outputs(beats: np.ndarray, count: int, copies: int, n_outputs: int) -> np.ndarray:
+    """Inverse of :func:`lane_beats` for outputs: ``(S * O, lanes)`` beats -> ``(V, O)``."""
+    beats = np.asarray(beats, dtype=np.int64)
+    share = -(-count // copies)
+    lanes = beats.shape[1]
+    per_lane = beats.reshape(share, n_outputs, lanes)[:, :, :copies]
+    return per_lane.transpose(2, 0, 1).reshape(copies * share, n_outputs)[:count]
+
+
 async def run_job(ctx, dut, layer: int, vectors: np.ndarray, n_outputs: int, *,
-                  input_gaps: set[int] | None = None, output_stalls: set[int] | None = None,
+                  copies: int = 1, input_gaps: set[int] | None = None,
+                  output_stalls: set[int] | None = None,
                   max_cycles: int = 100_000) -> tuple[np.ndarray, dict[str, int], int]:
     """Run one layer job; return ``(outputs (V, O), counters, status)``.
 
-    The host offers the next input code every cycle and takes every output at once, except
+    The host offers the next input beat every cycle and takes every output at once, except
     in the cycles (counted from the first busy cycle) listed in ``input_gaps`` /
-    ``output_stalls``.
+    ``output_stalls``. With ``copies`` > 1 (the layer's copies) the vectors are split into
+    the copies' shares, one lane each (:func:`lane_beats`; N_VECTORS = V, N_SHARE = the
+    share).
     """
     vectors = np.asarray(vectors, dtype=np.int64)
-    flat = vectors.reshape(-1)
-    expected = len(vectors) * n_outputs
+    lanes = dut.config.max_copies
+    beats = lane_beats(vectors, copies, lanes)
+    share = -(-len(vectors) // copies)
+    expected = share * n_outputs
     input_gaps = input_gaps or set()
     output_stalls = output_stalls or set()
     await csr_write(ctx, dut.csr, Register.LAYER, layer)
     await csr_write(ctx, dut.csr, Register.N_VECTORS, len(vectors))
+    if copies > 1:
+        await csr_write(ctx, dut.csr, Register.N_SHARE, share)
     await csr_write(ctx, dut.csr, Register.CTRL, 1)
     sent = 0
-    outputs: list[int] = []
+    outputs: list[list[int]] = []
+    idle = [0] * lanes
     for cycle in range(max_cycles):
-        offer = sent < len(flat) and cycle not in input_gaps
+        offer = sent < len(beats) and cycle not in input_gaps
         ctx.set(dut.inputs.valid, int(offer))
-        ctx.set(dut.inputs.payload, int(flat[sent]) if offer else 0)
+        ctx.set(dut.inputs.payload, [int(code) for code in beats[sent]] if offer else idle)
         ctx.set(dut.outputs.ready, int(cycle not in output_stalls))
         taken_in = offer and ctx.get(dut.inputs.ready)
         taken_out = ctx.get(dut.outputs.valid) and cycle not in output_stalls
@@ -120,7 +157,7 @@ async def run_job(ctx, dut, layer: int, vectors: np.ndarray, n_outputs: int, *,
         if taken_in:
             sent += 1
         if taken_out:
-            outputs.append(value)
+            outputs.append([int(value[lane]) for lane in range(lanes)])
             if len(outputs) == expected:
                 break
     else:
@@ -133,4 +170,6 @@ async def run_job(ctx, dut, layer: int, vectors: np.ndarray, n_outputs: int, *,
     counters = await read_counters(ctx, dut.csr)
     if status & Status.BUSY:
         raise AssertionError("accelerator still busy after its last output")
-    return np.array(outputs, dtype=np.int64).reshape(len(vectors), n_outputs), counters, status
+    result = lane_outputs(np.array(outputs, dtype=np.int64).reshape(-1, lanes), len(vectors),
+                          copies, n_outputs)
+    return result, counters, status

@@ -86,6 +86,11 @@ class UARTAccelerator(wiring.Component):
                              f"({20 * self.divisor} cycles), not {timeout_cycles}")
         self.timeout_cycles = timeout_cycles
         self.rx_fifo_depth = rx_fifo_depth
+        if config.max_copies != 1:
+            # the UART bridge streams one code and one output per transfer (one lane)
+            raise ValueError(f"max_copies = {config.max_copies}: the UART board bridge runs "
+                             "one lane; build the board with max_copies = 1 (layers without "
+                             "copies)")
         self.accelerator = Accelerator(config, "emulated", memories=memories,
                                        unit_entries=unit_entries)
         self.bridge = UARTBridge(config, clock_hz=clock_hz, rx_fifo_depth=rx_fifo_depth,
@@ -110,8 +115,15 @@ class UARTAccelerator(wiring.Component):
         connect(m, bridge.tx, transmitter.i)
         connect(m, bridge.csr, accelerator.csr)
         connect(m, bridge.program, accelerator.program)
-        connect(m, bridge.inputs, accelerator.inputs)
-        connect(m, accelerator.outputs, bridge.outputs)
+        # one lane (max_copies = 1): the accelerator's lane arrays hold one bridge word
+        m.d.comb += [
+            accelerator.inputs.valid.eq(bridge.inputs.valid),
+            accelerator.inputs.payload[0].eq(bridge.inputs.payload),
+            bridge.inputs.ready.eq(accelerator.inputs.ready),
+            bridge.outputs.valid.eq(accelerator.outputs.valid),
+            bridge.outputs.payload.eq(accelerator.outputs.payload[0]),
+            accelerator.outputs.ready.eq(bridge.outputs.ready),
+        ]
 
         # about 1 Hz heartbeat; activity lights follow the (active-low) serial lines
         heartbeat = Signal(max(1, (self.clock_hz // 2).bit_length()))

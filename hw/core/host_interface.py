@@ -53,8 +53,8 @@ class HostInterface(wiring.Component):
         The register bus.
     start, load, clear_error: Out(1)
         One-cycle pulses from CTRL writes.
-    layer_index: Out(clog2(max_layers)), n_vectors: Out(VECTOR_BITS)
-        Job parameters.
+    layer_index: Out(clog2(max_layers)), n_vectors, n_share: Out(VECTOR_BITS)
+        Job parameters (a write of N_VECTORS sets ``n_share`` too).
     busy, done, loading, programmed: In(1)
     error: In(8)
         Current error code (0: none).
@@ -73,6 +73,7 @@ class HostInterface(wiring.Component):
             "clear_error": Out(1),
             "layer_index": Out(clog2(config.max_layers)),
             "n_vectors": Out(VECTOR_BITS),
+            "n_share": Out(VECTOR_BITS),
             "busy": In(1),
             "done": In(1),
             "loading": In(1),
@@ -100,7 +101,9 @@ class HostInterface(wiring.Component):
         with m.If(write & (csr.addr == Register.LAYER) & ~self.busy):
             m.d.sync += self.layer_index.eq(csr.w_data)
         with m.If(write & (csr.addr == Register.N_VECTORS) & ~self.busy):
-            m.d.sync += self.n_vectors.eq(csr.w_data)
+            m.d.sync += [self.n_vectors.eq(csr.w_data), self.n_share.eq(csr.w_data)]
+        with m.If(write & (csr.addr == Register.N_SHARE) & ~self.busy):
+            m.d.sync += self.n_share.eq(csr.w_data)
 
         counters = {}
         for name, increment in (("cycles", self.cycle), ("ou_reads", self.reads),
@@ -127,6 +130,7 @@ class HostInterface(wiring.Component):
             Register.STATUS: status,
             Register.LAYER: self.layer_index,
             Register.N_VECTORS: self.n_vectors,
+            Register.N_SHARE: self.n_share,
             Register.N_LAYERS: self.n_layers,
         }
         for word in range(4):

@@ -25,7 +25,8 @@ from bitline.hw.spec.encoding import (
     record_bytes,
     value_bits,
 )
-from bitline.hw.spec.program import Program, ProgramError
+from bitline.hw.spec.program import Program
+from bitline.hw.spec.tables import Place, check_lanes, lanes_bits
 from bitline.hw.spec.validate import validate_program
 
 __all__ = [
@@ -113,21 +114,17 @@ def program_memories(config: AcceleratorConfig, layers,
     Raises
     ------
     ProgramError
-        From :func:`~bitline.hw.spec.validate.validate_program`, or when a layer has
-        copies (:attr:`~bitline.hw.spec.program.LayerProgram.copy_xbars`): the hardware
-        runs one copy per layer.
+        From :func:`~bitline.hw.spec.validate.validate_program`, or when a layer has more
+        copies (:attr:`~bitline.hw.spec.program.LayerProgram.copy_xbars`) than
+        ``config.max_copies`` (:func:`~bitline.hw.spec.tables.check_lanes`).
+
+    A copy unit holds the entries of the copy-0 unit it copies, as the loader writes them
+    (the CELLS record's ``source``, docs/bundle.md "Copies").
     """
     unit_entries = default_unit_entries(config) if unit_entries is None else unit_entries
-    for layer in layers:
-        if layer.copies > 1:
-            # Splitting a job's vectors over copies needs scheduler support the RTL does not
-            # have yet (a separate hardware issue); running copy 0 alone would be exact but
-            # would not meet the cycle formula the program was allocated for.
-            raise ProgramError(f"layer {layer.name!r} has {layer.copies} copies; the hardware "
-                               "runs one copy per layer (compile without --budget, or run "
-                               "the bundle on the executor)")
     program = Program(config=config, strategy="", layers=list(layers))
     tables = validate_program(program, config, unit_entries=unit_entries)
+    check_lanes(tables, Place("program", [layer.name for layer in program.layers]))
     units = [UnitMemories(row_map=np.full(config.rows, -1, np.int64),
                           cells=np.zeros((config.rows, config.cols), np.int64))
              for _ in range(config.n_xbars)]
@@ -137,9 +134,15 @@ def program_memories(config: AcceleratorConfig, layers,
         units[unit].cells = tables.cells[record].astype(np.int64)
     entries = tables.entries
     slices = (entries["slice_hi"] - entries["slice_lo"]).astype(np.int64)
+    copies_of = [[] for _ in range(config.n_xbars)]   # unit -> the units that copy it
+    for unit, source in enumerate(tables.copy_of.tolist()):
+        if source >= 0:
+            copies_of[source].append(unit)
     for e, word in enumerate(pack_words(entry_layout(config), entries)):
         if slices[e] > 0:
-            units[int(entries["xbar"][e])].entries.append(word)
+            source = int(entries["xbar"][e])
+            for unit in (source, *copies_of[source]):
+                units[unit].entries.append(word)
     layer_reads = []
     for index in range(len(tables.layers)):
         start = int(tables.layers["entry_start"][index])
@@ -150,6 +153,7 @@ def program_memories(config: AcceleratorConfig, layers,
     # the same field columns the image encoder packs (xbar_mask and bias as bit matrices)
     columns = {name: tables.layers[name] for name in tables.layers.dtype.names}
     columns["xbar_mask"] = tables.xbar_masks.astype(np.uint8)
+    columns["lanes"] = lanes_bits(config, tables.lanes)
     layer_type, param_type = layer_layout(config), output_param_layout(config)
     params = {"bias": value_bits(tables.bias, config.acc_bits), "mult": tables.mult,
               "shift": tables.shift}

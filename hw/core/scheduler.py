@@ -21,24 +21,33 @@ the row drivers' banks): ``input_sum`` is the sum of the vector being computed a
 from its ``swap`` to the next. The output path multiplies it by the layer's
 ``weight_offset`` for the offset weight encoding's correction (docs/contract.md section 4).
 
+**Copies** (docs/hardware.md, "Copies"). Every ``inputs`` beat has ``max_copies`` lanes; lane
+``k`` carries a code of copy ``k``'s current vector, and the copies run in lockstep: the job
+has ``n_share = ceil(V / c)`` vectors per lane (``V = n_vectors``), lane ``k`` taking vectors
+``[k * n_share, (k + 1) * n_share)`` of the job (:func:`bitline.hw.spec.timing.copy_shares`).
+Lane ``k`` is *active* for the ``j``-th vector of the lanes when ``k * n_share + j < V``;
+only active lanes' units get ``go`` (an idle lane reads nothing, so the counters equal the
+copies' shares), and ``lanes_active`` tells the output path which lanes' outputs are real.
+Each lane has its own ``input_sum``.
+
 ``busy`` is high from the cycle after ``start`` to the cycle the last output is taken;
-``done`` then stays high until the next ``start``. A job with ``n_vectors = 0`` is done at
-once.
+``done`` then stays high until the next ``start``. A job with ``n_vectors = 0`` or
+``n_share = 0`` is done at once.
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth import Array, Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from bitline.hw.spec.config import AcceleratorConfig, clog2
-from bitline.hw.spec.encoding import layer_layout
+from bitline.hw.spec.encoding import lane_bits, layer_layout
 from bitline.hw.spec.registers import VECTOR_BITS
 from bitline.hw.spec.timing import DRAIN_STAGES
-from bitline.hw.unit.row_driver import input_layout
 
-__all__ = ["Scheduler", "OUTPUT_FIFO_DEPTH", "input_sum_bits"]
+__all__ = ["Scheduler", "OUTPUT_FIFO_DEPTH", "input_sum_bits", "lanes_layout", "load_layout",
+           "unit_lane"]
 
 #: Outputs in flight (drain pipeline + output FIFO) that never throttle a host that always
 #: takes outputs: an output is taken ``len(DRAIN_STAGES)`` cycles after its channel is read.
@@ -51,6 +60,25 @@ def input_sum_bits(config: AcceleratorConfig) -> int:
     return config.max_act_bits + clog2(config.max_in_features + 1)
 
 
+def lanes_layout(config: AcceleratorConfig, shape) -> data.ArrayLayout:
+    """Return ``max_copies`` lanes of ``shape`` (lane ``k``: copy ``k``)."""
+    return data.ArrayLayout(shape, config.max_copies)
+
+
+def load_layout(config: AcceleratorConfig) -> data.StructLayout:
+    """Return one broadcast input beat: the code index and the code of every lane."""
+    return data.StructLayout({
+        "index": clog2(config.max_in_features),
+        "codes": lanes_layout(config, config.max_act_bits),
+    })
+
+
+def unit_lane(config: AcceleratorConfig, layer, unit: int):
+    """Return unit ``unit``'s lane in the layer record ``layer`` (a Value)."""
+    width = lane_bits(config)
+    return layer.lanes[unit * width:(unit + 1) * width]
+
+
 class Scheduler(wiring.Component):
     """Layer-job sequencer.
 
@@ -60,15 +88,18 @@ class Scheduler(wiring.Component):
         Start a job (one-cycle pulse, ignored while busy).
     layer: In(layer_layout)
         The selected layer's record (stable while busy).
-    n_vectors: In(VECTOR_BITS)
-        Input vectors of the job, sampled at ``start``.
-    inputs: In(stream.Signature(max_act_bits))
-        Input codes from the host, vector after vector.
-    load: Out(stream.Signature(input_layout, always_ready=True))
-        Broadcast to the row drivers.
+    n_vectors, n_share: In(VECTOR_BITS)
+        Input vectors of the job (``V``) and vectors per lane (``ceil(V / c)``; ``V``
+        without copies), sampled at ``start``.
+    inputs: In(stream.Signature(ArrayLayout(max_act_bits, max_copies)))
+        Input codes from the host, vector after vector, one code of every lane per beat.
+    load: Out(stream.Signature(load_layout, always_ready=True))
+        Broadcast to the row drivers (a unit takes its lane's code).
     swap: Out(1)
     go: Out(n_xbars)
-        Per-unit start pulse (only the layer's units).
+        Per-unit start pulse (only the layer's units of active lanes).
+    lanes_active: Out(max_copies)
+        Lanes whose vector is real, for the vector in compute / drain (updated at ``swap``).
     units_busy: In(n_xbars)
     drain: Out(stream.Signature(range(max_out_channels), always_ready=True))
         Channel to read out of every unit.
@@ -77,8 +108,8 @@ class Scheduler(wiring.Component):
     busy, done: Out(1)
     input_stall: Out(1)
         The row drivers wait for an input code the host has not sent.
-    input_sum: Out(input_sum_bits(config))
-        Sum of the input codes of the vector in compute / drain (updated at ``swap``).
+    input_sum: Out(ArrayLayout(input_sum_bits(config), max_copies))
+        Sum of the input codes of each lane's vector in compute / drain (updated at ``swap``).
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -87,17 +118,19 @@ class Scheduler(wiring.Component):
             "start": In(1),
             "layer": In(layer_layout(config)),
             "n_vectors": In(VECTOR_BITS),
-            "inputs": In(stream.Signature(config.max_act_bits)),
-            "load": Out(stream.Signature(input_layout(config), always_ready=True)),
+            "n_share": In(VECTOR_BITS),
+            "inputs": In(stream.Signature(lanes_layout(config, config.max_act_bits))),
+            "load": Out(stream.Signature(load_layout(config), always_ready=True)),
             "swap": Out(1),
             "go": Out(config.n_xbars),
+            "lanes_active": Out(config.max_copies),
             "units_busy": In(config.n_xbars),
             "drain": Out(stream.Signature(range(config.max_out_channels), always_ready=True)),
             "output_taken": In(1),
             "busy": Out(1),
             "done": Out(1),
             "input_stall": Out(1),
-            "input_sum": Out(input_sum_bits(config)),
+            "input_sum": Out(lanes_layout(config, input_sum_bits(config))),
         })
 
     def elaborate(self, platform):
@@ -105,7 +138,7 @@ class Scheduler(wiring.Component):
         m = Module()
         layer = self.layer
 
-        vectors = Signal(VECTOR_BITS)        # vectors of the job
+        vectors = Signal(VECTOR_BITS)        # vectors of the job per lane
         loaded = Signal(VECTOR_BITS)         # vectors fully loaded so far
         drained = Signal(VECTOR_BITS)        # vectors whose drain has been issued
         in_index = Signal(clog2(config.max_in_features))
@@ -123,7 +156,7 @@ class Scheduler(wiring.Component):
             self.inputs.ready.eq(want_input),
             self.load.valid.eq(accept),
             self.load.payload.index.eq(in_index),
-            self.load.payload.code.eq(self.inputs.payload),
+            self.load.payload.codes.eq(self.inputs.payload),
             self.input_stall.eq(want_input & ~self.inputs.valid),
         ]
         with m.If(accept):
@@ -136,12 +169,29 @@ class Scheduler(wiring.Component):
 
         # ---- input sum (offset encoding): loads into load_sum, swaps into input_sum -----
         # An input accepted in a swap cycle is the last one of the vector being swapped in.
-        load_sum = Signal(input_sum_bits(config))
-        loaded_sum = load_sum + Mux(accept, self.inputs.payload, 0)
+        load_sums = []
+        for lane in range(config.max_copies):
+            load_sum = Signal(input_sum_bits(config), name=f"load_sum{lane}")
+            load_sums.append(load_sum)
+            loaded_sum = load_sum + Mux(accept, self.inputs.payload[lane], 0)
+            with m.If(self.swap):
+                m.d.sync += [self.input_sum[lane].eq(loaded_sum), load_sum.eq(0)]
+            with m.Elif(accept):
+                m.d.sync += load_sum.eq(loaded_sum)
+
+        # ---- copies: which lanes hold a real vector (module docstring) ------------------
+        # lane_left[k] = max(0, V - k * n_share): the vectors of lane k's share
+        lane_left = [Signal(VECTOR_BITS, name=f"lane_left{lane}")
+                     for lane in range(config.max_copies)]
+        swapped = Signal(VECTOR_BITS)        # vectors of each lane swapped in so far
         with m.If(self.swap):
-            m.d.sync += [self.input_sum.eq(loaded_sum), load_sum.eq(0)]
-        with m.Elif(accept):
-            m.d.sync += load_sum.eq(loaded_sum)
+            m.d.sync += [
+                swapped.eq(swapped + 1),
+                self.lanes_active.eq(Cat(swapped < left for left in lane_left)),
+            ]
+        active = Array(self.lanes_active)
+        unit_active = Cat(active[unit_lane(config, layer, unit)] if config.max_copies > 1
+                          else self.lanes_active[0] for unit in range(config.n_xbars))
 
         # ---- output credits -------------------------------------------------------------
         issue = Signal()
@@ -152,7 +202,7 @@ class Scheduler(wiring.Component):
         m.d.comb += [
             self.drain.valid.eq(issue),
             self.drain.payload.eq(channel),
-            self.go.eq(Mux(go, layer.xbar_mask, 0)),
+            self.go.eq(Mux(go, layer.xbar_mask & unit_active, 0)),
         ]
         m.d.sync += go.eq(0)
 
@@ -164,16 +214,22 @@ class Scheduler(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
+                    empty = (self.n_vectors == 0) | (self.n_share == 0)
                     m.d.sync += [
-                        vectors.eq(self.n_vectors),
+                        vectors.eq(self.n_share),
                         loaded.eq(0),
                         drained.eq(0),
+                        swapped.eq(0),
                         in_index.eq(0),
                         shadow_full.eq(0),
-                        load_sum.eq(0),
-                        self.done.eq(self.n_vectors == 0),
+                        self.done.eq(empty),
                     ]
-                    with m.If(self.n_vectors != 0):
+                    m.d.sync += [load_sum.eq(0) for load_sum in load_sums]
+                    for lane, left in enumerate(lane_left):
+                        base = self.n_share * lane     # a constant multiple: adders only
+                        m.d.sync += left.eq(Mux(self.n_vectors > base,
+                                                self.n_vectors - base, 0))
+                    with m.If(~empty):
                         m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += self.busy.eq(1)

@@ -17,13 +17,19 @@
 ``Accelerator(config, crossbar="emulated")`` places a
 :class:`~bitline.hw.unit.emulator.CrossbarEmulator` behind every unit's port;
 ``crossbar="external"`` exposes the ports as ``xbars[u]`` for the analog model.
+
+**Copies** (docs/hardware.md, "Copies"): the ``inputs`` and ``outputs`` payloads have
+``max_copies`` lanes. The units of a layer's copy ``k`` (the layer record's ``lanes``) take
+lane ``k`` of every input beat; the reduction sums each lane's units apart and one output
+unit per lane (all reading the same channel's parameters, since every lane drains the same
+channel in the same cycle) writes lane ``k`` of the output beat.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -38,11 +44,12 @@ from bitline.hw.core.memories import (
 )
 from bitline.hw.core.output_unit import OutputUnit
 from bitline.hw.core.reduction import Reduction
-from bitline.hw.core.scheduler import OUTPUT_FIFO_DEPTH, Scheduler
+from bitline.hw.core.scheduler import OUTPUT_FIFO_DEPTH, Scheduler, lanes_layout, unit_lane
 from bitline.hw.loader.loader import Loader
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.encoding import layer_layout, output_param_layout
 from bitline.hw.spec.registers import ErrorCode
+from bitline.hw.spec.timing import DRAIN_STAGES
 from bitline.hw.spec.validate import check_config
 from bitline.hw.unit.crossbar_unit import CrossbarUnit
 from bitline.hw.unit.emulator import CrossbarEmulator
@@ -61,7 +68,7 @@ class _Blocks(NamedTuple):
     loader: Loader
     scheduler: Scheduler
     reduction: Reduction
-    output_unit: OutputUnit
+    output_units: tuple[OutputUnit, ...]
     output_fifo: SyncFIFO
 
 
@@ -88,10 +95,12 @@ class Accelerator(wiring.Component):
         Control/status registers (:mod:`bitline.hw.core.host_interface`).
     program: In(stream.Signature(8))
         ``image.bin`` bytes.
-    inputs: In(stream.Signature(max_act_bits))
-        Input codes: ``n_vectors`` vectors of the layer's ``n_inputs`` codes.
-    outputs: Out(stream.Signature(signed(acc_bits)))
-        ``n_outputs`` values per vector, channel 0 first.
+    inputs: In(stream.Signature(ArrayLayout(max_act_bits, max_copies)))
+        Input codes: ``N_SHARE`` vectors of the layer's ``n_inputs`` codes, lane ``k`` the
+        vector of copy ``k`` (one lane without copies).
+    outputs: Out(stream.Signature(ArrayLayout(signed(acc_bits), max_copies)))
+        ``n_outputs`` values per vector, channel 0 first, lane ``k`` copy ``k``'s (lanes of
+        an idle copy are don't-care).
     xbars: Out(CrossbarSignature(config)).array(n_xbars)
         Only with ``crossbar="external"``.
     """
@@ -119,8 +128,8 @@ class Accelerator(wiring.Component):
         members = {
             "csr": In(CSRSignature()),
             "program": In(stream.Signature(8)),
-            "inputs": In(stream.Signature(config.max_act_bits)),
-            "outputs": Out(stream.Signature(signed(config.acc_bits))),
+            "inputs": In(stream.Signature(lanes_layout(config, config.max_act_bits))),
+            "outputs": Out(stream.Signature(lanes_layout(config, signed(config.acc_bits)))),
         }
         if crossbar == "external":
             members["xbars"] = Out(CrossbarSignature(config)).array(config.n_xbars)
@@ -149,11 +158,15 @@ class Accelerator(wiring.Component):
                           initial_layers=len(mem.layers) if mem else None),
             scheduler=Scheduler(config),
             reduction=Reduction(config),
-            output_unit=OutputUnit(config),
-            output_fifo=SyncFIFO(width=config.acc_bits, depth=OUTPUT_FIFO_DEPTH),
+            output_units=tuple(OutputUnit(config) for _ in range(config.max_copies)),
+            output_fifo=SyncFIFO(width=config.acc_bits * config.max_copies,
+                                 depth=OUTPUT_FIFO_DEPTH),
         )
         for name, block in blocks._asdict().items():
-            m.submodules[name] = block
+            if name != "output_units":
+                m.submodules[name] = block
+        for lane, output_unit in enumerate(blocks.output_units):
+            m.submodules["output_unit" + (f"_lane{lane}" if lane else "")] = output_unit
         connect(m, flipped(self.csr), blocks.host.csr)
         connect(m, flipped(self.program), blocks.loader.bytes)
         connect(m, flipped(self.inputs), blocks.scheduler.inputs)
@@ -213,6 +226,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             scheduler.layer.eq(layer),
             scheduler.n_vectors.eq(host.n_vectors),
+            scheduler.n_share.eq(host.n_share),
             loader.restart.eq(host.load & ~scheduler.busy),
             loader.clear_error.eq(host.clear_error),
         ]
@@ -228,6 +242,7 @@ class Accelerator(wiring.Component):
         loader, scheduler = blocks.loader, blocks.scheduler
         reduction = blocks.reduction
         units, protocol = [], []
+        codes = scheduler.load.payload.codes
         for index in range(config.n_xbars):
             unit_mem = mem.units[index] if mem else None
             unit = CrossbarUnit(
@@ -238,7 +253,12 @@ class Accelerator(wiring.Component):
             units.append(unit)
             m.d.comb += [
                 unit.load.valid.eq(scheduler.load.valid),
-                unit.load.payload.eq(scheduler.load.payload),
+                unit.load.payload.index.eq(scheduler.load.payload.index),
+                # the unit's lane of the beat (its copy of the layer)
+                unit.load.payload.code.eq(
+                    Array(codes[lane] for lane in range(config.max_copies))[
+                        unit_lane(config, blocks.scheduler.layer, index)]
+                    if config.max_copies > 1 else codes[0]),
                 unit.swap.eq(scheduler.swap),
                 unit.go.eq(scheduler.go[index]),
                 unit.n_entries.eq(loader.n_entries[index]),
@@ -249,7 +269,7 @@ class Accelerator(wiring.Component):
                                         & (loader.map_write.payload.unit == index)),
                 unit.map_write.payload.eq(loader.map_write.payload.write),
                 unit.entry_write.valid.eq(loader.entry_write.valid
-                                          & (loader.entry_write.payload.unit == index)),
+                                          & loader.entry_write.payload.units[index]),
                 unit.entry_write.payload.eq(loader.entry_write.payload.write),
                 reduction.units.payload[index].eq(unit.drained.payload),
             ]
@@ -279,35 +299,56 @@ class Accelerator(wiring.Component):
 
     def _add_output_path(self, m: Module, blocks: _Blocks, units: list[CrossbarUnit], layer,
                          param_read) -> None:
-        """Connect reduction -> output unit (with the channel's parameters) -> FIFO -> outputs."""
-        reduction, output_unit = blocks.reduction, blocks.output_unit
+        """Connect reduction -> output units (with the channel's parameters) -> FIFO -> outputs.
+
+        One output unit per lane; lane ``k``'s reduction mask holds the layer's units of lane
+        ``k`` while that lane's vector is real (``scheduler.lanes_active``).
+        """
+        config = self.config
+        reduction, output_units = blocks.reduction, blocks.output_units
         fifo, scheduler = blocks.output_fifo, blocks.scheduler
-        m.d.comb += [
-            reduction.units.valid.eq(units[0].drained.valid),
-            reduction.mask.eq(layer.xbar_mask),
-        ]
-        param_type = output_param_layout(self.config)
+        # Stages from a channel's issue to the reduction's input (partial-sum read, lane
+        # sum): what the drain issue knows (active lanes, the vector's input sum) is delayed
+        # as much, so the next vector's swap cannot change it under way.
+        to_reduction = DRAIN_STAGES.index("unit_sum")
+        active = scheduler.lanes_active
+        for stage in range(to_reduction):
+            later = Signal(config.max_copies, name=f"lanes_active_d{stage + 1}")
+            m.d.sync += later.eq(active)
+            active = later
+        lanes = [unit_lane(config, layer, unit) for unit in range(config.n_xbars)]
+        m.d.comb += reduction.units.valid.eq(units[0].drained.valid)
+        for lane in range(config.max_copies):
+            members = Cat((lanes[unit] == lane) if config.max_copies > 1 else 1
+                          for unit in range(config.n_xbars))
+            m.d.comb += reduction.masks[lane].eq(
+                Mux(active[lane], layer.xbar_mask & members, 0))
+        param_type = output_param_layout(config)
         param_d1 = Signal(param_type)
         param_d2 = Signal(param_type)
         m.d.sync += [param_d1.eq(param_read.data), param_d2.eq(param_d1)]
-        # Offset weight encoding: weight_offset * sum(x) of the vector being drained, taken
-        # when its channel is issued and delayed like the channel's accumulator (partial-sum
-        # read, lane sum, unit sum) so the next vector's swap cannot change it under way.
-        corrections = [Signal(self.config.acc_bits, name=f"correction_d{stage}")
-                       for stage in range(1, 4)]
-        m.d.sync += corrections[0].eq(scheduler.input_sum * layer.weight_offset)
-        m.d.sync += [later.eq(earlier) for earlier, later in zip(corrections, corrections[1:])]
+        for lane, output_unit in enumerate(output_units):
+            # Offset weight encoding: weight_offset * sum(x) of the lane's vector being
+            # drained, taken when its channel is issued and delayed like the channel's
+            # accumulator (to the reduction, then its sum).
+            corrections = [Signal(config.acc_bits, name=f"correction{lane}_d{stage}")
+                           for stage in range(1, to_reduction + 2)]
+            m.d.sync += corrections[0].eq(scheduler.input_sum[lane] * layer.weight_offset)
+            m.d.sync += [later.eq(earlier)
+                         for earlier, later in zip(corrections, corrections[1:])]
+            m.d.comb += [
+                output_unit.inputs.valid.eq(reduction.sums.valid),
+                output_unit.inputs.payload.acc.eq(reduction.sums.payload[lane]),
+                output_unit.inputs.payload.param.eq(param_d2),
+                output_unit.correction.eq(corrections[-1]),
+                output_unit.mode.eq(layer.mode),
+                output_unit.zero_point.eq(layer.zero_point),
+                output_unit.clamp_lo.eq(layer.clamp_lo),
+                output_unit.clamp_hi.eq(layer.clamp_hi),
+            ]
         m.d.comb += [
-            output_unit.inputs.valid.eq(reduction.sums.valid),
-            output_unit.inputs.payload.acc.eq(reduction.sums.payload),
-            output_unit.inputs.payload.param.eq(param_d2),
-            output_unit.correction.eq(corrections[-1]),
-            output_unit.mode.eq(layer.mode),
-            output_unit.zero_point.eq(layer.zero_point),
-            output_unit.clamp_lo.eq(layer.clamp_lo),
-            output_unit.clamp_hi.eq(layer.clamp_hi),
-            fifo.w_en.eq(output_unit.outputs.valid),
-            fifo.w_data.eq(output_unit.outputs.payload),
+            fifo.w_en.eq(output_units[0].outputs.valid),
+            fifo.w_data.eq(Cat(unit.outputs.payload for unit in output_units)),
             self.outputs.valid.eq(fifo.r_rdy),
             self.outputs.payload.eq(fifo.r_data),
             fifo.r_en.eq(self.outputs.ready),

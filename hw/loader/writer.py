@@ -33,7 +33,9 @@ def write_ports(config: AcceleratorConfig, unit_entries: int) -> dict[str, wirin
     """Return the loader's memory-write ports (always ready), by name, as signature members.
 
     ``layer_write`` and ``param_write`` carry an address and a record; ``map_write``,
-    ``entry_write`` and ``cell_write`` name the crossbar ``unit`` they are for.
+    ``entry_write`` and ``cell_write`` name the crossbar ``unit`` they are for; an
+    ``entry_write`` goes to every unit of its ``units`` mask (``unit`` and the units that
+    copy it).
     """
     unit = clog2(config.n_xbars)
     return {
@@ -46,7 +48,8 @@ def write_ports(config: AcceleratorConfig, unit_entries: int) -> dict[str, wirin
         "map_write": Out(stream.Signature(data.StructLayout({
             "unit": unit, "write": map_write_layout(config)}), always_ready=True)),
         "entry_write": Out(stream.Signature(data.StructLayout({
-            "unit": unit, "write": entry_write_layout(config, unit_entries)}),
+            "unit": unit, "units": config.n_xbars,
+            "write": entry_write_layout(config, unit_entries)}),
             always_ready=True)),
         "cell_write": Out(stream.Signature(data.StructLayout({
             "unit": unit, "row": clog2(config.rows),
@@ -63,12 +66,15 @@ class RecordWriter(wiring.Component):
     * LAYERS -> ``layer_write``, record ``i`` at address ``i``;
     * OUTPUT -> ``param_write``, record ``i`` at address ``i``;
     * ROWMAPS -> ``map_write``, record ``i`` to unit ``i // rows``, row ``i % rows``;
-    * CELLS -> a unit word (``BAD_RECORD`` if the unit does not exist), then
+    * CELLS -> a unit word (``BAD_RECORD`` if the unit or its ``source`` does not exist, or a
+      reserved bit is set; the unit runs ``source``'s entries from then on), then
       ``cell_write`` of one crossbar row per :func:`~bitline.hw.spec.image.cell_row_layout`
       word, row 0 first;
     * ENTRIES -> ``entry_write`` of the record's ``xbar`` (``BAD_RECORD`` if it does not
-      exist) at that unit's next address (``CAPACITY`` when the unit's memory is full);
-      entries without a slice to issue are dropped. ``n_entries`` counts them per unit.
+      exist) at that unit's next address (``CAPACITY`` when the unit's memory is full), to
+      that unit and to every unit whose CELLS record named it as ``source`` (the copies of a
+      layer run copy 0's entries); entries without a slice to issue are dropped.
+      ``n_entries`` counts them per unit.
 
     A write leaves from registers in the cycle after its record's last byte (the record is
     complete in ``assembly`` by then and the next record's first byte lands at the end of
@@ -139,6 +145,9 @@ class RecordWriter(wiring.Component):
             counts=Array(Signal(range(self.unit_entries + 1), name=f"count{u}",
                                 init=(self._counts[u] if self._counts else 0))
                          for u in range(config.n_xbars)),
+            # the unit whose entries each unit runs (CELLS ``source``; itself until named)
+            sources=Array(Signal(clog2(config.n_xbars), name=f"source{u}", init=u)
+                          for u in range(config.n_xbars)),
         )
         for u in range(config.n_xbars):
             m.d.comb += self.n_entries[u].eq(state.counts[u])
@@ -164,6 +173,7 @@ class RecordWriter(wiring.Component):
                     self._cells_byte(m, state, writes, unit_word_bytes, row_bytes)
         with m.If(self.start):
             m.d.sync += [count.eq(0) for count in state.counts]
+            m.d.sync += [source.eq(u) for u, source in enumerate(state.sources)]
         return m
 
     def _write_ports(self, m, assembly, state) -> SimpleNamespace:
@@ -174,6 +184,7 @@ class RecordWriter(wiring.Component):
             param=Signal(), param_addr=Signal.like(self.param_write.payload.addr),
             map=Signal(), map_unit=Signal.like(state.unit), map_row=Signal.like(state.row),
             entry=Signal(), entry_unit=Signal.like(state.unit),
+            entry_units=Signal(config.n_xbars),
             entry_addr=Signal.like(self.entry_write.payload.write.addr),
             cell=Signal(), cell_unit=Signal.like(state.unit), cell_row=Signal.like(state.row),
         )
@@ -193,6 +204,7 @@ class RecordWriter(wiring.Component):
             self.map_write.payload.write.entry.eq(assembly[:map_width]),
             self.entry_write.valid.eq(writes.entry),
             self.entry_write.payload.unit.eq(writes.entry_unit),
+            self.entry_write.payload.units.eq(writes.entry_units),
             self.entry_write.payload.write.addr.eq(writes.entry_addr),
             self.entry_write.payload.write.entry.eq(assembly[:entry_layout(config).size]),
             self.cell_write.valid.eq(writes.cell),
@@ -223,24 +235,35 @@ class RecordWriter(wiring.Component):
             m.d.sync += [state.index.eq(0), state.record.eq(state.record + 1)]
             entry = layout(state.current[:layout.size])
             count = state.counts[entry.xbar]
+            # the entry's unit and its copies (whose counts equal its count)
+            takers = [source == entry.xbar for source in state.sources]
             with m.If(entry.xbar >= self.config.n_xbars):
                 self._fail(m, ErrorCode.BAD_RECORD)
             with m.Elif(entry.slice_hi > entry.slice_lo):
                 with m.If(count == self.unit_entries):
                     self._fail(m, ErrorCode.CAPACITY)
                 with m.Else():
-                    m.d.sync += [count.eq(count + 1), writes.entry.eq(1),
-                                 writes.entry_unit.eq(entry.xbar), writes.entry_addr.eq(count)]
+                    m.d.sync += [writes.entry.eq(1), writes.entry_unit.eq(entry.xbar),
+                                 writes.entry_units.eq(Cat(takers)),
+                                 writes.entry_addr.eq(count)]
+                    for unit_count, taker in zip(state.counts, takers):
+                        with m.If(taker):
+                            m.d.sync += unit_count.eq(unit_count + 1)
 
     def _cells_byte(self, m, state, writes, unit_word_bytes: int, row_bytes: int):
         """CELLS: the unit word, then one crossbar row per ``row_bytes`` bytes."""
         with m.If(~state.in_cells_row):
             with m.If(state.index == unit_word_bytes - 1):
                 word = state.current[:unit_word_bytes * 8]
+                bits = len(state.unit)
+                unit, source, reserved = word[:bits], word[bits:2 * bits], word[2 * bits:]
                 m.d.sync += [state.index.eq(0), state.in_cells_row.eq(1), state.row.eq(0),
-                             state.unit.eq(word[:len(state.unit)])]
-                with m.If(word >= self.config.n_xbars):
+                             state.unit.eq(unit)]
+                with m.If((unit >= self.config.n_xbars) | (source >= self.config.n_xbars)
+                          | (reserved != 0)):
                     self._fail(m, ErrorCode.BAD_RECORD)
+                with m.Else():
+                    m.d.sync += state.sources[unit].eq(source)
         with m.Else():
             with m.If(state.index == row_bytes - 1):
                 m.d.sync += [state.index.eq(0), state.row.eq(state.row + 1)]

@@ -46,6 +46,7 @@ _RANGES: dict[str, tuple[int | float, int | float | str]] = {
     "max_layers": (1, 1024),
     "max_entries": (1, 1 << 24),
     "adc_latency": (0, 16),
+    "max_copies": (1, 64),
 }
 
 
@@ -83,6 +84,10 @@ class AcceleratorConfig:
         Capacity of the layer table and of the OU-entry memory.
     adc_latency:
         Cycles from a read strobe to valid ADC codes at the crossbar port.
+    max_copies:
+        Copies of one layer the hardware runs at once (docs/hardware.md, "Copies"): the
+        ``inputs`` and ``outputs`` streams carry this many lanes, lane ``k`` the vector of
+        copy ``k``. 1 (the default) is one lane, the single-stream accelerator.
     """
 
     rows: int = 128
@@ -103,6 +108,7 @@ class AcceleratorConfig:
     max_layers: int = 64
     max_entries: int = 65536
     adc_latency: int = 1
+    max_copies: int = 1
 
     def __post_init__(self) -> None:
         for field in fields(self):

@@ -35,7 +35,7 @@ from amaranth.lib import data
 from bitline.hw.spec.config import AcceleratorConfig, clog2
 
 __all__ = [
-    "column_layout", "entry_layout", "layer_layout", "output_param_layout",
+    "column_layout", "entry_layout", "layer_layout", "lane_bits", "output_param_layout",
     "record_bytes", "numpy_dtype", "pack", "pack_columns", "unpack", "flatten_fields",
     "value_bits", "FieldOverflow",
 ]
@@ -75,7 +75,11 @@ def layer_layout(config: AcceleratorConfig) -> data.StructLayout:
     ``zero_point``/``clamp_lo``/``clamp_hi`` the output activation's zero point and clamp,
     ``weight_offset`` the ``B`` of the offset weight encoding (0: differential; else a power
     of two up to ``2**(max_weight_bits - 1)``; the output path subtracts ``B * sum(x)`` of
-    the vector's raw input codes, docs/contract.md section 4).
+    the vector's raw input codes, docs/contract.md section 4), ``lanes`` the copy each unit
+    of the layer belongs to (docs/contract.md section 5, "Copies"): unit ``u``'s lane is
+    bits ``[u * lane_bits(config), (u + 1) * lane_bits(config))``, 0 for copy 0 and for the
+    units the layer does not own; the unit reads lane ``lanes[u]`` of each ``inputs`` beat and
+    its partial sums join lane ``lanes[u]``'s reduction.
     """
     entry_bits = clog2(config.max_entries + 1)
     return data.StructLayout({
@@ -91,7 +95,13 @@ def layer_layout(config: AcceleratorConfig) -> data.StructLayout:
         "clamp_lo": config.max_act_bits,
         "clamp_hi": config.max_act_bits,
         "weight_offset": config.max_weight_bits,
+        "lanes": config.n_xbars * lane_bits(config),
     })
+
+
+def lane_bits(config: AcceleratorConfig) -> int:
+    """Width of one unit's lane index in the layer record: ``clog2(max_copies)``."""
+    return clog2(config.max_copies)
 
 
 #: Width of the output unit's fixed-point multiplier (unsigned) and of its right shift.

@@ -61,7 +61,7 @@ MAGIC = b"BTLN"
 #: :data:`MAGIC` read as the little-endian ``magic`` header field.
 MAGIC_WORD = int.from_bytes(MAGIC, "little")
 #: Bumped on any change of the byte layout; readers reject other versions.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Every section starts on a multiple of this many bytes (a 32-bit word).
 SECTION_ALIGN = 4
 #: Bytes of the config digest (SHA-256 of the config) kept in the header.
@@ -141,14 +141,18 @@ def cell_row_layout(config: AcceleratorConfig) -> data.StructLayout:
 def cells_layout(config: AcceleratorConfig) -> data.StructLayout:
     """Return the CELLS record: one crossbar unit's full cell image.
 
-    A 32-bit word ``unit`` (the global unit index; the bits above it are reserved, 0) is
-    followed by ``rows`` :func:`cell_row_layout` rows, row 0 first, so the loader streams
-    the rows into the crossbar write port in order.
+    A 32-bit word -- ``unit`` (the global unit index), ``source`` (the unit whose OU entries
+    this unit runs: itself, or for a unit of a layer's copy ``k >= 1`` the unit of copy 0 it
+    copies, docs/bundle.md "Copies"; the loader writes each entry of ``source`` to it too),
+    the bits above them reserved, 0 -- is followed by ``rows`` :func:`cell_row_layout` rows,
+    row 0 first, so the loader streams the rows into the crossbar write port in order.
     """
     unit_bits = clog2(config.n_xbars)
+    word = {"unit": unit_bits, "source": unit_bits}
+    if 32 - 2 * unit_bits:
+        word["reserved"] = 32 - 2 * unit_bits
     return data.StructLayout({
-        "unit": unit_bits,
-        "reserved": 32 - unit_bits,
+        **word,
         "rows": data.ArrayLayout(cell_row_layout(config), config.rows),
     })
 

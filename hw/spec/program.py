@@ -241,8 +241,9 @@ class Program:
         """Return the program with ``copies[name]`` copies of each named layer.
 
         Copy 0 keeps its units; the extra copies take fresh units after the highest unit of
-        the program, layer by layer in program order, and ``config.n_xbars`` is raised to
-        hold them. Layers not named keep their copies. The arrays of copy 0 are shared.
+        the program, layer by layer in program order; ``config.n_xbars`` is raised to hold
+        them and ``config.max_copies`` to run them. Layers not named keep their copies. The
+        arrays of copy 0 are shared.
 
         Raises
         ------
@@ -271,6 +272,9 @@ class Program:
         config = self.config
         if next_unit > config.n_xbars:
             config = config.replace(n_xbars=next_unit)
+        most = max((layer.copies for layer in layers), default=1)
+        if most > config.max_copies:
+            config = config.replace(max_copies=most)
         return Program(config=config, strategy=self.strategy, layers=layers)
 
     def layer(self, name: str) -> LayerProgram:

@@ -19,8 +19,12 @@ CTRL                      2    W    bit 0 start a layer job; bit 1 (re)start loa
 STATUS                    3    R    bit 0 busy, 1 done, 2 error, 3 loading, 4 programmed;
                                     bits 8..15 the :class:`ErrorCode`
 LAYER                     4    RW   layer-table index of the next job (ignored while busy)
-N_VECTORS                 5    RW   input vectors of the next job (ignored while busy)
+N_VECTORS                 5    RW   input vectors of the next job, ``V`` (ignored while busy);
+                                    a write also sets N_SHARE to the same value
 N_LAYERS                  6    R    layer records loaded
+N_SHARE                   7    RW   vectors per copy, ``ceil(V / c)`` for a layer with ``c``
+                                    copies: the job's input beats (docs/hardware.md,
+                                    "Copies"); written after N_VECTORS (ignored while busy)
 DIGEST0..3                8-11 R    first 16 bytes of the config digest (little-endian words)
 CYCLES_LO/HI              16   R    busy cycles of the last job
 OU_READS_LO/HI            18   R    OU reads issued (all units)
@@ -61,6 +65,7 @@ class Register(enum.IntEnum):
     LAYER = 4
     N_VECTORS = 5
     N_LAYERS = 6
+    N_SHARE = 7
     DIGEST0 = 8
     DIGEST1 = 9
     DIGEST2 = 10

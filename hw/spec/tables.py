@@ -24,12 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from bitline.hw.spec.config import AcceleratorConfig
-from bitline.hw.spec.encoding import entry_layout, layer_layout, numpy_dtype
+from bitline.hw.spec.encoding import entry_layout, lane_bits, layer_layout, numpy_dtype
 from bitline.hw.spec.image import SectionId, section_capacity
 from bitline.hw.spec.program import OutputMode, Program, ProgramError
 
-__all__ = ["ProgramTables", "Place", "program_tables", "layers_dtype", "CAPACITY_NAMES",
-           "RECORD_NAMES"]
+__all__ = ["ProgramTables", "Place", "program_tables", "layers_dtype", "lanes_bits",
+           "lanes_from_bits", "check_lanes", "UNIT_FIELDS", "CAPACITY_NAMES", "RECORD_NAMES"]
 
 #: Config field that bounds each section's record count (for error messages).
 CAPACITY_NAMES = {
@@ -49,10 +49,34 @@ RECORD_NAMES = {
 }
 
 
+#: LAYERS fields kept as per-unit matrices rather than record columns (they may be wider
+#: than an int64): ``xbar_mask`` (bool) and ``lanes`` (int64 lane of each unit).
+UNIT_FIELDS = ("xbar_mask", "lanes")
+
+
 def layers_dtype(config: AcceleratorConfig) -> np.dtype:
-    """Return the dtype of the LAYERS records without ``xbar_mask`` (kept as a bool matrix)."""
+    """Return the dtype of the LAYERS records without :data:`UNIT_FIELDS`."""
     full = numpy_dtype(layer_layout(config))
-    return np.dtype([(name, full[name]) for name in full.names if name != "xbar_mask"])
+    return np.dtype([(name, full[name]) for name in full.names if name not in UNIT_FIELDS])
+
+
+def lanes_bits(config: AcceleratorConfig, lanes: np.ndarray) -> np.ndarray:
+    """Return the ``lanes`` field of layer records as a uint8 bit matrix ``(L, width)``.
+
+    ``lanes`` is int64 ``(L, n_xbars)``; unit ``u``'s lane occupies bits ``[u * b, (u + 1) *
+    b)`` with ``b = lane_bits(config)``, LSB first (:func:`~bitline.hw.spec.encoding.layer_layout`).
+    """
+    width = lane_bits(config)
+    lanes = np.asarray(lanes, dtype=np.int64).reshape(-1, config.n_xbars)
+    bits = (lanes[:, :, None] >> np.arange(width, dtype=np.int64)) & 1
+    return bits.reshape(len(lanes), -1).astype(np.uint8)
+
+
+def lanes_from_bits(config: AcceleratorConfig, bits: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`lanes_bits`: int64 ``(L, n_xbars)`` from the field's bit matrix."""
+    width = lane_bits(config)
+    bits = np.asarray(bits, dtype=np.int64).reshape(len(bits), config.n_xbars, width)
+    return bits @ (np.int64(1) << np.arange(width, dtype=np.int64))
 
 
 @dataclass
@@ -68,6 +92,9 @@ class ProgramTables:
         :func:`~bitline.hw.spec.encoding.layer_layout` except ``xbar_mask``.
     xbar_masks:
         bool ``(L, n_xbars)``: the ``xbar_mask`` of each layer record (bit ``u`` = unit ``u``).
+    lanes:
+        int64 ``(L, n_xbars)``: the ``lanes`` field of each layer record, the copy each unit
+        of the layer belongs to (0 for copy 0 and for units the layer does not own).
     rowmap_valid, rowmap_index:
         bool / int64 ``(n_xbars, rows)``: the ROWMAPS records, unit-major.
     cell_units:
@@ -81,14 +108,13 @@ class ProgramTables:
     copy_of:
         int64 ``(n_xbars,)`` or ``None``: for a unit that is a copy of another unit of its
         layer (:attr:`~bitline.hw.spec.program.LayerProgram.copy_xbars`), that unit; -1
-        otherwise. ``None`` when the records come from an image, which does not carry the
-        copy map (the bundle's manifest does, docs/bundle.md "Copies"): a copy unit then
-        looks like a hollow unit of its layer.
+        otherwise (an image carries it as the CELLS records' ``source``).
     """
 
     config: AcceleratorConfig
     layers: np.ndarray
     xbar_masks: np.ndarray
+    lanes: np.ndarray
     rowmap_valid: np.ndarray
     rowmap_index: np.ndarray
     cell_units: np.ndarray
@@ -112,6 +138,23 @@ class ProgramTables:
         """Return the OU entries of layer record ``index`` (a view)."""
         start = int(self.layers["entry_start"][index])
         return self.entries[start:start + int(self.layers["entry_count"][index])]
+
+
+def check_lanes(tables: ProgramTables, place: Place) -> None:
+    """Raise :class:`ProgramError` unless every layer's copies fit ``config.max_copies``.
+
+    The hardware runs a layer's copies on lanes ``0 .. max_copies - 1`` (the layer record's
+    ``lanes``); the executor and the performance model take any number of copies, so the
+    check belongs to what builds hardware memories or an image.
+    """
+    limit = tables.config.max_copies
+    over = np.flatnonzero(tables.lanes.max(axis=1, initial=0) >= limit)
+    if len(over):
+        index = int(over[0])
+        copies = int(tables.lanes[index].max()) + 1
+        raise place.error(SectionId.LAYERS, "lanes", f"{copies} copies, the hardware runs at "
+                          f"most max_copies = {limit} (raise max_copies in the config)",
+                          index, place.layer(index))
 
 
 class Place:
@@ -350,6 +393,7 @@ def program_tables(program: Program, config: AcceleratorConfig | None = None, *,
     entry_dtype = numpy_dtype(entry_layout(config))
     table = np.zeros(len(layers), dtype=layers_dtype(config))
     masks = np.zeros((len(layers), config.n_xbars), dtype=bool)
+    lanes = np.zeros((len(layers), config.n_xbars), dtype=np.int64)
     valid = np.zeros((config.n_xbars, config.rows), dtype=bool)
     row_index = np.zeros((config.n_xbars, config.rows), dtype=np.int64)
     units_all, cells_all, entries_all, params_all = [], [], [], []
@@ -368,6 +412,7 @@ def program_tables(program: Program, config: AcceleratorConfig | None = None, *,
         extra = _copy_units(layer, xbars, index, config, owner, place)
         masks[index, xbars] = True
         masks[index, extra.reshape(-1)] = True
+        lanes[index, extra] = np.arange(1, layer.copies, dtype=np.int64)[:, None]
         row_maps = _layer_rows(layer, xbars, config, label, place)
         cells = _layer_cells(layer, xbars, config, label, sum(map(len, units_all)), place)
         # Every copy is an identical image on its own units: same row maps, same cells.
@@ -388,6 +433,7 @@ def program_tables(program: Program, config: AcceleratorConfig | None = None, *,
         config=config,
         layers=table,
         xbar_masks=masks,
+        lanes=lanes,
         rowmap_valid=valid,
         rowmap_index=row_index,
         cell_units=joined(units_all, no_ints),

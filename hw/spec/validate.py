@@ -23,6 +23,9 @@ program (:mod:`bitline.hw.spec.tables`):
 * copies (when the records carry the copy map, ``copy_of``): a copy unit is owned by the
   layer of the unit it copies, which is not itself a copy; its cells and row map are that
   unit's; no entry names it; every unit of a layer's copy 0 has the same number of copies;
+* lanes (the layer records' ``lanes``): 0 for copy 0 and for units a layer does not own;
+  the units of lane ``k >= 1`` are copies of copy 0's units, one of each, and a layer's
+  lanes run ``0 .. copies - 1``;
 * accumulators: no output channel can reach ``|acc + bias|`` beyond ``acc_bits``
   (:func:`accumulator_bound`; with a weight offset ``B`` also not the correction ``B *
   n_inputs * (2**act_bits - 1)``), so the hardware's sums are exact.
@@ -142,6 +145,7 @@ def validate_tables(tables: ProgramTables, place: Place, *,
         _check_unit_entries(tables, owner, unit_entries, place)
     _check_params(tables, place)
     _check_copies(tables, owner, place)
+    _check_lanes(tables, owner, place)
     _check_accumulators(tables, place)
 
 
@@ -429,6 +433,44 @@ def _check_copies(tables: ProgramTables, owner: np.ndarray, place: Place) -> Non
             raise fail(unit, f"has {counts[unit]} copies, another unit of the layer "
                              f"{counts[originals].max()}: every unit of copy 0 needs one "
                              "unit in each copy")
+
+
+def _check_lanes(tables: ProgramTables, owner: np.ndarray, place: Place) -> None:
+    """Check the layer records' ``lanes`` against the units and the copy map."""
+    config = tables.config
+    lanes = np.asarray(tables.lanes, dtype=np.int64)
+    if lanes.shape != (len(tables.layers), config.n_xbars):
+        raise place.error(SectionId.LAYERS, "lanes", f"shape {lanes.shape}, expected "
+                          f"(layers, n_xbars) = ({len(tables.layers)}, {config.n_xbars})")
+    copy_of = (np.full(config.n_xbars, -1, np.int64) if tables.copy_of is None
+               else np.asarray(tables.copy_of, dtype=np.int64))
+    for index in range(len(lanes)):
+        mine = owner == index
+        label = place.layer(index)
+
+        def fail(unit, message):
+            return place.error(SectionId.LAYERS, "lanes", message, index,
+                               f"{label} unit {unit}")
+
+        bad = _first((lanes[index] != 0) & ~mine)
+        if bad is not None:
+            raise fail(bad, f"lane {lanes[index, bad]} on a unit the layer does not own")
+        bad = _first(mine & ((copy_of == -1) != (lanes[index] == 0)))
+        if bad is not None:
+            what = "copy 0 unit" if copy_of[bad] == -1 else f"copy of unit {copy_of[bad]}"
+            raise fail(bad, f"lane {lanes[index, bad]} on a {what} (copy 0 is lane 0, "
+                            "a copy lane 1 or more)")
+        originals = np.flatnonzero(mine & (copy_of == -1))
+        used = np.unique(lanes[index][mine])
+        if len(used) and used[-1] != len(used) - 1:
+            raise fail(int(np.flatnonzero(mine & (lanes[index] == used[-1]))[0]),
+                       f"lanes {used.tolist()} are not 0 .. copies - 1")
+        for lane in used[1:].tolist():
+            units = np.flatnonzero(mine & (lanes[index] == lane))
+            if sorted(copy_of[units].tolist()) != originals.tolist():
+                raise fail(int(units[0]), f"lane {lane}'s units {units.tolist()} copy units "
+                                          f"{copy_of[units].tolist()}, not each unit of copy "
+                                          f"0 ({originals.tolist()}) once")
 
 
 def _column_sums(tables: ProgramTables) -> np.ndarray:

@@ -48,7 +48,7 @@ from bitline.hw.spec.image import (
     struct_format,
 )
 from bitline.hw.spec.program import Program
-from bitline.hw.spec.tables import layers_dtype
+from bitline.hw.spec.tables import lanes_bits, lanes_from_bits, layers_dtype
 from bitline.sw.bundle.tables import (
     BundleError,
     BundlePlace,
@@ -106,13 +106,18 @@ def _cells_geometry(config: AcceleratorConfig):
     return layout, head_bits // 8, row_bits, unit_bits
 
 
-def _pack_cells(config: AcceleratorConfig, units: np.ndarray, cells: np.ndarray) -> bytes:
+def _pack_cells(config: AcceleratorConfig, units: np.ndarray, cells: np.ndarray,
+                sources: np.ndarray | None = None) -> bytes:
     """Pack CELLS records (:func:`~bitline.hw.spec.image.cells_layout`) with numpy.
 
-    The same bytes as the generic packer (tests pin this), without one Python step per cell.
+    ``sources`` is each record's ``source`` unit (default: the unit itself). The same bytes
+    as the generic packer (tests pin this), without one Python step per cell.
     """
-    _, head_bytes, row_bits, _ = _cells_geometry(config)
+    _, head_bytes, row_bits, unit_bits = _cells_geometry(config)
     count = len(units)
+    units = np.asarray(units, dtype=np.int64)
+    sources = units if sources is None else np.asarray(sources, dtype=np.int64)
+    word = units | (sources << unit_bits)
     level_bits = config.cols * config.cell_bits
     bits = np.zeros((count, config.rows, row_bits), dtype=np.uint8)
     shifts = np.arange(config.cell_bits, dtype=np.uint8)
@@ -120,7 +125,7 @@ def _pack_cells(config: AcceleratorConfig, units: np.ndarray, cells: np.ndarray)
     bits[..., :level_bits] = planes.reshape(count, config.rows, level_bits)
     body = np.packbits(bits, axis=2, bitorder="little").reshape(count, -1)
     byte_shifts = 8 * np.arange(head_bytes, dtype=np.int64)
-    head = ((np.asarray(units, dtype=np.int64)[:, None] >> byte_shifts) & 0xFF).astype(np.uint8)
+    head = ((word[:, None] >> byte_shifts) & 0xFF).astype(np.uint8)
     return np.concatenate([head, body], axis=1).tobytes()
 
 
@@ -131,7 +136,8 @@ def _unpack_cells(config: AcceleratorConfig, blob: bytes, place: BundlePlace):
     byte_shifts = 8 * np.arange(head_bytes, dtype=np.int64)
     word = (raw[:, :head_bytes].astype(np.int64) << byte_shifts).sum(axis=1)
     units = word & ((1 << unit_bits) - 1)
-    reserved = word >> unit_bits
+    sources = (word >> unit_bits) & ((1 << unit_bits) - 1)
+    reserved = word >> (2 * unit_bits)
     index = _first(reserved != 0)
     if index is not None:
         raise place.error(SectionId.CELLS, "reserved", f"reserved bits are {reserved[index]:#x}, "
@@ -148,7 +154,7 @@ def _unpack_cells(config: AcceleratorConfig, blob: bytes, place: BundlePlace):
     planes = bits[..., :level_bits].reshape(count, config.rows, config.cols, config.cell_bits)
     weights = (1 << np.arange(config.cell_bits)).astype(np.int64)
     levels = (planes.astype(np.int64) @ weights).astype(np.uint8)
-    return units.astype(np.int64), levels
+    return units.astype(np.int64), sources.astype(np.int64), levels
 
 
 # ------------------------------------------------------------------------- encoding
@@ -165,6 +171,7 @@ def encode_sections(tables: ParsedImage) -> list[tuple[SectionId, bytes, int, in
     layout = layer_layout(config)
     columns = {name: tables.layers[name] for name in tables.layers.dtype.names}
     columns["xbar_mask"] = tables.xbar_masks.astype(np.uint8)
+    columns["lanes"] = lanes_bits(config, tables.lanes)
     sections.append((SectionId.LAYERS, _pack_records(place, SectionId.LAYERS, layout,
                                                      len(tables.layers), columns)))
 
@@ -176,7 +183,13 @@ def encode_sections(tables: ParsedImage) -> list[tuple[SectionId, bytes, int, in
         place, SectionId.ROWMAPS, layout, len(records),
         {name: records[name] for name in records.dtype.names})))
 
-    sections.append((SectionId.CELLS, _pack_cells(config, tables.cell_units, tables.cells)))
+    copy_of = (np.full(config.n_xbars, -1, np.int64) if tables.copy_of is None
+               else np.asarray(tables.copy_of, dtype=np.int64))
+    units = np.asarray(tables.cell_units, dtype=np.int64)
+    # (a unit past n_xbars has no copy map entry; the packer reports it as it fits)
+    source_of = copy_of[np.clip(units, 0, config.n_xbars - 1)]
+    sources = np.where((units < config.n_xbars) & (source_of >= 0), source_of, units)
+    sections.append((SectionId.CELLS, _pack_cells(config, units, tables.cells, sources)))
 
     layout = entry_layout(config)
     try:
@@ -446,9 +459,12 @@ def _decode_sections(config: AcceleratorConfig, payloads: dict[SectionId, bytes]
     bits = _record_bits(layout, payloads[SectionId.LAYERS])
     layers = np.zeros(len(bits), dtype=layers_dtype(config))
     masks = np.zeros((len(bits), config.n_xbars), dtype=bool)
+    lanes = np.zeros((len(bits), config.n_xbars), dtype=np.int64)
     for name, offset, width in flatten_fields(layout):
         if name == "xbar_mask":
             masks = bits[:, offset:offset + width].astype(bool)
+        elif name == "lanes":
+            lanes = lanes_from_bits(config, bits[:, offset:offset + width])
         else:
             layers[name] = _field_value(bits, offset, width)
 
@@ -461,7 +477,15 @@ def _decode_sections(config: AcceleratorConfig, payloads: dict[SectionId, bytes]
     valid = records["valid"].reshape(config.n_xbars, config.rows).astype(bool)
     row_index = records["index"].reshape(config.n_xbars, config.rows)
 
-    units, cells = _unpack_cells(config, payloads[SectionId.CELLS], place)
+    units, sources, cells = _unpack_cells(config, payloads[SectionId.CELLS], place)
+    bad = _first((sources >= config.n_xbars) & (sources != units))  # (units: the validator)
+    if bad is not None:
+        raise place.error(SectionId.CELLS, "source", f"unit {sources[bad]} is not below "
+                          f"n_xbars ({config.n_xbars})", bad, f"unit {units[bad]}")
+    copy_of = np.full(config.n_xbars, -1, dtype=np.int64)
+    inside = units < config.n_xbars     # a unit out of range is the validator's to name
+    copied = inside & (sources != units)
+    copy_of[units[copied]] = sources[copied]
 
     entries = unpack(entry_layout(config), payloads[SectionId.ENTRIES])
 
@@ -471,6 +495,7 @@ def _decode_sections(config: AcceleratorConfig, payloads: dict[SectionId, bytes]
     bias = _field_value(bits, *fields["bias"], signed=True)
     mult = _field_value(bits, *fields["mult"])
     shift = _field_value(bits, *fields["shift"])
-    return ParsedImage(config=config, layers=layers, xbar_masks=masks, rowmap_valid=valid,
+    return ParsedImage(config=config, layers=layers, xbar_masks=masks, lanes=lanes,
+                       copy_of=copy_of, rowmap_valid=valid,
                        rowmap_index=row_index, cell_units=units, cells=cells, entries=entries,
                        bias=bias, mult=mult, shift=shift)

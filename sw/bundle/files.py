@@ -125,8 +125,11 @@ def read_bundle(out_dir: str | Path) -> Bundle:
         raise BundleError(f"{manifest_path}: must hold a JSON object")
     version = keys.get(manifest, "format_version", int, "")
     if version != FORMAT_VERSION:
+        older = (" (an older bundle: version 3 added the copy lanes of the layer records and "
+                 "the CELLS records' source unit; compile it again)"
+                 if isinstance(version, int) and version < FORMAT_VERSION else "")
         raise BundleError(f"{manifest_path}: format_version: unknown format version {version} "
-                          f"(this reader knows version {FORMAT_VERSION})")
+                          f"(this reader knows version {FORMAT_VERSION}){older}")
     try:
         config = AcceleratorConfig.from_dict(keys.get(manifest, "config", dict, ""),
                                              source=f"{manifest_path}: config")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 
 from bitline.hw.spec.image import SectionId
 from bitline.hw.spec.program import Program, ProgramError
-from bitline.hw.spec.tables import Place, ProgramTables
+from bitline.hw.spec.tables import Place, ProgramTables, check_lanes
 from bitline.hw.spec.validate import validate_program, validate_tables
 
 __all__ = ["BundleError", "BundlePlace", "SectionInfo", "ParsedImage", "image_tables",
@@ -82,7 +82,9 @@ def image_tables(program: Program) -> ParsedImage:
         field, layer and record.
     """
     try:
-        return ParsedImage.of(validate_program(program, program.config))
+        tables = validate_program(program, program.config)
+        check_lanes(tables, Place("program", [layer.name for layer in program.layers]))
+        return ParsedImage.of(tables)
     except ProgramError as error:
         raise BundleError(str(error)) from None
 

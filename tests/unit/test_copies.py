@@ -107,11 +107,19 @@ def test_bundle_round_trip_with_copies(mapped, tmp_path):
         read_bundle(tmp_path)
 
 
-def test_hardware_refuses_copies(mapped):
+def test_hardware_runs_copies_up_to_max_copies(mapped):
     program, _ = _program(mapped, "isaac")
-    copied = program.with_copies({program.layers[0].name: 2})
-    with pytest.raises(ProgramError, match="has 2 copies; the hardware runs one copy"):
-        program_memories(copied.config, copied.layers)
+    layer = program.layers[0]
+    copied = program.with_copies({layer.name: 2})
+    assert copied.config.max_copies == 2 and program.config.max_copies == 1
+    memories = program_memories(copied.config, copied.layers)
+    # a copy unit holds the entries of the unit it copies (as the loader writes them)
+    for source, unit in zip(layer.xbars.tolist(), copied.layers[0].copy_units(1).tolist()):
+        assert memories.units[unit].entries == memories.units[source].entries
+        assert np.array_equal(memories.units[unit].cells, memories.units[source].cells)
+    with pytest.raises(ProgramError, match=r"field lanes: 2 copies, the hardware runs at most "
+                                           r"max_copies = 1"):
+        program_memories(copied.config.replace(max_copies=1), copied.layers)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

@@ -1,0 +1,132 @@
+"""Layer copies run by the Accelerator: lockstep lanes (docs/hardware.md, "Copies").
+
+A layer with ``c`` copies splits a job's ``V`` vectors into contiguous shares, one input /
+output lane per copy. Outputs must equal the integer golden arithmetic bit-exactly, the
+counters the performance model (``layer_cycles(copies=c)``) and the crossbar executor's
+counts of the same shares, and backpressure on either stream may only add stall cycles.
+"""
+
+import numpy as np
+import pytest
+
+from bitline.hw.spec.program import Program
+from bitline.hw.spec.timing import copy_shares, layer_cycles
+from bitline.sim.amaranth import lane_beats, lane_outputs
+from bitline.sim.executor import Counters, LayerExecutor
+from bitline.sim.executor import IdealDevice
+
+from support.accelerator import assert_counters_match_model, expected_outputs, make_layer, run_jobs
+from support.configs import TEST_CONFIGS, small_config
+
+
+def copied_layer(config, strategy, copies, rng, **layer_options):
+    """Return ``(config with room for the copies, the layer with copies, its weight)``."""
+    layer, weight = make_layer(config, strategy, rng, **layer_options)
+    program = Program(config=config, strategy=strategy, layers=[layer])
+    program = program.with_copies({layer.name: copies})
+    return program.config, program.layers[0], weight
+
+
+def executor_counts(config, layer, vectors):
+    """The crossbar executor's counts of the job: its Counters and reads per unit per vector."""
+    runner = LayerExecutor(layer, config)
+    runner.run(np.asarray(vectors, dtype=np.int64), IdealDevice(config))
+    counters = Counters()
+    counters.record(runner, len(vectors))
+    return counters, runner.unit_reads
+
+
+def test_lane_beats_round_trip():
+    # the host-side split is the contiguous shares of timing.copy_shares
+    vectors = np.arange(7 * 3).reshape(7, 3)
+    beats = lane_beats(vectors, 3, 4)
+    assert beats.shape == (3 * 3, 4)
+    for lane, (start, stop) in enumerate(copy_shares(7, 3)):
+        got = beats[:, lane].reshape(3, 3)[:stop - start]
+        assert np.array_equal(got, vectors[start:stop])
+    assert not beats[:, 3].any() and not beats[3:, 2].any()   # idle lanes carry zeros
+    outputs = np.stack([beats.reshape(3, 3, 4)[:, :2, lane].reshape(-1) for lane in range(4)],
+                       axis=1)   # pretend each output is the vector's first two codes
+    assert np.array_equal(lane_outputs(outputs, 7, 3, 2), vectors[:, :2])
+
+
+@pytest.mark.parametrize("strategy, name, copies, vectors", [
+    ("isaac", "full-adc", 2, 4),
+    ("bwq", "full-adc", 3, 5),          # shares 2, 2, 1
+    ("ivq-temporal", "shared-adc", 3, 7),  # shares 3, 3, 1
+    ("ivq-spatial", "ragged-2bit", 2, 3),  # shares 2, 1
+    ("bwq", "shared-adc", 3, 2),        # shares 1, 1, 0: an idle lane all job long
+    ("isaac", "full-adc", 1, 3),        # one copy on a two-lane machine
+])
+def test_copies_bit_exact_and_counters_equal_model(strategy, name, copies, vectors):
+    base = small_config(**TEST_CONFIGS[name], max_copies=max(2, copies))
+    rng = np.random.default_rng(sum(map(ord, strategy + name)) + copies)
+    config, layer, weight = copied_layer(base, strategy, copies, rng)
+    assert layer.copies == copies and config.max_copies >= copies
+    x = rng.integers(0, 16, (vectors, layer.n_inputs))
+    ((outputs, counters, status),) = run_jobs(config, [layer], [(0, x, layer.n_outputs)],
+                                              copies=copies)
+    assert np.array_equal(outputs, expected_outputs(config, layer, weight, x))
+    assert_counters_match_model(config, layer, vectors, counters)
+    # the cycle formula with copies, and the executor's counts of the same shares
+    executed, unit_reads = executor_counts(config, layer, x)
+    assert counters["ou_reads"] == executed.total_reads
+    assert counters["adc_conversions"] == executed.total_conversions
+    assert counters["cycles"] == layer_cycles(config, layer.n_inputs, layer.n_outputs, vectors,
+                                              unit_reads, copies=copies)
+    # a second count: each copy's units read their share, all shares on the same entries
+    per_vector = int(np.sum(unit_reads))
+    assert counters["ou_reads"] == per_vector * vectors
+
+
+def test_copies_beside_a_layer_without_copies():
+    base = small_config(n_xbars=2, max_copies=3)
+    rng = np.random.default_rng(5)
+    first, w1 = make_layer(base, "ivq-spatial", rng, n_outputs=4, n_inputs=9, name="a")
+    second, w2 = make_layer(base, "bwq", rng, n_outputs=6, n_inputs=7, name="b",
+                            xbar_offset=int(first.xbars.max()) + 1)
+    program = Program(config=base.replace(n_xbars=4), strategy="mixed",
+                      layers=[first, second]).with_copies({"b": 3})
+    config = program.config
+    first, second = program.layers
+    x1 = rng.integers(0, 16, (3, 9))
+    x2 = rng.integers(0, 16, (4, 7))
+    results = run_jobs(config, program.layers, [(1, x2, 6)], copies=3)
+    results += run_jobs(config, program.layers, [(0, x1, 4)])
+    assert np.array_equal(results[0][0], expected_outputs(config, second, w2, x2))
+    assert np.array_equal(results[1][0], expected_outputs(config, first, w1, x1))
+    assert_counters_match_model(config, second, 4, results[0][1])
+    assert_counters_match_model(config, first, 3, results[1][1])
+
+
+@pytest.mark.parametrize("copies, vectors", [(2, 5), (3, 4)])
+def test_backpressure_changes_only_stall_cycles(copies, vectors):
+    base = small_config(n_xbars=2, max_copies=3)
+    rng = np.random.default_rng(31 + copies)
+    config, layer, weight = copied_layer(base, "bwq", copies, rng, mode="raw")
+    x = rng.integers(0, 16, (vectors, layer.n_inputs))
+    job = [(0, x, layer.n_outputs)]
+    ((free, free_counters, _),) = run_jobs(config, [layer], job, copies=copies)
+    gaps = {int(c) for c in np.flatnonzero(rng.random(600) < 0.3)}
+    stalls = {int(c) for c in np.flatnonzero(rng.random(600) < 0.4)}
+    ((held, held_counters, _),) = run_jobs(config, [layer], job, copies=copies,
+                                           input_gaps=gaps, output_stalls=stalls)
+    assert np.array_equal(free, expected_outputs(config, layer, weight, x))
+    assert np.array_equal(held, free)
+    assert held_counters["stall_cycles"] > 0
+    for name in ("ou_reads", "adc_conversions", "reduction_operands"):
+        assert held_counters[name] == free_counters[name]
+    # every stall cycle is an extra busy cycle, nothing else is
+    assert (held_counters["cycles"] - held_counters["stall_cycles"]
+            <= free_counters["cycles"] <= held_counters["cycles"])
+
+
+def test_memories_refuse_more_copies_than_lanes():
+    base = small_config(n_xbars=2, max_copies=3)
+    rng = np.random.default_rng(2)
+    config, layer, _ = copied_layer(base, "isaac", 3, rng)
+    from bitline.hw.core.memories import program_memories
+    from bitline.hw.spec.program import ProgramError
+    with pytest.raises(ProgramError, match=r"field lanes: 3 copies, the hardware runs at most "
+                                           r"max_copies = 2"):
+        program_memories(config.replace(max_copies=2), [layer])
