@@ -102,9 +102,11 @@ ALL_LAYERS = RunOption("all_layers", bool, False,
 
 
 def _float(target: Target, x: np.ndarray, options: dict) -> np.ndarray:
-    from bitline.sw.frontend.float_model import run_float
+    from bitline.sw.frontend.qdq import run_fake_quant
 
-    return run_float(target.model, x)
+    # A model read from a quantized file runs with its grids (fake-quant, as onnxruntime
+    # runs the QDQ graph); any other model is plain run_float.
+    return run_fake_quant(target.model, x)
 
 
 def _bundle_arrays(result, all_layers: bool) -> dict[str, np.ndarray]:

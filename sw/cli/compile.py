@@ -172,8 +172,13 @@ def _print_report(report) -> None:
 @click.command("compile")
 @click.argument("model")
 @strategy_option
-@click.option("--quant", "spec", default="int8", show_default=True, metavar="SPEC",
-              help="Quantization spec: a file or a shorthand (int8, varied4, bwq3, ...).")
+@click.option("--quant", "spec", default=None, metavar="SPEC",
+              help="Quantization spec: a file or a shorthand (int8, varied4, bwq3, ...); "
+                   "default int8, or for an already-quantized model (QDQ / QONNX) its own "
+                   "quantization (--quant is then an error without --requantize).")
+@click.option("--requantize", is_flag=True,
+              help="Quantize an already-quantized model again with --quant (default int8), "
+                   "starting from its dequantized float weights.")
 @config_options(xbars=True)
 @_calibration
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
@@ -188,7 +193,7 @@ def _print_report(report) -> None:
                    "only).")
 @json_option
 @quiet_option
-def compile_cmd(model, strategy, spec, config_path, preset_name, xbars, dataset,
+def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xbars, dataset,
                 calib_samples, output, budget, encoding, as_json, quiet):
     """Quantize MODEL, map it with a strategy and write the program bundle to OUTPUT.
 
@@ -207,7 +212,7 @@ def compile_cmd(model, strategy, spec, config_path, preset_name, xbars, dataset,
     result, sidecar = compile_bundle(
         model, strategy, spec, config, output, xbars=xbars, dataset=dataset,
         calib_samples=calib_samples, config_label=_config_label(config_path, preset_name),
-        budget=budget, encoding=encoding)
+        budget=budget, encoding=encoding, requantize=requantize)
     report = analyze(result.program, result.qmodel, labels=sidecar["labels"])
     pipe = pipeline_report(report, budget) if budget is not None else None
     if as_json:
@@ -219,7 +224,7 @@ def compile_cmd(model, strategy, spec, config_path, preset_name, xbars, dataset,
     seconds = sidecar["seconds"]
     out = console()
     out.print(
-        f"compiled [bold]{model}[/] with [bold]{strategy}[/] ({spec}) onto "
+        f"compiled [bold]{model}[/] with [bold]{strategy}[/] ({sidecar['quant']}) onto "
         f"{result.program.xbars_used} crossbars -> {output}  "
         f"(size {seconds['size']:.2f} s, quantize {seconds['quantize']:.2f} s, "
         f"map {seconds['map']:.2f} s, write {seconds['write']:.2f} s)", soft_wrap=True)

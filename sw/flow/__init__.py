@@ -51,6 +51,7 @@ from bitline.sw.flow.compile import (
     compile_model,
     map_program,
     quantize,
+    resolve_spec,
     size_hardware,
     validate,
 )
@@ -81,6 +82,6 @@ __all__ = [
     "load_config", "preset_summary", "parse_xbars", "is_synthetic", "resolve_target",
     "model_dataset", "require_dataset", "calibration_inputs", "model_labels",
     "model_summary", "load_input",
-    "size_hardware", "quantize", "map_program", "validate", "compile_model",
+    "size_hardware", "quantize", "resolve_spec", "map_program", "validate", "compile_model",
     "compile_bundle", "strategy_specs", "compare_strategies",
 ]

@@ -21,8 +21,8 @@ from bitline.sw.flow.inputs import (
 )
 
 __all__ = ["WIDEST_WEIGHT_BITS", "COMPILE_SIDECAR", "COMPILE_STEPS", "Sizing", "HardwarePlan",
-           "CompileResult", "sized_quantization", "size_hardware", "quantize", "map_program",
-           "validate", "compile_model", "allocate_copies", "compile_bundle"]
+           "CompileResult", "sized_quantization", "size_hardware", "quantize", "resolve_spec",
+           "map_program", "validate", "compile_model", "allocate_copies", "compile_bundle"]
 
 #: The widest ``max_weight_bits`` an :class:`AcceleratorConfig` accepts.
 WIDEST_WEIGHT_BITS = 16
@@ -155,15 +155,13 @@ def _weight_sizing(model, spec, calib_x, config: AcceleratorConfig):
     quantized with the widest weights a config holds, and ``max_weight_bits`` is chosen as
     exactly what the weights need.
     """
-    from bitline.sw.quant import quantize_model
-
     try:
-        return quantize_model(model, spec, calib_x, config), []
+        return quantize(model, spec, calib_x, config), []
     except ValueError:
         if config.max_weight_bits >= WIDEST_WEIGHT_BITS:
             raise
-        qmodel = quantize_model(model, spec, calib_x,
-                                config.replace(max_weight_bits=WIDEST_WEIGHT_BITS))
+        qmodel = quantize(model, spec, calib_x,
+                          config.replace(max_weight_bits=WIDEST_WEIGHT_BITS))
     planes = max((qlayer.weight.magnitude_bits for qlayer in qmodel.compute_layers
                   if qlayer.weight is not None), default=1)
     needed = max(config.max_weight_bits, planes + 1)
@@ -189,7 +187,8 @@ def sized_quantization(model, spec, calib_x: np.ndarray, config: AcceleratorConf
     cache = qmodels if qmodels is not None and isinstance(spec, (str, Path)) else {}
     key = (str(spec), config.digest)
     if key not in cache:
-        cache[key] = _weight_sizing(model, load_spec(spec), calib_x, config)
+        cache[key] = _weight_sizing(model, None if spec is None else load_spec(spec),
+                                    calib_x, config)
     qmodel, weight_records = cache[key]
     return _apply(config, weight_records), qmodel, records + list(weight_records)
 
@@ -242,10 +241,51 @@ def size_hardware(model, spec, calib_x: np.ndarray, config: AcceleratorConfig, s
 
 
 def quantize(model, spec, calib_x: np.ndarray, config: AcceleratorConfig):
-    """Quantize ``model`` with ``spec`` for ``config`` (compile step 4)."""
+    """Quantize ``model`` with ``spec`` for ``config`` (compile step 4).
+
+    ``spec=None`` takes the quantization of a model read from a quantized file (QDQ /
+    QONNX, ``model.quantization``; :func:`bitline.sw.quant.prequantized.quantized_from_file`)
+    and needs no calibration; :func:`resolve_spec` chooses ``spec``.
+    """
+    if spec is None:
+        from bitline.sw.quant.prequantized import quantized_from_file
+
+        return quantized_from_file(model, config)
     from bitline.sw.quant import quantize_model
 
     return quantize_model(model, spec, calib_x, config)
+
+
+def resolve_spec(model, spec, requantize: bool = False):
+    """Return ``(model, spec)`` for the quantize step: the file's quantization or a spec.
+
+    A model read from a quantized file (``model.quantization``) is mapped as it is
+    (``spec=None``); a ``spec`` with such a model is an error unless ``requantize``, which
+    quantizes its float graph (the file's weights dequantized) with ``spec`` (default
+    ``int8``). A float model gets ``spec`` (default ``int8``).
+
+    Raises
+    ------
+    ValueError
+        ``spec`` given for a quantized model without ``requantize``, or ``requantize`` for a
+        model that is not quantized.
+    """
+    from dataclasses import replace
+
+    quantized = getattr(model, "quantization", None) is not None
+    if quantized and spec is not None and not requantize:
+        raise ValueError(
+            f"model {model.name} is already quantized ({model.quantization.format} in "
+            f"{model.source}); it is mapped with its own quantization: drop --quant, or pass "
+            "--requantize to quantize its float weights again with that spec")
+    if requantize and not quantized:
+        raise ValueError(f"--requantize: model {model.name} is not a quantized model (no QDQ "
+                         "or QONNX quantization nodes); use --quant alone")
+    if quantized and not requantize:
+        return model, None
+    if quantized:
+        model = replace(model, quantization=None)
+    return model, "int8" if spec is None else spec
 
 
 def map_program(qmodel, config: AcceleratorConfig, strategy: str,
@@ -353,7 +393,8 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
                    output: str | Path, *, xbars: str | int = "auto", dataset: str | None = None,
                    calib_samples: int = SYNTHETIC_CALIB_SAMPLES,
                    config_label: str = DEFAULT_PRESET,
-                   budget=None, encoding: str = "differential") -> tuple[CompileResult, dict]:
+                   budget=None, encoding: str = "differential",
+                   requantize: bool = False) -> tuple[CompileResult, dict]:
     """Run the whole compile flow (:data:`COMPILE_STEPS`) and write the bundle to ``output``.
 
     ``dataset`` is the calibration data set (:func:`calibration_inputs`); ``config_label``
@@ -362,14 +403,16 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     ``model``, ``strategy``, ``encoding``, ``quant``, ``config``, ``xbars``, ``labels``,
     ``sizing`` (the
     :class:`Sizing` records as dicts) and ``seconds`` (``size``, ``quantize``, ``map``,
-    ``write``). With a ``budget`` (``xbars:N`` / ``area:MM2``) the layers get copies before
+    ``write``). ``spec`` and ``requantize`` go through :func:`resolve_spec` (``spec=None``:
+    a quantized file's own quantization, else ``int8``). With a ``budget`` (``xbars:N`` /
+    ``area:MM2``) the layers get copies before
     the bundle is written (:func:`allocate_copies`) and the side file also holds
     ``budget`` and ``pipeline`` (the :class:`~bitline.sw.perf.pipeline.PipelineReport`).
     """
     from bitline.sw.bundle import write_bundle
 
     target = resolve_target(model_name)
-    model = target.require("model", "bitline compile")
+    model, spec = resolve_spec(target.require("model", "bitline compile"), spec, requantize)
     calib_x, calib_label = calibration_inputs(model, dataset, model_name=model_name,
                                               samples=calib_samples)
     result = compile_model(model, strategy, spec, config, calib_x, xbars=xbars,
@@ -381,7 +424,8 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     start = time.perf_counter()
     write_bundle(out, result.program, result.qmodel)
     sidecar = {
-        "model": model_name, "strategy": strategy, "encoding": encoding, "quant": str(spec),
+        "model": model_name, "strategy": strategy, "encoding": encoding,
+        "quant": str(spec) if spec is not None else f"file ({model.quantization.format})",
         "config": config_label,
         "xbars": parse_xbars(xbars), "labels": model_labels(model_name, calib_label),
         "sizing": [record.to_dict() for record in result.sizing],

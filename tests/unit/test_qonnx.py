@@ -1,0 +1,220 @@
+"""QONNX ``Quant`` models (Brevitas / FINN) keep their own 2-, 3- and 4-bit quantization.
+
+The model is written here with ``onnx.helper`` (domain ``qonnx.custom_op.general``): an 8-bit
+input, a 4-bit and a 3-bit convolution with 4- and 3-bit activations, and a 2-bit classifier.
+The independent reference rewrites every ``Quant`` node into standard ONNX ops (Div, Add,
+Round, Clip, Sub, Mul: qonnx's ``int_quant`` formula) and runs that graph in onnxruntime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.sw.frontend.onnx_import import FrontendError, load_onnx
+from bitline.sw.frontend.qdq import run_fake_quant
+from bitline.sw.quant.prequantized import quantized_from_file
+
+ort = pytest.importorskip("onnxruntime")
+
+DOMAIN = "qonnx.custom_op.general"
+# (name, bits, signed, narrow) of every Quant node; weights signed narrow, activations unsigned
+WEIGHT_BITS = {"w1": 4, "w2": 3, "w3": 2}
+ACT_BITS = {"x": 8, "r1": 4, "r2": 3}
+
+
+def _quant(inputs_scale: float | np.ndarray, name: str, bits: int, signed: int, narrow: int,
+           source: str, out: str, inits: list, *, mode: str = "ROUND", zeropt: float = 0.0):
+    inits += [numpy_helper.from_array(np.asarray(inputs_scale, np.float32), f"{name}_s"),
+              numpy_helper.from_array(np.asarray(zeropt, np.float32), f"{name}_z"),
+              numpy_helper.from_array(np.asarray(float(bits), np.float32), f"{name}_b")]
+    return helper.make_node("Quant", [source, f"{name}_s", f"{name}_z", f"{name}_b"], [out],
+                            name=f"quant_{name}", domain=DOMAIN, signed=signed, narrow=narrow,
+                            rounding_mode=mode)
+
+
+def qonnx_model(*, act_mode: str = "ROUND", act_zeropt: float = 0.0,
+                bipolar_act: bool = False) -> onnx.ModelProto:
+    rng = np.random.default_rng(7)
+    w1 = rng.normal(0, 0.4, (8, 1, 3, 3)).astype(np.float32)
+    w2 = rng.normal(0, 0.15, (16, 8, 3, 3)).astype(np.float32)
+    w3 = rng.normal(0, 0.1, (10, 256)).astype(np.float32)
+    inits = [numpy_helper.from_array(w1, "w1f"), numpy_helper.from_array(w2, "w2f"),
+             numpy_helper.from_array(w3, "w3f"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 16).astype(np.float32), "b2"),
+             numpy_helper.from_array(np.zeros(10, np.float32), "b3")]
+    per_channel = (np.abs(w1).reshape(8, -1).max(1) / 7).reshape(8, 1, 1, 1)
+    nodes = [
+        _quant(1 / 255, "x", 8, 0, 0, "x", "xq", inits),
+        _quant(per_channel, "w1", 4, 1, 1, "w1f", "w1", inits),
+        _quant(np.abs(w2).max() / 3, "w2", 3, 1, 1, "w2f", "w2", inits),
+        _quant(np.abs(w3).max() / 1, "w3", 2, 1, 1, "w3f", "w3", inits),
+        helper.make_node("Conv", ["xq", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        _quant(0.1, "r1", 4, 0, 0, "r1", "a1", inits, mode=act_mode, zeropt=act_zeropt),
+        helper.make_node("Conv", ["a1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        _quant(0.15, "r2", 3, 0, 0, "r2", "a2", inits),
+        helper.make_node("Flatten", ["a2"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], name="fc", transB=1),
+    ]
+    if bipolar_act:
+        inits.append(numpy_helper.from_array(np.asarray(1.0, np.float32), "bp_s"))
+        nodes[6] = helper.make_node("BipolarQuant", ["r1", "bp_s"], ["a1"], name="bipolar",
+                                    domain=DOMAIN)
+    graph = helper.make_graph(
+        nodes, "qonnx_lowbit",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13),
+                                                   helper.make_opsetid(DOMAIN, 1)])
+
+
+def standard_onnx(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The same model with each ``Quant`` written in standard ops (qonnx's ``int_quant``).
+
+    ``y = (clip(round(x / s + z), min_int, max_int) - z) * s``; onnxruntime's Round rounds
+    half to even, as numpy's ``np.round`` in qonnx.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    graph = out.graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        if node.domain != DOMAIN:
+            nodes.append(node)
+            continue
+        x, s, z, b = node.input
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        bits = int(inits[b])
+        if attrs["signed"]:
+            lo, hi = -(2 ** (bits - 1)) + attrs["narrow"], 2 ** (bits - 1) - 1
+        else:
+            lo, hi = 0, 2 ** bits - 1 - attrs["narrow"]
+        p = node.name
+        graph.initializer.extend([numpy_helper.from_array(np.float32(lo), f"{p}_lo"),
+                                  numpy_helper.from_array(np.float32(hi), f"{p}_hi")])
+        nodes += [helper.make_node("Div", [x, s], [f"{p}_d"]),
+                  helper.make_node("Add", [f"{p}_d", z], [f"{p}_a"]),
+                  helper.make_node("Round", [f"{p}_a"], [f"{p}_r"]),
+                  helper.make_node("Clip", [f"{p}_r", f"{p}_lo", f"{p}_hi"], [f"{p}_c"]),
+                  helper.make_node("Sub", [f"{p}_c", z], [f"{p}_m"]),
+                  helper.make_node("Mul", [f"{p}_m", s], [node.output[0]])]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del out.opset_import[:]
+    out.opset_import.extend([helper.make_opsetid("", 13)])
+    return out
+
+
+def _inputs(n: int = 64) -> np.ndarray:
+    from bitline.sw.datasets import load_dataset
+
+    x, _ = load_dataset("digits", "test")
+    return x[:n]
+
+
+def _reference(proto, x):
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(standard_onnx(proto).SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def test_own_bit_widths():
+    model = load_onnx(qonnx_model())
+    assert model.quantization.format == "qonnx"
+    qmodel = quantized_from_file(model)
+    names = {"conv1": "w1", "conv2": "w2", "fc": "w3"}
+    for layer, weight in names.items():
+        tensor = qmodel.layers[layer].weight
+        # signed narrow b-bit weights: |q| <= 2**(b-1) - 1, i.e. b - 1 magnitude planes
+        assert tensor.magnitude_bits == WEIGHT_BITS[weight] - 1
+        assert tensor.options["file_bits"] == WEIGHT_BITS[weight]
+    assert qmodel.input.bits == 8
+    assert qmodel.layers["conv1"].output.bits == 4
+    assert qmodel.layers["conv2"].output.bits == 3
+    assert qmodel.layers["fc"].mode == "raw"
+
+
+def test_float_backend_and_golden_agree_with_the_standard_op_reference():
+    from bitline.sim.golden import run_golden
+
+    proto = qonnx_model()
+    model = load_onnx(proto)
+    x = _inputs()
+    ref = _reference(proto, x)
+    np.testing.assert_allclose(run_fake_quant(model, x), ref, rtol=1e-5, atol=1e-5)
+    golden = np.asarray(run_golden(quantized_from_file(model), x).output).reshape(ref.shape)
+    # The last layer is raw in both (no Quant on the output): only the 4- and 3-bit
+    # requantizations can differ, by one code each where they do, so the output moves by
+    # at most one 0.15 code on each of the 256 classifier inputs times the largest 2-bit
+    # weight (1 * its scale).
+    fc_scale = float(np.abs(numpy_helper.to_array(
+        [i for i in proto.graph.initializer if i.name == "w3_s"][0])))
+    diff = np.abs(golden - ref).max(axis=1)
+    assert diff.max() <= 0.15 * fc_scale * 256
+    # Classes agree except where the reference's top two are closer than the two outputs
+    # differ (a one-code flip at 3 bits moves a logit by a whole 2-bit step).
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    differs = golden.argmax(axis=1) != ref.argmax(axis=1)
+    assert np.all(top2[differs, 1] - top2[differs, 0] <= 2 * diff[differs])
+    assert np.mean(differs) <= 0.05
+
+
+@pytest.mark.parametrize("strategy", ["ivq-naive", "ivq-spatial", "ivq-temporal", "bwq"])
+def test_maps_with_its_own_widths(strategy):
+    """Each strategy maps the low-bit model as it is; the executor equals the golden model,
+    and it needs fewer OU reads than the same network requantized at int8."""
+    from bitline.sim.executor import run_executor
+    from bitline.sim.golden import run_golden
+    from bitline.sw.flow import compile_model
+    from bitline.sw.perf import analyze
+
+    model = load_onnx(qonnx_model())
+    x = _inputs(8)
+    config = AcceleratorConfig()
+    own = compile_model(model, strategy, None, config, x)
+    golden = np.asarray(run_golden(own.qmodel, x).output)
+    executed = np.asarray(run_executor(own.program, own.qmodel, x).output)
+    np.testing.assert_array_equal(executed, golden)
+    int8 = compile_model(replace(model, quantization=None), strategy, "int8", config, x)
+    reads = sum(layer.ou_reads for layer in analyze(own.program, own.qmodel).layers)
+    reads8 = sum(layer.ou_reads for layer in analyze(int8.program, int8.qmodel).layers)
+    assert reads < reads8
+
+
+@pytest.mark.parametrize("variant, message", [
+    (dict(act_mode="FLOOR"), "rounding_mode FLOOR on an activation"),
+    (dict(act_zeropt=0.5), "zero point must be an integer"),
+    (dict(bipolar_act=True), "BipolarQuant on an activation"),
+])
+def test_inexpressible_qonnx_is_a_clear_error(variant, message):
+    with pytest.raises(FrontendError, match=message) as error:
+        load_onnx(qonnx_model(**variant))
+    assert "quant_r1" in str(error.value) or "bipolar" in str(error.value)
+
+
+def test_bipolar_and_one_bit_weights():
+    """BipolarQuant on a weight: values +-1 times the scale (one magnitude plane)."""
+    proto = qonnx_model()
+    graph = proto.graph
+    for index, node in enumerate(graph.node):
+        if node.name == "quant_w3":
+            graph.initializer.append(numpy_helper.from_array(np.asarray(0.05, np.float32),
+                                                             "w3_bp"))
+            graph.node[index].CopyFrom(helper.make_node(
+                "BipolarQuant", ["w3f", "w3_bp"], ["w3"], name="quant_w3", domain=DOMAIN))
+    qmodel = quantized_from_file(load_onnx(proto))
+    values = qmodel.layers["fc"].weight.values
+    assert set(np.unique(values)) <= {-1, 1}
+    assert qmodel.layers["fc"].weight.magnitude_bits == 1
