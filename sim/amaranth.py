@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from bitline.hw.spec.registers import COUNTERS, Register, Status
+from bitline.sw.host.driver import lane_beats, lane_outputs
 
 __all__ = ["stream_put", "stream_get", "csr_write", "csr_read", "read_counters",
            "run_job", "load_image", "lane_beats", "lane_outputs"]
@@ -89,35 +90,6 @@ async def load_image(ctx, dut, image: bytes, *, gap_every: int = 0) -> int:
     return await csr_read(ctx, dut.csr, Register.STATUS)
 
 
-def lane_beats(vectors: np.ndarray, copies: int, lanes: int) -> np.ndarray:
-    """Return the input beats of a job of ``vectors`` (V, K) on ``copies`` copies.
-
-    int64 ``(ceil(V / copies) * K, lanes)``: beat ``j * K + i`` carries code ``i`` of vector
-    ``k * S + j`` in lane ``k`` (``S = ceil(V / copies)``, the contiguous shares of
-    :func:`bitline.hw.spec.timing.copy_shares`), 0 where that vector does not exist (an idle
-    lane's don't-care code) and in lanes ``>= copies``.
-    """
-    vectors = np.asarray(vectors, dtype=np.int64)
-    count, width = vectors.shape
-    if not 1 <= copies <= lanes:
-        raise ValueError(f"copies must be between 1 and the {lanes} lanes, not {copies}")
-    share = -(-count // copies)
-    padded = np.zeros((copies * share, width), dtype=np.int64)
-    padded[:count] = vectors
-    beats = np.zeros((share, width, lanes), dtype=np.int64)
-    beats[:, :, :copies] = padded.reshape(copies, share, width).transpose(1, 2, 0)
-    return beats.reshape(share * width, lanes)
-
-
-def lane_outputs(beats: np.ndarray, count: int, copies: int, n_outputs: int) -> np.ndarray:
-    """Inverse of :func:`lane_beats` for outputs: ``(S * O, lanes)`` beats -> ``(V, O)``."""
-    beats = np.asarray(beats, dtype=np.int64)
-    share = -(-count // copies)
-    lanes = beats.shape[1]
-    per_lane = beats.reshape(share, n_outputs, lanes)[:, :, :copies]
-    return per_lane.transpose(2, 0, 1).reshape(copies * share, n_outputs)[:count]
-
-
 async def run_job(ctx, dut, layer: int, vectors: np.ndarray, n_outputs: int, *,
                   copies: int = 1, input_gaps: set[int] | None = None,
                   output_stalls: set[int] | None = None,
@@ -132,7 +104,7 @@ async def run_job(ctx, dut, layer: int, vectors: np.ndarray, n_outputs: int, *,
     """
     vectors = np.asarray(vectors, dtype=np.int64)
     lanes = dut.config.max_copies
-    beats = lane_beats(vectors, copies, lanes)
+    beats = lane_beats(vectors, copies, lanes)   # (copies = 1: one lane, the vectors' codes)
     share = -(-len(vectors) // copies)
     expected = share * n_outputs
     input_gaps = input_gaps or set()

@@ -283,7 +283,10 @@ def job_capacity(design: BenchDesign, program) -> int:
     harness = design.info["harness"]
     inputs = max(layer.n_inputs for layer in program.layers)
     outputs = max(layer.n_outputs for layer in program.layers)
-    return max(1, min(harness["source_depth"] // inputs, harness["sink_depth"] // outputs))
+    # with max_copies lanes an input beat takes beat_bytes() source bytes (harness docstring)
+    per_code = 1 << (program.config.max_copies - 1).bit_length()
+    return max(1, min(harness["source_depth"] // (inputs * per_code),
+                      harness["sink_depth"] // outputs))
 
 
 def _read_result(path: Path) -> dict:

@@ -36,7 +36,7 @@ from typing import Callable
 
 from amaranth.back import verilog
 from amaranth.hdl import Shape
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 
 from bitline.hw.core.memories import AcceleratorMemories
 from bitline.hw.core.top import Accelerator
@@ -108,9 +108,11 @@ _PORT_DESCRIPTIONS = {
 #: What each stream of the accelerator carries (the payload's meaning).
 _STREAMS = {
     "program": "image.bin bytes, in file order (the loader parses and checks them)",
-    "inputs": "input codes of a layer job, vector by vector, input index order",
+    "inputs": "input codes of a layer job, vector by vector, input index order; one lane "
+              "per copy of the layer (max_copies lanes, lane 0 lowest)",
     "outputs": "output values of a layer job, vector by vector, output channel order "
-               "(signed; requantized codes or raw accumulators per the layer's mode)",
+               "(signed; requantized codes or raw accumulators per the layer's mode); one "
+               "lane per copy of the layer",
 }
 
 
@@ -143,12 +145,17 @@ def port_table(component: wiring.Component) -> list[dict]:
     ports = []
     for path, member, value in component.signature.flatten(component):
         shape = Shape.cast(member.shape)
-        ports.append({
+        port = {
             "name": "__".join(str(part) for part in path),
             "direction": "input" if member.flow == wiring.In else "output",
             "width": shape.width,
             "signed": shape.signed,
-        })
+        }
+        if isinstance(member.shape, data.ArrayLayout):
+            # lanes (the accelerator's copies, docs/hardware.md "Copies"): lane 0 lowest
+            element = Shape.cast(member.shape.elem_shape)
+            port.update(signed=element.signed, lanes=member.shape.length)
+        ports.append(port)
     return ports
 
 

@@ -26,7 +26,7 @@ from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge, Timer
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.registers import Ctrl, Register, Status
 from bitline.sim.cocotb.crossbar import signal_int
-from bitline.sim.cocotb.harness import INPUTS, PROGRAM
+from bitline.sim.cocotb.harness import INPUTS, PROGRAM, beat_bytes
 from bitline.sw.host.driver import Transport
 
 __all__ = ["BenchHost", "CocotbTransport", "CLOCK_PERIOD_NS"]
@@ -153,21 +153,26 @@ class BenchHost:
         dut.sink_start.value = 0
 
     async def drain(self, count: int) -> np.ndarray:
-        """Read the first ``count`` outputs back from the sink (signed ``acc_bits``)."""
+        """Read the first ``count`` outputs back from the sink (signed ``acc_bits``).
+
+        Returns ``(count,)``, or ``(count, max_copies)`` beats when the config has copies.
+        """
         width = self.config.acc_bits
-        lanes = self.drain_lanes
+        copies = self.config.max_copies
+        lanes = self.drain_lanes * copies        # values per sink row
         mask = (1 << width) - 1
         values = []
         dut = self.dut
-        for row in range(-(-count // lanes)):
+        for row in range(-(-count // self.drain_lanes)):
             dut.drain_addr.value = row
             await Timer(1, "ps")
             await ReadOnly()
             word = signal_int(dut.drain_data)
             values.extend((word >> (lane * width)) & mask for lane in range(lanes))
             await Timer(1, "ps")
-        outputs = np.array(values[:count], dtype=np.int64)
-        return np.where(outputs >> (width - 1), outputs - (1 << width), outputs)
+        outputs = np.array(values[:count * copies], dtype=np.int64)
+        outputs = np.where(outputs >> (width - 1), outputs - (1 << width), outputs)
+        return outputs if copies == 1 else outputs.reshape(count, copies)
 
     # ---------------------------------------------------------------- operations
     async def send_image(self, image: bytes) -> None:
@@ -184,11 +189,25 @@ class BenchHost:
 
         Returns fewer outputs if the accelerator reports an error before the job's end.
         """
-        codes = np.asarray(codes, dtype=np.int64).reshape(-1)
-        if len(codes) > self.source_depth:
-            raise ValueError(f"a job of {len(codes)} input codes does not fit the bench "
-                             f"source ({self.source_depth}); run smaller jobs (max_vectors)")
-        await self.fill(codes.astype(np.uint8).tobytes())
+        codes = np.asarray(codes, dtype=np.int64)
+        copies = self.config.max_copies
+        if copies == 1:
+            codes = codes.reshape(-1)
+            data = codes.astype(np.uint8).tobytes()
+        else:
+            # beats of one byte per lane, padded to beat_bytes() (harness docstring)
+            lanes = codes.reshape(len(codes), -1)
+            if lanes.shape[1] > copies:
+                raise ValueError(f"beats of {lanes.shape[1]} lanes, the bench has "
+                                 f"max_copies = {copies}")
+            beats = np.zeros((len(lanes), beat_bytes(self.config)), dtype=np.uint8)
+            beats[:, :lanes.shape[1]] = lanes
+            data = beats.tobytes()
+        if len(data) > self.source_depth:
+            raise ValueError(f"a job of {len(codes)} input beats does not fit the bench "
+                             f"source ({self.source_depth} bytes); run smaller jobs "
+                             "(max_vectors)")
+        await self.fill(data)
         await self.arm_sink(n_outputs)
         self.dut.source_count.value = len(codes)
         self.dut.source_target.value = INPUTS
@@ -210,6 +229,10 @@ class BenchHost:
         received = signal_int(self.dut.sink_received)
         outputs = await self.drain(received)
         self.now = self.cycles
+        if copies > 1 and codes.ndim == 2:
+            outputs = outputs[:, :codes.shape[1]]   # the job's copies (the rest are idle)
+        elif copies > 1:
+            outputs = outputs[:, 0]                 # a layer without copies: lane 0
         return outputs
 
 

@@ -30,12 +30,15 @@ port               dir  meaning
 ``fill_en``        in   write ``fill_data`` (``fill_lanes`` bytes, byte 0 lowest) to source row
 ``fill_addr``           ``fill_addr`` (source bytes ``[row * lanes, (row + 1) * lanes)``)
 ``source_start``   in   one-cycle pulse: replay bytes ``0 .. source_count - 1``
-``source_target``  in   0: the ``program`` stream (image bytes), 1: ``inputs`` (codes)
+``source_target``  in   0: the ``program`` stream (image bytes), 1: ``inputs`` (codes; with
+                        ``max_copies > 1`` beats of :func:`beat_bytes` bytes, one per lane,
+                        and ``source_count`` counts beats)
 ``source_busy``    out  bytes left to send
 ``sink_start``     in   one-cycle pulse: take the next ``sink_count`` outputs into the sink
 ``sink_received``  out  outputs taken since ``sink_start``
 ``sink_done``      out  ``sink_count`` outputs taken
-``drain_addr``     in   sink row (``drain_lanes`` outputs, output ``row * lanes + j`` in lane j)
+``drain_addr``     in   sink row (``drain_lanes`` outputs, output ``row * lanes + j`` in lane j;
+                        an output is a beat of ``max_copies`` values, copy 0 lowest)
 ``drain_data``     out  that row, combinationally
 ``xbars__*``            (``external`` only) the crossbar ports of every unit
 ``xbar_strobes``   out  (``external`` only) ``read.strobe`` of every unit
@@ -57,7 +60,7 @@ from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.unit.xbar_port import CrossbarSignature
 
 __all__ = ["BenchTop", "SOURCE_DEPTH", "SINK_DEPTH", "FILL_LANES", "DRAIN_LANES",
-           "PROGRAM", "INPUTS"]
+           "PROGRAM", "INPUTS", "beat_bytes"]
 
 #: Default source capacity in bytes / input codes (one layer job's inputs must fit).
 SOURCE_DEPTH = 1 << 16
@@ -70,6 +73,13 @@ DRAIN_LANES = 8
 #: ``source_target`` values.
 PROGRAM = 0
 INPUTS = 1
+
+
+def beat_bytes(config: AcceleratorConfig) -> int:
+    """Source bytes of one ``inputs`` beat: ``max_copies`` lanes of one byte, rounded up to a
+    power of two (beat ``b`` of a job occupies bytes ``[b * n, (b + 1) * n)``, lane ``k`` at
+    byte ``k``; 1 without copies, where a beat is one code byte)."""
+    return 1 << (config.max_copies - 1).bit_length()
 
 
 def _power_of_two(name: str, value: int) -> int:
@@ -108,6 +118,9 @@ class BenchTop(wiring.Component):
         self.drain_lanes = _power_of_two("drain_lanes", drain_lanes)
         if fill_lanes > source_depth or drain_lanes > sink_depth:
             raise ValueError("fill_lanes / drain_lanes must not exceed the depths")
+        if beat_bytes(config) > fill_lanes:
+            raise ValueError(f"fill_lanes ({fill_lanes}) must hold one input beat of "
+                             f"max_copies = {config.max_copies} lanes")
         self.accelerator = Accelerator(config, crossbar=crossbar, unit_entries=unit_entries)
         members = {
             "csr": In(CSRSignature()),
@@ -123,7 +136,7 @@ class BenchTop(wiring.Component):
             "sink_received": Out(range(sink_depth + 1)),
             "sink_done": Out(1),
             "drain_addr": In(range(sink_depth // drain_lanes)),
-            "drain_data": Out(config.acc_bits * drain_lanes),
+            "drain_data": Out(config.acc_bits * config.max_copies * drain_lanes),
         }
         if crossbar == "external":
             members["xbars"] = Out(CrossbarSignature(config)).array(config.n_xbars)
@@ -164,9 +177,22 @@ class BenchTop(wiring.Component):
             acc.program.valid.eq(offering & (target == PROGRAM)),
             acc.program.payload.eq(byte),
             acc.inputs.valid.eq(offering & (target == INPUTS)),
-            acc.inputs.payload.eq(byte[:config.max_act_bits]),
             self.source_busy.eq(offering),
         ]
+        if config.max_copies == 1:
+            m.d.comb += acc.inputs.payload[0].eq(byte[:config.max_act_bits])
+        else:
+            # copies: ``position`` counts beats of beat_bytes() bytes, one byte per lane
+            per_beat = beat_bytes(config)
+            beat_bits = (lanes // per_beat - 1).bit_length()
+            beat = Signal(8 * per_beat)
+            with m.If(target == INPUTS):
+                m.d.comb += replay.addr.eq(position >> beat_bits)
+            m.d.comb += beat.eq(replay.data.word_select(position[:beat_bits] if beat_bits
+                                                        else 0, 8 * per_beat))
+            for lane in range(config.max_copies):
+                m.d.comb += acc.inputs.payload[lane].eq(beat[8 * lane:8 * lane
+                                                             + config.max_act_bits])
         taken = offering & Mux(target == INPUTS, acc.inputs.ready, acc.program.ready)
         with m.If(self.source_start):
             m.d.sync += [position.eq(0), count.eq(self.source_count),
@@ -175,7 +201,7 @@ class BenchTop(wiring.Component):
             m.d.sync += position.eq(position + 1)
 
         # ---- sink: take every output at once, read back by rows -----------------------
-        width = config.acc_bits
+        width = config.acc_bits * config.max_copies   # one output beat, every lane
         out_lanes = self.drain_lanes
         sink = Memory(shape=width * out_lanes, depth=self.sink_depth // out_lanes, init=[])
         m.submodules.sink = sink

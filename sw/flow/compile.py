@@ -386,6 +386,9 @@ def allocate_copies(result: CompileResult, budget) -> tuple[CompileResult, objec
     if program.config.n_xbars != result.config.n_xbars:
         sizing += (Sizing("n_xbars", result.config.n_xbars, program.config.n_xbars,
                           f"layer copies at --budget {budget.label}"),)
+    if program.config.max_copies != result.config.max_copies:
+        sizing += (Sizing("max_copies", result.config.max_copies, program.config.max_copies,
+                          f"layer copies at --budget {budget.label}"),)
     return replace(result, program=program, config=program.config, sizing=sizing), pipe
 
 

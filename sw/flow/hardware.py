@@ -21,9 +21,11 @@ __all__ = ["SIZED_FIELDS", "HardwareChoice", "hardware_for_bundle", "choose_hard
            "resolve_hardware"]
 
 #: Config fields compile's "size hardware" step chooses (``bitline.sw.flow.compile.
-#: size_hardware``): a bundle's config may differ from the requested base in these only.
+#: size_hardware``; ``n_xbars``, ``max_entries`` and ``max_copies`` also grow with the layer
+#: copies of ``compile --budget``): a bundle's config may differ from the requested base in
+#: these only.
 SIZED_FIELDS = ("max_in_features", "max_out_channels", "max_weight_bits", "n_xbars",
-                "max_entries")
+                "max_entries", "max_copies")
 
 
 def hardware_for_bundle(bundle_config: AcceleratorConfig, hardware: AcceleratorConfig,

@@ -56,7 +56,7 @@ from bitline.sw.integer.qmodel import QuantizedModel
 
 __all__ = [
     "DeviceError", "AcceleratorDevice", "Transport", "Device", "JobRecord", "DriverResult",
-    "HostDriver", "decode_status",
+    "HostDriver", "decode_status", "lane_beats", "lane_outputs",
 ]
 
 #: STATUS polls after the last image byte / job output before the driver gives up.
@@ -108,7 +108,8 @@ class AcceleratorDevice(Protocol):
     """What :class:`HostDriver` needs from a device (:class:`Device` is one).
 
     ``program(image)`` loads ``image.bin`` and raises on a reported error;
-    ``run_layer_job(layer, vectors (V, K), n_outputs) -> (V, O)`` runs one layer job;
+    ``run_layer_job(layer, vectors (V, K), n_outputs) -> (V, O)`` runs one layer job (with
+    ``copies=c`` for a layer with copies, the keyword is only passed when ``c > 1``);
     ``counters()`` returns the performance counters of the last job by name. Optional:
     ``check_config(config)`` (raise ``ValueError`` for hardware built for another config)
     and ``identify()`` (a dict with ``"n_layers"``, the layer records loaded); the driver
@@ -120,6 +121,40 @@ class AcceleratorDevice(Protocol):
     def run_layer_job(self, layer: int, vectors: np.ndarray, n_outputs: int) -> np.ndarray: ...
 
     def counters(self) -> dict[str, int]: ...
+
+
+def lane_beats(vectors: np.ndarray, copies: int, lanes: int | None = None) -> np.ndarray:
+    """Return the input beats of a job of ``vectors`` (V, K) on a layer with ``copies`` copies.
+
+    int64 ``(S * K, lanes)`` with ``S = ceil(V / copies)`` (``lanes`` defaults to
+    ``copies``): beat ``j * K + i`` carries code ``i`` of vector ``k * S + j`` in lane ``k``,
+    the contiguous shares of :func:`bitline.hw.spec.timing.copy_shares`; where that vector
+    does not exist (an idle lane, docs/hardware.md "Copies") and in lanes ``>= copies`` the
+    code is 0, a don't-care.
+    """
+    vectors = np.asarray(vectors, dtype=np.int64)
+    count, width = vectors.shape
+    lanes = copies if lanes is None else lanes
+    if not 1 <= copies <= lanes:
+        raise ValueError(f"copies must be between 1 and the {lanes} lanes, not {copies}")
+    share = -(-count // copies)
+    padded = np.zeros((copies * share, width), dtype=np.int64)
+    padded[:count] = vectors
+    beats = np.zeros((share, width, lanes), dtype=np.int64)
+    beats[:, :, :copies] = padded.reshape(copies, share, width).transpose(1, 2, 0)
+    return beats.reshape(share * width, lanes)
+
+
+def lane_outputs(beats: np.ndarray, count: int, copies: int, n_outputs: int) -> np.ndarray:
+    """Inverse of :func:`lane_beats` for outputs: ``(S * O, lanes)`` beats -> ``(V, O)``.
+
+    Lane ``k``'s outputs are copy ``k``'s vectors; the idle lanes' values are dropped.
+    """
+    beats = np.asarray(beats, dtype=np.int64)
+    share = -(-count // copies)
+    lanes = beats.shape[1]
+    per_lane = beats.reshape(share, n_outputs, lanes)[:, :, :copies]
+    return per_lane.transpose(2, 0, 1).reshape(copies * share, n_outputs)[:count]
 
 
 class Transport(abc.ABC):
@@ -153,16 +188,19 @@ class Transport(abc.ABC):
         Parameters
         ----------
         codes:
-            int64 ``(V * K,)``: the job's input codes in order (vector major).
+            int64 ``(V * K,)``: the job's input codes in order (vector major); for a layer
+            with ``c`` copies int64 ``(S * K, c)`` beats (:func:`lane_beats`), lane ``k`` of
+            a beat the code of copy ``k`` (a transport pads the lanes to ``max_copies`` and
+            refuses beats wider than its lanes).
         n_outputs:
-            Values to take from the ``outputs`` stream (``V * O``).
+            Beats to take from the ``outputs`` stream (``V * O``; ``S * O`` with copies).
 
         Returns
         -------
         np.ndarray
-            int64, the signed output values in stream order: ``n_outputs`` of them, or
-            fewer if the accelerator reported an error before the end (the caller reads
-            STATUS).
+            int64, the signed output values in stream order: ``n_outputs`` of them (with
+            copies ``(n_outputs, c)``, lane ``k`` copy ``k``'s), or fewer if the accelerator
+            reported an error before the end (the caller reads STATUS).
         """
 
 
@@ -307,7 +345,8 @@ class Device:
                           lambda status: not status & Status.LOADING
                           and bool(status & Status.PROGRAMMED))
 
-    def run_layer_job(self, layer: int, vectors: np.ndarray, n_outputs: int) -> np.ndarray:
+    def run_layer_job(self, layer: int, vectors: np.ndarray, n_outputs: int, *,
+                      copies: int = 1) -> np.ndarray:
         """Run one layer job; return its outputs.
 
         Parameters
@@ -318,6 +357,9 @@ class Device:
             int ``(V, K)`` input codes, ``1 <= V < 2**32``.
         n_outputs:
             ``O``, output channels of the layer.
+        copies:
+            ``c``, the layer's copies: the vectors go out as :func:`lane_beats`, N_VECTORS
+            is ``V`` and N_SHARE ``ceil(V / c)`` (docs/hardware.md, "Copies").
 
         Returns
         -------
@@ -334,19 +376,31 @@ class Device:
         if vectors.ndim != 2 or not 1 <= len(vectors) < (1 << VECTOR_BITS):
             raise ValueError(f"vectors must be (V, K) with 1 <= V < 2**{VECTOR_BITS}, "
                              f"not shape {vectors.shape}")
+        copies = int(copies)
+        if copies < 1:
+            raise ValueError(f"copies must be at least 1, not {copies}")
         write = self.transport.write_register
         write(Register.LAYER, layer)
         write(Register.N_VECTORS, len(vectors))
-        expected = len(vectors) * int(n_outputs)
-        outputs = np.asarray(self.transport.start_job(vectors.reshape(-1), expected),
-                             dtype=np.int64)
+        if copies == 1:
+            codes, expected, shape = vectors.reshape(-1), len(vectors) * int(n_outputs), None
+        else:
+            share = -(-len(vectors) // copies)
+            write(Register.N_SHARE, share)
+            codes, expected = lane_beats(vectors, copies), share * int(n_outputs)
+            shape = (expected, copies)
+        outputs = np.asarray(self.transport.start_job(codes, expected), dtype=np.int64)
         status = self._wait(f"layer job {layer}",
                             lambda status: bool(status & Status.DONE)
                             and not status & Status.BUSY)
-        if outputs.shape != (expected,):
-            raise DeviceError(f"layer job {layer}: {outputs.size} outputs, expected "
-                              f"{expected}, {_describe(status)}", ErrorCode.NONE, status)
-        return outputs.reshape(len(vectors), int(n_outputs))
+        want = (expected,) if shape is None else shape
+        if outputs.shape != want:
+            raise DeviceError(f"layer job {layer}: {outputs.shape[0] if outputs.ndim else 0} "
+                              f"output beats, expected {expected}, {_describe(status)}",
+                              ErrorCode.NONE, status)
+        if shape is None:
+            return outputs.reshape(len(vectors), int(n_outputs))
+        return lane_outputs(outputs, len(vectors), copies, int(n_outputs))
 
 
 class HostDriver:
@@ -460,12 +514,15 @@ class HostDriver:
             cols = arith.layer_columns(qlayer, inputs[0])
             index = self.layer_index[layer.name]
             n_outputs = self.program.layers[index].n_outputs
+            copies = self.program.layers[index].copies
+            # (only a layer with copies passes the keyword: devices without lanes keep working)
+            options = {"copies": copies} if copies > 1 else {}
             step = self.max_vectors or len(cols)
             outputs = []
             for start in range(0, len(cols), step):
                 chunk = cols[start:start + step]
                 begin = time.perf_counter()
-                outputs.append(self.device.run_layer_job(index, chunk, n_outputs))
+                outputs.append(self.device.run_layer_job(index, chunk, n_outputs, **options))
                 record = JobRecord(index, layer.name, len(chunk), self.device.counters(),
                                    time.perf_counter() - begin)
                 jobs.append(record)

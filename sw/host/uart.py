@@ -294,7 +294,12 @@ class UARTTransport(Transport):
         written to N_VECTORS (the driver writes it before starting the job); codes and
         outputs must divide evenly into that many vectors.
         """
-        codes = np.asarray(codes).reshape(-1)
+        codes = np.asarray(codes)
+        if codes.ndim == 2 and codes.shape[1] > 1:
+            # the board bridge carries one lane (hw/boards/core.py refuses max_copies > 1)
+            raise ValueError(f"a job of a layer with {codes.shape[1]} copies: the UART board "
+                             "runs one copy per layer (compile without --budget for a board)")
+        codes = codes.reshape(-1)
         vectors = self._n_vectors or 1
         if len(codes) % vectors or n_outputs % vectors:
             raise ValueError(f"{len(codes)} codes and {n_outputs} outputs do not split into "
