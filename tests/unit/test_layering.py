@@ -3,8 +3,10 @@
 Rules (docs/architecture.md):
 
 * ``bitline.hw`` imports neither ``bitline.sw`` nor ``bitline.sim``;
-* ``bitline.sw`` does not import ``bitline.sim``, except inside ``bitline.sw.cli``, and there
-  only lazily, in the command that needs it (not at module level);
+* ``bitline.sw`` does not import ``bitline.sim``, except inside ``bitline.sw.cli`` and
+  ``bitline.sw.api`` (the Python API, the commands' programmatic face: it runs the golden
+  model and the executor as ``bitline run`` does), and there only lazily, in the command or
+  function that needs it (not at module level);
 * no cycle among the modules' module-level imports.
 
 Every import counts for the first two rules, at module level or inside a function; only
@@ -121,11 +123,14 @@ def layering_violations(imports: list[Import]) -> list[str]:
     for item in imports:
         if _within(item.source, "bitline.hw"):
             banned = [p for p in ("bitline.sw", "bitline.sim") if _within(item.target, p)]
-        elif _within(item.source, "bitline.sw.cli"):
+        elif _within(item.source, "bitline.sw.cli") or item.source == "bitline.sw.api":
             if _within(item.target, "bitline.sim") and item.module_level:
+                where = ("bitline.sw.api imports bitline.sim only inside the function that "
+                         "needs it" if item.source == "bitline.sw.api" else
+                         "bitline.sw.cli imports bitline.sim only inside the command that "
+                         "needs it")
                 messages.append(f"{item.where()}: {item.source} imports {item.target} at "
-                                "module level (bitline.sw.cli imports bitline.sim only inside "
-                                "the command that needs it)")
+                                f"module level ({where})")
             continue
         elif _within(item.source, "bitline.sw"):
             banned = [p for p in ("bitline.sim",) if _within(item.target, p)]
@@ -290,6 +295,28 @@ def test_checker_reports_each_kind_of_violation(tmp_path):
         f"bitline.sim.golden -> bitline.sim.executor ({tmp_path / 'sim/golden.py'}:1); "
         f"bitline.sim.executor -> bitline.sim.analog ({tmp_path / 'sim/executor.py'}:1)"
     ]
+
+
+def test_checker_allows_the_api_lazy_sim_imports_only(tmp_path):
+    """bitline.sw.api may import bitline.sim inside a function, like bitline.sw.cli; a
+    module-level import is a violation, and any other sw module stays banned."""
+    pyproject = write_tree(tmp_path, {
+        "sw/__init__.py": "",
+        "sw/api.py": "import numpy\nfrom bitline.sim import golden\n\n\ndef run():\n"
+                     "    from bitline.sim.executor import run_executor\n",
+        "sw/apix.py": "def run():\n    from bitline.sim import golden\n",
+        "sim/__init__.py": "",
+        "sim/golden.py": "",
+        "sim/executor.py": "",
+    })
+    violations, cycles = check_tree(pyproject)
+    assert violations == [
+        f"{tmp_path / 'sw/api.py'}:2: bitline.sw.api imports bitline.sim.golden at module "
+        "level (bitline.sw.api imports bitline.sim only inside the function that needs it)",
+        f"{tmp_path / 'sw/apix.py'}:2: bitline.sw.apix imports bitline.sim.golden "
+        "(bitline.sw must not import bitline.sim)",
+    ]
+    assert cycles == []
 
 
 def test_checker_passes_a_clean_tree(tmp_path):
