@@ -53,7 +53,7 @@ def test_compile_equals_the_flow():
 
 def test_quantized_file_through_the_api(tmp_path):
     """A QONNX model compiles with its own quantization; a spec needs requantize=True."""
-    from test_qonnx import qonnx_model
+    from support.qonnx_models import qonnx_model
 
     path = tmp_path / "lowbit.onnx"
     path.write_bytes(qonnx_model().SerializeToString())
