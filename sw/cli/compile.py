@@ -124,17 +124,19 @@ def pipeline_table(rows: list[dict], title: str):
     return table
 
 
-def _print_pipeline(pipe) -> None:
-    """Print the per-layer copies and stage times of a :class:`PipelineReport`."""
+def _print_pipeline(pipe: dict) -> None:
+    """Print the per-layer placements, copies and stage times of compile's pipeline (the
+    ``pipeline`` of compile.json: :meth:`PipelineReport.to_dict`)."""
     from rich.table import Table
 
-    table = Table(title=f"Layer pipeline at {pipe.budget.label}: {pipe.units} units, "
-                        f"{pipe.throughput_ips:,.0f} images/s, latency "
-                        f"{pipe.pipeline_latency_s * 1e6:,.2f} us, bottleneck {pipe.bottleneck}")
+    table = Table(title=f"Layer pipeline at {pipe['budget']}: {pipe['units']} units, "
+                        f"{pipe['throughput_ips']:,.0f} images/s, latency "
+                        f"{pipe['pipeline_latency_s'] * 1e6:,.2f} us, "
+                        f"bottleneck {pipe['bottleneck']}")
     for column in ("layer", "placement", "units/copy", "copies", "stage cycles"):
         table.add_column(column, overflow="fold" if column == "layer" else None,
                          justify="left" if column in ("layer", "placement") else "right")
-    for layer in pipe.to_dict()["layers"]:
+    for layer in pipe["layers"]:
         table.add_row(layer["name"], layer["placement"], str(layer["units_per_copy"]),
                       str(layer["copies"]), f"{layer['stage_cycles']:,}")
     print_table(table)
@@ -205,7 +207,7 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
     holds "budget" and "pipeline" (budget, units, throughput_ips, pipeline_latency_s,
     energy_per_image_pj, bottleneck, copies, layers).
     """
-    from bitline.sw.perf import analyze, parse_budget, pipeline_report
+    from bitline.sw.perf import analyze, parse_budget
 
     budget = parse_budget(budget) if budget is not None else None
     config = load_config(config_path, preset_name)
@@ -214,7 +216,8 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
         calib_samples=calib_samples, config_label=_config_label(config_path, preset_name),
         budget=budget, encoding=encoding, requantize=requantize)
     report = analyze(result.program, result.qmodel, labels=sidecar["labels"])
-    pipe = pipeline_report(report, budget) if budget is not None else None
+    # The allocation compile applied (placements and copies), not one re-made on the result.
+    pipe = sidecar.get("pipeline")
     if as_json:
         echo_json({"bundle": str(output), **sidecar,
                    "crossbars": result.program.xbars_used, "report": report.to_dict()})

@@ -87,7 +87,8 @@ def _row(label: str, strategy: str, spec: str, config_name: str, report) -> dict
 #: Pipeline fields of a row (:func:`add_pipeline`).
 PIPELINE_FIELDS = ("budget", "budget_units", "pipeline_units", "throughput_ips",
                    "pipeline_latency_s", "energy_per_image_pj", "bottleneck",
-                   "bottleneck_cycles", "copies", "stage_cycles", "pipeline_error")
+                   "bottleneck_cycles", "copies", "placements", "stage_cycles",
+                   "pipeline_error")
 
 #: ``--budget`` words for "the resources of each baseline, given to both sides".
 BASELINE_BUDGETS = ("baseline", "baseline-area")
@@ -102,18 +103,18 @@ def _baseline_budget(kind: str, report):
     return Budget("area", sum(report.used_area_mm2.values()))
 
 
-def _pipeline(report, budget) -> tuple[object, str | None]:
+def _pipeline(report, budget, variants=None) -> tuple[object, str | None]:
     """Return ``(PipelineReport or None, error)`` of ``report`` at ``budget``."""
     from bitline.sw.perf.pipeline import pipeline_report
 
     try:
-        return pipeline_report(report, budget), None
+        return pipeline_report(report, budget, variants=variants), None
     except ValueError as error:
         return None, str(error)
 
 
 def add_pipeline(rows: list[dict], reports: list, budget=None, *,
-                 baselines: tuple[str, ...] = ("isaac",)) -> None:
+                 baselines: tuple[str, ...] = ("isaac",), variants: list | None = None) -> None:
     """Add the layer pipeline at a budget to every row (:mod:`bitline.sw.perf.pipeline`).
 
     ``budget`` is a :class:`~bitline.sw.perf.pipeline.Budget` or ``--budget`` text:
@@ -122,10 +123,13 @@ def add_pipeline(rows: list[dict], reports: list, budget=None, *,
     equal crossbars) or ``baseline-area`` (the area of each baseline's units: equal area).
     Each row gets :data:`PIPELINE_FIELDS` at the budget of the first baseline present
     (``copies`` and ``stage_cycles``: per layer, in layer order; ``pipeline_error``: why a
-    row has no pipeline, e.g. one copy of each layer needs more than the budget) and, per
-    baseline ``B`` of ``baselines`` present, ``throughput_speedup_vs_B``: the ratio of
-    throughputs, both sides at ``B``'s budget.
-    ``reports`` are the rows' :class:`~bitline.sw.perf.PerfReport` (``None`` for failed rows).
+    row has no pipeline, e.g. one copy of each layer needs more than the budget;
+    ``placements``: per layer, ``dense`` or ``spread-<s>``) and, per baseline ``B`` of
+    ``baselines`` present, ``throughput_speedup_vs_B``: the ratio of throughputs, both
+    sides at ``B``'s budget.
+    ``reports`` are the rows' :class:`~bitline.sw.perf.PerfReport` (``None`` for failed
+    rows); ``variants``, aligned with them, the spread placements each row's allocator may
+    choose (:func:`~bitline.sw.flow.compile.spread_placements`; ``None``: dense only).
     """
     from bitline.sw.perf.pipeline import parse_budget
 
@@ -137,11 +141,14 @@ def add_pipeline(rows: list[dict], reports: list, budget=None, *,
     budgets = {name: (_baseline_budget(word, by_label[name]) if word else budget)
                for name in present}
     primary = budgets[present[0]] if present else budget if word is None else None
+    variants = list(variants) if variants is not None else [None] * len(reports)
+    extra = {id(report): options for report, options in zip(reports, variants)}
     for row, report in zip(rows, reports):
         row.update(dict.fromkeys(PIPELINE_FIELDS))
         if report is None:
             continue
-        pipe, error = _pipeline(report, primary if primary is not None else report.crossbars)
+        pipe, error = _pipeline(report, primary if primary is not None else report.crossbars,
+                                extra[id(report)])
         row["pipeline_error"] = error
         if pipe is None:
             continue
@@ -153,11 +160,13 @@ def add_pipeline(rows: list[dict], reports: list, budget=None, *,
                    pipeline_latency_s=pipe.pipeline_latency_s,
                    energy_per_image_pj=pipe.energy_per_image_pj, bottleneck=pipe.bottleneck,
                    bottleneck_cycles=pipe.bottleneck_cycles, copies=pipe.copies,
+                   placements=pipe.placements,
                    stage_cycles=dict(zip(pipe.copies, pipe.allocation.stage_cycles)))
     for name in baselines:
-        base_pipe = (_pipeline(by_label[name], budgets[name])[0] if name in budgets else None)
+        base_pipe = (_pipeline(by_label[name], budgets[name], extra[id(by_label[name])])[0]
+                     if name in budgets else None)
         for row, report in zip(rows, reports):
-            pipe = (_pipeline(report, budgets[name])[0]
+            pipe = (_pipeline(report, budgets[name], extra[id(report)])[0]
                     if report is not None and base_pipe is not None else None)
             usable = pipe is not None and base_pipe.throughput_ips and pipe.throughput_ips
             row[f"throughput_speedup_vs_{name}"] = (
@@ -168,7 +177,8 @@ def compare_strategies(model, strategies=DEFAULT_ROWS, specs: dict[str, str] | N
                        config: AcceleratorConfig | None = None, calib_x: np.ndarray,
                        xbars: str | int = "auto", baselines=True,
                        labels: dict | None = None, keep_going: bool = False,
-                       budget=None, costs=None, per_layer: bool = False) -> list[dict]:
+                       budget=None, costs=None, per_layer: bool = False,
+                       spread: bool = True) -> list[dict]:
     """Compile ``model`` under every strategy and return one comparison row per run.
 
     Each row has ``strategy``, ``cycles``, ``energy_pj``, ``ou_reads``,
@@ -190,10 +200,13 @@ def compare_strategies(model, strategies=DEFAULT_ROWS, specs: dict[str, str] | N
     more units than any config holds) gives a row with ``error`` set and ``None`` metrics
     instead of raising (an invalid spec still raises before any run). Every row also gets
     the layer pipeline at ``budget`` (default: the ``isaac`` row's crossbars for every
-    row), see :func:`add_pipeline`. ``costs`` is the :class:`~bitline.sw.perf.CostModel` that prices
+    row), see :func:`add_pipeline`; with ``spread`` (the default) the allocator may give a
+    layer a spread placement (:func:`~bitline.sw.flow.compile.spread_placements`), without
+    it every layer is dense. ``costs`` is the :class:`~bitline.sw.perf.CostModel` that prices
     every row (default ISAAC's); with ``per_layer`` every row gets ``layers``, one record
     per layer (:func:`bitline.sw.flow.report.layer_records`; empty for a failed run).
     """
+    from bitline.sw.flow.compile import spread_placements
     from bitline.sw.flow.report import layer_records
     from bitline.sw.perf import ISAAC_COSTS, analyze
     from bitline.sw.perf.pipeline import parse_budget
@@ -214,19 +227,26 @@ def compare_strategies(model, strategies=DEFAULT_ROWS, specs: dict[str, str] | N
     done: dict = {}
     rows: list[dict] = []
     reports: list = []
+    variants: list = []
     for label, strategy, spec, run_config, run_config_name, encoding in runs:
-        report = None
+        report = options = None
         key = (strategy, str(spec), run_config.digest, encoding)
         try:
             if key not in done:
                 result = compile_model(model, strategy, spec, run_config, calib_x,
                                        xbars=xbars, qmodels=qmodels, encoding=encoding)
-                done[key] = (analyze(result.program, result.qmodel, costs=costs or ISAAC_COSTS),
+                analyzed = analyze(result.program, result.qmodel, costs=costs or ISAAC_COSTS)
+                # The spread variants are counted while the program is alive (their
+                # placements, not their programs, are kept).
+                done[key] = (analyzed,
+                             spread_placements(result.program, result.qmodel,
+                                               costs=costs or ISAAC_COSTS, report=analyzed)
+                             if spread else None,
                              dict(sizing=[record.to_dict() for record in result.sizing],
                                   notes=result.notes, size_s=result.size_s,
                                   quantize_s=result.quantize_s, map_s=result.map_s))
                 del result
-            report, fields = done[key]
+            report, options, fields = done[key]
         except ValueError as error:
             if not keep_going:
                 raise
@@ -241,9 +261,10 @@ def compare_strategies(model, strategies=DEFAULT_ROWS, specs: dict[str, str] | N
             row["layers"] = layer_records(report) if report is not None else []
         rows.append(row)
         reports.append(report)
+        variants.append(options)
     references = ("isaac", *(run.label for run in _baselines(baselines)))
     add_ratios(rows, references)
-    add_pipeline(rows, reports, budget, baselines=references)
+    add_pipeline(rows, reports, budget, baselines=references, variants=variants)
     return rows
 
 

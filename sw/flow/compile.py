@@ -22,7 +22,9 @@ from bitline.sw.flow.inputs import (
 
 __all__ = ["WIDEST_WEIGHT_BITS", "COMPILE_SIDECAR", "COMPILE_STEPS", "Sizing", "HardwarePlan",
            "CompileResult", "sized_quantization", "size_hardware", "quantize", "resolve_spec",
-           "map_program", "validate", "compile_model", "allocate_copies", "compile_bundle"]
+           "map_program",
+           "validate", "compile_model", "spread_placements", "with_placements",
+           "allocate_copies", "compile_bundle"]
 
 #: The widest ``max_weight_bits`` an :class:`AcceleratorConfig` accepts.
 WIDEST_WEIGHT_BITS = 16
@@ -358,14 +360,116 @@ def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x
                          quantized - sized, time.perf_counter() - quantized)
 
 
-def allocate_copies(result: CompileResult, budget) -> tuple[CompileResult, object]:
-    """Give the program's layers copies at ``budget`` (the ``--budget`` of ``compile``).
+def _block_geometry(qmodel) -> dict:
+    """BWQ block geometry of ``qmodel`` as :func:`bitline.sw.mapping.map_layer` takes it."""
+    spec = qmodel.spec if isinstance(qmodel.spec, dict) else {}
+    return {key: None if spec.get(field) is None else int(spec[field])
+            for key, field in (("block_rows", "ou_rows"), ("block_cols", "ou_cols"))}
 
-    :func:`bitline.sw.perf.pipeline.pipeline_report` chooses the copies per layer that make
+
+def spread_placements(program: Program, qmodel, *, factors=None, costs=None,
+                      report=None) -> dict[str, tuple]:
+    """Return the spread placements the pipeline allocator may choose, per layer name.
+
+    Each compute layer of ``program`` is placed again with every spread factor ``s`` of
+    ``factors`` (default :data:`bitline.sw.mapping.SPREAD_FACTORS`; docs/mapping.md,
+    "Spread placements") and counted without building its cells
+    (:func:`bitline.sw.mapping.spread_counts`), then priced from the dense layer's report
+    (:func:`bitline.sw.perf.pipeline.variant_placement`): a
+    :class:`~bitline.sw.perf.pipeline.Placement` ``"spread-<s>"`` with the units of one
+    copy, ``C_comp`` and the layer job's energy. A variant is kept only if its ``C_comp``
+    is below that of the dense placement and of every smaller factor (otherwise it could
+    never shorten the stage); a layer whose busiest unit reads once per vector has none.
+    :func:`with_placements` maps the chosen ones for real. ``report`` is
+    ``analyze(program, qmodel, costs=costs)`` when the caller has it.
+    """
+    from bitline.sw.mapping import SPREAD_FACTORS, spread_counts
+    from bitline.sw.perf import ISAAC_COSTS, analyze
+    from bitline.sw.perf.pipeline import layer_placement, variant_placement
+
+    costs = costs or ISAAC_COSTS
+    factors = SPREAD_FACTORS if factors is None else tuple(factors)
+    config = program.config
+    report = report or analyze(program, qmodel, costs=costs)
+    geometry = _block_geometry(qmodel)
+    out = {}
+    for layer, perf in zip(program.layers, report.layers):
+        if perf.max_unit_reads <= 1:
+            continue
+        best = layer_placement(perf, config).compute_cycles
+        counts = spread_counts(qmodel.layers[layer.name], config, program.strategy, factors,
+                               encoding="offset" if layer.weight_offset else "differential",
+                               **geometry)
+        found = []
+        for factor, count in counts.items():
+            placement = variant_placement(perf, f"spread-{factor}", count, config, costs)
+            if placement.compute_cycles < best:
+                found.append(placement)
+                best = placement.compute_cycles
+        if found:
+            out[layer.name] = tuple(found)
+    return out
+
+
+def with_placements(program: Program, qmodel, placements: dict[str, str]) -> Program:
+    """Return ``program`` with each layer mapped in its placement of ``placements``.
+
+    ``placements`` maps layer names to ``"dense"`` or ``"spread-<s>"`` (the allocator's
+    choice, :attr:`~bitline.sw.perf.pipeline.PipelineReport.placements`); a spread layer is
+    mapped again with its factor, the others are kept, and every layer is moved so the
+    layers own consecutive units again (:func:`bitline.sw.mapping.relocate`). ``n_xbars``
+    and ``max_entries`` grow when the spread layers need more. Copies are not kept (give
+    them afterwards with :meth:`~bitline.hw.spec.program.Program.with_copies`).
+
+    Raises
+    ------
+    ValueError
+        For a placement name that is neither ``dense`` nor ``spread-<s>``.
+    """
+    from bitline.sw.mapping import map_layer, relocate
+
+    factors = {}
+    for name, label in placements.items():
+        _, dash, factor = str(label).partition("spread-")
+        if label != "dense" and not (dash and factor.isdigit() and int(factor) >= 1):
+            raise ValueError(f"layer {name}: unknown placement {label!r} (dense or "
+                             f"spread-<s>)")
+        if label != "dense":
+            factors[name] = int(factor)
+    if not factors:
+        return program
+    geometry = _block_geometry(qmodel)
+    layers, offset = [], 0
+    for layer in program.layers:
+        if layer.name in factors:
+            layer = map_layer(qmodel.layers[layer.name], program.config, program.strategy,
+                              offset,
+                              encoding="offset" if layer.weight_offset else "differential",
+                              spread=factors[layer.name], **geometry)
+        else:
+            layer = relocate(layer, offset)
+        layers.append(layer)
+        offset += len(layer.xbars)
+    config = program.config
+    entries = sum(len(layer.entries) for layer in layers)
+    if offset > config.n_xbars or entries > config.max_entries:
+        config = config.replace(n_xbars=max(config.n_xbars, offset),
+                                max_entries=max(config.max_entries, entries))
+    return Program(config, program.strategy, layers)
+
+
+def allocate_copies(result: CompileResult, budget, *,
+                    spread: bool = True) -> tuple[CompileResult, object]:
+    """Give the program's layers placements and copies at ``budget`` (``compile --budget``).
+
+    :func:`bitline.sw.perf.pipeline.pipeline_report` chooses, per layer, the placement
+    (dense, or with ``spread`` one of :func:`spread_placements`) and the copies that make
     the slowest pipeline stage as fast as the budget allows; the program gets them
-    (:meth:`~bitline.hw.spec.program.Program.with_copies`, fresh units after the mapped
-    ones) and is validated again. ``n_xbars`` grows to the units the copies use, recorded as
-    a :class:`Sizing`. Returns the new result and the
+    (:func:`with_placements`, then
+    :meth:`~bitline.hw.spec.program.Program.with_copies`: fresh units after the mapped
+    ones) and is validated again. ``n_xbars`` (and ``max_entries``, when spread layers
+    have more entries) grow to what the program uses and ``max_copies`` to its most
+    copies of a layer (the hardware's lanes), recorded as :class:`Sizing` records. Returns the new result and the
     :class:`~bitline.sw.perf.pipeline.PipelineReport`.
 
     Raises
@@ -379,16 +483,19 @@ def allocate_copies(result: CompileResult, budget) -> tuple[CompileResult, objec
     from bitline.sw.perf import analyze, parse_budget, pipeline_report
 
     budget = parse_budget(budget) if isinstance(budget, str) else budget
-    pipe = pipeline_report(analyze(result.program, result.qmodel), budget)
-    program = result.program.with_copies(pipe.copies)
+    report = analyze(result.program, result.qmodel)
+    variants = (spread_placements(result.program, result.qmodel, report=report)
+                if spread else None)
+    pipe = pipeline_report(report, budget, variants=variants)
+    program = with_placements(result.program, result.qmodel, pipe.placements)
+    program = program.with_copies(pipe.copies)
     validate(program)
     sizing = result.sizing
-    if program.config.n_xbars != result.config.n_xbars:
-        sizing += (Sizing("n_xbars", result.config.n_xbars, program.config.n_xbars,
-                          f"layer copies at --budget {budget.label}"),)
-    if program.config.max_copies != result.config.max_copies:
-        sizing += (Sizing("max_copies", result.config.max_copies, program.config.max_copies,
-                          f"layer copies at --budget {budget.label}"),)
+    reason = f"layer placements and copies at --budget {budget.label}"
+    for field in ("n_xbars", "max_entries", "max_copies"):
+        before, after = getattr(result.config, field), getattr(program.config, field)
+        if after != before:
+            sizing += (Sizing(field, before, after, reason),)
     return replace(result, program=program, config=program.config, sizing=sizing), pipe
 
 

@@ -44,6 +44,8 @@ LEGEND: dict[str, str] = {
     "budget": "resources the pipeline's layer copies may use (--budget)",
     "crossbars": "crossbar units holding weights (one copy)",
     "copies": "copies of the layer in the balanced pipeline (at the row's budget)",
+    "placement": "the layer's placement in the pipeline: dense (the strategy's own) or "
+                 "spread-<s> (each unit filled to 1/s, docs/mapping.md)",
     "ou_reads": "OU reads for one image",
     "adc_conversions": "ADC conversions for one image",
     "cycles": "cycles of one image, one copy per layer (a row: its layer jobs in sequence; "
@@ -71,7 +73,7 @@ _ROW_COLUMNS = ("strategy", "mapping", "quant", "config", "crossbars", "ou_reads
                 "efficiency", "throughput_ips", "pipeline_latency_s", "energy_per_image_pj",
                 "bottleneck", "budget", "error")
 _LAYER_COLUMNS = ("strategy", "layer", "n_inputs", "n_outputs", "n_vectors", "crossbars",
-                  "copies", "ou_reads", "adc_conversions", "cycles", "latency_s",
+                  "placement", "copies", "ou_reads", "adc_conversions", "cycles", "latency_s",
                   "stage_cycles", "stage_s", "energy_pj")
 
 
@@ -108,22 +110,25 @@ def _stage_cycles(row: dict) -> dict:
 def per_layer_rows(rows: list[dict]) -> list[dict]:
     """Return one flat record per (row, layer): the row's label and the layer's record.
 
-    ``copies`` and ``stage_cycles`` come from the row's pipeline when it has one (a layer's
-    copies from ``row["copies"]``, its stage from ``row["stage_cycles"]`` or
-    ``row["pipeline"]["layers"]``); without a pipeline a layer has one copy and its stage is
-    its layer job (``stage_cycles = cycles``). ``stage_s`` is ``stage_cycles`` at the
+    ``placement``, ``copies`` and ``stage_cycles`` come from the row's pipeline when it has
+    one (a layer's placement from ``row["placements"]``, its copies from ``row["copies"]``,
+    its stage from ``row["stage_cycles"]`` or ``row["pipeline"]["layers"]``); without a
+    pipeline a layer is dense with one copy and its stage is its layer job
+    (``stage_cycles = cycles``). The other fields describe the dense layer job. ``stage_s`` is ``stage_cycles`` at the
     layer's clock (derived from the record's ``cycles`` and ``latency_s``). Rows without
     ``layers`` (failed runs, or compared without ``per_layer``) give no records.
     """
     out = []
     for row in rows:
         copies = row.get("copies") if isinstance(row.get("copies"), dict) else {}
+        placements = row.get("placements") if isinstance(row.get("placements"), dict) else {}
         stages = _stage_cycles(row)
         for record in row.get("layers") or ():
             name = record["layer"]
             stage = stages.get(name, record["cycles"] if not copies else None)
             seconds_per_cycle = record["latency_s"] / record["cycles"] if record["cycles"] else 0
             out.append({"strategy": row["strategy"], **record,
+                        "placement": placements.get(name, "dense" if not copies else None),
                         "copies": copies.get(name, 1 if not copies else None),
                         "stage_cycles": stage,
                         "stage_s": None if stage is None else stage * seconds_per_cycle})

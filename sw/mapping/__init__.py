@@ -23,13 +23,25 @@ from bitline.sw.mapping.bwq import check_block_bits, place_bwq
 from bitline.sw.mapping.isaac import place_isaac
 from bitline.sw.mapping.ivq import place_naive, place_spatial, place_temporal
 from bitline.sw.mapping.inverse import reconstruct_matrix
-from bitline.sw.mapping.layout import assemble, layer_bits
+from bitline.sw.mapping.layout import (
+    DENSE,
+    SPREAD_FACTORS,
+    Spread,
+    assemble,
+    PlacementCounts,
+    layer_bits,
+    placement_counts,
+)
 
 __all__ = [
     "map_layer",
     "map_model",
     "map_matrix",
     "reconstruct_matrix",
+    "relocate",
+    "spread_counts",
+    "SPREAD_FACTORS",
+    "Spread",
     "check_strategy",
     "check_encoding",
     "STRATEGIES",
@@ -92,6 +104,7 @@ def map_matrix(
     name: str = "layer",
     xbar_offset: int = 0,
     encoding: str = "differential",
+    spread: int = 1,
 ) -> LayerProgram:
     """Map an integer weight matrix onto crossbars with one strategy.
 
@@ -121,6 +134,13 @@ def map_matrix(
     encoding:
         Weight encoding, one of :data:`ENCODINGS` (``"offset"``: ``isaac`` only, see
         :data:`ENCODING_STRATEGIES`).
+    spread:
+        Spread factor ``s`` (docs/mapping.md, "Spread placements"): 1 is the strategy's
+        dense placement; ``s > 1`` caps every unit at ``1/s`` of its row groups or of its
+        column groups, whichever gives the lower busiest-unit reads (:func:`_spread_place`).
+        A spread program's ``stats`` (hence the bundle manifest) carry ``"placement":
+        "spread-<s>"`` and ``"spread_axis"``; a dense one's stats are unchanged (no
+        ``placement`` key means dense, so dense bundles stay byte-identical).
 
     Returns
     -------
@@ -157,8 +177,76 @@ def map_matrix(
                          block_rows or config.ou_rows, block_cols or config.ou_cols, name)
     bits = layer_bits(matrix, config, act_bits=int(act_bits), act_block_bits=act_block_bits,
                       block_rows=block_rows, name=name, encoding=encoding)
-    placement = _PLACERS[strategy](bits, config)
-    return assemble(bits, placement, config, name=name, xbar_offset=xbar_offset)
+    if isinstance(spread, bool) or int(spread) != spread or spread < 1:
+        raise ValueError(f"layer {name}: spread factor must be an integer >= 1, not {spread!r}")
+    placement, chosen = _spread_place(_PLACERS[strategy], bits, config, int(spread))
+    program = assemble(bits, placement, config, name=name, xbar_offset=xbar_offset)
+    if chosen.factor > 1:
+        program.stats.update(placement=chosen.label, spread_axis=chosen.axis)
+    return program
+
+
+def _spread_place(placer, bits, config: AcceleratorConfig, factor: int):
+    """Return ``(placement, Spread)``: the dense placement, or the better spread axis.
+
+    For ``factor > 1`` both caps are placed (placement only, no cells) and the one whose
+    busiest unit reads least per vector is kept; ties go to the fewer units, then to rows.
+    Which axis wins depends on the layout: a layer with few row chunks (a first conv, ``K``
+    of a few row groups) only shrinks under the column cap, one with few columns (a
+    classifier, ``O`` of a few column groups) only under the row cap.
+    """
+    if factor == 1:
+        return placer(bits, config), DENSE
+    best = None
+    for rank, axis in enumerate(("rows", "cols")):
+        spread = Spread(factor, axis)
+        placement = placer(bits, config, spread)
+        key = (int(placement_counts(bits, placement, config).unit_reads.max(initial=0)),
+               placement.n_xbars, rank)
+        if best is None or key < best[0]:
+            best = (key, placement, spread)
+    return best[1], best[2]
+
+
+def spread_counts(qlayer, config: AcceleratorConfig, strategy: str, factors=SPREAD_FACTORS,
+                  *, block_rows: int | None = None, block_cols: int | None = None,
+                  encoding: str = "differential") -> dict[int, PlacementCounts]:
+    """Return, per spread factor, the counts of the layer's spread placement (no cells).
+
+    The placement :func:`map_layer` with ``spread=s`` would assemble (same axis choice),
+    counted by :func:`~bitline.sw.mapping.layout.placement_counts`: what pricing a spread
+    variant needs, at the cost of one chunking and two placements per factor instead of
+    building and counting the cells (assembly and counting are about three quarters of
+    mapping a layer). The layer's bits are cut once for all factors.
+    """
+    from bitline.sw.integer.arith import layer_matrix
+
+    check_strategy(strategy)
+    check_encoding(encoding, strategy)
+    bits = layer_bits(layer_matrix(qlayer), config, act_bits=qlayer.inputs[0].bits,
+                      act_block_bits=qlayer.act_block_bits, block_rows=block_rows,
+                      name=qlayer.layer.name, encoding=encoding)
+    out = {}
+    for factor in factors:
+        placement, _ = _spread_place(_PLACERS[strategy], bits, config, int(factor))
+        out[int(factor)] = placement_counts(bits, placement, config)
+    return out
+
+
+def relocate(layer: LayerProgram, xbar_offset: int) -> LayerProgram:
+    """Return ``layer`` moved to units ``[xbar_offset, xbar_offset + len(xbars))``.
+
+    The unit indices (``xbars`` and every entry's ``xbar``) shift; cells, row maps and
+    output parameters are shared. A layer with copies keeps none (copies are given
+    afresh, :meth:`~bitline.hw.spec.program.Program.with_copies`).
+    """
+    from dataclasses import replace
+
+    xbars = np.asarray(layer.xbars, dtype=np.int64)
+    shift = int(xbar_offset) - (int(xbars[0]) if len(xbars) else int(xbar_offset))
+    entries = layer.entries.copy()
+    entries["xbar"] = entries["xbar"] + shift
+    return replace(layer, xbars=xbars + shift, entries=entries, copy_xbars=None)
 
 
 def map_layer(
@@ -170,6 +258,7 @@ def map_layer(
     block_rows: int | None = None,
     block_cols: int | None = None,
     encoding: str = "differential",
+    spread: int = 1,
 ) -> LayerProgram:
     """Map one quantized compute layer; copy its output-unit parameters into the program.
 
@@ -183,8 +272,8 @@ def map_layer(
     block_rows, block_cols:
         BWQ block geometry of ``qlayer.block_bits`` / ``act_block_bits`` (the quantized
         model's ``spec["ou_rows"]`` / ``spec["ou_cols"]``); default the config's OU.
-    encoding:
-        Weight encoding (see :func:`map_matrix`).
+    encoding, spread:
+        Weight encoding and spread factor (see :func:`map_matrix`).
 
     Returns
     -------
@@ -203,7 +292,7 @@ def map_layer(
         matrix, config, strategy, act_bits=qlayer.inputs[0].bits,
         act_block_bits=qlayer.act_block_bits, block_bits=qlayer.block_bits,
         block_rows=block_rows, block_cols=block_cols, name=name, xbar_offset=xbar_offset,
-        encoding=encoding,
+        encoding=encoding, spread=spread,
     )
     n_out = matrix.shape[0]
 
@@ -233,6 +322,7 @@ def map_model(
     *,
     xbars: str | int = "config",
     encoding: str = "differential",
+    spread: dict[str, int] | None = None,
 ) -> Program:
     """Map every compute layer of a quantized model onto consecutive crossbar units.
 
@@ -254,6 +344,8 @@ def map_model(
         use that many units (checked like ``"config"``).
     encoding:
         Weight encoding of every layer (see :func:`map_matrix`).
+    spread:
+        Spread factor per layer name (:func:`map_matrix`); layers not named are dense.
 
     Returns
     -------
@@ -275,6 +367,9 @@ def map_model(
     block_rows = spec.get("ou_rows")
     block_cols = spec.get("ou_cols")
     layers = qmodel.compute_layers
+    unknown = set(spread or ()) - {qlayer.layer.name for qlayer in layers}
+    if unknown:
+        raise ValueError(f"spread: the model has no compute layer {sorted(unknown)[0]!r}")
     if len(layers) > config.max_layers:
         raise ValueError(
             f"network has {len(layers)} compute layers, the configuration's layer table "
@@ -286,7 +381,8 @@ def map_model(
         program = map_layer(qlayer, config, strategy, offset,
                             block_rows=None if block_rows is None else int(block_rows),
                             block_cols=None if block_cols is None else int(block_cols),
-                            encoding=encoding)
+                            encoding=encoding,
+                            spread=int((spread or {}).get(qlayer.layer.name, 1)))
         programs.append(program)
         offset += len(program.xbars)
     if xbars == "auto":

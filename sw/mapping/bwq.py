@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from bitline.hw.spec.config import AcceleratorConfig
-from bitline.sw.mapping.layout import LayerBits, Placement, packed_placement
+from bitline.sw.mapping.layout import DENSE, LayerBits, Placement, Spread, packed_placement
 
 __all__ = ["place_bwq", "check_block_bits"]
 
@@ -49,12 +49,12 @@ def check_block_bits(matrix: np.ndarray, block_bits: np.ndarray, block_rows: int
         )
 
 
-def place_bwq(bits: LayerBits, config: AcceleratorConfig) -> Placement:
+def place_bwq(bits: LayerBits, config: AcceleratorConfig, spread: Spread = DENSE) -> Placement:
     """Return the BWQ placement: per chunk, OUs of one significance each, packed."""
     chunk, q = np.nonzero(bits.nonzero.T)                 # sorted by chunk, digit, sign, n
     digit = bits.split_q(q)[0]
     width = config.ou_cols
-    per_strip = config.cols // width
+    per_strip = spread.strip_col_groups(config)
     n_digits = max(bits.n_digits, 1)
     group = chunk * n_digits + digit
     counts = np.bincount(group, minlength=bits.n_chunks * n_digits)
@@ -64,4 +64,4 @@ def place_bwq(bits: LayerBits, config: AcceleratorConfig) -> Placement:
     ou_first = (np.cumsum(ous, axis=1) - ous).reshape(-1)
     ou = ou_first[group] + rank // width
     col = (ou % per_strip) * width + rank % width
-    return packed_placement(bits, config, chunk, q, ou // per_strip, col)
+    return packed_placement(bits, config, chunk, q, ou // per_strip, col, spread)

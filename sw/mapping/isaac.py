@@ -24,13 +24,13 @@ from __future__ import annotations
 import numpy as np
 
 from bitline.hw.spec.config import AcceleratorConfig
-from bitline.sw.mapping.layout import LayerBits, Placement, regular_placement
+from bitline.sw.mapping.layout import DENSE, LayerBits, Placement, Spread, regular_placement
 
 __all__ = ["place_isaac"]
 
 
-def place_isaac(bits: LayerBits, config: AcceleratorConfig) -> Placement:
+def place_isaac(bits: LayerBits, config: AcceleratorConfig, spread: Spread = DENSE) -> Placement:
     """Return the ISAAC placement of a layer: channel-major columns, populated OUs read."""
     digit, sign, channel = bits.split_q(np.arange(bits.n_q))
     position = (channel * bits.n_signs + sign) * bits.n_digits + digit
-    return regular_placement(bits, config, position)
+    return regular_placement(bits, config, position, spread)

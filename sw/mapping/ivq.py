@@ -28,19 +28,20 @@ import numpy as np
 
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.sw.mapping.layout import (
+    DENSE,
     LayerBits,
     Placement,
+    Spread,
     packed_placement,
     regular_placement,
-    usable_row_groups,
 )
 
 __all__ = ["place_naive", "place_spatial", "place_temporal"]
 
 
-def place_naive(bits: LayerBits, config: AcceleratorConfig) -> Placement:
+def place_naive(bits: LayerBits, config: AcceleratorConfig, spread: Spread = DENSE) -> Placement:
     """Return the naive magnitude-aligned placement: ``(digit, sign, channel)`` columns."""
-    return regular_placement(bits, config, np.arange(bits.n_q))
+    return regular_placement(bits, config, np.arange(bits.n_q), spread)
 
 
 def _pattern_order(pattern: np.ndarray) -> np.ndarray:
@@ -55,10 +56,11 @@ def _pattern_order(pattern: np.ndarray) -> np.ndarray:
     return np.lexsort([~pattern[:, g] for g in range(pattern.shape[1] - 1, -1, -1)])
 
 
-def place_spatial(bits: LayerBits, config: AcceleratorConfig) -> Placement:
+def place_spatial(bits: LayerBits, config: AcceleratorConfig,
+                  spread: Spread = DENSE) -> Placement:
     """Return the spatial placement: hollow columns dropped, the rest sorted by pattern."""
-    capacity = usable_row_groups(config)
-    cols = config.cols
+    capacity = spread.row_groups(config)
+    cols = spread.columns(config)
     n_row_tiles = -(-bits.n_chunks // capacity)
     parts: list[tuple[np.ndarray, ...]] = []
     strip_rows: list[np.ndarray] = []
@@ -86,13 +88,14 @@ def place_spatial(bits: LayerBits, config: AcceleratorConfig) -> Placement:
                      row_group=group, col=col, q=q)
 
 
-def place_temporal(bits: LayerBits, config: AcceleratorConfig) -> Placement:
+def place_temporal(bits: LayerBits, config: AcceleratorConfig,
+                   spread: Spread = DENSE) -> Placement:
     """Return the temporal placement: each chunk's nonzero segments packed column-dense."""
     chunk, q = np.nonzero(bits.nonzero.T)                 # sorted by chunk, then column id
     first = np.concatenate([[0], np.cumsum(np.bincount(chunk, minlength=bits.n_chunks))])
     rank = np.arange(len(chunk)) - first[chunk]
     width = config.ou_cols
-    per_strip = config.cols // width
+    per_strip = spread.strip_col_groups(config)
     ou = rank // width
     col = (ou % per_strip) * width + rank % width
-    return packed_placement(bits, config, chunk, q, ou // per_strip, col)
+    return packed_placement(bits, config, chunk, q, ou // per_strip, col, spread)

@@ -47,8 +47,13 @@ from bitline.hw.spec.program import (
 __all__ = [
     "LayerBits",
     "Placement",
+    "Spread",
+    "DENSE",
+    "SPREAD_FACTORS",
     "layer_bits",
     "usable_row_groups",
+    "PlacementCounts",
+    "placement_counts",
     "balance",
     "regular_placement",
     "packed_placement",
@@ -156,6 +161,66 @@ def usable_row_groups(config: AcceleratorConfig) -> int:
     groups = config.row_groups
     last_rows = config.rows - (groups - 1) * config.ou_rows
     return groups if last_rows >= exact else groups - 1
+
+
+#: Spread factors a layer may be mapped with besides the dense placement (docs/mapping.md,
+#: "Spread placements"); the pipeline allocator chooses among them per layer.
+SPREAD_FACTORS = (2, 4)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """How much of each crossbar a placement may fill (docs/mapping.md, "Spread placements").
+
+    The dense placement (``factor = 1``) fills what the strategy fills. A spread placement
+    with factor ``s`` caps one axis of every unit: ``axis="rows"`` -- at most
+    ``ceil(usable_row_groups / s)`` row groups per unit; ``axis="cols"`` -- at most
+    ``ceil(column groups / s)`` column groups per unit (per strip, for the packing
+    strategies). A copy of the layer then takes more units, each with fewer OU entries, so
+    the busiest unit's reads per vector (``C_comp``) shrink.
+
+    Attributes
+    ----------
+    factor:
+        ``s >= 1``.
+    axis:
+        ``"rows"`` or ``"cols"``.
+    """
+
+    factor: int = 1
+    axis: str = "rows"
+
+    def __post_init__(self):
+        if int(self.factor) < 1 or self.axis not in ("rows", "cols"):
+            raise ValueError(f"spread needs a factor >= 1 and axis 'rows' or 'cols', not "
+                             f"{self.factor!r} / {self.axis!r}")
+
+    @property
+    def label(self) -> str:
+        """``"dense"`` or ``"spread-<s>"`` (the placement's name in reports)."""
+        return "dense" if self.factor == 1 else f"spread-{self.factor}"
+
+    def row_groups(self, config: AcceleratorConfig) -> int:
+        """Row groups per unit that may hold a chunk."""
+        usable = usable_row_groups(config)
+        return -(-usable // self.factor) if self.axis == "rows" else usable
+
+    def columns(self, config: AcceleratorConfig) -> int:
+        """Physical columns per unit a grid strategy (``isaac``, ``ivq-naive``,
+        ``ivq-spatial``) fills: whole column groups, the last one possibly narrower."""
+        if self.axis == "rows" or self.factor == 1:
+            return config.cols
+        return min(config.cols, -(-config.col_groups // self.factor) * config.ou_cols)
+
+    def strip_col_groups(self, config: AcceleratorConfig) -> int:
+        """Full-width column groups per strip a packing strategy (``ivq-temporal``,
+        ``bwq``) fills."""
+        full = config.cols // config.ou_cols
+        return -(-full // self.factor) if self.axis == "cols" else full
+
+
+#: The dense placement: every strategy's own layout.
+DENSE = Spread()
 
 
 def _chunks(widths: np.ndarray, exact: int) -> tuple[np.ndarray, np.ndarray]:
@@ -378,7 +443,7 @@ def bounded_unique(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray
 
 
 def regular_placement(bits: LayerBits, config: AcceleratorConfig,
-                      position: np.ndarray) -> Placement:
+                      position: np.ndarray, spread: Spread = DENSE) -> Placement:
     """Place every segment on a regular grid of crossbars (``isaac``, ``ivq-naive``).
 
     Column id ``q`` goes to logical column ``position[q]``; chunk ``c`` to row tile
@@ -386,14 +451,15 @@ def regular_placement(bits: LayerBits, config: AcceleratorConfig,
     ``(row_tile, col_tile)`` is local index ``row_tile * n_col_tiles + col_tile``; every
     segment is placed, zero or not, so every OU that holds a chunk's segments is read
     (hollow or not); row groups past the last chunk and columns past the last column id are
-    not.
+    not. ``spread`` caps the row groups (``G``) or the columns of a crossbar.
     """
-    capacity = usable_row_groups(config)
+    capacity = spread.row_groups(config)
+    width = spread.columns(config)
     n_chunks, n_q = bits.n_chunks, bits.n_q
     if n_chunks == 0 or n_q == 0:
         return _empty_placement(config)
     n_row_tiles = -(-n_chunks // capacity)
-    n_col_tiles = -(-n_q // config.cols)
+    n_col_tiles = -(-n_q // width)
     n_xbars = n_row_tiles * n_col_tiles
     strip_chunk = np.full((n_xbars, config.row_groups), -1, dtype=np.int64)
     tile_chunks = np.arange(n_row_tiles * capacity).reshape(n_row_tiles, capacity)
@@ -402,21 +468,23 @@ def regular_placement(bits: LayerBits, config: AcceleratorConfig,
     q, chunk = np.meshgrid(np.arange(n_q), np.arange(n_chunks), indexing="ij")
     q, chunk = q.reshape(-1), chunk.reshape(-1)
     logical = np.asarray(position, dtype=np.int64)[q]
-    xbar = (chunk // capacity) * n_col_tiles + logical // config.cols
+    xbar = (chunk // capacity) * n_col_tiles + logical // width
     return Placement(n_xbars=n_xbars, strip_chunk=strip_chunk, xbar=xbar,
-                     row_group=chunk % capacity, col=logical % config.cols, q=q)
+                     row_group=chunk % capacity, col=logical % width, q=q)
 
 
 def packed_placement(bits: LayerBits, config: AcceleratorConfig, chunk: np.ndarray,
-                     q: np.ndarray, strip: np.ndarray, col: np.ndarray) -> Placement:
+                     q: np.ndarray, strip: np.ndarray, col: np.ndarray,
+                     spread: Spread = DENSE) -> Placement:
     """Place segments that a packing strategy already put into per-chunk strips.
 
     ``strip[i]`` is the segment's strip number *within its chunk* and ``col[i]`` its
     physical column. Strips (one row group each) then go to crossbars with
     :func:`balance`: the fewest crossbars, the busiest one as light as possible, where a
-    strip's load is its OU count times its chunk's slice count.
+    strip's load is its OU count times its chunk's slice count; a unit holds at most
+    ``spread.row_groups(config)`` strips.
     """
-    capacity = usable_row_groups(config)
+    capacity = spread.row_groups(config)
     chunk = np.asarray(chunk, dtype=np.int64)
     strip = np.asarray(strip, dtype=np.int64)
     if len(chunk) == 0:
@@ -437,6 +505,60 @@ def packed_placement(bits: LayerBits, config: AcceleratorConfig, chunk: np.ndarr
     return Placement(n_xbars=n_xbars, strip_chunk=strip_chunk, xbar=unit[global_strip],
                      row_group=slot[global_strip], col=np.asarray(col, dtype=np.int64),
                      q=np.asarray(q, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class PlacementCounts:
+    """Per-vector counts of a placement that depend on where segments go, before assembly.
+
+    What :func:`assemble` and :func:`bitline.sw.perf.count_layer` would give for the
+    program, without building cells (tests/unit/test_spread.py checks the equality):
+
+    Attributes
+    ----------
+    units:
+        Crossbars of one copy.
+    unit_reads:
+        int64 ``(units,)``: OU reads per vector of each crossbar (entries x slices).
+    entries:
+        OU entries (OUs holding a placed segment).
+    dac_conversions:
+        Driven rows summed over the reads (a strip drives its chunk's rows).
+    reduction_transfers:
+        ``(unit, output channel)`` pairs named by a placed segment.
+    """
+
+    units: int
+    unit_reads: np.ndarray
+    entries: int
+    dac_conversions: int
+    reduction_transfers: int
+
+
+def placement_counts(bits: LayerBits, placement: Placement,
+                     config: AcceleratorConfig) -> PlacementCounts:
+    """Count a placement's entries, reads per unit, DAC conversions and partial sums.
+
+    One entry per OU holding a placed segment, read with its chunk's slices (used to
+    choose a spread axis, and to price spread placements, without building the cells).
+    """
+    groups, col_groups = config.row_groups, config.col_groups
+    keys = (placement.xbar * groups + placement.row_group) * col_groups + (
+        placement.col // config.ou_cols)
+    unique, _ = bounded_unique(keys, max(placement.n_xbars * groups * col_groups, 1))
+    e_x = unique // (col_groups * groups)
+    e_rg = (unique // col_groups) % groups
+    chunk = placement.strip_chunk[e_x, e_rg]
+    slices = bits.slice_hi[chunk] - bits.slice_lo[chunk]
+    channel = bits.split_q(placement.q)[2]
+    pairs, _ = bounded_unique(placement.xbar * bits.n_outputs + channel,
+                              max(placement.n_xbars * bits.n_outputs, 1))
+    return PlacementCounts(
+        units=int(placement.n_xbars),
+        unit_reads=np.bincount(e_x, weights=slices,
+                               minlength=placement.n_xbars).astype(np.int64),
+        entries=len(unique), dac_conversions=int((slices * bits.chunk_len[chunk]).sum()),
+        reduction_transfers=len(pairs))
 
 
 def _empty_placement(config: AcceleratorConfig) -> Placement:

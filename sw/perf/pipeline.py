@@ -31,14 +31,16 @@ placement per layer). tests/unit/test_pipeline.py checks it against brute force.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.timing import drain_latency, job_cycles
-from bitline.sw.perf.costs import ISAAC_COSTS, CostModel, unit_area_mm2
+from bitline.sw.perf.costs import ISAAC_COSTS, CostModel, layer_energy_pj, unit_area_mm2
+from bitline.sw.perf.counting import LayerCounts
 
 __all__ = ["Budget", "Placement", "Stage", "Allocation", "PipelineReport", "parse_budget",
-           "allocate", "stages_from_report", "pipeline_report"]
+           "allocate", "layer_placement", "variant_placement", "stages_from_report",
+           "pipeline_report"]
 
 _BUDGET_KINDS = ("xbars", "area")
 
@@ -111,16 +113,21 @@ class Placement:
     Attributes
     ----------
     name:
-        ``"dense"`` (the mapper's placement) or another variant's name.
+        ``"dense"`` (the mapper's placement) or ``"spread-<s>"`` (the same layer mapped
+        with spread factor ``s``, :func:`bitline.sw.mapping.map_matrix`).
     units:
         Crossbar units one copy occupies (hollow units included: they are allocated).
     compute_cycles:
         ``C_comp`` of one input vector (:func:`bitline.hw.spec.timing.vector_compute_cycles`).
+    energy_pj:
+        Energy of the layer job for one image with this placement (a spread placement
+        sends more partial sums to the reduction); ``None``: the stage's ``energy_pj``.
     """
 
     name: str
     units: int
     compute_cycles: int
+    energy_pj: float | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,8 @@ class Stage:
     placements:
         The placements the allocator may choose from (at least one).
     energy_pj:
-        Energy of the layer job for one image (copies do not change it).
+        Energy of the layer job for one image with a placement that does not state its
+        own (copies do not change it).
     """
 
     name: str
@@ -145,6 +153,11 @@ class Stage:
     n_vectors: int
     placements: tuple[Placement, ...]
     energy_pj: float = 0.0
+
+    def energy(self, placement: int) -> float:
+        """Energy of the layer job for one image with ``placements[placement]`` (pJ)."""
+        own = self.placements[placement].energy_pj
+        return float(self.energy_pj if own is None else own)
 
     def cycles(self, config: AcceleratorConfig, placement: int, copies: int) -> int:
         """Return ``T_l(c)``: the stage's cycles with ``copies`` of ``placements[placement]``."""
@@ -268,18 +281,57 @@ def allocate(stages: list[Stage], config: AcceleratorConfig, budget_units: int) 
     return Allocation(tuple(placements), tuple(copies), tuple(cycles), units, int(budget_units))
 
 
-def stages_from_report(report) -> list[Stage]:
+def layer_placement(layer, config: AcceleratorConfig, name: str = "dense") -> Placement:
+    """Return the :class:`Placement` of one layer of a ``PerfReport`` (a ``LayerPerf``).
+
+    The units of one copy, ``C_comp = max_unit_reads * conversions_per_read`` and the
+    layer job's energy.
+    """
+    return Placement(name, layer.crossbars // layer.copies,
+                     layer.max_unit_reads * config.conversions_per_read,
+                     layer.total_energy_pj)
+
+
+def variant_placement(layer, name: str, counts, config: AcceleratorConfig,
+                      costs: CostModel = ISAAC_COSTS) -> Placement:
+    """Return the :class:`Placement` of another placement of a counted layer.
+
+    ``layer`` is the ``LayerPerf`` of the layer's dense program and ``counts`` the
+    :class:`~bitline.sw.mapping.layout.PlacementCounts` of the other placement (a spread
+    one, :func:`bitline.sw.mapping.spread_counts`): its units, ``C_comp`` from its busiest
+    unit, and the dense energy changed by what moving segments changes -- driven rows
+    summed over reads (more, partly filled OUs) and partial sums sent to the reduction
+    (a channel split over more units). Every other event (reads' conversions, activated
+    cells, eDRAM traffic) belongs to the placed segments, which are the same. The change
+    is priced by :func:`~bitline.sw.perf.costs.layer_energy_pj` itself (its counts enter
+    linearly), on two count records that differ only in those two counts.
+    """
+    vectors = layer.n_vectors
+    zero = LayerCounts(**{item.name: 0 for item in fields(LayerCounts)})
+    base = replace(zero, n_inputs=layer.n_inputs, n_outputs=layer.n_outputs,
+                   n_vectors=vectors, act_bits=layer.act_bits)
+    moved = replace(base,
+                    dac_conversions=counts.dac_conversions - layer.dac_conversions // vectors,
+                    reduction_transfers=(counts.reduction_transfers
+                                         - layer.reduction_transfers // vectors))
+    change = (sum(layer_energy_pj(moved, config, layer.act_bits, costs).values())
+              - sum(layer_energy_pj(base, config, layer.act_bits, costs).values()))
+    return Placement(name, int(counts.units),
+                     int(counts.unit_reads.max(initial=0)) * config.conversions_per_read,
+                     layer.total_energy_pj + change)
+
+
+def stages_from_report(report, variants: dict | None = None) -> list[Stage]:
     """Return the pipeline stages of a :class:`~bitline.sw.perf.report.PerfReport`.
 
-    One stage per layer, with the mapper's placement as ``"dense"``: the units of one copy
-    and ``C_comp = max_unit_reads * conversions_per_read`` (a program that already has
-    copies is allocated afresh). sw/mapping offers no second (spread) placement yet, so
-    each stage has one placement.
+    One stage per layer: first the program's own placement as ``"dense"``
+    (:func:`layer_placement`; a program that already has copies is allocated afresh),
+    then the layer's entries of ``variants`` (layer name -> :class:`Placement` sequence:
+    the spread placements of :func:`bitline.sw.flow.compile.spread_placements`).
     """
-    per_read = report.config.conversions_per_read
+    variants = variants or {}
     return [Stage(layer.name, layer.n_inputs, layer.n_outputs, layer.n_vectors,
-                  (Placement("dense", layer.crossbars // layer.copies,
-                             layer.max_unit_reads * per_read),),
+                  (layer_placement(layer, report.config), *variants.get(layer.name, ())),
                   layer.total_energy_pj)
             for layer in report.layers]
 
@@ -339,8 +391,10 @@ class PipelineReport:
 
     @property
     def energy_per_image_pj(self) -> float:
-        """Energy of one image (pJ): the layers' energies, unchanged by copies."""
-        return float(sum(stage.energy_pj for stage in self.stages))
+        """Energy of one image (pJ): the layers' energies with their chosen placements,
+        unchanged by copies."""
+        return float(sum(stage.energy(index)
+                         for stage, index in zip(self.stages, self.allocation.placements)))
 
     @property
     def bottleneck(self) -> str | None:
@@ -382,21 +436,25 @@ class PipelineReport:
             "pipeline_latency_s": self.pipeline_latency_s,
             "energy_per_image_pj": self.energy_per_image_pj,
             "copies": self.copies,
+            "placements": self.placements,
             "layers": [{"name": stage.name, "placement": stage.placements[index].name,
                         "units_per_copy": stage.placements[index].units, "copies": count,
-                        "stage_cycles": cycles}
+                        "compute_cycles": stage.placements[index].compute_cycles,
+                        "stage_cycles": cycles, "energy_pj": stage.energy(index)}
                        for stage, index, count, cycles in zip(
                            self.stages, self.allocation.placements, self.allocation.copies,
                            self.allocation.stage_cycles)],
         }
 
 
-def pipeline_report(report, budget: Budget | int, *,
-                    costs: CostModel | None = None) -> PipelineReport:
-    """Allocate copies for the program of ``report`` (a ``PerfReport``) under ``budget``.
+def pipeline_report(report, budget: Budget | int, *, costs: CostModel | None = None,
+                    variants: dict | None = None) -> PipelineReport:
+    """Allocate placements and copies for the program of ``report`` (a ``PerfReport``).
 
     ``budget`` is a :class:`Budget` or a number of crossbar units; ``costs`` (default: the
-    report's own cost model) prices the unit area of an ``area:`` budget.
+    report's own cost model) prices the unit area of an ``area:`` budget; ``variants``
+    (layer name -> placements) adds placements besides each layer's dense one
+    (:func:`stages_from_report`).
 
     Raises
     ------
@@ -405,7 +463,7 @@ def pipeline_report(report, budget: Budget | int, *,
     """
     config = report.config
     costs = costs if costs is not None else getattr(report, "costs", ISAAC_COSTS)
-    stages = stages_from_report(report)
+    stages = stages_from_report(report, variants)
     units = budget if isinstance(budget, int) else budget.units(config, costs)
     return PipelineReport(
         strategy=report.strategy, config=config,

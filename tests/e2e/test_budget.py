@@ -71,7 +71,12 @@ def test_compare_pipeline_at_equal_crossbars():
     for row in rows:
         assert row["budget"] == f"xbars:{isaac['crossbars']} (isaac)"
         assert row["pipeline_units"] <= isaac["crossbars"]
-        assert row["energy_per_image_pj"] == pytest.approx(row["energy_pj"])
+        # Copies repeat no event; a spread placement changes only the driven rows and the
+        # partial sums sent to the reduction (tests/unit/test_spread.py prices it exactly).
+        if set(row["placements"].values()) == {"dense"}:
+            assert row["energy_per_image_pj"] == pytest.approx(row["energy_pj"])
+        else:
+            assert row["energy_per_image_pj"] == pytest.approx(row["energy_pj"], rel=0.1)
         assert row["throughput_ips"] == pytest.approx(
             row["throughput_ips"] and 1200e6 / row["bottleneck_cycles"])
         assert row["throughput_speedup_vs_isaac"] == pytest.approx(

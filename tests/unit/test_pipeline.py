@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bitline.hw.spec.config import preset
-from bitline.hw.spec.timing import copy_shares, layer_cycles, pipeline_latency
+from bitline.hw.spec.timing import copy_shares, drain_latency, layer_cycles, pipeline_latency
 from bitline.sw.perf import unit_area_mm2
 from bitline.sw.perf.pipeline import Budget, Placement, Stage, allocate, parse_budget
 
@@ -131,3 +131,61 @@ def test_area_budget_buys_whole_units():
     assert Budget("area", 10 * area).units(CONFIG) == 10
     assert Budget("area", 10.5 * area).units(CONFIG) == 10
     assert Budget("area", 0.5 * area).units(CONFIG) == 0
+
+
+# ---------------------------------------------------------------- spread placements
+def _fc_and_conv(conv_vectors=16):
+    """A classifier (V = 1: copies cannot help) and a conv with many vectors, each with a
+    dense placement and a spread one (twice the units, about half the compute)."""
+    return [
+        Stage("fc", 512, 10, 1, (Placement("dense", 8, 1040, 100.0),
+                                 Placement("spread-2", 16, 544, 103.0)), 100.0),
+        Stage("conv", 27, 4, conv_vectors, (Placement("dense", 2, 100, 50.0),
+                                 Placement("spread-2", 4, 50, 51.0)), 50.0),
+    ]
+
+
+def test_allocator_spreads_a_one_vector_layer_when_the_budget_allows():
+    stages = _fc_and_conv(conv_vectors=8)       # the fc is the bottleneck
+    P, Q = pipeline_latency(CONFIG), drain_latency(CONFIG)
+    # fc: T = K + B + Q whatever the copies (one vector); spread shortens B = C_comp + O + P.
+    dense, spread = 512 + 1040 + 10 + P + Q, 512 + 544 + 10 + P + Q
+    assert stages[0].cycles(CONFIG, 0, 5) == dense == stages[0].cycles(CONFIG, 0, 1)
+    assert stages[0].cycles(CONFIG, 1, 1) == spread
+    tight = allocate(stages, CONFIG, 10)              # 8 + 2: one dense copy each
+    assert tight.placements == (0, 0) and tight.bottleneck_cycles == dense
+    roomy = allocate(stages, CONFIG, 18)              # 16 + 2: the fc spreads
+    assert roomy.placements[0] == 1 and roomy.units <= 18
+    assert roomy.stage_cycles[0] == spread < tight.bottleneck_cycles
+    assert roomy.bottleneck_cycles == _brute_force(stages, 18)
+
+
+def test_allocator_prefers_copies_where_they_are_cheaper():
+    """conv (K = 27 below both compute phases): two dense copies (4 units) take 8 vectors
+    each, ``27 + 8 * (100 + 4 + P) + Q``; one spread copy (4 units) takes all 16,
+    ``27 + 16 * (50 + 4 + P) + Q``: more. With the fc spread (16 units) and 4 units for the
+    conv (its one dense copy is the bottleneck) the allocator copies the conv densely."""
+    stages = _fc_and_conv()
+    P, Q = pipeline_latency(CONFIG), drain_latency(CONFIG)
+    assert stages[1].cycles(CONFIG, 0, 2) == 27 + 8 * (104 + P) + Q
+    assert stages[1].cycles(CONFIG, 1, 1) == 27 + 16 * (54 + P) + Q
+    assert stages[1].cycles(CONFIG, 0, 1) > stages[0].cycles(CONFIG, 1, 1)
+    assert stages[1].cycles(CONFIG, 0, 2) < stages[1].cycles(CONFIG, 1, 1)
+    allocation = allocate(stages, CONFIG, 20)
+    assert allocation.placements == (1, 0) and allocation.copies[1] >= 2
+    assert allocation.units <= 20
+    assert allocation.bottleneck_cycles == _brute_force(stages, 20)
+
+
+def test_energy_per_image_follows_the_chosen_placements():
+    from bitline.sw.perf.pipeline import PipelineReport
+
+    stages = _fc_and_conv()
+    allocation = allocate(stages, CONFIG, 20)
+    pipe = PipelineReport("bwq", CONFIG, None, stages, allocation, 1.0)
+    assert pipe.placements == {"fc": "spread-2", "conv": "dense"}
+    assert pipe.energy_per_image_pj == 103.0 + 50.0
+    layers = pipe.to_dict()["layers"]
+    assert [layer["placement"] for layer in layers] == ["spread-2", "dense"]
+    assert [layer["energy_pj"] for layer in layers] == [103.0, 50.0]
+    assert pipe.to_dict()["placements"] == pipe.placements
