@@ -236,6 +236,15 @@ def rebuild_program(parsed: ParsedImage, manifest: dict, keys: ManifestKeys) -> 
             raise BundleError(f"{keys.source}: {where}units {units} and copies {copies} "
                               f"disagree with {IMAGE_FILE} section LAYERS record {index} field "
                               f"xbar_mask {parsed.layer_units(index).tolist()}")
+        # the image carries the copy map too (LAYERS lanes, CELLS source): the same one
+        for lane, copy in enumerate([units, *copies]):
+            want = [-1] * len(units) if lane == 0 else units
+            if (parsed.lanes[index][copy].tolist() != [lane] * len(copy)
+                    or (parsed.copy_of is not None
+                        and parsed.copy_of[copy].tolist() != want)):
+                raise BundleError(f"{keys.source}: {where}copies {copies} disagree with "
+                                  f"{IMAGE_FILE}'s copy map (LAYERS record {index} field "
+                                  f"lanes, CELLS field source) for copy {lane}")
         record = parsed.layers[index]
         stored = keys.get(region, "weight_offset", int, where)
         if stored != int(record["weight_offset"]):
@@ -278,7 +287,7 @@ def rebuild_program(parsed: ParsedImage, manifest: dict, keys: ManifestKeys) -> 
     program = Program(config=config, strategy=keys.get(manifest, "strategy", str, ""),
                       layers=layers)
     if any(layer.copies > 1 for layer in layers):
-        # The image does not carry the copy map: check it against the image's records.
+        # The rebuilt program's copies against the image's records (cells, row maps).
         try:
             validate_program(program, config, source=keys.source)
         except ProgramError as error:

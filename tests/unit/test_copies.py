@@ -105,6 +105,30 @@ def test_bundle_round_trip_with_copies(mapped, tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(BundleError, match="disagree with image.bin"):
         read_bundle(tmp_path)
+    # The same units in other copies: the image's own copy map (lanes, sources) refuses it.
+    data = json.loads(manifest)
+    first, second = data["program"][0]["copies"]
+    data["program"][0]["copies"] = [second, first]
+    (tmp_path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"disagree with image.bin's copy map \(LAYERS "
+                                          r"record 0 field lanes, CELLS field source\) for "
+                                          r"copy 1"):
+        read_bundle(tmp_path)
+
+
+def test_image_carries_the_copy_map(mapped):
+    """LAYERS lanes and CELLS sources round-trip through image.bin (the loader's view)."""
+    from bitline.sw.bundle import encode_image, parse_image
+
+    program, _ = _program(mapped, "bwq")
+    copied = program.with_copies({program.layers[0].name: 3})
+    parsed = parse_image(encode_image(copied), copied.config)
+    layer = copied.layers[0]
+    for copy in range(3):
+        assert parsed.lanes[0][layer.copy_units(copy)].tolist() == [copy] * len(layer.xbars)
+        expected = [-1] * len(layer.xbars) if copy == 0 else layer.xbars.tolist()
+        assert parsed.copy_of[layer.copy_units(copy)].tolist() == expected
+    assert not parsed.lanes[1:].any()
 
 
 def test_hardware_runs_copies_up_to_max_copies(mapped):
