@@ -46,9 +46,9 @@ class MoreConverters:
             return
         # keepdims=0: the pooled image, then the vector the graph goes on with.
         gap = self.add_layer(node, "gap", [source], shape, pooled,
-                             output=f"{node.proto.output[0]}:pooled")
+                             output=f"{node.proto.output[0]}/pooled")
         self.add_layer(node, "flatten", [gap.output], pooled, (shape[0],),
-                       name=f"{node.name}:flatten")
+                       name=f"{node.name}/flatten")
 
     # -- Pad -------------------------------------------------------------------------------
     def _op_Pad(self, node: OnnxNode) -> None:
