@@ -6,7 +6,8 @@ A quantized ONNX model marks its quantization with nodes around the float ops:
   ``DequantizeLinear`` pairs on activations (``q = saturate(rint(x / s) + z)``, then
   ``x' = (q - z) * s``) and a ``DequantizeLinear`` on each integer weight initializer
   (per tensor or per channel along ``axis``), int8 / uint8, int16 / uint16 and int4 / uint4
-  (opset 21).
+  (opset 21); **QCDQ** (Brevitas) puts a ``Clip`` of the integers between the two, which
+  narrows the range (an int8 type clipped to ``[-8, 7]`` is a 4-bit grid).
 * **QONNX** (Brevitas, FINN; domains ``qonnx.custom_op.general``, ``finn.custom_op.general``,
   ``onnx.brevitas``): ``Quant`` / ``IntQuant`` nodes with inputs ``(x, scale, zeropt,
   bitwidth)`` and attributes ``signed``, ``narrow``, ``rounding_mode``: ``q = clip(round(x /
@@ -73,7 +74,9 @@ class TensorQuant:
     """The grid of one activation tensor, as unsigned codes: ``real = scale * (q - zero_point)``.
 
     ``lo``/``hi`` are the codes the file's quantizer can produce (``0`` / ``2**bits - 1``
-    except for QONNX's narrow ranges, one code less at one end).
+    except for QONNX's narrow ranges, one code less at one end); ``offset`` is
+    ``code - q`` for the file's integer ``q`` (``2**(b-1)`` for a signed type, ``-min`` of a
+    QCDQ Clip).
     """
 
     bits: int
@@ -83,6 +86,7 @@ class TensorQuant:
     hi: int
     node: str
     op: str
+    offset: int = 0
 
     def same_grid(self, other: "TensorQuant") -> bool:
         return (self.bits, self.scale, self.zero_point, self.lo, self.hi) == (
@@ -154,6 +158,8 @@ class _Stripper:
         self.dequantized: dict[str, tuple[np.ndarray, np.ndarray, int, bool, str, str]] = {}
         self.acts: dict[str, TensorQuant] = {}
         self.aliases: dict[str, str] = {}
+        # QuantizeLinear output tensor -> the float tensor it quantizes (QCDQ Clips read it).
+        self.q_outputs: dict[str, str] = {}
         self.kinds: set[str] = set()
 
     def error(self, node: onnx.NodeProto, message: str) -> QuantizationError:
@@ -231,6 +237,42 @@ class _Stripper:
                                    f"1..{MAX_CODE_BITS}-bit codes")
         self.record_act(node, name, scale, zp, bits, signed, narrow=False)
         self.aliases[node.output[0]] = name
+        self.q_outputs[node.output[0]] = name
+
+    def clip_codes(self, node) -> None:
+        """QCDQ (Brevitas): a Clip between QuantizeLinear and DequantizeLinear narrows the
+        integer range to ``[a, b]``; the codes become ``q - a`` on ``bit_length(b - a)`` bits."""
+        source = node.input[0]
+        if len(node.input) > 1:
+            bounds = [self.const(node, i, role, required=False) for i, role in
+                      ((1, "min"), (2, "max"))]
+        else:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            bounds = [attrs.get("min"), attrs.get("max")]
+        if source in self.int_consts:
+            q, bits, signed = self.int_consts[source]
+            low, high = _range(bits, signed, False)
+            low = low if bounds[0] is None else max(low, int(np.asarray(bounds[0])))
+            high = high if bounds[1] is None else min(high, int(np.asarray(bounds[1])))
+            self.int_consts[node.output[0]] = (np.clip(q, low, high), bits, signed)
+            return
+        tensor = self.q_outputs[source]
+        grid = self.acts[tensor]
+        low = grid.lo - grid.offset if bounds[0] is None else max(
+            grid.lo - grid.offset, int(np.asarray(bounds[0])))
+        high = grid.hi - grid.offset if bounds[1] is None else min(
+            grid.hi - grid.offset, int(np.asarray(bounds[1])))
+        if high < low:
+            raise self.error(node, f"empty integer range [{low}, {high}]")
+        bits = max(1, (high - low).bit_length())
+        zero = grid.zero_point - grid.offset - low
+        if not 0 <= zero <= (1 << bits) - 1:
+            raise self.error(node, f"zero point {grid.zero_point - grid.offset} lies outside "
+                                   f"the clipped range [{low}, {high}] of tensor {tensor!r}")
+        self.acts[tensor] = replace(grid, bits=bits, zero_point=zero, lo=0, hi=high - low,
+                                    offset=-low)
+        self.aliases[node.output[0]] = tensor
+        self.q_outputs[node.output[0]] = tensor
 
     def dequantize_linear(self, node) -> None:
         source = self.resolve(node.input[0])
@@ -258,7 +300,7 @@ class _Stripper:
                 scale.size != 1 or zp.size != 1):
             raise self.error(node, f"scale/zero point differ from its QuantizeLinear's "
                                    f"(tensor {source!r})")
-        if offset not in (0, 1 << (act.bits - 1)):
+        if offset != act.offset:
             raise self.error(node, f"zero point differs from its QuantizeLinear's "
                                    f"(tensor {source!r})")
         self.aliases[node.output[0]] = source
@@ -335,7 +377,8 @@ class _Stripper:
         if not 0 <= zero <= qmax:
             raise self.error(node, f"zero point {int(np.asarray(zp).reshape(-1)[0])} lies "
                                    f"outside the {bits}-bit range of tensor {tensor!r}")
-        grid = TensorQuant(bits, value, zero, lo + offset, hi + offset, node.name, node.op_type)
+        grid = TensorQuant(bits, value, zero, lo + offset, hi + offset, node.name, node.op_type,
+                           offset)
         known = self.acts.get(tensor)
         if known is not None and not known.same_grid(grid):
             raise self.error(node, f"tensor {tensor!r} is quantized twice with different "
@@ -347,6 +390,10 @@ class _Stripper:
         kept = []
         for node in self.graph.node:
             kind = _kind(node)
+            if node.op_type == "Clip" and node.domain in ("", "ai.onnx") and node.input and (
+                    node.input[0] in self.q_outputs or node.input[0] in self.int_consts):
+                self.clip_codes(node)
+                continue
             if kind is None:
                 kept.append(node)
                 continue

@@ -261,3 +261,63 @@ def test_float_model_is_unchanged_by_the_hook():
     stripped, record = strip_quantization(proto, "digits_cnn.onnx")
     assert record is None and stripped is proto
     assert load_onnx(MODELS / "digits_cnn.onnx").quantization is None
+
+
+def _qcdq() -> onnx.ModelProto:
+    """Brevitas-style QCDQ: QuantizeLinear -> Clip (of the integers) -> DequantizeLinear.
+
+    The input is uint8 clipped to [0, 15] (4 bits), the weight int8 clipped to [-3, 3]
+    (3 bits, narrow), the output int8 clipped to [-8, 7] (4 bits signed).
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    w = rng.normal(0, 0.5, size=(3, 1, 3, 3)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "wf"),
+             numpy_helper.from_array(np.array([0.2, 0.15, 0.25], np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(3, np.int8), "wz"),
+             numpy_helper.from_array(np.array(-3, np.int8), "wlo"),
+             numpy_helper.from_array(np.array(3, np.int8), "whi"),
+             numpy_helper.from_array(np.array(1 / 15, np.float32), "xs"),
+             numpy_helper.from_array(np.array(0, np.uint8), "xz"),
+             numpy_helper.from_array(np.array(0, np.uint8), "xlo"),
+             numpy_helper.from_array(np.array(15, np.uint8), "xhi"),
+             numpy_helper.from_array(np.array(0.37, np.float32), "ys"),
+             numpy_helper.from_array(np.array(1, np.int8), "yz"),
+             numpy_helper.from_array(np.array(-8, np.int8), "ylo"),
+             numpy_helper.from_array(np.array(7, np.int8), "yhi")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="qx"),
+             helper.make_node("Clip", ["xq", "xlo", "xhi"], ["xc"], name="clipx"),
+             helper.make_node("DequantizeLinear", ["xc", "xs", "xz"], ["xd"], name="dqx"),
+             helper.make_node("QuantizeLinear", ["wf", "ws", "wz"], ["wq"], name="qw", axis=0),
+             helper.make_node("Clip", ["wq", "wlo", "whi"], ["wc"], name="clipw"),
+             helper.make_node("DequantizeLinear", ["wc", "ws", "wz"], ["w"], name="dqw", axis=0),
+             helper.make_node("Conv", ["xd", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("QuantizeLinear", ["c", "ys", "yz"], ["yq"], name="qy"),
+             helper.make_node("Clip", ["yq", "ylo", "yhi"], ["yc"], name="clipy"),
+             helper.make_node("DequantizeLinear", ["yc", "ys", "yz"], ["y"], name="dqy"),
+             helper.make_node("Flatten", ["y"], ["f"], name="flat")]
+    graph = helper.make_graph(
+        nodes, "qcdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("f", TensorProto.FLOAT, [1, 48])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_qcdq_clip_narrows_the_grid():
+    from bitline.sim.golden import run_golden
+
+    proto = _qcdq()
+    model = load_onnx(proto)
+    grids = model.quantization.acts
+    assert (grids["x"].bits, grids["x"].zero_point, grids["x"].hi) == (4, 0, 15)
+    # int8 [-8, 7] with zero point 1: codes q + 8 on 4 bits, zero point 9
+    assert (grids["c"].bits, grids["c"].zero_point, grids["c"].hi) == (4, 9, 15)
+    qmodel = quantized_from_file(model)
+    assert qmodel.layers["conv"].weight.magnitude_bits == 2
+    assert np.abs(qmodel.layers["conv"].weight.values).max() <= 3
+    x = np.random.default_rng(1).uniform(-0.1, 1.2, size=(32, 1, 4, 4)).astype(np.float32)
+    np.testing.assert_allclose(run_fake_quant(model, x), _ort(proto, x, fake_quant=True),
+                               rtol=0, atol=1e-6)
+    golden = np.asarray(run_golden(qmodel, x).output).reshape(len(x), -1)
+    assert qmodel.layers["conv"].output is not None      # the model output is requantized
+    assert np.abs(golden - _ort(proto, x, fake_quant=True)).max() <= 0.37 + 1e-6
