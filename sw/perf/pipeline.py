@@ -13,13 +13,16 @@ The pipeline accepts one image per ``T_max = max_l T_l`` cycles, so
 * throughput = ``clock / T_max`` images per second;
 * single-image latency = ``sum_l T_l / clock`` (stages in sequence; docs/performance.md
   writes ISAAC's pipelined-latency equation next to this one);
-* energy per image = the sum of the layers' energies: a copy repeats no event, it only
-  takes a share of the vectors (the cost model has no leakage or idle power);
+* energy per image = the sum of the layers' energies with their chosen placements: a
+  copy repeats no event, it only takes a share of the vectors (the cost model has no
+  leakage or idle power);
 * the bottleneck = the layer whose stage is ``T_max``.
 
 :func:`allocate` chooses, under a :class:`Budget` (``xbars:N`` units or ``area:MM2``
 square millimetres of crossbar units, :func:`bitline.sw.perf.costs.unit_area_mm2`), a
-placement and a copy count for every layer that minimizes ``T_max``. It searches the
+placement (``dense``, or a ``spread-<s>`` one: more units per copy, a shorter compute
+phase, :func:`variant_placement`; docs/mapping.md "Spread placements") and a copy count
+for every layer that minimizes ``T_max``. It searches the
 bottleneck directly: for a target ``T`` the fewest copies each placement needs follow in
 closed form (``T_l(c)`` falls with ``ceil(V / c)``), a target is feasible when the cheapest
 placements fit the budget, and feasibility is monotone in ``T``, so a binary search over
