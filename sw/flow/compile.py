@@ -253,6 +253,12 @@ def quantize(model, spec, calib_x: np.ndarray, config: AcceleratorConfig):
         from bitline.sw.quant.prequantized import quantized_from_file
 
         return quantized_from_file(model, config)
+    if getattr(model, "quantization", None) is not None:
+        raise ValueError(
+            f"model {model.name} is already quantized ({model.quantization.format} in "
+            f"{model.source}); quantizing it with spec {getattr(spec, 'name', spec)} would "
+            "discard that: compile it without --quant, or with --requantize "
+            "(bitline.sw.flow.resolve_spec)")
     from bitline.sw.quant import quantize_model
 
     return quantize_model(model, spec, calib_x, config)
