@@ -64,6 +64,13 @@ def test_quantized_file_through_the_api(tmp_path):
         api.compile(str(path), "bwq", spec="int8", calib=x[:8])
     again = api.quantize(str(path), "int4", calib=x[:8], requantize=True)
     assert again.spec["name"] != "file"
+    # Below the API too: the quantize step refuses a spec for a quantized model (bitline
+    # compare would otherwise quantize it again without saying so).
+    from bitline.hw.spec.config import AcceleratorConfig
+    from bitline.sw.flow import quantize
+
+    with pytest.raises(ValueError, match="would discard"):
+        quantize(api.load(str(path)), "int8", x[:8], AcceleratorConfig())
 
 
 def test_errors_name_the_value():
