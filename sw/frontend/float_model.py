@@ -146,17 +146,22 @@ def run_float(model: Model, x: np.ndarray, *, return_all: bool = False):
             f"model {model.name}: input must have shape (N, "
             f"{', '.join(map(str, model.input_shape))}), not {x.shape}"
         )
-    return run_float_from(model, {model.input_name: x}, 0, return_all=return_all)
+    result = run_float_from(model, {model.input_name: x}, 0, return_all=return_all)
+    # The dict of return_all holds the tensors as the layers wrote them: calibration reads
+    # the logits, not the host's final Softmax.
+    return result if return_all else output_transform(result, model.output_transform)
 
 
 def run_float_from(model: Model, tensors: dict[str, np.ndarray], start: int, *,
                    return_all: bool = False):
     """Run ``model.layers[start:]`` given ``tensors``, the tensors the layers before made.
 
-    ``run_float(model, x)`` is ``run_float_from(model, {model.input_name: x}, 0)``. With the
-    tensors of one run of a model, this reruns only the layers from ``start`` on (the
-    quantizer's sensitivity probes replace one layer at a time). ``tensors`` is not
-    modified. Returns and raises as :func:`run_float`.
+    ``run_float(model, x)`` is ``run_float_from(model, {model.input_name: x}, 0)`` followed
+    by ``model.output_transform``: this function returns the output as the last layer
+    wrote it (the logits; the quantizer's probes compare those). With the tensors of one run
+    of a model, this reruns only the layers from ``start`` on (the quantizer's sensitivity
+    probes replace one layer at a time). ``tensors`` is not modified. Raises as
+    :func:`run_float`.
     """
     tensors = dict(tensors)
     for layer in model.layers[start:]:
@@ -171,11 +176,7 @@ def run_float_from(model: Model, tensors: dict[str, np.ndarray], start: int, *,
         raise ValueError(
             f"model {model.name}: output tensor {model.output_name!r} is never computed"
         )
-    if return_all:
-        # The tensors as the layers wrote them: calibration reads the logits, not the
-        # host's final Softmax.
-        return tensors
-    return output_transform(tensors[model.output_name], model.output_transform)
+    return tensors if return_all else tensors[model.output_name]
 
 
 def output_transform(y: np.ndarray, transform: str | None) -> np.ndarray:
