@@ -186,7 +186,11 @@ def _print_report(report) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Bundle directory to write (image.bin, manifest.json, compile.json).")
 @click.option("--budget", default=None, metavar="xbars:N|area:MM2",
-              help=_budget_help + "; prints the copies per layer, throughput and latency.")
+              help=_budget_help + "; prints the placement and copies per layer, throughput "
+                   "and latency.")
+@click.option("--spread/--no-spread", default=True, show_default=True,
+              help="With --budget: let a layer get a spread placement (each unit filled to "
+                   "1/2 or 1/4; docs/mapping.md); --no-spread keeps every layer dense.")
 @click.option("--encoding", type=NamedChoice(ENCODINGS, "encoding"), default="differential",
               show_default=True,
               help="Weight encoding: differential (sign-magnitude, positive and negative "
@@ -196,16 +200,16 @@ def _print_report(report) -> None:
 @json_option
 @quiet_option
 def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xbars, dataset,
-                calib_samples, output, budget, encoding, as_json, quiet):
+                calib_samples, output, budget, spread, encoding, as_json, quiet):
     """Quantize MODEL, map it with a strategy and write the program bundle to OUTPUT.
 
     With --xbars auto the machine is sized to the network before mapping; every config
     field chosen that way is printed as a note (and kept in compile.json as "sizing").
     --json prints compile.json plus "bundle", "crossbars" and "report" (the performance
-    report of `bitline report --json`). With --budget the layers get copies (the bundle
-    records them; the executor runs them, hardware generation refuses them) and compile.json
-    holds "budget" and "pipeline" (budget, units, throughput_ips, pipeline_latency_s,
-    energy_per_image_pj, bottleneck, copies, layers).
+    report of `bitline report --json`). With --budget the layers get their placement
+    (dense or spread-<s>) and copies (the bundle records them; the executor runs them) and
+    compile.json holds "budget" and "pipeline" (budget, units, throughput_ips,
+    pipeline_latency_s, energy_per_image_pj, bottleneck, copies, placements, layers).
     """
     from bitline.sw.perf import analyze, parse_budget
 
@@ -214,7 +218,7 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
     result, sidecar = compile_bundle(
         model, strategy, spec, config, output, xbars=xbars, dataset=dataset,
         calib_samples=calib_samples, config_label=_config_label(config_path, preset_name),
-        budget=budget, encoding=encoding, requantize=requantize)
+        budget=budget, encoding=encoding, requantize=requantize, spread=spread)
     report = analyze(result.program, result.qmodel, labels=sidecar["labels"])
     # The allocation compile applied (placements and copies), not one re-made on the result.
     pipe = sidecar.get("pipeline")
@@ -280,6 +284,10 @@ def report(bundle_dir, costs_path, adc_model, as_json, quiet):
               metavar="baseline|baseline-area|xbars:N|area:MM2",
               help=_budget_help + "; 'baseline' gives every row the crossbar units of each "
                    "baseline (equal crossbars), 'baseline-area' their area (equal area).")
+@click.option("--spread/--no-spread", default=True, show_default=True,
+              help="Let the pipeline allocator give a layer a spread placement (each unit "
+                   "filled to 1/2 or 1/4: more units, shorter compute per vector; "
+                   "docs/mapping.md); --no-spread keeps every layer dense.")
 @cost_options
 @click.option("--per-layer", is_flag=True,
               help="Add a per-layer table (and JSON \"layers\" per row): layer, crossbars, "
@@ -296,8 +304,8 @@ def report(bundle_dir, costs_path, adc_model, as_json, quiet):
 @json_option
 @quiet_option
 def compare(model, strategies, quant, config_path, preset_name, xbars, dataset,
-            calib_samples, baselines, budget, costs_path, adc_model, per_layer, csv_path,
-            plot_path, report_path, as_json, quiet):
+            calib_samples, baselines, budget, spread, costs_path, adc_model, per_layer,
+            csv_path, plot_path, report_path, as_json, quiet):
     """Compile MODEL under several strategies and compare cycles and energy with ISAAC.
 
     --json prints {"model", "labels", "rows": [one object per run: strategy, mapping,
@@ -306,14 +314,15 @@ def compare(model, strategies, quant, config_path, preset_name, xbars, dataset,
     row and each baseline: isaac-ou-16b, isaac-ou-8b, isaac-paper), ..., sizing, notes,
     error, and the layer
     pipeline at --budget: budget, budget_units, pipeline_units, throughput_ips,
-    pipeline_latency_s, energy_per_image_pj, bottleneck, bottleneck_cycles, copies (per
-    layer), pipeline_error, throughput_speedup_vs_<baseline>]}. Cycles, speedup and energy
+    pipeline_latency_s, energy_per_image_pj, bottleneck, bottleneck_cycles, copies and
+    placements (per layer: dense or spread-<s>), pipeline_error,
+    throughput_speedup_vs_<baseline>]}. Cycles, speedup and energy
     are one image with one copy per layer, layers in sequence; the pipeline table gives
     throughput (images/s) with the layers' copies at the budget. With --per-layer each
     row has "layers": [one object per layer: layer, n_inputs, n_outputs, n_vectors,
     crossbars, ou_reads, adc_conversions, cycles, latency_s, energy_pj and
-    energy_<component>_pj]; the per-layer table adds copies and stage_cycles from the
-    pipeline. --costs / --adc-model change the prices (docs/performance.md). The column
+    energy_<component>_pj]; the per-layer table adds placement, copies and stage_cycles
+    from the pipeline. --costs / --adc-model change the prices (docs/performance.md). The column
     legend is printed under the tables and written into --report.
     """
     from bitline.sw.perf import cost_model, parse_budget
@@ -330,7 +339,8 @@ def compare(model, strategies, quant, config_path, preset_name, xbars, dataset,
     rows = compare_strategies(ir_model, strategies, strategy_specs(strategies, quant),
                               config=config, calib_x=calib_x, xbars=xbars,
                               baselines=baselines, labels=labels, keep_going=True,
-                              budget=budget, costs=costs, per_layer=per_layer)
+                              budget=budget, costs=costs, per_layer=per_layer,
+                              spread=spread)
     written = _export(rows, model, config, costs, per_layer, csv_path, plot_path,
                       report_path)
     if as_json:
@@ -396,7 +406,7 @@ def _print_layers(rows, title) -> None:
         table.add_row(*line)
     print_table(table)
     out = console()
-    for key in ("copies", "stage_cycles", "cycles", "energy_pj"):
+    for key in ("placement", "copies", "stage_cycles", "cycles", "energy_pj"):
         out.print(f"{key}: {LEGEND[key]}", soft_wrap=True)
     out.print("adc ... edram: energy_<component>_pj of the layer (docs/performance.md "
               "section 3)", soft_wrap=True)

@@ -510,7 +510,7 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
                    calib_samples: int = SYNTHETIC_CALIB_SAMPLES,
                    config_label: str = DEFAULT_PRESET,
                    budget=None, encoding: str = "differential",
-                   requantize: bool = False) -> tuple[CompileResult, dict]:
+                   requantize: bool = False, spread: bool = True) -> tuple[CompileResult, dict]:
     """Run the whole compile flow (:data:`COMPILE_STEPS`) and write the bundle to ``output``.
 
     ``dataset`` is the calibration data set (:func:`calibration_inputs`); ``config_label``
@@ -521,8 +521,9 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     :class:`Sizing` records as dicts) and ``seconds`` (``size``, ``quantize``, ``map``,
     ``write``). ``spec`` and ``requantize`` go through :func:`resolve_spec` (``spec=None``:
     a quantized file's own quantization, else ``int8``). With a ``budget`` (``xbars:N`` /
-    ``area:MM2``) the layers get copies before
-    the bundle is written (:func:`allocate_copies`) and the side file also holds
+    ``area:MM2``) the layers get their placements (dense, or spread unless ``spread`` is
+    false) and copies before the bundle is written (:func:`allocate_copies`) and the side
+    file also holds
     ``budget`` and ``pipeline`` (the :class:`~bitline.sw.perf.pipeline.PipelineReport`).
     """
     from bitline.sw.bundle import write_bundle
@@ -535,7 +536,7 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
                            encoding=encoding)
     pipe = None
     if budget is not None:
-        result, pipe = allocate_copies(result, budget)
+        result, pipe = allocate_copies(result, budget, spread=spread)
     out = Path(output)
     start = time.perf_counter()
     write_bundle(out, result.program, result.qmodel)

@@ -97,3 +97,27 @@ def test_budget_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_compare_names_each_layers_placement(tmp_path):
+    """--per-layer names every layer's placement (JSON and CSV); --no-spread keeps every
+    layer dense and is never faster than letting the allocator spread."""
+    from bitline.sw.flow.report import read_csv
+
+    csv = tmp_path / "layers.csv"
+    args = ["compare", MODEL, "--strategies", "ivq-spatial,bwq", "--no-baselines",
+            "--budget", "xbars:76", "--per-layer", "--json"]
+    rows = json.loads(invoke(*args, "--csv", str(csv)))["rows"]
+    plain = {row["strategy"]: row for row in json.loads(invoke(*args, "--no-spread"))["rows"]}
+    records = read_csv(csv)
+    for row in rows:
+        assert set(row["placements"]) == set(row["copies"])
+        assert set(row["placements"].values()) <= {"dense", "spread-2", "spread-4"}
+        mine = [r for r in records if r["strategy"] == row["strategy"]]
+        assert {r["layer"]: r["placement"] for r in mine} == row["placements"]
+        dense = plain[row["strategy"]]
+        assert set(dense["placements"].values()) == {"dense"}
+        assert row["throughput_ips"] >= dense["throughput_ips"]
+    # On the digits CNN at twice the isaac footprint the spread placements pay (measured:
+    # docs/performance.md section 7).
+    assert any(set(row["placements"].values()) != {"dense"} for row in rows)
