@@ -50,18 +50,23 @@ def test_lane_beats_round_trip():
     assert np.array_equal(lane_outputs(outputs, 7, 3, 2), vectors[:, :2])
 
 
+#: Each case simulates the whole accelerator with every copy's units (a few seconds each in
+#: the Amaranth simulator); the first three are the quick set, the rest run with ``slow``.
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize("strategy, name, copies, vectors", [
+    ("bwq", "full-adc", 3, 5),             # shares 2, 2, 1
     ("isaac", "full-adc", 2, 4),
-    ("bwq", "full-adc", 3, 5),          # shares 2, 2, 1
-    ("ivq-temporal", "shared-adc", 3, 7),  # shares 3, 3, 1
     ("ivq-spatial", "ragged-2bit", 2, 3),  # shares 2, 1
-    ("bwq", "shared-adc", 3, 2),        # shares 1, 1, 0: an idle lane all job long
-    ("isaac", "full-adc", 1, 3),        # one copy on a two-lane machine
+    pytest.param("ivq-temporal", "shared-adc", 3, 7, marks=SLOW),  # shares 3, 3, 1
+    pytest.param("bwq", "shared-adc", 3, 2, marks=SLOW),   # shares 1, 1, 0: an idle lane
+    pytest.param("isaac", "full-adc", 1, 3, marks=SLOW),   # one copy on a two-lane machine
 ])
 def test_copies_bit_exact_and_counters_equal_model(strategy, name, copies, vectors):
     base = small_config(**TEST_CONFIGS[name], max_copies=max(2, copies))
     rng = np.random.default_rng(sum(map(ord, strategy + name)) + copies)
-    config, layer, weight = copied_layer(base, strategy, copies, rng)
+    config, layer, weight = copied_layer(base, strategy, copies, rng, n_outputs=3, n_inputs=9)
     assert layer.copies == copies and config.max_copies >= copies
     x = rng.integers(0, 16, (vectors, layer.n_inputs))
     ((outputs, counters, status),) = run_jobs(config, [layer], [(0, x, layer.n_outputs)],
@@ -79,6 +84,7 @@ def test_copies_bit_exact_and_counters_equal_model(strategy, name, copies, vecto
     assert counters["ou_reads"] == per_vector * vectors
 
 
+@SLOW
 def test_copies_beside_a_layer_without_copies():
     base = small_config(n_xbars=2, max_copies=3)
     rng = np.random.default_rng(5)
@@ -99,11 +105,12 @@ def test_copies_beside_a_layer_without_copies():
     assert_counters_match_model(config, first, 3, results[1][1])
 
 
-@pytest.mark.parametrize("copies, vectors", [(2, 5), (3, 4)])
+@pytest.mark.parametrize("copies, vectors", [(3, 4), pytest.param(2, 5, marks=SLOW)])
 def test_backpressure_changes_only_stall_cycles(copies, vectors):
     base = small_config(n_xbars=2, max_copies=3)
     rng = np.random.default_rng(31 + copies)
-    config, layer, weight = copied_layer(base, "bwq", copies, rng, mode="raw")
+    config, layer, weight = copied_layer(base, "bwq", copies, rng, mode="raw", n_outputs=3,
+                                         n_inputs=9)
     x = rng.integers(0, 16, (vectors, layer.n_inputs))
     job = [(0, x, layer.n_outputs)]
     ((free, free_counters, _),) = run_jobs(config, [layer], job, copies=copies)
