@@ -13,7 +13,6 @@ the node and converts it; the state it uses is the importer's
 from __future__ import annotations
 
 import numpy as np
-
 from bitline.sw.frontend.onnx_ops import OnnxNode, batched
 
 __all__ = ["MoreConverters"]

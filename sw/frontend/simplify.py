@@ -35,11 +35,15 @@ fallback here folds.
 
 from __future__ import annotations
 
+import heapq
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["ORT_DISABLED", "simplify_onnx", "fold_constants"]
+__all__ = ["ORT_DISABLED", "fold_constants", "simplify_onnx"]
 
 #: onnxruntime basic-level rewrites that are switched off: the fusions (the IR passes fold,
 #: keeping the user's node names) and the QDQ rewrites (an already-quantized graph is read
@@ -104,10 +108,7 @@ def _fix_batch(model: onnx.ModelProto) -> None:
 
 
 def _onnxruntime_basic(model: onnx.ModelProto) -> onnx.ModelProto:
-    import tempfile
-    from pathlib import Path
-
-    import onnxruntime as ort
+    import onnxruntime as ort  # imported on first use: it takes a while to load
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -150,8 +151,6 @@ def _restore_order(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
         for name in set(node.input):
             if name in produced:
                 consumers.setdefault(produced[name], []).append(i)
-    import heapq
-
     ready = [(keys[i], i) for i, count in enumerate(waiting) if count == 0]
     heapq.heapify(ready)
     order = []
@@ -176,8 +175,7 @@ def _opset(model: onnx.ModelProto) -> int:
 def _evaluate(node: onnx.NodeProto, values: list[np.ndarray], opsets) -> list[np.ndarray]:
     from onnx.reference import ReferenceEvaluator
 
-    names = [name for name in node.input]
-    feeds = {name: value for name, value in zip(names, values) if name}
+    feeds = {name: value for name, value in zip(node.input, values) if name}
     return ReferenceEvaluator(node, opsets=opsets).run(None, feeds)
 
 

@@ -15,7 +15,6 @@ the result is the same function:
 from __future__ import annotations
 
 import numpy as np
-
 from bitline.sw.frontend.ir import Layer, Model
 from bitline.sw.passes.base import PassError, copy_model, producer, tensor_uses
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from bitline.sw.frontend.float_model import output_transform, run_float
 from bitline.sw.frontend.ir import Layer, Model
 from bitline.sw.integer import tensor_ops

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 from bitline.hw.spec.config import preset
 from bitline.hw.spec.program import STRATEGIES
 from bitline.sw.frontend.float_model import run_float
