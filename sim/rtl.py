@@ -130,7 +130,8 @@ def _hardware_digest() -> str:
 
 
 def _design_root() -> Path:
-    """``rtl/`` inside the cocotb build root (``$BITLINE_BUILD_DIR`` or ``build/cocotb``)."""
+    """``rtl/`` inside the cocotb build root (``$BITLINE_BUILD_DIR`` or the user cache,
+    :func:`bitline.sim.cocotb.runner.default_build_root`)."""
     from bitline.sim.cocotb.runner import default_build_root
 
     return default_build_root() / "rtl"
@@ -164,7 +165,8 @@ def bench_design(config: AcceleratorConfig, crossbar: str = "emulated", *,
     unit_entries:
         Entry-memory depth per unit (default :func:`design_unit_entries` of ``config``).
     root:
-        Cache folder (default ``rtl/`` inside the cocotb build root, ``build/cocotb/rtl``).
+        Cache folder (default ``rtl/`` inside the cocotb build root,
+        ``~/.cache/bitline/cocotb/rtl`` unless ``BITLINE_BUILD_DIR`` says otherwise).
 
     Returns
     -------

@@ -4,7 +4,8 @@ Built like cocotb's matrix-multiplier example, with one piece per job:
 
 * :class:`PortMonitor` -- samples every unit's crossbar port (``read.*`` and ``write.*``,
   :mod:`bitline.hw.unit.xbar_port`) in the cycles the unit uses it and turns them into
-  :class:`ReadRequest` and :class:`RowWrite` transactions;
+  :class:`ReadRequest` and :class:`RowWrite` transactions; the read requests of all units
+  arrive in one wide harness vector (``xbar_requests``), one simulator read per cycle;
 * :class:`CrossbarModel` -- the crossbars: it is programmed by the row writes the loader
   issues and answers each read with ADC codes, either from an
   :class:`~bitline.sim.analog.AnalogDevice` (``port_read``, keyed by the unit's OU read
@@ -21,6 +22,15 @@ coroutine serves every unit, and it sleeps (on a value change of the harness's
 ``xbar_strobes`` / ``xbar_writes`` summaries) whenever no unit uses its port, so the
 simulator runs load and drain phases without Python.
 
+Speed (docs/verification.md, "Simulation speed"): while awake the coroutine wakes once per
+cycle, at the *falling* clock edge, where it both samples the requests (stable since the
+rising edge: the design is clocked on rising edges only) and drives the answers due in this
+cycle (sampled at the next rising edge, as an answer driven right after the rising edge
+would be) -- one simulator callback per cycle instead of two (``RisingEdge`` then
+``ReadOnly``). Answers and protocol checks are memoized per packed request (for a chip
+without read noise), so a repeated OU read costs a dictionary look-up, not a
+:class:`ReadRequest`.
+
 The bench needs ``adc_latency >= 1``: a combinational crossbar (latency 0) would need its
 answer inside the cycle in which cocotb samples the request.
 """
@@ -32,9 +42,10 @@ from dataclasses import dataclass
 
 import cocotb
 import numpy as np
-from cocotb.triggers import First, ReadOnly, RisingEdge
+from cocotb.triggers import FallingEdge, First
 
 from bitline.hw.spec.config import AcceleratorConfig
+from bitline.sim.cocotb.harness import request_fields
 
 __all__ = ["ReadRequest", "RowWrite", "PortMonitor", "CrossbarModel", "ResultDriver",
            "PortChecker", "CrossbarBench", "signal_int"]
@@ -113,11 +124,33 @@ class PortMonitor:
         self.ports = [_UnitPort(dut, unit) for unit in range(config.n_xbars)]
         self.strobes = dut.xbar_strobes
         self.writes = dut.xbar_writes
+        self.requests = dut.xbar_requests
         self.single_phase = config.conversions_per_read == 1
+        fields = request_fields(config)
+        #: Bits of one unit's request in ``xbar_requests`` (after the 2 * n_xbars
+        #: strobe and write bits).
+        self.request_bits = sum(width for _, width in fields)
+        self._fields = []
+        offset = 0
+        for name, width in fields:
+            self._fields.append((name, offset, (1 << width) - 1))
+            offset += width
 
     def active(self) -> tuple[int, int]:
         """Return the ``(strobes, writes)`` bit vectors of this cycle."""
         return signal_int(self.strobes), signal_int(self.writes)
+
+    def sample(self) -> int:
+        """Return ``xbar_requests`` of this cycle: strobes (bits ``0 .. n-1``), writes
+        (``n .. 2n-1``), then each unit's :attr:`request_bits`-bit request."""
+        return signal_int(self.requests)
+
+    def decode(self, unit: int, bits: int) -> ReadRequest:
+        """Return the :class:`ReadRequest` of unit ``unit``'s packed request ``bits``."""
+        values = {name: bits >> offset & mask for name, offset, mask in self._fields}
+        if self.single_phase:
+            values["phase"] = 0
+        return ReadRequest(unit=unit, **values)
 
     def read(self, unit: int) -> ReadRequest:
         """Return unit ``unit``'s read request of this cycle (call only while it strobes)."""
@@ -176,6 +209,7 @@ class CrossbarModel:
         self.reads = np.zeros(config.n_xbars, dtype=np.int64)
         self.conversions = np.zeros(config.n_xbars, dtype=np.int64)
         self._cache: list[dict] = [{} for _ in range(config.n_xbars)]
+        self._packed: list[dict] = [{} for _ in range(config.n_xbars)]
         self._dac_shifts = np.arange(config.ou_rows) * config.dac_bits
         self._code_shifts = [a * config.adc_bits for a in range(config.adcs_per_xbar)]
 
@@ -190,6 +224,26 @@ class CrossbarModel:
             self.device.program_row(write.unit, write.row, write.levels)
         self.levels[write.unit, write.row] = write.levels
         self._cache[write.unit].clear()
+        self._packed[write.unit].clear()
+
+    def answer_packed(self, unit: int, bits: int, decode) -> int:
+        """Return the packed codes of unit ``unit``'s packed request ``bits`` (the
+        ``xbar_requests`` slice); ``decode(unit, bits)`` gives the :class:`ReadRequest` when
+        the answer is not memoized. Same counts and codes as :meth:`answer`."""
+        if self.memoize:
+            hit = self._packed[unit].get(bits)
+            if hit is not None:
+                packed, conversions, first = hit
+                if first:
+                    self.reads[unit] += 1
+                self.conversions[unit] += conversions
+                return packed
+        request = decode(unit, bits)
+        packed = self.answer(request)
+        if self.memoize:
+            self._packed[unit][bits] = (packed, bin(request.adc_en).count("1"),
+                                        request.phase == 0)
+        return packed
 
     def answer(self, request: ReadRequest) -> int:
         """Return the packed ``result.codes`` of one conversion cycle.
@@ -259,7 +313,8 @@ class ResultDriver:
         self.pending.append((cycle + self.latency, unit, packed))
 
     def drive(self, cycle: int) -> None:
-        """Set the result ports for ``cycle`` (call right after its clock edge)."""
+        """Set the result ports for ``cycle`` (call in the cycle, before the rising edge that
+        ends it: :class:`CrossbarBench` calls it at the falling edge)."""
         due = set()
         while self.pending and self.pending[0][0] == cycle:
             _, unit, packed = self.pending.popleft()
@@ -346,20 +401,26 @@ class CrossbarBench:
         self._stopped = True
 
     async def _run(self) -> None:
-        clk = self.dut.clk
+        """Serve the ports (module docstring, "Speed"): asleep until a unit strobes or
+        writes, then one wake-up per cycle at the falling edge while anything is pending."""
         monitor, model, driver, checker = self.monitor, self.model, self.driver, self.checker
-        edge = RisingEdge(clk)
+        falling = FallingEdge(self.dut.clk)
+        units = self.config.n_xbars
+        unit_mask = (1 << units) - 1
+        width = monitor.request_bits
+        request_mask = (1 << width) - 1
+        checked: set[int] = set()          # requests whose protocol checks passed once
+        decode = monitor.decode
         sleeping = True
         while not self._stopped:
             if sleeping:
                 await First(monitor.strobes.value_change, monitor.writes.value_change)
-                await ReadOnly()
-            else:
-                await edge
-                self.cycle += 1
-                driver.drive(self.cycle)
-                await ReadOnly()
-            strobes, writes = monitor.active()
+            await falling
+            self.cycle += 1
+            driver.drive(self.cycle)
+            value = monitor.sample()
+            strobes = value & unit_mask
+            writes = value >> units & unit_mask
             if not strobes and not writes:
                 sleeping = driver.idle
                 continue
@@ -367,20 +428,31 @@ class CrossbarBench:
             # count only orders requests and answers, so the edges missed asleep do not matter).
             sleeping = False
             self.active_cycles += 1
-            writing = writes
-            unit = 0
-            while writes:
-                if writes & 1:
-                    write = monitor.write(unit)
-                    checker.check_write(self.cycle, write)
-                    model.program(write)
-                writes >>= 1
-                unit += 1
+            if writes:
+                self._program(writes)
+            requests = value >> 2 * units
             unit = 0
             while strobes:
                 if strobes & 1:
-                    request = monitor.read(unit)
-                    checker.check_read(self.cycle, request, bool(writing >> unit & 1))
-                    driver.schedule(self.cycle, unit, model.answer(request))
+                    bits = requests >> unit * width & request_mask
+                    if writes >> unit & 1:
+                        checker.check_read(self.cycle, decode(unit, bits), True)
+                    elif bits not in checked:
+                        before = len(checker.violations)
+                        checker.check_read(self.cycle, decode(unit, bits), False)
+                        if len(checker.violations) == before:
+                            checked.add(bits)
+                    driver.schedule(self.cycle, unit, model.answer_packed(unit, bits, decode))
                 strobes >>= 1
                 unit += 1
+
+    def _program(self, writes: int) -> None:
+        """Apply this cycle's row writes (bit ``u`` of ``writes``: unit ``u`` writes)."""
+        unit = 0
+        while writes:
+            if writes & 1:
+                write = self.monitor.write(unit)
+                self.checker.check_write(self.cycle, write)
+                self.model.program(write)
+            writes >>= 1
+            unit += 1

@@ -43,12 +43,16 @@ port               dir  meaning
 ``xbars__*``            (``external`` only) the crossbar ports of every unit
 ``xbar_strobes``   out  (``external`` only) ``read.strobe`` of every unit
 ``xbar_writes``    out  (``external`` only) ``write.en`` of every unit
+``xbar_requests``  out  (``external`` only) ``xbar_strobes``, ``xbar_writes``, then every
+                        unit's read request, unit 0 first, fields in
+                        :func:`request_fields` order: what the crossbar model needs each
+                        cycle in one simulator read
 =================  ===  =========================================================================
 """
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Shape, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out, connect, flipped
@@ -60,7 +64,7 @@ from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.unit.xbar_port import CrossbarSignature
 
 __all__ = ["BenchTop", "SOURCE_DEPTH", "SINK_DEPTH", "FILL_LANES", "DRAIN_LANES",
-           "PROGRAM", "INPUTS", "beat_bytes"]
+           "PROGRAM", "INPUTS", "beat_bytes", "request_fields"]
 
 #: Default source capacity in bytes / input codes (one layer job's inputs must fit).
 SOURCE_DEPTH = 1 << 16
@@ -73,6 +77,16 @@ DRAIN_LANES = 8
 #: ``source_target`` values.
 PROGRAM = 0
 INPUTS = 1
+
+
+def request_fields(config: AcceleratorConfig) -> list[tuple[str, int]]:
+    """Return ``[(read member, width)]`` of one unit's slice of ``xbar_requests``, lowest
+    bits first (the crossbar model unpacks the vector with the same list)."""
+    signature = CrossbarSignature(config).members["read"].signature
+    fields = []
+    for name in ("row_group", "wordline_en", "dac", "col_group", "phase", "adc_en"):
+        fields.append((name, Shape.cast(signature.members[name].shape).width))
+    return fields
 
 
 def beat_bytes(config: AcceleratorConfig) -> int:
@@ -142,6 +156,8 @@ class BenchTop(wiring.Component):
             members["xbars"] = Out(CrossbarSignature(config)).array(config.n_xbars)
             members["xbar_strobes"] = Out(config.n_xbars)
             members["xbar_writes"] = Out(config.n_xbars)
+            members["xbar_requests"] = Out(2 * config.n_xbars + config.n_xbars * sum(
+                width for _, width in request_fields(config)))
         super().__init__(members)
 
     @property
@@ -239,5 +255,9 @@ class BenchTop(wiring.Component):
                                            for u in range(config.n_xbars)))),
                 self.xbar_writes.eq(Cat(*(acc.xbars[u].write.en
                                           for u in range(config.n_xbars)))),
+                # one read per cycle instead of six per strobing unit (crossbar.py)
+                self.xbar_requests.eq(Cat(self.xbar_strobes, self.xbar_writes, *(
+                    getattr(acc.xbars[u].read, name)
+                    for u in range(config.n_xbars) for name, _ in request_fields(config)))),
             ]
         return m

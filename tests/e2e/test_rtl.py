@@ -125,7 +125,18 @@ def test_bench_design_is_cached_and_exposes_only_ports(tmp_path):
     assert design.verilog.stat().st_mtime == again.verilog.stat().st_mtime
     info = design.info
     names = {port["name"] for port in info["ports"]}
-    assert {"xbar_strobes", "xbars__1__result__codes", "fill_data", "csr__r_data"} <= names
+    assert {"xbar_strobes", "xbars__1__result__codes", "fill_data", "csr__r_data",
+            "xbar_requests"} <= names
+    # the packed requests: strobes, writes, then each unit's read fields (crossbar.py
+    # unpacks them with the same field list); widths add up to the read ports' widths
+    from bitline.sim.cocotb.harness import request_fields
+
+    widths = {port["name"]: port["width"] for port in info["ports"]}
+    fields = request_fields(config)
+    assert [name for name, _ in fields] == ["row_group", "wordline_en", "dac", "col_group",
+                                            "phase", "adc_en"]
+    assert all(widths[f"xbars__1__read__{name}"] == width for name, width in fields)
+    assert widths["xbar_requests"] == 2 * 2 + 2 * sum(width for _, width in fields)
     vlt = design.vlt.read_text()
     assert vlt.startswith("`verilator_config")
     assert vlt.count("public_flat_rw") == len(names) + 2      # + clk, rst
@@ -183,3 +194,25 @@ def test_design_root_is_inside_the_build_dir(monkeypatch, tmp_path):
 
     monkeypatch.setenv("BITLINE_BUILD_DIR", str(tmp_path / "b"))
     assert rtl._design_root() == tmp_path / "b" / "rtl"
+
+
+def test_build_cache_defaults_to_the_user_cache(monkeypatch, tmp_path):
+    """Not the source checkout: $XDG_CACHE_HOME/bitline, else ~/.cache/bitline; a relative
+    XDG_CACHE_HOME is ignored (XDG spec); BITLINE_BUILD_DIR wins over both."""
+    from pathlib import Path
+
+    from bitline.sim import rtl
+    from bitline.sim.cocotb.runner import default_build_root
+
+    monkeypatch.delenv("BITLINE_BUILD_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_build_root() == tmp_path / "xdg" / "bitline" / "cocotb"
+    assert default_build_root().is_dir()
+    assert rtl._design_root() == tmp_path / "xdg" / "bitline" / "cocotb" / "rtl"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_build_root() == tmp_path / "home" / ".cache" / "bitline" / "cocotb"
+    checkout = Path(rtl.__file__).resolve().parents[1]
+    assert not default_build_root().is_relative_to(checkout)
+    monkeypatch.setenv("BITLINE_BUILD_DIR", str(tmp_path / "mine"))
+    assert default_build_root() == tmp_path / "mine"
