@@ -236,3 +236,64 @@ def test_perf_report_counts_copies(mapped):
     # A program with copies is allocated afresh: the stages have one copy's units.
     budget = program.xbars_used + 5
     assert (pipeline_report(three, budget).copies == pipeline_report(one, budget).copies)
+
+
+def test_verilog_hardware_sized_by_a_bundle_with_copies(mapped, tmp_path):
+    """`bitline verilog/fpga --config base --bundle b`: max_copies comes from the bundle."""
+    from bitline.sw.flow.hardware import choose_hardware
+
+    program, qmodel = _program(mapped, "bwq")
+    copied = program.with_copies({program.layers[0].name: 3})
+    write_bundle(tmp_path / "b", copied, qmodel)
+    base = tmp_path / "base.toml"
+    program.config.replace(n_xbars=copied.config.n_xbars).save(base)
+    choice = choose_hardware(base, None, tmp_path / "b")
+    assert choice.config.max_copies == 3 == copied.config.max_copies
+    assert "max_copies sized from 1 to 3 by the bundle" in choice.notes
+    units = choice.memories.units
+    for source, unit in zip(copied.layers[0].xbars.tolist(),
+                            copied.layers[0].copy_units(2).tolist()):
+        assert units[unit].entries == units[source].entries and units[unit].entries
+
+
+def test_uart_board_refuses_lanes():
+    from bitline.hw.boards.core import UARTAccelerator
+
+    with pytest.raises(ValueError, match=r"max_copies = 2: the UART board bridge runs one lane"):
+        UARTAccelerator(small_config(max_copies=2), clock_hz=25_000_000)
+
+
+def test_device_sends_copies_as_lanes():
+    """Device.run_layer_job(copies=c): N_VECTORS = V, N_SHARE = ceil(V / c), lane beats in,
+    lane outputs back in vector order (an idle lane's values dropped)."""
+    from bitline.hw.spec.registers import Register, Status
+    from bitline.sw.host.driver import Device, Transport
+
+    class LaneEcho(Transport):
+        """Output (j, n) of lane k: the sum of lane k's codes of its j-th vector, plus n."""
+
+        def __init__(self):
+            self.registers = {}
+
+        def write_register(self, register, value):
+            self.registers[int(register)] = int(value)
+
+        def read_register(self, register):
+            return int(Status.DONE) if register == Register.STATUS else 0
+
+        def send_image(self, image):
+            pass
+
+        def start_job(self, codes, n_outputs):
+            share = self.registers[int(Register.N_SHARE)]
+            sums = np.asarray(codes).reshape(share, -1, codes.shape[1]).sum(axis=1)
+            per_vector = n_outputs // share
+            return (sums[:, None, :] + np.arange(per_vector)[None, :, None]).reshape(
+                n_outputs, -1)
+
+    transport = LaneEcho()
+    vectors = np.random.default_rng(0).integers(0, 16, (7, 5))
+    outputs = Device(transport).run_layer_job(0, vectors, 4, copies=3)
+    assert transport.registers[int(Register.N_VECTORS)] == 7
+    assert transport.registers[int(Register.N_SHARE)] == 3
+    assert np.array_equal(outputs, vectors.sum(axis=1)[:, None] + np.arange(4))
