@@ -54,6 +54,7 @@ ORT_DISABLED = (
     "ClipQuantFusion", "ReluQuantFusion", "ConstantSharing", "CommonSubexpressionElimination",
     "QDQPropagationTransformer", "DoubleQDQPairsRemover", "QDQS8ToU8Transformer",
     "QDQFinalCleanupTransformer", "EnsureUniqueDQForNodeUnit", "NotWhereFusion",
+    "MatMulScaleFusion", "LabelEncoderFusion",
 )
 
 # Never evaluated at compile time: quantization must stay visible, random ops are random.

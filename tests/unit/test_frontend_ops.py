@@ -397,3 +397,24 @@ def test_a_graph_onnxruntime_cannot_load_is_still_simplified_and_named():
     with pytest.raises(FrontendError, match=r"node 'odd' \(Mystery\): unsupported op \(domain "
                        r"'example.org'\)"):
         load_onnx(proto)
+
+
+def test_onnxruntime_fusions_are_off_and_node_names_and_order_kept():
+    # Folding BatchNorm / Mul into the conv is the passes' job (float64, user's names);
+    # onnxruntime's basic level would fuse them and reorder the nodes.
+    g = Graph((3, 6, 6))
+    shortcut = g.conv("x", 3, 4, k=1, pads=(0, 0, 0, 0))
+    y = g.conv("x", 3, 4)
+    bn = [g.const(g.rng.uniform(0.5, 1.5, 4)) for _ in range(2)] + [
+        g.const(g.rng.standard_normal(4) * 0.1), g.const(g.rng.uniform(0.5, 1.5, 4))]
+    y = g.node("BatchNormalization", [y, *bn], name="bn")
+    y = g.node("Mul", [y, g.const(np.full((4, 1, 1), 2.0))], name="scale")
+    y = g.node("Add", [y, shortcut], name="res")
+    proto = g.model(y)
+    simple = simplify_onnx(proto)
+    assert [(n.op_type, n.name) for n in simple.graph.node] == [
+        (n.op_type, n.name) for n in proto.graph.node]
+    assert all(n.domain in ("", "ai.onnx") for n in simple.graph.node)
+    convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
+    assert [(layer.name, layer.op) for layer in check(proto).layers] == [
+        (convs[0], "conv"), (convs[1], "conv"), ("res", "add")]
