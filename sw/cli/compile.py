@@ -171,6 +171,20 @@ def _print_report(report) -> None:
         print_table(table)
 
 
+def _file_quantization_notes(spec: dict) -> list[str]:
+    """Where a quantized file's rounding is not repeated exactly (docs/frontend.md)."""
+    if not isinstance(spec, dict) or spec.get("mode") != "file":
+        return []
+    notes = []
+    if spec.get("regridded"):
+        notes.append("file quantization: these layers keep their input's grid instead of the "
+                     f"file's: {', '.join(spec['regridded'])}")
+    if spec.get("dropped"):
+        notes.append("file quantization: these quantized tensors were merged into the next "
+                     f"layer (their rounding is not repeated): {', '.join(spec['dropped'])}")
+    return notes
+
+
 @click.command("compile")
 @click.argument("model")
 @strategy_option
@@ -236,6 +250,8 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
         f"(size {seconds['size']:.2f} s, quantize {seconds['quantize']:.2f} s, "
         f"map {seconds['map']:.2f} s, write {seconds['write']:.2f} s)", soft_wrap=True)
     for note in result.notes:
+        out.print(f"note: {note}", soft_wrap=True)
+    for note in _file_quantization_notes(result.qmodel.spec):
         out.print(f"note: {note}", soft_wrap=True)
     _print_report(report)
     if pipe is not None:

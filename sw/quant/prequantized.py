@@ -15,6 +15,9 @@ through the one builder, :func:`~bitline.sw.quant.build.build_quantized_model`:
   gives a GlobalAveragePool output its own scale), the layer is listed in
   ``spec["regridded"]`` -- the value then differs from onnxruntime's by less than one of the
   file's steps of that tensor.
+* tensors that the IR merged away (a MatMul's output before its bias Add, a Conv's before
+  a BatchNorm, a ReLU's input once fused) lose the file's rounding there; they are listed
+  in ``spec["dropped"]``.
 * biases: the float bias (the file's int32 bias times ``s_in * s_w``) divided back by
   ``s_in * s_w`` and rounded, which gives the file's integers.
 """
@@ -133,7 +136,9 @@ def quantized_from_file(model: Model, config: AcceleratorConfig | None = None
     -------
     QuantizedModel
         ``spec = {"name": "file", "mode": "file", "format", "source", "regridded",
-        "ou_rows", "ou_cols", "stats"}``; ``stats`` as :func:`bitline.sw.quant.quantize_model`
+        "dropped", "ou_rows", "ou_cols", "stats"}``: ``regridded`` the pass-through layers
+        whose file grid differs from their input's, ``dropped`` the quantized tensors the IR
+        merged away (their rounding is not repeated); ``stats`` as :func:`bitline.sw.quant.quantize_model`
         gives them (average weight and activation bits, zero-block fraction, histogram).
 
     Raises
@@ -163,8 +168,14 @@ def quantized_from_file(model: Model, config: AcceleratorConfig | None = None
             raise _fail(model, f"layer {name} needs {planes} magnitude bit planes, but the "
                                f"config's max_weight_bits = {config.max_weight_bits} allows "
                                f"{limit}; raise max_weight_bits in the config")
+    # Tensors the file rounds that the IR no longer has: the conversion or a pass merged the
+    # op that wrote them into the next (MatMul + bias Add, Conv + BatchNorm, ReLU fusion), so
+    # one rounding of the file is not repeated; named here, never dropped silently.
+    tensors = {model.input_name} | {layer.output for layer in model.layers}
+    dropped = sorted(name for name in quant.acts if name not in tensors)
     spec = {"name": "file", "mode": "file", "format": quant.format, "source": quant.source,
-            "regridded": regridded, "ou_rows": config.ou_rows, "ou_cols": config.ou_cols,
+            "regridded": regridded, "dropped": dropped,
+            "ou_rows": config.ou_rows, "ou_cols": config.ou_cols,
             "stats": _stats(model, weights, acts, config, zero_block_fraction)}
     return build_quantized_model(model, weights, acts, spec=spec)
 

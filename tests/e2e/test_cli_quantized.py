@@ -74,3 +74,13 @@ def test_requantize_needs_a_quantized_model(files, capsys):
     code = main(["compile", "digits-cnn", "-s", "bwq", "--requantize", "-o", str(tmp / "z")])
     assert code == 2
     assert "not a quantized model" in capsys.readouterr().err
+
+
+def test_notes_name_regridded_and_dropped_tensors():
+    from bitline.sw.cli.compile import _file_quantization_notes
+
+    notes = _file_quantization_notes({"mode": "file", "regridded": ["/pool/GAP"],
+                                      "dropped": ["m"]})
+    assert len(notes) == 2 and "/pool/GAP" in notes[0] and notes[1].endswith(": m")
+    assert _file_quantization_notes({"mode": "bwq"}) == []
+    assert _file_quantization_notes({"mode": "file", "regridded": [], "dropped": []}) == []

@@ -351,3 +351,57 @@ def test_qcdq_clip_narrows_the_grid():
     golden = np.asarray(run_golden(qmodel, x).output).reshape(len(x), -1)
     assert qmodel.layers["conv"].output is not None      # the model output is requantized
     assert np.abs(golden - _ort(proto, x, fake_quant=True)).max() <= 0.37 + 1e-6
+
+
+def test_matmul_bias_add_and_gemm_alpha(tmp_path):
+    """MatMul (per-channel along axis 1) + bias Add + Relu + Gemm(alpha = 0.5), quantized by
+    onnxruntime: the weights are the file's integers in the IR's (O, F) layout, the scale of
+    a Gemm with alpha is s * alpha, and the MatMul output that onnxruntime rounds before the
+    bias Add (a tensor the IR merges into the gemm) is named in spec["dropped"]."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat
+
+    from bitline.sim.golden import run_golden
+
+    rng = np.random.default_rng(0)
+    w1 = rng.normal(0, 0.3, (16, 32)).astype(np.float32)
+    w2 = rng.normal(0, 0.3, (10, 32)).astype(np.float32)
+    inits = [numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(w2, "W2"),
+             numpy_helper.from_array(rng.normal(0, 0.1, 32).astype(np.float32), "b1")]
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["m"], name="mm"),
+             helper.make_node("Add", ["m", "b1"], ["a"], name="add"),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("Gemm", ["r", "W2"], ["y"], name="g", transB=1, alpha=0.5)]
+    graph = helper.make_graph(
+        nodes, "mm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+              tmp_path / "mm.onnx")
+    x = rng.uniform(0, 1, (64, 16)).astype(np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": x[i:i + 1]} for i in range(32)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantization.quantize_static(str(tmp_path / "mm.onnx"), str(tmp_path / "mmq.onnx"),
+                                 Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    path = tmp_path / "mmq.onnx"
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(path).graph.initializer}
+    model = load_onnx(path)
+    qmodel = quantized_from_file(model)
+    assert qmodel.spec["dropped"] == ["m"]
+    assert np.array_equal(qmodel.layers["mm"].weight.values,
+                          inits["W1_quantized"].astype(np.int64).T)
+    assert np.array_equal(qmodel.layers["g"].weight.values,
+                          inits["W2_quantized"].astype(np.int64))
+    np.testing.assert_allclose(np.asarray(qmodel.layers["g"].weight.scale).reshape(-1),
+                               inits["W2_scale"].astype(np.float64) * 0.5, rtol=1e-7)
+    # Against the float backend (the same tensors rounded): within one output step.
+    grid = model.quantization.acts[model.output_name]
+    golden = np.asarray(run_golden(qmodel, x).output).reshape(len(x), -1)
+    golden = np.clip(golden, grid.scale * (grid.lo - grid.zero_point),
+                     grid.scale * (grid.hi - grid.zero_point))
+    assert np.abs(golden - run_fake_quant(model, x)).max() <= grid.scale * 1.0001
