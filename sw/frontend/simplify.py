@@ -23,8 +23,9 @@ Three steps, in order:
 3. **bitline's own folding** (:func:`fold_constants`): whatever is left whose inputs are all
    constants is evaluated with ``onnx.reference`` (one node at a time), ``Shape`` / ``Size``
    of a tensor with a static inferred shape becomes a constant, two Transposes that cancel
-   are removed, Identity / Dropout that do not write a graph output are bypassed, then dead
-   nodes and unused initializers are dropped. Quantize/Dequantize nodes and random
+   are removed, Identity / Dropout that do not write a graph output are bypassed, chains of
+   pure reshapes collapse (a Reshape restoring its input's shape goes), then dead nodes and
+   unused initializers are dropped. Quantize/Dequantize nodes and random
    generators are never folded (an already-quantized graph keeps its quantization).
 
 onnxruntime is chosen over ``onnxsim`` / ``onnxslim`` / ``onnxoptimizer`` because it is
@@ -310,17 +311,67 @@ def _prune(model: onnx.ModelProto) -> None:
     graph.input.extend(inputs)
 
 
+# Ops that only re-label the shape of their first input (the bytes in C order stay).
+_RESHAPING = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+
+
+def _collapse_reshapes(model: onnx.ModelProto, constants: dict[str, np.ndarray]) -> bool:
+    """Make each Reshape read past earlier pure reshapes; drop it if it is then a no-op.
+
+    A chain such as ``Flatten -> Reshape`` back to the image, or ``Reshape -> Reshape``, only
+    relabels the same bytes: the last Reshape gets its static target shape as a constant and
+    reads the chain's first input; when that input already has the target shape, the
+    Reshape is bypassed. Returns whether anything changed.
+    """
+    graph = model.graph
+    if not any(node.op_type == "Reshape" for node in graph.node):
+        return False
+    shapes = _static_shapes(model)
+    producers = {name: node for node in graph.node for name in node.output}
+    outputs = {o.name for o in graph.output}
+    rename: dict[str, str] = {}
+    changed = False
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            node.input[index] = rename.get(name, name)
+        if node.op_type != "Reshape" or node.output[0] not in shapes:
+            continue
+        source = node.input[0]
+        while source in producers and producers[source].op_type in _RESHAPING \
+                and source not in constants:
+            source = producers[source].input[0]
+        target = shapes[node.output[0]]
+        if source in shapes and shapes[source] == target and node.output[0] not in outputs:
+            rename[node.output[0]] = source
+            changed = True
+        elif source != node.input[0]:
+            name = f"{node.output[0]}/static_shape"
+            array = np.asarray(target, dtype=np.int64)
+            constants[name] = array
+            graph.initializer.append(numpy_helper.from_array(array, name))
+            node.input[0], node.input[1] = source, name
+            changed = True
+    if rename:
+        kept = [node for node in graph.node if node.output[0] not in rename]
+        del graph.node[:]
+        graph.node.extend(kept)
+    return changed
+
+
 def fold_constants(model: onnx.ModelProto) -> None:
     """bitline's own folding on ``model`` (modified in place; step 3 of the module docstring).
 
     Repeats until nothing changes: evaluate nodes whose inputs are all constants (and
     ``Shape`` / ``Size`` of tensors with a static inferred shape), bypass Identity / Dropout
-    and cancelling Transpose pairs; then prune dead nodes and unused initializers.
+    and cancelling Transpose pairs, collapse chains of pure reshapes (a Reshape that then
+    restores its input's shape is removed); then prune dead nodes and unused initializers.
     """
     graph = model.graph
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     while True:
         _bypass(model)
-        if not _fold_pass(model, constants):
+        if _fold_pass(model, constants):
+            continue
+        if not _collapse_reshapes(model, constants):
             break
     _prune(model)

@@ -418,3 +418,19 @@ def test_onnxruntime_fusions_are_off_and_node_names_and_order_kept():
     convs = [n.name for n in proto.graph.node if n.op_type == "Conv"]
     assert [(layer.name, layer.op) for layer in check(proto).layers] == [
         (convs[0], "conv"), (convs[1], "conv"), ("res", "add")]
+
+
+@pytest.mark.parametrize("use_onnxruntime", [True, False])
+def test_reshape_pairs_that_restore_the_shape_are_removed(use_onnxruntime):
+    # Flatten then Reshape back to the image, and Reshape (N, C, H*W) then Reshape (N, -1):
+    # pure relabelings of the same bytes.
+    g = Graph((3, 4, 4))
+    y = g.node("Flatten", [g.conv("x", 3, 2)], axis=1)
+    y = g.node("Reshape", [y, g.const([1, 2, 4, 4], np.int64)])
+    y = g.node("Relu", [y])
+    y = g.node("Reshape", [y, g.const([1, 2, 16], np.int64)])
+    y = g.node("Reshape", [y, g.const([1, -1], np.int64)])
+    proto = g.model(g.gemm(y, 32, 3), batch=1)
+    simple = simplify_onnx(proto, use_onnxruntime=use_onnxruntime)
+    assert [n.op_type for n in simple.graph.node] == ["Conv", "Relu", "Reshape", "Gemm"]
+    assert ops(check(proto, batch=1)) == [("conv", "relu"), ("flatten", None), ("gemm", None)]
