@@ -434,3 +434,12 @@ def test_reshape_pairs_that_restore_the_shape_are_removed(use_onnxruntime):
     simple = simplify_onnx(proto, use_onnxruntime=use_onnxruntime)
     assert [n.op_type for n in simple.graph.node] == ["Conv", "Relu", "Reshape", "Gemm"]
     assert ops(check(proto, batch=1)) == [("conv", "relu"), ("flatten", None), ("gemm", None)]
+
+
+def test_softmax_over_an_image_is_refused():
+    g = Graph((3, 4, 4))
+    y = g.node("Softmax", [g.conv("x", 3, 2)], name="sm", axis=1)
+    with pytest.raises(FrontendError, match=r"node 'sm' \(Softmax\): only a Softmax over the "
+                       r"features of a vector \(N, F\) is supported, not axis=1 of input "
+                       r"\(N, 2, 4, 4\)"):
+        load_onnx(g.model(y))
