@@ -3,16 +3,19 @@
 ReduceMean over the spatial axes (global average pooling), Pad (folded into the next conv or
 pooling by :func:`bitline.sw.passes.fold_pads`), Mul / Div / Sub by per-channel or scalar
 constants (a per-channel ``batchnorm`` affine or an ``add_constant``, folded or lowered by the
-passes), Concat along channels, LeakyReLU / PReLU (a ``leaky_relu`` layer the host runs in
-integers, docs/contract.md), a final Softmax / LogSoftmax (``Model.output_transform``, run by
-the host) and Transposes that do not move data. Like the core converters, each one checks
-the node and converts it; the state it uses is the importer's
-(:class:`bitline.sw.frontend.onnx_import._Importer`). See docs/frontend.md, "Accepted ops".
+passes), Concat along channels (a ``concat`` layer the host runs in integers), LeakyReLU /
+PReLU (a ``leaky_relu`` layer the host runs in integers: the output unit's one multiplier per
+channel cannot give a sign-dependent slope), a final Softmax / LogSoftmax
+(``Model.output_transform``, run by the host) and Transposes that do not move data. Like the
+core converters, each one checks the node and converts it; the state it uses is the
+importer's (:class:`bitline.sw.frontend.onnx_import._Importer`). See docs/frontend.md,
+"What is accepted".
 """
 
 from __future__ import annotations
 
 import numpy as np
+
 from bitline.sw.frontend.onnx_ops import OnnxNode, batched
 
 __all__ = ["MoreConverters"]
