@@ -19,9 +19,11 @@ the graph input (``(x - mean) / std`` normalization) -- is handled here, before
 from __future__ import annotations
 
 import numpy as np
+
 from bitline.sw.frontend.ir import Layer, Model
 from bitline.sw.passes.base import PassError, copy_model, producer, tensor_uses
 from bitline.sw.passes.fold import AFFINE_OPS
+
 
 __all__ = ["affine_terms", "lower_affine"]
 

@@ -15,8 +15,10 @@ the result is the same function:
 from __future__ import annotations
 
 import numpy as np
+
 from bitline.sw.frontend.ir import Layer, Model
 from bitline.sw.passes.base import PassError, copy_model, producer, tensor_uses
+
 
 __all__ = ["fold_pads"]
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
+
 from bitline.sw.frontend.float_model import run_float
 from bitline.sw.frontend.onnx_import import FrontendError, load_onnx
 from bitline.sw.frontend.simplify import simplify_onnx
-from onnx import TensorProto, helper, numpy_helper
+
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from bitline.sw.frontend.float_model import output_transform, run_float
 from bitline.sw.frontend.ir import Layer, Model
 from bitline.sw.integer import tensor_ops
 from bitline.sw.integer.qmodel import ActParams
 from bitline.sw.passes import fold_pads, lower_affine
+
 
 RNG = np.random.default_rng(3)
 

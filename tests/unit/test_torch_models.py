@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
 from bitline.hw.spec.config import preset
 from bitline.hw.spec.program import STRATEGIES
 from bitline.sw.frontend.float_model import run_float
 from bitline.sw.frontend.onnx_import import load_onnx
+
 
 ort = pytest.importorskip("onnxruntime")
 
