@@ -11,6 +11,7 @@ LONGEST_FIRST = (
     "cocotb/test_e2e_digits.py",
     "fpga/test_bitstream.py",
     "cocotb/test_e2e_small.py",
+    "cocotb/test_e2e_copies.py",
     "cocotb/test_board_uart.py",
     "cocotb/test_e2e_emulated.py",
     "hw/test_verilog.py",
