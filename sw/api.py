@@ -65,15 +65,21 @@ def load(model, *, name: str | None = None) -> Model:
     return load_onnx(model, name=name)
 
 
-def from_torch(module, example_input, *, name: str | None = None, opset: int = 17,
-               path: str | Path | None = None) -> Model:
+def from_torch(module, example_input, *, name: str | None = None, opset: int | None = None,
+               dynamo: bool = False, path: str | Path | None = None) -> Model:
     """Export a PyTorch ``module`` with ``torch.onnx.export`` and load the result.
 
-    The module is put in ``eval()`` mode and traced on ``example_input`` (one sample with a
-    batch axis, e.g. ``torch.zeros(1, 1, 8, 8)``); the batch axis is exported dynamic.
+    The module is put in ``eval()`` mode and exported on ``example_input`` (one sample with a
+    batch axis, e.g. ``torch.zeros(1, 1, 8, 8)``).
 
     Parameters
     ----------
+    opset:
+        ONNX opset (default 17 for the TorchScript exporter, 18 for ``dynamo``).
+    dynamo:
+        ``False`` (default): the TorchScript exporter, batch axis exported dynamic;
+        ``True``: the ``torch.export``-based exporter (needs ``onnxscript``, opset >= 18),
+        batch fixed to the example's.
     path:
         Where to keep the ``.onnx`` file (default: a temporary file, deleted after loading).
 
@@ -98,10 +104,15 @@ def from_torch(module, example_input, *, name: str | None = None, opset: int = 1
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(path) if path is not None else Path(tmp) / "model.onnx"
         with torch.no_grad():
-            torch.onnx.export(module, (example_input,), str(target), opset_version=opset,
-                              input_names=["input"], output_names=["output"],
-                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                              dynamo=False)
+            if dynamo:
+                torch.onnx.export(module, (example_input,), str(target),
+                                  opset_version=opset or 18, input_names=["input"],
+                                  output_names=["output"], dynamo=True, external_data=False)
+            else:
+                torch.onnx.export(module, (example_input,), str(target),
+                                  opset_version=opset or 17, input_names=["input"],
+                                  output_names=["output"], dynamo=False,
+                                  dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
         return load_onnx(target, name=name or type(module).__name__)
 
 

@@ -138,8 +138,9 @@ def quantized_from_file(model: Model, config: AcceleratorConfig | None = None
         ``spec = {"name": "file", "mode": "file", "format", "source", "regridded",
         "dropped", "ou_rows", "ou_cols", "stats"}``: ``regridded`` the pass-through layers
         whose file grid differs from their input's, ``dropped`` the quantized tensors the IR
-        merged away (their rounding is not repeated); ``stats`` as :func:`bitline.sw.quant.quantize_model`
-        gives them (average weight and activation bits, zero-block fraction, histogram).
+        merged away (their rounding is not repeated); ``stats`` as
+        :func:`bitline.sw.quant.quantize_model` gives them (average weight and activation
+        bits, zero-block fraction, histogram).
 
     Raises
     ------

@@ -92,8 +92,10 @@ def test_from_torch_without_torch_names_the_extra():
         pytest.skip("torch is installed; test_from_torch_exports covers it")
 
 
-def test_from_torch_exports():
-    """A small CNN exported with torch.onnx.export: the float IR equals PyTorch."""
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_from_torch_exports(dynamo):
+    """A small CNN exported with torch.onnx.export (TorchScript and dynamo exporters): the
+    float IR equals PyTorch and it compiles."""
     torch = pytest.importorskip("torch")
     nn = torch.nn
 
@@ -109,7 +111,9 @@ def test_from_torch_exports():
 
     torch.manual_seed(0)
     net = Net()
-    model = api.from_torch(net, torch.zeros(1, 1, 8, 8))
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    model = api.from_torch(net, torch.zeros(1, 1, 8, 8), dynamo=dynamo)
     x, _ = api.dataset("digits", "test")
     with torch.no_grad():
         expected = net(torch.from_numpy(np.ascontiguousarray(x[:16]))).numpy()
