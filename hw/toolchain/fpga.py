@@ -332,6 +332,8 @@ def _elaborate(spec, config, out: Path, *, core_hz, baud: int, memories, unit_en
     Products of an earlier build (reports, bitstream) are removed so that a failed step never
     leaves a stale one behind. Returns the board top and Amaranth's build plan.
     """
+    from bitline.hw.toolchain.memory_init import fast_memory_init
+
     top = spec.top(config, core_hz=core_hz, baud=baud, memories=memories,
                    unit_entries=unit_entries)
     constraints = spec.constraints_file()
@@ -341,7 +343,8 @@ def _elaborate(spec, config, out: Path, *, core_hz, baud: int, memories, unit_en
                                  f"--router router2 --seed {int(seed)}"}
     if constraints is not None:
         overrides["add_preferences"] = constraints.read_text()
-    plan = spec.platform().build(top, name=TOP_NAME, do_build=False, **overrides)
+    with fast_memory_init():  # the same RTLIL, without a Python object per init bit
+        plan = spec.platform().build(top, name=TOP_NAME, do_build=False, **overrides)
     plan.extract(out)
     config.save(out / "config.toml")
     for stale in (NEXTPNR_REPORT, REPORT_FILE, f"{TOP_NAME}.bit"):

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import data, stream, wiring
 
@@ -43,6 +42,7 @@ from bitline.hw.core.top import Accelerator
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.registers import Register
 from bitline.hw.spec.timing import DRAIN_STAGES, drain_latency, pipeline_latency
+from bitline.hw.toolchain.memory_init import convert_verilog
 
 __all__ = ["GeneratedDesign", "port_table", "accelerator_ports", "check_top_name",
            "write_verilog", "DEFAULT_TOP", "TIMESCALE", "VERILOG_KEYWORDS"]
@@ -243,7 +243,7 @@ def write_verilog(config: AcceleratorConfig, out_dir: str | Path, *,
     design = Accelerator(config, crossbar=crossbar, memories=memories,
                          unit_entries=unit_entries)
     log(f"converting {config.n_xbars} units to Verilog (Amaranth, Yosys)")
-    text = verilog.convert(design, name=top, emit_src=False)
+    text = convert_verilog(design, name=top, emit_src=False)  # fast, compact memory init
     log(f"writing {len(text) / 1e6:.1f} MB of Verilog")
     out_dir.mkdir(parents=True, exist_ok=True)
     verilog_path = (out_dir / f"{top}.v").resolve()

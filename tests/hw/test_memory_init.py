@@ -1,0 +1,93 @@
+"""Memory init: fast RTLIL conversion (same text) and compact Verilog (one loop per memory)."""
+
+import re
+
+from amaranth import Module, signed
+from amaranth.back import rtlil, verilog
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from bitline.hw.toolchain.memory_init import compact_memory_init, fast_memory_init
+
+
+class _TwoMemories(wiring.Component):
+    """A zero-initialized memory, one with distinct words (a preloaded program), a signed one."""
+
+    def __init__(self):
+        super().__init__({"addr": In(4), "zero": Out(8), "program": Out(8), "small": Out(5)})
+
+    def elaborate(self, platform):
+        m = Module()
+        for name, shape, init in (("zeros", 8, []), ("words", 8, list(range(3, 19))),
+                                  ("signed", signed(5), [-16, -1, 0, 15, 3])):
+            memory = Memory(shape=shape, depth=16 if name != "signed" else 5, init=init)
+            m.submodules[name] = memory
+            read = memory.read_port(domain="comb")
+            m.d.comb += read.addr.eq(self.addr)
+            m.d.comb += {"zeros": self.zero, "words": self.program,
+                         "signed": self.small}[name].eq(read.data)
+        return m
+
+
+def _word_lines(text):
+    return re.findall(r"^    \S+ ?\[\d+\] = [^;]+;$", text, re.M)
+
+
+def test_a_constant_memory_becomes_one_loop_and_others_stay():
+    text = verilog.convert(_TwoMemories(), name="top", emit_src=False)
+    compact = compact_memory_init(text)
+    words = _word_lines(text)
+    assert len(words) == 16 + 16 + 5  # what write_verilog writes: one line per word
+    loops = re.findall(r"initial for \((\S+ )= 0; \1< (\d+); \1= \1\+ 1\) (\S+ ?)\[\1\] = ([^;]+);",
+                       compact)
+    assert [(count, value) for _, count, _, value in loops] == [("16", "8'h00")]
+    assert re.search(rf"integer {re.escape(loops[0][0])};", compact)
+    # the preloaded memory keeps its 16 distinct words, in order
+    kept = _word_lines(compact)
+    assert len(kept) == 21 and kept == [line for line in words if not line.endswith("8'h00;")]
+    # everything outside the memory initializations is unchanged
+    strip = lambda t: [line for line in t.split("\n")  # noqa: E731
+                       if line not in words and "meminit" not in line
+                       and line not in ("  initial begin", "  end")]
+    assert strip(compact) == strip(text)
+
+
+def test_blocks_that_are_not_one_value_from_word_zero_are_left_alone():
+    text = "\n".join([
+        "module m;",
+        "  reg [7:0] a [2:0];",
+        "  initial begin",
+        "    a[0] = 8'h00;",
+        "    a[1] = 8'h00;",
+        "    a[2] = 8'h01;",
+        "  end",
+        "  reg [7:0] b [1:0];",
+        "  initial begin",
+        "    b[1] = 8'h00;",
+        "    b[0] = 8'h00;",
+        "  end",
+        "  initial begin",
+        "    \\c$1 [0] = 4'h5;",
+        "    \\c$1 [1] = 4'h5;",
+        "  end",
+        "endmodule",
+    ])
+    compact = compact_memory_init(text)
+    lines = compact.split("\n")
+    assert lines[:12] == text.split("\n")[:12]
+    assert lines[12:] == [
+        "  integer \\meminit$0 ;",
+        "  initial for (\\meminit$0 = 0; \\meminit$0 < 2; \\meminit$0 = \\meminit$0 + 1) "
+        "\\c$1 [\\meminit$0 ] = 4'h5;",
+        "endmodule",
+    ]
+
+
+def test_fast_memory_init_writes_the_same_rtlil():
+    slow = rtlil.convert(_TwoMemories(), name="top", emit_src=False)
+    with fast_memory_init():
+        fast = rtlil.convert(_TwoMemories(), name="top", emit_src=False)
+    assert "$meminit_v2" in fast and fast == slow
+    # the patch is undone on leaving the block
+    assert rtlil.ModuleEmitter.emit_memory.__module__ == "amaranth.back.rtlil"
