@@ -137,3 +137,37 @@ def test_memories_refuse_more_copies_than_lanes():
     with pytest.raises(ProgramError, match=r"field lanes: 3 copies, the hardware runs at most "
                                            r"max_copies = 2"):
         program_memories(config.replace(max_copies=2), [layer])
+
+
+@SLOW
+def test_loaded_image_runs_copies():
+    """Through the loader: the CELLS records' source gives each copy unit its entries, the
+    LAYERS lanes its lane (the preloaded memories of the other tests skip the loader).
+
+    ``slow``: streaming the image byte by byte takes most of its ~5-9 s.
+    """
+    from bitline.hw.core.top import Accelerator
+    from bitline.hw.spec.registers import Status
+    from bitline.sim.amaranth import load_image, run_job
+    from bitline.sw.bundle import encode_image
+
+    from support.simulation import simulate
+
+    base = small_config(n_xbars=2, max_copies=2)
+    rng = np.random.default_rng(12)
+    config, layer, weight = copied_layer(base, "ivq-temporal", 2, rng, n_outputs=3,
+                                         n_inputs=9)
+    program = Program(config=config, strategy="ivq-temporal", layers=[layer])
+    dut = Accelerator(config)
+    x = rng.integers(0, 16, (3, layer.n_inputs))
+    got = []
+
+    async def testbench(ctx):
+        status = await load_image(ctx, dut, encode_image(program))
+        assert status & Status.PROGRAMMED and not status & Status.ERROR, hex(status)
+        got.append(await run_job(ctx, dut, 0, x, layer.n_outputs, copies=2))
+
+    simulate(dut, testbench)
+    ((outputs, counters, _),) = got
+    assert np.array_equal(outputs, expected_outputs(config, layer, weight, x))
+    assert_counters_match_model(config, layer, len(x), counters)
