@@ -227,12 +227,18 @@ class _Stripper:
         if name in self.consts:
             x = np.asarray(self.consts[name], dtype=np.float64)
             scale, zp, bits, signed, _ = self.qdq_params(node, x.shape)
+            if bits is None:
+                raise self.error(node, "quantizes to a type that is not an integer (float8?): "
+                                       "bitline reads integer quantization only")
             lo, hi = _range(bits, signed, False)
             q = np.clip(np.rint(x / scale) + zp, lo, hi).astype(np.int64)
             self.int_consts[node.output[0]] = (q, bits, signed)
             return
         scale, zp, bits, signed, _ = self.qdq_params(node, ())
-        if bits is None or bits > MAX_CODE_BITS:
+        if bits is None:
+            raise self.error(node, "quantizes to a type that is not an integer (float8?): "
+                                   "bitline reads integer quantization only")
+        if bits > MAX_CODE_BITS:
             raise self.error(node, f"activation type of {bits} bits: bitline's activations are "
                                    f"1..{MAX_CODE_BITS}-bit codes")
         self.record_act(node, name, scale, zp, bits, signed, narrow=False)
@@ -282,6 +288,10 @@ class _Stripper:
             else:
                 q = np.asarray(self.consts[source])
                 bits, signed = self.int_type(source, q)
+                if bits is None:
+                    raise self.error(node, f"input {node.input[0]!r} is not an integer "
+                                           f"constant ({q.dtype}): bitline reads integer "
+                                           "quantization only")
                 q = q.astype(np.int64)
             scale, zp, _, _, _ = self.qdq_params(node, q.shape)
             values = q - zp

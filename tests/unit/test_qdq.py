@@ -405,3 +405,26 @@ def test_matmul_bias_add_and_gemm_alpha(tmp_path):
     golden = np.clip(golden, grid.scale * (grid.lo - grid.zero_point),
                      grid.scale * (grid.hi - grid.zero_point))
     assert np.abs(golden - run_fake_quant(model, x)).max() <= grid.scale * 1.0001
+
+
+def _weight_only(dtype) -> onnx.ModelProto:
+    """A Conv whose weight is a DequantizeLinear of a ``dtype`` constant; no activation Q/DQ."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.ones((2, 1, 3, 3), dtype), "wq"),
+             numpy_helper.from_array(np.array(0.1, np.float32), "ws")]
+    nodes = [helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"], name="dqw"),
+             helper.make_node("Conv", ["x", "w"], ["y"], name="conv")]
+    graph = helper.make_graph(
+        nodes, "weights", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 2, 2])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_weight_only_and_non_integer_quantization_are_named():
+    with pytest.raises(FrontendError, match="'dqw' .*not an integer constant"):
+        load_onnx(_weight_only(np.float32))
+    model = load_onnx(_weight_only(np.int8))       # weight-only: loads, runs in float
+    assert model.quantization.weights["conv"].values.max() == 1
+    with pytest.raises(ValueError, match="model input 'x' is not quantized"):
+        quantized_from_file(model)
