@@ -97,7 +97,8 @@ def _acts(model: Model, quant) -> tuple[dict[str, ActParams], list[str]]:
 
     if model.input_name not in quant.acts:
         raise _fail(model, f"the model input {model.input_name!r} is not quantized (no "
-                           "QuantizeLinear / Quant on it)")
+                           "QuantizeLinear / Quant on it); a weight-only quantized model has "
+                           "no activation grids: compile it with --requantize and a spec")
     acts = {model.input_name: params(quant.acts[model.input_name])}
     regridded = []
     consumed = {name for layer in model.layers for name in layer.inputs}
@@ -114,7 +115,8 @@ def _acts(model: Model, quant) -> tuple[dict[str, ActParams], list[str]]:
             raise _fail(model, f"node {layer.name!r} ({layer.op}): its output "
                                f"{layer.output!r} is not quantized (no QuantizeLinear / Quant);"
                                " bitline needs the grid of every tensor a layer writes, except "
-                               "the model output of the last compute layer")
+                               "the model output of the last compute layer (or compile with "
+                               "--requantize and a spec)")
     return acts, regridded
 
 
