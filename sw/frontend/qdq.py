@@ -345,9 +345,12 @@ class _Stripper:
         if np.any(zeropt != np.rint(zeropt)):
             raise self.error(node, "zero point must be an integer (a fractional zero point "
                                    "has no integer code)")
-        if not 1 <= bits <= 16 or (bits == 1 and not signed):
+        # Constants (weights, and biases that Brevitas quantizes to 32 bits) may be up to 32
+        # bits wide; activations are codes of at most MAX_CODE_BITS.
+        widest = 32 if name in self.consts else MAX_CODE_BITS
+        if not 1 <= bits <= widest or (bits == 1 and not signed):
             raise self.error(node, f"bit width {bits} (signed={int(signed)}) is not supported: "
-                                   "2..16 bits, or 1 bit signed as bipolar")
+                                   f"2..{widest} bits, or 1 bit signed as bipolar")
         if name in self.consts:
             x = np.asarray(self.consts[name], dtype=np.float64)
             if bits == 1:

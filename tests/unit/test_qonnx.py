@@ -127,3 +127,35 @@ def test_bipolar_and_one_bit_weights():
     values = qmodel.layers["fc"].weight.values
     assert set(np.unique(values)) <= {-1, 1}
     assert qmodel.layers["fc"].weight.magnitude_bits == 1
+
+
+def test_32_bit_bias_quant_and_wide_activation_error():
+    """Brevitas quantizes biases to 32 bits (a constant: accepted, it is the float bias
+    again); a 17-bit activation is refused by name."""
+    proto = qonnx_model()
+    graph = proto.graph
+    graph.node.insert(0, _quant_node(graph, "b1", 32, "b1", "b1q"))
+    for node in graph.node:
+        if node.name == "conv1":
+            node.input[2] = "b1q"
+    model = load_onnx(proto)
+    plain = load_onnx(qonnx_model())
+    np.testing.assert_allclose(model.layer("conv1").bias, plain.layer("conv1").bias,
+                               atol=1e-6)
+    wide = qonnx_model()
+    for init in wide.graph.initializer:
+        if init.name == "r1_b":
+            init.CopyFrom(numpy_helper.from_array(np.asarray(17.0, np.float32), "r1_b"))
+    with pytest.raises(FrontendError, match="quant_r1.*bit width 17"):
+        load_onnx(wide)
+
+
+def _quant_node(graph, name, bits, source, out):
+    """A signed Quant node on ``source`` with a fine scale (1e-6), its inputs added."""
+    graph.initializer.extend([
+        numpy_helper.from_array(np.asarray(1e-6, np.float32), f"{name}_qs"),
+        numpy_helper.from_array(np.asarray(0.0, np.float32), f"{name}_qz"),
+        numpy_helper.from_array(np.asarray(float(bits), np.float32), f"{name}_qb")])
+    return helper.make_node("Quant", [source, f"{name}_qs", f"{name}_qz", f"{name}_qb"],
+                            [out], name=f"quant_{name}_bias", domain=DOMAIN, signed=1,
+                            narrow=0, rounding_mode="ROUND")
