@@ -179,6 +179,9 @@ def _file_quantization_notes(spec: dict) -> list[str]:
     if spec.get("regridded"):
         notes.append("file quantization: these layers keep their input's grid instead of the "
                      f"file's: {', '.join(spec['regridded'])}")
+    if spec.get("rescaled"):
+        notes.append("file quantization: a folded per-channel factor (BatchNorm, Mul) moved "
+                     f"into the weight scales of: {', '.join(spec['rescaled'])} (exact)")
     if spec.get("dropped"):
         notes.append("file quantization: these quantized tensors were merged into the next "
                      f"layer (their rounding is not repeated): {', '.join(spec['dropped'])}")

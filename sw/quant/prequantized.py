@@ -5,11 +5,12 @@ file (``model.quantization``) into a :class:`~bitline.sw.integer.qmodel.Quantize
 through the one builder, :func:`~bitline.sw.quant.build.build_quantized_model`:
 
 * weights: the file's integers, ``values = q - z_w`` (an asymmetric weight zero point is an
-  exact conversion: the values are just wider signed integers), re-derived on the IR
-  weight's layout as ``rint(W_ir / s_n)`` with ``s_n`` the file's scale of output channel
-  ``n`` (times Gemm's ``alpha``) and checked to reproduce ``W_ir`` (so a BatchNorm or a
-  constant Mul that a pass folded into a quantized weight is an error, not a silent
-  re-rounding). Storage width: ``magnitude bits + 1`` (sign-magnitude, docs/contract.md).
+  exact conversion: the values are just wider signed integers), on the IR weight's layout,
+  with the scale of each output channel fitted to the IR weight and checked to reproduce
+  it: the file's scale (times Gemm's ``alpha``), or that times a per-channel factor a pass
+  folded in (a BatchNorm or constant Mul after an unquantized conv output: exact, the layer
+  is listed in ``spec["rescaled"]``); anything else is an error, not a silent
+  re-rounding. Storage width: ``magnitude bits + 1`` (sign-magnitude, docs/contract.md).
 * activations: the file's grid of each tensor; a pooling / flatten / ReLU output takes its
   input's grid (docs/contract.md section 3); where the file gives it another one (onnxruntime
   gives a GlobalAveragePool output its own scale), the layer is listed in
@@ -60,33 +61,57 @@ def _channel_scale(model: Model, layer, entry) -> np.ndarray:
     return per_channel[:, 0] * abs(entry.alpha)
 
 
-def _layer_weights(model: Model, layer, entry) -> LayerWeights:
+def _layer_weights(model: Model, layer, entry) -> tuple[LayerWeights, bool]:
+    """The file's integers on the IR weight's layout and the scale of each output channel.
+
+    ``W_ir[n] = v[n] * s[n]`` must hold for the file's integers ``v`` (transposed for a
+    MatMul / ``transB = 0`` Gemm): ``s[n]`` is the file's scale (times Gemm's ``alpha``), or
+    that times the factor a pass folded into channel ``n`` (BatchNorm, constant Mul): a
+    per-channel factor keeps the integers and moves into the scale, exactly (a negative one
+    flips the channel's signs). Returns the weights and whether any channel was rescaled.
+    """
     if entry is None:
         raise _fail(model, f"node {layer.name!r} ({layer.op}): its weight is not quantized "
                            "(no DequantizeLinear / Quant on it); a quantized model needs every "
                            "compute layer's weight quantized, or compile with --requantize")
-    s_n = _channel_scale(model, layer, entry)
-    if np.any(~np.isfinite(s_n)) or np.any(s_n <= 0):
+    file_scale = _channel_scale(model, layer, entry)
+    if np.any(~np.isfinite(file_scale)) or np.any(file_scale <= 0):
         raise _fail(model, f"node {entry.node!r} ({entry.op}): weight scales must be "
                            "positive and finite")
-    shape = (-1,) + (1,) * (layer.weight.ndim - 1)
+    values = np.asarray(entry.values, dtype=np.int64)
+    if entry.out_axis == 1 and values.ndim == 2:
+        values = values.T
     weight = np.asarray(layer.weight, dtype=np.float64)
-    values = np.rint(weight / s_n.reshape(shape)).astype(np.int64)
-    rebuilt = values * s_n.reshape(shape)
-    peak = float(np.abs(weight).max(initial=0.0))
-    if np.any(np.abs(rebuilt - weight) > _GRID_RTOL * max(peak, 1e-30)):
-        raise _fail(model, f"node {layer.name!r} ({layer.op}): its weight is no longer on the "
-                           f"grid of {entry.node!r} ({entry.op}); a BatchNormalization or "
-                           "constant Mul folded into a quantized weight would re-quantize it "
-                           "(fold it before quantizing, or compile with --requantize)")
-    if int(np.abs(values).max(initial=0)) != int(np.abs(entry.values).max(initial=0)):
-        raise _fail(model, f"node {layer.name!r}: weight integers differ from those of "
-                           f"{entry.node!r}")
+    if values.shape != weight.shape:
+        raise _fail(model, f"node {layer.name!r} ({layer.op}): weight shape {weight.shape} "
+                           f"differs from the integers of {entry.node!r} {values.shape}")
+    rows_v = values.reshape(values.shape[0], -1)
+    rows_w = weight.reshape(weight.shape[0], -1)
+    norm = (rows_v * rows_v).sum(axis=1).astype(np.float64)
+    fitted = (rows_w * rows_v).sum(axis=1) / np.where(norm > 0, norm, 1.0)
+    # A channel whose integers are all zero, or that a zero factor emptied, keeps the file's
+    # scale with zero integers.
+    empty = (norm == 0) | (fitted == 0)
+    sign = np.where(fitted < 0, -1, 1)
+    # The file's own scale, exactly, wherever the fit is that scale up to float32 rounding.
+    own = empty | (np.abs(np.abs(fitted) / file_scale - 1) <= _GRID_RTOL)
+    scale = np.where(own, file_scale, np.abs(fitted))
+    rows_v = np.where(empty[:, None], 0, rows_v * sign[:, None])
+    peak = np.abs(rows_w).max(axis=1, initial=0.0)
+    if np.any(np.abs(rows_v * scale[:, None] - rows_w) > _GRID_RTOL * np.maximum(peak, 1e-30)[
+            :, None]):
+        raise _fail(model, f"node {layer.name!r} ({layer.op}): its weight is no longer the "
+                           f"integers of {entry.node!r} ({entry.op}) times one scale per output "
+                           "channel (something other than a per-channel factor was folded "
+                           "into it); fold it before quantizing, or compile with --requantize")
+    values = rows_v.reshape(values.shape)
+    rescaled = bool(np.any(~own) or np.any(sign < 0))
+    shape = (-1,) + (1,) * (weight.ndim - 1)
     magnitude = int(np.abs(values).max(initial=0)).bit_length()
-    tensor = QuantizedTensor(values=values, scale=s_n.reshape(shape), scheme="int",
+    tensor = QuantizedTensor(values=values, scale=scale.reshape(shape), scheme="int",
                              bits=max(magnitude + 1, 2),
                              options={"file_bits": int(entry.bits), "signed": entry.signed})
-    return LayerWeights(tensor)
+    return LayerWeights(tensor), rescaled
 
 
 def _acts(model: Model, quant) -> tuple[dict[str, ActParams], list[str]]:
@@ -138,9 +163,10 @@ def quantized_from_file(model: Model, config: AcceleratorConfig | None = None
     -------
     QuantizedModel
         ``spec = {"name": "file", "mode": "file", "format", "source", "regridded",
-        "dropped", "ou_rows", "ou_cols", "stats"}``: ``regridded`` the pass-through layers
-        whose file grid differs from their input's, ``dropped`` the quantized tensors the IR
-        merged away (their rounding is not repeated); ``stats`` as
+        "dropped", "rescaled", "ou_rows", "ou_cols", "stats"}``: ``regridded`` the
+        pass-through layers whose file grid differs from their input's, ``dropped`` the
+        quantized tensors the IR merged away (their rounding is not repeated), ``rescaled``
+        the compute layers whose channel scales took a folded per-channel factor; ``stats`` as
         :func:`bitline.sw.quant.quantize_model` gives them (average weight and activation
         bits, zero-block fraction, histogram).
 
@@ -157,8 +183,10 @@ def quantized_from_file(model: Model, config: AcceleratorConfig | None = None
     if quant is None:
         raise ValueError(f"model {model.name} was not read from a quantized file")
     config = config or AcceleratorConfig()
-    weights = {layer.name: _layer_weights(model, layer, quant.weights.get(layer.name))
-               for layer in model.compute_layers}
+    fitted = {layer.name: _layer_weights(model, layer, quant.weights.get(layer.name))
+              for layer in model.compute_layers}
+    weights = {name: entry for name, (entry, _) in fitted.items()}
+    rescaled = [name for name, (_, changed) in fitted.items() if changed]
     acts, regridded = _acts(model, quant)
     widest = max(act.bits for act in acts.values())
     if widest > config.max_act_bits:
@@ -177,7 +205,7 @@ def quantized_from_file(model: Model, config: AcceleratorConfig | None = None
     tensors = {model.input_name} | {layer.output for layer in model.layers}
     dropped = sorted(name for name in quant.acts if name not in tensors)
     spec = {"name": "file", "mode": "file", "format": quant.format, "source": quant.source,
-            "regridded": regridded, "dropped": dropped,
+            "regridded": regridded, "dropped": dropped, "rescaled": rescaled,
             "ou_rows": config.ou_rows, "ou_cols": config.ou_cols,
             "stats": _stats(model, weights, acts, config, zero_block_fraction)}
     return build_quantized_model(model, weights, acts, spec=spec)

@@ -82,5 +82,7 @@ def test_notes_name_regridded_and_dropped_tensors():
     notes = _file_quantization_notes({"mode": "file", "regridded": ["/pool/GAP"],
                                       "dropped": ["m"]})
     assert len(notes) == 2 and "/pool/GAP" in notes[0] and notes[1].endswith(": m")
+    assert "conv1 (exact)" in _file_quantization_notes({"mode": "file",
+                                                        "rescaled": ["conv1"]})[0]
     assert _file_quantization_notes({"mode": "bwq"}) == []
     assert _file_quantization_notes({"mode": "file", "regridded": [], "dropped": []}) == []

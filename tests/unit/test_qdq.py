@@ -255,6 +255,26 @@ def _tiny_qdq(*, act_scale=None, weight_axis_scale=None, bn=False) -> onnx.Model
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
+def test_batchnorm_after_an_unquantized_conv_output_is_exact():
+    """Conv (quantized weight) -> BatchNorm -> QuantizeLinear: the fold puts the gain into
+    the channel scales, the integers stay the file's (spec["rescaled"])."""
+    from bitline.sim.golden import run_golden
+
+    proto = _tiny_qdq(bn=True)
+    qmodel = quantized_from_file(load_onnx(proto))
+    plain = quantized_from_file(load_onnx(_tiny_qdq()))
+    assert qmodel.spec["rescaled"] == ["conv"] and plain.spec["rescaled"] == []
+    np.testing.assert_array_equal(qmodel.layers["conv"].weight.values,
+                                  plain.layers["conv"].weight.values)
+    np.testing.assert_allclose(np.asarray(qmodel.layers["conv"].weight.scale).reshape(-1),
+                               np.array([0.05 * 1.3, 0.02 * 2.7]) / np.sqrt(1 + 1e-5),
+                               rtol=1e-6)               # gain / sqrt(var + epsilon)
+    x = np.random.default_rng(2).uniform(0, 1, size=(16, 1, 4, 4)).astype(np.float32)
+    ref = _ort(proto, x, fake_quant=True)
+    golden = np.asarray(run_golden(qmodel, x).output).reshape(ref.shape)
+    assert np.abs(golden - ref).max() <= 0.17 + 1e-6
+
+
 def test_tiny_qdq_maps_and_matches_onnxruntime():
     proto = _tiny_qdq()
     model = load_onnx(proto)
@@ -273,7 +293,6 @@ def test_tiny_qdq_maps_and_matches_onnxruntime():
     (dict(act_scale=np.array([0.1, 0.1], np.float32)), "per-channel activation"),
     (dict(weight_axis_scale=np.array([0.05, 0.04, 0.03], np.float32)),
      "more than one scale per output"),
-    (dict(bn=True), "no longer on the grid"),
 ])
 def test_inexpressible_quantization_is_a_clear_error(variant, message):
     try:
