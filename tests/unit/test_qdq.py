@@ -31,13 +31,16 @@ CALIB_IMAGES = 32
 
 
 def _make_qdq(tmp: Path, model: str, *, per_channel: bool, weight: str, activation: str,
-              opset: int | None = None) -> Path:
+              opset: int | None = None, pre_process: bool = True) -> Path:
     """Quantize a shipped digits model with onnxruntime (QDQ) and return the file."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     pre = tmp / f"{model}_pre.onnx"
-    quant_pre_process(str(MODELS / f"{model}.onnx"), str(pre), skip_symbolic_shape=True)
+    if pre_process:
+        quant_pre_process(str(MODELS / f"{model}.onnx"), str(pre), skip_symbolic_shape=True)
+    else:
+        pre = MODELS / f"{model}.onnx"
     if opset is not None:                        # int4 types need opset 21
         onnx.save(onnx.version_converter.convert_version(onnx.load(pre), opset), pre)
     calib, _ = load_dataset("digits", "calib")
@@ -50,7 +53,8 @@ def _make_qdq(tmp: Path, model: str, *, per_channel: bool, weight: str, activati
         def get_next(self):
             return next(self.batches, None)
 
-    out = tmp / f"{model}_{weight}_{activation}_{'pc' if per_channel else 'pt'}.onnx"
+    out = tmp / (f"{model}_{weight}_{activation}_{'pc' if per_channel else 'pt'}"
+                 f"{'' if pre_process else '_raw'}.onnx")
     quantization.quantize_static(
         str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
         weight_type=getattr(QuantType, weight), activation_type=getattr(QuantType, activation),
@@ -71,6 +75,10 @@ def qdq_files(tmp_path_factory):
         # asymmetric uint8 weights (zero points near 128): values q - z up to 8 magnitude bits
         "cnn-uint8w-pt": _make_qdq(tmp, "digits_cnn", per_channel=False, weight="QUInt8",
                                    activation="QUInt8"),
+        # without quant_pre_process: BatchNorms stay, each conv output is quantized before
+        # its BatchNorm
+        "resnet-raw": _make_qdq(tmp, "digits_resnet", per_channel=True, weight="QInt8",
+                                activation="QUInt8", pre_process=False),
     }
 
 
@@ -147,6 +155,25 @@ def test_golden_agrees_with_onnxruntime(qdq_files, key, bound_steps):
     for name, diff in _local_code_differences(model, qmodel, x).items():
         assert diff.max() <= 1, name
         assert np.mean(diff > 0) < 5e-3, name
+
+
+def test_batchnorms_left_in_by_the_quantizer(qdq_files):
+    """Without onnxruntime's pre-processing every conv output is rounded before its
+    BatchNorm: the fold makes the BatchNorm's gain part of the conv's channel scales
+    (exact) and the conv's own rounded output disappears (named in spec["dropped"]); the
+    classes still agree with onnxruntime on every test image."""
+    from bitline.sim.golden import run_golden
+
+    path = qdq_files["resnet-raw"]
+    model = load_onnx(path)
+    qmodel = quantized_from_file(model)
+    convs = [layer.name for layer in model.compute_layers if layer.op == "conv"]
+    assert qmodel.spec["rescaled"] == convs
+    assert len(qmodel.spec["dropped"]) == len(convs)
+    x, _ = load_dataset("digits", "test")
+    ref = _ort(path, x)
+    golden = np.asarray(run_golden(qmodel, x).output).reshape(ref.shape)
+    assert np.array_equal(golden.argmax(axis=1), ref.argmax(axis=1))
 
 
 def test_float_backend_is_fake_quant_like_onnxruntime(qdq_files):
