@@ -195,7 +195,7 @@ class _Stripper:
         zp = self.const(node, 2, "zero point", required=False)
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "QuantizeLinear" and zp is None:
-            dtype = attrs.get("output_dtype", onnx.TensorProto.UINT8)
+            dtype = attrs.get("output_dtype") or onnx.TensorProto.UINT8   # 0: unset
             bits, signed = _QDQ_TYPES.get(dtype, (None, None))
             zp = np.zeros(1, dtype=np.int64)
         elif zp is None:
