@@ -171,3 +171,29 @@ def test_loaded_image_runs_copies():
     ((outputs, counters, _),) = got
     assert np.array_equal(outputs, expected_outputs(config, layer, weight, x))
     assert_counters_match_model(config, layer, len(x), counters)
+
+
+def test_offset_encoding_correction_per_lane():
+    """Offset weight encoding (cells hold w + B): each lane subtracts B * sum(x) of its own
+    vector; different vectors per lane and host pauses move swaps along the drain."""
+    from bitline.sw.mapping import map_matrix
+
+    from support.accelerator import set_output_unit
+
+    config = small_config(n_xbars=2, max_copies=3)
+    rng = np.random.default_rng(21)
+    weight_max = (1 << (config.max_weight_bits - 1)) - 1
+    weight = rng.integers(-weight_max, weight_max + 1, (3, 7))
+    weight[0, 0] = -weight_max
+    layer = set_output_unit(map_matrix(weight, config, "isaac", act_bits=config.max_act_bits,
+                                       encoding="offset", name="offset"), config, rng, "raw")
+    assert layer.weight_offset > 0
+    program = Program(config=config, strategy="isaac", layers=[layer]).with_copies(
+        {"offset": 3})
+    config, layer = program.config, program.layers[0]
+    x = rng.integers(0, 1 << config.max_act_bits, (5, 7))   # shares 2, 2, 1
+    x[3] = (1 << config.max_act_bits) - 1                  # the largest correction, lane 1
+    ((outputs, counters, _),) = run_jobs(config, [layer], [(0, x, 3)], copies=3,
+                                         input_gaps={2, 3, 9}, output_stalls={20, 21, 30})
+    assert np.array_equal(outputs, expected_outputs(config, layer, weight, x))
+    assert counters["ou_reads"] == executor_counts(config, layer, x)[0].total_reads
