@@ -474,3 +474,17 @@ def test_weight_only_and_non_integer_quantization_are_named():
     assert model.quantization.weights["conv"].values.max() == 1
     with pytest.raises(ValueError, match="model input 'x' is not quantized"):
         quantized_from_file(model)
+
+
+@pytest.mark.parametrize("strategy", ["isaac", "ivq-temporal", "bwq"])
+def test_signed_activations_and_int4_weights_run_on_the_executor(qdq_files, strategy):
+    """int8 activations (zero points moved by 128) and int4 weights: compiled without a spec,
+    the crossbar-level executor equals the golden model."""
+    from bitline.sw import api
+
+    x, _ = load_dataset("digits", "test")
+    compiled = api.compile(str(qdq_files["cnn-int4-pt"]), strategy, calib=x[:4])
+    np.testing.assert_array_equal(compiled.run(x[:8], "executor"),
+                                  compiled.run(x[:8], "golden"))
+    # int4 holds -8: up to 4 magnitude planes (sign-magnitude), never the 7 of int8
+    assert max(layer.weight.magnitude_bits for layer in compiled.qmodel.compute_layers) <= 4
