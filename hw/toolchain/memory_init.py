@@ -26,10 +26,17 @@ from amaranth.back import rtlil, verilog
 __all__ = ["fast_memory_init", "compact_memory_init", "convert_verilog"]
 
 
-def _emit_memory(self, cell_idx, cell):
-    """``rtlil.ModuleEmitter.emit_memory`` with the init constant formatted from the words."""
+def _emit_memory(self, cell_idx, cell, dropped: set | None):
+    """``rtlil.ModuleEmitter.emit_memory`` with the init constant formatted from the words.
+
+    With ``dropped`` (a set), an all-zero memory gets no ``$meminit_v2``; its
+    ``(module, memory)`` names (no leading backslash) go into ``dropped`` instead.
+    """
     memory_info = self.memories[cell_idx]
     width, depth = cell.width, cell.depth
+    if dropped is not None and not any(cell.init):
+        dropped.add((_bare(self.builder.name), _bare(memory_info.memid)))
+        return
     if any(cell.init):
         mask = (1 << width) - 1
         bits = "".join(format(word & mask, f"0{width}b") for word in reversed(cell.init))
@@ -49,17 +56,20 @@ def _emit_memory(self, cell_idx, cell):
 
 
 @contextlib.contextmanager
-def fast_memory_init() -> Iterator[None]:
+def fast_memory_init(dropped: set | None = None) -> Iterator[None]:
     """Within the block, Amaranth's RTLIL back end formats memory init data directly.
 
     Only for widths of at least one bit (a zero-width memory keeps Amaranth's own method).
+    With ``dropped`` (an empty set), zero-initialized memories get no init in the RTLIL and
+    are listed in ``dropped`` for :func:`compact_memory_init` to initialize in the Verilog
+    (for Verilog output only: synthesis of the RTLIL would see uninitialized memories).
     """
     emitter = rtlil.ModuleEmitter
     original = emitter.emit_memory
 
     def emit_memory(self, cell_idx, cell):
         if cell.width and cell.depth:
-            return _emit_memory(self, cell_idx, cell)
+            return _emit_memory(self, cell_idx, cell, dropped)
         return original(self, cell_idx, cell)
 
     emitter.emit_memory = emit_memory
@@ -70,47 +80,74 @@ def fast_memory_init() -> Iterator[None]:
 
 
 _INIT_WORD = re.compile(r"    (\\\S+ |[A-Za-z_][\w$]*)\[0\] = ([^;]+);")
+_MODULE = re.compile(r"module (\\\S+ |[A-Za-z_][\w$]*)")
+_MEMORY = re.compile(r"  reg (?:\[(\d+):0\] )?(\\\S+ |[A-Za-z_][\w$]*) \[(\d+):0\];")
 
 
-def compact_memory_init(text: str) -> str:
+def _bare(name: str) -> str:
+    """An RTLIL or Verilog identifier without its escape (``\\name`` / ``\\name ``)."""
+    return name[1:].rstrip(" ") if name.startswith("\\") else name
+
+
+def _zero(width: int) -> str:
+    """Zero of ``width`` bits as ``write_verilog`` prints it (``32'd0``, ``8'h00``)."""
+    return "32'd0" if width == 32 else f"{width}'h{'0' * -(-width // 4)}"
+
+
+def _loop(name: str, words: int, value: str) -> list[str]:
+    """The compact initialization of ``words`` words of memory ``name`` to ``value``."""
+    loop = f"\\{_bare(name)}$init "
+    return [f"  integer {loop};",
+            f"  initial for ({loop}= 0; {loop}< {words}; {loop}= {loop}+ 1) "
+            f"{name}[{loop}] = {value};"]
+
+
+def compact_memory_init(text: str, zeros: set | frozenset = frozenset()) -> str:
     """Return ``text`` with every constant memory initialization written as one loop.
 
     An ``initial`` block of ``write_verilog`` that sets words ``0 .. n-1`` of one memory, in
     order, to one value becomes ``for (i = 0; i < n; i = i + 1) mem[i] = value;`` (one
-    ``integer`` loop variable per memory, at module scope, named ``\\meminit$k``). Blocks
-    with differing values (a preloaded program) stay as they are.
+    ``integer`` loop variable per memory, at module scope, named ``\\<memory>$init``).
+    Blocks with differing values (a preloaded program) stay as they are. A memory in
+    ``zeros`` (``(module, memory)`` names from :func:`fast_memory_init`, whose init was left
+    out of the RTLIL) gets the same loop, to zero, after its declaration -- the text an
+    all-zero ``initial`` block would have become.
     """
     lines = text.split("\n")
     out: list[str] = []
-    start = 0
-    loops = 0
-    while True:
-        try:
-            index = lines.index("  initial begin", start)
-        except ValueError:
-            break
-        first = _INIT_WORD.fullmatch(lines[index + 1]) if index + 1 < len(lines) else None
-        end = lines.index("  end", index + 1) if first else index
-        if first is not None:
+    module = ""
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        out.append(line)
+        if line.startswith("module "):
+            module = _bare(_MODULE.match(line).group(1))
+        elif zeros and line.startswith("  reg ") and line.endswith(":0];"):
+            memory = _MEMORY.fullmatch(line)
+            if memory and (module, _bare(memory.group(2))) in zeros:
+                width = int(memory.group(1)) + 1 if memory.group(1) else 1
+                out.extend(_loop(memory.group(2), int(memory.group(3)) + 1, _zero(width)))
+        elif line == "  initial begin" and index < len(lines):
+            first = _INIT_WORD.fullmatch(lines[index])
+            if first is None:
+                continue
+            end = lines.index("  end", index)
             name, value = first.groups()
-            uniform = lines[index + 1:end] == [f"    {name}[{k}] = {value};"
-                                               for k in range(end - index - 1)]
-        if first is None or not uniform:
-            out.extend(lines[start:index + 1])
-            start = index + 1
-            continue
-        out.extend(lines[start:index])
-        loop = f"\\meminit${loops} "
-        loops += 1
-        out.append(f"  integer {loop};")
-        out.append(f"  initial for ({loop}= 0; {loop}< {end - index - 1}; {loop}= {loop}+ 1) "
-                   f"{name}[{loop}] = {value};")
-        start = end + 1
-    out.extend(lines[start:])
+            if lines[index:end] == [f"    {name}[{k}] = {value};" for k in range(end - index)]:
+                out.pop()
+                out.extend(_loop(name, end - index, value))
+                index = end + 1
     return "\n".join(out)
 
 
 def convert_verilog(elaboratable, **kwargs) -> str:
-    """``amaranth.back.verilog.convert(elaboratable, **kwargs)``, fast and compact (above)."""
-    with fast_memory_init():
-        return compact_memory_init(verilog.convert(elaboratable, **kwargs))
+    """``amaranth.back.verilog.convert(elaboratable, **kwargs)``, fast and compact (above).
+
+    Zero-initialized memories reach Yosys without their init (most of the RTLIL) and get it
+    back as one loop each in the Verilog: the same text as compacting Yosys' full output.
+    """
+    zeros: set = set()
+    with fast_memory_init(zeros):
+        text = verilog.convert(elaboratable, **kwargs)
+    return compact_memory_init(text, zeros)

@@ -8,25 +8,31 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from bitline.hw.toolchain.memory_init import compact_memory_init, fast_memory_init
+from bitline.hw.toolchain.memory_init import (
+    compact_memory_init,
+    convert_verilog,
+    fast_memory_init,
+)
 
 
 class _TwoMemories(wiring.Component):
-    """A zero-initialized memory, one with distinct words (a preloaded program), a signed one."""
+    """Zero-initialized memories of several widths, one with distinct words, a signed one."""
 
     def __init__(self):
-        super().__init__({"addr": In(4), "zero": Out(8), "program": Out(8), "small": Out(5)})
+        super().__init__({"addr": In(4), "zeros": Out(8), "words": Out(8), "signed": Out(5),
+                          "wide": Out(54), "word": Out(32), "bit": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         for name, shape, init in (("zeros", 8, []), ("words", 8, list(range(3, 19))),
-                                  ("signed", signed(5), [-16, -1, 0, 15, 3])):
-            memory = Memory(shape=shape, depth=16 if name != "signed" else 5, init=init)
+                                  ("signed", signed(5), [-16, -1, 0, 15, 3]),
+                                  ("wide", 54, []), ("word", 32, []), ("bit", 1, [])):
+            depth = {"signed": 5, "wide": 3, "word": 2, "bit": 7}.get(name, 16)
+            memory = Memory(shape=shape, depth=depth, init=init)
             m.submodules[name] = memory
             read = memory.read_port(domain="comb")
             m.d.comb += read.addr.eq(self.addr)
-            m.d.comb += {"zeros": self.zero, "words": self.program,
-                         "signed": self.small}[name].eq(read.data)
+            m.d.comb += getattr(self, name).eq(read.data)
         return m
 
 
@@ -38,17 +44,19 @@ def test_a_constant_memory_becomes_one_loop_and_others_stay():
     text = verilog.convert(_TwoMemories(), name="top", emit_src=False)
     compact = compact_memory_init(text)
     words = _word_lines(text)
-    assert len(words) == 16 + 16 + 5  # what write_verilog writes: one line per word
+    assert len(words) == 16 + 16 + 5 + 3 + 2 + 7  # write_verilog: one line per word
     loops = re.findall(r"initial for \((\S+ )= 0; \1< (\d+); \1= \1\+ 1\) (\S+ ?)\[\1\] = ([^;]+);",
                        compact)
-    assert [(count, value) for _, count, _, value in loops] == [("16", "8'h00")]
+    assert sorted((count, value) for _, count, _, value in loops) == [
+        ("16", "8'h00"), ("2", "32'd0"), ("3", "54'h00000000000000"), ("7", "1'h0")]
     assert re.search(rf"integer {re.escape(loops[0][0])};", compact)
-    # the preloaded memory keeps its 16 distinct words, in order
+    # the memories of distinct words keep them, in order
     kept = _word_lines(compact)
-    assert len(kept) == 21 and kept == [line for line in words if not line.endswith("8'h00;")]
+    assert len(kept) == 21 and kept == [line for line in words
+                                        if "\\signed$" in line or "\\words$" in line]
     # everything outside the memory initializations is unchanged
     strip = lambda t: [line for line in t.split("\n")  # noqa: E731
-                       if line not in words and "meminit" not in line
+                       if line not in words and "$init " not in line
                        and line not in ("  initial begin", "  end")]
     assert strip(compact) == strip(text)
 
@@ -77,9 +85,9 @@ def test_blocks_that_are_not_one_value_from_word_zero_are_left_alone():
     lines = compact.split("\n")
     assert lines[:12] == text.split("\n")[:12]
     assert lines[12:] == [
-        "  integer \\meminit$0 ;",
-        "  initial for (\\meminit$0 = 0; \\meminit$0 < 2; \\meminit$0 = \\meminit$0 + 1) "
-        "\\c$1 [\\meminit$0 ] = 4'h5;",
+        "  integer \\c$1$init ;",
+        "  initial for (\\c$1$init = 0; \\c$1$init < 2; \\c$1$init = \\c$1$init + 1) "
+        "\\c$1 [\\c$1$init ] = 4'h5;",
         "endmodule",
     ]
 
@@ -91,3 +99,9 @@ def test_fast_memory_init_writes_the_same_rtlil():
     assert "$meminit_v2" in fast and fast == slow
     # the patch is undone on leaving the block
     assert rtlil.ModuleEmitter.emit_memory.__module__ == "amaranth.back.rtlil"
+
+
+def test_convert_verilog_leaves_zero_init_to_the_verilog_with_the_same_text():
+    compact = compact_memory_init(verilog.convert(_TwoMemories(), name="top", emit_src=False))
+    assert convert_verilog(_TwoMemories(), name="top", emit_src=False) == compact
+    assert compact.count("initial for") == 4
