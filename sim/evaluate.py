@@ -21,22 +21,28 @@ REPORT_KEYS = ("fp32_accuracy", "accuracy", "avg_weight_bits", "avg_activation_b
 
 def evaluate_accuracy(
     model,
-    spec,
+    spec=None,
     dataset: str = "digits",
     *,
     config=None,
     calib_split: str = "calib",
     split: str = "test",
     seed: int = 0,
+    requantize: bool = False,
 ) -> dict:
     """Quantize ``model`` with ``spec`` and compare its golden-model accuracy with FP32.
+
+    A model read from a quantized file (QDQ / QONNX) is evaluated with its own quantization
+    (``spec=None``; its float reference is the fake-quant graph); a ``spec`` for such a model
+    is an error unless ``requantize`` (:func:`bitline.sw.flow.resolve_spec`).
 
     Parameters
     ----------
     model:
         A builtin model name, an ``.onnx`` path or an IR :class:`~bitline.sw.frontend.ir.Model`.
     spec:
-        Anything :func:`bitline.sw.quant.load_spec` accepts (file, shorthand, dict, spec).
+        Anything :func:`bitline.sw.quant.load_spec` accepts (file, shorthand, dict, spec), or
+        ``None``: the quantized file's own quantization (``int8`` for a float model).
     dataset:
         Data set name (:func:`bitline.sw.datasets.load_dataset`).
     config:
@@ -46,6 +52,8 @@ def evaluate_accuracy(
         Calibration and evaluation splits.
     seed:
         Seed of the quantizer's statistics subsampling.
+    requantize:
+        Quantize an already-quantized model's float weights again with ``spec``.
 
     Returns
     -------
@@ -64,15 +72,23 @@ def evaluate_accuracy(
     from bitline.sw.frontend.float_model import run_float
     from bitline.sw.frontend.ir import Model
     from bitline.sw.models import resolve_model
+    from bitline.sw.flow.compile import resolve_spec
     from bitline.sw.quant import load_spec, quantize_model
+    from bitline.sw.quant.prequantized import quantized_from_file
 
     model = model if isinstance(model, Model) else resolve_model(model)
-    spec = load_spec(spec)
+    model, spec = resolve_spec(model, spec, requantize)
     config = config or preset("bwq")
-    calib_x, _ = load_dataset(dataset, calib_split)
     x, y = load_dataset(dataset, split)
     start = time.perf_counter()
-    qmodel = quantize_model(model, spec, calib_x, config, seed=seed)
+    if spec is None:
+        qmodel = quantized_from_file(model, config)
+        spec_name, mode = f"file ({model.quantization.format})", "file"
+    else:
+        spec = load_spec(spec)
+        calib_x, _ = load_dataset(dataset, calib_split)
+        qmodel = quantize_model(model, spec, calib_x, config, seed=seed)
+        spec_name, mode = spec.name, spec.mode
     quantized = time.perf_counter()
     reference = np.asarray(run_float(model, x), dtype=np.float64).reshape(len(y), -1)
     output = np.asarray(run_golden(qmodel, x).output, dtype=np.float64).reshape(len(y), -1)
@@ -82,8 +98,8 @@ def evaluate_accuracy(
     stats = qmodel.spec["stats"]
     report = {
         "model": model.name,
-        "spec": spec.name,
-        "mode": spec.mode,
+        "spec": spec_name,
+        "mode": mode,
         "dataset": dataset,
         "split": split,
         "images": int(len(y)),

@@ -32,14 +32,18 @@ def _histogram(histogram: dict) -> str:
 
 @click.command("accuracy")
 @click.argument("model")
-@click.option("--quant", "spec", required=True, metavar="SPEC", help=_SPEC_HELP)
+@click.option("--quant", "spec", default=None, metavar="SPEC",
+              help=_SPEC_HELP + " Default: int8, or an already-quantized model's own "
+                   "quantization (QDQ / QONNX; --quant is then an error without --requantize).")
+@click.option("--requantize", is_flag=True,
+              help="Quantize an already-quantized model's float weights again with --quant.")
 @dataset_option("Data set: calibrates on its 'calib' split, evaluates on its 'test' split "
                 "(default: the one MODEL declares: digits for digits-*, mnist5k for mnist-*).")
 @config_options
 @json_option
 @quiet_option
-def accuracy(model: str, spec: str, dataset: str, config_path: str | None,
-             preset_name: str | None, as_json: bool, quiet: bool):
+def accuracy(model: str, spec: str | None, requantize: bool, dataset: str,
+             config_path: str | None, preset_name: str | None, as_json: bool, quiet: bool):
     """Compare FP32 and integer-golden accuracy of MODEL quantized with SPEC.
 
     --json prints one object: fp32_accuracy, accuracy, avg_weight_bits,
@@ -51,7 +55,7 @@ def accuracy(model: str, spec: str, dataset: str, config_path: str | None,
 
     config = load_config(config_path, preset_name)
     dataset = require_dataset(model, dataset)
-    report = evaluate_accuracy(model, spec, dataset, config=config)
+    report = evaluate_accuracy(model, spec, dataset, config=config, requantize=requantize)
     if as_json:
         echo_json(report)
         return

@@ -86,3 +86,21 @@ def test_notes_name_regridded_and_dropped_tensors():
                                                         "rescaled": ["conv1"]})[0]
     assert _file_quantization_notes({"mode": "bwq"}) == []
     assert _file_quantization_notes({"mode": "file", "regridded": [], "dropped": []}) == []
+
+
+def test_accuracy_uses_the_files_quantization(files, capsys):
+    """``bitline accuracy`` on a quantized file evaluates the file's own quantization; a
+    ``--quant`` is an error without ``--requantize`` (it used to re-quantize silently)."""
+    tmp, path = files
+    report = json.loads(invoke("accuracy", path, "--dataset", "digits", "--json"))
+    assert (report["spec"], report["mode"]) == ("file (qonnx)", "file")
+    from bitline.sw.frontend.onnx_import import load_onnx
+    from bitline.sw.quant.prequantized import quantized_from_file
+
+    stats = quantized_from_file(load_onnx(path)).spec["stats"]
+    assert report["avg_weight_bits"] == pytest.approx(stats["avg_weight_bits"])
+    assert main(["accuracy", str(path), "--dataset", "digits", "--quant", "int4"]) == 2
+    assert "--requantize" in capsys.readouterr().err
+    again = json.loads(invoke("accuracy", path, "--dataset", "digits", "--quant", "int4",
+                              "--requantize", "--json"))
+    assert again["spec"] == "int4" and again["avg_weight_bits"] == 4.0
