@@ -527,9 +527,10 @@ def run_fake_quant(model, x: np.ndarray, quant: FileQuantization | None = None, 
     dequantized integers, and each tensor the file quantizes (the input included) goes
     through :func:`fake_quantize` as soon as it is computed, as onnxruntime runs the QDQ
     graph. ``quant`` defaults to ``model.quantization``. Returns as
-    :func:`~bitline.sw.frontend.float_model.run_float`.
+    :func:`~bitline.sw.frontend.float_model.run_float` (the output after
+    ``model.output_transform``; with ``return_all`` the tensors before it).
     """
-    from bitline.sw.frontend.float_model import run_float, run_float_from
+    from bitline.sw.frontend.float_model import output_transform, run_float, run_float_from
 
     quant = quant if quant is not None else getattr(model, "quantization", None)
     if quant is None:
@@ -546,4 +547,7 @@ def run_fake_quant(model, x: np.ndarray, quant: FileQuantization | None = None, 
         y = run_float_from(step, tensors, 0)
         grid = quant.acts.get(layer.output)
         tensors[layer.output] = y if grid is None else fake_quantize(y, grid)
-    return tensors if return_all else tensors[model.output_name]
+    if return_all:
+        return tensors
+    # A final Softmax / LogSoftmax runs on the host after the last layer, as in run_float.
+    return output_transform(tensors[model.output_name], model.output_transform)

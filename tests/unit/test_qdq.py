@@ -243,7 +243,8 @@ def test_signed_activations_become_offset_codes(qdq_files):
     assert grid.zero_point == int(inits["input_zero_point"]) + 128
 
 
-def _tiny_qdq(*, act_scale=None, weight_axis_scale=None, bn=False) -> onnx.ModelProto:
+def _tiny_qdq(*, act_scale=None, weight_axis_scale=None, bn=False,
+              softmax=False) -> onnx.ModelProto:
     """Input -> Q/DQ -> Conv(DQ weight) -> Q/DQ output, variants made to fail."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -275,7 +276,9 @@ def _tiny_qdq(*, act_scale=None, weight_axis_scale=None, bn=False) -> onnx.Model
         last = "n"
     nodes += [helper.make_node("QuantizeLinear", [last, "ys", "yz"], ["yq"], name="qy"),
               helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"], name="dqy"),
-              helper.make_node("Flatten", ["y"], ["f"], name="flat")]
+              helper.make_node("Flatten", ["y"], ["f" if not softmax else "l"], name="flat")]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["l"], ["f"], name="softmax", axis=1))
     graph = helper.make_graph(
         nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
         [helper.make_tensor_value_info("f", TensorProto.FLOAT, [1, 32])], inits)
@@ -314,6 +317,18 @@ def test_tiny_qdq_maps_and_matches_onnxruntime():
 
     golden = np.asarray(run_golden(qmodel, x).output).reshape(ref.shape)
     assert np.abs(golden - ref).max() <= 0.17 + 1e-6   # one code of the output grid
+
+
+def test_final_softmax_runs_after_the_fake_quant_graph():
+    """A final Softmax is the host's output transform on the float backend of a quantized
+    file too (run_fake_quant applies it, like run_float and the golden model)."""
+    proto = _tiny_qdq(softmax=True)
+    model = load_onnx(proto)
+    assert model.output_transform == "softmax"
+    x = np.random.default_rng(1).uniform(0, 1, size=(8, 1, 4, 4)).astype(np.float32)
+    y = run_fake_quant(model, x)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(y, _ort(proto, x, fake_quant=True), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("variant, message", [
