@@ -78,23 +78,29 @@ class CrossbarEmulator(wiring.Component):
 
         # Read-side request as seen by the array: registered with the memory address when
         # the memories read synchronously (latency >= 1), combinational otherwise.
+        # Row writes are registered first: bank ``row % ou_rows`` and address
+        # ``row // ou_rows`` (a constant division: carry chains) stay off the memories' write
+        # path, the FPGA's longest once the OU issue path was pipelined (docs/fpga.md
+        # section 4). A row is written one cycle after ``write.en``; the loader programs
+        # cells long before any read.
+        write_en = Signal(config.ou_rows)
+        write_group = Signal(range(config.row_groups))
+        write_levels = Signal.like(port.write.levels)
+        m.d.sync += [
+            write_en.eq(Mux(port.write.en, 1 << (port.write.row % config.ou_rows), 0)),
+            write_group.eq(port.write.row // config.ou_rows),
+            write_levels.eq(port.write.levels),
+        ]
         rows = []
         for bank in range(config.ou_rows):
             memory = Memory(shape=row_layout.size, depth=config.row_groups,
                             init=self._bank_init(bank))
             m.submodules[f"bank{bank}"] = memory
             write = memory.write_port()
-            in_bank = Signal()
-            if config.row_groups == 1:
-                m.d.comb += in_bank.eq(port.write.row == bank)
-                address = Const(0)
-            else:
-                m.d.comb += in_bank.eq(port.write.row % config.ou_rows == bank)
-                address = port.write.row // config.ou_rows
             m.d.comb += [
-                write.addr.eq(address),
-                write.data.eq(port.write.levels),
-                write.en.eq(port.write.en & in_bank),
+                write.addr.eq(write_group),
+                write.data.eq(write_levels),
+                write.en.eq(write_en[bank]),
             ]
             read = memory.read_port(domain="sync" if latency else "comb")
             m.d.comb += read.addr.eq(port.read.row_group)

@@ -20,7 +20,8 @@ One conversion cycle (``read.strobe`` high for one clock):
 
 Programming: ``write.en`` writes one full crossbar row ``write.row`` with ``write.levels``
 (column ``c``'s level at bits ``[c*cell_bits, (c+1)*cell_bits)``, the image's cell-row word).
-Reads and writes are never issued in the same cycle.
+Reads and writes are never issued in the same cycle, and a crossbar may take the row a
+cycle after ``write.en`` (the emulator registers it): programming ends long before reads.
 """
 
 from __future__ import annotations
