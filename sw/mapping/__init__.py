@@ -30,6 +30,7 @@ from bitline.sw.mapping.layout import (
     assemble,
     PlacementCounts,
     layer_bits,
+    placement_busiest_reads,
     placement_counts,
 )
 
@@ -201,8 +202,7 @@ def _spread_place(placer, bits, config: AcceleratorConfig, factor: int):
     for rank, axis in enumerate(("rows", "cols")):
         spread = Spread(factor, axis)
         placement = placer(bits, config, spread)
-        key = (int(placement_counts(bits, placement, config).unit_reads.max(initial=0)),
-               placement.n_xbars, rank)
+        key = (placement_busiest_reads(bits, placement, config), placement.n_xbars, rank)
         if best is None or key < best[0]:
             best = (key, placement, spread)
     return best[1], best[2]

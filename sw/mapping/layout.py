@@ -54,6 +54,7 @@ __all__ = [
     "usable_row_groups",
     "PlacementCounts",
     "placement_counts",
+    "placement_busiest_reads",
     "balance",
     "regular_placement",
     "packed_placement",
@@ -542,23 +543,35 @@ def placement_counts(bits: LayerBits, placement: Placement,
     One entry per OU holding a placed segment, read with its chunk's slices (used to
     choose a spread axis, and to price spread placements, without building the cells).
     """
+    e_x, chunk, slices = _placed_entries(bits, placement, config)
+    channel = bits.split_q(np.arange(bits.n_q))[2][placement.q]     # one gather per segment
+    pairs = np.zeros(max(placement.n_xbars * bits.n_outputs, 1), dtype=bool)
+    pairs[placement.xbar * bits.n_outputs + channel] = True
+    return PlacementCounts(
+        units=int(placement.n_xbars),
+        unit_reads=np.bincount(e_x, weights=slices,
+                               minlength=placement.n_xbars).astype(np.int64),
+        entries=len(e_x), dac_conversions=int((slices * bits.chunk_len[chunk]).sum()),
+        reduction_transfers=int(np.count_nonzero(pairs)))
+
+
+def placement_busiest_reads(bits: LayerBits, placement: Placement,
+                            config: AcceleratorConfig) -> int:
+    """Return the busiest crossbar's OU reads per vector (:class:`PlacementCounts`'s
+    ``unit_reads.max()``, without the other counts)."""
+    e_x, _, slices = _placed_entries(bits, placement, config)
+    return int(np.bincount(e_x, weights=slices, minlength=max(placement.n_xbars, 1)).max())
+
+
+def _placed_entries(bits: LayerBits, placement: Placement, config: AcceleratorConfig):
+    """``(crossbar, chunk, slices)`` of every OU holding a placed segment."""
     groups, col_groups = config.row_groups, config.col_groups
     keys = (placement.xbar * groups + placement.row_group) * col_groups + (
         placement.col // config.ou_cols)
     unique, _ = bounded_unique(keys, max(placement.n_xbars * groups * col_groups, 1))
     e_x = unique // (col_groups * groups)
-    e_rg = (unique // col_groups) % groups
-    chunk = placement.strip_chunk[e_x, e_rg]
-    slices = bits.slice_hi[chunk] - bits.slice_lo[chunk]
-    channel = bits.split_q(placement.q)[2]
-    pairs, _ = bounded_unique(placement.xbar * bits.n_outputs + channel,
-                              max(placement.n_xbars * bits.n_outputs, 1))
-    return PlacementCounts(
-        units=int(placement.n_xbars),
-        unit_reads=np.bincount(e_x, weights=slices,
-                               minlength=placement.n_xbars).astype(np.int64),
-        entries=len(unique), dac_conversions=int((slices * bits.chunk_len[chunk]).sum()),
-        reduction_transfers=len(pairs))
+    chunk = placement.strip_chunk[e_x, (unique // col_groups) % groups]
+    return e_x, chunk, bits.slice_hi[chunk] - bits.slice_lo[chunk]
 
 
 def _empty_placement(config: AcceleratorConfig) -> Placement:
