@@ -385,7 +385,8 @@ def spread_placements(program: Program, qmodel, *, factors=None, costs=None,
     :class:`~bitline.sw.perf.pipeline.Placement` ``"spread-<s>"`` with the units of one
     copy, ``C_comp`` and the layer job's energy. A variant is kept only if its ``C_comp``
     is below that of the dense placement and of every smaller factor (otherwise it could
-    never shorten the stage); a layer whose busiest unit reads once per vector has none.
+    never shorten the stage); a layer whose busiest unit reads once per vector has none,
+    nor has any layer on a machine whose unit is one OU.
     :func:`with_placements` maps the chosen ones for real. ``report`` is
     ``analyze(program, qmodel, costs=costs)`` when the caller has it.
     """
@@ -393,9 +394,13 @@ def spread_placements(program: Program, qmodel, *, factors=None, costs=None,
     from bitline.sw.perf import ISAAC_COSTS, analyze
     from bitline.sw.perf.pipeline import layer_placement, variant_placement
 
+    from bitline.sw.mapping.layout import usable_row_groups
+
     costs = costs or ISAAC_COSTS
     factors = SPREAD_FACTORS if factors is None else tuple(factors)
     config = program.config
+    if usable_row_groups(config) == 1 and config.col_groups == 1:
+        return {}           # a unit is one OU (ISAAC's 128x128 read): nothing to spread
     report = report or analyze(program, qmodel, costs=costs)
     geometry = _block_geometry(qmodel)
     out = {}
