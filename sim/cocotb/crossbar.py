@@ -48,7 +48,7 @@ from bitline.hw.spec.config import AcceleratorConfig
 from bitline.sim.cocotb.harness import request_fields
 
 __all__ = ["ReadRequest", "RowWrite", "PortMonitor", "CrossbarModel", "ResultDriver",
-           "PortChecker", "CrossbarBench", "signal_int"]
+           "PortChecker", "CrossbarBench", "signal_int", "depositor"]
 
 
 def signal_int(handle) -> int:
@@ -205,13 +205,25 @@ class CrossbarModel:
         self.exact = device is None or device.params.is_ideal
         # Without read noise a code depends only on the request and the programmed cells.
         self.memoize = self.exact or device.params.read_noise == 0
-        self.levels = np.zeros((config.n_xbars, config.rows, config.cols), dtype=np.int64)
+        # The cells, zero-padded to whole row groups and to one ADC group past the last
+        # column group, so that every OU read is one slice (padding cells add nothing);
+        # ``levels`` is the crossbar-sized view of it.
+        lanes = config.adcs_per_xbar
+        self._grid = np.zeros((config.n_xbars, config.row_groups * config.ou_rows,
+                               config.col_groups * config.ou_cols + lanes), dtype=np.int64)
+        self.levels = self._grid[:, :config.rows, :config.cols]
         self.reads = np.zeros(config.n_xbars, dtype=np.int64)
         self.conversions = np.zeros(config.n_xbars, dtype=np.int64)
         self._cache: list[dict] = [{} for _ in range(config.n_xbars)]
         self._packed: list[dict] = [{} for _ in range(config.n_xbars)]
         self._dac_shifts = np.arange(config.ou_rows) * config.dac_bits
-        self._code_shifts = [a * config.adc_bits for a in range(config.adcs_per_xbar)]
+        self._code_shifts = [a * config.adc_bits for a in range(lanes)]
+        # lanes of each phase that are OU columns (a ragged last phase has fewer)
+        self._phase_lanes = [sum(1 << a for a in range(lanes) if phase * lanes + a
+                                 < config.ou_cols)
+                             for phase in range(config.conversions_per_read)]
+        self._row_inputs: dict = {}     # (wordline_en, dac) -> per-row input (0 if undriven)
+        self._lane_masks: dict = {}     # enabled lanes -> 0/1 vector
 
     def restart_reads(self) -> None:
         """Number the next reads of every unit from 0 (a new batch, docs/analog.md 3)."""
@@ -239,10 +251,13 @@ class CrossbarModel:
                 self.conversions[unit] += conversions
                 return packed
         request = decode(unit, bits)
-        packed = self.answer(request)
+        conversions = bin(request.adc_en).count("1")
+        if request.phase == 0:
+            self.reads[unit] += 1
+        self.conversions[unit] += conversions
+        packed = self._compute(request)
         if self.memoize:
-            self._packed[unit][bits] = (packed, bin(request.adc_en).count("1"),
-                                        request.phase == 0)
+            self._packed[unit][bits] = (packed, conversions, request.phase == 0)
         return packed
 
     def answer(self, request: ReadRequest) -> int:
@@ -261,42 +276,66 @@ class CrossbarModel:
             packed = cache.get(request.key())
             if packed is not None:
                 return packed
-        if self.exact:
-            packed = self._pack(self._exact_codes(request))
-        else:
-            dac = (request.dac >> self._dac_shifts) & config.dac_max
-            enabled = (request.wordline_en >> np.arange(config.ou_rows)) & 1
-            adc_en = (request.adc_en >> np.arange(config.adcs_per_xbar)) & 1
-            packed = self._pack(self.device.port_read(
-                unit, request.row_group, request.col_group, request.phase, dac, enabled,
-                adc_en, int(self.reads[unit]) - 1))
+        packed = self._compute(request)
         if cache is not None:
             cache[request.key()] = packed
         return packed
 
-    def _exact_codes(self, request: ReadRequest) -> np.ndarray:
+    def _compute(self, request: ReadRequest) -> int:
+        """The packed codes of ``request`` (the read number is already counted)."""
+        if self.exact:
+            return self._pack(self._exact_codes(request))
         config = self.config
-        ks = np.arange(config.ou_rows)
-        driven = ((request.wordline_en >> ks) & 1).astype(bool)
-        rows = request.row_group * config.ou_rows + ks
-        driven &= rows < config.rows
         dac = (request.dac >> self._dac_shifts) & config.dac_max
-        lanes = np.arange(config.adcs_per_xbar)
-        ou_column = request.phase * config.adcs_per_xbar + lanes
-        cols = request.col_group * config.ou_cols + ou_column
-        inside = (ou_column < config.ou_cols) & (cols < config.cols)
-        inside &= ((request.adc_en >> lanes) & 1).astype(bool)
-        codes = np.zeros(config.adcs_per_xbar, dtype=np.int64)
-        if driven.any() and inside.any():
-            levels = self.levels[request.unit][np.ix_(rows[driven], cols[inside])]
-            codes[inside] = np.minimum(dac[driven] @ levels, config.adc_max)
-        return codes
+        enabled = (request.wordline_en >> np.arange(config.ou_rows)) & 1
+        adc_en = (request.adc_en >> np.arange(config.adcs_per_xbar)) & 1
+        return self._pack(self.device.port_read(
+            request.unit, request.row_group, request.col_group, request.phase, dac, enabled,
+            adc_en, int(self.reads[request.unit]) - 1))
+
+    def _exact_codes(self, request: ReadRequest) -> np.ndarray:
+        """``min(adc_max, sum_k input_k * level[row_k, col_a])`` for every enabled lane:
+        one (ou_rows,) x (ou_rows, A) product on a slice of the padded cells."""
+        config = self.config
+        key = (request.wordline_en, request.dac)
+        inputs = self._row_inputs.get(key)
+        if inputs is None:
+            driven = (request.wordline_en >> np.arange(config.ou_rows)) & 1
+            inputs = ((request.dac >> self._dac_shifts) & config.dac_max) * driven
+            self._row_inputs[key] = inputs
+        enabled = request.adc_en & self._phase_lanes[request.phase]
+        mask = self._lane_masks.get(enabled)
+        if mask is None:
+            mask = (enabled >> np.arange(config.adcs_per_xbar)) & 1
+            self._lane_masks[enabled] = mask
+        row = request.row_group * config.ou_rows
+        col = request.col_group * config.ou_cols + request.phase * config.adcs_per_xbar
+        block = self._grid[request.unit, row:row + config.ou_rows,
+                           col:col + config.adcs_per_xbar]
+        return np.minimum(inputs @ block, config.adc_max) * mask
 
     def _pack(self, codes) -> int:
         packed = 0
         for shift, code in zip(self._code_shifts, np.asarray(codes).tolist()):
             packed |= int(code) << shift
         return packed
+
+
+def depositor(handle):
+    """Return ``write(value)`` that deposits an unsigned integer on ``handle`` at once.
+
+    cocotb's ``handle.value = x`` queues the write for the time step's ReadWrite phase (one
+    more simulator callback into Python per cycle) because some simulators mishandle a write
+    from an edge callback. Verilator re-evaluates after a VPI write in any phase (cocotb's
+    ``verilator.cpp`` loops while ``evalNeeded``) and Icarus applies it at once; the crossbar
+    bench writes only the ``result`` ports, which no other coroutine reads, in the middle of
+    a cycle (the falling edge), half a period before the rising edge that samples them.
+    """
+    width = len(handle)
+    raw = handle._handle
+    if width <= 32:
+        return lambda value: raw.set_signal_val_int(0, value)
+    return lambda value: raw.set_signal_val_binstr(0, format(value, f"0{width}b"))
 
 
 class ResultDriver:
@@ -307,6 +346,8 @@ class ResultDriver:
         self.latency = latency
         self.pending: deque = deque()     # (due cycle, unit, packed codes)
         self._valid = set()               # units whose result.valid is high
+        self._codes = [depositor(port.codes) for port in self.ports]
+        self._valids = [depositor(port.valid) for port in self.ports]
 
     def schedule(self, cycle: int, unit: int, packed: int) -> None:
         """Answer unit ``unit``'s read of ``cycle`` in cycle ``cycle + latency``."""
@@ -316,15 +357,16 @@ class ResultDriver:
         """Set the result ports for ``cycle`` (call in the cycle, before the rising edge that
         ends it: :class:`CrossbarBench` calls it at the falling edge)."""
         due = set()
-        while self.pending and self.pending[0][0] == cycle:
-            _, unit, packed = self.pending.popleft()
-            port = self.ports[unit]
-            port.codes.value = packed
+        pending = self.pending
+        while pending and pending[0][0] == cycle:
+            _, unit, packed = pending.popleft()
+            self._codes[unit](packed)
             if unit not in self._valid:
-                port.valid.value = 1
+                self._valids[unit](1)
             due.add(unit)
-        for unit in self._valid - due:
-            self.ports[unit].valid.value = 0
+        if self._valid:
+            for unit in self._valid - due:
+                self._valids[unit](0)
         self._valid = due
 
     @property

@@ -79,7 +79,7 @@ VERILATOR_BUILD_ARGS = ["-Wno-fatal"] + [f"-Wno-{name}" for name in VERILATOR_WA
 #:   golden model and every counter with the performance model.
 #:
 #: Measured on the digits design (docs/verification.md, "Simulation speed"): together with
-#: ``OPT_SLOW=-O0`` (:data:`VERILATOR_MAKE_VARIABLES`) the cold build takes 27 % less CPU.
+#: ``OPT_SLOW=-O0`` (:data:`VERILATOR_MAKE_VARIABLES`) the cold build took 27 % less CPU.
 VERILATOR_SPEED_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast"]
 
 #: ``make`` variables of every Verilator build (passed through ``MAKEFLAGS``):
@@ -87,12 +87,14 @@ VERILATOR_SPEED_ARGS = ["-O3", "--x-assign", "fast", "--x-initial", "fast"]
 #: * ``CFG_CXXFLAGS_PCH_I=-include`` -- the PyPI wheel's ``verilated.mk`` leaves it empty, so
 #:   any design large enough for Verilator's split (precompiled-header) build fails to
 #:   compile ("Vtop__pch.h.fast: linker input file not found");
-#: * ``OPT_FAST=-O1`` -- Verilator's default ``-Os`` (and ``-O2``) make GCC 12 spend minutes
+#: * ``OPT_FAST=-Og`` -- Verilator's default ``-Os`` (and ``-O2``) make GCC 12 spend minutes
 #:   on some generated files of the accelerator (> 100 s per 650 kB file, measured); ``-O1``
-#:   compiles them in ~7 s;
+#:   compiles them in ~7 s, ``-Og`` (``-O1`` without the passes that make code hard to
+#:   debug) in about half that per file: on the digits design 16 % less build CPU than
+#:   ``-O1`` for a model about 8 % slower (docs/verification.md, "Simulation speed");
 #: * ``OPT_SLOW=-O0`` -- the ``__Slow`` files (half of the C++: construction, initial
 #:   values, the first settle) run once per simulation, so they are not optimised at all.
-VERILATOR_MAKE_VARIABLES = ("CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-O1", "OPT_SLOW=-O0")
+VERILATOR_MAKE_VARIABLES = ("CFG_CXXFLAGS_PCH_I=-include", "OPT_FAST=-Og", "OPT_SLOW=-O0")
 
 #: Yosys' start-up trigger of combinational processes, as ``write_verilog`` declares it: a
 #: 1-bit register with an initializer, read (``if (\\$auto$...) begin end``) by every
@@ -220,8 +222,9 @@ def component_verilog(component, name: str) -> str:
     are not ports: Verilog has no constant ports, so they are left out; every other member
     becomes a port named by its path joined with ``__`` (``inputs__payload``).
     """
-    from amaranth.back import verilog
     from amaranth.hdl import Const, ValueCastable
+
+    from bitline.hw.toolchain.memory_init import convert_verilog
 
     ports = []
     for _path, _member, value in component.signature.flatten(component):
@@ -230,7 +233,8 @@ def component_verilog(component, name: str) -> str:
         if isinstance(value, Const):
             continue
         ports.append(value)
-    return verilog.convert(component, name=name, ports=ports, emit_src=False)
+    # memory init formatted fast and written as one loop per constant memory
+    return convert_verilog(component, name=name, ports=ports, emit_src=False)
 
 
 def icarus_start_up(verilog: str) -> str:
