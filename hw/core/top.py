@@ -324,9 +324,13 @@ class Accelerator(wiring.Component):
             m.d.comb += reduction.masks[lane].eq(
                 Mux(active[lane], layer.xbar_mask & members, 0))
         param_type = output_param_layout(config)
-        param_d1 = Signal(param_type)
-        param_d2 = Signal(param_type)
-        m.d.sync += [param_d1.eq(param_read.data), param_d2.eq(param_d1)]
+        # the parameter memory's read is the first of the to_reduction + 1 cycles to the
+        # output unit's input
+        param = param_read.data
+        for stage in range(to_reduction):
+            later = Signal(param_type, name=f"param_d{stage + 1}")
+            m.d.sync += later.eq(param)
+            param = later
         for lane, output_unit in enumerate(output_units):
             # Offset weight encoding: weight_offset * sum(x) of the lane's vector being
             # drained, taken when its channel is issued and delayed like the channel's
@@ -339,7 +343,7 @@ class Accelerator(wiring.Component):
             m.d.comb += [
                 output_unit.inputs.valid.eq(reduction.sums.valid),
                 output_unit.inputs.payload.acc.eq(reduction.sums.payload[lane]),
-                output_unit.inputs.payload.param.eq(param_d2),
+                output_unit.inputs.payload.param.eq(param),
                 output_unit.correction.eq(corrections[-1]),
                 output_unit.mode.eq(layer.mode),
                 output_unit.zero_point.eq(layer.zero_point),

@@ -62,12 +62,13 @@ ROW_SELECT_CYCLES = 3
 ACCUMULATE_CYCLES = 1
 
 #: The drain pipeline, stage by stage (each one register): partial-sum memory read,
-#: per-unit lane sum, masked inter-unit sum, the output unit's ``t = acc + bias -
+#: per-unit lane sum in two steps (pairs, then their sum: :mod:`bitline.hw.unit.shift_add`),
+#: masked inter-unit sum, the output unit's ``t = acc + bias -
 #: correction``, multiply, rounding and zero point, shift and clamp
 #: (:mod:`bitline.hw.core.output_unit`, one operation per stage for the FPGA's core clock),
 #: output FIFO.
 DRAIN_STAGES = (
-    "psum_read", "lane_sum", "unit_sum",
+    "psum_read", "lane_pairs", "lane_sum", "unit_sum",
     "ou_total", "ou_multiply", "ou_round", "ou_shift", "ou_clamp", "output_fifo",
 )
 

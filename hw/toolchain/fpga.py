@@ -39,6 +39,8 @@ __all__ = [
 
 #: Environment variable with extra options of ``synth_ecp5`` (none by default).
 SYNTH_OPTS_VARIABLE = "BITLINE_SYNTH_OPTS"
+#: Environment variable: when set (non-empty), LUTs are mapped by the classic ABC, not ABC9.
+CLASSIC_ABC_VARIABLE = "BITLINE_SYNTH_CLASSIC_ABC"
 
 #: Environment variable Amaranth reads for a tool -> the YoWASP command used by default.
 TOOLS: dict[str, str] = {
@@ -347,8 +349,15 @@ def _elaborate(spec, config, out: Path, *, core_hz, baud: int, memories, unit_en
     if constraints is not None:
         overrides["add_preferences"] = constraints.read_text()
     if os.environ.get(SYNTH_OPTS_VARIABLE):
-        # e.g. -noabc9: the YoWASP Yosys' ABC9 step asserts on some designs (docs/fpga.md)
+        # e.g. -noflatten (docs/fpga.md section 4)
         overrides["synth_opts"] = os.environ[SYNTH_OPTS_VARIABLE]
+    if os.environ.get(CLASSIC_ABC_VARIABLE):
+        # The YoWASP Yosys 0.70's ABC9 asserts while reintegrating some designs (the 4-unit
+        # 128x128 build): map LUTs with the classic ABC instead, then finish synth_ecp5.
+        overrides["synth_opts"] = (overrides.get("synth_opts", "") + " -run :map_luts").strip()
+        overrides["script_after_synth"] = (
+            "techmap -map +/lattice/latches_map.v; abc -lut 4 -dress; clean; "
+            f"synth_ecp5 -top {TOP_NAME} -run map_cells:")
     with fast_memory_init():  # the same RTLIL, without a Python object per init bit
         plan = spec.platform().build(top, name=TOP_NAME, do_build=False, **overrides)
     plan.extract(out)

@@ -12,13 +12,16 @@ port, whatever their destinations. A lane is a two-stage read-modify-write pipel
   often target the same channel.
 
 ``drain`` reads and clears one channel of every lane (never in a cycle with an update in
-flight); two cycles later ``drained`` carries the lane sum and whether any lane was touched,
-the unit's contribution to the inter-unit reduction.
+flight); ``DRAIN_STAGES.index("unit_sum")`` (three) cycles later ``drained`` carries the
+lane sum and whether any lane was touched, the unit's contribution to the inter-unit
+reduction: the memory read, the sums of lane pairs (registered) and their sum, so that no
+stage adds more than two operand levels after a memory read (the FPGA's longest path of a
+one-unit build at 61.6 MHz was the whole 8-lane sum after the read; docs/fpga.md).
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -57,7 +60,7 @@ class ShiftAdd(wiring.Component):
     drain: In(stream.Signature(range(channels), always_ready=True))
         Channel to read out and clear.
     drained: Out(stream.Signature(drained_layout, always_ready=True))
-        Two cycles after ``drain``: sum over lanes and OR of their touched bits.
+        Three cycles after ``drain``: sum over lanes and OR of their touched bits.
     """
 
     @rejects_quietly
@@ -136,17 +139,21 @@ class ShiftAdd(wiring.Component):
             lane_values.append(stored.value)
             lane_touched.append(stored.touched)
 
+        # lane_pairs: the sums of lane pairs (and the touched flags' OR), registered
         drained_valid = Signal()
-        m.d.sync += drained_valid.eq(self.drain.valid)
-        lane_sum = lane_values[0]
-        for value in lane_values[1:]:
-            lane_sum = lane_sum + value
-        touched = lane_touched[0]
-        for flag in lane_touched[1:]:
-            touched = touched | flag
+        pairs_valid = Signal()
+        m.d.sync += [drained_valid.eq(self.drain.valid), pairs_valid.eq(drained_valid)]
+        pairs = []
+        for index in range(0, len(lane_values), 2):
+            pair = Signal(signed(config.acc_bits), name=f"lane_pair{index // 2}")
+            m.d.sync += pair.eq(sum(lane_values[index:index + 2]))
+            pairs.append(pair)
+        touched = Signal()
+        m.d.sync += touched.eq(Cat(*lane_touched).any())
+        # lane_sum: the pairs' sum
         m.d.sync += [
-            self.drained.valid.eq(drained_valid),
-            self.drained.payload.value.eq(lane_sum),
+            self.drained.valid.eq(pairs_valid),
+            self.drained.payload.value.eq(sum(pairs)),
             self.drained.payload.touched.eq(touched),
         ]
         return m

@@ -163,9 +163,9 @@ def test_timing_formula():
     config = small_config()
     p = pipeline_latency(config)
     assert p == 2 + 3 + 1 + 1  # entry fetch, row select, adc_latency, accumulate
-    # load-bound: K dominates the per-vector period (Q = 9 drain stages)
-    assert layer_cycles(config, 100, 2, 3, [10]) == 100 + 2 * 100 + (10 + 2 + p) + 9
+    # load-bound: K dominates the per-vector period (Q = 10 drain stages)
+    assert layer_cycles(config, 100, 2, 3, [10]) == 100 + 2 * 100 + (10 + 2 + p) + 10
     # compute-bound
-    assert layer_cycles(config, 4, 2, 3, [50, 20]) == 4 + 3 * (50 + 2 + p) + 9
+    assert layer_cycles(config, 4, 2, 3, [50, 20]) == 4 + 3 * (50 + 2 + p) + 10
     with pytest.raises(ValueError):
         layer_cycles(config, 4, 2, 0, [1])

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from bitline.hw.spec.timing import DRAIN_STAGES
 from bitline.hw.unit.adc_mux import total_shift_bits
 from bitline.hw.unit.shift_add import ShiftAdd
 
@@ -59,7 +60,7 @@ def run_batches(config, batches, channels):
             ctx.set(dut.updates.valid, 0)
             await ctx.tick()  # the last update's write stage
             values = []
-            for channel in range(channels + 2):
+            for channel in range(channels + DRAIN_STAGES.index("unit_sum")):
                 ctx.set(dut.drain.valid, int(channel < channels))
                 ctx.set(dut.drain.payload, min(channel, channels - 1))
                 if ctx.get(dut.drained.valid):
