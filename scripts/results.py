@@ -109,6 +109,7 @@ class Workload:
         self._models = {"own": model}
         self._qmodels: dict[str, dict] = {"own": {}, "synthetic": {}}
         self._reports: dict[tuple, object] = {}
+        self._variants: dict[int, dict] = {}    # id(report) -> its spread placements
 
     @property
     def kind(self) -> str:
@@ -136,11 +137,20 @@ class Workload:
             except ValueError as error:   # e.g. more units than any config holds
                 self._reports[key] = error
             else:
-                self._reports[key] = analyze(result.program, result.qmodel,
-                                             labels={"model": self.name})
+                from bitline.sw.flow.compile import spread_placements
+
+                report = analyze(result.program, result.qmodel, labels={"model": self.name})
+                self._reports[key] = report
+                self._variants[id(report)] = spread_placements(result.program, result.qmodel,
+                                                               report=report)
         if isinstance(self._reports[key], ValueError):
             raise self._reports[key]
         return self._reports[key]
+
+    def variants(self, report) -> dict | None:
+        """The spread placements the allocator may choose for ``report``'s layers
+        (:func:`bitline.sw.flow.compile.spread_placements`, as ``compare`` offers them)."""
+        return None if report is None else self._variants[id(report)]
 
 
 def _row(label: str, strategy: str, spec: str, config_name: str, encoding: str,
@@ -185,12 +195,13 @@ def compare_rows(work: Workload, config) -> dict[str, list[dict]]:
         rows.append(_row(label, strategy, spec, name, encoding, report, error))
         reports.append(report)
     references = ("isaac", *(record.label for record in BASELINES))
+    variants = [work.variants(report) for report in reports]
     add_ratios(rows, references)
     result = {}
     for heading, budget in BUDGETS.items():
         budget_rows = copy.deepcopy(rows)
         if isinstance(budget, str):
-            add_pipeline(budget_rows, reports, budget, baselines=references)
+            add_pipeline(budget_rows, reports, budget, baselines=references, variants=variants)
         else:       # a multiple of each baseline's area, one baseline at a time
             by_label = dict(zip((row["strategy"] for row in rows), reports))
             for name in references:
@@ -200,7 +211,7 @@ def compare_rows(work: Workload, config) -> dict[str, list[dict]]:
                     continue
                 scratch = copy.deepcopy(rows)
                 add_pipeline(scratch, reports, _area_budget(by_label[name], budget),
-                             baselines=(name,))
+                             baselines=(name,), variants=variants)
                 key = f"throughput_speedup_vs_{name}"
                 for row, done in zip(budget_rows, scratch):
                     row[key] = done[key]
@@ -237,10 +248,10 @@ class Step:
     energy_saving: float      # energy per image of the baseline / of BWQ's side
 
 
-def _throughput(report, budget) -> float:
+def _throughput(work: Workload, report, budget) -> float:
     from bitline.sw.perf import pipeline_report
 
-    return pipeline_report(report, budget).throughput_ips
+    return pipeline_report(report, budget, variants=work.variants(report)).throughput_ips
 
 
 def _area(report) -> float:
@@ -311,12 +322,14 @@ def decompose(work: Workload, config) -> tuple[float, list[Step]]:
     area = AREA_FACTOR * max(_area(report) for *_, ours, base in states
                              for report in (ours, base))
     budget = Budget("area", area)
-    steps = [Step(factor, change, _throughput(ours, budget) / _throughput(base, budget),
+    steps = [Step(factor, change,
+                  _throughput(work, ours, budget) / _throughput(work, base, budget),
                   base.total_energy_pj / ours.total_energy_pj)
              for factor, change, ours, base in states]
     *_, ours, base = states[-1]
     steps.append(Step("copies", f"{area:.3f} mm2 -> one copy per layer",
-                      _throughput(ours, ours.crossbars) / _throughput(base, base.crossbars),
+                      _throughput(work, ours, ours.crossbars)
+                      / _throughput(work, base, base.crossbars),
                       base.total_energy_pj / ours.total_energy_pj))
     return area, steps
 
@@ -564,7 +577,7 @@ _HOW = ("Rows: the strategies with their default specs (isaac int8, ivq-* varied
         "*throughput speedup at equal crossbars / at equal area / at twice the area / energy "
         "saving per image* against the named baseline: both sides get the baseline's "
         "crossbar units (or their area, or twice it) and the allocator gives every layer "
-        "its copies (docs/performance.md section 7; at the baseline's own footprint it has "
+        "its copies and its placement, dense or spread (docs/performance.md section 7; at the baseline's own footprint it has "
         "no unit to spare for copies while a denser mapping has, so the first two include "
         "balancing the baseline cannot do); the energy per image does not depend on "
         "copies. `-`: one copy of every layer of the row does not fit the budget, or a run "
