@@ -113,7 +113,14 @@ def from_torch(module, example_input, *, name: str | None = None, opset: int | N
                                   opset_version=opset or 17, input_names=["input"],
                                   output_names=["output"], dynamo=False,
                                   dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
-        return load_onnx(target, name=name or type(module).__name__)
+        try:
+            return load_onnx(target, name=name or type(module).__name__)
+        except ValueError as error:
+            if path is not None:
+                raise
+            # The temporary file the message names is gone when the user reads it.
+            raise type(error)(f"{type(module).__name__} exported by torch.onnx.export: "
+                              f"{error} (pass path=... to keep the exported file)") from None
 
 
 def dataset(name: str, split: str = "test") -> tuple[np.ndarray, np.ndarray]:

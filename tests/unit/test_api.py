@@ -122,3 +122,20 @@ def test_from_torch_exports(dynamo):
     np.testing.assert_allclose(run_float(model, x[:16]), expected, rtol=1e-5, atol=1e-5)
     compiled = api.compile(model, "bwq", calib=x[:8])
     assert compiled.report()["totals"]["crossbars"] >= 1
+
+
+def test_from_torch_error_names_the_module():
+    """An unsupported op in an exported module: the message names the module and the op,
+    and says how to keep the (temporary) exported file it refers to."""
+    torch = pytest.importorskip("torch")
+
+    class Gate(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            return torch.sigmoid(self.conv(x))
+
+    with pytest.raises(ValueError, match=r"Gate exported by torch.onnx.export: .*Sigmoid.*path="):
+        api.from_torch(Gate(), torch.zeros(1, 1, 8, 8))
