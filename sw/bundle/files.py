@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,7 @@ from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.image import FORMAT_VERSION
 from bitline.hw.spec.program import Program
 from bitline.sw.bundle.codec import IMAGE_FILE, assemble_image, encode_sections, parse_image
+from bitline.sw.bundle.integrity import seal_manifest, verify_manifest, verify_reference
 from bitline.sw.bundle.manifest import (
     MANIFEST_FILE,
     REFERENCE_FILE,
@@ -55,7 +59,10 @@ def write_bundle(out_dir: str | Path, program: Program, qmodel: QuantizedModel) 
     Parameters
     ----------
     out_dir:
-        Bundle directory (created if needed; existing bundle files are replaced).
+        Bundle directory. It must not exist, be empty, or hold a previous bundle (a
+        ``manifest.json``), which is replaced as a whole; any other non-empty folder is
+        refused. The bundle is written into a hidden temporary sibling folder and renamed
+        into place, so a failed or interrupted write leaves no half-written bundle.
     program:
         The mapped program; every field is range-checked against ``program.config``.
     qmodel:
@@ -72,9 +79,11 @@ def write_bundle(out_dir: str | Path, program: Program, qmodel: QuantizedModel) 
     BundleError
         When the program does not fit the config (naming section, layer, record and field),
         names a layer the model does not have as a compute layer, or holds values that
-        cannot be stored.
+        cannot be stored; or when ``out_dir`` is a file or a non-empty folder that is not a
+        bundle.
     """
     out = Path(out_dir)
+    _check_destination(out)
     model = qmodel.model
     compute = {layer.name: layer for layer in model.compute_layers}
     for layer in program.layers:
@@ -88,15 +97,58 @@ def write_bundle(out_dir: str | Path, program: Program, qmodel: QuantizedModel) 
     tables = image_tables(program)
     image = assemble_image(program.config, encode_sections(tables))
     tables.sections = parse_image(image, program.config).sections
-    manifest = build_manifest(program, qmodel, tables, image)
-    text = json.dumps(manifest, indent=1)
     arrays = reference_arrays(qmodel)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / IMAGE_FILE).write_bytes(image)
-    with open(out / REFERENCE_FILE, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
-    (out / MANIFEST_FILE).write_text(text + "\n")
+    # Sealed after a JSON round trip: the digests are of exactly what a reader will parse.
+    manifest = json.loads(json.dumps(build_manifest(program, qmodel, tables, image)))
+    text = json.dumps(seal_manifest(manifest, arrays), indent=1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        (staging / IMAGE_FILE).write_bytes(image)
+        with open(staging / REFERENCE_FILE, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+        (staging / MANIFEST_FILE).write_text(text + "\n")     # last: marks a bundle
+        os.chmod(staging, 0o777 & ~_umask())
+        _replace_folder(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _check_destination(out: Path) -> None:
+    """Refuse a file, or a non-empty folder without ``manifest.json`` (not a bundle)."""
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"{out}: exists and is not a folder; choose another bundle folder")
+    if out.is_dir() and not (out / MANIFEST_FILE).is_file() and any(out.iterdir()):
+        raise BundleError(f"{out}: exists, is not empty and is not a bundle (no "
+                          f"{MANIFEST_FILE}); refusing to mix a bundle with its files: choose "
+                          "a new or empty folder")
+
+
+def _replace_folder(staging: Path, out: Path) -> None:
+    """Rename ``staging`` to ``out``; a previous ``out`` is moved aside first, then removed.
+
+    Between the two renames ``out`` is briefly absent, never half-written.
+    """
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old / "bundle")
+    try:
+        os.replace(staging, out)
+    except BaseException:
+        os.replace(old / "bundle", out)    # put the previous bundle back
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_bundle(out_dir: str | Path) -> Bundle:
@@ -104,7 +156,10 @@ def read_bundle(out_dir: str | Path) -> Bundle:
 
     The manifest's format version and config are checked first, then the image is parsed
     against that config (:func:`parse_image`), its SHA-256 and section table compared with
-    the manifest, and the program and quantized model rebuilt.
+    the manifest, ``reference.npz``'s arrays compared with the digests the manifest recorded,
+    the program and quantized model rebuilt, and finally every manifest field compared with
+    its recorded digest (:mod:`.integrity`): an edited field or a file from another compile
+    is an error naming the file and the field or array.
 
     Raises
     ------
@@ -165,11 +220,14 @@ def read_bundle(out_dir: str | Path) -> Bundle:
         raise BundleError(f"{reference_path}: not found") from None
     except (zipfile.BadZipFile, ValueError, OSError) as error:
         raise BundleError(f"{reference_path}: not a readable npz file: {error}") from None
+    verify_reference(manifest, arrays, str(reference_path), str(manifest_path))
     qmodel = rebuild_qmodel(manifest, arrays, keys, str(reference_path))
     compute = {layer.name for layer in qmodel.model.compute_layers}
     for layer in program.layers:
         if layer.name not in compute:
             raise BundleError(f"{manifest_path}: program layer {layer.name!r} is not a compute "
                               "layer of the model's layers")
+    # Last, so the specific checks above name a disagreement with the image first.
+    verify_manifest(manifest, str(manifest_path))
     return Bundle(program=program, qmodel=qmodel, manifest=manifest, image=image,
                   parsed=parsed, path=root)
