@@ -69,7 +69,8 @@ import numpy as np
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.sim.analog_params import AnalogParams
 
-__all__ = ["AnalogDevice", "ChipTables", "hashed_normal", "NOISE_TAIL"]
+__all__ = ["AnalogDevice", "ChipTables", "hashed_normal", "NOISE_TAIL", "chip_stuck_map",
+           "parse_chip_spec"]
 
 
 # ---------------------------------------------------------------------------- random numbers
@@ -165,19 +166,25 @@ class AnalogDevice:
         The non-idealities (:class:`AnalogParams`; default ideal).
     seed:
         Non-negative integer naming the chip.
+    stuck:
+        Optional stuck map, int ``(n_units, rows, cols)`` (``-1`` healthy, else the stuck
+        level; the format of :class:`bitline.sw.mapping.faults.StuckMap`, whose ``stuck``
+        array may be passed): a chip whose faults come from a file instead of the
+        ``stuck_at_*`` draw (then both rates must be 0). Units past the map are healthy.
 
     Raises
     ------
     ValueError
-        If ``seed`` is not a non-negative integer or ``params.variation`` lists a wrong
-        number of levels.
+        If ``seed`` is not a non-negative integer, ``params.variation`` lists a wrong
+        number of levels, or a stuck map is given with nonzero ``stuck_at_*`` rates or
+        the wrong shape.
     """
 
     #: The executor passes per-code OU read numbers to :meth:`read` when this is true.
     uses_read_index = True
 
     def __init__(self, config: AcceleratorConfig, params: AnalogParams | None = None,
-                 seed: int = 0):
+                 seed: int = 0, *, stuck: np.ndarray | None = None):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, not {seed!r}")
         self.config = config
@@ -192,6 +199,15 @@ class AnalogDevice:
         self._tables: dict[int, ChipTables] = {}
         self._cells: dict[int, np.ndarray] = {}
         self._fallback_reads = 0
+        self._stuck = None
+        if stuck is not None:
+            stuck = np.asarray(getattr(stuck, "stuck", stuck))
+            if stuck.ndim != 3 or stuck.shape[1:] != (config.rows, config.cols):
+                raise ValueError(f"stuck map must be (n_units, {config.rows}, {config.cols}), "
+                                 f"not {stuck.shape}")
+            if self.params.stuck_at_0 or self.params.stuck_at_1:
+                raise ValueError("give a stuck map or stuck_at_0 / stuck_at_1 rates, not both")
+            self._stuck = stuck.astype(np.int64)
 
     # ------------------------------------------------------------------ per-chip state
     def tables(self, xbar: int) -> ChipTables:
@@ -210,8 +226,23 @@ class AnalogDevice:
             self._tables[xbar] = tables
         return tables
 
+    def stuck_levels(self, xbar: int) -> np.ndarray:
+        """Return int8 ``(rows, cols)``: the level each cell of unit ``xbar`` is stuck at, -1
+        healthy (the :class:`~bitline.sw.mapping.faults.StuckMap` format)."""
+        if self._stuck is not None:
+            if int(xbar) < len(self._stuck):
+                return self._stuck[int(xbar)].astype(np.int8)
+            return np.full((self.config.rows, self.config.cols), -1, dtype=np.int8)
+        codes = self.faults(xbar)
+        return np.where(codes == 1, 0, np.where(codes == 2, self.n_levels - 1, -1)).astype(
+            np.int8)
+
     def faults(self, xbar: int) -> np.ndarray:
-        """Return int8 ``(rows, cols)`` fault map of unit ``xbar``: 0 none, 1 stuck at 0, 2 at 1."""
+        """Return int8 ``(rows, cols)`` fault map of unit ``xbar``: 0 none, 1 stuck at 0, 2 at 1
+        (with a stuck map: 2 for any level above 0)."""
+        if self._stuck is not None:
+            levels = self.stuck_levels(xbar)
+            return np.where(levels == 0, 1, np.where(levels > 0, 2, 0)).astype(np.int8)
         u_fault = self.tables(xbar).u_fault
         sa0, sa1 = self.params.stuck_at_0, self.params.stuck_at_1
         return np.where(u_fault < sa0, 1, np.where(u_fault < sa0 + sa1, 2, 0)).astype(np.int8)
@@ -254,9 +285,19 @@ class AnalogDevice:
         sa0, sa1 = self.params.stuck_at_0, self.params.stuck_at_1
         level = np.where(u_fault < sa0, 0,
                          np.where(u_fault < sa0 + sa1, self.n_levels - 1, levels))
+        if self._stuck is not None:
+            stuck = self._stuck_at(xbar, rows, cols)
+            level = np.where(stuck >= 0, stuck, level)
         g = (self.g0 + level) * np.exp(self.sigmas[level] * z)
         g_ref = self.g0 * np.exp(self.sigmas[0] * z_ref)
         return g, g_ref
+
+    def _stuck_at(self, xbar, rows, cols) -> np.ndarray:
+        """Stuck levels of cells ``(rows[r, c], cols[c])`` of units ``xbar[c]`` (-1 healthy)."""
+        inside = xbar < len(self._stuck)
+        unit = np.where(inside, xbar, 0)
+        stuck = self._stuck[unit[None, :], rows, cols[None, :]]
+        return np.where(inside[None, :], stuck, -1)
 
     # ------------------------------------------------------------------ reads
     def _mean_current(self, xbar, rows, cols, slice_inputs, levels):
@@ -478,3 +519,47 @@ class AnalogDevice:
                         config.cols)
         codes = self.read_ou(xbar, rows, slices, cols, read_index)
         return np.where(np.asarray(adc_en) != 0, codes, 0)
+
+
+# ---------------------------------------------------------------------------- stuck maps
+def parse_chip_spec(spec: str) -> tuple[int, float, float]:
+    """Parse ``chip:SEED:RATE`` (half the stuck cells at 0, half at 1, as ``bitline sweep``'s
+    default ``--sa1-fraction 0.5``) or ``chip:SEED:SA0:SA1`` into ``(seed, sa0, sa1)``.
+
+    Raises
+    ------
+    ValueError
+        Naming the spec and the part that is wrong.
+    """
+    parts = str(spec).split(":")
+    if parts[0] != "chip" or len(parts) not in (3, 4):
+        raise ValueError(f"--faults {spec!r}: expected chip:SEED:RATE or chip:SEED:SA0:SA1 "
+                         f"(or a stuck-map .npz file)")
+    try:
+        seed = int(parts[1])
+        rates = [float(part) for part in parts[2:]]
+    except ValueError:
+        raise ValueError(f"--faults {spec!r}: SEED must be an integer and rates numbers") from None
+    if seed < 0 or not all(math.isfinite(rate) and 0 <= rate <= 1 for rate in rates):
+        raise ValueError(f"--faults {spec!r}: SEED must be >= 0 and rates in [0, 1]")
+    sa0, sa1 = (rates[0] / 2, rates[0] / 2) if len(rates) == 1 else rates
+    AnalogParams(stuck_at_0=sa0, stuck_at_1=sa1)          # validates the sum
+    return seed, sa0, sa1
+
+
+def chip_stuck_map(config: AcceleratorConfig, spec: str, n_units: int):
+    """Return the :class:`~bitline.sw.mapping.faults.StuckMap` of the seeded chip ``spec``
+    (:func:`parse_chip_spec`) over units ``0 .. n_units - 1``.
+
+    The faults are :meth:`AnalogDevice.stuck_levels` of ``AnalogDevice(config,
+    AnalogParams(stuck_at_0=sa0, stuck_at_1=sa1), seed)``: the same draw (and the same
+    chip) as the analog model with those rates and seed, whatever its other parameters.
+    """
+    from bitline.sw.mapping.faults import StuckMap
+
+    seed, sa0, sa1 = parse_chip_spec(spec)
+    device = AnalogDevice(config, AnalogParams(stuck_at_0=sa0, stuck_at_1=sa1), seed)
+    stuck = np.stack([device.stuck_levels(unit) for unit in range(int(n_units))]) if n_units \
+        else np.zeros((0, config.rows, config.cols), dtype=np.int8)
+    return StuckMap(stuck, f"chip:{seed}:{sa0}:{sa1}" if len(spec.split(":")) == 4
+                    else str(spec))

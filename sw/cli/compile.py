@@ -214,10 +214,15 @@ def _file_quantization_notes(spec: dict) -> list[str]:
                    "columns) or offset (ISAAC's biased weights w + 2^(b-1) in one column set, "
                    "the output path subtracts the offset times the input sum; strategy isaac "
                    "only).")
+@click.option("--faults", "faults_spec", default=None, metavar="FILE.npz|chip:SEED:RATE",
+              help="Place the weights for a chip's stuck cells (docs/analog.md, 'Fault-aware "
+                   "mapping'): a stuck-map .npz, or the analog model's seeded chip with RATE "
+                   "stuck cells (half at 0, half at 1; chip:SEED:SA0:SA1 to split). Prints "
+                   "the wrong cells per layer before and after; compile.json holds 'faults'.")
 @json_option
 @quiet_option
 def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xbars, dataset,
-                calib_samples, output, budget, spread, encoding, as_json, quiet):
+                calib_samples, output, budget, spread, encoding, faults_spec, as_json, quiet):
     """Quantize MODEL, map it with a strategy and write the program bundle to OUTPUT.
 
     With --xbars auto the machine is sized to the network before mapping; every config
@@ -232,10 +237,12 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
 
     budget = parse_budget(budget) if budget is not None else None
     config = load_config(config_path, preset_name)
+    faults = _faults(faults_spec)
     result, sidecar = compile_bundle(
         model, strategy, spec, config, output, xbars=xbars, dataset=dataset,
         calib_samples=calib_samples, config_label=_config_label(config_path, preset_name),
-        budget=budget, encoding=encoding, requantize=requantize, spread=spread)
+        budget=budget, encoding=encoding, requantize=requantize, spread=spread,
+        faults=faults)
     report = analyze(result.program, result.qmodel, labels=sidecar["labels"])
     # The allocation compile applied (placements and copies), not one re-made on the result.
     pipe = sidecar.get("pipeline")
@@ -259,6 +266,40 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
     _print_report(report)
     if pipe is not None:
         _print_pipeline(pipe)
+    if "faults" in sidecar:
+        _print_faults(sidecar["faults"])
+
+
+def _print_faults(faults: dict) -> None:
+    """Print the fault-aware placement's per-layer counts (compile.json's ``faults``)."""
+    from rich.table import Table
+
+    table = Table(title=f"stuck cells of {faults['source']} read with a wrong value, "
+                        f"before -> after fault-aware placement")
+    keys = ["stuck_cells", "read_stuck", "wrong_before", "wrong_after", "error_before",
+            "error_after"]
+    for name in ["layer", "stuck", "read", "wrong before", "wrong after",
+                 "error before", "error after"]:
+        table.add_column(name, justify="left" if name == "layer" else "right")
+    for row in faults["layers"]:
+        table.add_row(str(row["layer"]), *(str(row[key]) for key in keys))
+    print_table(table)
+
+
+def _faults(spec: str | None):
+    """The ``faults`` of :func:`~bitline.sw.flow.compile_bundle` for ``--faults`` (checked
+    before compiling): a loaded stuck map, or a draw of the analog model's seeded chip over
+    the compiled program's units."""
+    if spec is None:
+        return None
+    if str(spec).startswith("chip:"):
+        from bitline.sim.analog import chip_stuck_map, parse_chip_spec
+
+        parse_chip_spec(spec)
+        return lambda config: chip_stuck_map(config, spec, config.n_xbars)
+    from bitline.sw.mapping.faults import StuckMap
+
+    return StuckMap.load(spec)
 
 
 @click.command("report")

@@ -24,7 +24,7 @@ __all__ = ["WIDEST_WEIGHT_BITS", "COMPILE_SIDECAR", "COMPILE_STEPS", "Sizing", "
            "CompileResult", "sized_quantization", "size_hardware", "quantize", "resolve_spec",
            "map_program",
            "validate", "compile_model", "spread_placements", "with_placements",
-           "allocate_copies", "compile_bundle"]
+           "allocate_copies", "compile_bundle", "fault_aware_mapping"]
 
 #: The widest ``max_weight_bits`` an :class:`AcceleratorConfig` accepts.
 WIDEST_WEIGHT_BITS = 16
@@ -510,12 +510,39 @@ def allocate_copies(result: CompileResult, budget, *,
     return replace(result, program=program, config=program.config, sizing=sizing), pipe
 
 
+def fault_aware_mapping(result: CompileResult, faults) -> tuple[CompileResult, dict]:
+    """Place ``result``'s program for a chip's stuck cells (docs/analog.md, "Fault-aware
+    mapping") and validate it again.
+
+    ``faults`` is a :class:`~bitline.sw.mapping.faults.StuckMap` or a callable that returns
+    one for the program's config (the CLI's ``chip:SEED:RATE`` draw, which needs the final
+    unit count). Returns the result with the placed program and ``{"source", "layers"}``:
+    :func:`~bitline.sw.mapping.faults.faults_table` rows (stuck, read, wrong and weighted
+    error per layer, before and after, and a total).
+
+    Raises
+    ------
+    ValueError
+        If the stuck map does not fit the program's config or units.
+    """
+    from dataclasses import replace
+
+    from bitline.sw.mapping.faults import fault_aware, faults_table
+
+    stuck_map = faults(result.program.config) if callable(faults) else faults
+    program, report = fault_aware(result.program, stuck_map)
+    validate(program)
+    return replace(result, program=program), {"source": stuck_map.source,
+                                              "layers": faults_table(report)}
+
+
 def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConfig,
                    output: str | Path, *, xbars: str | int = "auto", dataset: str | None = None,
                    calib_samples: int = SYNTHETIC_CALIB_SAMPLES,
                    config_label: str = DEFAULT_PRESET,
                    budget=None, encoding: str = "differential",
-                   requantize: bool = False, spread: bool = True) -> tuple[CompileResult, dict]:
+                   requantize: bool = False, spread: bool = True,
+                   faults=None) -> tuple[CompileResult, dict]:
     """Run the whole compile flow (:data:`COMPILE_STEPS`) and write the bundle to ``output``.
 
     ``dataset`` is the calibration data set (:func:`calibration_inputs`); ``config_label``
@@ -530,6 +557,9 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     false) and copies before the bundle is written (:func:`allocate_copies`) and the side
     file also holds
     ``budget`` and ``pipeline`` (the :class:`~bitline.sw.perf.pipeline.PipelineReport`).
+    With ``faults`` (:func:`fault_aware_mapping`) the program is placed for that chip's
+    stuck cells last, and the side file holds ``faults`` (per-layer wrong cells before /
+    after).
     """
     from bitline.sw.bundle import write_bundle
 
@@ -542,6 +572,9 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     pipe = None
     if budget is not None:
         result, pipe = allocate_copies(result, budget, spread=spread)
+    fault_report = None
+    if faults is not None:
+        result, fault_report = fault_aware_mapping(result, faults)
     out = Path(output)
     start = time.perf_counter()
     write_bundle(out, result.program, result.qmodel)
@@ -556,5 +589,7 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     }
     if pipe is not None:
         sidecar.update(budget=pipe.budget.label, pipeline=pipe.to_dict())
+    if fault_report is not None:
+        sidecar["faults"] = fault_report
     (out / COMPILE_SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
     return result, sidecar
