@@ -22,7 +22,7 @@ import numpy as np
 from bitline.sw.flow import Target
 
 __all__ = ["RunOption", "Backend", "BackendError", "BACKENDS", "get_backend",
-           "parse_run_options", "run_backend", "default_backend"]
+           "parse_run_options", "run_backend", "check_run_input", "default_backend"]
 
 
 class BackendError(ValueError):
@@ -97,6 +97,9 @@ class Backend:
     callbacks: bool = False
 
 
+#: Internal key of the parsed options: the bundle :func:`run_backend` read.
+_BUNDLE = "_bundle"
+
 ALL_LAYERS = RunOption("all_layers", bool, False,
                        "also return every layer's integer output as layer/<name>")
 
@@ -117,20 +120,25 @@ def _bundle_arrays(result, all_layers: bool) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _golden(target: Target, x: np.ndarray, options: dict) -> dict[str, np.ndarray]:
-    from bitline.sim.golden import run_golden
+def _read(target: Target, options: dict):
+    """The bundle :func:`run_backend` already read (and checked the input against)."""
     from bitline.sw.bundle import read_bundle
 
-    bundle = read_bundle(target.bundle)
+    return options.get(_BUNDLE) or read_bundle(target.bundle)
+
+
+def _golden(target: Target, x: np.ndarray, options: dict) -> dict[str, np.ndarray]:
+    from bitline.sim.golden import run_golden
+
+    bundle = _read(target, options)
     result = run_golden(bundle.qmodel, x, return_all=options["all_layers"])
     return _bundle_arrays(result, options["all_layers"])
 
 
 def _executor(target: Target, x: np.ndarray, options: dict) -> dict[str, np.ndarray]:
     from bitline.sim.executor import run_executor
-    from bitline.sw.bundle import read_bundle
 
-    bundle = read_bundle(target.bundle)
+    bundle = _read(target, options)
     result = run_executor(bundle.program, bundle.qmodel, x, return_all=options["all_layers"])
     return _bundle_arrays(result, options["all_layers"])
 
@@ -205,18 +213,69 @@ def parse_run_options(name: str, pairs: Mapping[str, str]) -> dict:
             for key, option in known.items()}
 
 
+def check_run_input(target: Target, x, *, source: str = "input", strict: bool = False,
+                    warn: Callable[[str], None] | None = None, bundle=None) -> np.ndarray:
+    """Validate ``x`` for ``target`` (:func:`~bitline.sw.flow.inputs.check_input`); return
+    it as float32 ``(N, *input_shape)``.
+
+    For a bundle (``bundle``: the read :class:`~bitline.sw.bundle.Bundle`) the values that
+    fall outside the calibrated input range are counted: the quantizer clamps them, as the
+    hardware's input codes do; the count goes to ``warn`` (default: ``warnings.warn`` with
+    :class:`~bitline.sw.flow.inputs.InputClampWarning`), or with ``strict`` is an error.
+
+    Raises
+    ------
+    InputError
+        A ``ValueError`` naming ``source``, what is expected and what was found.
+    """
+    from bitline.sw.flow.inputs import (
+        InputClampWarning,
+        InputError,
+        check_input,
+        count_clamped,
+        input_range,
+    )
+
+    model = bundle.qmodel.model if bundle is not None else target.model
+    x = check_input(x, tuple(model.input_shape) if model is not None else None, source)
+    act = bundle.qmodel.input if bundle is not None else None
+    clamped = count_clamped(x, act) if act is not None else 0
+    if clamped:
+        lo, hi = input_range(act)
+        message = (f"{source}: {clamped} of {x.size} input values lie outside the calibrated "
+                   f"input range [{lo:.6g}, {hi:.6g}] (input scale {act.scale:.6g}, zero "
+                   f"point {act.zero_point}, {act.bits} bits) and are clamped to it, as the "
+                   "hardware does")
+        if strict:
+            raise InputError(f"{message} (strict: refused)")
+        if warn is not None:
+            warn(message)
+        else:
+            import warnings
+
+            warnings.warn(message, InputClampWarning, stacklevel=3)
+    return x
+
+
 def run_backend(name: str, target: Target, x: np.ndarray, options: Mapping[str, str], *,
                 progress: Callable[[dict], None] | None = None,
-                log: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+                log: Callable[[str], None] | None = None, source: str = "input",
+                strict: bool = False,
+                warn: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
     """Run ``target`` on backend ``name`` with ``-O`` options; return named arrays.
 
-    ``options`` are the raw ``KEY=VALUE`` strings (:func:`parse_run_options`). The result
-    always holds ``output``; bundle backends add ``output_int`` (and ``layer/<name>``).
+    ``options`` are the raw ``KEY=VALUE`` strings (:func:`parse_run_options`). The input is
+    checked first (:func:`check_run_input`; ``source`` names it in errors, ``strict`` and
+    ``warn`` handle clamped values); a bundle is read (and authenticated) once, before. The
+    result always holds ``output``; bundle backends add ``output_int`` (and
+    ``layer/<name>``).
 
     Raises
     ------
     BackendError
         For an unknown backend, a bad option or a target of the wrong kind.
+    InputError, BundleError
+        For an input :func:`check_run_input` refuses, or a bundle that does not read back.
     """
     backend = get_backend(name)
     parsed = parse_run_options(name, options)
@@ -224,6 +283,13 @@ def run_backend(name: str, target: Target, x: np.ndarray, options: Mapping[str, 
         target.require(backend.target, f"backend {name!r}")
     except ValueError as error:
         raise BackendError(str(error)) from None
+    bundle = None
+    if target.kind == "bundle":
+        from bitline.sw.bundle import read_bundle
+
+        bundle = read_bundle(target.bundle)
+        parsed[_BUNDLE] = bundle
+    x = check_run_input(target, x, source=source, strict=strict, warn=warn, bundle=bundle)
     extra = {"progress": progress, "log": log} if backend.callbacks else {}
     result = backend.run(target, x, parsed, **extra)
     if isinstance(result, dict):

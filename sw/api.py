@@ -189,10 +189,33 @@ class Compiled:
         kwargs = {} if costs is None else {"costs": costs}
         return analyze(self.program, self.qmodel, **kwargs).to_dict()
 
-    def run(self, x, backend: str = "executor") -> np.ndarray:
+    def run(self, x, backend: str = "executor", *, strict: bool = False) -> np.ndarray:
         """Run a float batch ``(N, *input_shape)`` on ``backend`` (:data:`RUN_BACKENDS`);
-        return the model output (float: logits as the model computes them)."""
-        x = np.asarray(x, dtype=np.float32)
+        return the model output (float: logits as the model computes them).
+
+        ``x`` is checked as ``bitline run`` checks it
+        (:func:`~bitline.sw.flow.inputs.check_input`: real numeric, the model's shape or one
+        sample, finite; ``ValueError`` otherwise). Values outside the calibrated input range
+        are clamped (golden, executor) with an
+        :class:`~bitline.sw.flow.inputs.InputClampWarning` giving the count, or with
+        ``strict`` refused (``ValueError``)."""
+        from bitline.sw.flow.inputs import check_input, count_clamped
+
+        x = check_input(x, tuple(self.model.input_shape), "x")
+        # The float backend does not quantize its input: nothing is clamped there.
+        clamped = (count_clamped(x, self.qmodel.input)
+                   if self.qmodel.input is not None and backend != "float" else 0)
+        if clamped:
+            import warnings
+
+            from bitline.sw.flow.inputs import InputClampWarning, InputError, input_range
+
+            lo, hi = input_range(self.qmodel.input)
+            message = (f"x: {clamped} of {x.size} input values lie outside the calibrated "
+                       f"input range [{lo:.6g}, {hi:.6g}] and are clamped to it")
+            if strict:
+                raise InputError(f"{message} (strict: refused)")
+            warnings.warn(message, InputClampWarning, stacklevel=2)
         if backend == "float":
             from bitline.sw.frontend.qdq import run_fake_quant
 

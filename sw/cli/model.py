@@ -132,16 +132,22 @@ def _progress_bar():
                    "ideal, typical) answer the crossbar ports (same as -O analog=PARAMS).")
 @click.option("--seed", type=int,
               help="Backend rtl: seed of the analog chip (same as -O seed=SEED).")
+@click.option("--strict", is_flag=True,
+              help="Bundles: refuse inputs outside the calibrated input range (by default "
+                   "they are clamped as the hardware does, with a warning giving the count).")
 @json_option
 @quiet_option
 def run(model: str, input_path: str, output_path: str, backend: str | None,
         options: dict[str, str], all_layers: bool, analog: str | None, seed: int | None,
-        as_json: bool, quiet: bool):
+        strict: bool, as_json: bool, quiet: bool):
     """Run MODEL on the inputs in --input with a backend and write the outputs to --output.
 
     MODEL is a builtin name, an .onnx file or a compiled bundle directory (detected by its
     manifest.json; it runs on the executor unless --backend says otherwise). Bundle
-    backends also store 'output_int' (integer codes). --json prints {"output": FILE,
+    backends also store 'output_int' (integer codes). A bundle is authenticated first
+    (every file against the compile that wrote it, docs/bundle.md "Integrity"). The input
+    must be a real numeric array of the model's shape with finite values; values outside
+    the calibrated input range are clamped with a warning (--strict: an error). --json prints {"output": FILE,
     "backend", "arrays": [{"name", "shape", "dtype"}]}.
     """
     from bitline.sim.backends import default_backend, run_backend
@@ -153,16 +159,20 @@ def run(model: str, input_path: str, output_path: str, backend: str | None,
             options.setdefault(key, value)
     target = resolve_target(model)
     backend = backend or default_backend(target)
-    x = load_input(input_path, target.input_shape)
+    # A bundle's input is checked by run_backend against the authenticated bundle's shape.
+    x = load_input(input_path, target.input_shape, check=target.kind == "model")
     talk = not (quiet or as_json)
     log = click.echo if talk else None
+    checks = {"source": str(input_path), "strict": strict,
+              "warn": lambda message: click.echo(f"warning: {message}", err=True)}
     try:
         if talk and backend == "rtl":
             bar, progress = _progress_bar()
             with bar:
-                arrays = run_backend(backend, target, x, options, progress=progress, log=log)
+                arrays = run_backend(backend, target, x, options, progress=progress, log=log,
+                                     **checks)
         else:
-            arrays = run_backend(backend, target, x, options, log=log)
+            arrays = run_backend(backend, target, x, options, log=log, **checks)
     except (RuntimeError, AssertionError) as error:     # a simulation or build that failed
         raise RunFailed(f"backend {backend!r}: {error}") from None
     import numpy as np

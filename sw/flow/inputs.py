@@ -12,7 +12,8 @@ from bitline.hw.spec.config import PRESETS, AcceleratorConfig, preset
 __all__ = ["DEFAULT_PRESET", "CALIB_SEED", "SYNTHETIC_CALIB_SAMPLES", "BUNDLE_MANIFEST",
            "Target", "load_config", "preset_summary", "parse_xbars", "is_synthetic",
            "model_dataset", "require_dataset", "resolve_target", "calibration_inputs",
-           "model_labels", "model_summary", "load_input"]
+           "model_labels", "model_summary", "load_input", "InputError", "InputClampWarning",
+           "check_input", "input_range", "count_clamped"]
 
 #: Preset used when neither ``--config`` nor ``--preset`` is given.
 DEFAULT_PRESET = "bwq"
@@ -219,6 +220,9 @@ def calibration_inputs(model, dataset: str | None = None, *, model_name: str | N
         return np.asarray(x, dtype=np.float32), f"{dataset}/calib"
     if samples < 1:
         raise ValueError(f"calibration samples must be at least 1, not {samples}")
+    from bitline.sw.quant.calibrate import check_calibration_size
+
+    check_calibration_size(model, samples)      # before allocating the random inputs
     rng = np.random.default_rng(seed)
     x = rng.random((samples, *model.input_shape), dtype=np.float32)
     return x, f"random(seed={seed}, n={samples})"
@@ -254,39 +258,118 @@ def model_summary(model) -> dict:
     }
 
 
-def load_input(path: str | Path, input_shape: tuple[int, ...] | None) -> np.ndarray:
-    """Load an input batch from ``.npy`` (or ``.npz`` with key ``input`` or one array).
+class InputError(ValueError):
+    """An input array that cannot be run: wrong kind, shape, empty, NaN / Inf, or (strict)
+    values outside the calibrated input range."""
 
-    An array of exactly ``input_shape`` is one sample and gets a batch axis of 1. Returns
-    float32 ``(N, *input_shape)``. Raises ``ValueError`` naming the file and the expected shape.
+
+class InputClampWarning(UserWarning):
+    """Input values outside the calibrated range were clamped (``bitline run`` prints it)."""
+
+
+def _expected(input_shape) -> str:
+    if input_shape is None:
+        return "a real numeric array (N, *input_shape)"
+    return f"a real numeric array of shape ({', '.join(['N', *map(str, input_shape)])})"
+
+
+def check_input(x, input_shape: tuple[int, ...] | None, source: str = "input") -> np.ndarray:
+    """Validate an input batch at the boundary; return it as float32 ``(N, *input_shape)``.
+
+    Accepted: a real numeric (integer, float or bool) array of shape ``(N, *input_shape)``
+    with ``N >= 1``, or one sample of shape ``input_shape`` (given a batch axis of 1), all of
+    whose values are finite in float32. ``input_shape=None`` skips the shape check.
+
+    Raises
+    ------
+    InputError
+        Naming ``source``, what is expected and what was found: a complex, object, string
+        or structured dtype; no elements; a wrong shape; NaN or +/-Inf values (counted, with
+        the index of the first), also values that overflow float32.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"{path}: no such input file")
-    try:
-        loaded = np.load(file, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise ValueError(f"{path}: not a numpy .npy/.npz file ({error})") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            keys = list(loaded.keys())
-            if "input" in keys:
-                key = "input"
-            elif len(keys) == 1:
-                key = keys[0]
-            else:
-                raise ValueError(f"{path}: .npz needs an array named 'input', has {keys}")
-            x = loaded[key]
-    else:
-        x = loaded
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise ValueError(f"{path}: input must be numeric, not dtype {x.dtype}")
+    x = np.asarray(x)
+    expected = _expected(input_shape)
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)
+            or x.dtype == np.bool_):
+        raise InputError(f"{source}: input must be {expected}, found dtype {x.dtype} "
+                         f"(shape {tuple(x.shape)})")
+    if x.size == 0 or x.ndim == 0:
+        raise InputError(f"{source}: input must be {expected} with N >= 1, found an "
+                         f"{'empty array' if x.size == 0 else 'array scalar'} of shape "
+                         f"{tuple(x.shape)}")
     if input_shape is not None:
-        input_shape = tuple(input_shape)
+        input_shape = tuple(int(size) for size in input_shape)
         if tuple(x.shape) == input_shape:
             x = x[None]
         elif tuple(x.shape[1:]) != input_shape:
-            expected = ", ".join(["N", *map(str, input_shape)])
-            raise ValueError(f"{path}: input has shape {tuple(x.shape)}; the model expects "
-                             f"({expected}) or a single sample {input_shape}")
-    return np.asarray(x, dtype=np.float32)
+            raise InputError(f"{source}: input has shape {tuple(x.shape)}; the model expects "
+                             f"({', '.join(['N', *map(str, input_shape)])}) or a single "
+                             f"sample {input_shape}")
+    with np.errstate(over="ignore"):
+        values = np.asarray(x, dtype=np.float32)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        kinds = [(np.isnan(values).sum(), "NaN"), (np.isposinf(values).sum(), "+Inf"),
+                 (np.isneginf(values).sum(), "-Inf")]
+        found = ", ".join(f"{int(count)} {name}" for count, name in kinds if count)
+        first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape))
+        note = "" if not np.isfinite(x[first]) else " (the value overflows float32)"
+        raise InputError(f"{source}: input must hold finite values, found {found} of "
+                         f"{values.size} (first at index {first}: {float(x[first]):g}){note}")
+    return values
+
+
+def input_range(act) -> tuple[float, float]:
+    """Return the real interval ``[lo, hi]`` the input codes of ``act`` (ActParams) cover."""
+    return (float(act.scale * (0 - act.zero_point)), float(act.scale * (act.qmax - act.zero_point)))
+
+
+def count_clamped(x: np.ndarray, act) -> int:
+    """Return how many values of ``x`` the input quantizer clamps.
+
+    The quantizer (:func:`bitline.sw.integer.arith.quantize_input`, as the hardware's input
+    codes) computes ``rint(x / scale) + zero_point`` and clips it to ``[0, 2**bits - 1]``;
+    this counts the values whose unclipped code falls outside that range.
+    """
+    codes = np.rint(np.asarray(x, dtype=np.float64) / act.scale) + act.zero_point
+    return int(np.count_nonzero((codes < 0) | (codes > act.qmax)))
+
+
+def load_input(path: str | Path, input_shape: tuple[int, ...] | None, *,
+               check: bool = True) -> np.ndarray:
+    """Load an input batch from ``.npy`` (or ``.npz`` with key ``input`` or one array).
+
+    An array of exactly ``input_shape`` is one sample and gets a batch axis of 1. Returns
+    float32 ``(N, *input_shape)``, checked by :func:`check_input`; with ``check=False`` the
+    array as stored (the caller checks it, e.g. against a bundle's input shape once the
+    bundle is authenticated). Raises ``ValueError`` (:class:`InputError`) naming the file,
+    what is expected and what was found.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{path}: no such input file")
+    expected = _expected(input_shape)
+    try:
+        loaded = np.load(file, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                keys = list(loaded.keys())
+                if "input" in keys:
+                    key = "input"
+                elif len(keys) == 1:
+                    key = keys[0]
+                else:
+                    raise InputError(f"{path}: .npz needs an array named 'input', has {keys}")
+                x = loaded[key]
+        else:
+            x = loaded
+    except InputError:
+        raise
+    except ValueError as error:
+        if "allow_pickle" in str(error):    # numpy refuses object arrays without pickle
+            raise InputError(f"{path}: input must be {expected}, found an object array "
+                             "(dtype object)") from None
+        raise InputError(f"{path}: not a numpy .npy/.npz file ({error})") from None
+    except (OSError, EOFError) as error:
+        raise InputError(f"{path}: not a numpy .npy/.npz file ({error})") from None
+    return check_input(x, input_shape, str(path)) if check else x
