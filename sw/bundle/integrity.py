@@ -170,8 +170,10 @@ def verify_reference(manifest: dict, arrays: dict[str, np.ndarray], source: str,
                if key in stored and array_digest(arrays[key]) != stored[key]]
     extra = [note(key) for key in sorted(arrays) if key not in stored]
     if changed or extra:
-        parts = ([f"array {_listing(changed)} differs"] if changed else []) + \
-                ([f"array {_listing(extra)} is not one {manifest_source} recorded"]
-                 if extra else [])
+        parts = ([f"array {_listing(changed)} differs" if len(changed) == 1
+                  else f"arrays {_listing(changed)} differ"] if changed else []) + \
+                ([f"array {_listing(extra)} is not one {manifest_source} recorded"
+                  if len(extra) == 1 else f"arrays {_listing(extra)} are not ones "
+                  f"{manifest_source} recorded"] if extra else [])
         raise BundleError(f"{source}: {'; '.join(parts)} (a reference.npz from another "
                           "compile, or an edited one); compile again")
