@@ -201,7 +201,10 @@ def _file_quantization_notes(spec: dict) -> list[str]:
 @config_options(xbars=True)
 @_calibration
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
-              help="Bundle directory to write (image.bin, manifest.json, compile.json).")
+              help="Bundle directory to write (image.bin, manifest.json, reference.npz, "
+                   "compile.json): a new or empty folder, or a previous bundle, which is "
+                   "replaced as a whole; any other non-empty folder is refused. Written "
+                   "into a temporary sibling and renamed, so a failed compile leaves none.")
 @click.option("--budget", default=None, metavar="xbars:N|area:MM2",
               help=_budget_help + "; prints the placement and copies per layer, throughput "
                    "and latency.")
