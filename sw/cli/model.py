@@ -147,8 +147,8 @@ def run(model: str, input_path: str, output_path: str, backend: str | None,
     backends also store 'output_int' (integer codes). A bundle is authenticated first
     (every file against the compile that wrote it, docs/bundle.md "Integrity"). The input
     must be a real numeric array of the model's shape with finite values; values outside
-    the calibrated input range are clamped with a warning (--strict: an error). --json prints {"output": FILE,
-    "backend", "arrays": [{"name", "shape", "dtype"}]}.
+    the calibrated input range are clamped with a warning (--strict: an error). --json
+    prints {"output": FILE, "backend", "arrays": [{"name", "shape", "dtype"}]}.
     """
     from bitline.sim.backends import default_backend, run_backend
 

@@ -314,14 +314,16 @@ def check_input(x, input_shape: tuple[int, ...] | None, source: str = "input") -
         found = ", ".join(f"{int(count)} {name}" for count, name in kinds if count)
         first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), bad.shape))
         note = "" if not np.isfinite(x[first]) else " (the value overflows float32)"
-        raise InputError(f"{source}: input must hold finite values, found {found} of "
-                         f"{values.size} (first at index {first}: {float(x[first]):g}){note}")
+        raise InputError(f"{source}: input must be {expected} of finite values, found "
+                         f"{found} of {values.size} (first at index {first}: "
+                         f"{float(x[first]):g}){note}")
     return values
 
 
 def input_range(act) -> tuple[float, float]:
     """Return the real interval ``[lo, hi]`` the input codes of ``act`` (ActParams) cover."""
-    return (float(act.scale * (0 - act.zero_point)), float(act.scale * (act.qmax - act.zero_point)))
+    return (float(act.scale * (0 - act.zero_point)),
+            float(act.scale * (act.qmax - act.zero_point)))
 
 
 def count_clamped(x: np.ndarray, act) -> int:
