@@ -116,17 +116,19 @@ class StuckMap:
         """
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                if not hasattr(data, "files"):
-                    raise ValueError(f"{path}: not a stuck-map .npz (one array, not an archive)")
-                if "stuck" not in data.files:
-                    raise ValueError(f"{path}: field 'stuck' is missing (found "
-                                     f"{', '.join(data.files) or 'nothing'})")
-                stuck = data["stuck"]
+            data = np.load(path, allow_pickle=False)
+            if not hasattr(data, "files"):
+                raise ValueError("one array, not an .npz archive")
+            with data:
+                names = list(data.files)
+                stuck = data["stuck"] if "stuck" in names else None
         except FileNotFoundError:
             raise ValueError(f"{path}: stuck-map file not found") from None
-        except (OSError, zipfile.BadZipFile, EOFError) as error:
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
             raise ValueError(f"{path}: not a readable stuck-map .npz ({error})") from None
+        if stuck is None:
+            raise ValueError(f"{path}: field 'stuck' is missing (found "
+                             f"{', '.join(names) or 'nothing'})")
         if stuck.dtype.kind not in "iu":
             raise ValueError(f"{path}: field 'stuck' must be an integer array, not {stuck.dtype}")
         if stuck.ndim != 3:

@@ -1,0 +1,199 @@
+"""Fault-aware mapping (bitline.sw.mapping.faults): exactness, counts, stuck maps, errors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from bitline.hw.spec.config import AcceleratorConfig, preset
+from bitline.hw.spec.program import Program, entry_columns
+from bitline.hw.spec.validate import validate_program
+from bitline.sim.analog import AnalogDevice, chip_stuck_map, parse_chip_spec
+from bitline.sim.analog_params import AnalogParams
+from bitline.sim.executor import execute_layer
+from bitline.sw.mapping import STRATEGIES, map_matrix, relocate
+from bitline.sw.mapping.faults import StuckMap, count_faults, fault_aware
+
+BWQ = preset("bwq")
+#: 2-bit cells, 30 rows (a short last row group) and 36 columns (a short last column group).
+MULTI = AcceleratorConfig(rows=30, cols=36, cell_bits=2, dac_bits=2, ou_rows=9, ou_cols=8,
+                          adc_bits=6, adcs_per_xbar=4, n_xbars=64)
+
+
+def random_program(config, strategy, *, seed=3, layers=((12, 40), (20, 70))):
+    """A two-layer program of random sparse INT6 matrices, and the matrices."""
+    rng = np.random.default_rng(seed)
+    programs, matrices, offset = [], [], 0
+    for index, (n_out, n_in) in enumerate(layers):
+        matrix = rng.integers(-31, 32, size=(n_out, n_in)) * (rng.random((n_out, n_in)) < 0.6)
+        # Zero a few whole rows and blocks: hollows and pruned blocks.
+        matrix[:, : n_in // 5] = 0
+        layer = map_matrix(matrix, config, strategy, act_bits=8, name=f"l{index}",
+                           xbar_offset=offset)
+        programs.append(layer)
+        matrices.append(matrix)
+        offset += len(layer.xbars)
+    return Program(config=config.replace(n_xbars=max(offset, 1)), strategy=strategy,
+                   layers=programs), matrices
+
+
+def random_stuck(config, n_units, rate, seed=0):
+    rng = np.random.default_rng(seed)
+    stuck = rng.integers(0, config.level_max + 1, size=(n_units, config.rows, config.cols))
+    return np.where(rng.random(stuck.shape) < rate, stuck, -1).astype(np.int8)
+
+
+def direct_count(layer, config, stuck):
+    """Wrong read cells counted entry by entry, column by column (no shared helpers)."""
+    desc = entry_columns(layer.entries, config.ou_cols)
+    units = [layer.copy_units(k) for k in range(layer.copies)]
+    local = {int(unit): index for index, unit in enumerate(layer.xbars)}
+    wrong = 0
+    for e, entry in enumerate(layer.entries):
+        x = local[int(entry["xbar"])]
+        for j in range(config.ou_cols):
+            if not desc["valid"][e, j]:
+                continue
+            col = int(entry["col_group"]) * config.ou_cols + j
+            for r in range(int(entry["row_group"]) * config.ou_rows,
+                           min((int(entry["row_group"]) + 1) * config.ou_rows, config.rows)):
+                if layer.row_maps[x, r] < 0:
+                    continue
+                for copy in units:
+                    level = stuck[int(copy[x]), r, col]
+                    wrong += int(level >= 0 and level != layer.cells[x, r, col])
+    return wrong
+
+
+@pytest.mark.parametrize("config", [BWQ, MULTI], ids=["bwq", "multi"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_placed_program_is_exact_and_has_fewer_wrong_cells(config, strategy):
+    program, matrices = random_program(config, strategy)
+    stuck = random_stuck(config, program.config.n_xbars, 0.05)
+    placed, report = fault_aware(program, StuckMap(stuck, "test"))
+    validate_program(placed, placed.config)
+    x = np.random.default_rng(1).integers(0, 256, size=(15, 70))
+    for layer, new, matrix, faults in zip(program.layers, placed.layers, matrices, report):
+        cols = x[:, : layer.n_inputs]
+        # Exact on a healthy chip: the same accumulators as the matrix product.
+        assert np.array_equal(execute_layer(new, config, cols), cols @ matrix.T)
+        # Counts: never worse, and equal to a direct count from the cells and the map.
+        assert faults.wrong_after <= faults.wrong_before
+        assert faults.error_after <= faults.error_before
+        assert direct_count(layer, config, stuck) == faults.wrong_before
+        assert direct_count(new, config, stuck) == faults.wrong_after
+    assert sum(f.wrong_after for f in report) < sum(f.wrong_before for f in report)
+
+
+def test_stuck_device_equals_cells_replaced_by_their_stuck_levels():
+    """What the counts call a wrong cell is what the analog model reads: the executor on a
+    stuck chip equals the ideal executor on cells overwritten by the stuck levels."""
+    program, _ = random_program(BWQ, "ivq-naive")
+    stuck = random_stuck(BWQ, program.config.n_xbars, 0.05, seed=4)
+    device = AnalogDevice(BWQ, stuck=stuck)
+    x = np.random.default_rng(2).integers(0, 256, size=(10, 70))
+    for layer in program.layers:
+        here = stuck[np.asarray(layer.xbars)]
+        cells = np.where(here >= 0, here, layer.cells).astype(layer.cells.dtype)
+        want = execute_layer(replace(layer, cells=cells), BWQ, x[:, : layer.n_inputs])
+        got = execute_layer(layer, BWQ, x[:, : layer.n_inputs], device=device)
+        assert np.array_equal(got, want)
+
+
+def test_chip_stuck_map_is_the_analog_models_own_draw():
+    program, _ = random_program(BWQ, "bwq")
+    n_units = program.config.n_xbars
+    stuck_map = chip_stuck_map(BWQ, "chip:7:0.04", n_units)
+    drawn = AnalogDevice(BWQ, AnalogParams(stuck_at_0=0.02, stuck_at_1=0.02), seed=7)
+    from_map = AnalogDevice(BWQ, stuck=stuck_map.stuck)
+    x = np.random.default_rng(3).integers(0, 256, size=(8, 70))
+    for layer in program.layers:
+        cols = x[:, : layer.n_inputs]
+        assert np.array_equal(execute_layer(layer, BWQ, cols, device=drawn),
+                              execute_layer(layer, BWQ, cols, device=from_map))
+    rate = np.mean(stuck_map.stuck >= 0)
+    assert 0.03 < rate < 0.05
+    assert set(np.unique(stuck_map.stuck).tolist()) == {-1, 0, 1}
+    assert parse_chip_spec("chip:3:0.01:0.03") == (3, 0.01, 0.03)
+
+
+def test_copies_are_counted_on_every_copys_units():
+    program, _ = random_program(BWQ, "isaac", layers=((10, 30),))
+    layer = program.layers[0]
+    n = len(layer.xbars)
+    copy = replace(relocate(layer, 0), copy_xbars=np.arange(n, 2 * n)[None, :])
+    program = Program(BWQ.replace(n_xbars=2 * n), "isaac", [copy])
+    stuck = random_stuck(BWQ, 2 * n, 0.05, seed=9)
+    placed, report = fault_aware(program, StuckMap(stuck))
+    validate_program(placed, placed.config)
+    assert direct_count(copy, BWQ, stuck) == report[0].wrong_before
+    assert direct_count(placed.layers[0], BWQ, stuck) == report[0].wrong_after
+    assert report[0].wrong_after <= report[0].wrong_before
+
+
+def test_count_faults_ignores_unread_cells():
+    """Stuck cells on rows, columns and OUs nothing reads cost nothing."""
+    program, _ = random_program(BWQ, "bwq", layers=((4, 9),))
+    layer = program.layers[0]
+    stuck = np.full((1, BWQ.rows, BWQ.cols), -1, dtype=np.int8)
+    stuck[0, BWQ.rows - 1, :] = 1                    # last row: never a chunk row
+    stuck[0, :, BWQ.cols - 1] = 1                    # last column: nothing placed there
+    _, read, wrong, _ = count_faults(layer, BWQ, stuck[None])
+    assert read == wrong == direct_count(layer, BWQ, stuck) == 0
+
+
+# ------------------------------------------------------------------------ file format
+def test_stuck_map_round_trip(tmp_path):
+    stuck = random_stuck(BWQ, 3, 0.1)
+    StuckMap(stuck).save(tmp_path / "chip.npz")
+    loaded = StuckMap.load(tmp_path / "chip.npz")
+    assert np.array_equal(loaded.stuck, stuck) and loaded.source.endswith("chip.npz")
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"faults": np.zeros((1, 2, 2), np.int8)}, "field 'stuck' is missing"),
+    ({"stuck": np.zeros((1, 2, 2), np.float32)}, "field 'stuck' must be an integer"),
+    ({"stuck": np.zeros((2, 2), np.int8)}, "field 'stuck' must be 3-D"),
+    ({"stuck": np.full((1, 2, 2), -3, np.int16)}, "field 'stuck' holds"),
+])
+def test_stuck_map_file_errors_name_file_and_field(tmp_path, arrays, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=message) as error:
+        StuckMap.load(path)
+    assert str(path) in str(error.value)
+
+
+def test_stuck_map_fit_errors(tmp_path):
+    with pytest.raises(ValueError, match="stuck-map file not found"):
+        StuckMap.load(tmp_path / "missing.npz")
+    (tmp_path / "text.npz").write_text("not a zip")
+    with pytest.raises(ValueError, match="text.npz: not a"):
+        StuckMap.load(tmp_path / "text.npz")
+    program, _ = random_program(BWQ, "bwq")
+    with pytest.raises(ValueError, match=r"m.npz: field 'stuck' must have shape"):
+        fault_aware(program, StuckMap(np.full((9, 8, 8), -1, np.int8), "m.npz"))
+    with pytest.raises(ValueError, match=r"m.npz: field 'stuck' describes 1 units"):
+        fault_aware(program, StuckMap(np.full((1, BWQ.rows, BWQ.cols), -1, np.int8), "m.npz"))
+    bad = np.full((program.config.n_xbars, BWQ.rows, BWQ.cols), -1, np.int8)
+    bad[0, 3, 4] = 2
+    with pytest.raises(ValueError, match=r"m.npz: field 'stuck'\[0, 3, 4\] = 2"):
+        fault_aware(program, StuckMap(bad, "m.npz"))
+    for spec in ("chip:x:0.1", "chip:1", "chip:1:2", "chop:1:0.1"):
+        with pytest.raises(ValueError, match="--faults"):
+            parse_chip_spec(spec)
+    with pytest.raises(ValueError, match="not both"):
+        AnalogDevice(BWQ, AnalogParams(stuck_at_0=0.1), stuck=bad)
+
+
+def test_cli_faults_errors_before_compiling(tmp_path, capsys):
+    from bitline.sw.cli import main
+
+    base = ["compile", "digits-cnn", "-s", "bwq", "-o", str(tmp_path / "b"), "--faults"]
+    assert main(base + [str(tmp_path / "none.npz")]) == 2
+    assert "none.npz: stuck-map file not found" in capsys.readouterr().err
+    assert main(base + ["chip:1:7"]) == 2
+    assert "--faults 'chip:1:7'" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
