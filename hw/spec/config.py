@@ -88,6 +88,11 @@ class AcceleratorConfig:
         Copies of one layer the hardware runs at once (docs/hardware.md, "Copies"): the
         ``inputs`` and ``outputs`` streams carry this many lanes, lane ``k`` the vector of
         copy ``k``. 1 (the default) is one lane, the single-stream accelerator.
+    pinned:
+        Not hardware: the fields a user set explicitly (the keys of a config file,
+        :meth:`load`), which compile's sizing must honour or refuse, never change
+        (docs/hardware.md, "Pinned and sized fields"). Keyword-only; not part of
+        :meth:`to_dict`, the TOML, the digest or equality; kept by :meth:`replace`.
     """
 
     rows: int = 128
@@ -109,9 +114,18 @@ class AcceleratorConfig:
     max_entries: int = 65536
     adc_latency: int = 1
     max_copies: int = 1
+    pinned: frozenset = dataclasses.field(default=frozenset(), compare=False, repr=False,
+                                          kw_only=True)
 
     def __post_init__(self) -> None:
+        pinned = self.pinned
+        if not isinstance(pinned, (set, frozenset, list, tuple)) or any(
+                name not in _RANGES for name in pinned):
+            raise ValueError(f"pinned must be a set of config field names, not {pinned!r}")
+        object.__setattr__(self, "pinned", frozenset(pinned))
         for field in fields(self):
+            if field.name == "pinned":
+                continue
             value = getattr(self, field.name)
             want = float if field.type in ("float", float) else int
             if isinstance(value, bool) or not isinstance(value, (int, float)) or (
@@ -206,13 +220,14 @@ class AcceleratorConfig:
 
     # ----------------------------------------------------------------- (de)serialization
     def to_dict(self) -> dict[str, int | float]:
-        """Return the fields as a plain dict (the TOML / manifest form)."""
-        return dataclasses.asdict(self)
+        """Return the hardware fields as a plain dict (the TOML / manifest form)."""
+        return {field.name: getattr(self, field.name) for field in fields(self)
+                if field.name != "pinned"}
 
     @classmethod
     def from_dict(cls, values: dict, *, source: str = "config") -> "AcceleratorConfig":
         """Build a config from a dict, rejecting unknown keys with a message naming them."""
-        known = {f.name for f in fields(cls)}
+        known = set(_RANGES)
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(
@@ -239,14 +254,16 @@ class AcceleratorConfig:
     def load(cls, path: str | Path) -> "AcceleratorConfig":
         """Read a TOML config (``[accelerator]`` table, or top-level keys) from ``path``.
 
-        Optionally ``preset = "bwq"`` in the table starts from a preset and overrides fields.
+        Optionally ``preset = "bwq"`` in the table starts from a preset and overrides fields
+        (the defaults are the ``bwq`` preset's values). The keys the file sets are the
+        config's :attr:`pinned` fields.
         """
         path = Path(path)
         try:
             data = tomllib.loads(path.read_text())
         except FileNotFoundError:
             raise ValueError(f"{path}: config file not found") from None
-        except tomllib.TOMLDecodeError as error:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{path}: not valid TOML: {error}") from None
         table = data.get("accelerator", data)
         if not isinstance(table, dict):
@@ -254,10 +271,16 @@ class AcceleratorConfig:
         table = dict(table)
         base = table.pop("preset", None)
         if base is not None:
-            start = preset(base).to_dict()
+            if not isinstance(base, str):
+                raise ValueError(f"{path}: preset must be a preset name (a string: "
+                                 f"{', '.join(sorted(PRESETS))}), not {base!r}")
+            try:
+                start = preset(base).to_dict()
+            except ValueError as error:
+                raise ValueError(f"{path}: preset: {error}") from None
             start.update(table)
-            table = start
-        return cls.from_dict(table, source=str(path))
+        config = cls.from_dict(start if base is not None else table, source=str(path))
+        return config.replace(pinned=frozenset(table))
 
     def replace(self, **changes) -> "AcceleratorConfig":
         """Return a copy with ``changes`` applied (validated again)."""

@@ -11,6 +11,7 @@ tools does not slow down the others.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -50,14 +51,33 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module_name), attribute)
 
 
+#: Environment variable that turns ``--debug`` on (``BITLINE_DEBUG=1``).
+DEBUG_ENV = "BITLINE_DEBUG"
+_debug = False      # set by --debug for the running main() call
+
+
+def _set_debug(ctx, param, value):
+    global _debug
+    _debug = _debug or bool(value)
+    return value
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="bitline")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True,
+              callback=_set_debug,
+              help=f"Show the Python traceback of an error (also {DEBUG_ENV}=1).")
 def cli():
     """bitline: ReRAM crossbar PIM accelerator generator (varied / block-wise quantization)."""
 
 
 def _error(message: str) -> None:
     click.echo(f"error: {message}", err=True)
+
+
+def _debug_requested() -> bool:
+    return _debug or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false",
+                                                                          "no")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     file that is missing or invalid, a value out of range: click usage errors and
     ``ValueError`` / ``KeyError`` / ``OSError`` from the library); 1 a run that failed (a
     simulation, build or board run: :class:`~bitline.sw.cli.common.RunFailed`).
+
+    Any other exception is a bug in bitline, not a user's mistake: it prints one line,
+    ``error: internal error: <type>: <message> (rerun with --debug for the traceback)``,
+    and exits 1 (``out of memory`` for a ``MemoryError``). ``--debug`` (before the command,
+    or ``BITLINE_DEBUG=1``) re-raises every exception that is not a click usage error, so
+    the traceback is printed.
     """
+    global _debug
+    _debug = False
     try:
         cli.main(args=argv, prog_name="bitline", standalone_mode=False)
     except click.exceptions.Exit as exit_:
@@ -83,8 +111,19 @@ def main(argv: list[str] | None = None) -> int:
         _error("aborted")
         return 1
     except (ValueError, KeyError, OSError) as error:
+        if _debug_requested():
+            raise
         _error(error.args[0] if isinstance(error, KeyError) and error.args else str(error))
         return 2
+    except Exception as error:      # the one place a bug becomes a message
+        if _debug_requested():
+            raise
+        hint = "rerun with --debug for the traceback"
+        if isinstance(error, MemoryError):
+            _error(f"out of memory: {error or type(error).__name__} ({hint})")
+        else:
+            _error(f"internal error: {type(error).__name__}: {error} ({hint})")
+        return 1
     return 0
 
 

@@ -13,12 +13,15 @@ One flag means one thing everywhere:
 
 Errors: usage and input errors (bad flag, bad file, bad value) exit with code 2, failed runs
 (a simulation, build or board run that fails) with code 1; both print one ``error: ...``
-line (:func:`bitline.sw.cli.main`).
+line (:func:`bitline.sw.cli.main`). Any other exception is a bug: one line ``error:
+internal error: <type>: <message> (rerun with --debug for the traceback)``, exit 1;
+``bitline --debug ...`` (or ``BITLINE_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 
@@ -27,7 +30,7 @@ import click
 from bitline.hw.spec.config import PRESETS
 from bitline.hw.spec.program import STRATEGIES
 
-__all__ = ["RunFailed", "NamedChoice", "command_line", "config_options", "cost_options",
+__all__ = ["RunFailed", "NamedChoice", "PositiveFloat", "command_line", "config_options", "cost_options",
            "dataset_option",
            "json_option", "quiet_option",
            "strategy_option", "strategies_option", "parse_strategies", "echo_json",
@@ -52,6 +55,22 @@ class NamedChoice(click.Choice):
             return value
         self.fail(f"unknown {self.noun} {value!r}; choose from {', '.join(self.choices)}",
                   param, ctx)
+
+
+class PositiveFloat(click.ParamType):
+    """A finite number above zero (``click.FloatRange`` lets ``nan`` through: it compares
+    false with both bounds)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number <= 0:
+            self.fail(f"must be a finite number above 0, not {value!r}", param, ctx)
+        return number
 
 
 def config_options(function=None, *, xbars: bool = False):

@@ -152,6 +152,7 @@ _calibration_options = [
                    "declares, digits for digits-*, mnist5k for mnist-*; seeded random "
                    "inputs otherwise)."),
     click.option("--calib-samples", default=SYNTHETIC_CALIB_SAMPLES, show_default=True,
+                 type=click.IntRange(min=1),
                  help="Random calibration inputs for models without a data set."),
 ]
 

@@ -136,6 +136,7 @@ def _axis_command(axis_name: str) -> click.Command:
         dataset_option("Calibration data set (default: digits for digits-* models, seeded "
                        "random inputs otherwise)."),
         click.option("--calib-samples", default=SYNTHETIC_CALIB_SAMPLES, show_default=True,
+                     type=click.IntRange(min=1),
                      help="Random calibration inputs for models without a data set."),
         cost_options,
         click.option("--plot", "plot_path", default=None, metavar="FILE.png",

@@ -19,6 +19,7 @@ import click
 from bitline.hw.boards import BOARDS
 from bitline.sw.cli.common import (
     NamedChoice,
+    PositiveFloat,
     RunFailed,
     config_options,
     echo_json,
@@ -134,7 +135,7 @@ def board():
                    "`bitline run`.")
 @click.option("--baud", type=click.IntRange(min=1),
               help="UART bit rate the bitstream was built with (default 1000000).")
-@click.option("--timeout", default=2.0, show_default=True,
+@click.option("--timeout", default=2.0, show_default=True, type=PositiveFloat(),
               help="Seconds to wait for an answer from the board.")
 @click.option("--max-vectors", type=click.IntRange(min=1),
               help="Split layer jobs into at most this many vectors.")

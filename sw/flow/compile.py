@@ -140,8 +140,22 @@ def _capacity_sizing(model, config: AcceleratorConfig) -> list[Sizing]:
     for name, need, what in (("max_in_features", largest_k, "largest layer input"),
                              ("max_out_channels", largest_o, "largest layer output")):
         if need > getattr(config, name):
+            _refuse_pinned(config, name, need, what)
             records.append(Sizing(name, getattr(config, name), need, what))
     return records
+
+
+def _refuse_pinned(config: AcceleratorConfig, name: str, need: int, what: str) -> None:
+    """Raise when the user set ``name`` (``config.pinned``) and the network needs ``need``.
+
+    A value the user set is honoured or refused, never changed (docs/hardware.md, "Pinned
+    and sized fields"); only fields left unset are sized.
+    """
+    if name in config.pinned:
+        raise ValueError(
+            f"the config sets {name} = {getattr(config, name)}, but the network needs "
+            f"{need} ({what}); raise {name} in the config file, or remove the key to "
+            "let compile size it")
 
 
 def _apply(config: AcceleratorConfig, records) -> AcceleratorConfig:
@@ -159,9 +173,13 @@ def _weight_sizing(model, spec, calib_x, config: AcceleratorConfig):
     """
     try:
         return quantize(model, spec, calib_x, config), []
-    except ValueError:
+    except ValueError as error:
         if config.max_weight_bits >= WIDEST_WEIGHT_BITS:
             raise
+        if "max_weight_bits" in config.pinned:
+            raise ValueError(f"{error} (the config sets max_weight_bits = "
+                             f"{config.max_weight_bits}; raise it in the config file, or "
+                             "remove the key to let compile size it)") from None
         qmodel = quantize(model, spec, calib_x,
                           config.replace(max_weight_bits=WIDEST_WEIGHT_BITS))
     planes = max((qlayer.weight.magnitude_bits for qlayer in qmodel.compute_layers
@@ -209,6 +227,11 @@ def size_hardware(model, spec, calib_x: np.ndarray, config: AcceleratorConfig, s
     reject), ``n_xbars`` and ``max_entries``, so measuring under the requested values gives
     exactly the program the later steps build under the chosen ones.
 
+    Only fields the user left unset are sized: a field in ``config.pinned`` (a key the
+    config file sets) is kept as it is, and a network that needs more than it holds is a
+    ``ValueError`` naming the field, its value and what the network needs; a unit count
+    that contradicts a pinned ``n_xbars`` is one too.
+
     Parameters
     ----------
     qmodels:
@@ -220,23 +243,31 @@ def size_hardware(model, spec, calib_x: np.ndarray, config: AcceleratorConfig, s
     Raises
     ------
     ValueError
-        From the quantizer or the mapper, when the network cannot fit any config.
+        From the quantizer or the mapper, when the network cannot fit any config, or when
+        it does not fit a pinned field.
     """
     from bitline.sw.mapping import map_model
 
     xbars = parse_xbars(xbars)
     if xbars != "auto":
         sizing = ()
+        if "n_xbars" in config.pinned and xbars != config.n_xbars:
+            raise ValueError(f"--xbars {xbars} contradicts the config's n_xbars = "
+                             f"{config.n_xbars}: give one of them")
         if xbars != config.n_xbars:
             sizing = (Sizing("n_xbars", config.n_xbars, xbars, "--xbars"),)
         return HardwarePlan(_apply(config, sizing), sizing)
     config, qmodel, records = sized_quantization(model, spec, calib_x, config, qmodels=qmodels)
     probe = map_model(qmodel, config, strategy, xbars="auto", encoding=encoding)
-    if probe.config.n_xbars != config.n_xbars:
-        records.append(Sizing("n_xbars", config.n_xbars, probe.config.n_xbars,
+    units = probe.config.n_xbars
+    if units > config.n_xbars:
+        _refuse_pinned(config, "n_xbars", units, f"crossbar units of the {strategy} mapping")
+    if units != config.n_xbars and "n_xbars" not in config.pinned:
+        records.append(Sizing("n_xbars", config.n_xbars, units,
                               f"units the {strategy} mapping needs"))
     entries = sum(len(layer.entries) for layer in probe.layers)
     if entries > config.max_entries:
+        _refuse_pinned(config, "max_entries", entries, "OU entries of the program")
         records.append(Sizing("max_entries", config.max_entries, entries,
                               "OU entries of the program"))
     return HardwarePlan(_apply(config, records), tuple(records), qmodel, tuple(probe.layers))
@@ -505,6 +536,8 @@ def allocate_copies(result: CompileResult, budget, *,
     reason = f"layer placements and copies at --budget {budget.label}"
     for field in ("n_xbars", "max_entries", "max_copies"):
         before, after = getattr(result.config, field), getattr(program.config, field)
+        if after > before:
+            _refuse_pinned(result.config, field, after, reason)
         if after != before:
             sizing += (Sizing(field, before, after, reason),)
     return replace(result, program=program, config=program.config, sizing=sizing), pipe

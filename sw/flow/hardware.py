@@ -7,8 +7,9 @@ one compile's "size hardware" step chose, so ``n_xbars``, ``max_entries`` ... ar
 network needs with the default ``--xbars auto``) and each unit's entry memory holds exactly
 the entries the program issues on its busiest unit. With a bundle *and* a config, the config
 is the requested base: it may differ from the bundle's only in the fields that step sizes
-(:data:`SIZED_FIELDS`; each such difference is reported), it must have the units the bundle
-uses, and anything else that differs is a ``ValueError`` naming the fields.
+(:data:`SIZED_FIELDS`; each such difference is reported, even for a field the config file
+sets: the image only runs on its own config, so the bundle decides), it must have the units
+the bundle uses, and anything else that differs is a ``ValueError`` naming the fields.
 """
 
 from __future__ import annotations
@@ -96,6 +97,9 @@ def choose_hardware(config_path, preset_name, bundle_dir, xbars=None,
     elif preset_name:
         hardware = preset(preset_name)
     if hardware is not None and xbars is not None:
+        if "n_xbars" in hardware.pinned and xbars != hardware.n_xbars:
+            raise ValueError(f"--xbars {xbars} contradicts the config's n_xbars = "
+                             f"{hardware.n_xbars}: give one of them")
         hardware = hardware.replace(n_xbars=xbars)
     memories = None
     notes: list[str] = []

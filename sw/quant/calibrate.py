@@ -24,8 +24,9 @@ from bitline.sw.frontend.ir import Model
 from bitline.sw.integer.qmodel import ActParams
 from bitline.sw.quant.forward import float_tensors
 
-__all__ = ["RULES", "INHERITING_OPS", "calibrate_activations", "act_params_from_threshold",
-           "clip_threshold"]
+__all__ = ["RULES", "INHERITING_OPS", "CALIBRATION_MEMORY_LIMIT", "calibrate_activations",
+           "act_params_from_threshold", "clip_threshold", "check_quantizable",
+           "calibration_bytes", "check_calibration_size"]
 
 #: Threshold rules: ``"max"`` (largest magnitude), ``"percentile"`` (the given percentile
 #: of the magnitudes), ``"mse"`` (the threshold on a grid of ``(k/grid) * max`` that
@@ -37,6 +38,92 @@ INHERITING_OPS = ("maxpool", "avgpool", "gap", "flatten", "relu", "relu6")
 
 _SIGNED_PRODUCERS = ("conv", "gemm", "add")
 _MAX_BITS = 16
+
+#: Largest float working set (bytes) the calibration forward pass may allocate: every tensor
+#: of the batch is kept, plus the largest convolution's im2col matrix. 8 GiB is about 90x
+#: what 16 ResNet-18 CIFAR images need (93 MB); a model over it is refused before anything is
+#: allocated (a 4096x4096 input reached hundreds of GiB).
+CALIBRATION_MEMORY_LIMIT = 8 << 30
+_FLOAT_BYTES = 4
+
+
+def check_quantizable(model: Model) -> None:
+    """Refuse a model the quantizer and the mapper have nothing to work on.
+
+    Raises
+    ------
+    ValueError
+        For a model without compute layers (an ONNX file that is only an Identity or a
+        Relu), an input or a compute layer with a zero-sized dimension (a layer with no
+        output channels), naming the model, the layer and the shape.
+    """
+    if any(int(size) <= 0 for size in model.input_shape):
+        raise ValueError(f"model {model.name}: input {model.input_name} has shape "
+                         f"{tuple(model.input_shape)}, with an empty dimension")
+    compute = model.compute_layers
+    if not compute:
+        ops = ", ".join(sorted({layer.op for layer in model.layers})) or "none"
+        raise ValueError(f"model {model.name} has no compute layer (conv, gemm, matmul) to "
+                         f"quantize and map onto crossbars; its layers: {ops}")
+    for layer in compute:
+        shape = tuple(layer.weight.shape)
+        if layer.weight.size == 0:
+            what = ("no output channels" if shape and shape[0] == 0
+                    else "an empty dimension")
+            raise ValueError(f"model {model.name}: {layer.op} layer {layer.name} has "
+                             f"{what} (weight shape {shape})")
+        if any(int(size) <= 0 for size in layer.output_shape):
+            raise ValueError(f"model {model.name}: {layer.op} layer {layer.name} has an "
+                             f"empty output (shape {tuple(layer.output_shape)})")
+
+
+def calibration_bytes(model: Model, samples: int) -> tuple[int, str]:
+    """Return the bytes the float forward pass of ``samples`` inputs holds, and its biggest part.
+
+    Every tensor of the batch is kept (the input and each layer's output, float32) and a
+    convolution builds an im2col matrix of ``samples * OH * OW * C * KH * KW`` floats
+    (:func:`bitline.sw.frontend.im2col.im2col`); the largest one is added. The second value
+    names the biggest single allocation, for the error message. ``model`` is an IR
+    model, or any object with ``input_shape`` (then the input batch alone is counted).
+    """
+    samples = int(samples)
+    layers = getattr(model, "layers", ())      # the input alone for a model-like object
+    elements = int(np.prod(model.input_shape, dtype=np.float64))
+    biggest, where = elements, f"the input {tuple(model.input_shape)}"
+    for layer in layers:
+        size = int(np.prod(layer.output_shape, dtype=np.float64))
+        elements += size
+        if size > biggest:
+            biggest = size
+            where = f"{layer.op} layer {layer.name} output {tuple(layer.output_shape)}"
+    window = 0
+    for layer in layers:
+        if layer.op == "conv" and layer.weight is not None and len(layer.output_shape) == 3:
+            _, out_h, out_w = layer.output_shape
+            size = out_h * out_w * int(np.prod(layer.weight.shape[2:])) * layer.input_shape[0]
+            if size > window:
+                window = size
+                if size > biggest:
+                    biggest, where = size, f"the im2col matrix of conv layer {layer.name}"
+    return samples * (elements + window) * _FLOAT_BYTES, where
+
+
+def check_calibration_size(model: Model, samples: int,
+                           limit: int = CALIBRATION_MEMORY_LIMIT) -> None:
+    """Refuse a calibration whose forward pass would allocate more than ``limit`` bytes.
+
+    Raises
+    ------
+    ValueError
+        Naming the model, the input count and shape, the bytes needed and the biggest part.
+    """
+    needed, where = calibration_bytes(model, samples)
+    if needed > limit:
+        raise ValueError(
+            f"model {model.name}: calibrating on {samples} input(s) of shape "
+            f"{tuple(model.input_shape)} needs {needed / 2**30:,.1f} GiB of float tensors "
+            f"(the biggest: {where}), over the {limit / 2**30:g} GiB limit; use fewer "
+            "calibration inputs (--calib-samples) or a smaller input")
 
 
 def act_params_from_threshold(threshold: float, bits: int, signed: bool) -> ActParams:
@@ -167,14 +254,18 @@ def calibrate_activations(
     ------
     ValueError
         For an unknown tensor name in ``tensor_bits``, a conflicting width of an inheriting
-        tensor, a bad rule / width, or a calibration batch of the wrong shape.
+        tensor, a bad rule / width, a calibration batch of the wrong shape, a model with
+        nothing to quantize (:func:`check_quantizable`) or a forward pass over
+        :data:`CALIBRATION_MEMORY_LIMIT` (:func:`check_calibration_size`).
     """
+    check_quantizable(model)
     calib_x = np.asarray(calib_x, dtype=np.float32)
     if calib_x.shape[1:] != tuple(model.input_shape) or calib_x.shape[0] == 0:
         raise ValueError(
             f"calib_x must be a non-empty batch of shape "
             f"(N, {', '.join(map(str, model.input_shape))}), not {calib_x.shape}"
         )
+    check_calibration_size(model, calib_x.shape[0])
     tensor_bits = dict(tensor_bits or {})
     known = {model.input_name} | {layer.output for layer in model.layers}
     unknown = sorted(set(tensor_bits) - known)

@@ -77,6 +77,7 @@ layers need) run in :meth:`QuantSpec.check_model`.
 from __future__ import annotations
 
 import json
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -122,6 +123,8 @@ class _Fields:
         if isinstance(value, bool) or not isinstance(value, kinds):
             kind = "an integer" if integer else "a number"
             raise self.error(key, f"must be {kind}, not {value!r}")
+        if not math.isfinite(value):
+            raise self.error(key, f"must be a finite number, not {value!r}")
         if (low is not None and value < low) or (high is not None and value > high):
             raise self.error(key, f"must be between {low} and {high}, not {value!r}")
         return value
@@ -232,6 +235,10 @@ def _budget(fields: _Fields, key: str, minimum: float, maximum: float, what: str
         raise fields.error(key, "is required")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise fields.error(key, f"must be a number, not {value!r}")
+    if not math.isfinite(value):
+        # NaN compares false with both bounds: it would pass them (a budget of nan gave
+        # 7.87 average bits)
+        raise fields.error(key, f"must be a finite number, not {value!r}")
     if value < minimum:
         raise fields.error(key, f"{value} is below the minimum {minimum} ({what})")
     if value > maximum:
