@@ -16,14 +16,17 @@ A bundle is a directory with three files:
     The integer weights, scales and output-unit parameters of every compute layer (never
     sent to the hardware; the golden backend and :func:`read_bundle` use them).
 
-:func:`write_bundle` validates the program against its config before writing and
+:func:`write_bundle` validates the program against its config before writing, seals the
+manifest with digests of its fields and of the reference arrays (:mod:`.integrity`) and
+writes the directory atomically (a temporary sibling renamed into place); and
 :func:`read_bundle` / :func:`parse_image` validate everything they read, both through the
 contract's one validator (:func:`bitline.hw.spec.validate.validate_program`); errors are
 :class:`BundleError` (a ``ValueError``) naming the file, section, record and field.
 
 Modules: :mod:`.tables` (program <-> records, :class:`BundleError`), :mod:`.codec` (image
 bytes), :mod:`.manifest` (manifest and reference arrays, rebuilding on read), :mod:`.files`
-(the directory: :func:`write_bundle`, :func:`read_bundle`). This package only re-exports
+(the directory: :func:`write_bundle`, :func:`read_bundle`), :mod:`.integrity` (the digests
+that bind the manifest and the reference arrays to one compile). This package only re-exports
 their public names.
 """
 

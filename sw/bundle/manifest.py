@@ -251,6 +251,17 @@ def rebuild_program(parsed: ParsedImage, manifest: dict, keys: ManifestKeys) -> 
             raise BundleError(f"{keys.source}: {where}weight_offset {stored} disagrees with "
                               f"{IMAGE_FILE} section LAYERS record {index} field weight_offset "
                               f"{int(record['weight_offset'])}")
+        # Copies of the record's fields for readers of the JSON: they must say the same.
+        for key in ("n_inputs", "n_outputs", "act_bits", "zero_point", "clamp_lo", "clamp_hi",
+                    "mode"):
+            if key not in region:
+                continue
+            actual = (OutputMode(int(record["mode"])).label if key == "mode"
+                      else int(record[key]))
+            if region[key] != actual:
+                raise BundleError(f"{keys.source}: {where}{key} {region[key]!r} disagrees "
+                                  f"with {IMAGE_FILE} section LAYERS record {index} field "
+                                  f"{key} {actual!r}")
         for key, start, count in (("entries", "entry_start", "entry_count"),
                                   ("params", "param_start", "n_outputs")):
             stored = keys.get(region, key, list, where)

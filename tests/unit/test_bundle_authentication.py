@@ -302,3 +302,14 @@ def test_api_run_checks_inputs(compiled):
         model.run(x.astype(np.complex128), "executor")
     with pytest.raises(InputError, match=r"x: .*found 128 \+Inf"):
         model.run(np.full((1, *SHAPE), np.inf), "executor")
+
+
+@pytest.mark.parametrize("key, value", [("clamp_hi", 7), ("zero_point", 3), ("act_bits", 2),
+                                        ("mode", "raw")])
+def test_program_copies_of_the_record_are_checked(bundle, key, value):
+    """The manifest's copies of a LAYERS record's fields are compared with the image first."""
+    edit(bundle, lambda m: m["program"][0].update({key: value}))
+    with pytest.raises(BundleError, match=rf"manifest.json: program\[0\].{key} '?{value}'? "
+                                          rf"disagrees with image.bin section LAYERS record 0 "
+                                          rf"field {key}"):
+        read_bundle(bundle)
