@@ -11,7 +11,7 @@ one row write programs a row.
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Signal
+from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
@@ -79,16 +79,24 @@ class CrossbarEmulator(wiring.Component):
         # Read-side request as seen by the array: registered with the memory address when
         # the memories read synchronously (latency >= 1), combinational otherwise.
         # Row writes are registered first: bank ``row % ou_rows`` and address
-        # ``row // ou_rows`` (a constant division: carry chains) stay off the memories' write
+        # ``row // ou_rows`` (looked up: a constant division is carry chains) stay off the
+        # memories' write
         # path, the FPGA's longest once the OU issue path was pipelined (docs/fpga.md
         # section 4). A row is written one cycle after ``write.en``; the loader programs
         # cells long before any read.
         write_en = Signal(config.ou_rows)
         write_group = Signal(range(config.row_groups))
         write_levels = Signal.like(port.write.levels)
+        # row % ou_rows and row // ou_rows from a table indexed by the row (a small ROM),
+        # not a constant divider (carry chains: 32 ns in a 4-unit build)
+        bank_of = Array(Const(1 << (row % config.ou_rows), config.ou_rows)
+                        for row in range(1 << len(port.write.row)))
+        group_of = Array(Const(min(row // config.ou_rows, config.row_groups - 1),
+                               range(config.row_groups))
+                         for row in range(1 << len(port.write.row)))
         m.d.sync += [
-            write_en.eq(Mux(port.write.en, 1 << (port.write.row % config.ou_rows), 0)),
-            write_group.eq(port.write.row // config.ou_rows),
+            write_en.eq(Mux(port.write.en, bank_of[port.write.row], 0)),
+            write_group.eq(group_of[port.write.row]),
             write_levels.eq(port.write.levels),
         ]
         rows = []

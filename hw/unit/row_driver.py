@@ -30,7 +30,7 @@ registered). The banks swap only while no read is in flight (the scheduler swaps
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Array, Cat, Module, Signal
+from amaranth import Array, Cat, Const, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -152,10 +152,17 @@ class RowDriver(wiring.Component):
         map_group = Signal(range(config.row_groups))
         map_entry = Signal(map_layout)
         map_valid = Signal()
+        # lane and group from a table indexed by the row (a small ROM), not a divider
+        row = self.map_write.payload.row
+        lane_of = Array(Const(r % config.ou_rows, range(config.ou_rows))
+                        for r in range(1 << len(row)))
+        group_of = Array(Const(min(r // config.ou_rows, config.row_groups - 1),
+                               range(config.row_groups))
+                         for r in range(1 << len(row)))
         m.d.sync += [
             map_valid.eq(self.map_write.valid),
-            map_lane.eq(self.map_write.payload.row % config.ou_rows),
-            map_group.eq(self.map_write.payload.row // config.ou_rows),
+            map_lane.eq(lane_of[row]),
+            map_group.eq(group_of[row]),
             map_entry.eq(self.map_write.payload.entry),
         ]
 
