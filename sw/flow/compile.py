@@ -229,8 +229,9 @@ def size_hardware(model, spec, calib_x: np.ndarray, config: AcceleratorConfig, s
 
     Only fields the user left unset are sized: a field in ``config.pinned`` (a key the
     config file sets) is kept as it is, and a network that needs more than it holds is a
-    ``ValueError`` naming the field, its value and what the network needs; a unit count
-    that contradicts a pinned ``n_xbars`` is one too.
+    ``ValueError`` naming the field, its value and what the network needs. A unit count
+    (``--xbars N``) is the user's too and replaces ``n_xbars``, pinned or not (a
+    command-line flag overrides the file; the record says so).
 
     Parameters
     ----------
@@ -251,9 +252,6 @@ def size_hardware(model, spec, calib_x: np.ndarray, config: AcceleratorConfig, s
     xbars = parse_xbars(xbars)
     if xbars != "auto":
         sizing = ()
-        if "n_xbars" in config.pinned and xbars != config.n_xbars:
-            raise ValueError(f"--xbars {xbars} contradicts the config's n_xbars = "
-                             f"{config.n_xbars}: give one of them")
         if xbars != config.n_xbars:
             sizing = (Sizing("n_xbars", config.n_xbars, xbars, "--xbars"),)
         return HardwarePlan(_apply(config, sizing), sizing)

@@ -97,9 +97,6 @@ def choose_hardware(config_path, preset_name, bundle_dir, xbars=None,
     elif preset_name:
         hardware = preset(preset_name)
     if hardware is not None and xbars is not None:
-        if "n_xbars" in hardware.pinned and xbars != hardware.n_xbars:
-            raise ValueError(f"--xbars {xbars} contradicts the config's n_xbars = "
-                             f"{hardware.n_xbars}: give one of them")
         hardware = hardware.replace(n_xbars=xbars)
     memories = None
     notes: list[str] = []

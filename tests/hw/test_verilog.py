@@ -186,7 +186,11 @@ def test_cli_bundle_preloaded_and_too_few_crossbars(tmp_path, capsys):
     assert main(["verilog", "--bundle", str(bundle), "-o", str(tmp_path / "out")]) == 0
     description = json.loads((tmp_path / "out" / "bitline_top.json").read_text())
     assert description["programmed"] is True
-    used = description["config"]["n_xbars"]
+    # the units the program uses (the config file pins n_xbars = 4: the bundle keeps it)
+    from bitline.sw.bundle import read_bundle
+
+    used = read_bundle(bundle).program.xbars_used
+    assert description["config"]["n_xbars"] == TINY_MLP_CONFIG.n_xbars >= used
     small = write_toml(tmp_path / "small.toml", TINY_MLP_CONFIG.replace(n_xbars=used - 1))
     assert main(["verilog", "--bundle", str(bundle), "--config", str(small),
                  "-o", str(tmp_path / "out2")]) == 2
