@@ -287,72 +287,138 @@ def _col_costs(L, D, W, S, real_col):
     return cost + _FORBIDDEN * mismatch
 
 
+def _strip_col_costs(L, D, W, S):
+    """``cost[x, g, p, q]``: the column now at physical ``p`` of strip ``(x, g)`` moved to
+    ``q`` (all in physical order, ``W`` of the column now at ``p``); only used among valid
+    positions."""
+    n_x, groups, ou_rows = D.shape
+    flat_l = L.reshape(n_x, groups, ou_rows, -1)
+    flat_s = S.reshape(S.shape[0], n_x, groups, ou_rows, -1)
+    err = _cell_cost(flat_l[..., :, None], flat_s[..., None, :])  # (X, G, or, p, q)
+    return np.einsum("xgrpq,xgr->xgpq", err, D.astype(np.float64)) * W.reshape(
+        n_x, groups, -1)[..., None]
+
+
+def _strip_moves(L, D, W, S) -> np.ndarray:
+    """``move[x, g, p] = q``: a linear assignment per strip among its *valid* positions
+    (valid columns of every OU entry of the strip), so each entry keeps its count of valid
+    columns (the same ADC conversions) while a column may change OU. Identity elsewhere."""
+    from scipy.optimize import linear_sum_assignment
+
+    n_x, groups, ou_rows = D.shape
+    valid = W.reshape(n_x, groups, -1) > 0
+    move = np.broadcast_to(np.arange(valid.shape[-1]), valid.shape).copy()
+    for x in range(n_x):
+        costs = _strip_col_costs(L[x:x + 1], D[x:x + 1], W[x:x + 1], S[:, x:x + 1])[0]
+        for g in range(groups):
+            where = np.flatnonzero(valid[x, g])
+            if len(where) < 2:
+                continue
+            cost = costs[g][np.ix_(where, where)]
+            if not np.trace(cost) > 0:
+                continue
+            _, target = linear_sum_assignment(cost)
+            move[x, g, where] = where[target]
+    return move
+
+
 def _place_block(L, D, W, S, config):
-    """Row permutations ``(X, G, or)`` and column permutations ``(X, G, CG, oc)`` (logical
-    -> physical) of a block of units, by alternating linear assignments."""
+    """Row permutations ``(X, G, or)`` and column placements ``(X, G, CG * oc)`` (logical ->
+    physical) of a block of units, by alternating linear assignments: rows per strip,
+    valid columns across the strip's OUs, then every column within its OU."""
     ou_rows, ou_cols = config.ou_rows, config.ou_cols
     n_x, groups, _, col_groups, _ = L.shape
+    pc = col_groups * ou_cols
     real_row = (np.arange(ou_rows)[None, :] + ou_rows * np.arange(groups)[:, None]
                 ) < config.rows                                 # (G, or)
     real_col = (np.arange(ou_cols)[None, :] + ou_cols * np.arange(col_groups)[:, None]
                 ) < config.cols                                 # (CG, oc)
     rows = np.broadcast_to(np.arange(ou_rows), (n_x, groups, ou_rows)).copy()
-    cols = np.broadcast_to(np.arange(ou_cols), (n_x, groups, col_groups, ou_cols)).copy()
+    cols = np.broadcast_to(np.arange(pc), (n_x, groups, pc)).copy()
     xi, gi = np.ogrid[:n_x, :groups]
+    flat = lambda a: a.reshape(*a.shape[:-2], pc)                              # noqa: E731
+    shaped = lambda a: a.reshape(*a.shape[:-1], col_groups, ou_cols)            # noqa: E731
+
+    def physical_columns():
+        inv = np.argsort(cols, axis=-1)                         # physical p holds logical
+        return (shaped(np.take_along_axis(flat(L), inv[:, :, None, :], axis=-1)),
+                shaped(np.take_along_axis(flat(W), inv, axis=-1)))
+
     for _ in range(_ROUNDS):
-        # Current arrangement: physical column b of OU holds logical column inv[b].
-        inv_cols = np.argsort(cols, axis=-1)
-        Lc = np.take_along_axis(L, inv_cols[:, :, None, :, :], axis=-1)
-        Wc = np.take_along_axis(W, inv_cols, axis=-1)
+        Lc, Wc = physical_columns()
         costs = _row_costs(Lc, D, Wc, S, real_row)
-        identity = np.einsum("xgii->xg", costs)
-        rows = _assign(costs, identity > 0)
+        rows = _assign(costs, np.einsum("xgii->xg", costs) > 0)
         inv_rows = np.argsort(rows, axis=-1)
-        Lr = L[xi[..., None], gi[..., None], inv_rows]          # physical row order
         Dr = np.take_along_axis(D, inv_rows, axis=-1)
-        costs = _col_costs(Lr, Dr, W, S, real_col)
-        identity = np.einsum("xgcaa->xgc", costs)
-        cols = _assign(costs, identity > 0)
+        # Valid columns across the strip's OUs (cells in physical row and column order).
+        Lc, Wc = physical_columns()
+        move = _strip_moves(Lc[xi[..., None], gi[..., None], inv_rows], Dr, Wc, S)
+        cols = np.take_along_axis(move, cols, axis=-1)
+        # Every column within its OU (spare columns absorb faults).
+        Lc, Wc = physical_columns()
+        Lc = Lc[xi[..., None], gi[..., None], inv_rows]
+        costs = _col_costs(Lc, Dr, Wc, S, real_col)
+        within = _assign(costs, np.einsum("xgcaa->xgc", costs) > 0)   # (X, G, CG, oc)
+        within = flat(within + ou_cols * np.arange(col_groups)[:, None])
+        cols = np.take_along_axis(within, cols, axis=-1)
     return rows, cols
 
 
 def _apply(layer: LayerProgram, config: AcceleratorConfig, rows, cols) -> LayerProgram:
-    """Return ``layer`` with strip rows and OU columns moved (logical -> physical)."""
+    """Return ``layer`` with strip rows and columns moved (logical -> physical).
+
+    ``rows`` is ``(X, G, ou_rows)``, ``cols`` ``(X, G, CG * ou_cols)``; a column's descriptor
+    moves with it to the entry of its new OU (which exists: columns only move among the
+    positions of a strip's entries)."""
     n_x = len(layer.xbars)
     pr, pc = _padded(config)
-    groups, col_groups, ou_rows, ou_cols = (config.row_groups, config.col_groups,
-                                            config.ou_rows, config.ou_cols)
-    # Physical row index of every logical row, physical column of every logical (row, col).
+    groups, ou_rows, ou_cols = config.row_groups, config.ou_rows, config.ou_cols
     row_target = (rows + ou_rows * np.arange(groups)[None, :, None]).reshape(n_x, pr)
-    col_target = (cols + ou_cols * np.arange(col_groups)[None, None, :, None])
-    col_target = np.repeat(col_target.reshape(n_x, groups, pc), ou_rows, axis=1)  # (X, pr, pc)
+    col_target = np.repeat(cols, ou_rows, axis=1)                 # (X, pr, pc) by logical row
     cells = np.zeros((n_x, pr, pc), dtype=layer.cells.dtype)
     cells[:, :config.rows, :config.cols] = layer.cells
     row_maps = np.full((n_x, pr), -1, dtype=np.asarray(layer.row_maps).dtype)
     row_maps[:, :config.rows] = layer.row_maps
     x = np.arange(n_x)[:, None, None]
     moved = np.zeros_like(cells)
-    # Rows move first (whole rows), then each cell moves to its OU's column target, which
-    # belongs to the cell's *physical* row group (the same group: rows stay in their group).
+    # Rows stay in their row group, so a cell's column target is its strip's.
     moved[x, row_target[:, :, None], col_target] = cells
     new_maps = np.full_like(row_maps, -1)
     new_maps[np.arange(n_x)[:, None], row_target] = row_maps
     entries = layer.entries.copy()
     if len(entries):
+        _, entry_index = _column_weights(layer, config)
         owned = np.asarray(layer.xbars, dtype=np.int64)
         order = np.argsort(owned)
         local = order[np.searchsorted(owned[order], entries["xbar"].astype(np.int64))]
-        perm = cols[local, entries["row_group"].astype(np.int64),
-                    entries["col_group"].astype(np.int64)]                # (E, oc) a -> b
+        rg = entries["row_group"].astype(np.int64)
+        logical = entries["col_group"].astype(np.int64)[:, None] * ou_cols + np.arange(ou_cols)
+        target = cols[local[:, None], rg[:, None], logical]          # (E, oc) physical
+        target_entry = entry_index[local[:, None], rg[:, None], target // ou_cols]
+        if np.any(target_entry < 0):
+            raise AssertionError("fault-aware placement moved a column out of the entries")
         old = entry_columns(layer.entries, ou_cols)
-        e = np.arange(len(entries))[:, None]
         for key in COLUMN_FIELDS:
             new = np.zeros_like(old[key])
-            new[e, perm] = old[key]
+            new[target_entry, target % ou_cols] = old[key]
             for j in range(ou_cols):
                 entries[f"cols.{j}.{key}"] = new[:, j]
-    return replace(layer, cells=np.ascontiguousarray(moved[:, :config.rows, :config.cols]),
-                   row_maps=new_maps[:, :config.rows], entries=entries)
+    placed = replace(layer, cells=np.ascontiguousarray(moved[:, :config.rows, :config.cols]),
+                     row_maps=new_maps[:, :config.rows], entries=entries)
+    if "hollow_entries" in layer.stats:
+        # A column may change OU, so an entry can become (or stop being) hollow; the other
+        # statistics count per entry valid columns and driven rows, which do not change.
+        placed.stats = {**layer.stats, "hollow_entries": _hollow_entries(placed, config)}
+    return placed
+
+
+def _hollow_entries(layer: LayerProgram, config: AcceleratorConfig) -> int:
+    """Entries whose read cells (driven rows, valid columns) are all zero."""
+    levels, driven, weight, _ = _tensors(layer, config, np.zeros((0,) + layer.cells.shape))
+    nonzero = ((levels != 0) & driven[..., None, None]).any(axis=2)   # (X, G, CG, oc)
+    _, entry_index = _column_weights(layer, config)
+    has_entry = entry_index >= 0
+    return int(np.count_nonzero(has_entry & ~(nonzero & (weight > 0)).any(axis=-1)))
 
 
 def _place_layer(layer, config, stuck_units):
@@ -416,7 +482,7 @@ def _keep_better_strips(layer, placed, config, stuck_units, rows, cols):
         after = count_faults(one(placed), config, stuck_units[:, x:x + 1])
         keep[x] = after[2] <= before[2] and after[3] <= before[3]
     rows = np.where(keep[:, None, None], rows, np.arange(config.ou_rows))
-    cols = np.where(keep[:, None, None, None], cols, np.arange(config.ou_cols))
+    cols = np.where(keep[:, None, None], cols, np.arange(cols.shape[-1]))
     return _apply(layer, config, rows, cols)
 
 

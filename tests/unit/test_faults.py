@@ -197,3 +197,23 @@ def test_cli_faults_errors_before_compiling(tmp_path, capsys):
     assert main(base + ["chip:1:7"]) == 2
     assert "--faults 'chip:1:7'" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_statistics_stay_those_of_the_cells(strategy):
+    """Every mapper statistic equals what assembling the placed cells would count."""
+    from bitline.sw.mapping.faults import _hollow_entries
+
+    program, _ = random_program(BWQ, strategy)
+    stuck = random_stuck(BWQ, program.config.n_xbars, 0.05)
+    placed, _ = fault_aware(program, StuckMap(stuck))
+    for layer, new in zip(program.layers, placed.layers):
+        assert _hollow_entries(layer, BWQ) == layer.stats["hollow_entries"]
+        assert new.stats["hollow_entries"] == _hollow_entries(new, BWQ)
+        assert {k: v for k, v in new.stats.items() if k != "hollow_entries"} == {
+            k: v for k, v in layer.stats.items() if k != "hollow_entries"}
+        for key in ("valid", "shift"):
+            per_entry = entry_columns(new.entries, BWQ.ou_cols)[key]
+            before = entry_columns(layer.entries, BWQ.ou_cols)[key]
+            if key == "valid":
+                assert np.array_equal(per_entry.sum(1), before.sum(1))
