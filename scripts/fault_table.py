@@ -84,7 +84,7 @@ def fault_table(model="digits-cnn", *, strategies=None, rates=(0.01, 0.02), chip
                          f"{100 * row['fault_free']:.2f} %), wrong cells "
                          f"{np.mean(before):.0f} -> {np.mean(after):.0f}")
         rows.append(row)
-    return {"model": model, "dataset": dataset, "images": int(len(y)),
+    return {"model": model, "dataset": dataset, "images": len(y),
             "subsample_seed": subsample_seed, "seed": seed, "chips": chips,
             "rates": list(rates), "rows": rows}
 

@@ -15,10 +15,12 @@ computes on a healthy chip*; only freedoms the contract already gives are used
   rows is just another row map. Unused rows (row map -1: past a short chunk) are never
   driven, so a stuck cell there is harmless; the permutation moves unused rows onto the
   worst physical rows.
-* **columns within an OU** -- each OU entry's column descriptors ``(valid, sign, shift,
-  dest)`` say where each OU column's partial sum goes, so permuting a strip's columns inside
-  one column group together with the entry's descriptors computes the same sums. Invalid
-  (spare) OU columns are never converted, so they absorb stuck columns.
+* **columns of a strip** -- each OU entry's column descriptors ``(valid, sign, shift,
+  dest)`` say where each OU column's partial sum goes, and all entries of a strip read the
+  same rows with the same slices, so a strip's columns may move, descriptors with them:
+  valid columns among the valid positions of all the strip's entries (every entry keeps its
+  number of valid columns, hence its ADC conversions and energy), and any column within its
+  OU, where invalid (spare) columns, never converted, absorb stuck cells.
 * **cells that are never read** -- hollow OUs exempted by ``ivq-spatial`` / ``-temporal``,
   BWQ's pruned blocks, unused row groups and columns: no entry reads them, so their faults
   cost nothing and are not counted; a cell stuck at the level it must hold costs nothing.
@@ -27,8 +29,9 @@ The cost of a cell is ``|stuck - level| * 2**shift`` (the error it adds to its c
 unit input), summed over the layer's copies (a copy holds the same cells on another unit).
 Per strip ``(unit, row group)`` the row permutation is a linear assignment (SciPy's
 ``linear_sum_assignment``) on the cost "logical row ``i`` on physical row ``j``" over all
-the strip's read columns; then, per OU, the column permutation is a linear assignment on
-"logical column ``a`` on physical column ``b``"; two alternating rounds. Each step is
+the strip's read columns; then the strip's valid columns are assigned to its valid
+positions the same way ("column ``p`` on position ``q``"), then every OU's columns within
+the OU; two alternating rounds. Each step is
 optimal given the other, so the cost never rises; a strip whose count of wrong cells would
 rise (the cost weights cells by their shift) keeps its original arrangement, so the count
 never rises either. Which physical units a layer gets is not changed (the units stay those
@@ -49,11 +52,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.program import COLUMN_FIELDS, LayerProgram, Program, entry_columns
 
-__all__ = ["StuckMap", "LayerFaults", "fault_aware", "count_faults", "faults_table"]
+__all__ = ["LayerFaults", "StuckMap", "count_faults", "fault_aware", "faults_table"]
 
 #: Cost that keeps padding (rows / columns past the crossbar's edge) on padding.
 _FORBIDDEN = 1e15
@@ -82,7 +84,7 @@ class StuckMap:
     def n_units(self) -> int:
         return int(self.stuck.shape[0])
 
-    def check(self, config: AcceleratorConfig, n_units: int | None = None) -> "StuckMap":
+    def check(self, config: AcceleratorConfig, n_units: int | None = None) -> StuckMap:
         """Return ``self`` if it fits ``config`` (and covers ``n_units`` units).
 
         Raises
@@ -105,7 +107,7 @@ class StuckMap:
         return self
 
     @classmethod
-    def load(cls, path: str | Path) -> "StuckMap":
+    def load(cls, path: str | Path) -> StuckMap:
         """Read a stuck-map ``.npz`` (module docstring).
 
         Raises
@@ -305,7 +307,7 @@ def _strip_moves(L, D, W, S) -> np.ndarray:
     columns (the same ADC conversions) while a column may change OU. Identity elsewhere."""
     from scipy.optimize import linear_sum_assignment
 
-    n_x, groups, ou_rows = D.shape
+    n_x, groups, _ = D.shape
     valid = W.reshape(n_x, groups, -1) > 0
     move = np.broadcast_to(np.arange(valid.shape[-1]), valid.shape).copy()
     for x in range(n_x):
@@ -336,8 +338,8 @@ def _place_block(L, D, W, S, config):
     rows = np.broadcast_to(np.arange(ou_rows), (n_x, groups, ou_rows)).copy()
     cols = np.broadcast_to(np.arange(pc), (n_x, groups, pc)).copy()
     xi, gi = np.ogrid[:n_x, :groups]
-    flat = lambda a: a.reshape(*a.shape[:-2], pc)                              # noqa: E731
-    shaped = lambda a: a.reshape(*a.shape[:-1], col_groups, ou_cols)            # noqa: E731
+    flat = lambda a: a.reshape(*a.shape[:-2], pc)
+    shaped = lambda a: a.reshape(*a.shape[:-1], col_groups, ou_cols)
 
     def physical_columns():
         inv = np.argsort(cols, axis=-1)                         # physical p holds logical
@@ -469,17 +471,21 @@ def fault_aware(program: Program, stuck_map: StuckMap) -> tuple[Program, list[La
     return replace(program, layers=layers), report
 
 
+def _one_unit(layer: LayerProgram, x: int) -> LayerProgram:
+    """Local unit ``x`` of ``layer`` as a one-unit layer (its entries only, no copies)."""
+    return replace(layer, xbars=layer.xbars[x:x + 1], cells=layer.cells[x:x + 1],
+                   row_maps=layer.row_maps[x:x + 1],
+                   entries=layer.entries[layer.entries["xbar"] == layer.xbars[x]],
+                   copy_xbars=None)
+
+
 def _keep_better_strips(layer, placed, config, stuck_units, rows, cols):
     """Undo the permutation of every unit whose wrong-cell count rose (the weighted cost
     never rises, the count can when a cheaper arrangement has more low-shift errors)."""
     keep = np.ones(len(layer.xbars), dtype=bool)
     for x in range(len(layer.xbars)):
-        one = lambda lp: replace(lp, xbars=lp.xbars[x:x + 1], cells=lp.cells[x:x + 1],  # noqa: E731
-                                 row_maps=lp.row_maps[x:x + 1],
-                                 entries=lp.entries[lp.entries["xbar"] == lp.xbars[x]],
-                                 copy_xbars=None)
-        before = count_faults(one(layer), config, stuck_units[:, x:x + 1])
-        after = count_faults(one(placed), config, stuck_units[:, x:x + 1])
+        before = count_faults(_one_unit(layer, x), config, stuck_units[:, x:x + 1])
+        after = count_faults(_one_unit(placed, x), config, stuck_units[:, x:x + 1])
         keep[x] = after[2] <= before[2] and after[3] <= before[3]
     rows = np.where(keep[:, None, None], rows, np.arange(config.ou_rows))
     cols = np.where(keep[:, None, None], cols, np.arange(cols.shape[-1]))

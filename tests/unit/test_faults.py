@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
 from bitline.hw.spec.config import AcceleratorConfig, preset
 from bitline.hw.spec.program import Program, entry_columns
 from bitline.hw.spec.validate import validate_program
