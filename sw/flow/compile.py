@@ -194,7 +194,7 @@ def sized_quantization(model, spec, calib_x: np.ndarray, config: AcceleratorConf
     """The quantizing half of :func:`size_hardware` (``--xbars auto``).
 
     Raises the layer-job capacity and ``max_weight_bits`` as the network and the spec need
-    and quantizes (once per ``(spec, config digest)`` in ``qmodels``; only specs given by
+    and quantizes (once per ``(spec, config digest, pinned)`` in ``qmodels``; only specs given by
     name or path are cached, a spec object may be edited later). Returns
     ``(config, qmodel, records)``: the config with those fields raised, the quantized
     model and the :class:`Sizing` records. ``scripts/bench_compile.py`` times it as the
@@ -205,7 +205,7 @@ def sized_quantization(model, spec, calib_x: np.ndarray, config: AcceleratorConf
     records = _capacity_sizing(model, config)
     config = _apply(config, records)
     cache = qmodels if qmodels is not None and isinstance(spec, (str, Path)) else {}
-    key = (str(spec), config.digest)
+    key = (str(spec), config.digest, config.pinned)     # a pinned field refuses, not sizes
     if key not in cache:
         cache[key] = _weight_sizing(model, None if spec is None else load_spec(spec),
                                     calib_x, config)

@@ -259,3 +259,24 @@ def test_debug_shows_the_traceback_of_an_input_error_too(tmp_path):
     assert run_cli("config", "show", "--config", config)[0] == 2
     with pytest.raises(ValueError, match="preset must be a preset name"):
         run_cli("--debug", "config", "show", "--config", config)
+
+
+def test_a_pinned_max_weight_bits_refuses_wider_weights_even_after_a_cached_sizing(tmp_path):
+    """adaptivfloat8 needs more magnitude planes than 8-bit weights hold: unpinned, the
+    sizing raises max_weight_bits; pinned, the same (cached) quantization is refused."""
+    from bitline.hw.spec.config import preset
+    from bitline.sw.flow import calibration_inputs, resolve_target
+    from bitline.sw.flow.compile import sized_quantization
+
+    spec = write_toml(tmp_path / "af8.toml", '[weights]\nscheme = "adaptivfloat"\nbits = 8\n')
+    model = resolve_target("digits-cnn").model
+    calib_x, _ = calibration_inputs(model, None, model_name="digits-cnn")
+    cache: dict = {}
+    config, _, records = sized_quantization(model, str(spec), calib_x, preset("bwq"),
+                                            qmodels=cache)
+    assert [record.field for record in records] == ["max_weight_bits"]
+    assert config.max_weight_bits > 8
+    with pytest.raises(ValueError, match=r"magnitude bit planes.*the config sets "
+                                         r"max_weight_bits = 8; raise it"):
+        sized_quantization(model, str(spec), calib_x,
+                           preset("bwq").replace(pinned={"max_weight_bits"}), qmodels=cache)
