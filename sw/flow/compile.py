@@ -1,5 +1,10 @@
 """The compile steps 3-7 (see :mod:`bitline.sw.flow`): size the hardware, quantize, map,
-validate, write the bundle."""
+validate, write the bundle.
+
+A little over 600 lines: the steps and the placement / copy allocation that reshapes their
+program stay in one module, so the sizing rule (which fields are sized, which pinned ones are
+refused) is read in one place.
+"""
 
 from __future__ import annotations
 
