@@ -157,6 +157,10 @@ def _weight_rule(fields: _Fields, *, required: bool,
         return None
     if scheme is None:
         scheme = inherit.scheme if inherit else "int"
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
+        # checked before the width lookups below, which index tables by the scheme
+        raise fields.error("scheme", f"unknown scheme {scheme!r}; known schemes are "
+                           f"{', '.join(SCHEMES)}")
     if bits is None:
         if inherit is not None and inherit.scheme == scheme:
             bits = inherit.bits
@@ -166,9 +170,6 @@ def _weight_rule(fields: _Fields, *, required: bool,
             raise fields.error("bits", f"is required for scheme {scheme!r}")
     if granularity is None:
         granularity = inherit.granularity if inherit else "channel"
-    if scheme not in SCHEMES:
-        raise fields.error("scheme", f"unknown scheme {scheme!r}; known schemes are "
-                           f"{', '.join(SCHEMES)}")
     try:
         check_scheme(scheme, bits, where="x")
     except ValueError as error:

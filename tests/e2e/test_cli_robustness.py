@@ -280,3 +280,12 @@ def test_a_pinned_max_weight_bits_refuses_wider_weights_even_after_a_cached_sizi
                                          r"max_weight_bits = 8; raise it"):
         sized_quantization(model, str(spec), calib_x,
                            preset("bwq").replace(pinned={"max_weight_bits"}), qmodels=cache)
+
+
+@pytest.mark.parametrize("value", ['["int"]', "{a = 1}", "3", "true", "nan"])
+def test_a_scheme_of_the_wrong_type_is_a_clear_error(tmp_path, value):
+    """The scheme was used as a table key before it was checked (TypeError / KeyError)."""
+    spec = write_toml(tmp_path / "spec.toml", f"[weights]\nscheme = {value}\nbits = 4\n")
+    code, err = run_cli("quant", "template", "digits-cnn", "--quant", spec,
+                        "-o", tmp_path / "t.toml")
+    assert code == 2 and "weights.scheme: unknown scheme" in err and INTERNAL not in err
