@@ -7,6 +7,8 @@ Public entry points:
   (layers on consecutive crossbar units; ``xbars="auto"`` sizes ``n_xbars``);
 * :func:`map_matrix` — the pure mapping of an integer ``(O, K)`` matrix (what the two above
   call), and :func:`reconstruct_matrix`, its inverse.
+* :func:`fault_aware` — a mapped :class:`Program` placed for a chip's stuck cells
+  (:class:`StuckMap`; :mod:`.faults`, docs/analog.md "Fault-aware mapping").
 
 Strategies (:data:`STRATEGIES`): ``isaac`` (:mod:`.isaac`), ``ivq-naive``, ``ivq-spatial``,
 ``ivq-temporal`` (:mod:`.ivq`) and ``bwq`` (:mod:`.bwq`); the layouts are described in
@@ -20,6 +22,7 @@ import numpy as np
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.program import ENCODINGS, STRATEGIES, LayerProgram, Program, empty_entries
 from bitline.sw.mapping.bwq import check_block_bits, place_bwq
+from bitline.sw.mapping.faults import StuckMap, fault_aware
 from bitline.sw.mapping.isaac import place_isaac
 from bitline.sw.mapping.ivq import place_naive, place_spatial, place_temporal
 from bitline.sw.mapping.inverse import reconstruct_matrix
@@ -38,6 +41,8 @@ __all__ = [
     "map_layer",
     "map_model",
     "map_matrix",
+    "fault_aware",
+    "StuckMap",
     "reconstruct_matrix",
     "relocate",
     "spread_counts",
