@@ -254,9 +254,10 @@ def calibrate_activations(
     ------
     ValueError
         For an unknown tensor name in ``tensor_bits``, a conflicting width of an inheriting
-        tensor, a bad rule / width, a calibration batch of the wrong shape, a model with
-        nothing to quantize (:func:`check_quantizable`) or a forward pass over
-        :data:`CALIBRATION_MEMORY_LIMIT` (:func:`check_calibration_size`).
+        tensor, a bad rule / width, a calibration batch of the wrong shape, a tensor
+        that is not finite (NaN, infinity), a model with nothing to quantize
+        (:func:`check_quantizable`) or a forward pass over :data:`CALIBRATION_MEMORY_LIMIT`
+        (:func:`check_calibration_size`).
     """
     check_quantizable(model)
     calib_x = np.asarray(calib_x, dtype=np.float32)
@@ -278,6 +279,12 @@ def calibrate_activations(
     def calibrate(name: str, signed: bool) -> ActParams:
         width = tensor_bits.get(name, bits)
         tensor = values[name]
+        if not np.isfinite(tensor).all():
+            # an overflow (float32 weights near 3e38) or a NaN input: a threshold from it
+            # would fall back to T = 1 and quantize every value wrongly
+            raise ValueError(f"model {model.name}: tensor {name} is not finite on the "
+                             "calibration inputs (NaN or infinity: an input, or a float "
+                             "overflow of the weights)")
         signed = signed or bool(np.any(tensor < 0))
         threshold = clip_threshold(tensor, width, signed, rule=rule, percentile=percentile,
                                    seed=seed)

@@ -289,3 +289,18 @@ def test_a_scheme_of_the_wrong_type_is_a_clear_error(tmp_path, value):
     code, err = run_cli("quant", "template", "digits-cnn", "--quant", spec,
                         "-o", tmp_path / "t.toml")
     assert code == 2 and "weights.scheme: unknown scheme" in err and INTERNAL not in err
+
+
+@pytest.mark.parametrize("fill", [3e38, np.nan])
+def test_weights_whose_float_model_is_not_finite_are_refused(tmp_path, fill):
+    """Huge float32 weights overflow the float model (and NaN weights are NaN): calibration
+    would fall back to a threshold of 1 and compile a wrong program with exit 0."""
+    weight = numpy_helper.from_array(np.full((3, 4), fill, np.float32), "w")
+    path = onnx_model(tmp_path / "w.onnx",
+                      [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1)], [1, 4], [1, 3],
+                      [weight])
+    with np.errstate(over="ignore", invalid="ignore"):
+        code, err = run_cli("compile", path, "-s", "bwq", "-o", tmp_path / "out")
+    assert code == 2 and INTERNAL not in err, err
+    assert "not finite" in err or "NaN or infinity" in err
+    assert not (tmp_path / "out" / "manifest.json").exists()
