@@ -115,6 +115,8 @@ def _pack_cells(config: AcceleratorConfig, units: np.ndarray, cells: np.ndarray,
     """
     _, head_bytes, row_bits, unit_bits = _cells_geometry(config)
     count = len(units)
+    if count == 0:       # every weight of the network is zero: no cell is programmed
+        return b""
     units = np.asarray(units, dtype=np.int64)
     sources = units if sources is None else np.asarray(sources, dtype=np.int64)
     word = units | (sources << unit_bits)
@@ -145,7 +147,7 @@ def _unpack_cells(config: AcceleratorConfig, blob: bytes, place: BundlePlace):
     body = raw[:, head_bytes:].reshape(count, config.rows, row_bits // 8)
     bits = np.unpackbits(body, axis=2, bitorder="little")
     level_bits = config.cols * config.cell_bits
-    pad = bits[..., level_bits:].reshape(count, -1)
+    pad = bits[..., level_bits:].reshape(count, config.rows * (row_bits - level_bits))
     index = _first(pad.any(axis=1))
     if index is not None:
         row = _first(bits[index, :, level_bits:].any(axis=1))

@@ -304,3 +304,27 @@ def test_weights_whose_float_model_is_not_finite_are_refused(tmp_path, fill):
     assert code == 2 and INTERNAL not in err, err
     assert "not finite" in err or "NaN or infinity" in err
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_a_network_of_zero_weights_compiles_and_runs(tmp_path):
+    """All weights zero: no cell is programmed (an empty CELLS section), the bundle writes
+    and reads back, and golden and executor both give the bias-only outputs."""
+    w = numpy_helper.from_array(np.zeros((4, 1, 3, 3), np.float32), "w")
+    b = numpy_helper.from_array(np.array([0.1, -0.2, 0.3, 0.0], np.float32), "b")
+    wf = numpy_helper.from_array(np.zeros((10, 4 * 6 * 6), np.float32), "wf")
+    model = onnx_model(tmp_path / "zero.onnx",
+                       [helper.make_node("Conv", ["x", "w", "b"], ["c"]),
+                        helper.make_node("Relu", ["c"], ["r"]),
+                        helper.make_node("Flatten", ["r"], ["f"]),
+                        helper.make_node("Gemm", ["f", "wf"], ["y"], transB=1)],
+                       [1, 1, 8, 8], [1, 10], [w, b, wf])
+    x = tmp_path / "x.npy"
+    np.save(x, np.random.default_rng(0).uniform(0, 1, (3, 1, 8, 8)).astype(np.float32))
+    assert run_cli("compile", model, "-s", "bwq", "-o", tmp_path / "out")[0] == 0
+    outputs = []
+    for backend in ("golden", "executor"):
+        code, err = run_cli("run", tmp_path / "out", "--input", x, "-o",
+                            tmp_path / f"{backend}.npz", "-b", backend)
+        assert code == 0, err
+        outputs.append(np.load(tmp_path / f"{backend}.npz")["output_int"])
+    np.testing.assert_array_equal(*outputs)
