@@ -397,8 +397,25 @@ def _run_step(step: _Step, setup: list[str], out: Path, env: dict[str, str],
         detail = _tail(out / f"{TOP_NAME}.tim") if step.variable.startswith("NEXTPNR") \
             else _tail(step_log)
         raise FPGABuildError(f"{step.name} failed (exit {process.returncode}); see "
-                             f"{step_log}:\n{detail}")
+                             f"{step_log}:\n{detail}{_known_failure_hint(step_log)}")
     return elapsed
+
+
+def _known_failure_hint(step_log: Path) -> str:
+    """A way around a known tool failure the log shows, or ``""`` (docs/fpga.md section 4).
+
+    The YoWASP Yosys 0.70 asserts in ABC9's reintegration on some designs (the 4-unit
+    128x128 build); the flow does not switch mappers by itself (no silent fallback).
+    """
+    try:
+        text = step_log.read_text(errors="replace")
+    except OSError:
+        return ""
+    if "abc_ops_reintegrate" in text or ("ABC9" in text and "Assert" in text):
+        return (f"\nhint: this Yosys asserts in ABC9's LUT mapping on some designs; rerun with "
+                f"{CLASSIC_ABC_VARIABLE}=1 to map LUTs with the classic ABC (not "
+                "timing-driven; docs/fpga.md section 4)")
+    return ""
 
 
 def _report(spec, config, top, *, baud: int, seed: int, seconds: dict[str, float],

@@ -506,3 +506,17 @@ def test_board_run_without_a_board_fails_clearly(tmp_path):
                                       str(tmp_path / "x.npy")])
     assert "board on loop://: PING was answered with 00, which does not end with ACK" \
         in result.output
+
+
+def test_a_known_yosys_assert_names_the_way_around_it(tmp_path):
+    """The YoWASP Yosys ABC9 assert (docs/fpga.md section 4) gets a hint naming the
+    classic-ABC switch; another failure gets none (the flow never switches by itself)."""
+    from bitline.hw.toolchain import fpga
+
+    log = tmp_path / "synth.log"
+    log.write_text("ABC_OPS_REINTEGRATE pass\nERROR: Assert `wire` failed in "
+                   "passes/techmap/abc_ops_reintegrate.cc:596.\n")
+    assert fpga.CLASSIC_ABC_VARIABLE + "=1" in fpga._known_failure_hint(log)
+    log.write_text("ERROR: Module `top' not found!\n")
+    assert fpga._known_failure_hint(log) == ""
+    assert fpga._known_failure_hint(tmp_path / "missing.log") == ""
