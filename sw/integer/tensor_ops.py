@@ -74,6 +74,25 @@ def global_avgpool(codes: np.ndarray) -> np.ndarray:
     return (2 * total + count) // (2 * count)
 
 
+def _common_shift(op: str, mult, shift, count: int) -> tuple[np.ndarray, int]:
+    """Return ``(mult, sh)`` of a rescaling host layer: ``count`` multipliers, one shift.
+
+    The add, concat and LeakyReLU layers all rescale at one common shift
+    (docs/contract.md section 3); anything else is a malformed layer.
+
+    Raises
+    ------
+    ValueError
+        If ``mult`` does not hold ``count`` values or the shifts are not one common value.
+    """
+    mult = np.asarray(mult, dtype=np.int64).reshape(-1)
+    shift = np.asarray(shift, dtype=np.int64).reshape(-1)
+    if mult.shape != (count,) or shift.size == 0 or np.any(shift != shift[0]):
+        raise ValueError(f"{op} needs {count} multipliers and one common shift, not "
+                         f"mult={mult.tolist()} shift={shift.tolist()}")
+    return mult, int(shift[0])
+
+
 def add(
     qa: np.ndarray,
     qb: np.ndarray,
@@ -99,15 +118,11 @@ def add(
     qb = np.asarray(qb, dtype=np.int64)
     if qa.shape != qb.shape:
         raise ValueError(f"add operands differ in shape: {qa.shape} and {qb.shape}")
-    mult = np.asarray(mult, dtype=np.int64).reshape(-1)
-    shift = np.asarray(shift, dtype=np.int64).reshape(-1)
-    if mult.shape != (2,) or shift.shape != (2,) or shift[0] != shift[1]:
-        raise ValueError(
-            f"add needs mult and shift of shape (2,) with one common shift, not "
-            f"mult={mult.tolist()} shift={shift.tolist()}"
-        )
+    if np.asarray(shift).size != 2:
+        raise ValueError(f"add needs a shift per operand, not shift={np.asarray(shift).tolist()}")
+    mult, sh = _common_shift("add", mult, shift, 2)
     total = mult[0] * (qa - a.zero_point) + mult[1] * (qb - b.zero_point)
-    y = int(zero_point) + rounding_shift(total, shift[0])
+    y = int(zero_point) + rounding_shift(total, sh)
     return np.clip(y, int(clamp_lo), int(clamp_hi))
 
 
@@ -152,19 +167,16 @@ def concat(
         If the inputs differ in any axis but the channels or the shifts differ.
     """
     parts = [np.asarray(part, dtype=np.int64) for part in parts]
-    mult = np.asarray(mult, dtype=np.int64).reshape(-1)
-    shift = np.asarray(shift, dtype=np.int64).reshape(-1)
-    if mult.shape != (len(parts),) or shift.shape != mult.shape or np.any(shift != shift[0]):
-        raise ValueError(
-            f"concat of {len(parts)} inputs needs one multiplier per input and one common "
-            f"shift, not mult={mult.tolist()} shift={shift.tolist()}"
-        )
+    if np.asarray(shift).size != len(parts):
+        raise ValueError(f"concat of {len(parts)} inputs needs a shift per input, not "
+                         f"shift={np.asarray(shift).tolist()}")
+    mult, sh = _common_shift(f"concat of {len(parts)} inputs", mult, shift, len(parts))
     if any(part.shape[:1] + part.shape[2:] != parts[0].shape[:1] + parts[0].shape[2:]
            for part in parts):
         raise ValueError(f"concat inputs differ beyond the channels: "
                          f"{[part.shape for part in parts]}")
     scaled = [
-        int(zero_point) + rounding_shift(m * (part - act.zero_point), shift[0])
+        int(zero_point) + rounding_shift(m * (part - act.zero_point), sh)
         for part, act, m in zip(parts, params, mult)
     ]
     return np.clip(np.concatenate(scaled, axis=1), int(clamp_lo), int(clamp_hi))
@@ -186,15 +198,13 @@ def leaky_relu(
     (``alpha_c * s_x / s_y``) in channel ``c`` where ``d < 0``; one common ``sh``.
     """
     codes = np.asarray(codes, dtype=np.int64)
-    mult = np.asarray(mult, dtype=np.int64).reshape(-1)
     channels = codes.shape[1]
-    if mult.shape != (1 + channels,):
-        raise ValueError(f"leaky_relu on {channels} channels needs {1 + channels} multipliers, "
-                         f"not {mult.size}")
+    # One shift for every multiplier (a differing one used to be ignored silently).
+    mult, sh = _common_shift(f"leaky_relu on {channels} channels", mult, shift, 1 + channels)
     negative = mult[1:].reshape((1, -1) + (1,) * (codes.ndim - 2))
     delta = codes - act.zero_point
     product = np.where(delta >= 0, mult[0] * delta, negative * delta)
-    y = int(zero_point) + rounding_shift(product, int(np.asarray(shift).reshape(-1)[0]))
+    y = int(zero_point) + rounding_shift(product, sh)
     return np.clip(y, int(clamp_lo), int(clamp_hi))
 
 

@@ -147,3 +147,22 @@ def test_bundle_round_trip_keeps_output_transform_concat_and_leaky_relu(tmp_path
     assert np.array_equal(got.output_int, want.output_int)
     np.testing.assert_allclose(np.exp(got.output).sum(axis=1), 1.0, rtol=1e-9)
     np.testing.assert_allclose(got.output, want.output, rtol=1e-12)
+
+
+def test_host_layers_refuse_shifts_that_are_not_common():
+    """add, concat and leaky_relu rescale at one shift; a differing shift is an error in each
+    (leaky_relu used to take the first shift and ignore the others)."""
+    from bitline.sw.integer.qmodel import ActParams
+    from bitline.sw.integer.tensor_ops import add, concat, leaky_relu
+
+    act = ActParams(scale=0.1, zero_point=3, bits=8)
+    codes = np.arange(12, dtype=np.int64).reshape(1, 3, 2, 2)
+    with pytest.raises(ValueError, match="leaky_relu on 3 channels needs 4 multipliers and "
+                                         "one common shift"):
+        leaky_relu(codes, act, [8, 1, 1, 1], [3, 3, 4, 3], 0, 0, 255)
+    with pytest.raises(ValueError, match="concat of 2 inputs needs 2 multipliers"):
+        concat([codes, codes], [act, act], [8, 8], [3, 4], 0, 0, 255)
+    with pytest.raises(ValueError, match="add needs 2 multipliers"):
+        add(codes, codes, act, act, [8, 8], [3, 4], 0, 0, 255)
+    # The same layers with one common shift run.
+    assert leaky_relu(codes, act, [8, 1, 1, 1], [3, 3, 3, 3], 0, 0, 255).shape == codes.shape
