@@ -102,7 +102,9 @@ def write_bundle(out_dir: str | Path, program: Program, qmodel: QuantizedModel) 
     manifest = json.loads(json.dumps(build_manifest(program, qmodel, tables, image)))
     text = json.dumps(seal_manifest(manifest, arrays), indent=1)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    _remove_leftovers(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-",
+                                    dir=out.parent))
     try:
         (staging / IMAGE_FILE).write_bytes(image)
         with open(staging / REFERENCE_FILE, "wb") as handle:
@@ -114,6 +116,36 @@ def write_bundle(out_dir: str | Path, program: Program, qmodel: QuantizedModel) 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove the hidden ``.NAME.partial-PID-*`` / ``.NAME.old-PID-*`` siblings of ``out``
+    that a writer killed outright (SIGKILL, power loss) left behind.
+
+    Only folders whose writer process ``PID`` no longer runs on this machine are removed, so
+    a concurrent writer's staging folder is never touched; names without a PID (older
+    versions) are left alone.
+    """
+    for kind in ("partial", "old"):
+        for leftover in out.parent.glob(f".{out.name}.{kind}-*-*"):
+            pid = leftover.name[len(f".{out.name}.{kind}-"):].split("-", 1)[0]
+            if pid.isdigit() and leftover.is_dir() and not _process_alive(int(pid)):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (``os.kill(pid, 0)`` probes it)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:     # it runs, under another user
+        return True
+    except OSError:
+        return True             # cannot tell: keep it
+    return True
 
 
 def _umask() -> int:
@@ -140,7 +172,7 @@ def _replace_folder(staging: Path, out: Path) -> None:
     if not out.exists():
         os.replace(staging, out)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
     os.replace(out, old / "bundle")
     try:
         os.replace(staging, out)

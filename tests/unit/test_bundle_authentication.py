@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import warnings
 
@@ -313,3 +314,24 @@ def test_program_copies_of_the_record_are_checked(bundle, key, value):
                                           rf"disagrees with image.bin section LAYERS record 0 "
                                           rf"field {key}"):
         read_bundle(bundle)
+
+
+def test_leftovers_of_a_killed_writer_are_removed(tmp_path, compiled):
+    """A writer killed outright leaves ``.b.partial-PID-*``; the next write removes it when
+    that process is gone, and leaves a live writer's folder (and unrelated names) alone."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f".b.partial-{dead_pid}-abc"
+    stale_old = tmp_path / f".b.old-{dead_pid}-xyz"
+    live = tmp_path / f".b.partial-{os.getppid()}-def"     # the test runner's parent runs
+    other = tmp_path / f".c.partial-{dead_pid}-ghi"        # another bundle's leftover
+    for folder in (stale, stale_old, live, other):
+        folder.mkdir()
+        (folder / "image.bin").write_bytes(b"x")
+    write_bundle(tmp_path / "b", compiled[0].program, compiled[0].qmodel)
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert names == sorted(["b", live.name, other.name])
