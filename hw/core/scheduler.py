@@ -9,8 +9,8 @@ A layer job runs ``n_vectors`` input vectors through the units of one layer
 2. **compute** -- when the vector is loaded and the previous vector's partial sums have been
    read out, the banks ``swap`` and every unit of the layer gets ``go``: each unit's OU
    controller walks its own entries in parallel. When no unit is busy any more the scheduler
-   waits ``adc_latency`` cycles (:func:`~bitline.hw.spec.timing.pipeline_latency`) for the last
-   codes to be accumulated.
+   waits ``adc_latency + ACCUMULATE_CYCLES - 1`` cycles
+   (:func:`~bitline.hw.spec.timing.pipeline_latency`) for the last codes to be accumulated.
 3. **drain** -- channels ``0 .. n_outputs - 1``, one per cycle, are read (and cleared) from
    every unit's partial sums into the reduction / output-unit pipeline. A credit counter
    (outputs issued but not yet taken by the host) keeps the output FIFO from overflowing;
@@ -44,7 +44,7 @@ from amaranth.lib.wiring import In, Out
 from bitline.hw.spec.config import AcceleratorConfig, clog2
 from bitline.hw.spec.encoding import lane_bits, layer_layout
 from bitline.hw.spec.registers import VECTOR_BITS
-from bitline.hw.spec.timing import DRAIN_STAGES
+from bitline.hw.spec.timing import ACCUMULATE_CYCLES, DRAIN_STAGES
 
 __all__ = ["Scheduler", "OUTPUT_FIFO_DEPTH", "input_sum_bits", "lanes_layout", "load_layout",
            "unit_lane"]
@@ -144,7 +144,9 @@ class Scheduler(wiring.Component):
         in_index = Signal(clog2(config.max_in_features))
         shadow_full = Signal()
         channel = Signal(range(config.max_out_channels))
-        tail = Signal(range(config.adc_latency + 1))
+        # cycles from the last strobe on the port to its codes in the partial sums
+        accumulate_wait = config.adc_latency + ACCUMULATE_CYCLES - 1
+        tail = Signal(range(accumulate_wait + 1))
         outstanding = Signal(range(OUTPUT_FIFO_DEPTH + 1))
         go = Signal()
 
@@ -238,8 +240,8 @@ class Scheduler(wiring.Component):
             with m.State("COMPUTE"):
                 m.d.comb += self.busy.eq(1)
                 with m.If(~go & (self.units_busy == 0)):
-                    if config.adc_latency:
-                        m.d.sync += tail.eq(config.adc_latency - 1)
+                    if accumulate_wait:
+                        m.d.sync += tail.eq(accumulate_wait - 1)
                         m.next = "TAIL"
                     else:
                         m.d.sync += channel.eq(0)

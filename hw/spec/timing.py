@@ -58,8 +58,10 @@ ENTRY_FETCH_CYCLES = 2
 #: the ADC mux delays the port's other members alike).
 ROW_SELECT_CYCLES = 3
 #: Cycles from valid ADC codes to partial sums readable by the drain: the shift-and-add's
-#: write stage (its read-modify-write pipeline forwards, so it never stalls).
-ACCUMULATE_CYCLES = 1
+#: input register and its write stage (its read-modify-write pipeline forwards, so it never
+#: stalls; :mod:`bitline.hw.unit.shift_add`). The input register cuts the FPGA's path from the
+#: emulator's OU sum through the term's shift and negation (docs/fpga.md section 4).
+ACCUMULATE_CYCLES = 2
 
 #: The drain pipeline, stage by stage (each one register): partial-sum memory read,
 #: per-unit lane sum in two steps (pairs, then their sum: :mod:`bitline.hw.unit.shift_add`),

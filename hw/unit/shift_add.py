@@ -2,7 +2,11 @@
 
 Each ADC lane ``a`` owns a partial-sum memory (``channels`` words of ``acc_bits`` plus a
 *touched* bit) so the ``adcs_per_xbar`` updates of one conversion never compete for a write
-port, whatever their destinations. A lane is a two-stage read-modify-write pipeline:
+port, whatever their destinations. The updates are registered at the input (the ADC code
+arrives combinationally from the crossbar port: the emulator's OU sum and clip, the FPGA's
+longest path with the shift and negation below behind it; docs/fpga.md section 4); then a
+lane is a two-stage read-modify-write pipeline, so an update is written
+:data:`~bitline.hw.spec.timing.ACCUMULATE_CYCLES` (two) cycles after it arrives:
 
 * stage A: read ``psum[dest]``; form ``term = (-1)**sign * (code << shift)``;
 * stage B: ``psum[dest] = old + term`` (touched = 1), where ``old`` is the memory's word or,
@@ -85,13 +89,17 @@ class ShiftAdd(wiring.Component):
         address_bits = clog2(self.channels)
         lane_values = []
         lane_touched = []
+        # input register: the ports' codes and the tags, one cycle before stage A
+        updates = Signal.like(self.updates.payload)
+        updates_valid = Signal()
+        m.d.sync += [updates.eq(self.updates.payload), updates_valid.eq(self.updates.valid)]
         for lane in range(config.adcs_per_xbar):
             memory = Memory(shape=word.size, depth=self.channels, init=[])
             m.submodules[f"psum{lane}"] = memory
             read = memory.read_port()
             write = memory.write_port()
             stored = word(read.data)
-            update = self.updates.payload[lane]
+            update = updates[lane]
 
             # stage A: read the accumulator, form the term
             magnitude = update.code << update.shift
@@ -101,7 +109,7 @@ class ShiftAdd(wiring.Component):
             dest_b = Signal(address_bits, name=f"dest_b{lane}")
             term_b = Signal(signed(config.acc_bits), name=f"term_b{lane}")
             m.d.sync += [
-                valid_b.eq(self.updates.valid & update.valid),
+                valid_b.eq(updates_valid & update.valid),
                 dest_b.eq(update.dest),
                 term_b.eq(term),
             ]

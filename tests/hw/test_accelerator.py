@@ -162,7 +162,7 @@ def test_generation_rejects_out_of_range_programs_and_configs():
 def test_timing_formula():
     config = small_config()
     p = pipeline_latency(config)
-    assert p == 2 + 3 + 1 + 1  # entry fetch, row select, adc_latency, accumulate
+    assert p == 2 + 3 + 1 + 2  # entry fetch, row select, adc_latency, accumulate (input, write)
     # load-bound: K dominates the per-vector period (Q = 10 drain stages)
     assert layer_cycles(config, 100, 2, 3, [10]) == 100 + 2 * 100 + (10 + 2 + p) + 10
     # compute-bound

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bitline.hw.spec.timing import DRAIN_STAGES
+from bitline.hw.spec.timing import ACCUMULATE_CYCLES, DRAIN_STAGES
 from bitline.hw.unit.adc_mux import total_shift_bits
 from bitline.hw.unit.shift_add import ShiftAdd
 
@@ -58,7 +58,8 @@ def run_batches(config, batches, channels):
                     ctx.set(payload.code, code)
                 await ctx.tick()
             ctx.set(dut.updates.valid, 0)
-            await ctx.tick()  # the last update's write stage
+            for _ in range(ACCUMULATE_CYCLES):  # the last update's input and write stages
+                await ctx.tick()
             values = []
             for channel in range(channels + DRAIN_STAGES.index("unit_sum")):
                 ctx.set(dut.drain.valid, int(channel < channels))

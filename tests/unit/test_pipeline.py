@@ -14,7 +14,7 @@ from bitline.hw.spec.timing import copy_shares, drain_latency, layer_cycles, pip
 from bitline.sw.perf import unit_area_mm2
 from bitline.sw.perf.pipeline import Budget, Placement, Stage, allocate, parse_budget
 
-CONFIG = preset("bwq")          # P = 7, Q = 10, one conversion per read
+CONFIG = preset("bwq")          # P = 8, Q = 10, one conversion per read
 
 
 def three_layers() -> list[Stage]:
@@ -27,11 +27,11 @@ def three_layers() -> list[Stage]:
 
 
 def test_stage_formula_by_hand():
-    assert pipeline_latency(CONFIG) == 7
-    # l1: B = 10 + 16 + 7 = 33 > K = 27, so T(m) = 27 + (m - 1) * 33 + 33 + 10.
-    assert layer_cycles(CONFIG, 27, 16, 16, [10]) == 27 + 15 * 33 + 33 + 10 == 565
+    assert pipeline_latency(CONFIG) == 8
+    # l1: B = 10 + 16 + 8 = 34 > K = 27, so T(m) = 27 + (m - 1) * 34 + 34 + 10.
+    assert layer_cycles(CONFIG, 27, 16, 16, [10]) == 27 + 15 * 34 + 34 + 10 == 581
     # Two copies: eight vectors each.
-    assert layer_cycles(CONFIG, 27, 16, 16, [10], copies=2) == 27 + 7 * 33 + 33 + 10 == 301
+    assert layer_cycles(CONFIG, 27, 16, 16, [10], copies=2) == 27 + 7 * 34 + 34 + 10 == 309
     # Three copies of 16 vectors: shares 6, 6, 4; the job lasts as long as a share of 6.
     assert layer_cycles(CONFIG, 27, 16, 16, [10], copies=3) == layer_cycles(
         CONFIG, 27, 16, 6, [10])
@@ -42,12 +42,12 @@ def test_stage_formula_by_hand():
 
 
 @pytest.mark.parametrize("budget, copies, cycles, units", [
-    (9, (1, 1, 1), (565, 665, 335), 9),       # one copy each: l2 (K-bound) is the bottleneck
-    (12, (1, 2, 1), (565, 377, 335), 12),     # l2 halves its vectors; l1 is next
-    (14, (2, 2, 1), (301, 377, 335), 14),
-    (17, (2, 2, 1), (301, 377, 335), 14),     # 3 copies of l2 still leave a share of 2
-    (20, (2, 4, 1), (301, 233, 335), 20),     # l3 (one vector) cannot go faster
-    (100, (2, 4, 1), (301, 233, 335), 20),    # the fewest units reaching that bottleneck
+    (9, (1, 1, 1), (581, 666, 336), 9),       # one copy each: l2 (K-bound) is the bottleneck
+    (12, (1, 2, 1), (581, 378, 336), 12),     # l2 halves its vectors; l1 is next
+    (14, (2, 2, 1), (309, 378, 336), 14),
+    (17, (2, 2, 1), (309, 378, 336), 14),     # 3 copies of l2 still leave a share of 2
+    (20, (2, 4, 1), (309, 234, 336), 20),     # l3 (one vector) cannot go faster
+    (100, (2, 4, 1), (309, 234, 336), 20),    # the fewest units reaching that bottleneck
 ])
 def test_allocator_three_layers_by_hand(budget, copies, cycles, units):
     allocation = allocate(three_layers(), CONFIG, budget)
