@@ -7,9 +7,10 @@ one compile's "size hardware" step chose, so ``n_xbars``, ``max_entries`` ... ar
 network needs with the default ``--xbars auto``) and each unit's entry memory holds exactly
 the entries the program issues on its busiest unit. With a bundle *and* a config, the config
 is the requested base: it may differ from the bundle's only in the fields that step sizes
-(:data:`SIZED_FIELDS`; each such difference is reported, even for a field the config file
-sets: the image only runs on its own config, so the bundle decides), it must have the units
-the bundle uses, and anything else that differs is a ``ValueError`` naming the fields.
+(:data:`SIZED_FIELDS`; each such difference is reported), it must have the units the
+bundle uses, and anything else that differs is a ``ValueError`` naming the fields. A sized
+field the config *file* sets (``AcceleratorConfig.pinned``) is the user's: a bundle that
+differs in it is refused too (the user described a chip the bundle does not run on).
 """
 
 from __future__ import annotations
@@ -35,15 +36,18 @@ def hardware_for_bundle(bundle_config: AcceleratorConfig, hardware: AcceleratorC
 
     The image's record layouts depend on the whole config (and its digest is checked by the
     loader), so the generated hardware is the bundle's config; the requested one may differ
-    from it only in :data:`SIZED_FIELDS` and must have the units the bundle uses
-    (``ValueError`` naming the differences otherwise).
+    from it only in :data:`SIZED_FIELDS` it does not pin (``hardware.pinned``: keys its
+    config file sets) and must have the units the bundle uses (``ValueError`` naming the
+    differences otherwise).
     """
     if xbars_used > hardware.n_xbars:
         raise ValueError(f"the bundle needs {xbars_used} crossbar units, the hardware has "
                          f"n_xbars = {hardware.n_xbars}")
     ours, theirs = hardware.to_dict(), bundle_config.to_dict()
-    differences = [f"{key} {theirs[key]!r} (hardware {ours[key]!r})"
-                   for key in ours if ours[key] != theirs[key] and key not in SIZED_FIELDS]
+    differences = [f"{key} {theirs[key]!r} (hardware {ours[key]!r}"
+                   f"{', set by the config file' if key in SIZED_FIELDS else ''})"
+                   for key in ours if ours[key] != theirs[key]
+                   and (key not in SIZED_FIELDS or key in hardware.pinned)]
     if differences:
         raise ValueError("the bundle was compiled for another accelerator config: "
                          + ", ".join(differences))

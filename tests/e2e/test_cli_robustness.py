@@ -135,18 +135,26 @@ def test_config_show_comments_the_sized_fields_unless_pinned(tmp_path):
     assert "\nn_xbars = 3\n" in text and "\n# max_entries = " in text
 
 
-def test_verilog_with_a_bundle_keeps_its_rule_for_sized_fields(tmp_path):
+def test_verilog_with_a_bundle_refuses_a_sized_field_the_file_sets(tmp_path):
     """verilog/fpga --bundle: the image only runs on its own config, so a sized field the
-    file sets may differ from the bundle's and is reported (not refused)."""
+    config file sets (pinned) must equal the bundle's, or the command is refused naming it;
+    a sized field the file leaves unset is sized by the bundle and reported."""
     from bitline.sw.flow.hardware import choose_hardware
 
     out = tmp_path / "out"
     assert run_cli("compile", "digits-cnn", "-s", "bwq", "-o", out, "-q")[0] == 0
     pinned = write_toml(tmp_path / "pinned.toml",
                         "[accelerator]\nn_xbars = 40\nmax_entries = 70000\n")
-    choice = choose_hardware(str(pinned), None, str(out))
-    assert choice.config.n_xbars < 40
-    assert any(note.startswith("max_entries sized from 70000") for note in choice.notes)
+    code, err = run_cli("verilog", "--bundle", out, "--config", pinned, "-o", tmp_path / "v")
+    assert code == 2 and INTERNAL not in err, err
+    assert "n_xbars" in err and "(hardware 40, set by the config file)" in err
+    assert "max_entries" in err and "(hardware 70000, set by the config file)" in err
+    assert not (tmp_path / "v").exists()
+    bundle_config = json.loads((out / "manifest.json").read_text())["config"]
+    same = write_toml(tmp_path / "same.toml",
+                      f"[accelerator]\nn_xbars = {bundle_config['n_xbars']}\n")
+    choice = choose_hardware(str(same), None, str(out))     # the same pinned value is fine
+    assert choice.config.to_dict() == bundle_config
 
 
 # ------------------------------------------------------------------ the named crashes

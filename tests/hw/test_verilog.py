@@ -210,7 +210,8 @@ def test_cli_bundle_preloaded_and_too_few_crossbars(tmp_path, capsys):
 def test_cli_verilog_is_sized_by_the_bundle(tmp_path, capsys):
     """With --bundle the design has the bundle's config and entry memories exactly as deep
     as the program's busiest unit needs (counted here from the entry table); a base config
-    with more units and entries is sized down to the bundle, each change reported."""
+    that leaves the sized fields unset is sized down to the bundle, each change reported;
+    one that sets them to other values is refused."""
     from bitline.sw.bundle import read_bundle
 
     bundle = tmp_path / "bundle"
@@ -226,15 +227,26 @@ def test_cli_verilog_is_sized_by_the_bundle(tmp_path, capsys):
     big = write_toml(tmp_path / "big.toml", TINY_MLP_CONFIG.replace(
         n_xbars=program.config.n_xbars + 3, max_entries=program.config.max_entries + 100))
     capsys.readouterr()
-    assert main(["verilog", "--bundle", str(bundle), "--config", str(big), "--json",
+    # sized fields the file sets are the user's: a bundle that differs is refused
+    assert main(["verilog", "--bundle", str(bundle), "--config", str(big),
+                 "-o", str(tmp_path / "out")]) == 2
+    assert (f"n_xbars {program.config.n_xbars} (hardware {program.config.n_xbars + 3}, set "
+            f"by the config file)") in capsys.readouterr().err
+    # left unset (the bwq defaults: 16 units, 65536 entries), they are sized and reported
+    from bitline.sw.flow.hardware import SIZED_FIELDS
+
+    base = tmp_path / "base.toml"
+    base.write_text("".join(line + "\n" for line in TINY_MLP_CONFIG.to_toml().splitlines()
+                            if line.split(" ")[0] not in SIZED_FIELDS))
+    assert main(["verilog", "--bundle", str(bundle), "--config", str(base), "--json",
                  "-o", str(tmp_path / "out")]) == 0
     printed = json.loads(capsys.readouterr().out)
     description = json.loads((tmp_path / "out" / "bitline_top.json").read_text())
     assert description["config"] == program.config.to_dict()
     assert description["unit_entries"] == printed["unit_entries"] == issued.max()
-    assert printed["n_xbars"] == program.config.n_xbars
-    assert f"n_xbars sized from {program.config.n_xbars + 3} to {program.config.n_xbars} " \
-           f"by the bundle" in printed["sizing"]
+    assert printed["n_xbars"] == program.config.n_xbars < 16
+    assert f"n_xbars sized from 16 to {program.config.n_xbars} by the bundle" \
+           in printed["sizing"]
     assert any(note.startswith("max_entries sized") for note in printed["sizing"])
     assert main(["verilog", "--bundle", str(bundle), "-o", str(tmp_path / "out2")]) == 0
     assert "wrote" in capsys.readouterr().out

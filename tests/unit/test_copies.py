@@ -247,6 +247,9 @@ def test_verilog_hardware_sized_by_a_bundle_with_copies(mapped, tmp_path):
     write_bundle(tmp_path / "b", copied, qmodel)
     base = tmp_path / "base.toml"
     program.config.replace(n_xbars=copied.config.n_xbars).save(base)
+    with pytest.raises(ValueError, match=r"max_copies 3 \(hardware 1, set by the config file"):
+        choose_hardware(base, None, tmp_path / "b")     # the file pins max_copies = 1
+    base.write_text(base.read_text().replace("max_copies = 1\n", ""))
     choice = choose_hardware(base, None, tmp_path / "b")
     assert choice.config.max_copies == 3 == copied.config.max_copies
     assert "max_copies sized from 1 to 3 by the bundle" in choice.notes
@@ -256,11 +259,18 @@ def test_verilog_hardware_sized_by_a_bundle_with_copies(mapped, tmp_path):
         assert units[unit].entries == units[source].entries and units[unit].entries
 
 
-def test_uart_board_refuses_lanes():
+def test_uart_board_carries_lanes():
+    """The board bridge carries max_copies lanes (protocol version 2, docs/fpga.md): its
+    streams are the accelerator's lane arrays."""
+    from amaranth.lib import data
+
     from bitline.hw.boards.core import UARTAccelerator
 
-    with pytest.raises(ValueError, match=r"max_copies = 2: the UART board bridge runs one lane"):
-        UARTAccelerator(small_config(max_copies=2), clock_hz=25_000_000)
+    board = UARTAccelerator(small_config(max_copies=2), clock_hz=25_000_000)
+    for name in ("inputs", "outputs"):
+        layout = getattr(board.bridge, name).payload.shape()
+        assert isinstance(layout, data.ArrayLayout) and layout.length == 2
+        assert layout.size == getattr(board.accelerator, name).payload.shape().size
 
 
 def test_device_sends_copies_as_lanes():
