@@ -10,7 +10,7 @@ Everything runs in one clock domain (``sync``). A board top (:mod:`bitline.hw.bo
 adds the clock (PLL), the reset and the pins; the cocotb bench runs this core directly.
 """
 
-from amaranth import Module, Signal
+from amaranth import Module, Signal, Value
 from amaranth.hdl import ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out, connect
@@ -86,11 +86,6 @@ class UARTAccelerator(wiring.Component):
                              f"({20 * self.divisor} cycles), not {timeout_cycles}")
         self.timeout_cycles = timeout_cycles
         self.rx_fifo_depth = rx_fifo_depth
-        if config.max_copies != 1:
-            # the UART bridge streams one code and one output per transfer (one lane)
-            raise ValueError(f"max_copies = {config.max_copies}: the UART board bridge runs "
-                             "one lane; build the board with max_copies = 1 (layers without "
-                             "copies)")
         self.accelerator = Accelerator(config, "emulated", memories=memories,
                                        unit_entries=unit_entries)
         self.bridge = UARTBridge(config, clock_hz=clock_hz, rx_fifo_depth=rx_fifo_depth,
@@ -115,13 +110,14 @@ class UARTAccelerator(wiring.Component):
         connect(m, bridge.tx, transmitter.i)
         connect(m, bridge.csr, accelerator.csr)
         connect(m, bridge.program, accelerator.program)
-        # one lane (max_copies = 1): the accelerator's lane arrays hold one bridge word
+        # the bridge's lanes are the accelerator's (max_copies of them, lane 0 lowest; one
+        # lane is a plain word on the bridge and a one-element array on the accelerator)
         m.d.comb += [
             accelerator.inputs.valid.eq(bridge.inputs.valid),
-            accelerator.inputs.payload[0].eq(bridge.inputs.payload),
+            accelerator.inputs.payload.eq(Value.cast(bridge.inputs.payload)),
             bridge.inputs.ready.eq(accelerator.inputs.ready),
             bridge.outputs.valid.eq(accelerator.outputs.valid),
-            bridge.outputs.payload.eq(accelerator.outputs.payload[0]),
+            bridge.outputs.payload.eq(Value.cast(accelerator.outputs.payload)),
             accelerator.outputs.ready.eq(bridge.outputs.ready),
         ]
 

@@ -14,7 +14,8 @@ READ     0x01  addr u8                --                          value u32, ACK
 WRITE    0x02  addr u8, value u32     --                          ACK
 PROGRAM  0x03  count u32              count image bytes           ACK
 INPUTS   0x04  count u32              count input codes, 1 B ea.  ACK
-OUTPUTS  0x05  count u32              --                          count values, W B each, ACK
+OUTPUTS  0x05  count u32              --                          count beats of L values,
+                                                                  W B each, ACK
 INFO     0x06  --                     --                          :data:`INFO_LAYOUT`, ACK
 RESET    0x07  --                     --                          ACK
 =======  ====  =====================  ==========================  ==========================
@@ -22,11 +23,15 @@ RESET    0x07  --                     --                          ACK
 * ``READ`` / ``WRITE`` access the accelerator's registers (:class:`bitline.hw.core.host_interface.Register`:
   CTRL, STATUS, LAYER, N_VECTORS, the performance counters, ...).
 * ``PROGRAM`` forwards bytes to the accelerator's ``program`` stream (write CTRL.LOAD
-  first), ``INPUTS`` to its ``inputs`` stream, ``OUTPUTS`` takes ``count`` values from its
-  ``outputs`` stream and sends each as ``W = ceil(acc_bits / 8)`` bytes, two's complement,
-  little-endian (:func:`output_bytes`).
-* ``INFO`` reports the protocol version, ``W``, the receive FIFO depth, the core clock and
-  the :class:`BridgeFlags` seen since the last ``INFO`` (reading clears them).
+  first), ``INPUTS`` to its ``inputs`` stream, ``OUTPUTS`` takes ``count`` beats from its
+  ``outputs`` stream and sends each value as ``W = ceil(acc_bits / 8)`` bytes, two's
+  complement, little-endian (:func:`output_bytes`).
+* Lanes: with ``L = max_copies > 1`` (layer copies, docs/hardware.md "Copies") every ``L``
+  consecutive ``INPUTS`` codes form one ``inputs`` beat, lane 0 first (``count`` a multiple
+  of ``L``; the bridge starts each ``INPUTS`` at lane 0), and each ``OUTPUTS`` beat is
+  answered as its ``L`` values, lane 0 first. ``L = 1`` is one code / one value per beat.
+* ``INFO`` reports the protocol version, ``W``, the receive FIFO depth, the core clock,
+  ``L`` and the :class:`BridgeFlags` seen since the last ``INFO`` (reading clears them).
 * ``RESET`` resets the accelerator (not the bridge); its memories keep their contents but it
   forgets a loaded image unless the bitstream preloaded one.
 
@@ -46,8 +51,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth import Module, Signal, signed
-from amaranth.lib import stream, wiring
+from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
@@ -67,6 +72,13 @@ from bitline.hw.spec.uart_protocol import (
 )
 
 __all__ = ["UARTBridge"]
+
+
+def _lanes(shape, lanes: int):
+    """``shape`` for one lane (the version-1 ports, bit for bit), else ``lanes`` of it
+    (lane ``k`` at bits ``[k * width, (k + 1) * width)``, like the accelerator's arrays)."""
+    return shape if lanes == 1 else data.ArrayLayout(shape, lanes)
+
 
 class UARTBridge(wiring.Component):
     """Execute host commands (see the module docstring) on an accelerator's ports.
@@ -95,7 +107,9 @@ class UARTBridge(wiring.Component):
     program: Out(stream.Signature(8))
     inputs: Out(stream.Signature(max_act_bits))
     outputs: In(stream.Signature(signed(acc_bits)))
-        The accelerator's streams.
+        The accelerator's streams; with ``L = max_copies > 1`` lanes ``inputs`` carries
+        ``ArrayLayout(max_act_bits, L)`` and ``outputs`` ``ArrayLayout(signed(acc_bits),
+        L)`` (the accelerator's lane arrays, lane 0 lowest).
     accel_reset: Out(1)
         One-cycle synchronous reset of the accelerator (``RESET``).
     flags: Out(8)
@@ -120,6 +134,7 @@ class UARTBridge(wiring.Component):
         self.rx_fifo_depth = rx_fifo_depth
         self.timeout_cycles = timeout_cycles
         self.output_bytes = output_bytes(config)
+        self.lanes = config.max_copies
         super().__init__({
             "rx": In(stream.Signature(8)),
             "rx_framing_error": In(1),
@@ -127,8 +142,8 @@ class UARTBridge(wiring.Component):
             "tx": Out(stream.Signature(8)),
             "csr": Out(CSRSignature()),
             "program": Out(stream.Signature(8)),
-            "inputs": Out(stream.Signature(config.max_act_bits)),
-            "outputs": In(stream.Signature(signed(config.acc_bits))),
+            "inputs": Out(stream.Signature(_lanes(config.max_act_bits, self.lanes))),
+            "outputs": In(stream.Signature(_lanes(signed(config.acc_bits), self.lanes))),
             "accel_reset": Out(1),
             "flags": Out(8),
         })
@@ -153,7 +168,7 @@ class UARTBridge(wiring.Component):
         # ``remaining == 0``, registered wherever ``remaining`` is: the streams' ``valid``
         # and the FIFO's ``r_en`` then start at a flip-flop, not at a 32-bit compare
         remaining_zero = Signal()
-        reply_bits = 8 * max(INFO_BYTES + 1, 5, width)
+        reply_bits = 8 * max(INFO_BYTES + 1, 5, width * self.lanes)
         reply = Signal(reply_bits)
         reply_count = Signal(range(reply_bits // 8 + 1))
         reply_then_outputs = Signal()
@@ -183,9 +198,13 @@ class UARTBridge(wiring.Component):
 
         bad_opcode = Signal()
         clear_flags = Signal()
+        # INPUTS with lanes: the lane of the next code, the codes of lanes 0 .. L-2
+        lane = Signal(range(self.lanes))
+        codes = Signal(self.config.max_act_bits * max(self.lanes - 1, 1))
         regs = SimpleNamespace(fifo=fifo, byte=byte, have_byte=have_byte, opcode=opcode,
                                args=args, remaining=remaining, remaining_zero=remaining_zero,
-                               progress=progress, info=info, clear_flags=clear_flags)
+                               progress=progress, info=info, clear_flags=clear_flags,
+                               lane=lane, codes=codes)
 
         # register-bus strobes are registered (one-cycle pulses): no combinational path
         # from the bridge's FSM into the accelerator
@@ -256,6 +275,7 @@ class UARTBridge(wiring.Component):
             info.act_bits.eq(self.config.max_act_bits),
             info.rx_fifo_depth.eq(self.rx_fifo_depth),
             info.clock_hz.eq(self.clock_hz),
+            info.lanes.eq(self.lanes),
             self.flags.eq(flags),
         ]
         return info
@@ -278,7 +298,8 @@ class UARTBridge(wiring.Component):
                 m.next = "PROGRAM"
             with m.Case(Opcode.INPUTS):
                 m.d.sync += [regs.remaining.eq(regs.args[:32]),
-                             regs.remaining_zero.eq(regs.args[:32] == 0)]
+                             regs.remaining_zero.eq(regs.args[:32] == 0),
+                             regs.lane.eq(0)]
                 m.next = "INPUTS"
             with m.Case(Opcode.OUTPUTS):
                 m.d.sync += [regs.remaining.eq(regs.args[:32]),
@@ -294,21 +315,26 @@ class UARTBridge(wiring.Component):
 
     def _stream_states(self, m, regs, send, abandon):
         """The PROGRAM / INPUTS (FIFO to a stream) and OUTPUTS (a stream to the host) states."""
-        for state, target in (("PROGRAM", self.program), ("INPUTS", self.inputs)):
-            with m.State(state):
-                with m.If(regs.remaining_zero):
-                    send(m, ACK, 1)
-                with m.Else():
-                    m.d.comb += [
-                        target.valid.eq(regs.have_byte),
-                        target.payload.eq(regs.byte),
-                        regs.fifo.r_en.eq(target.ready),
-                    ]
-                    with m.If(regs.have_byte & target.ready):
-                        m.d.comb += regs.progress.eq(1)
-                        m.d.sync += [regs.remaining.eq(regs.remaining - 1),
-                                     regs.remaining_zero.eq(regs.remaining == 1)]
-                abandon(m)
+        with m.State("PROGRAM"):
+            self._forward(m, regs, send, abandon, self.program, Const(1), regs.byte)
+
+        with m.State("INPUTS"):
+            if self.lanes == 1:
+                self._forward(m, regs, send, abandon, self.inputs, Const(1),
+                              regs.byte[:self.config.max_act_bits])
+            else:
+                # codes of lanes 0 .. L-2 wait in ``codes``; the lane L-1 code completes
+                # the beat straight from the FIFO (no extra cycle per beat)
+                width = self.config.max_act_bits
+                last = regs.lane == self.lanes - 1
+                self._forward(m, regs, send, abandon, self.inputs, last,
+                              Cat(regs.codes[:width * (self.lanes - 1)], regs.byte[:width]))
+                with m.If(~regs.remaining_zero & regs.have_byte):
+                    with m.If(~last):
+                        m.d.sync += [regs.codes.word_select(regs.lane, width).eq(regs.byte),
+                                     regs.lane.eq(regs.lane + 1)]
+                    with m.Elif(self.inputs.ready):
+                        m.d.sync += regs.lane.eq(0)
 
         with m.State("OUTPUTS"):
             with m.If(regs.remaining_zero):
@@ -319,9 +345,40 @@ class UARTBridge(wiring.Component):
                     m.d.comb += regs.progress.eq(1)
                     m.d.sync += [regs.remaining.eq(regs.remaining - 1),
                                  regs.remaining_zero.eq(regs.remaining == 1)]
-                    # the signed value sign-extends to the reply's width
-                    send(m, self.outputs.payload, self.output_bytes, then_outputs=True)
+                    # each signed value sign-extends to its W bytes; lane 0 goes out first
+                    send(m, self._output_beat(m), self.output_bytes * self.lanes,
+                         then_outputs=True)
             abandon(m)
+
+    def _forward(self, m, regs, send, abandon, target, last, payload):
+        """Move ``remaining`` FIFO bytes to ``target``: a byte is taken when ``target`` takes
+        a beat (``last``: the byte completes a beat, ``payload``) or, if not ``last``, at
+        once (the caller stores it); ACK when none remain."""
+        with m.If(regs.remaining_zero):
+            send(m, ACK, 1)
+        with m.Else():
+            m.d.comb += [
+                target.valid.eq(regs.have_byte & last),
+                target.payload.eq(payload),
+                regs.fifo.r_en.eq(Mux(last, target.ready, 1)),
+            ]
+            with m.If(regs.have_byte & (~last | target.ready)):
+                m.d.comb += regs.progress.eq(1)
+                m.d.sync += [regs.remaining.eq(regs.remaining - 1),
+                             regs.remaining_zero.eq(regs.remaining == 1)]
+        abandon(m)
+
+    def _output_beat(self, m):
+        """Return the reply bits of one ``outputs`` beat: each lane sign-extended to ``W``
+        bytes, lane 0 lowest."""
+        if self.lanes == 1:
+            return self.outputs.payload
+        extended = []
+        for lane in range(self.lanes):
+            value = Signal(signed(8 * self.output_bytes), name=f"out_lane{lane}")
+            m.d.comb += value.eq(self.outputs.payload[lane])
+            extended.append(value)
+        return Cat(*extended)
 
     def _update_flags(self, m, flags, *, bad_opcode, timed_out, clear_flags):
         """Collect this cycle's events into the sticky ``flags`` (INFO's read clears them)."""

@@ -2,6 +2,12 @@
 
 The bridge that executes it is :class:`bitline.hw.io.uart_bridge.UARTBridge` (its docstring
 describes the commands); the host side is :mod:`bitline.sw.host.uart`.
+
+Lanes (layer copies, docs/hardware.md "Copies"). A board built with ``max_copies = L``
+carries ``L`` lanes per stream beat; ``INFO.lanes`` reports ``L``. ``INPUTS`` payload bytes
+are codes, ``L`` consecutive codes one beat (lane 0 first: :func:`input_beat_bytes`);
+``OUTPUTS`` counts beats and answers ``L`` values per beat, lane 0 first, ``W`` bytes each
+(:func:`output_beat_bytes`). With ``L = 1`` this is the one-lane framing of version 1.
 """
 
 from __future__ import annotations
@@ -14,11 +20,11 @@ from bitline.hw.spec.config import AcceleratorConfig
 
 __all__ = [
     "Opcode", "ARGUMENT_BYTES", "ACK", "NAK", "PROTOCOL_VERSION", "BridgeFlags",
-    "INFO_LAYOUT", "INFO_BYTES", "output_bytes",
+    "INFO_LAYOUT", "INFO_BYTES", "output_bytes", "input_beat_bytes", "output_beat_bytes",
 ]
 
-#: Version of the command set, reported by ``INFO``.
-PROTOCOL_VERSION = 1
+#: Version of the command set, reported by ``INFO`` (2: lanes, ``INFO.lanes``).
+PROTOCOL_VERSION = 2
 
 #: Acknowledge: the last byte of every completed command's response (ASCII ACK).
 ACK = 0x06
@@ -69,6 +75,7 @@ INFO_LAYOUT = data.StructLayout({
     "act_bits": 8,
     "rx_fifo_depth": 32,
     "clock_hz": 32,
+    "lanes": 8,          # max_copies: codes per INPUTS beat, values per OUTPUTS beat
 })
 
 #: Bytes of the ``INFO`` response before its ACK.
@@ -78,3 +85,15 @@ INFO_BYTES = INFO_LAYOUT.size // 8
 def output_bytes(config: AcceleratorConfig) -> int:
     """Return ``W``, the bytes per output value on the wire: ``ceil(acc_bits / 8)``."""
     return -(-config.acc_bits // 8)
+
+
+def input_beat_bytes(config: AcceleratorConfig) -> int:
+    """Return the ``INPUTS`` payload bytes of one input beat: ``max_copies`` codes of one
+    byte, lane 0 first."""
+    return config.max_copies
+
+
+def output_beat_bytes(config: AcceleratorConfig) -> int:
+    """Return the ``OUTPUTS`` answer bytes of one output beat: ``max_copies`` values of
+    :func:`output_bytes` bytes, lane 0 first."""
+    return config.max_copies * output_bytes(config)

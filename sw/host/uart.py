@@ -18,6 +18,13 @@ A job's exchange is sent as ``INPUTS`` (one vector's codes), ``OUTPUTS`` (its va
 vector, in that order: when the bridge starts a vector's ``INPUTS``, the previous vector's
 values are all out, so the accelerator has room for the new vector and takes it at once --
 the order that never deadlocks (docs/fpga.md).
+
+Layer copies: a board with ``L = max_copies`` lanes (``INFO.lanes``) takes ``L`` codes per
+input beat and answers ``L`` values per output beat (:mod:`bitline.hw.spec.uart_protocol`).
+A "vector" of the exchange is then one beat-vector of the job's ``N_SHARE``: ``K`` beats
+carrying, in lane ``k``, copy ``k``'s vector (the driver's
+:func:`~bitline.sw.host.driver.lane_beats`); the transport pads the job's lanes to ``L``
+with zero codes and hands back the job's lanes of every output beat.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ from bitline.hw.spec.uart_protocol import (
     PROTOCOL_VERSION,
     BridgeFlags,
     Opcode,
+    input_beat_bytes,
+    output_beat_bytes,
     output_bytes,
 )
 from bitline.sw.host.driver import DeviceError, Transport
@@ -57,6 +66,7 @@ class BridgeInfo:
     act_bits: int
     rx_fifo_depth: int
     clock_hz: int
+    lanes: int
 
 
 def encode_command(opcode: Opcode, *arguments: int, payload: bytes = b"") -> bytes:
@@ -95,7 +105,8 @@ def decode_info(data: bytes) -> BridgeInfo:
               for name, field in INFO_LAYOUT}
     return BridgeInfo(version=fields["version"], output_bytes=fields["output_bytes"],
                       flags=BridgeFlags(fields["flags"]), act_bits=fields["act_bits"],
-                      rx_fifo_depth=fields["rx_fifo_depth"], clock_hz=fields["clock_hz"])
+                      rx_fifo_depth=fields["rx_fifo_depth"], clock_hz=fields["clock_hz"],
+                      lanes=fields["lanes"])
 
 
 def decode_outputs(data: bytes, width: int) -> np.ndarray:
@@ -234,7 +245,13 @@ class UARTBridgeClient:
             if reset:
                 reset()
             self.ping()
-        info = self.info()
+        try:
+            info = self.info()
+        except DeviceError as error:
+            # INFO grew with the protocol (version 2 added the lanes byte)
+            raise DeviceError(f"{error}; a bitstream older than UART protocol version "
+                              f"{PROTOCOL_VERSION} answers INFO with fewer bytes: rebuild it "
+                              f"(bitline fpga)") from None
         if info.version != PROTOCOL_VERSION:
             raise DeviceError(f"the board speaks UART protocol version {info.version}, this "
                               f"host version {PROTOCOL_VERSION}")
@@ -254,7 +271,7 @@ class UARTTransport(Transport):
     Raises
     ------
     DeviceError
-        If the bridge's output width differs from the config's (another bitstream).
+        If the bridge's output width or lanes differ from the config's (another bitstream).
     """
 
     def __init__(self, client: UARTBridgeClient, config: AcceleratorConfig):
@@ -271,12 +288,18 @@ class UARTTransport(Transport):
             raise DeviceError(f"the board sends {client.bridge.output_bytes}-byte outputs, "
                               f"the config's acc_bits ({config.acc_bits}) need {self.width}: "
                               f"the board was built for another config")
-        self._n_vectors: int | None = None
+        self.lanes = config.max_copies
+        if client.bridge.lanes != self.lanes:
+            raise DeviceError(f"the board has {client.bridge.lanes} lane(s), the config's "
+                              f"max_copies is {self.lanes}: the board was built for another "
+                              f"config")
+        self._share: int | None = None
 
     def write_register(self, register: int, value: int) -> None:
-        if int(register) == Register.N_VECTORS:
-            # the job's vector count tells exchange() where one vector ends
-            self._n_vectors = int(value)
+        if int(register) in (Register.N_VECTORS, Register.N_SHARE):
+            # the job's beat-vectors (N_SHARE; the N_VECTORS write sets it too, as in the
+            # hardware) tell start_job() where one vector's beats end
+            self._share = int(value)
         self.client.write(register, value)
 
     def read_register(self, register: int) -> int:
@@ -291,36 +314,44 @@ class UARTTransport(Transport):
         Writes CTRL.START and reads STATUS once (a job the accelerator rejects -- bad
         layer, no image -- returns no outputs; the driver reads STATUS and raises), then
         sends ``INPUTS`` / ``OUTPUTS`` per vector. The vector count is the last value
-        written to N_VECTORS (the driver writes it before starting the job); codes and
-        outputs must divide evenly into that many vectors.
+        written to N_SHARE or N_VECTORS (the driver writes them before starting the job);
+        codes and output beats must divide evenly into that many vectors. ``codes`` of
+        ``(beats, c)`` (a layer with ``c`` copies) go out padded to the board's lanes and
+        come back as ``(n_outputs, c)``; flat codes use lane 0 and come back flat.
         """
         codes = np.asarray(codes)
-        if codes.ndim == 2 and codes.shape[1] > 1:
-            # the board bridge carries one lane (hw/boards/core.py refuses max_copies > 1)
-            raise ValueError(f"a job of a layer with {codes.shape[1]} copies: the UART board "
-                             "runs one copy per layer (compile without --budget for a board)")
-        codes = codes.reshape(-1)
-        vectors = self._n_vectors or 1
-        if len(codes) % vectors or n_outputs % vectors:
-            raise ValueError(f"{len(codes)} codes and {n_outputs} outputs do not split into "
-                             f"the job's {vectors} vectors")
+        copies = codes.shape[1] if codes.ndim == 2 else None
+        if copies is not None and not 1 <= copies <= self.lanes:
+            raise ValueError(f"a job of a layer with {copies} copies: the board has "
+                             f"{self.lanes} lane(s) (max_copies); compile for a config "
+                             f"with max_copies >= {copies}")
+        beats = codes.reshape(len(codes), -1) if copies is not None else codes.reshape(-1, 1)
+        vectors = self._share or 1
+        if len(beats) % vectors or n_outputs % vectors:
+            raise ValueError(f"{len(beats)} input beats and {n_outputs} output beats do not "
+                             f"split into the job's {vectors} vectors")
         act_max = (1 << self.config.max_act_bits) - 1
-        if len(codes) and (codes.min() < 0 or codes.max() > act_max):
+        if beats.size and (beats.min() < 0 or beats.max() > act_max):
             raise ValueError(f"input codes must be in 0..{act_max} (max_act_bits "
-                             f"{self.config.max_act_bits}), not {codes.min()}..{codes.max()}")
+                             f"{self.config.max_act_bits}), not {beats.min()}..{beats.max()}")
+        payload = np.zeros((len(beats), input_beat_bytes(self.config)), dtype=np.uint8)
+        payload[:, :beats.shape[1]] = beats    # lane k's code at byte k; idle lanes 0
         self.client.send(encode_command(Opcode.WRITE, Register.CTRL, Ctrl.START))
         status = self.client.send(encode_command(Opcode.READ, Register.STATUS), 4)
         self.client.flush()
         if int.from_bytes(status[0], "little") & Status.ERROR:
-            return np.zeros(0, dtype=np.int64)
+            empty = np.zeros(0, dtype=np.int64)
+            return empty if copies is None else empty.reshape(0, copies)
         per_vector = n_outputs // vectors
         answers = []
-        for vector in codes.astype(np.uint8).reshape(vectors, -1):
+        for vector in payload.reshape(vectors, -1):
             self.client.send(encode_command(Opcode.INPUTS, payload=vector.tobytes()))
             answers.append(self.client.send(encode_command(Opcode.OUTPUTS, per_vector),
-                                            per_vector * self.width))
+                                            per_vector * output_beat_bytes(self.config)))
         self.client.flush()
-        return decode_outputs(b"".join(answer[0] for answer in answers), self.width)
+        values = decode_outputs(b"".join(answer[0] for answer in answers), self.width)
+        values = values.reshape(-1, self.lanes)
+        return values[:, 0] if copies is None else values[:, :copies]
 
 
 def open_board(port: str, config: AcceleratorConfig, *, baud: int | None = None,

@@ -257,7 +257,8 @@ def test_bridge_commands():
     info = decode_info(answer[len(expected):len(expected) + INFO_BYTES])
     assert answer[len(expected) + INFO_BYTES:] == bytes([ACK])
     assert (info.version, info.output_bytes, info.rx_fifo_depth, info.clock_hz,
-            info.act_bits, info.flags) == (1, width, 16, 50_000_000, config.max_act_bits, 0)
+            info.act_bits, info.flags, info.lanes) == (2, width, 16, 50_000_000,
+                                                       config.max_act_bits, 0, 1)
     assert program == b"\x10\x20\x30" and inputs == [1, 2, 3, 15]
     assert writes == [(Register.LAYER, 0x01020304)]
     assert list(decode_outputs(values, width)) == [5, -2, (1 << 23) - 1]
