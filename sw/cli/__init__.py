@@ -37,6 +37,33 @@ COMMANDS: dict[str, str] = {
 }
 
 
+#: Environment variable that turns ``--debug`` on (``BITLINE_DEBUG=1``).
+DEBUG_ENV = "BITLINE_DEBUG"
+_debug = False      # set by --debug for the running main() call
+
+
+def _set_debug(ctx, param, value):
+    global _debug
+    _debug = _debug or bool(value)
+    return value
+
+
+def _debug_option() -> click.Option:
+    return click.Option(["--debug"], is_flag=True, expose_value=False, is_eager=True,
+                        callback=_set_debug,
+                        help=f"Show the Python traceback of an error (also {DEBUG_ENV}=1).")
+
+
+def _with_debug(command: click.Command) -> click.Command:
+    """Give ``command`` (and a group's subcommands) the ``--debug`` flag, so it works after
+    the command name too (``bitline run --debug ...``)."""
+    if not any(param.name == "debug" for param in command.params):
+        command.params.append(_debug_option())
+    for sub in getattr(command, "commands", {}).values():
+        _with_debug(sub)
+    return command
+
+
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
 
@@ -48,18 +75,7 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, attribute = target.split(":")
-        return getattr(importlib.import_module(module_name), attribute)
-
-
-#: Environment variable that turns ``--debug`` on (``BITLINE_DEBUG=1``).
-DEBUG_ENV = "BITLINE_DEBUG"
-_debug = False      # set by --debug for the running main() call
-
-
-def _set_debug(ctx, param, value):
-    global _debug
-    _debug = _debug or bool(value)
-    return value
+        return _with_debug(getattr(importlib.import_module(module_name), attribute))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Any other exception is a bug in bitline, not a user's mistake: it prints one line,
     ``error: internal error: <type>: <message> (rerun with --debug for the traceback)``,
-    and exits 1 (``out of memory`` for a ``MemoryError``). ``--debug`` (before the command,
-    or ``BITLINE_DEBUG=1``) re-raises every exception that is not a click usage error, so
+    and exits 1 (``out of memory`` for a ``MemoryError``). ``--debug`` (before or after the
+    command name, or ``BITLINE_DEBUG=1``) re-raises every exception that is not a click usage error, so
     the traceback is printed.
     """
     global _debug

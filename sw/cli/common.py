@@ -15,7 +15,8 @@ Errors: usage and input errors (bad flag, bad file, bad value) exit with code 2,
 (a simulation, build or board run that fails) with code 1; both print one ``error: ...``
 line (:func:`bitline.sw.cli.main`). Any other exception is a bug: one line ``error:
 internal error: <type>: <message> (rerun with --debug for the traceback)``, exit 1;
-``bitline --debug ...`` (or ``BITLINE_DEBUG=1``) shows the traceback instead.
+``bitline --debug ...`` or ``bitline COMMAND --debug ...`` (or ``BITLINE_DEBUG=1``) shows the
+traceback instead.
 """
 
 from __future__ import annotations

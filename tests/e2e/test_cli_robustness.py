@@ -253,6 +253,10 @@ def test_an_unexpected_exception_is_one_line_and_debug_reraises(tmp_path, monkey
                    "(rerun with --debug for the traceback)\n")
     with pytest.raises(ZeroDivisionError):
         run_cli("--debug", *args)
+    with pytest.raises(ZeroDivisionError):      # after the command name too
+        run_cli(*args[:1], "--debug", *args[1:])
+    with pytest.raises(ZeroDivisionError):
+        run_cli(*args, "--debug")
     with pytest.raises(ZeroDivisionError):
         run_cli(*args, env={"BITLINE_DEBUG": "1"})
     assert run_cli(*args, env={"BITLINE_DEBUG": "0"})[0] == 1
@@ -267,6 +271,9 @@ def test_debug_shows_the_traceback_of_an_input_error_too(tmp_path):
     assert run_cli("config", "show", "--config", config)[0] == 2
     with pytest.raises(ValueError, match="preset must be a preset name"):
         run_cli("--debug", "config", "show", "--config", config)
+    with pytest.raises(ValueError, match="preset must be a preset name"):
+        run_cli("config", "show", "--debug", "--config", config)    # a group's subcommand
+    assert run_cli("config", "show", "--config", config)[0] == 2     # not left switched on
 
 
 def test_a_pinned_max_weight_bits_refuses_wider_weights_even_after_a_cached_sizing(tmp_path):
