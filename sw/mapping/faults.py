@@ -21,6 +21,11 @@ computes on a healthy chip*; only freedoms the contract already gives are used
   valid columns among the valid positions of all the strip's entries (every entry keeps its
   number of valid columns, hence its ADC conversions and energy), and any column within its
   OU, where invalid (spare) columns, never converted, absorb stuck cells.
+* **the digits of a weight** -- a weight term (one input, one output channel) is the
+  signed sum of its read cells' ``level * 2**shift``, and the differential encoding has
+  many ways to make the same sum (``w = p - n``): :func:`~bitline.sw.mapping.reencode.reencode`
+  chooses the levels so that stuck cells hold what they read (a stuck-at-1 in a hollow bit
+  plane of ``ivq-naive`` is cancelled by the same digit of the other sign).
 * **cells that are never read** -- hollow OUs exempted by ``ivq-spatial`` / ``-temporal``,
   BWQ's pruned blocks, unused row groups and columns: no entry reads them, so their faults
   cost nothing and are not counted; a cell stuck at the level it must hold costs nothing.
@@ -36,6 +41,12 @@ optimal given the other, so the cost never rises; a strip whose count of wrong c
 rise (the cost weights cells by their shift) keeps its original arrangement, so the count
 never rises either. Which physical units a layer gets is not changed (the units stay those
 of the mapping; see docs/analog.md "Fault-aware mapping").
+
+Then every term with a wrong cell is re-encoded (:mod:`.reencode`: the least weighted
+error, then count, with the same signed sum). Re-encoding is tried on the layer as mapped
+and after the placement, and the better result (weighted error, then count) is kept:
+placement does not know which stuck cells re-encoding can right, and may move a stuck-at-1
+onto a low digit where no representation fits.
 
 Stuck-map file format (``.npz``, :meth:`StuckMap.save`)
 -----------------------------------------------------
@@ -54,6 +65,7 @@ from pathlib import Path
 import numpy as np
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.program import COLUMN_FIELDS, LayerProgram, Program, entry_columns
+from bitline.sw.mapping.reencode import reencode
 
 __all__ = ["LayerFaults", "StuckMap", "count_faults", "fault_aware", "faults_table"]
 
@@ -414,6 +426,17 @@ def _apply(layer: LayerProgram, config: AcceleratorConfig, rows, cols) -> LayerP
     return placed
 
 
+def _recount(layer: LayerProgram, config: AcceleratorConfig) -> LayerProgram:
+    """``layer`` with the statistics that count cells' levels recounted (re-encoding
+    changes levels, not rows, columns or entries)."""
+    stats = dict(layer.stats)
+    if "nonzero_cells" in stats:
+        stats["nonzero_cells"] = int(np.count_nonzero(layer.cells))
+    if "hollow_entries" in stats:
+        stats["hollow_entries"] = _hollow_entries(layer, config)
+    return replace(layer, stats=stats)
+
+
 def _hollow_entries(layer: LayerProgram, config: AcceleratorConfig) -> int:
     """Entries whose read cells (driven rows, valid columns) are all zero."""
     levels, driven, weight, _ = _tensors(layer, config, np.zeros((0,) + layer.cells.shape))
@@ -459,16 +482,33 @@ def fault_aware(program: Program, stuck_map: StuckMap) -> tuple[Program, list[La
             report.append(LayerFaults(layer.name, *before[:2], before[2], before[2],
                                       before[3], before[3]))
             continue
-        rows, cols = _place_layer(layer, config, stuck_units)
-        placed = _apply(layer, config, rows, cols)
-        after = count_faults(placed, config, stuck_units)
-        if after[2] > before[2] or after[3] > before[3]:
-            placed = _keep_better_strips(layer, placed, config, stuck_units, rows, cols)
-            after = count_faults(placed, config, stuck_units)
+        placed, after = _place_and_reencode(layer, config, stuck_units, before)
         layers.append(placed)
         report.append(LayerFaults(layer.name, before[0], before[1], before[2], after[2],
                                   before[3], after[3]))
     return replace(program, layers=layers), report
+
+
+def _place_and_reencode(layer, config, stuck_units, before):
+    """The better (weighted error, then count) of two arrangements of a faulty layer: its
+    cells re-encoded as mapped, and re-encoded after the row / column placement. Placement
+    alone does not know that re-encoding rights a stuck-at-1 cell above a small weight for
+    free, so it can move such a cell onto a low digit where no representation fits; trying
+    both keeps the better."""
+    reencoded = reencode(layer, config, stuck_units)
+    after = count_faults(reencoded, config, stuck_units)
+    candidates = [(after[3], after[2], 0, reencoded, after)]
+    if after[2]:
+        rows, cols = _place_layer(layer, config, stuck_units)
+        placed = _apply(layer, config, rows, cols)
+        moved = count_faults(placed, config, stuck_units)
+        if moved[2] > before[2] or moved[3] > before[3]:
+            placed = _keep_better_strips(layer, placed, config, stuck_units, rows, cols)
+        placed = reencode(placed, config, stuck_units)
+        moved = count_faults(placed, config, stuck_units)
+        candidates.append((moved[3], moved[2], 1, placed, moved))
+    *_, best, counts = min(candidates, key=lambda candidate: candidate[:3])
+    return _recount(best, config), counts
 
 
 def _one_unit(layer: LayerProgram, x: int) -> LayerProgram:

@@ -143,6 +143,129 @@ def test_count_faults_ignores_unread_cells():
     assert read == wrong == direct_count(layer, BWQ, stuck) == 0
 
 
+def read_cells(layer, config):
+    """``(x, row, col, sign, shift)`` of every read cell, entry by entry (test-only loop)."""
+    desc = entry_columns(layer.entries, config.ou_cols)
+    local = {int(unit): index for index, unit in enumerate(layer.xbars)}
+    found = []
+    for e, entry in enumerate(layer.entries):
+        x = local[int(entry["xbar"])]
+        for j in np.flatnonzero(desc["valid"][e]):
+            col = int(entry["col_group"]) * config.ou_cols + int(j)
+            rows = range(int(entry["row_group"]) * config.ou_rows,
+                         min((int(entry["row_group"]) + 1) * config.ou_rows, config.rows))
+            found += [(x, r, col, int(desc["sign"][e, j]), int(desc["shift"][e, j]))
+                      for r in rows if layer.row_maps[x, r] >= 0]
+    return found
+
+
+def test_reencoding_rights_stuck_ones_in_a_hollow_bit_plane():
+    """ivq-naive reads its high bit planes even where every weight is small: a stuck-at-1
+    there cannot be permuted away (no 1 to put on it), but the same digit of the other sign
+    cancels it, so the placed program is exact on the faulty chip."""
+    rng = np.random.default_rng(5)
+    matrix = rng.integers(-3, 4, size=(6, 18))
+    matrix[0, 0] = 31                                   # 5 digits; planes 2..4 hollow
+    layer = map_matrix(matrix, BWQ, "ivq-naive", act_bits=8, name="l")
+    program = Program(BWQ.replace(n_xbars=len(layer.xbars)), "ivq-naive", [layer])
+    stuck = np.full((len(layer.xbars), BWQ.rows, BWQ.cols), -1, dtype=np.int8)
+    hollow = [(x, r, c) for x, r, c, _, shift in read_cells(layer, BWQ)
+              if shift >= 2 and layer.cells[x, r, c] == 0]
+    for x, r, c in hollow[::7]:
+        stuck[x, r, c] = 1
+    placed, report = fault_aware(program, StuckMap(stuck, "test"))
+    assert report[0].wrong_before == len(hollow[::7]) > 10
+    assert report[0].wrong_after == direct_count(placed.layers[0], BWQ, stuck) == 0
+    x_in = rng.integers(0, 256, size=(12, 18))
+    device = AnalogDevice(BWQ, stuck=stuck)
+    assert np.array_equal(execute_layer(placed.layers[0], BWQ, x_in, device=device),
+                          x_in @ matrix.T)
+    assert not np.array_equal(execute_layer(layer, BWQ, x_in, device=device), x_in @ matrix.T)
+
+
+@pytest.mark.parametrize("config", [BWQ, MULTI], ids=["bwq", "multi"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_reencoding_lowers_wrong_cells_and_bounds_the_faulty_chips_error(
+        config, strategy, monkeypatch):
+    """On a seeded chip, placement plus re-encoding leaves fewer wrong cells than placement
+    alone (never more, per layer); the weights the faulty chip computes with (the placed
+    cells overwritten by their stuck levels, rebuilt by the mappers' inverse) differ from
+    the matrix by at most the reported weighted error, and not at all where no wrong cell
+    is left."""
+    from bitline.sw.mapping import faults, reconstruct_matrix
+
+    program, matrices = random_program(config, strategy, seed=11)
+    stuck = chip_stuck_map(config, "chip:2:0.03", program.config.n_xbars).stuck \
+        if config is BWQ else random_stuck(config, program.config.n_xbars, 0.03, seed=2)
+    placed, report = fault_aware(program, StuckMap(stuck))
+    monkeypatch.setattr(faults, "reencode", lambda layer, *_: layer)
+    _, permuted_only = fault_aware(program, StuckMap(stuck))
+    for new, matrix, mine, theirs in zip(placed.layers, matrices, report, permuted_only):
+        assert mine.wrong_after <= theirs.wrong_after and mine.error_after <= theirs.error_after
+        assert direct_count(new, config, stuck) == mine.wrong_after
+        here = stuck[np.asarray(new.xbars)]
+        faulty = replace(new, cells=np.where(here >= 0, here, new.cells).astype(new.cells.dtype))
+        drift = np.abs(reconstruct_matrix(faulty, config) - matrix).sum()
+        assert drift <= mine.error_after and (drift == 0 or mine.wrong_after > 0)
+    assert sum(f.wrong_after for f in report) < sum(f.wrong_after for f in permuted_only)
+
+
+def test_reencode_keeps_what_it_cannot_right():
+    """A weight whose every digit of both signs is stuck (``p`` at 0, ``n`` at 7 for
+    ``w = 5``) has no exact representation: wrong cells remain, never more and never worse
+    weighted than as mapped, and the healthy-chip matrix is unchanged."""
+    from bitline.sw.mapping import reconstruct_matrix
+    from bitline.sw.mapping.reencode import reencode
+
+    matrix = np.array([[5, 0, 2]])
+    layer = map_matrix(matrix, BWQ, "ivq-naive", act_bits=8, name="l")
+    stuck = np.full((1, 1, BWQ.rows, BWQ.cols), -1, dtype=np.int8)
+    cells = [cell for cell in read_cells(layer, BWQ) if layer.row_maps[cell[0], cell[1]] == 0]
+    for x, r, c, sign, _ in cells:                      # input 0: 5 = 101, sign columns
+        stuck[0, x, r, c] = 0 if sign == 0 else 1       # p stuck at 0, n stuck at 7
+    new = reencode(layer, BWQ, stuck)
+    assert np.array_equal(reconstruct_matrix(new, BWQ), matrix)
+    _, _, wrong, error = count_faults(new, BWQ, stuck)
+    _, _, wrong_before, error_before = count_faults(layer, BWQ, stuck)
+    assert 0 < wrong <= wrong_before == 5 and error <= error_before
+
+
+def test_fault_aware_bundle_validates_and_runs_on_the_same_chip(tmp_path):
+    """``compile --faults chip:0:0.02`` for ivq-naive: the bundle reads back (validated and
+    authenticated), its report's counts are a direct count on the bundle's program, and
+    the executor on that chip (the analog model's stuck cells) computes exactly what the
+    ideal executor computes on cells overwritten by the stuck levels."""
+    pytest.importorskip("sklearn")
+    from bitline.sim.executor import run_executor
+    from bitline.sw.bundle import read_bundle
+    from bitline.sw.datasets import load_dataset
+    from bitline.sw.flow import DEFAULT_SPECS, compile_bundle
+
+    chip = lambda config: chip_stuck_map(config, "chip:0:0.02", config.n_xbars)
+    _, sidecar = compile_bundle("digits-cnn", "ivq-naive", DEFAULT_SPECS["ivq-naive"], BWQ,
+                                tmp_path / "b", dataset="digits", calib_samples=32,
+                                faults=chip)
+    bundle = read_bundle(tmp_path / "b")
+    program = bundle.program
+    stuck = chip(program.config).stuck
+    rows = sidecar["faults"]["layers"]
+    for layer, row in zip(program.layers, rows):
+        assert row["layer"] == layer.name
+        assert direct_count(layer, BWQ, stuck) == row["wrong_after"]
+    total = rows[-1]
+    assert total["wrong_after"] * 50 < total["wrong_before"]
+    x, _ = load_dataset("digits", "test")
+    x = x[:4]
+    device = AnalogDevice(program.config, AnalogParams(stuck_at_0=0.01, stuck_at_1=0.01), seed=0)
+    overwritten = replace(program, layers=[
+        replace(layer, cells=np.where(stuck[layer.xbars] >= 0, stuck[layer.xbars],
+                                      layer.cells).astype(layer.cells.dtype))
+        for layer in program.layers])
+    got = run_executor(program, bundle.qmodel, x, device=device)
+    want = run_executor(overwritten, bundle.qmodel, x)
+    assert np.array_equal(got.output, want.output)
+
+
 # ------------------------------------------------------------------------ file format
 def test_stuck_map_round_trip(tmp_path):
     stuck = random_stuck(BWQ, 3, 0.1)
@@ -200,7 +323,8 @@ def test_cli_faults_errors_before_compiling(tmp_path, capsys):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_statistics_stay_those_of_the_cells(strategy):
-    """Every mapper statistic equals what assembling the placed cells would count."""
+    """Every mapper statistic equals what assembling the placed cells would count: the
+    per-read figures stay, the two that count levels are the placed cells'."""
     from bitline.sw.mapping.faults import _hollow_entries
 
     program, _ = random_program(BWQ, strategy)
@@ -209,8 +333,11 @@ def test_statistics_stay_those_of_the_cells(strategy):
     for layer, new in zip(program.layers, placed.layers):
         assert _hollow_entries(layer, BWQ) == layer.stats["hollow_entries"]
         assert new.stats["hollow_entries"] == _hollow_entries(new, BWQ)
-        assert {k: v for k, v in new.stats.items() if k != "hollow_entries"} == {
-            k: v for k, v in layer.stats.items() if k != "hollow_entries"}
+        # Re-encoding changes levels: nonzero_cells is the placed cells' count.
+        assert new.stats["nonzero_cells"] == np.count_nonzero(new.cells)
+        recounted = ("hollow_entries", "nonzero_cells")
+        assert {k: v for k, v in new.stats.items() if k not in recounted} == {
+            k: v for k, v in layer.stats.items() if k not in recounted}
         for key in ("valid", "shift"):
             per_entry = entry_columns(new.entries, BWQ.ou_cols)[key]
             before = entry_columns(layer.entries, BWQ.ou_cols)[key]
