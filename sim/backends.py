@@ -108,8 +108,17 @@ def _float(target: Target, x: np.ndarray, options: dict) -> np.ndarray:
     from bitline.sw.frontend.qdq import run_fake_quant
 
     # A model read from a quantized file runs with its grids (fake-quant, as onnxruntime
-    # runs the QDQ graph); any other model is plain run_float.
-    return run_fake_quant(target.model, x)
+    # runs the QDQ graph); any other model is plain run_float. The inputs are finite
+    # (check_run_input), so a non-finite output is a float32 overflow of the weights: an
+    # error naming it, not inf / NaN logits with exit 0 (nor numpy's RuntimeWarning).
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = run_fake_quant(target.model, x)
+    bad = ~np.isfinite(y)
+    if bad.any():
+        raise BackendError(f"backend 'float': model {target.model.name}: {int(bad.sum())} of "
+                           f"{y.size} output values are not finite (a float32 overflow of "
+                           "the weights on these inputs)")
+    return y
 
 
 def _bundle_arrays(result, all_layers: bool) -> dict[str, np.ndarray]:
@@ -228,32 +237,12 @@ def check_run_input(target: Target, x, *, source: str = "input", strict: bool = 
     InputError
         A ``ValueError`` naming ``source``, what is expected and what was found.
     """
-    from bitline.sw.flow.inputs import (
-        InputClampWarning,
-        InputError,
-        check_input,
-        count_clamped,
-        input_range,
-    )
+    from bitline.sw.flow.inputs import check_input, report_clamped
 
     model = bundle.qmodel.model if bundle is not None else target.model
     x = check_input(x, tuple(model.input_shape) if model is not None else None, source)
-    act = bundle.qmodel.input if bundle is not None else None
-    clamped = count_clamped(x, act) if act is not None else 0
-    if clamped:
-        lo, hi = input_range(act)
-        message = (f"{source}: {clamped} of {x.size} input values lie outside the calibrated "
-                   f"input range [{lo:.6g}, {hi:.6g}] (input scale {act.scale:.6g}, zero "
-                   f"point {act.zero_point}, {act.bits} bits) and are clamped to it, as the "
-                   "hardware does")
-        if strict:
-            raise InputError(f"{message} (strict: refused)")
-        if warn is not None:
-            warn(message)
-        else:
-            import warnings
-
-            warnings.warn(message, InputClampWarning, stacklevel=3)
+    if bundle is not None:
+        report_clamped(x, bundle.qmodel.input, source=source, strict=strict, warn=warn)
     return x
 
 

@@ -144,25 +144,35 @@ def board():
                    "starts programmed).")
 @click.option("--check", is_flag=True,
               help="Compare the outputs with the integer golden model (bit-exact).")
+@click.option("--strict", is_flag=True,
+              help="Refuse inputs outside the calibrated input range (by default they are "
+                   "clamped as the hardware does, with a warning giving the count).")
 @json_option
 @quiet_option
 def board_run(port, bundle_dir, input_path, output_path, baud, timeout, max_vectors,
-              no_load, check, as_json, quiet):
+              no_load, check, strict, as_json, quiet):
     """Program a board with the bundle OUT/ and run the network on --input over the UART.
 
+    The input is checked as `bitline run` checks it (a real numeric array of the model's
+    shape, finite values; values outside the calibrated range are clamped with a warning
+    giving the count, --strict: an error), before the board is opened.
     --json prints {"samples", "seconds", "counters": {...}, "predicted": [...] (2-D outputs),
-    "output": FILE or null, "checked"}. A board error or a --check mismatch exits with 1.
+    "output": FILE or null, "checked", "clamped"}. A board error or a --check mismatch exits
+    with 1.
     """
     import numpy as np
 
     from bitline.sw.bundle import read_bundle
     from bitline.sw.flow import load_input
+    from bitline.sw.flow.inputs import report_clamped
     from bitline.sw.host.driver import Device, DeviceError, HostDriver
     from bitline.sw.host.uart import open_board
 
     bundle = read_bundle(bundle_dir)
     config = bundle.program.config
     x = load_input(input_path, tuple(bundle.qmodel.model.input_shape))
+    clamped = report_clamped(x, bundle.qmodel.input, source=str(input_path), strict=strict,
+                             warn=lambda message: click.echo(f"warning: {message}", err=True))
     console = _console(silent=quiet or as_json)
     try:
         transport = open_board(port, config, baud=baud, timeout=timeout)
@@ -211,4 +221,4 @@ def board_run(port, bundle_dir, input_path, output_path, baud, timeout, max_vect
         echo_json({"samples": len(x), "seconds": seconds, "counters": counters,
                    "predicted": (np.argmax(result.output_int, axis=1).tolist()
                                  if result.output_int.ndim == 2 else None),
-                   "output": output_path, "checked": bool(check)})
+                   "output": output_path, "checked": bool(check), "clamped": clamped})

@@ -13,7 +13,7 @@ __all__ = ["DEFAULT_PRESET", "CALIB_SEED", "SYNTHETIC_CALIB_SAMPLES", "BUNDLE_MA
            "Target", "load_config", "preset_summary", "parse_xbars", "is_synthetic",
            "model_dataset", "require_dataset", "resolve_target", "calibration_inputs",
            "model_labels", "model_summary", "load_input", "InputError", "InputClampWarning",
-           "check_input", "input_range", "count_clamped"]
+           "check_input", "input_range", "count_clamped", "report_clamped"]
 
 #: Preset used when neither ``--config`` nor ``--preset`` is given.
 DEFAULT_PRESET = "bwq"
@@ -335,6 +335,33 @@ def count_clamped(x: np.ndarray, act) -> int:
     """
     codes = np.rint(np.asarray(x, dtype=np.float64) / act.scale) + act.zero_point
     return int(np.count_nonzero((codes < 0) | (codes > act.qmax)))
+
+
+def report_clamped(x: np.ndarray, act, *, source: str = "input", strict: bool = False,
+                   warn=None) -> int:
+    """Count the values of ``x`` the input quantizer ``act`` clamps and report them.
+
+    The count (:func:`count_clamped`) goes to ``warn(message)`` (default: ``warnings.warn``
+    with :class:`InputClampWarning`), or with ``strict`` is an :class:`InputError`; the
+    message names ``source``, the count and the calibrated range. Returns the count. Every
+    command that runs a bundle on inputs (``bitline run``, ``bitline board run``) calls it.
+    """
+    clamped = count_clamped(x, act)
+    if clamped:
+        lo, hi = input_range(act)
+        message = (f"{source}: {clamped} of {x.size} input values lie outside the calibrated "
+                   f"input range [{lo:.6g}, {hi:.6g}] (input scale {act.scale:.6g}, zero "
+                   f"point {act.zero_point}, {act.bits} bits) and are clamped to it, as the "
+                   "hardware does")
+        if strict:
+            raise InputError(f"{message} (strict: refused)")
+        if warn is not None:
+            warn(message)
+        else:
+            import warnings
+
+            warnings.warn(message, InputClampWarning, stacklevel=3)
+    return clamped
 
 
 def load_input(path: str | Path, input_shape: tuple[int, ...] | None, *,

@@ -274,7 +274,10 @@ def calibrate_activations(
         raise ValueError(
             f"tensor_bits names unknown tensor(s) {', '.join(unknown)} of model {model.name}"
         )
-    values = float_tensors(model, calib_x)          # shared with the other steps
+    # an overflow is caught below by the finiteness check, which names the tensor: numpy's
+    # own RuntimeWarning would only print a line of library source before that error
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = float_tensors(model, calib_x)      # shared with the other steps
 
     def calibrate(name: str, signed: bool) -> ActParams:
         width = tensor_bits.get(name, bits)

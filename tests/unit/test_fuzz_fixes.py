@@ -1,0 +1,82 @@
+"""Fixes of the failures the fuzzing found or the brief listed (issue 15, item 4).
+
+Each test fails on the code before its fix:
+
+* ``board run`` counts the inputs outside the calibrated range (a warning) and ``--strict``
+  refuses them, before the board is opened, as ``run`` does;
+* float weights near 3e38 give the clear calibration error without numpy's overflow
+  ``RuntimeWarning`` first, and the float backend refuses an output that overflows instead
+  of writing inf logits with exit 0.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from bitline.sw.cli import main
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+from support.networks import tiny_mlp_onnx
+
+
+def run_cli(*args):
+    """``(exit code, stdout, stderr)`` of ``bitline ARGS`` through :func:`main`."""
+    runner = CliRunner()
+    with runner.isolation() as (out, err, *_):
+        code = main([str(arg) for arg in args])
+        return code, out.getvalue().decode(), err.getvalue().decode()
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    model = tiny_mlp_onnx(folder / "tiny.onnx")
+    assert run_cli("compile", model, "-s", "bwq", "-o", folder / "out", "-q")[0] == 0
+    return model, folder / "out"
+
+
+def test_board_run_counts_clamped_inputs_and_strict_refuses_them(tiny_bundle, tmp_path):
+    _, bundle = tiny_bundle
+    x = tmp_path / "x.npy"
+    np.save(x, np.full((2, 8), 5.0, np.float32))        # far above the calibrated [0, 1)
+    port = tmp_path / "no-such-tty"
+    code, _, err = run_cli("board", "run", bundle, "-i", x, "--port", port, "--strict")
+    assert code == 2, err
+    assert "16 of 16 input values lie outside the calibrated input range" in err
+    assert "(strict: refused)" in err and "serial port" not in err     # refused first
+    code, _, err = run_cli("board", "run", bundle, "-i", x, "--port", port)
+    assert err.startswith("warning: ") and "16 of 16 input values" in err
+    assert "serial port" in err and code == 2             # then the port that is not there
+    np.save(x, np.full((2, 8), 0.5, np.float32))
+    code, _, err = run_cli("board", "run", bundle, "-i", x, "--port", port, "--strict")
+    assert "warning" not in err and "input values" not in err and "serial port" in err
+
+
+def _huge_weights(source, target, rows):
+    model = onnx.load(source)
+    for tensor in model.graph.initializer:
+        if tensor.name == "w1":
+            weight = numpy_helper.to_array(tensor).copy()
+            weight[rows, :] = 3e38      # finite float32; a sum of two overflows
+            tensor.CopyFrom(numpy_helper.from_array(weight, "w1"))
+    onnx.save(model, target)
+    return target
+
+
+def test_overflowing_weights_give_one_clear_error_and_no_numpy_warning(tiny_bundle, tmp_path):
+    model = _huge_weights(tiny_bundle[0], tmp_path / "huge.onnx", 0)
+    x = tmp_path / "x.npy"
+    np.save(x, np.full((2, 8), 0.5, np.float32))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = run_cli("compile", model, "-s", "bwq", "-o", tmp_path / "out", "-q")
+        assert code == 2 and "tensor hr is not finite on the calibration inputs" in err
+        code, _, err = run_cli("run", model, "-i", x, "-o", tmp_path / "y.npz")
+        assert code == 2, err
+        assert "backend 'float': model tiny: 8 of 8 output values are not finite" in err
+    assert not (tmp_path / "y.npz").exists()
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
