@@ -45,7 +45,7 @@ import enum
 
 __all__ = [
     "Register", "Ctrl", "Status", "ErrorCode", "COUNTERS", "CSR_ADDR_BITS", "CSR_DATA_BITS",
-    "COUNTER_BITS", "VECTOR_BITS",
+    "COUNTER_BITS", "VECTOR_BITS", "READABLE", "WRITABLE",
 ]
 
 CSR_ADDR_BITS = 8
@@ -127,3 +127,10 @@ COUNTERS = (
     ("stall_cycles", Register.STALL_CYCLES_LO),
     ("reduction_operands", Register.REDUCTION_OPERANDS_LO),
 )
+
+#: Registers a write changes (LAYER, N_VECTORS and N_SHARE only while no job is busy); a
+#: write to any other address has no effect (the AXI4-Lite bus answers SLVERR / DECERR,
+#: docs/integration.md).
+WRITABLE = frozenset({Register.CTRL, Register.LAYER, Register.N_VECTORS, Register.N_SHARE})
+#: Registers a read returns (CTRL is write-only and reads as 0, like an unmapped address).
+READABLE = frozenset(set(Register) - {Register.CTRL})
