@@ -19,10 +19,19 @@ the rate grows: :mod:`bitline.sim.analog` draws common random numbers), and the 
 the mean over the chips. ``samples`` subsamples the test split with
 ``np.random.default_rng(seed).choice(n, samples, replace=False)`` (sorted) when the full
 split would take too long.
+
+The sweep runs on the study engine (:class:`bitline.sim.dse.engine.Engine`): one task per
+strategy for the ideal (golden) predictions and one per ``(strategy, point, chip, batch of
+images)`` for the analog chips. Every task is a function of its payload (chip seed, images,
+parameters), so the tables are the same whatever the engine (``--serial``, a
+``LocalCluster``, a cluster) and the order the tasks finish in. ``batch`` splits the images
+only without read noise: the read numbers that key the noise restart at every batch.
 """
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 import time
 from pathlib import Path
 
@@ -31,7 +40,7 @@ import numpy as np
 from bitline.hw.spec.program import STRATEGIES
 
 __all__ = ["DEFAULT_VARIATIONS", "DEFAULT_STUCK", "nonideal_sweep", "sweep_points",
-           "format_tables", "plot_sweep"]
+           "format_tables", "plot_sweep", "test_images", "chip_predictions", "sweep_task"]
 
 #: Default lognormal programming-variation sigmas (0-20 %).
 DEFAULT_VARIATIONS = (0.0, 0.05, 0.1, 0.2)
@@ -75,6 +84,8 @@ def nonideal_sweep(
     sa1_fraction: float = 0.5,
     grid: bool = False,
     progress=None,
+    engine=None,
+    batch: int | None = None,
 ) -> dict:
     """Run the executor with analog non-idealities over a sweep; return the report.
 
@@ -108,6 +119,12 @@ def nonideal_sweep(
         Sweep every ``(variation, stuck)`` pair instead of the two axes.
     progress:
         Optional ``callable(str)`` told about each finished point.
+    engine:
+        :class:`~bitline.sim.dse.engine.Engine` that runs the tasks; default serial (this
+        process).
+    batch:
+        Images per task (default: all the images in one task per chip); only without
+        read noise.
 
     Returns
     -------
@@ -122,14 +139,13 @@ def nonideal_sweep(
     Raises
     ------
     ValueError
-        For an unknown strategy, a rate out of range, bad ``chips`` / ``samples`` or any
-        error of the compile steps.
+        For an unknown strategy, a rate out of range, bad ``chips`` / ``samples`` /
+        ``batch`` (or a batch with read noise) or any error of the compile steps.
     """
     from bitline.hw.spec.config import preset
     from bitline.sim.analog_params import AnalogParams
-    from bitline.sim.golden import run_golden
-    from bitline.sw.flow import DEFAULT_SPECS, compile_model
-    from bitline.sw.datasets import load_dataset
+    from bitline.sim.dse.engine import Engine
+    from bitline.sw.flow import DEFAULT_SPECS
     from bitline.sw.frontend.ir import Model
     from bitline.sw.models import resolve_model
 
@@ -142,33 +158,38 @@ def nonideal_sweep(
         params = AnalogParams.load(params)
     model = model if isinstance(model, Model) else resolve_model(model)
     config = config or preset("bwq")
-    calib_x, _ = load_dataset(dataset, "calib")
-    x, y, subsample_seed = _test_images(dataset, samples, seed)
+    _, y, subsample_seed = test_images(dataset, samples, seed)
+    batches = _batches(len(y), batch, params)
     points = sweep_points(variations, stuck, grid=grid)
+    specs = {s: spec if spec is not None else DEFAULT_SPECS[s] for s in strategies}
+    base = {"model": model, "model_key": hashlib.sha256(pickle.dumps(model)).hexdigest(),
+            "dataset": dataset, "samples": samples, "seed": int(seed), "config": config}
+    tasks = [(("ideal", s), {**base, "strategy": s, "spec": specs[s], "chip": None})
+             for s in strategies]
+    for s in strategies:
+        for variation, rate in points:
+            chip_params = params.replace(variation=variation,
+                                         stuck_at_0=rate * (1.0 - sa1_fraction),
+                                         stuck_at_1=rate * sa1_fraction)
+            tasks += [((s, variation, rate, chip, lo), {
+                **base, "strategy": s, "spec": specs[s], "params": chip_params,
+                "chip": seed + chip, "images": (lo, hi)})
+                for chip in range(chips) for lo, hi in batches]
     report = {
         "model": model.name, "dataset": dataset, "split": "test", "images": int(len(y)),
         "subsample_seed": subsample_seed, "seed": int(seed), "chips": int(chips),
         "sa1_fraction": float(sa1_fraction), "params": params.to_dict(),
         "config": config.digest[:16], "ideal": {}, "specs": {}, "points": [],
     }
+    results = _collect((engine or Engine("serial")).run(sweep_task, tasks, name="sweep"),
+                       y, chips, batches, progress)
     for strategy in strategies:
-        strategy_spec = spec if spec is not None else DEFAULT_SPECS[strategy]
-        compiled = compile_model(model, strategy, strategy_spec, config, calib_x)
-        ideal_pred = np.asarray(run_golden(compiled.qmodel, x).output).reshape(len(y), -1)
-        ideal_pred = ideal_pred.argmax(1)
-        report["ideal"][strategy] = float(np.mean(ideal_pred == y))
-        report["specs"][strategy] = str(strategy_spec)
+        report["ideal"][strategy] = float(np.mean(results["ideal", strategy] == y))
+        report["specs"][strategy] = str(specs[strategy])
         for variation, rate in points:
-            chip_params = params.replace(variation=variation,
-                                         stuck_at_0=rate * (1.0 - sa1_fraction),
-                                         stuck_at_1=rate * sa1_fraction)
-            point = _sweep_point(compiled, x, y, ideal_pred, chip_params, chips, seed)
-            point = {"strategy": strategy, "variation": variation, "stuck": rate, **point}
-            report["points"].append(point)
-            if progress is not None:
-                progress(f"{strategy:13s} variation {variation:5.3f} stuck {rate:6.4f}: "
-                         f"accuracy {100 * point['accuracy']:6.2f} % "
-                         f"({point['seconds']:.1f} s)")
+            point = _sweep_point(results, strategy, variation, rate, y, chips, batches)
+            report["points"].append({"strategy": strategy, "variation": variation,
+                                     "stuck": rate, **point})
     return report
 
 
@@ -188,7 +209,7 @@ def _check_arguments(strategies, sa1_fraction: float, chips, seed: int) -> list[
     return strategies
 
 
-def _test_images(dataset: str, samples: int | None, seed: int):
+def test_images(dataset: str, samples: int | None, seed: int):
     """Return ``(x, y, subsample_seed)``: the test split, or a seeded subsample of it."""
     from bitline.sw.datasets import load_dataset
 
@@ -203,22 +224,107 @@ def _test_images(dataset: str, samples: int | None, seed: int):
     return x[keep], y[keep], seed
 
 
-def _sweep_point(compiled, x: np.ndarray, y: np.ndarray, ideal_pred: np.ndarray,
-                 chip_params, chips: int, seed: int) -> dict:
-    """Run ``chips`` seeded analog chips of one sweep point; accuracy and agreement."""
+_test_images = test_images     # the name scripts/fault_table.py imports
+
+
+def _batches(images: int, batch: int | None, params) -> list[tuple[int, int]]:
+    """The ``(start, stop)`` image ranges of one chip's tasks."""
+    if batch is None:
+        return [(0, images)]
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"--batch must be a positive integer, not {batch!r}")
+    if params.read_noise and batch < images:
+        raise ValueError(f"--batch {batch} splits the {images} images, but read_noise = "
+                         f"{params.read_noise:g}: its read numbers restart in every batch, "
+                         f"so the chips would differ from one run of all the images; drop "
+                         f"--batch or use read_noise = 0")
+    return [(lo, min(lo + batch, images)) for lo in range(0, images, batch)]
+
+
+#: Compiled strategies of this process (a worker keeps them across its tasks).
+_COMPILED: dict = {}
+
+
+def _compiled(payload: dict):
+    """Compile the payload's model and strategy once per process (a small cache)."""
+    from bitline.sw.datasets import load_dataset
+    from bitline.sw.flow import compile_model
+
+    key = (payload["model_key"], payload["strategy"], str(payload["spec"]),
+           payload["config"].digest, payload["dataset"])
+    if key not in _COMPILED:
+        if len(_COMPILED) >= 4:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        calib_x, _ = load_dataset(payload["dataset"], "calib")
+        _COMPILED[key] = compile_model(payload["model"], payload["strategy"], payload["spec"],
+                                       payload["config"], calib_x)
+    return _COMPILED[key]
+
+
+def chip_predictions(compiled, x: np.ndarray, params, seed: int) -> np.ndarray:
+    """Top-1 predictions of one seeded analog chip (the crossbar-level executor)."""
     from bitline.sim.analog import AnalogDevice
     from bitline.sim.executor import run_executor
 
+    device = AnalogDevice(compiled.program.config, params, seed=seed)
+    output = run_executor(compiled.program, compiled.qmodel, x, device=device).output
+    return np.asarray(output).reshape(len(x), -1).argmax(axis=1)
+
+
+def sweep_task(payload: dict) -> tuple[np.ndarray, float]:
+    """One task of the sweep: ``(predictions, seconds)``.
+
+    ``chip`` ``None``: the golden model's predictions on every image; otherwise the chip
+    of seed ``chip`` with ``params`` on the images ``images = (start, stop)``.
+    """
+    from bitline.sim.golden import run_golden
+
     start = time.perf_counter()
-    accuracies, agreements = [], []
+    compiled = _compiled(payload)
+    x, _, _ = test_images(payload["dataset"], payload["samples"], payload["seed"])
+    if payload["chip"] is None:
+        output = run_golden(compiled.qmodel, x).output
+        predicted = np.asarray(output).reshape(len(x), -1).argmax(1)
+    else:
+        lo, hi = payload["images"]
+        predicted = chip_predictions(compiled, x[lo:hi], payload["params"], payload["chip"])
+    return predicted, time.perf_counter() - start
+
+
+def _collect(finished, y: np.ndarray, chips: int, batches, progress) -> dict:
+    """Gather the tasks' results by key; tell ``progress`` each point as it completes."""
+    results, remaining = {}, {}
+    for key, (predicted, seconds) in finished:
+        results[key] = predicted if key[0] == "ideal" else (predicted, seconds)
+        if key[0] == "ideal":
+            continue
+        point = key[:3]
+        remaining[point] = remaining.get(point, chips * len(batches)) - 1
+        if remaining[point] or progress is None:
+            continue
+        strategy, variation, rate = point
+        runs = [np.concatenate([results[(*point, chip, lo)][0] for lo, _ in batches])
+                for chip in range(chips)]
+        accuracy = float(np.mean([np.mean(run == y) for run in runs]))
+        took = sum(results[(*point, chip, lo)][1] for chip in range(chips) for lo, _ in batches)
+        progress(f"{strategy:13s} variation {variation:5.3f} stuck {rate:6.4f}: "
+                 f"accuracy {100 * accuracy:6.2f} % ({took:.1f} s)")
+    return results
+
+
+def _sweep_point(results: dict, strategy: str, variation: float, rate: float,
+                 y: np.ndarray, chips: int, batches) -> dict:
+    """Accuracy and agreement of one sweep point from its chips' batch predictions."""
+    ideal_pred = results["ideal", strategy]
+    accuracies, agreements, seconds = [], [], 0.0
     for chip in range(chips):
-        device = AnalogDevice(compiled.program.config, chip_params, seed=seed + chip)
-        output = run_executor(compiled.program, compiled.qmodel, x, device=device).output
-        predicted = np.asarray(output).reshape(len(y), -1).argmax(axis=1)
+        parts = [results[strategy, variation, rate, chip, lo] for lo, _ in batches]
+        predicted = np.concatenate([part[0] for part in parts])
+        seconds += sum(part[1] for part in parts)
         accuracies.append(float(np.mean(predicted == y)))
         agreements.append(float(np.mean(predicted == ideal_pred)))
     return {"accuracy": float(np.mean(accuracies)), "accuracies": accuracies,
-            "agreement": float(np.mean(agreements)), "seconds": time.perf_counter() - start}
+            "agreement": float(np.mean(agreements)), "seconds": seconds}
 
 
 def _percent(value: float) -> str:

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "presets": "bitline.sw.cli.config:presets",
     "config": "bitline.sw.cli.config:config",
     "sweep": "bitline.sw.cli.sweep:sweep",
+    "dse": "bitline.sw.cli.dse:dse",
     "explore": "bitline.sw.cli.explore:explore",
     "verilog": "bitline.sw.cli.hw:verilog",
     "fpga": "bitline.sw.cli.fpga:fpga",
