@@ -233,8 +233,8 @@ class _Core(Accelerator):
         super().__init__(*args, **kwargs)
         self.job_busy = Signal()
 
-    def _add_status(self, m, blocks, units, job_error):
-        super()._add_status(m, blocks, units, job_error)
+    def _add_status(self, m, blocks, *args, **kwargs):
+        super()._add_status(m, blocks, *args, **kwargs)
         m.d.comb += self.job_busy.eq(blocks.scheduler.busy)
 
 

@@ -20,7 +20,11 @@ wraps the same :class:`~bitline.hw.core.top.Accelerator` in its harness,
   stream: its ``valid``, ``ready`` and ``payload`` ports, direction and what the payload
   carries) and ``ports``: every top-level port, ``clk`` and ``rst`` included, with
   :func:`port_table`'s fields plus ``kind`` and a one-line ``description``
-  (docs/hardware.md, "Generated Verilog").
+  (docs/hardware.md, "Generated Verilog"); with ``bus="axi"`` also ``bus``, ``axi`` (the
+  AXI interfaces: widths, lanes, responses) and ``register_offsets`` (byte offsets);
+* ``<top>.core`` -- the FuseSoC core (CAPI2, :mod:`bitline.hw.toolchain.fusesoc`) and
+  ``<top>_regs.h`` -- the C register map (:mod:`bitline.hw.toolchain.cheader`),
+  docs/integration.md.
 
 The top module name is checked with :func:`check_top_name` (a Verilog identifier that is no
 keyword), before any elaboration.
@@ -45,9 +49,13 @@ from bitline.hw.spec.timing import DRAIN_STAGES, drain_latency, pipeline_latency
 from bitline.hw.toolchain.memory_init import convert_verilog
 
 __all__ = ["GeneratedDesign", "port_table", "accelerator_ports", "check_top_name",
-           "write_verilog", "DEFAULT_TOP", "TIMESCALE", "VERILOG_KEYWORDS"]
+           "write_verilog", "DEFAULT_TOP", "TIMESCALE", "VERILOG_KEYWORDS", "BUSES"]
 
 DEFAULT_TOP = "bitline_top"
+
+#: Bus interfaces of the generated top (``--bus``): the native register bus and valid/ready
+#: streams, or AXI4-Lite and AXI4-Stream (:mod:`bitline.hw.io.axi`).
+BUSES = ("native", "axi")
 
 #: First line of every generated Verilog file.
 TIMESCALE = "`timescale 1ns / 1ps"
@@ -124,6 +132,9 @@ class GeneratedDesign:
     filelist: Path
     description: Path
     top: str
+    core: Path | None = None        # <top>.core (FuseSoC CAPI2, hw/toolchain/fusesoc.py)
+    header: Path | None = None      # <top>_regs.h (C register map, hw/toolchain/cheader.py)
+    bus: str = "native"
 
 
 def check_top_name(name: str) -> str:
@@ -223,13 +234,20 @@ def accelerator_ports(component: wiring.Component) -> list[dict]:
 def write_verilog(config: AcceleratorConfig, out_dir: str | Path, *,
                   crossbar: str = "emulated", memories: AcceleratorMemories | None = None,
                   unit_entries: int | None = None, top: str = DEFAULT_TOP,
-                  log: Callable[[str], None] | None = None) -> GeneratedDesign:
+                  log: Callable[[str], None] | None = None,
+                  bus: str = "native") -> GeneratedDesign:
     """Elaborate :class:`~bitline.hw.core.top.Accelerator` and write it to ``out_dir``.
 
     Parameters
     ----------
     log:
         Called with a line before each long step (elaboration and conversion, writing).
+    bus:
+        ``"native"`` (the register bus and valid/ready streams of
+        :class:`~bitline.hw.core.top.Accelerator`) or ``"axi"`` (AXI4-Lite and AXI4-Stream,
+        :class:`bitline.hw.io.axi.AxiTop`; the JSON gets ``bus``, ``axi`` and
+        ``register_offsets``). Either way ``<top>.core`` (FuseSoC) and ``<top>_regs.h`` (C)
+        are written too (docs/integration.md).
 
     Raises
     ------
@@ -238,10 +256,18 @@ def write_verilog(config: AcceleratorConfig, out_dir: str | Path, *,
         configuration (or program memories) the hardware cannot hold exactly.
     """
     check_top_name(top)
+    if bus not in BUSES:
+        raise ValueError(f"bus must be one of {BUSES}, not {bus!r}")
     log = log or (lambda message: None)
     out_dir = Path(out_dir)
-    design = Accelerator(config, crossbar=crossbar, memories=memories,
-                         unit_entries=unit_entries)
+    if bus == "axi":
+        from bitline.hw.io.axi import AxiAccelerator, AxiTop
+
+        design = AxiTop(AxiAccelerator(config, crossbar, memories=memories,
+                                       unit_entries=unit_entries))
+    else:
+        design = Accelerator(config, crossbar=crossbar, memories=memories,
+                             unit_entries=unit_entries)
     log(f"converting {config.n_xbars} units to Verilog (Amaranth, Yosys)")
     text = convert_verilog(design, name=top, emit_src=False)  # fast, compact memory init
     log(f"writing {len(text) / 1e6:.1f} MB of Verilog")
@@ -269,9 +295,33 @@ def write_verilog(config: AcceleratorConfig, out_dir: str | Path, *,
         "clock": {"port": "clk", "edge": "rising"},
         "reset": {"port": "rst", "polarity": "active-high", "synchronous": True},
         "streams": _stream_info(design),
-        "ports": accelerator_ports(design),
+        "ports": accelerator_ports(design) if bus == "native" else None,
+        "bus": bus,
     }
+    if bus == "axi":
+        from bitline.hw.toolchain.axi_ports import axi_interfaces, axi_ports
+
+        description.update(ports=axi_ports(design), axi=axi_interfaces(design),
+                           register_offsets={register.name: 4 * int(register)
+                                             for register in Register})
     description_path = out_dir / f"{top}.json"
     description_path.write_text(json.dumps(description, indent=2) + "\n")
+    core, header = _write_integration_files(config, out_dir, top, verilog_path.name, bus,
+                                            crossbar, design.unit_entries)
     return GeneratedDesign(verilog=verilog_path, filelist=filelist,
-                           description=description_path, top=top)
+                           description=description_path, top=top, core=core,
+                           header=header, bus=bus)
+
+
+def _write_integration_files(config, out_dir: Path, top: str, verilog_name: str, bus: str,
+                             crossbar: str, unit_entries: int) -> tuple[Path, Path]:
+    """Write ``<top>.core`` (FuseSoC) and ``<top>_regs.h`` (C); return their paths."""
+    from bitline.hw.toolchain.cheader import c_header
+    from bitline.hw.toolchain.fusesoc import core_file
+
+    core = out_dir / f"{top}.core"
+    core.write_text(core_file(config, top, verilog_name, bus=bus, crossbar=crossbar,
+                              unit_entries=unit_entries))
+    header = out_dir / f"{top}_regs.h"
+    header.write_text(c_header(config, top, bus))
+    return core, header

@@ -1,4 +1,5 @@
-"""``bitline verilog``: generate the accelerator's Verilog, filelist and port description.
+"""``bitline verilog``: generate the accelerator's Verilog, filelist, port description,
+FuseSoC core and C register header (``--bus native|axi``, docs/integration.md).
 
 The hardware configuration comes from ``--config`` (TOML), ``--preset`` or ``--bundle``
 (the bundle's own config). With ``--bundle`` the program is also baked into the memories'
@@ -30,6 +31,10 @@ __all__ = ["verilog"]
 @click.option("--crossbar", type=click.Choice(["emulated", "external"]), default="emulated",
               show_default=True,
               help="Digital crossbar emulators inside, or the crossbar ports at the top.")
+@click.option("--bus", type=click.Choice(["native", "axi"]), default="native",
+              show_default=True,
+              help="Top-level interface: the native register bus and valid/ready streams, "
+                   "or AXI4-Lite registers and AXI4-Stream data (docs/integration.md).")
 @click.option("--top", default="bitline_top", show_default=True,
               help="Top module name (a Verilog identifier, not a keyword).")
 @click.option("--unit-entries", type=click.IntRange(min=1),
@@ -40,12 +45,13 @@ __all__ = ["verilog"]
               help="Output directory (Verilog, filelist, port description).")
 @json_option
 @quiet_option
-def verilog(config_path, preset_name, bundle_dir, crossbar, top, unit_entries, out_dir,
+def verilog(config_path, preset_name, bundle_dir, crossbar, bus, top, unit_entries, out_dir,
             as_json, quiet):
-    """Write the accelerator's Verilog, a filelist and a JSON of its ports and config.
+    """Write the accelerator's Verilog, a filelist, a JSON of its ports and config, a FuseSoC
+    core (<top>.core) and a C register header (<top>_regs.h).
 
-    --json prints {"files": [verilog, filelist, description], "crossbar", "n_xbars",
-    "unit_entries", "sizing": [notes]}.
+    --json prints {"files": [verilog, filelist, description, core, header], "crossbar",
+    "bus", "n_xbars", "unit_entries", "sizing": [notes]}.
     """
     from bitline.hw.toolchain.verilog import check_top_name, write_verilog
 
@@ -58,14 +64,14 @@ def verilog(config_path, preset_name, bundle_dir, crossbar, top, unit_entries, o
             click.echo(note)
     log = (lambda message: click.echo(message + " ...", err=True)) if talk else None
     design = write_verilog(hardware, out_dir, crossbar=crossbar, memories=choice.memories,
-                           unit_entries=choice.unit_entries, top=top, log=log)
+                           unit_entries=choice.unit_entries, top=top, log=log, bus=bus)
     if as_json:
         echo_json({"files": [str(design.verilog), str(design.filelist),
-                             str(design.description)],
-                   "crossbar": crossbar, "n_xbars": hardware.n_xbars,
+                             str(design.description), str(design.core), str(design.header)],
+                   "crossbar": crossbar, "bus": bus, "n_xbars": hardware.n_xbars,
                    "unit_entries": json.loads(design.description.read_text())["unit_entries"],
                    "sizing": choice.notes})
     elif not quiet:
-        click.echo(f"wrote {design.verilog}, {design.filelist.name} and "
-                   f"{design.description.name} ({crossbar} crossbars, {hardware.n_xbars} "
-                   f"units)")
+        click.echo(f"wrote {design.verilog}, {design.filelist.name}, "
+                   f"{design.description.name}, {design.core.name} and {design.header.name} "
+                   f"({bus} bus, {crossbar} crossbars, {hardware.n_xbars} units)")
