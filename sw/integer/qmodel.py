@@ -52,12 +52,18 @@ def fixed_point(real: np.ndarray, mult_bits: int = 16, max_shift: int = 63):
     safe = np.where(real > 0, real, 1.0)
     shift = (mult_bits - 2) - np.floor(np.log2(safe)).astype(np.int64)
     shift = np.clip(shift, 0, max_shift)
-    mult = np.rint(safe * np.exp2(shift)).astype(np.int64)
-    overflow = mult >= (1 << (mult_bits - 1))
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = np.rint(safe * np.exp2(shift))
+    # at shift 0 a multiplier that does not fit cannot be halved (that would need a
+    # negative shift): refuse it before the int64 cast, which overflows for huge reals
+    if np.any((scaled >= 2.0 ** (mult_bits - 1)) & (shift == 0)):
+        raise ValueError(f"multiplier too large for the output unit (shift would be "
+                         f"negative): largest {float(real.max()):.6g}, the output unit "
+                         f"holds below {2 ** (mult_bits - 1)}")
+    mult = scaled.astype(np.int64)
+    overflow = mult >= (1 << (mult_bits - 1))      # rounded up to 2**(mult_bits-1): halve
     mult = np.where(overflow, mult >> 1, mult)
-    shift = np.where(overflow & (shift > 0), shift - 1, shift)
-    if np.any(mult >= (1 << (mult_bits - 1))):
-        raise ValueError("multiplier too large for the output unit (shift would be negative)")
+    shift = np.where(overflow, shift - 1, shift)
     mult = np.where(real > 0, mult, 0)
     shift = np.where(real > 0, shift, 0)
     return mult.astype(np.int64), shift.astype(np.int64)

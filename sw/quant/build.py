@@ -199,7 +199,11 @@ def _compute_layer(model: Model, layer: Layer, entry: LayerWeights,
         return QuantLayer(output=None, mult=np.ones_like(bias), shift=np.zeros_like(bias),
                           mode="raw", clamp_lo=0, clamp_hi=0, **common)
     out = _act(acts, layer.output, f"layer {layer.name}")
-    mult, shift = fixed_point(acc_scale / out.scale)
+    try:
+        mult, shift = fixed_point(acc_scale / out.scale)
+    except ValueError as error:
+        raise ValueError(f"layer {layer.name}: {error} (its weights or input scale are far "
+                         f"larger than its output's)") from None
     clamp_lo, clamp_hi = _clamp(layer.activation, out)
     return QuantLayer(output=out, mult=mult, shift=shift, mode="requant",
                       clamp_lo=clamp_lo, clamp_hi=clamp_hi, **common)

@@ -6,7 +6,10 @@ Each test fails on the code before its fix:
   refuses them, before the board is opened, as ``run`` does;
 * float weights near 3e38 give the clear calibration error without numpy's overflow
   ``RuntimeWarning`` first, and the float backend refuses an output that overflows instead
-  of writing inf logits with exit 0.
+  of writing inf logits with exit 0;
+* the output unit's fixed-point multiplier: a real at or above ``2**(mult_bits-1)`` was
+  halved silently (32773 became 16386 at shift 0) or, huge, overflowed the int64 cast with a
+  ``RuntimeWarning``; it is refused naming the layer.
 """
 
 from __future__ import annotations
@@ -79,4 +82,33 @@ def test_overflowing_weights_give_one_clear_error_and_no_numpy_warning(tiny_bund
         assert code == 2, err
         assert "backend 'float': model tiny: 8 of 8 output values are not finite" in err
     assert not (tmp_path / "y.npz").exists()
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+
+
+def test_a_multiplier_that_does_not_fit_is_refused_not_halved():
+    from bitline.sw.integer.qmodel import fixed_point
+
+    mult, shift = fixed_point(np.array([32767.4, 1.0, 0.0, 0.75]), 16)
+    assert mult.tolist() == [32767, 16384, 0, 24576] and shift.tolist() == [0, 14, 0, 15]
+    for real in (2 ** 15 + 5, 32767.7, 1e300):      # 32773 was encoded as 16386 * 2**0
+        with pytest.raises(ValueError, match="multiplier too large for the output unit"):
+            fixed_point(np.array([1.0, real]), 16)
+
+
+def test_huge_weights_on_an_inner_layer_name_it_without_a_warning(tmp_path):
+    """A weight of -3.4e38 in the first of two gemms, whose ReLU zeroes that channel: the
+    output scale stays small, the channel's requantization multiplier is about 1e36 (found
+    by the fuzzing as an int64 cast warning before a wrong-looking mult error)."""
+    model = onnx.load(tiny_mlp_onnx(tmp_path / "tiny.onnx"))
+    for tensor in model.graph.initializer:
+        if tensor.name == "w1":
+            weight = numpy_helper.to_array(tensor).copy()
+            weight[0, 0] = -3.4e38
+            tensor.CopyFrom(numpy_helper.from_array(weight, "w1"))
+    onnx.save(model, tmp_path / "huge.onnx")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = run_cli("compile", tmp_path / "huge.onnx", "-s", "isaac", "-o",
+                               tmp_path / "out", "-q")
+    assert code == 2 and "layer fc1: multiplier too large for the output unit" in err, err
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
