@@ -198,9 +198,10 @@ class UARTBridge(wiring.Component):
 
         bad_opcode = Signal()
         clear_flags = Signal()
-        # INPUTS with lanes: the lane of the next code, the codes of lanes 0 .. L-2
-        lane = Signal(range(self.lanes))
-        codes = Signal(self.config.max_act_bits * max(self.lanes - 1, 1))
+        # INPUTS with lanes: the lane of the next code, the codes of lanes 0 .. L-2 (none
+        # with one lane: no zero-width signals in the Verilog)
+        lane = Signal(range(self.lanes)) if self.lanes > 1 else None
+        codes = Signal(self.config.max_act_bits * (self.lanes - 1)) if self.lanes > 1 else None
         regs = SimpleNamespace(fifo=fifo, byte=byte, have_byte=have_byte, opcode=opcode,
                                args=args, remaining=remaining, remaining_zero=remaining_zero,
                                progress=progress, info=info, clear_flags=clear_flags,
@@ -298,8 +299,9 @@ class UARTBridge(wiring.Component):
                 m.next = "PROGRAM"
             with m.Case(Opcode.INPUTS):
                 m.d.sync += [regs.remaining.eq(regs.args[:32]),
-                             regs.remaining_zero.eq(regs.args[:32] == 0),
-                             regs.lane.eq(0)]
+                             regs.remaining_zero.eq(regs.args[:32] == 0)]
+                if self.lanes > 1:
+                    m.d.sync += regs.lane.eq(0)
                 m.next = "INPUTS"
             with m.Case(Opcode.OUTPUTS):
                 m.d.sync += [regs.remaining.eq(regs.args[:32]),
@@ -328,7 +330,7 @@ class UARTBridge(wiring.Component):
                 width = self.config.max_act_bits
                 last = regs.lane == self.lanes - 1
                 self._forward(m, regs, send, abandon, self.inputs, last,
-                              Cat(regs.codes[:width * (self.lanes - 1)], regs.byte[:width]))
+                              Cat(regs.codes, regs.byte[:width]))
                 with m.If(~regs.remaining_zero & regs.have_byte):
                     with m.If(~last):
                         m.d.sync += [regs.codes.word_select(regs.lane, width).eq(regs.byte),
