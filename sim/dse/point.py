@@ -88,15 +88,23 @@ def _perf(network: str, dataset, calib_samples: int, strategy: str, budget: str,
     return tuple((name, row[METRICS[name][0]]) for name in metrics if name in PERF_METRICS)
 
 
-def _accuracy(model, calib_x, payload: dict, spec: str, metrics) -> dict:
+@functools.lru_cache(maxsize=4)
+def _compiled(network: tuple, strategy: str, spec: str, config):
+    """The compiled point, once per process: points differing in analog axes share it."""
+    from bitline.sw.flow import compile_model
+
+    model, calib_x = _network(*network)
+    return compile_model(model, strategy, spec, config, calib_x)
+
+
+def _accuracy(network: tuple, payload: dict, spec: str, metrics) -> dict:
     """``accuracy`` (golden) and ``analog_accuracy`` (mean of the seeded chips)."""
     from bitline.sim.analog_params import AnalogParams
     from bitline.sim.golden import run_golden
     from bitline.sim.sweep import chip_predictions, test_images
-    from bitline.sw.flow import compile_model
 
     axes, settings = payload["axes"], payload["settings"]
-    compiled = compile_model(model, axes["strategy"], spec, payload["config"], calib_x)
+    compiled = _compiled(network, axes["strategy"], spec, payload["config"])
     x, y, _ = test_images(_dataset(axes["network"], settings), settings["samples"],
                           settings["seed"])
     values = {}
@@ -138,8 +146,7 @@ def run_point(payload: dict) -> dict:
             values.update(_perf(*network, axes["strategy"], axes["budget"], config, spec,
                                 tuple(metrics)))
         if "accuracy" in metrics or "analog_accuracy" in metrics:
-            model, calib_x = _network(*network)
-            values.update(_accuracy(model, calib_x, payload, spec, metrics))
+            values.update(_accuracy(network, payload, spec, metrics))
     except ValueError as failure:
         values, error = {key: values[key] for key in ("spec",) if key in values}, str(failure)
     return {"id": payload["id"], "axes": axes, "seed": payload["seed"], "metrics": values,
