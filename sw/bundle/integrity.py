@@ -150,8 +150,9 @@ def verify_reference(manifest: dict, arrays: dict[str, np.ndarray], source: str,
                      manifest_source: str) -> None:
     """Check ``reference.npz``'s arrays against the digests the manifest recorded.
 
-    An array the manifest recorded but the file lacks is left to the rebuild, which names it
-    (``missing array``); an array that differs or is extra is named here.
+    An array the manifest recorded but the file lacks (``missing array``), one that differs
+    and one that is extra are named here. (The rebuild treats some arrays as optional, e.g.
+    a layer without a bias: a recorded one that is missing must not read as "none".)
 
     Raises
     ------
@@ -166,6 +167,11 @@ def verify_reference(manifest: dict, arrays: dict[str, np.ndarray], source: str,
         name = prefixes.get(key.split(".", 1)[0])
         return f"{key!r} (layer {name!r})" if name is not None else repr(key)
 
+    missing = [note(key) for key in sorted(stored) if key not in arrays]
+    if missing:
+        raise BundleError(f"{source}: missing array{'s' if len(missing) > 1 else ''} "
+                          f"{_listing(missing)} ({manifest_source} records "
+                          f"{'them' if len(missing) > 1 else 'it'}); compile again")
     changed = [note(key) for key in sorted(arrays)
                if key in stored and array_digest(arrays[key]) != stored[key]]
     extra = [note(key) for key in sorted(arrays) if key not in stored]

@@ -9,7 +9,9 @@ Each test fails on the code before its fix:
   of writing inf logits with exit 0;
 * the output unit's fixed-point multiplier: a real at or above ``2**(mult_bits-1)`` was
   halved silently (32773 became 16386 at shift 0) or, huge, overflowed the int64 cast with a
-  ``RuntimeWarning``; it is refused naming the layer.
+  ``RuntimeWarning``; it is refused naming the layer;
+* a ``reference.npz`` without an optional array the manifest records (a layer's bias or
+  multipliers) crashed the run with a TypeError (fuzzing): it is named as missing.
 """
 
 from __future__ import annotations
@@ -112,3 +114,19 @@ def test_huge_weights_on_an_inner_layer_name_it_without_a_warning(tmp_path):
                                tmp_path / "out", "-q")
     assert code == 2 and "layer fc1: multiplier too large for the output unit" in err, err
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+
+
+@pytest.mark.parametrize("key", ["L0.bias", "L0.mult", "L1.ir_bias"])
+def test_a_recorded_optional_reference_array_that_is_missing_is_named(tiny_bundle, tmp_path,
+                                                                      key):
+    import shutil
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle[1], bundle)
+    with np.load(bundle / "reference.npz") as archive:
+        arrays = {name: archive[name] for name in archive.files if name != key}
+    np.savez(bundle / "reference.npz", **arrays)
+    np.save(tmp_path / "x.npy", np.full((1, 8), 0.5, np.float32))
+    code, _, err = run_cli("run", bundle, "-i", tmp_path / "x.npy", "-o", tmp_path / "y.npz")
+    assert code == 2, err
+    assert f"reference.npz: missing array '{key}' (layer 'fc" in err and "internal" not in err
