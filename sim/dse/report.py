@@ -7,9 +7,10 @@
   latency, area lower is better, accuracy higher; ``cycles`` stands in for ``latency`` when
   only it was measured): a point is on the front when no other point is at least as good in
   every objective and better in one;
-* writes plots (matplotlib): the Pareto scatter of every pair of objectives, one colour per
-  strategy with the front circled; and every varying hardware axis against every metric,
-  one line per strategy (mean over the other axes);
+* writes plots (matplotlib): Pareto scatters (the first objective against each other one,
+  and latency against accuracy), one colour per strategy with the front circled; and per
+  varying hardware axis, every metric against it (a panel each), one line per strategy
+  (mean over the other axes);
 * writes ``summary.md``: the study, the front, the best point per strategy and metric, and
   the plots.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitline.sw.flow.study import METRICS, PAIR_AXES, SPECIAL_AXES
+from bitline.sw.flow.study import METRICS, SPECIAL_AXES
 
 __all__ = ["OBJECTIVES", "load_results", "pareto_mask", "pareto_front", "points_table",
            "write_plots", "markdown_summary", "write_parquet"]
@@ -137,7 +138,7 @@ def write_plots(study: dict, records: list[dict], folder) -> list[Path]:
     strategies = list(dict.fromkeys(r.get("strategy") for r in records))
     front = {r["id"] for r in pareto_front(study, records)}
     paths = []
-    for x_name, y_name in itertools.combinations(_objectives(study), 2):
+    for x_name, y_name in _pareto_pairs(study):
         figure, axis = plt.subplots(figsize=(5.5, 4))
         for strategy in strategies:
             mine = [r for r in records if r.get("strategy") == strategy and not r["error"]]
@@ -154,10 +155,21 @@ def write_plots(study: dict, records: list[dict], folder) -> list[Path]:
         paths.append(_save(plt, save_figure, figure, folder / f"pareto_{x_name}_{y_name}.png"))
     hardware = [name for name in _varying(study)
                 if name not in SPECIAL_AXES or name in ("variation", "stuck")]
-    for axis_name, metric in itertools.product(hardware, study["metrics"]):
+    for axis_name in hardware:
         paths.append(_axis_plot(plt, save_figure, study, records, strategies, axis_name,
-                                metric, folder))
+                                folder))
     return paths
+
+
+def _pareto_pairs(study: dict) -> list[tuple[str, str]]:
+    """The scatter plots: the first objective against each other one, and the second
+    (latency) against accuracy -- the fronts the papers draw -- not every pair."""
+    names = _objectives(study)
+    pairs = [(names[0], other) for other in names[1:]]
+    accuracy = [name for name in names if name.endswith("accuracy")]
+    if len(names) > 2 and accuracy and names[1] not in accuracy:
+        pairs.append((names[1], accuracy[0]))
+    return pairs
 
 
 def _save(plt, save_figure, figure, path: Path) -> Path:
@@ -167,26 +179,31 @@ def _save(plt, save_figure, figure, path: Path) -> Path:
         plt.close(figure)
 
 
-def _axis_plot(plt, save_figure, study, records, strategies, axis_name, metric, folder):
-    """One hardware axis against one metric, a line per strategy (mean over the rest)."""
+def _axis_plot(plt, save_figure, study, records, strategies, axis_name, folder):
+    """One hardware axis against every metric (a panel each), a line per strategy; the
+    mean over the other axes."""
     values = [str(v) for v in study["axes"][axis_name]]
-    figure, axis = plt.subplots(figsize=(5.5, 4))
-    for strategy in strategies:
-        means = []
-        for value in values:
-            found = [_number(r.get(metric)) for r in records if r.get("strategy") == strategy
-                     and str(r.get(axis_name)) == value and not r["error"]]
-            means.append(float(np.mean(found)) if found else math.nan)
-        axis.plot(range(len(values)), means, marker="o", label=strategy)
-    axis.set_xticks(range(len(values)), values, fontsize="small")
-    unit = "ROWSxCOLS" if axis_name in PAIR_AXES else axis_name
-    axis.set_xlabel(f"{axis_name} ({unit})" if axis_name in PAIR_AXES else axis_name)
-    axis.set_ylabel(f"{metric} ({METRICS[metric][1]})")
-    axis.grid(True, alpha=0.3)
-    axis.legend(fontsize="x-small")
-    figure.suptitle(f"{study['name']}: {metric} by {axis_name} (mean over the other axes)",
+    metrics = list(study["metrics"])
+    figure, panels = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.6),
+                                  squeeze=False)
+    for axis, metric in zip(panels[0], metrics):
+        for strategy in strategies:
+            means = []
+            for value in values:
+                found = [_number(r.get(metric)) for r in records
+                         if r.get("strategy") == strategy and str(r.get(axis_name)) == value
+                         and not r["error"]]
+                means.append(float(np.mean(found)) if found else math.nan)
+            axis.plot(range(len(values)), means, marker="o", label=strategy)
+        axis.set_xticks(range(len(values)), values, fontsize="small")
+        axis.set_xlabel(axis_name)
+        axis.set_ylabel(f"{metric} ({METRICS[metric][1]})")
+        axis.grid(True, alpha=0.3)
+    panels[0][0].legend(fontsize="x-small")
+    figure.suptitle(f"{study['name']}: metrics by {axis_name} (mean over the other axes)",
                     fontsize=10)
-    return _save(plt, save_figure, figure, folder / f"{axis_name}_{metric}.png")
+    figure.tight_layout()
+    return _save(plt, save_figure, figure, folder / f"axis_{axis_name}.png")
 
 
 def _markdown_table(columns, cells) -> list[str]:
