@@ -26,9 +26,9 @@ __all__ = ["run_study", "default_store"]
 
 
 def default_store(study) -> Path:
-    """The default store of a study file: ``<stem>.results.sqlite`` beside it."""
-    path = Path(study.path)
-    return path.with_name(f"{path.stem}.results.sqlite")
+    """The default store of a study: ``<file stem>.results.sqlite`` in the current folder
+    (not beside the file: a shipped example lives in the installed package)."""
+    return Path(f"{Path(study.path).stem}.results.sqlite")
 
 
 def run_study(study, store: str | Path | None = None, *, engine: Engine | None = None,

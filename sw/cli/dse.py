@@ -49,9 +49,9 @@ def dse():
 
 
 @dse.command("run")
-@click.argument("study_path", metavar="STUDY.toml")
+@click.argument("study_path", metavar="STUDY.toml|EXAMPLE")
 @click.option("--store", "store_path", default=None, metavar="FILE.sqlite",
-              help="Results store (default: STUDY.results.sqlite beside the study file).")
+              help="Results store (default: STUDY.results.sqlite in the current folder).")
 @click.option("--resume", is_flag=True,
               help="Run only the points the store does not hold yet.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing store first.")
@@ -62,6 +62,8 @@ def dse():
 def run(study_path, store_path, resume, overwrite, serial, workers, scheduler, dry_run,
         as_json, quiet):
     """Run the design-space study in STUDY.toml; append every finished point to a store.
+
+    EXAMPLE names a shipped study instead (ou_size, adc_bits, bits, cluster).
 
     A store that already holds points of the same study needs --resume (finish it) or
     --overwrite (start over); a store of another study is refused. --json prints the run's

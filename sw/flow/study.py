@@ -142,13 +142,16 @@ class Study:
 def load_study(path: str | Path) -> Study:
     """Read and check a study file; every error names the file, the axis and the value.
 
+    ``path`` may also name a shipped example (``ou_size``, ``adc_bits``, ``bits``,
+    ``cluster``: ``examples/dse/``).
+
     Raises
     ------
     ValueError
         A missing or malformed file, an unknown key, axis, metric or strategy, an empty
         axis or a value of the wrong type.
     """
-    path = Path(path)
+    path = _example(Path(path))
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -156,6 +159,16 @@ def load_study(path: str | Path) -> Study:
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"{path}: not valid TOML: {error}") from None
     return parse_study(data, source=str(path), root=path.parent)
+
+
+def _example(path: Path) -> Path:
+    """``path``, or the shipped example study of that name (``ou_size``) if no such file."""
+    if path.exists() or path.suffix or len(path.parts) > 1:
+        return path
+    from importlib.resources import files
+
+    shipped = Path(str(files("bitline.examples.dse") / f"{path.name}.toml"))
+    return shipped if shipped.is_file() else path
 
 
 def parse_study(data: dict, *, source: str = "<study>", root: Path | None = None) -> Study:
