@@ -29,6 +29,7 @@ The run JSON named by ``BITLINE_RUN``: ``config`` (the design's
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 from pathlib import Path
@@ -79,6 +80,11 @@ class AxiHost:
         width = config.max_copies * output_lane_bits(config)
         self.outputs = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis_output"), clock,
                                      reset, byte_size=width)
+        # the models log every transfer and frame at INFO (whole frames): that costs more
+        # than the simulation of the digits design
+        for model in (self.axil.write_if, self.axil.read_if, self.image, self.inputs,
+                      self.outputs):
+            model.log.setLevel(logging.WARNING)
         self.frames: list[int] = []          # beat count of every output frame
         self.responses: list[tuple] = []     # (kind, word, resp) of every non-OKAY answer
 
