@@ -264,25 +264,12 @@ def _axis_value(name: str, value, where: str, root: Path | None, fields: dict):
             raise ValueError(bad)
         is_file = value.endswith(".onnx")
         return str((root / value).resolve()) if is_file and root is not None else value
-    if name == "quant":
+    if name in ("quant", "budget"):
         if not isinstance(value, str):
             raise ValueError(bad)
-        if value != "default":
-            from bitline.sw.quant import load_spec
-
+        if value != _DEFAULT_AXES[name]:          # "default" spec, "own" budget
             try:
-                load_spec(value)
-            except ValueError as error:
-                raise ValueError(f"{where}: value {value!r}: {error}") from None
-        return value
-    if name == "budget":
-        if not isinstance(value, str):
-            raise ValueError(bad)
-        if value != "own":
-            from bitline.sw.perf.pipeline import parse_budget
-
-            try:
-                parse_budget(value)
+                _text_checker(name)(value)
             except ValueError as error:
                 raise ValueError(f"{where}: value {value!r}: {error}") from None
         return value
@@ -304,6 +291,17 @@ def _axis_value(name: str, value, where: str, root: Path | None, fields: dict):
             (kind is int and not isinstance(value, int)):
         raise ValueError(f"{where}: value {value!r} is not a{'n integer' if kind is int else ' number'}")
     return value
+
+
+def _text_checker(name: str):
+    """The parser that checks a ``quant`` spec or a ``budget`` (raises ``ValueError``)."""
+    if name == "quant":
+        from bitline.sw.quant import load_spec
+
+        return load_spec
+    from bitline.sw.perf.pipeline import parse_budget
+
+    return parse_budget
 
 
 def _combinations(axes: dict):
