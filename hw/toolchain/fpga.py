@@ -69,6 +69,12 @@ RESOURCES: dict[str, tuple[str, str]] = {
 
 #: Name of the top module (and of every build product: ``bitline_top.bit``, ...).
 TOP_NAME = "bitline_top"
+#: The log a tool writes itself, by the tool variable of its step (Amaranth's script runs
+#: Yosys with ``-q -l``: its messages, an assert included, land there, not on stdout).
+TOOL_LOGS: dict[str, str] = {
+    "YOSYS": f"{TOP_NAME}.rpt",
+    "NEXTPNR_ECP5": f"{TOP_NAME}.tim",
+}
 #: The flow's report, in the build folder.
 REPORT_FILE = "report.json"
 #: nextpnr's own report, in the build folder.
@@ -394,27 +400,37 @@ def _run_step(step: _Step, setup: list[str], out: Path, env: dict[str, str],
         text = tool_log.read_text(errors="replace") if tool_log.exists() else ""
         check_fit(parse_utilisation_log(text), spec.device, spec.name, hint)
     if process.returncode != 0:
-        detail = _tail(out / f"{TOP_NAME}.tim") if step.variable.startswith("NEXTPNR") \
-            else _tail(step_log)
+        tool_log = out / TOOL_LOGS[step.variable] if step.variable in TOOL_LOGS else step_log
+        if not tool_log.exists():
+            tool_log = step_log
         raise FPGABuildError(f"{step.name} failed (exit {process.returncode}); see "
-                             f"{step_log}:\n{detail}{_known_failure_hint(step_log)}")
+                             f"{tool_log}:\n{_tail(tool_log)}"
+                             f"{_known_failure_hint(step_log, tool_log)}")
     return elapsed
 
 
-def _known_failure_hint(step_log: Path) -> str:
-    """A way around a known tool failure the log shows, or ``""`` (docs/fpga.md section 4).
+def _known_failure_hint(*logs: Path) -> str:
+    """A way around a known tool failure one of ``logs`` shows, or ``""`` (docs/fpga.md §4).
 
-    The YoWASP Yosys 0.70 asserts in ABC9's reintegration on some designs (the 4-unit
-    128x128 build); the flow does not switch mappers by itself (no silent fallback).
+    The YoWASP Yosys 0.70 asserts in ABC9's reintegration on some designs (the 4- and
+    8-unit 128x128 builds; the assert's text varies with the design): an ``ERROR: Assert``
+    in a pass of the ABC9 mapping. The flow does not switch mappers by itself (no silent
+    fallback).
     """
-    try:
-        text = step_log.read_text(errors="replace")
-    except OSError:
-        return ""
-    if "abc_ops_reintegrate" in text or ("ABC9" in text and "Assert" in text):
-        return (f"\nhint: this Yosys asserts in ABC9's LUT mapping on some designs; rerun with "
-                f"{CLASSIC_ABC_VARIABLE}=1 to map LUTs with the classic ABC (not "
-                "timing-driven; docs/fpga.md section 4)")
+    for log in logs:
+        try:
+            text = log.read_text(errors="replace")
+        except OSError:
+            continue
+        at = text.rfind("ERROR:")
+        if at < 0 or "Assert" not in text[at:]:
+            continue
+        # the pass that failed: the last "Executing ..." header before the error
+        failed_pass = text[:at].rsplit("Executing ", 1)[-1][:200]
+        if "abc_ops_reintegrate" in text[at:].lower() or "ABC" in failed_pass:
+            return (f"\nhint: this Yosys asserts in ABC9's LUT mapping on some designs; "
+                    f"rerun with {CLASSIC_ABC_VARIABLE}=1 to map LUTs with the classic ABC "
+                    "(not timing-driven; docs/fpga.md section 4)")
     return ""
 
 

@@ -5,7 +5,9 @@ toolchain); the real bitstream build is in tests/fpga/test_bitstream.py.
 """
 
 import json
+import os
 import re
+import shlex
 import shutil
 import subprocess
 from fractions import Fraction
@@ -521,3 +523,27 @@ def test_a_known_yosys_assert_names_the_way_around_it(tmp_path):
     log.write_text("ERROR: Module `top' not found!\n")
     assert fpga._known_failure_hint(log) == ""
     assert fpga._known_failure_hint(tmp_path / "missing.log") == ""
+
+
+def test_a_yosys_assert_in_its_own_log_gets_the_hint(tmp_path):
+    """Yosys runs with ``-q -l bitline_top.rpt``: its step log stays empty and the assert
+    (the 4-unit build's text of this session) is only in the ``.rpt``; the failure names that
+    file, shows its tail and gives the hint."""
+    from bitline.hw.toolchain import fpga
+
+    rpt = ("2.46.19.7. Executing ABC_OPS_REINTEGRATE pass (reintegrate ABC mapped design "
+           "into module).\n<suppressed ~109514 debug messages>\nERROR: Assert "
+           "`GetSize(conn.first) == GetSize(conn.second)' failed in kernel/rtlil.cc:3091.\n")
+    command = f"printf %s {shlex.quote(rpt)} > {fpga.TOOL_LOGS['YOSYS']}; exit 1"
+    step = fpga._Step("YOSYS", command)
+    with pytest.raises(fpga.FPGABuildError) as failure:
+        fpga._run_step(step, [], tmp_path, dict(os.environ), None, None, "")
+    message = str(failure.value)
+    assert (tmp_path / "synthesis.log").read_text() == ""
+    assert str(tmp_path / fpga.TOOL_LOGS["YOSYS"]) in message
+    assert "rtlil.cc:3091" in message
+    assert fpga.CLASSIC_ABC_VARIABLE + "=1" in message
+    # an assert in another pass is not this known failure
+    (tmp_path / "other.rpt").write_text("2.30. Executing OPT_CLEAN pass.\nERROR: Assert "
+                                        "`x' failed in kernel/rtlil.cc:1.\n")
+    assert fpga._known_failure_hint(tmp_path / "other.rpt") == ""
