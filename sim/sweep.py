@@ -156,13 +156,16 @@ def nonideal_sweep(
         params = AnalogParams.ideal()
     elif not isinstance(params, AnalogParams):
         params = AnalogParams.load(params)
+    # tasks carry the model's name (each worker resolves it once), or the IR model itself
+    source = model if isinstance(model, Model) else str(model)
     model = model if isinstance(model, Model) else resolve_model(model)
     config = config or preset("bwq")
     _, y, subsample_seed = test_images(dataset, samples, seed)
     batches = _batches(len(y), batch, params)
     points = sweep_points(variations, stuck, grid=grid)
     specs = {s: spec if spec is not None else DEFAULT_SPECS[s] for s in strategies}
-    base = {"model": model, "model_key": hashlib.sha256(pickle.dumps(model)).hexdigest(),
+    key = source if isinstance(source, str) else hashlib.sha256(pickle.dumps(model)).hexdigest()
+    base = {"model": source, "model_key": key,
             "dataset": dataset, "samples": samples, "seed": int(seed), "config": config}
     tasks = [(("ideal", s), {**base, "strategy": s, "spec": specs[s], "chip": None})
              for s in strategies]
@@ -256,7 +259,12 @@ def _compiled(payload: dict):
         if len(_COMPILED) >= 4:
             _COMPILED.pop(next(iter(_COMPILED)))
         calib_x, _ = load_dataset(payload["dataset"], "calib")
-        _COMPILED[key] = compile_model(payload["model"], payload["strategy"], payload["spec"],
+        model = payload["model"]
+        if isinstance(model, str):
+            from bitline.sw.models import resolve_model
+
+            model = resolve_model(model)
+        _COMPILED[key] = compile_model(model, payload["strategy"], payload["spec"],
                                        payload["config"], calib_x)
     return _COMPILED[key]
 
