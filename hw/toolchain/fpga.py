@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import time
@@ -178,8 +179,10 @@ def parse_nextpnr_report(data: dict) -> dict:
         ``resources``: ``{LUT4, FF, EBR, DSP, PLL, LUTRAM, IO: {cell, used, available,
         percent}}``; ``clocks``: ``[{name, achieved_mhz, constraint_mhz, met}]``;
         ``timing_met``; ``critical_path`` of the slowest clock (``None`` without one):
-        ``{clock, from, to, delay_ns, logic_ns, routing_ns, modules}``, where ``modules``
-        lists the design hierarchy (three levels) the path crosses, in order.
+        ``{clock, from, to, delay_ns, logic_ns, routing_ns, logic_levels, modules}``, where
+        ``logic_levels`` counts the path's cells between the two flip-flops (its ``logic``
+        steps) and ``modules`` lists the design hierarchy (three levels) the path crosses,
+        in order.
     """
     utilization = data.get("utilization", {})
     resources = {}
@@ -216,6 +219,7 @@ def parse_nextpnr_report(data: dict) -> dict:
                 "delay_ns": round(logic + routing, 2),
                 "logic_ns": round(logic, 2),
                 "routing_ns": round(routing, 2),
+                "logic_levels": sum(step["type"] == "logic" for step in steps),
                 "modules": modules,
             }
             break
@@ -248,6 +252,13 @@ def _plan_steps(script: str) -> tuple[list[str], list[_Step]]:
         else:
             setup.append(text)
     return setup, steps
+
+
+def _children_cpu() -> float:
+    """User + system seconds of the finished child processes so far (the tools' CPU time,
+    which, unlike the wall time, does not grow on a loaded machine)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -290,8 +301,10 @@ def build_bitstream(config, out_dir: str | Path, *, board: str = "ulx3s-85f",
     dict
         The content of ``report.json`` (see :func:`parse_nextpnr_report` for
         ``resources``, ``clocks``, ``timing_met``, ``critical_path``; also ``board``,
-        ``device``, ``config``, ``core_hz``, ``baud``, ``pll``, ``seconds`` per step,
-        ``tools`` and ``bitstream``).
+        ``device``, ``config``, ``core_hz``, ``baud``, ``pll``, ``seconds`` per step (wall),
+        ``cpu_seconds`` per tool step (the tools' user + system time), ``lut_mapper``
+        (``abc9``, or ``abc`` with ``BITLINE_SYNTH_CLASSIC_ABC``), ``tools`` and
+        ``bitstream``).
 
     Raises
     ------
@@ -311,6 +324,7 @@ def build_bitstream(config, out_dir: str | Path, *, board: str = "ulx3s-85f",
     out.mkdir(parents=True, exist_ok=True)
     env = tool_environment()
     seconds: dict[str, float] = {}
+    cpu_seconds: dict[str, float] = {}
     baud = DEFAULT_BAUD if baud is None else baud
 
     start = time.perf_counter()
@@ -326,12 +340,16 @@ def build_bitstream(config, out_dir: str | Path, *, board: str = "ulx3s-85f",
             f"smaller capacities (max_out_channels, max_layers), or a larger device")
     for step in steps:
         log(f"{step.name} ...")
+        cpu_before = _children_cpu()
         seconds[step.name] = _run_step(step, setup, out, env, step_timeout, spec, hint)
-        log(f"{step.name} done in {seconds[step.name]:.0f} s")
+        cpu_seconds[step.name] = _children_cpu() - cpu_before
+        log(f"{step.name} done in {seconds[step.name]:.0f} s "
+            f"({cpu_seconds[step.name]:.0f} s CPU)")
     seconds["total"] = time.perf_counter() - start
 
     report = _report(spec, config, top, baud=baud, seed=seed, seconds=seconds, env=env,
                      nextpnr=json.loads((out / NEXTPNR_REPORT).read_text()))
+    report["cpu_seconds"] = {name: round(value, 1) for name, value in cpu_seconds.items()}
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -453,6 +471,8 @@ def _report(spec, config, top, *, baud: int, seed: int, seconds: dict[str, float
             "clkop_cphase": top.pll.clkop_cphase},
         **parse_nextpnr_report(nextpnr),
         "seconds": {name: round(value, 1) for name, value in seconds.items()},
+        # the LUT mapper (docs/fpga.md section 4): ABC9 unless the classic ABC was asked for
+        "lut_mapper": "abc" if os.environ.get(CLASSIC_ABC_VARIABLE) else "abc9",
         "tools": tool_versions(env),
         "seed": int(seed),
         "bitstream": f"{TOP_NAME}.bit",

@@ -362,6 +362,7 @@ def test_parse_nextpnr_report():
     assert path["from"] == "core.bridge.fsm_state_FF"
     assert path["to"] == "core.accelerator.loader.error_FF"
     assert path["delay_ns"] == pytest.approx(6.01)
+    assert path["logic_levels"] == 1  # the one "logic" step (not clk-to-q, not setup)
     assert path["modules"] == ["core.bridge.fsm_state_FF", "core.accelerator.loader"]
     met = json.loads(json.dumps(NEXTPNR_REPORT))
     met["fmax"]["$glbnet$clk"]["achieved"] = 101.0
