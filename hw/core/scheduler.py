@@ -44,7 +44,8 @@ from amaranth.lib.wiring import In, Out
 from bitline.hw.spec.config import AcceleratorConfig, clog2
 from bitline.hw.spec.encoding import lane_bits, layer_layout
 from bitline.hw.spec.registers import VECTOR_BITS
-from bitline.hw.spec.timing import ACCUMULATE_CYCLES, DRAIN_STAGES
+from bitline.hw.spec.timing import (ACCUMULATE_CYCLES, DRAIN_STAGES, ENTRY_FETCH_CYCLES,
+                                     ROW_SELECT_CYCLES)
 
 __all__ = ["Scheduler", "OUTPUT_FIFO_DEPTH", "input_sum_bits", "lanes_layout", "load_layout",
            "unit_lane"]
@@ -149,6 +150,13 @@ class Scheduler(wiring.Component):
         tail = Signal(range(accumulate_wait + 1))
         outstanding = Signal(range(OUTPUT_FIFO_DEPTH + 1))
         go = Signal()
+        # A unit's first read reaches the port ENTRY_FETCH + ROW_SELECT cycles after go; a
+        # layer without units (all weights zero: no cell, no entry) still waits that long,
+        # so its job lasts what the formula says for C_comp = 0 (it drained 4 cycles early).
+        settle_cycles = ENTRY_FETCH_CYCLES + ROW_SELECT_CYCLES
+        settle = Signal(range(settle_cycles + 1))
+        with m.If(settle != 0):
+            m.d.sync += settle.eq(settle - 1)
 
         # ---- input loading (runs under every busy state) --------------------------------
         want_input = self.busy & ~shadow_full & (loaded < vectors)
@@ -210,7 +218,7 @@ class Scheduler(wiring.Component):
 
         def begin_compute():
             m.d.comb += self.swap.eq(1)
-            m.d.sync += go.eq(1)
+            m.d.sync += [go.eq(1), settle.eq(settle_cycles)]
             m.next = "COMPUTE"
 
         with m.FSM():
@@ -239,7 +247,7 @@ class Scheduler(wiring.Component):
                     begin_compute()
             with m.State("COMPUTE"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(~go & (self.units_busy == 0)):
+                with m.If(~go & (self.units_busy == 0) & (settle == 0)):
                     if accumulate_wait:
                         m.d.sync += tail.eq(accumulate_wait - 1)
                         m.next = "TAIL"

@@ -61,6 +61,13 @@ __all__ = ["Accelerator", "CROSSBAR_MODES"]
 CROSSBAR_MODES = ("emulated", "external")
 
 
+class _Sweep(NamedTuple):
+    """The partial-sum sweep after a reset (:meth:`Accelerator._add_sweep`)."""
+
+    active: Signal
+    channel: Signal
+
+
 class _Blocks(NamedTuple):
     """The accelerator's fixed blocks; field names are their submodule names."""
 
@@ -139,11 +146,43 @@ class Accelerator(wiring.Component):
         m = Module()
         blocks = self._add_blocks(m)
         layer, param_read = self._add_tables(m, blocks)
-        job_error = self._add_job_control(m, blocks, layer)
-        units = self._add_units(m, blocks, job_error)
-        self._add_output_path(m, blocks, units, layer, param_read)
-        self._add_status(m, blocks, units, job_error)
+        sweep = self._add_sweep(m, blocks)
+        job_error = self._add_job_control(m, blocks, layer, sweep)
+        units = self._add_units(m, blocks, job_error, sweep)
+        self._add_output_path(m, blocks, units, layer, param_read, sweep)
+        self._add_status(m, blocks, units, job_error, sweep)
         return m
+
+    def _add_sweep(self, m: Module, blocks: _Blocks) -> "_Sweep":
+        """Clear the partial sums a reset left behind (docs/hardware.md, "Reset and recovery").
+
+        A reset clears every register but no memory: a job interrupted between its first
+        ``swap`` and its last drain leaves accumulated values (and touched bits) in the
+        units' partial-sum memories, which the next job would add to. ``dirty`` (not reset)
+        is set at every ``swap`` and cleared when a job ends; in the first cycle after a
+        reset with ``dirty`` set, ``sweeping`` drains channels ``0 .. max_out_channels - 1``
+        of every unit, one per cycle, and the drained values are dropped before the
+        reduction. Meanwhile jobs are refused (NOT_PROGRAMMED) and STATUS.programmed is low.
+        A power-up or a reset with clean partial sums costs nothing (no job's cycles change).
+        """
+        config, scheduler = self.config, blocks.scheduler
+        dirty = Signal(reset_less=True)
+        checked = Signal()                 # 0 only in the first cycle after a reset
+        running = Signal()
+        sweep = _Sweep(Signal(name="sweeping"),
+                       Signal(range(config.max_out_channels), name="sweep_channel"))
+        m.d.sync += checked.eq(1)
+        with m.If(scheduler.swap):
+            m.d.sync += dirty.eq(1)
+        with m.Elif(scheduler.done & ~scheduler.busy):
+            m.d.sync += dirty.eq(0)
+        # active from the first cycle after the reset (STATUS never shows programmed early)
+        m.d.comb += sweep.active.eq(running | (~checked & dirty))
+        with m.If(sweep.active):
+            m.d.sync += [running.eq(1), sweep.channel.eq(sweep.channel + 1)]
+            with m.If(sweep.channel == config.max_out_channels - 1):
+                m.d.sync += [running.eq(0), dirty.eq(0)]
+        return sweep
 
     def _add_blocks(self, m: Module) -> _Blocks:
         """Add the host interface, loader, scheduler, reduction, output unit and output FIFO.
@@ -208,13 +247,13 @@ class Accelerator(wiring.Component):
         ]
         return layer, param_read
 
-    def _add_job_control(self, m: Module, blocks: _Blocks, layer) -> Signal:
+    def _add_job_control(self, m: Module, blocks: _Blocks, layer, sweep: _Sweep) -> Signal:
         """Start jobs and loads; return the job error register (0: no error)."""
         host, loader, scheduler = blocks.host, blocks.loader, blocks.scheduler
         job_error = Signal(8)
         start = host.start & ~scheduler.busy
         with m.If(start):
-            with m.If(~loader.programmed | loader.loading):
+            with m.If(~loader.programmed | loader.loading | sweep.active):
                 m.d.sync += job_error.eq(ErrorCode.NOT_PROGRAMMED)
             with m.Elif(host.layer_index >= loader.n_layers):
                 m.d.sync += job_error.eq(ErrorCode.BAD_LAYER)
@@ -232,7 +271,8 @@ class Accelerator(wiring.Component):
         ]
         return job_error
 
-    def _add_units(self, m: Module, blocks: _Blocks, job_error: Signal) -> list[CrossbarUnit]:
+    def _add_units(self, m: Module, blocks: _Blocks, job_error: Signal,
+                   sweep: _Sweep) -> list[CrossbarUnit]:
         """Add the crossbar units and their crossbars (emulated or external ports).
 
         Each unit is fed by the scheduler and the loader and drains into the reduction; a
@@ -262,8 +302,9 @@ class Accelerator(wiring.Component):
                 unit.swap.eq(scheduler.swap),
                 unit.go.eq(scheduler.go[index]),
                 unit.n_entries.eq(loader.n_entries[index]),
-                unit.drain.valid.eq(scheduler.drain.valid),
-                unit.drain.payload.eq(scheduler.drain.payload),
+                unit.drain.valid.eq(scheduler.drain.valid | sweep.active),
+                unit.drain.payload.eq(Mux(sweep.active, sweep.channel,
+                                          scheduler.drain.payload)),
                 scheduler.units_busy[index].eq(unit.busy),
                 unit.map_write.valid.eq(loader.map_write.valid
                                         & (loader.map_write.payload.unit == index)),
@@ -298,7 +339,7 @@ class Accelerator(wiring.Component):
         return emulator.port.write
 
     def _add_output_path(self, m: Module, blocks: _Blocks, units: list[CrossbarUnit], layer,
-                         param_read) -> None:
+                         param_read, sweep: _Sweep) -> None:
         """Connect reduction -> output units (with the channel's parameters) -> FIFO -> outputs.
 
         One output unit per lane; lane ``k``'s reduction mask holds the layer's units of lane
@@ -312,12 +353,14 @@ class Accelerator(wiring.Component):
         # as much, so the next vector's swap cannot change it under way.
         to_reduction = DRAIN_STAGES.index("unit_sum")
         active = scheduler.lanes_active
+        swept = sweep.active                # a sweep's drained values are dropped
         for stage in range(to_reduction):
             later = Signal(config.max_copies, name=f"lanes_active_d{stage + 1}")
-            m.d.sync += later.eq(active)
-            active = later
+            swept_later = Signal(name=f"swept_d{stage + 1}")
+            m.d.sync += [later.eq(active), swept_later.eq(swept)]
+            active, swept = later, swept_later
         lanes = [unit_lane(config, layer, unit) for unit in range(config.n_xbars)]
-        m.d.comb += reduction.units.valid.eq(units[0].drained.valid)
+        m.d.comb += reduction.units.valid.eq(units[0].drained.valid & ~swept)
         for lane in range(config.max_copies):
             members = Cat((lanes[unit] == lane) if config.max_copies > 1 else 1
                           for unit in range(config.n_xbars))
@@ -360,7 +403,7 @@ class Accelerator(wiring.Component):
         ]
 
     def _add_status(self, m: Module, blocks: _Blocks, units: list[CrossbarUnit],
-                    job_error: Signal) -> None:
+                    job_error: Signal, sweep: _Sweep) -> None:
         """Drive the host interface's status fields and performance counters."""
         host, loader, scheduler = blocks.host, blocks.loader, blocks.scheduler
         reduction = blocks.reduction
@@ -370,7 +413,7 @@ class Accelerator(wiring.Component):
             host.busy.eq(scheduler.busy),
             host.done.eq(scheduler.done),
             host.loading.eq(loader.loading),
-            host.programmed.eq(loader.programmed),
+            host.programmed.eq(loader.programmed & ~sweep.active),
             host.error.eq(error),
             host.n_layers.eq(loader.n_layers),
             host.cycle.eq(scheduler.busy),
