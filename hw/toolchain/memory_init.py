@@ -10,7 +10,8 @@ contents of its memories (the partial-sum, input, output-parameter and entry mem
   identical (``tests/hw/test_memory_init.py`` compares both);
 * Yosys' ``write_verilog`` initializes a memory word by word (``mem[0] = 8'h00;`` ...), most
   of the lines of the file; :func:`compact_memory_init` writes an ``initial`` block that
-  sets words ``0 .. n-1`` of one memory to one value as one ``for`` loop, the same meaning.
+  sets words ``0 .. n-1`` of one memory to one value as one ``for`` loop, the same meaning
+  (a zero initialization inside ```ifndef BITLINE_NO_ZERO_INIT``, :data:`NO_ZERO_INIT`).
 
 :func:`convert_verilog` is ``amaranth.back.verilog.convert`` with both.
 """
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 
 from amaranth.back import rtlil, verilog
 
-__all__ = ["fast_memory_init", "compact_memory_init", "convert_verilog"]
+__all__ = ["fast_memory_init", "compact_memory_init", "convert_verilog", "NO_ZERO_INIT"]
 
 
 def _emit_memory(self, cell_idx, cell, dropped: set | None):
@@ -79,6 +80,16 @@ def fast_memory_init(dropped: set | None = None) -> Iterator[None]:
         emitter.emit_memory = original
 
 
+#: Verilog macro that leaves out the zero initialization of memories. Defined, the
+#: memories have no power-up contents, as SRAM macros (a chip's storage) have none; the
+#: synthesis check (:mod:`bitline.hw.toolchain.synth_check`) defines it because Yosys'
+#: Verilog front end unrolls each ``initial for`` loop word by word: some 1.6 M words in
+#: the ``bwq`` preset, over 360 s of CPU before synthesis starts, against 8 s without.
+#: Undefined (every simulator, every default flow) the Verilog means what the Amaranth
+#: design means: memories without init start at zero.
+NO_ZERO_INIT = "BITLINE_NO_ZERO_INIT"
+
+_ZERO = re.compile(r"\d+'[bdh]0+")
 _INIT_WORD = re.compile(r"    (\\\S+ |[A-Za-z_][\w$]*)\[0\] = ([^;]+);")
 _MODULE = re.compile(r"module (\\\S+ |[A-Za-z_][\w$]*)")
 _MEMORY = re.compile(r"  reg (?:\[(\d+):0\] )?(\\\S+ |[A-Za-z_][\w$]*) \[(\d+):0\];")
@@ -95,11 +106,17 @@ def _zero(width: int) -> str:
 
 
 def _loop(name: str, words: int, value: str) -> list[str]:
-    """The compact initialization of ``words`` words of memory ``name`` to ``value``."""
+    """The compact initialization of ``words`` words of memory ``name`` to ``value``.
+
+    A zero initialization is wrapped in ```ifndef`` :data:`NO_ZERO_INIT` (see there).
+    """
     loop = f"\\{_bare(name)}$init "
-    return [f"  integer {loop};",
-            f"  initial for ({loop}= 0; {loop}< {words}; {loop}= {loop}+ 1) "
-            f"{name}[{loop}] = {value};"]
+    lines = [f"  integer {loop};",
+             f"  initial for ({loop}= 0; {loop}< {words}; {loop}= {loop}+ 1) "
+             f"{name}[{loop}] = {value};"]
+    if _ZERO.fullmatch(value):
+        return [f"`ifndef {NO_ZERO_INIT}", *lines, "`endif"]
+    return lines
 
 
 def compact_memory_init(text: str, zeros: set | frozenset = frozenset()) -> str:

@@ -9,6 +9,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from bitline.hw.toolchain.memory_init import (
+    NO_ZERO_INIT,
     compact_memory_init,
     convert_verilog,
     fast_memory_init,
@@ -43,6 +44,7 @@ def _word_lines(text):
 def test_a_constant_memory_becomes_one_loop_and_others_stay():
     text = verilog.convert(_TwoMemories(), name="top", emit_src=False)
     compact = compact_memory_init(text)
+    guard = f"`ifndef {NO_ZERO_INIT}"
     words = _word_lines(text)
     assert len(words) == 16 + 16 + 5 + 3 + 2 + 7  # write_verilog: one line per word
     loops = re.findall(r"initial for \((\S+ )= 0; \1< (\d+); \1= \1\+ 1\) (\S+ ?)\[\1\] = ([^;]+);",
@@ -57,8 +59,14 @@ def test_a_constant_memory_becomes_one_loop_and_others_stay():
     # everything outside the memory initializations is unchanged
     strip = lambda t: [line for line in t.split("\n")  # noqa: E731
                        if line not in words and "$init " not in line
-                       and line not in ("  initial begin", "  end")]
+                       and line not in ("  initial begin", "  end", guard, "`endif")]
     assert strip(compact) == strip(text)
+    # every zero loop (and no other) sits inside `ifndef BITLINE_NO_ZERO_INIT ... `endif
+    lines = compact.split("\n")
+    guarded = [lines[i + 2] for i, line in enumerate(lines) if line == guard]
+    assert len(guarded) == 4 and all(lines[lines.index(g) + 1] == "`endif" for g in guarded)
+    assert sorted(re.search(r"\] = ([^;]+);$", g).group(1) for g in guarded) == [
+        "1'h0", "32'd0", "54'h00000000000000", "8'h00"]
 
 
 def test_blocks_that_are_not_one_value_from_word_zero_are_left_alone():
