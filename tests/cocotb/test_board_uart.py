@@ -6,12 +6,16 @@ transport and host driver -- against the Verilog of
 checks every output against the golden model and the counters against the performance
 model.
 
-Two workloads:
+Workloads:
 
 * ``small`` (the default suite): a seeded random CNN (conv, ReLU, pool, gemm) compiled with
   ``bwq`` onto :data:`support.configs.E2E_SMALL_CONFIG` (three 36 x 128 crossbars with shared
   ADCs), two samples -- every piece of the UART path (framing, the bridge's commands, image
   load with CRCs, im2col jobs, output and counter read-back) in about a minute cold;
+* ``small-copies`` (the default suite): the same network with two copies of its first
+  layer and three of its last (``Program.with_copies``: ``max_copies = 3``, three lanes on
+  the board's streams and the UART protocol) -- the host sends each copy's share in its
+  lane and reassembles the outputs in order, bit-exact, counters = the model with copies;
 * ``digits``: the digits CNN on :data:`bitline.sim.rtl.DIGITS_CONFIG` (ten 72 x 512
   crossbars), two test images -- 4.1 M simulated cycles, about 7 minutes cold (a 226 s
   Verilator build, 193 s run); opt-in with ``BITLINE_DIGITS_BOARD=1`` to keep the default
@@ -86,6 +90,7 @@ def small_workload(root):
 
 @pytest.mark.parametrize("workload", [
     "small",
+    "small-copies",
     pytest.param("digits", marks=pytest.mark.skipif(
         os.environ.get("BITLINE_DIGITS_BOARD") != "1",
         reason="the digits CNN over the UART takes ~7 min cold: BITLINE_DIGITS_BOARD=1")),
@@ -94,11 +99,18 @@ def test_inference_through_the_uart_protocol(workload, tmp_path):
     from bitline.sw.bundle import write_bundle
     from bitline.sw.flow import compile_model
 
-    model, calib_x, inputs, config = {"small": small_workload,
+    model, calib_x, inputs, config = {"small": small_workload, "small-copies": small_workload,
                                       "digits": digits_workload}[workload](tmp_path)
     result = compile_model(model, "bwq", "bwq3", config, calib_x, xbars=config.n_xbars)
     assert result.program.config == config
-    bundle = write_bundle(tmp_path / "bundle", result.program, result.qmodel)
+    program = result.program
+    if workload == "small-copies":
+        names = [layer.name for layer in program.layers]
+        program = program.with_copies({names[0]: 2, names[-1]: 3})
+        config = program.config
+        assert config.max_copies == 3
+        assert (program.layers[0].copies, program.layers[-1].copies) == (2, 3)
+    bundle = write_bundle(tmp_path / "bundle", program, result.qmodel)
     env = {"BITLINE_BUNDLE": str(bundle), "BITLINE_IMAGES": str(IMAGES),
            "BITLINE_UART_DIVISOR": str(DIVISOR)}
     if inputs is not None:
