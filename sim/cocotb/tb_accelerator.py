@@ -60,7 +60,7 @@ from bitline.sim.cocotb.crossbar import CrossbarBench
 from bitline.sw.bundle import encode_image, read_bundle
 from bitline.sw.host.driver import Device, DeviceError, HostDriver
 
-__all__ = ["InferenceChecker", "load_spec", "corruptions"]
+__all__ = ["InferenceChecker", "load_spec", "corruptions", "timed_run"]
 
 
 def load_spec() -> dict:
@@ -227,6 +227,21 @@ def _save_result(path: str, result, cycles: int, wall: float, cpu: float) -> Non
     temporary.replace(path)
 
 
+async def timed_run(host: BenchHost, driver: HostDriver, x: np.ndarray):
+    """Load the driver's bundle and run ``x`` through it (in a bridge thread).
+
+    Returns ``(result, simulated cycles, wall seconds, CPU seconds)``.
+    """
+    def work():
+        driver.load()
+        return driver.run(x, return_all=True)
+
+    start_cycles, start_wall, start_cpu = host.now, time.perf_counter(), time.process_time()
+    result = await bridge(work)()
+    return (result, host.now - start_cycles, time.perf_counter() - start_wall,
+            time.process_time() - start_cpu)
+
+
 @cocotb.test()
 async def inference(dut):
     """Run every bundle of the spec end to end; compare layers and counters to the models."""
@@ -249,15 +264,7 @@ async def inference(dut):
             crossbars.model.restart_reads()    # read numbers count from the batch's start
         driver = HostDriver.from_bundle(bundle, device, max_vectors=max_vectors,
                                         progress=watch)
-
-        def work():
-            driver.load()
-            return driver.run(x, return_all=True)
-
-        start_cycles, start_wall, start_cpu = host.now, time.perf_counter(), time.process_time()
-        result = await bridge(work)()
-        cycles, wall = host.now - start_cycles, time.perf_counter() - start_wall
-        cpu = time.process_time() - start_cpu
+        result, cycles, wall, cpu = await timed_run(host, driver, x)
         dut._log.info("%s: %d samples, %d jobs, %d simulated cycles in %.1f s wall, %.1f s CPU "
                       "(%.0f cycles/s)", label, len(x), len(result.jobs), cycles, wall, cpu,
                       cycles / max(wall, 1e-9))
