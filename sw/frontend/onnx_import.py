@@ -163,9 +163,15 @@ class _Importer(OpConverters, MoreConverters):
         self.proto = proto
         self.graph = proto.graph
         self.label = label
-        self.constants: dict[str, np.ndarray] = {
-            init.name: numpy_helper.to_array(init) for init in self.graph.initializer
-        }
+        self.constants: dict[str, np.ndarray] = {}
+        for init in self.graph.initializer:
+            array = numpy_helper.to_array(init)
+            if array.dtype.kind not in "biuf":     # strings would be parsed as numbers later
+                raise FrontendError(
+                    f"{label}: initializer {init.name!r} has data type "
+                    f"{onnx.TensorProto.DataType.Name(init.data_type)}, not a number type"
+                )
+            self.constants[init.name] = array
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.aliases: dict[str, str] = {}
         self.layers: list[Layer] = []

@@ -24,7 +24,6 @@ import pytest
 from bitline.sw.cli import main
 from click.testing import CliRunner
 from onnx import numpy_helper
-
 from support.networks import tiny_mlp_onnx
 
 
@@ -130,3 +129,18 @@ def test_a_recorded_optional_reference_array_that_is_missing_is_named(tiny_bundl
     code, _, err = run_cli("run", bundle, "-i", tmp_path / "x.npy", "-o", tmp_path / "y.npz")
     assert code == 2, err
     assert f"reference.npz: missing array '{key}' (layer 'fc" in err and "internal" not in err
+
+
+def test_a_string_initializer_is_refused_not_parsed_as_numbers(tmp_path):
+    """An initializer of data type STRING holding "0.12"-like text was converted to float
+    weights and compiled with exit 0 (fuzzing); onnx's reference cannot run such a model."""
+    model = onnx.load(tiny_mlp_onnx(tmp_path / "tiny.onnx"))
+    tensor = model.graph.initializer[0]
+    array = numpy_helper.to_array(tensor)
+    text = np.array([str(value) for value in array.ravel()], object).reshape(array.shape)
+    tensor.CopyFrom(numpy_helper.from_array(text, tensor.name))
+    onnx.save(model, tmp_path / "text.onnx")
+    for command in (["info", tmp_path / "text.onnx"],
+                    ["compile", tmp_path / "text.onnx", "-s", "bwq", "-o", tmp_path / "out"]):
+        code, _, err = run_cli(*command)
+        assert code == 2 and "initializer 'w1' has data type STRING, not a number type" in err
