@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-__all__ = ["PERF_METRICS", "point_payload", "run_point"]
+__all__ = ["PERF_METRICS", "point_payload", "run_point", "invalid_point_row"]
 
 #: Metrics read from the compare row.
 PERF_METRICS = ("cycles", "latency", "throughput", "energy", "area", "crossbars")
