@@ -15,7 +15,9 @@ Workloads:
 * ``small-copies`` (the default suite): the same network with two copies of its first
   layer and three of its last (``Program.with_copies``: ``max_copies = 3``, three lanes on
   the board's streams and the UART protocol) -- the host sends each copy's share in its
-  lane and reassembles the outputs in order, bit-exact, counters = the model with copies;
+  lane and reassembles the outputs in order, bit-exact, counters = the model with copies
+  (a second Verilator build: 523 s cold, run 115 s, measured on the loaded 2-core machine;
+  the one-lane ``small`` took 255 s and 46 s there);
 * ``digits``: the digits CNN on :data:`bitline.sim.rtl.DIGITS_CONFIG` (ten 72 x 512
   crossbars), two test images -- 4.1 M simulated cycles, about 7 minutes cold (a 226 s
   Verilator build, 193 s run); opt-in with ``BITLINE_DIGITS_BOARD=1`` to keep the default
