@@ -29,6 +29,7 @@ from bitline.hw.spec.registers import Register
 from bitline.hw.spec.uart_protocol import ACK, INFO_BYTES, NAK, BridgeFlags, Opcode
 from bitline.sw.host.uart import decode_info, decode_outputs, encode_command
 
+from support.bridge import run_bridge
 from support.configs import small_config
 from support.simulation import simulate
 
@@ -194,52 +195,6 @@ def test_receiver_reports_overrun():
 
 
 # ------------------------------------------------------------------------------ bridge
-def run_bridge(config, host_bytes, *, outputs=(), registers=None, program_ready=True,
-               timeout_cycles=200, cycles=2000):
-    """Send ``host_bytes`` into a bridge; return (answer bytes, program bytes, inputs, csr log).
-
-    The accelerator side is a model: registers answer ``registers[addr]``; ``outputs`` are
-    offered on the outputs stream; program and inputs streams are always ready.
-    """
-    registers = dict(registers or {})
-    dut = UARTBridge(config, clock_hz=50_000_000, rx_fifo_depth=16,
-                     timeout_cycles=timeout_cycles)
-    answer, program, inputs, writes = [], [], [], []
-    pending = list(host_bytes)
-    outputs = list(outputs)
-
-    async def testbench(ctx):
-        ctx.set(dut.tx.ready, 1)
-        ctx.set(dut.program.ready, int(program_ready))
-        ctx.set(dut.inputs.ready, 1)
-        read_addr = None
-        for _ in range(cycles):
-            ctx.set(dut.rx.valid, int(bool(pending)))
-            ctx.set(dut.rx.payload, pending[0] if pending else 0)
-            ctx.set(dut.outputs.valid, int(bool(outputs)))
-            ctx.set(dut.outputs.payload, outputs[0] if outputs else 0)
-            ctx.set(dut.csr.r_data, registers.get(read_addr, 0) if read_addr is not None else 0)
-            rx_taken = pending and ctx.get(dut.rx.ready)
-            out_taken = outputs and ctx.get(dut.outputs.ready)
-            if ctx.get(dut.tx.valid):
-                answer.append(ctx.get(dut.tx.payload))
-            if ctx.get(dut.program.valid) and program_ready:
-                program.append(ctx.get(dut.program.payload))
-            if ctx.get(dut.inputs.valid):
-                inputs.append(ctx.get(dut.inputs.payload))
-            read_addr = ctx.get(dut.csr.addr) if ctx.get(dut.csr.r_en) else None
-            if ctx.get(dut.csr.w_en):
-                writes.append((ctx.get(dut.csr.addr), ctx.get(dut.csr.w_data)))
-            await ctx.tick()
-            if rx_taken:
-                pending.pop(0)
-            if out_taken:
-                outputs.pop(0)
-
-    simulate(dut, testbench)
-    return bytes(answer), bytes(program), inputs, writes
-
-
 def test_bridge_commands():
     config = small_config()
     width = -(-config.acc_bits // 8)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bitline.hw.io.uart_bridge import UARTBridge
 from bitline.hw.spec.registers import Register, Status
 from bitline.hw.spec.uart_protocol import (
     ACK, INFO_BYTES, INFO_LAYOUT, PROTOCOL_VERSION, Opcode, output_bytes,
@@ -19,45 +18,8 @@ from bitline.hw.spec.uart_protocol import (
 from bitline.sw.host.driver import Device, lane_beats
 from bitline.sw.host.uart import UARTBridgeClient, UARTTransport, decode_info, encode_command
 
+from support.bridge import run_bridge
 from support.configs import small_config
-from support.simulation import simulate
-
-
-def run_lanes_bridge(config, host_bytes, output_beats, *, seed, cycles=3000):
-    """Send ``host_bytes``; offer ``output_beats`` (lists of lane values); pause the
-    accelerator's ``inputs.ready`` and ``outputs.valid`` at random (seeded).
-
-    Returns (answer bytes, input beats as lists of lane codes)."""
-    dut = UARTBridge(config, clock_hz=25_000_000, rx_fifo_depth=64, timeout_cycles=500)
-    lanes = config.max_copies
-    rng = np.random.default_rng(seed)
-    answer, beats = [], []
-    pending, outputs = list(host_bytes), [list(beat) for beat in output_beats]
-
-    async def testbench(ctx):
-        ctx.set(dut.tx.ready, 1)
-        for _ in range(cycles):
-            ready, offer = bool(rng.random() < 0.6), bool(outputs) and rng.random() < 0.6
-            ctx.set(dut.inputs.ready, int(ready))
-            ctx.set(dut.rx.valid, int(bool(pending)))
-            ctx.set(dut.rx.payload, pending[0] if pending else 0)
-            ctx.set(dut.outputs.valid, int(offer))
-            ctx.set(dut.outputs.payload, outputs[0] if offer else [0] * lanes)
-            rx_taken = pending and ctx.get(dut.rx.ready)
-            out_taken = offer and ctx.get(dut.outputs.ready)
-            if ctx.get(dut.tx.valid):
-                answer.append(ctx.get(dut.tx.payload))
-            if ctx.get(dut.inputs.valid) and ready:
-                payload = ctx.get(dut.inputs.payload)
-                beats.append([int(payload[k]) for k in range(lanes)])
-            await ctx.tick()
-            if rx_taken:
-                pending.pop(0)
-            if out_taken:
-                outputs.pop(0)
-
-    simulate(dut, testbench)
-    return bytes(answer), beats
 
 
 @pytest.mark.parametrize("lanes", [2, 3])
@@ -70,7 +32,8 @@ def test_bridge_packs_input_lanes_and_answers_output_lanes(lanes):
     host = (encode_command(Opcode.INPUTS, payload=codes.astype(np.uint8).tobytes())
             + encode_command(Opcode.OUTPUTS, len(values))
             + encode_command(Opcode.INFO))
-    answer, beats = run_lanes_bridge(config, host, values.tolist(), seed=lanes)
+    answer, _, beats, _ = run_bridge(config, host, outputs=values.tolist(), rx_fifo_depth=64,
+                                     timeout_cycles=500, cycles=3000, pause_seed=lanes)
     assert beats == codes.tolist()                  # lane k of beat b = code b * L + k
     expected = bytes([ACK]) + b"".join(int(v).to_bytes(width, "little", signed=True)
                                        for v in values.reshape(-1)) + bytes([ACK])
