@@ -190,7 +190,17 @@ def _compute_layer(model: Model, layer: Layer, entry: LayerWeights,
                  else np.asarray(layer.bias, dtype=np.float64).reshape(-1))
     # Every padding position holds z_in, so the correction is the same for every pixel.
     row_sums = values.reshape(values.shape[0], -1).sum(axis=1)
-    bias = np.rint(bias_real / acc_scale).astype(np.int64) - a_in.zero_point * row_sums
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        bias_codes = np.rint(bias_real / acc_scale)
+    huge = ~(np.abs(bias_codes) < 2.0 ** 62)     # would overflow the int64 cast (or NaN)
+    if huge.any():
+        channel = int(np.argmax(huge))
+        raise ValueError(
+            f"layer {layer.name} channel {channel}: bias {bias_real[channel]:.6g} over the "
+            f"accumulator scale {float(np.ravel(acc_scale)[channel % np.size(acc_scale)]):.6g} "
+            f"is {bias_codes[channel]:.6g}, beyond any integer accumulator"
+        )
+    bias = bias_codes.astype(np.int64) - a_in.zero_point * row_sums
     block_bits, act_block_bits = _block_arrays(layer, entry, values, a_in.bits, spec)
     common = dict(layer=layer, inputs=[a_in], weight=weight, bias=bias,
                   block_bits=block_bits, act_block_bits=act_block_bits)

@@ -144,3 +144,23 @@ def test_a_string_initializer_is_refused_not_parsed_as_numbers(tmp_path):
                     ["compile", tmp_path / "text.onnx", "-s", "bwq", "-o", tmp_path / "out"]):
         code, _, err = run_cli(*command)
         assert code == 2 and "initializer 'w1' has data type STRING, not a number type" in err
+
+
+def test_a_bias_beyond_any_accumulator_is_named_without_a_cast_warning(tmp_path):
+    """A byte flip made a bias 1.7e34: its integer overflowed the int64 cast (a numpy
+    RuntimeWarning, then a garbage value in the program validator's message)."""
+    model = onnx.load(tiny_mlp_onnx(tmp_path / "tiny.onnx"))
+    for tensor in model.graph.initializer:
+        if tensor.name == "b2":
+            bias = numpy_helper.to_array(tensor).copy()
+            bias[1] = -1.7e34
+            tensor.CopyFrom(numpy_helper.from_array(bias, "b2"))
+    onnx.save(model, tmp_path / "bias.onnx")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = run_cli("compile", tmp_path / "bias.onnx", "-s", "bwq", "-o",
+                               tmp_path / "out", "-q")
+    assert code == 2, err
+    assert "layer fc2 channel 1: bias -1.7e+34 over the accumulator scale" in err
+    assert "beyond any integer accumulator" in err
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
