@@ -1,14 +1,22 @@
-"""AXI4-Lite bridge (hw/io/axi.py) in the Amaranth simulator, in front of the real HostInterface.
+"""The AXI wrapper (hw/io/axi.py) in the Amaranth simulator.
+
+AXI4-Lite bridge in front of the real HostInterface:
 
 Independent AW / W arrival (either first, with gaps), a held write response, a read and a
 write offered in the same cycle, and the error answers of docs/integration.md: SLVERR for a
 read-only register, the write-only CTRL and a partial ``wstrb``; DECERR for unmapped
-addresses; refused writes change nothing. The end-to-end check of the whole AXI top is
+addresses; refused writes change nothing. The whole AxiAccelerator on two layer jobs (one
+simulation): outputs equal to the integer arithmetic, ``tlast`` on each job's last output
+beat only, counters (read over AXI4-Lite) equal to the performance model without
+backpressure and within ``[model, model + stall_cycles]`` with random pauses on both
+streams. The end-to-end check of the whole AXI top is
 tests/cocotb/test_axi.py (cocotbext-axi, digits CNN).
 """
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, connect, flipped
@@ -154,3 +162,119 @@ def test_read_and_write_offered_in_the_same_cycle():
         log.extend([got_b, got_r, await _read(ctx, bus, Register.LAYER)])
 
     assert _run(body) == [AxiResp.OKAY, (0, AxiResp.OKAY), (1, AxiResp.OKAY)]
+
+
+# ----------------------------------------------------------------------------- streams
+#: The two jobs of :func:`stream_jobs`: (probability of a pause cycle on both streams, seed).
+JOBS = ((0.0, 5), (0.4, 6))
+
+
+@pytest.fixture(scope="module")
+def stream_jobs():
+    """Two layer jobs on one AxiAccelerator (preloaded programs), through AXI only.
+
+    Job ``j`` runs layer ``j`` with :data:`JOBS` ``[j]``: the input beats are offered from
+    before CTRL.START (as a DMA would queue them); with a pause probability above 0
+    ``s_axis_input.tvalid`` and ``m_axis_output.tready`` drop at random (seeded). One
+    simulation for both (the accelerator's elaboration is most of the time). Returns
+    ``(config, [(layer, weight, vectors, beats [(value, tlast)], counters)])``.
+    """
+    from bitline.hw.core.memories import program_memories
+    from bitline.hw.io.axi import AxiAccelerator, output_lane_bits
+    from bitline.hw.spec.registers import COUNTERS, Ctrl, Status
+
+    from support.accelerator import make_layer
+    from support.simulation import simulate
+
+    config = small_config()
+    jobs = []
+    for index, (pause, seed) in enumerate(JOBS):
+        # one unit per layer (2 outputs of 4-bit differential weights fill 16 columns)
+        rng = np.random.default_rng(seed)
+        layer, weight = make_layer(config, "ivq-naive", rng, n_outputs=2, n_inputs=11,
+                                   xbar_offset=index, name=f"layer{index}")
+        jobs.append((layer, weight, rng.integers(0, 1 << layer.act_bits, (6, 11)), [], {}))
+    dut = AxiAccelerator(config, memories=program_memories(config, [job[0] for job in jobs]))
+    width = output_lane_bits(config)
+    started = [False] * len(jobs)
+
+    async def control(ctx):
+        bus = dut.s_axil
+        for index, (_, _, vectors, _, counters) in enumerate(jobs):
+            await _write(ctx, bus, Register.LAYER, index)
+            await _write(ctx, bus, Register.N_VECTORS, len(vectors))
+            started[index] = True       # the feeder offers its beats from here on
+            await _write(ctx, bus, Register.CTRL, Ctrl.START)
+            while True:
+                status, _ = await _read(ctx, bus, Register.STATUS)
+                if status & Status.DONE and not status & Status.BUSY:
+                    break
+            for name, low in COUNTERS:
+                counters[name] = ((await _read(ctx, bus, low))[0]
+                                  | (await _read(ctx, bus, low + 1))[0] << 32)
+
+    async def feed(ctx):
+        stream = dut.s_axis_input
+        for index, ((pause, seed), (_, _, vectors, _, _)) in enumerate(zip(JOBS, jobs)):
+            pauses, codes, position = np.random.default_rng(seed + 1), vectors.reshape(-1), 0
+            while not started[index]:
+                await ctx.tick()
+            while position < len(codes):
+                offer = not (pause and pauses.random() < pause)
+                ctx.set(stream.tvalid, offer)
+                ctx.set(stream.tdata, int(codes[position]))
+                ctx.set(stream.tlast, position == len(codes) - 1)
+                moved = offer and ctx.get(stream.tready)
+                await ctx.tick()
+                position += bool(moved)
+            ctx.set(stream.tvalid, 0)
+
+    async def take(ctx):
+        stream = dut.m_axis_output
+        for (pause, seed), (layer, _, vectors, beats, _) in zip(JOBS, jobs):
+            pauses = np.random.default_rng(seed + 2)
+            while len(beats) < len(vectors) * layer.n_outputs:
+                ready = not (pause and pauses.random() < pause)
+                ctx.set(stream.tready, ready)
+                if ready and ctx.get(stream.tvalid):
+                    raw = ctx.get(stream.tdata) & ((1 << width) - 1)
+                    beats.append((raw - (raw >> (width - 1) << width),
+                                  ctx.get(stream.tlast)))
+                await ctx.tick()
+        ctx.set(stream.tready, 0)
+
+    simulate(dut, control, feed, take, deadline=1e-3)
+    return config, jobs
+
+
+def _check_outputs(config, layer, weight, vectors, beats):
+    from support.accelerator import expected_outputs
+
+    want = expected_outputs(config, layer, weight, vectors).reshape(-1)
+    assert [value for value, _ in beats] == want.tolist()
+    assert [last for _, last in beats] == [0] * (len(want) - 1) + [1]   # tlast: job's end
+
+
+@pytest.mark.slow   # one Amaranth simulation of the whole accelerator: ~25 s CPU
+def test_stream_job_bit_exact_tlast_and_counters(stream_jobs):
+    from support.accelerator import assert_counters_match_model
+
+    config, jobs = stream_jobs
+    layer, weight, vectors, beats, counters = jobs[0]
+    _check_outputs(config, layer, weight, vectors, beats)
+    assert_counters_match_model(config, layer, len(vectors), counters)
+
+
+@pytest.mark.slow
+def test_stream_job_under_random_backpressure(stream_jobs):
+    from bitline.sw.perf import analyze_layer
+
+    config, jobs = stream_jobs
+    layer, weight, vectors, beats, counters = jobs[1]
+    _check_outputs(config, layer, weight, vectors, beats)
+    perf = analyze_layer(layer, config, len(vectors))
+    assert (counters["ou_reads"], counters["adc_conversions"],
+            counters["reduction_operands"]) == (perf.ou_reads, perf.adc_conversions,
+                                                perf.reduction_transfers)
+    assert counters["stall_cycles"] > 0
+    assert perf.cycles <= counters["cycles"] <= perf.cycles + counters["stall_cycles"]
