@@ -60,7 +60,7 @@ def _synth_check(design, config, args) -> dict:
     result = {"config_memories": sum(kind.count for kind in kinds),
               "config_memory_bits": sum(kind.bits for kind in kinds)}
     try:
-        check = synth_check(design.verilog, design.top, abc=not args.noabc,
+        check = synth_check(design.verilog, design.top, abc=not args.noabc, passes=True,
                             timeout=args.timeout)
     except subprocess.TimeoutExpired as error:  # a timeout is a figure too
         return {**result, "synth_ok": False, "synth_error": f"timeout: {error}",
@@ -70,7 +70,7 @@ def _synth_check(design, config, args) -> dict:
     return {**result, "synth_ok": check.ok, "synth_cells": check.total_cells,
             "synth_flip_flops": check.flip_flops, "synth_memories": check.memories,
             "synth_memory_bits": check.memory_bits, "synth_wall_s": round(check.wall_s, 1),
-            "synth_cpu_s": round(check.cpu_s, 1)}
+            "synth_cpu_s": round(check.cpu_s, 1), "synth_time_spent": check.time_spent}
 
 
 def _synth_plain(design, args) -> dict:
@@ -148,6 +148,7 @@ def main(argv=None) -> int:
         print(f"  {result['synth_flip_flops']:,} flip-flops, {result['synth_memories']} "
               f"memories, {result['synth_memory_bits']:,} memory bits (config: "
               f"{result['config_memories']} memories, {result['config_memory_bits']:,} bits)")
+        print(f"  time spent: {result['synth_time_spent']}")
     return 0
 
 

@@ -136,6 +136,9 @@ class SynthCheck:
     wall_s: float
     cpu_s: float
     log: str
+    #: Yosys' "Time spent" line (share, runs and seconds of the costliest passes), when
+    #: asked for (``passes=True``)
+    time_spent: str = ""
 
     def summary(self) -> str:
         """One line: wall and CPU time, cells, flip-flops, memories and their bits."""
@@ -149,14 +152,15 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def synth_check(verilog: str | Path, top: str, *, abc: bool = True,
+def synth_check(verilog: str | Path, top: str, *, abc: bool = True, passes: bool = False,
                 timeout: float = 1800) -> SynthCheck:
     """Run :func:`synth_script` on one Verilog file with Yosys and return its figures.
 
     ``abc=False`` leaves the gates as ``techmap`` made them (no ABC optimisation; the
     memories and flip-flops are the same). Wall and CPU time (user + sys) are the Yosys
-    process's. ``ok`` is false when Yosys fails (the log says why); a timeout raises
-    ``subprocess.TimeoutExpired``.
+    process's. ``passes=True`` keeps Yosys' full log (a temporary file, tens of MB for the
+    ``bwq`` preset) to return its "Time spent" line, where the time went. ``ok`` is false
+    when Yosys fails (the log says why); a timeout raises ``subprocess.TimeoutExpired``.
     """
     verilog = Path(verilog).resolve()
     # YoWASP's Yosys sees only its working folder: run next to the Verilog, with the
@@ -164,6 +168,7 @@ def synth_check(verilog: str | Path, top: str, *, abc: bool = True,
     tag = f".synth-{os.getpid()}"
     files = {name: verilog.parent / f"{tag}.{name}.json" for name in ("stat", "memories")}
     script_path = verilog.parent / f"{tag}.ys"
+    log_path = verilog.parent / f"{tag}.log"
     script = synth_script(verilog.name, top, abc=abc)
     for name, path in files.items():
         script = script.replace(f"{name}.json", path.name)
@@ -171,15 +176,17 @@ def synth_check(verilog: str | Path, top: str, *, abc: bool = True,
     stats = {}
     wall, cpu = time.perf_counter(), _children_cpu()
     try:
-        process = subprocess.run(yosys_command() + ["-q", "-s", script_path.name],
+        logging = ["-l", log_path.name] if passes else []
+        process = subprocess.run(yosys_command() + ["-q", *logging, "-s", script_path.name],
                                  capture_output=True, text=True, timeout=timeout,
                                  cwd=str(verilog.parent))
         wall, cpu = time.perf_counter() - wall, _children_cpu() - cpu
         for name, path in files.items():
             if path.exists():
                 stats[name] = json.loads(path.read_text())["design"]
+        spent = re.findall(r"^Time spent: (.*)$", _tail(log_path), re.M) if passes else []
     finally:
-        for path in (script_path, *files.values()):
+        for path in (script_path, log_path, *files.values()):
             path.unlink(missing_ok=True)
     log = process.stdout + process.stderr
     ok = process.returncode == 0 and set(stats) == {"stat", "memories"}
@@ -190,4 +197,13 @@ def synth_check(verilog: str | Path, top: str, *, abc: bool = True,
         flip_flops=sum(n for cell, n in cells.items() if FLIP_FLOP.fullmatch(cell)),
         memories=int(memory.get("num_memories", 0)),
         memory_bits=int(memory.get("num_memory_bits", 0)),
-        wall_s=wall, cpu_s=cpu, log=log)
+        wall_s=wall, cpu_s=cpu, log=log, time_spent=spent[-1] if spent else "")
+
+
+def _tail(path: Path, size: int = 1 << 16) -> str:
+    """The last ``size`` bytes of a file as text ("" if there is none)."""
+    if not path.exists():
+        return ""
+    with path.open("rb") as file:
+        file.seek(max(path.stat().st_size - size, 0))
+        return file.read().decode(errors="replace")
