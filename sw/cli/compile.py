@@ -323,13 +323,38 @@ def report(bundle_dir, costs_path, adc_model, as_json, quiet):
 
     costs = cost_model(costs_path, adc_model)
     bundle = read_bundle(bundle_dir)
-    sidecar = Path(bundle_dir) / COMPILE_SIDECAR
-    labels = json.loads(sidecar.read_text()).get("labels", {}) if sidecar.exists() else {}
+    labels, problem = _sidecar_labels(Path(bundle_dir) / COMPILE_SIDECAR,
+                                      bundle.manifest["files"]["image_sha256"])
+    if problem:
+        click.echo(f"warning: {problem}", err=True)
     perf = analyze(bundle.program, bundle.qmodel, labels=labels, costs=costs)
     if as_json:
         echo_json(perf.to_dict())
     elif not quiet:
         _print_report(perf)
+
+
+def _sidecar_labels(path: Path, image_sha256: str) -> tuple[dict, str | None]:
+    """Return the report labels of ``compile.json`` and why they were left out, if so.
+
+    The side file is not authenticated like the bundle (nothing in it changes a result), so
+    it is used only when it names this bundle's image (``image_sha256``); a missing, broken
+    or foreign one leaves the labels out with a warning, never another compile's names.
+    """
+    if not path.is_file():
+        return {}, f"{path}: not found; the report has no labels"
+    try:
+        sidecar = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        return {}, f"{path}: not valid JSON ({error}); the report has no labels"
+    labels = sidecar.get("labels") if isinstance(sidecar, dict) else None
+    if not isinstance(sidecar, dict) or sidecar.get("image_sha256") != image_sha256:
+        return {}, (f"{path} is not this bundle's (its image_sha256 differs: from another "
+                    "compile, or edited); the report has no labels")
+    if not isinstance(labels, dict) or not all(isinstance(value, str)
+                                               for value in labels.values()):
+        return {}, f"{path}: labels must be an object of strings; the report has no labels"
+    return labels, None
 
 
 @click.command("compare")

@@ -8,6 +8,7 @@ refused) is read in one place.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -584,6 +585,7 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     ``dataset`` is the calibration data set (:func:`calibration_inputs`); ``config_label``
     names the config in the side file (preset name or config path). Returns the
     :class:`CompileResult` and the ``compile.json`` side file written next to the bundle:
+    ``image_sha256`` (of ``image.bin``: whose side file it is),
     ``model``, ``strategy``, ``encoding``, ``quant``, ``config``, ``xbars``, ``labels``,
     ``sizing`` (the
     :class:`Sizing` records as dicts) and ``seconds`` (``size``, ``quantize``, ``map``,
@@ -615,6 +617,8 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     start = time.perf_counter()
     write_bundle(out, result.program, result.qmodel)
     sidecar = {
+        # binds the side file to this bundle's image (`bitline report` checks it)
+        "image_sha256": hashlib.sha256((out / "image.bin").read_bytes()).hexdigest(),
         "model": model_name, "strategy": strategy, "encoding": encoding,
         "quant": str(spec) if spec is not None else f"file ({model.quantization.format})",
         "config": config_label,

@@ -26,6 +26,7 @@ import re
 import shutil
 import tomllib
 from dataclasses import fields
+from functools import lru_cache
 
 import numpy as np
 from hypothesis import strategies as st
@@ -35,6 +36,7 @@ from support.fuzz import (
     Case,
     baseline,
     check_bundle_against_golden,
+    cli,
     compare_float,
     onnx_reference,
 )
@@ -344,10 +346,28 @@ def bundle_cases(draw):
                 return "dequantized outputs differ from the unedited bundle's"
         return None
 
-    backend = draw(st.sampled_from(["executor", "golden"]))
+    command = draw(st.sampled_from(["executor", "golden", "report"]))
+    if command == "report":
+        def same_report(folder, run):
+            got, want = json.loads(run.results[0].out), dict(_baseline_report())
+            if "compile.json" in run.results[0].err and "warning: " in run.results[0].err:
+                want["labels"] = {}         # the side file's labels, left out with a warning
+            if got != want:
+                return "report differs from the unedited bundle's"
+            return None
+
+        return Case("bundle", kind, what, ["report", f"{DIR}/b", "--json"], "either",
+                    setup=setup, check=same_report)
     return Case("bundle", kind, what,
-                ["run", f"{DIR}/b", "-i", f"{DIR}/x.npy", "-o", f"{DIR}/y.npz", "-b", backend,
+                ["run", f"{DIR}/b", "-i", f"{DIR}/x.npy", "-o", f"{DIR}/y.npz", "-b", command,
                  "-q"], "either", setup=setup, check=same_outputs)
+
+
+@lru_cache(maxsize=1)
+def _baseline_report() -> dict:
+    result = cli(["report", baseline().bundle, "--json"])
+    assert result.code == 0, result.err
+    return json.loads(result.out)
 
 
 # ------------------------------------------------------------------- input category

@@ -11,7 +11,9 @@ Each test fails on the code before its fix:
   halved silently (32773 became 16386 at shift 0) or, huge, overflowed the int64 cast with a
   ``RuntimeWarning``; it is refused naming the layer;
 * a ``reference.npz`` without an optional array the manifest records (a layer's bias or
-  multipliers) crashed the run with a TypeError (fuzzing): it is named as missing.
+  multipliers) crashed the run with a TypeError (fuzzing): it is named as missing;
+* ``report`` took its labels from any ``compile.json`` (another compile's named another
+  model; a JSON list crashed it): the side file now names its bundle's image.
 """
 
 from __future__ import annotations
@@ -164,3 +166,24 @@ def test_a_bias_beyond_any_accumulator_is_named_without_a_cast_warning(tmp_path)
     assert "layer fc2 channel 1: bias -1.7e+34 over the accumulator scale" in err
     assert "beyond any integer accumulator" in err
     assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+
+
+def test_report_uses_the_labels_of_its_own_compile_json_only(tiny_bundle, tmp_path):
+    import json
+    import shutil
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle[1], bundle)
+    code, out, err = run_cli("report", bundle, "--json")
+    assert code == 0 and err == "" and json.loads(out)["labels"]["model"].endswith("tiny.onnx")
+    sidecar = json.loads((bundle / "compile.json").read_text())
+    for text, why in ((json.dumps({**sidecar, "image_sha256": "0" * 64}), "is not this bundle's"),
+                      ("[1]", "is not this bundle's"), ("{", "not valid JSON"),
+                      (json.dumps({**sidecar, "labels": ["x"]}), "labels must be an object")):
+        (bundle / "compile.json").write_text(text)
+        code, out, err = run_cli("report", bundle, "--json")
+        assert code == 0 and json.loads(out)["labels"] == {}, err
+        assert err.startswith("warning: ") and why in err and "compile.json" in err
+    (bundle / "compile.json").unlink()
+    code, out, err = run_cli("report", bundle, "--json")
+    assert code == 0 and "compile.json: not found" in err
