@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from dataclasses import dataclass
 from importlib.metadata import version as _package_version
 
@@ -134,10 +135,11 @@ class Engine:
         from distributed import as_completed
 
         expected = bitline_version()
+        run = uuid.uuid4().hex[:8]   # two runs sharing a scheduler never share a task key
         with self._client() as client:
             self._check_workers(client, expected)
             futures = {client.submit(checked_call, function, payload, expected,
-                                     key=f"{name}-{key}", pure=False,
+                                     key=f"{name}-{run}-{key}", pure=False,
                                      retries=self.retries): key for key, payload in items}
             try:
                 for future in as_completed(futures):
