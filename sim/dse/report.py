@@ -9,8 +9,8 @@
   every objective and better in one;
 * writes plots (matplotlib): Pareto scatters (the first objective against each other one,
   and latency against accuracy), one colour per strategy with the front circled; and per
-  varying hardware axis, every metric against it (a panel each), one line per strategy
-  (mean over the other axes);
+  varying axis (hardware, quant, network, budget, analog), every metric against it (a
+  panel each), one line per strategy (mean over the other axes);
 * writes ``summary.md``: the study, the front, the best point per strategy and metric, and
   the plots.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitline.sw.flow.study import METRICS, SPECIAL_AXES
+from bitline.sw.flow.study import METRICS
 
 __all__ = ["OBJECTIVES", "load_results", "pareto_mask", "pareto_front", "points_table",
            "write_plots", "markdown_summary", "write_parquet"]
@@ -153,9 +153,7 @@ def write_plots(study: dict, records: list[dict], folder) -> list[Path]:
         axis.legend(fontsize="x-small")
         figure.suptitle(f"{study['name']}: {y_name} vs {x_name}", fontsize=10)
         paths.append(_save(plt, save_figure, figure, folder / f"pareto_{x_name}_{y_name}.png"))
-    hardware = [name for name in _varying(study)
-                if name not in SPECIAL_AXES or name in ("variation", "stuck")]
-    for axis_name in hardware:
+    for axis_name in [name for name in _varying(study) if name != "strategy"]:
         paths.append(_axis_plot(plt, save_figure, study, records, strategies, axis_name,
                                 folder))
     return paths
@@ -195,7 +193,9 @@ def _axis_plot(plt, save_figure, study, records, strategies, axis_name, folder):
                          and not r["error"]]
                 means.append(float(np.mean(found)) if found else math.nan)
             axis.plot(range(len(values)), means, marker="o", label=strategy)
-        axis.set_xticks(range(len(values)), values, fontsize="small")
+        long = sum(map(len, values)) > 30          # slant long labels so they do not overlap
+        axis.set_xticks(range(len(values)), values, fontsize="small",
+                        rotation=45 if long else 0, ha="right" if long else "center")
         axis.set_xlabel(axis_name)
         axis.set_ylabel(f"{metric} ({METRICS[metric][1]})")
         axis.grid(True, alpha=0.3)
