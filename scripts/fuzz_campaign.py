@@ -28,10 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
-
-from support.fuzz import VERDICTS, run_case, save_case  # noqa: E402
-from support.fuzz_files import CATEGORIES  # noqa: E402
+from hypothesis import HealthCheck, given, seed, settings
+from support.fuzz import VERDICTS, run_case, save_case
+from support.fuzz_files import CATEGORIES
 
 LABELS = {"error": "clean error", "ok": "clean exit 0", "traceback": "traceback",
           "silent": "silently accepted"}
@@ -66,9 +65,11 @@ def _table(rows: dict[str, Counter]) -> str:
     lines = [[name, str(sum(c.values())), *(str(c[v]) for v in VERDICTS)]
              for name, c in rows.items()]
     widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    fmt = lambda row: "| " + " | ".join(  # noqa: E731
-        cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
-        enumerate(zip(row, widths))) + " |"
+
+    def fmt(row):
+        return "| " + " | ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                                 for i, (cell, w) in enumerate(zip(row, widths))) + " |"
+
     rule = "|" + "|".join("-" * (w + 1) + ("-" if i == 0 else ":")
                           for i, w in enumerate(widths)) + "|"
     return "\n".join([fmt(header), rule, *map(fmt, lines)])

@@ -295,7 +295,10 @@ _ROOT: list[Path] = []
 
 def _root() -> Path:
     if not _ROOT:
+        import atexit
+
         _ROOT.append(Path(tempfile.mkdtemp(prefix="bitline-fuzz-baselines-")))
+        atexit.register(shutil.rmtree, _ROOT[0], True)
     return _ROOT[0]
 
 

@@ -62,30 +62,39 @@ def test_board_run_counts_clamped_inputs_and_strict_refuses_them(tiny_bundle, tm
     assert "warning" not in err and "input values" not in err and "serial port" in err
 
 
-def _huge_weights(source, target, rows):
-    model = onnx.load(source)
+def _edited_mlp(folder, name: str, key: str, index, value: float):
+    """The tiny MLP with ``initializer[key][index] = value``, saved as ``folder/name``."""
+    model = onnx.load(tiny_mlp_onnx(folder / "tiny.onnx"))
     for tensor in model.graph.initializer:
-        if tensor.name == "w1":
-            weight = numpy_helper.to_array(tensor).copy()
-            weight[rows, :] = 3e38      # finite float32; a sum of two overflows
-            tensor.CopyFrom(numpy_helper.from_array(weight, "w1"))
-    onnx.save(model, target)
-    return target
+        if tensor.name == key:
+            array = numpy_helper.to_array(tensor).copy()
+            array[index] = value
+            tensor.CopyFrom(numpy_helper.from_array(array, key))
+    onnx.save(model, folder / name)
+    return folder / name
 
 
-def test_overflowing_weights_give_one_clear_error_and_no_numpy_warning(tiny_bundle, tmp_path):
-    model = _huge_weights(tiny_bundle[0], tmp_path / "huge.onnx", 0)
-    x = tmp_path / "x.npy"
-    np.save(x, np.full((2, 8), 0.5, np.float32))
+def _cli_and_runtime_warnings(*args):
+    """``(code, stderr, RuntimeWarning messages)`` of ``bitline ARGS``."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        code, _, err = run_cli("compile", model, "-s", "bwq", "-o", tmp_path / "out", "-q")
-        assert code == 2 and "tensor hr is not finite on the calibration inputs" in err
-        code, _, err = run_cli("run", model, "-i", x, "-o", tmp_path / "y.npz")
-        assert code == 2, err
-        assert "backend 'float': model tiny: 8 of 8 output values are not finite" in err
-    assert not (tmp_path / "y.npz").exists()
-    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+        code, _, err = run_cli(*args)
+    return code, err, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def test_overflowing_weights_give_one_clear_error_and_no_numpy_warning(tmp_path):
+    # finite float32 weights whose sum of two overflows
+    model = _edited_mlp(tmp_path, "huge.onnx", "w1", (0, slice(None)), 3e38)
+    x = tmp_path / "x.npy"
+    np.save(x, np.full((2, 8), 0.5, np.float32))
+    code, err, noise = _cli_and_runtime_warnings("compile", model, "-s", "bwq", "-o",
+                                                 tmp_path / "out", "-q")
+    assert code == 2 and "tensor hr is not finite on the calibration inputs" in err
+    assert noise == []
+    code, err, noise = _cli_and_runtime_warnings("run", model, "-i", x, "-o", tmp_path / "y.npz")
+    assert code == 2, err
+    assert "backend 'float': model tiny: 8 of 8 output values are not finite" in err
+    assert noise == [] and not (tmp_path / "y.npz").exists()
 
 
 def test_a_multiplier_that_does_not_fit_is_refused_not_halved():
@@ -102,19 +111,11 @@ def test_huge_weights_on_an_inner_layer_name_it_without_a_warning(tmp_path):
     """A weight of -3.4e38 in the first of two gemms, whose ReLU zeroes that channel: the
     output scale stays small, the channel's requantization multiplier is about 1e36 (found
     by the fuzzing as an int64 cast warning before a wrong-looking mult error)."""
-    model = onnx.load(tiny_mlp_onnx(tmp_path / "tiny.onnx"))
-    for tensor in model.graph.initializer:
-        if tensor.name == "w1":
-            weight = numpy_helper.to_array(tensor).copy()
-            weight[0, 0] = -3.4e38
-            tensor.CopyFrom(numpy_helper.from_array(weight, "w1"))
-    onnx.save(model, tmp_path / "huge.onnx")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        code, _, err = run_cli("compile", tmp_path / "huge.onnx", "-s", "isaac", "-o",
-                               tmp_path / "out", "-q")
+    model = _edited_mlp(tmp_path, "huge.onnx", "w1", (0, 0), -3.4e38)
+    code, err, noise = _cli_and_runtime_warnings("compile", model, "-s", "isaac", "-o",
+                                                 tmp_path / "out", "-q")
     assert code == 2 and "layer fc1: multiplier too large for the output unit" in err, err
-    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    assert noise == []
 
 
 @pytest.mark.parametrize("key", ["L0.bias", "L0.mult", "L1.ir_bias"])
@@ -151,21 +152,12 @@ def test_a_string_initializer_is_refused_not_parsed_as_numbers(tmp_path):
 def test_a_bias_beyond_any_accumulator_is_named_without_a_cast_warning(tmp_path):
     """A byte flip made a bias 1.7e34: its integer overflowed the int64 cast (a numpy
     RuntimeWarning, then a garbage value in the program validator's message)."""
-    model = onnx.load(tiny_mlp_onnx(tmp_path / "tiny.onnx"))
-    for tensor in model.graph.initializer:
-        if tensor.name == "b2":
-            bias = numpy_helper.to_array(tensor).copy()
-            bias[1] = -1.7e34
-            tensor.CopyFrom(numpy_helper.from_array(bias, "b2"))
-    onnx.save(model, tmp_path / "bias.onnx")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        code, _, err = run_cli("compile", tmp_path / "bias.onnx", "-s", "bwq", "-o",
-                               tmp_path / "out", "-q")
+    model = _edited_mlp(tmp_path, "bias.onnx", "b2", 1, -1.7e34)
+    code, err, noise = _cli_and_runtime_warnings("compile", model, "-s", "bwq", "-o",
+                                                 tmp_path / "out", "-q")
     assert code == 2, err
     assert "layer fc2 channel 1: bias -1.7e+34 over the accumulator scale" in err
-    assert "beyond any integer accumulator" in err
-    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    assert "beyond any integer accumulator" in err and noise == []
 
 
 def test_report_uses_the_labels_of_its_own_compile_json_only(tiny_bundle, tmp_path):
