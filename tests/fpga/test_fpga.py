@@ -503,3 +503,35 @@ def test_a_yosys_assert_in_its_own_log_gets_the_hint(tmp_path):
     (tmp_path / "other.rpt").write_text("2.30. Executing OPT_CLEAN pass.\nERROR: Assert "
                                         "`x' failed in kernel/rtlil.cc:1.\n")
     assert fpga._known_failure_hint(tmp_path / "other.rpt") == ""
+
+
+def test_fpga_table_script_prints_the_reports_rows(tmp_path, capsys):
+    """scripts/fpga_table.py --reuse: one markdown row per build folder's report.json, the
+    figures read from nextpnr's report (parse_nextpnr_report) and the flow's timings; a
+    missing folder would be built, so both exist here."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "fpga_table.py"
+    spec = importlib.util.spec_from_file_location("fpga_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for units, achieved in ((1, 71.25), (4, 52.5)):
+        nextpnr = json.loads(json.dumps(NEXTPNR_REPORT))
+        nextpnr["fmax"]["$glbnet$clk"]["achieved"] = achieved
+        nextpnr["utilization"]["TRELLIS_COMB"]["used"] = 10000 * units
+        report = {"n_xbars": units, **parse_nextpnr_report(nextpnr),
+                  "seconds": {"synthesis": 100.0 * units, "place_route": 300.0 * units},
+                  "cpu_seconds": {"synthesis": 90.0 * units, "place_route": 250.0 * units},
+                  "lut_mapper": "abc9" if units == 1 else "abc"}
+        folder = tmp_path / f"xbars{units}"
+        folder.mkdir()
+        (folder / "report.json").write_text(json.dumps(report))
+    assert module.main(["--xbars", "1", "4", "--reuse", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("| units | LUT4 | FF | EBR | DSP |")
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    assert cells[0][:6] == ["1", "10,000 (12.0 %)", "5,670", "12 of 208", "4", "71.2 (100)"]
+    assert cells[1][:6] == ["4", "40,000 (47.8 %)", "5,670", "12 of 208", "4", "52.5 (100)"]
+    assert cells[0][6].startswith("6.0 ns (4.5 logic), 1 levels")
+    assert cells[1][7:] == ["400 + 1,200 s (360 + 1,000 s CPU)", "abc"]
