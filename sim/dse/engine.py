@@ -13,7 +13,8 @@ never depend on that order (every task's result is a function of its payload alo
 Before submitting, the engine asks every worker for its bitline version and refuses a
 cluster whose workers run another version than this process (:class:`VersionMismatch`);
 each task checks it again, for workers that join later. A task that raises is retried
-``retries`` times by Dask (``Client.submit(retries=)``); a worker that dies mid-task (its
+``retries`` times by Dask (``Client.submit(retries=)``), except for a ``ValueError`` (bad
+input fails the same way every time): it is raised again in this process at once; a worker that dies mid-task (its
 nanny restarts it) has its tasks rescheduled by the scheduler up to
 ``distributed.scheduler.allowed-failures`` times (default 3) before ``KilledWorker``.
 """
@@ -51,7 +52,19 @@ def checked_call(function, payload, expected_version: str):
         raise VersionMismatch(f"worker {os.uname().nodename} (pid {os.getpid()}) runs "
                               f"bitline {mine}, the client {expected_version}: install the "
                               f"same bitline version on every worker")
-    return function(payload)
+    try:
+        return function(payload)
+    except ValueError as error:
+        # bad input fails the same way on every try: returned, not raised, so Dask does
+        # not retry it; the client raises it again (Engine.run)
+        return _InputError(str(error))
+
+
+@dataclass(frozen=True)
+class _InputError:
+    """A task's ``ValueError``, carried back to the client as a result."""
+
+    message: str
 
 
 @dataclass
@@ -144,6 +157,8 @@ class Engine:
             try:
                 for future in as_completed(futures):
                     result = future.result()
+                    if isinstance(result, _InputError):
+                        raise ValueError(result.message)
                     yield futures[future], result
                     future.release()
             finally:

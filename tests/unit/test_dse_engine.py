@@ -173,3 +173,23 @@ def test_version_check_and_engine_options():
         Engine.from_options(workers=0)
     assert Engine.from_options(scheduler="tcp://h:8786").label == "Dask cluster at tcp://h:8786"
     assert Engine.from_options(serial=True).mode == "serial"
+
+
+def _bad_input(payload):
+    raise ValueError(f"point {payload}: layer conv1 does not fit")
+
+
+def _counted_bad_input(log: str, payload):
+    with open(log, "a") as file:                # tasks are pickled: count in a file
+        file.write("call\n")
+    return _bad_input(payload)
+
+
+def test_a_task_value_error_is_raised_once_not_retried(tmp_path):
+    log = tmp_path / "calls.txt"
+    engine = Engine("local", workers=1, processes=False, retries=2)
+    with pytest.raises(ValueError, match="point 7: layer conv1 does not fit"):
+        list(engine.run(functools.partial(_counted_bad_input, str(log)), [("a", 7)]))
+    assert log.read_text() == "call\n"          # no retry of an input error
+    with pytest.raises(ValueError, match="point 7: layer conv1 does not fit"):
+        list(Engine("serial").run(_bad_input, [("a", 7)]))
