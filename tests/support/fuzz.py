@@ -224,6 +224,12 @@ def onnx_reference(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
     from onnx.reference import ReferenceEvaluator
 
     model = onnx.load_from_string(model_bytes)
+    opset = next((o for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and 9 <= opset.version < 15 and any(
+            node.op_type == "BatchNormalization" for node in model.graph.node):
+        # onnx 1.23's reference BatchNormalization of opsets 9-14 does not compute the
+        # inference formula those opsets define (it does from opset 15, same formula)
+        opset.version = 15
     session = ReferenceEvaluator(model)
     constants = {t.name for t in model.graph.initializer}
     name = next(i.name for i in model.graph.input if i.name not in constants)

@@ -84,8 +84,11 @@ def _image_step(draw, g: _Graph):
     choices = ["conv", "relu", "residual", "concat", "clip"]
     if h >= 2 and w >= 2:
         choices += ["maxpool", "avgpool"]
-    choices += ["gap", "flatten"]
+    choices += ["gap", "flatten", "batchnorm", "leaky", "scale", "pad", "identity",
+                "pool3", "dilated"]
     step = draw(st.sampled_from(choices))
+    if step in ("batchnorm", "leaky", "scale", "pad", "identity", "pool3", "dilated"):
+        return _more_image_step(draw, g, step)
     if step == "conv":
         k = draw(st.sampled_from([1, 3] if min(h, w) >= 1 else [1]))
         pad = draw(st.sampled_from([0, k // 2])) if min(h, w) >= k else k // 2
@@ -119,6 +122,42 @@ def _image_step(draw, g: _Graph):
     return None
 
 
+def _more_image_step(draw, g: _Graph, step: str):
+    """The less common image ops: BatchNormalization, LeakyRelu, Mul / Sub / Div by a
+    constant, Pad, Identity, 3x3 pools with padding, a dilated conv."""
+    c, h, w = g.shape
+    if step == "batchnorm":
+        names = []
+        for role in ("gamma", "beta", "mean", "var"):
+            names.append(g._new(role))
+            value = g.rng.standard_normal(c) * 0.3
+            g.arrays[names[-1]] = (np.abs(value) + 0.5 if role in ("gamma", "var")
+                                   else value).astype(np.float32)
+        g.node("BatchNormalization", [g.name, *names], g.shape, epsilon=1e-5)
+    elif step == "leaky":
+        g.node("LeakyRelu", [g.name], g.shape, alpha=float(draw(st.sampled_from([0.01, 0.1]))))
+    elif step == "scale":
+        op = draw(st.sampled_from(["Mul", "Sub", "Div"]))
+        constant = g._new("k")
+        g.arrays[constant] = np.float32(draw(st.sampled_from([0.5, 2.0, -1.5])))
+        g.node(op, [g.name, constant], g.shape)
+    elif step == "pad":
+        pads = g._new("p")
+        g.arrays[pads] = np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)
+        g.node("Pad", [g.name, pads], (c, h + 2, w + 2), mode="constant")
+    elif step == "identity":
+        g.node(draw(st.sampled_from(["Identity", "Dropout"])), [g.name], g.shape)
+    elif step == "pool3":
+        op = draw(st.sampled_from(["MaxPool", "AveragePool"]))
+        extra = {"count_include_pad": int(draw(st.booleans()))} if op == "AveragePool" else {}
+        g.node(op, [g.name], g.shape, kernel_shape=[3, 3], strides=[1, 1], pads=[1] * 4,
+               **extra)
+    else:                           # dilation 2, padding 2: same size
+        weight = g.weight((c, c, 3, 3), c * 9)
+        g.node("Conv", [g.name, weight], g.shape, kernel_shape=[3, 3], pads=[2] * 4,
+               dilations=[2, 2])
+
+
 def _flatten(draw, g: _Graph):
     features = int(np.prod(g.shape))
     if draw(st.booleans()):
@@ -131,7 +170,8 @@ def _flatten(draw, g: _Graph):
 
 def _vector_step(draw, g: _Graph):
     (features,) = g.shape
-    step = draw(st.sampled_from(["gemm", "gemm", "matmul", "relu", "add"]))
+    step = draw(st.sampled_from(["gemm", "gemm", "matmul", "relu", "add", "scaled_gemm",
+                                 "softmax"]))
     out = draw(st.integers(1, 12))
     if step == "gemm":
         trans = draw(st.booleans())
@@ -142,6 +182,14 @@ def _vector_step(draw, g: _Graph):
             g.arrays[bias] = (g.rng.standard_normal(out) * 0.1).astype(np.float32)
             inputs.append(bias)
         g.node("Gemm", inputs, (out,), transB=int(trans))
+    elif step == "scaled_gemm":     # alpha, beta and a bias broadcast from one value
+        bias = g._new("b")
+        g.arrays[bias] = np.float32([0.3])
+        g.node("Gemm", [g.name, g.weight((out, features), features), bias], (out,), transB=1,
+               alpha=float(draw(st.sampled_from([0.5, 2.0]))),
+               beta=float(draw(st.sampled_from([0.0, 1.0, -1.0]))))
+    elif step == "softmax":
+        g.node(draw(st.sampled_from(["Softmax", "LogSoftmax"])), [g.name], g.shape, axis=1)
     elif step == "matmul":
         g.node("MatMul", [g.name, g.weight((features, out), features)], (out,))
     elif step == "relu":
