@@ -42,7 +42,8 @@ def test_sweep_cli_json_and_plot(tmp_path):
     plot = tmp_path / "sweep.png"
     result = CliRunner().invoke(cli, [
         "sweep", "digits-cnn", "--strategies", "bwq", "--variation", "0,0.1", "--stuck", "0",
-        "--samples", "6", "--json", "--plot", str(plot)])
+        "--samples", "6", "--json", "--plot", str(plot), "--serial"])
+    # --serial: the default Dask LocalCluster is tested in tests/unit/test_dse_sweep.py
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert len(report["points"]) == 2 and report["specs"] == {"bwq": "bwq3"}
