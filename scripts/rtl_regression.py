@@ -13,7 +13,7 @@ processes; each Verilator build is made once and cached by digest under
 ``$BITLINE_BUILD_DIR`` or the user cache).
 
 Prints one line per build and a total: jobs, passed, mismatches, hangs, errors, resets
-injected, simulated cycles, the simulations' wall and CPU time, the builds' time; then every
+injected (and of those, how many cut a load or a job short), simulated cycles, the simulations' wall and CPU time, the builds' time; then every
 failing job with the ``--only SEED:IDX`` that reruns it. Exit status 1 if any job failed.
 docs/reliability.md, "Randomized RTL regression".
 """
@@ -67,6 +67,7 @@ def _row(name, reports: list[RegressionReport]) -> dict:
         "hangs": sum(r["status"] == "hang" for r in records),
         "errors": sum(r["status"] == "error" for r in records),
         "resets": sum(r["resets"] for r in records),
+        "resets_mid": sum(r.get("cut", 0) for r in records),
         "cycles": sum(report.cycles for report in reports),
         "sim_wall_s": round(sum(report.wall for report in reports), 1),
         "sim_cpu_s": round(sum(report.cpu for report in reports), 1),

@@ -451,6 +451,7 @@ class _Host:
         for name in _controls():
             getattr(dut, name).value = 0
         self.resets = 0
+        self.cut = 0            # resets that cut a phase short (not after its end)
 
     @property
     def cycles(self) -> int:
@@ -511,7 +512,8 @@ class _Host:
         ended first: a reset of an idle accelerator); "done", "reset" or "hang"."""
         start = self.cycles
         if reset is not None:
-            await self.wait_for(handle, want, start + min(reset[0], limit))
+            if not await self.wait_for(handle, want, start + min(reset[0], limit)):
+                self.cut += 1
             await self.reset(reset[1])
             return "reset"
         return "done" if await self.wait_for(handle, want, start + limit) else "hang"
@@ -660,7 +662,7 @@ class _Runner:
     async def run(self, job: Job) -> dict:
         """Run ``job`` to its end, recovering from its resets; return its record."""
         host = self.host
-        start, resets_before = host.cycles, host.resets
+        start, resets_before, cut_before = host.cycles, host.resets, host.cut
         pending = list(job.resets)
 
         def take(phase):
@@ -699,6 +701,7 @@ class _Runner:
             status = "mismatch"
         return {"job": job.name, "index": job.index, "build": job.build, "status": status,
                 "messages": messages[:5], "resets": host.resets - resets_before,
+                "cut": host.cut - cut_before,
                 "cycles": host.cycles - start, "strategy": job.program.strategy,
                 "describe": job.describe()}
 
@@ -752,7 +755,7 @@ class RegressionReport:
     """What :func:`run_regression` measured: one record per job and the run's figures.
 
     ``records`` as the bench writes them (``status`` ``ok`` / ``mismatch`` / ``hang`` /
-    ``error``, ``messages``, ``resets``, ``cycles``); ``cycles``, ``wall``, ``cpu`` of the
+    ``error``, ``messages``, ``resets``, ``cut`` (resets inside a load or job), ``cycles``); ``cycles``, ``wall``, ``cpu`` of the
     simulation (inside the simulator process), ``build_seconds`` / ``build_cpu`` of the
     Verilator build (0 when cached), ``failure`` the bench's message if it failed.
     """
