@@ -11,8 +11,9 @@ For every mapping strategy (default quantization spec, ``bwq`` preset: the setti
 ``bitline sweep``) the model is compiled once; then, per stuck-at rate and chip
 ``seed + k`` (half the stuck cells at 0, half at 1), the executor runs the test images with
 an :class:`~bitline.sim.analog.AnalogDevice` of that chip twice: on the program as mapped
-("without") and on the program placed for the chip's stuck map by
-:func:`bitline.sw.mapping.faults.fault_aware` ("with"). The stuck map is
+("without") and on the program placed and re-encoded for the chip's stuck map by
+:func:`bitline.sw.mapping.faults.fault_aware` ("with"; docs/mapping.md "Fault-aware
+placement and re-encoding"). The stuck map is
 :func:`bitline.sim.analog.chip_stuck_map` -- the device's own draw, so both runs see the
 same chip. "fault-free" is the same executor on a healthy chip. Also printed: the read
 stuck cells with a wrong value, before -> after (summed over layers, mean over chips).
