@@ -98,7 +98,13 @@ class UARTAccelerator(wiring.Component):
         m.submodules.uart_tx = transmitter = UARTTransmitter(self.divisor)
         m.submodules.bridge = bridge = self.bridge
         accelerator = self.accelerator
-        m.submodules.accelerator = ResetInserter({"sync": bridge.accel_reset})(accelerator)
+        # RESET reaches the accelerator one cycle after the bridge decodes it, from a
+        # flip-flop: the reset net fans out to every flip-flop of the accelerator, and the
+        # bridge's opcode decode in front of it was the 1-unit build's longest path at
+        # 66.9 MHz (docs/fpga.md section 4). The ACK leaves long after.
+        accel_reset = Signal()
+        m.d.sync += accel_reset.eq(bridge.accel_reset)
+        m.submodules.accelerator = ResetInserter({"sync": accel_reset})(accelerator)
 
         m.d.comb += [
             receiver.rx.eq(self.rx),

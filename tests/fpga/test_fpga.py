@@ -535,3 +535,39 @@ def test_fpga_table_script_prints_the_reports_rows(tmp_path, capsys):
     assert cells[1][:6] == ["4", "40,000 (47.8 %)", "5,670", "12 of 208", "4", "52.5 (100)"]
     assert cells[0][6].startswith("6.0 ns (4.5 logic), 1 levels")
     assert cells[1][7:] == ["400 + 1,200 s (360 + 1,000 s CPU)", "abc"]
+
+
+def test_board_core_reset_command_resets_the_accelerator():
+    """The board core over its serial line (Amaranth simulator, 4 cycles per bit): a written
+    register reads back, ``RESET`` (which reaches the accelerator through a register, off the
+    bridge's decode path: docs/fpga.md section 4) clears it, and the bridge still answers."""
+    from bitline.hw.boards.core import UARTAccelerator
+
+    divisor = 4
+    dut = UARTAccelerator(small_config(), clock_hz=4_000_000, baud=1_000_000)
+    host = (encode_command(Opcode.WRITE, Register.N_VECTORS, 5)
+            + encode_command(Opcode.READ, Register.N_VECTORS)
+            + encode_command(Opcode.RESET)
+            + encode_command(Opcode.READ, Register.N_VECTORS))
+    rx = [1] * 8 * divisor
+    for byte in host:
+        rx += [bit for bit in frame_bits(byte) for _ in range(divisor)] + [1] * divisor
+    line = []
+
+    async def testbench(ctx):
+        for cycle in range(len(rx) + 14 * 10 * divisor):
+            ctx.set(dut.rx, rx[cycle] if cycle < len(rx) else 1)
+            line.append(ctx.get(dut.tx))
+            await ctx.tick()
+
+    simulate(dut, testbench)
+    answer, index = [], 0
+    while index < len(line):
+        if line[index] == 0:
+            bits = [line[index + k * divisor + divisor // 2] for k in range(10)]
+            answer.append(sum(bit << k for k, bit in enumerate(bits[1:9])))
+            index += 10 * divisor - divisor // 2
+        else:
+            index += 1
+    assert bytes(answer) == (bytes([ACK]) + (5).to_bytes(4, "little") + bytes([ACK, ACK])
+                             + (0).to_bytes(4, "little") + bytes([ACK]))
