@@ -105,6 +105,8 @@ class MoreConverters:
         if value.ndim > len(shape) + 1 or (value.ndim == len(shape) + 1 and value.shape[0] != 1):
             raise self.error(node, f"constant of shape {value.shape} broadcasts over the batch")
         rows = full.reshape(shape[0], -1)
+        if not np.isfinite(rows).all():         # (NaN != NaN: it would read as "varies")
+            raise self.error(node, f"constant of shape {value.shape} holds NaN or infinity")
         if not np.all(rows == rows[:, :1]):
             raise self.error(
                 node, f"constant of shape {value.shape} varies over the spatial axes; only "

@@ -41,6 +41,11 @@ def _fold(target: Layer, follower: Layer) -> None:
     """Rewrite ``target``'s weight and bias (new arrays) so that it also computes ``follower``."""
     out_channels = target.weight.shape[0]
     bias = target.bias if target.bias is not None else np.zeros(out_channels)
+    constants = ([follower.attrs["gain"], follower.attrs["shift"]] if follower.op == "batchnorm"
+                 else [follower.attrs["value"]])
+    if not all(np.isfinite(np.asarray(value, dtype=np.float64)).all() for value in constants):
+        # (folded, 0 * inf would be NaN weights, found only later by calibration)
+        raise PassError(follower, "its scale or shift holds NaN or infinity")
     if follower.op == "batchnorm":
         # float64 for the product, float32 stored, as the parameters came in.
         gain, shift = follower.attrs["gain"], follower.attrs["shift"]

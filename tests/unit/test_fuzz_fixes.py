@@ -179,3 +179,31 @@ def test_report_uses_the_labels_of_its_own_compile_json_only(tiny_bundle, tmp_pa
     (bundle / "compile.json").unlink()
     code, out, err = run_cli("report", bundle, "--json")
     assert code == 0 and "compile.json: not found" in err
+
+
+@pytest.mark.parametrize("op, value", [("Mul", np.inf), ("Div", np.nan), ("Add", np.nan)])
+def test_a_non_finite_affine_constant_is_named_before_it_is_folded(tmp_path, op, value):
+    """Conv then Mul by inf (fuzzing): folded into the conv, 0 * inf made NaN weights with
+    a numpy warning, and only calibration noticed them; a NaN constant was said to vary over
+    the spatial axes (NaN != NaN)."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    arrays = {"w": rng.standard_normal((2, 1, 1, 1)).astype(np.float32),
+              "k": np.float32(value), "fc": rng.standard_normal((3, 8)).astype(np.float32),
+              "s": np.array([-1, 8], np.int64)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", kernel_shape=[1, 1]),
+             helper.make_node(op, ["c", "k"], ["a"], name="affine"),
+             helper.make_node("Reshape", ["a", "s"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(
+        nodes, "affine", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(np.asarray(a), k) for k, a in arrays.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+              tmp_path / "m.onnx")
+    code, err, noise = _cli_and_runtime_warnings("compile", tmp_path / "m.onnx", "-s", "bwq",
+                                                 "-o", tmp_path / "out", "-q")
+    assert code == 2, err
+    assert f"node 'affine' ({op}): " in err and "holds NaN or infinity" in err
+    assert noise == [] and "varies over the spatial axes" not in err
