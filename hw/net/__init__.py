@@ -1,0 +1,22 @@
+"""Whole-network hardware, first part (issue 18): activation buffer and the non-matrix units.
+
+* :mod:`.geometry` - the capacities of the units (:class:`NetGeometry`) and the per-layer
+  window record the address generator runs from (:class:`WindowParams`).
+* :mod:`.buffer` - :class:`ActivationBuffer`, a channel-first feature-map store.
+* :mod:`.im2col` - :class:`Im2colReader`, the address generation of conv inputs, pooling
+  windows and flatten.
+* :mod:`.pool` - :class:`PoolUnit`, max / average / global average pooling.
+* :mod:`.residual` - :class:`ResidualAdd`, the requantizing residual add.
+
+docs/network.md describes what is built and the design of the layer sequencer and the
+inter-layer pipeline that are still to come.
+"""
+
+from bitline.hw.net.buffer import ActivationBuffer
+from bitline.hw.net.geometry import NetGeometry, WindowParams
+from bitline.hw.net.im2col import Im2colReader
+from bitline.hw.net.pool import PoolUnit
+from bitline.hw.net.residual import ResidualAdd
+
+__all__ = ["ActivationBuffer", "Im2colReader", "NetGeometry", "PoolUnit", "ResidualAdd",
+           "WindowParams"]

@@ -1,0 +1,111 @@
+"""Activation buffer: a feature-map store in block RAM, channel-first, one code per word.
+
+Layout: the map ``C x H x W`` at ``base`` holds code ``(c, y, x)`` at address
+``base + (c * H + y) * W + x`` (the C order of the contract's ``(C, H, W)`` tensors). Why
+channel-first and one code per word (docs/network.md, "Layout"): the contract's im2col
+order ``i = (c*KH + ky)*KW + kx`` and its flatten order are both channel-major, so every
+element of an input vector is one read at an affine address and flatten is a linear read;
+the crossbar units take one input code per cycle, so a wider word would not be used yet.
+
+The write stream takes codes in either of two orders, set by ``write_linear``:
+
+* producer order (0): pixel-major, channels innermost - the order in which the output
+  unit, the pool unit and the residual add emit a layer's outputs (output pixel ``p``
+  row-major, channel ``c`` of it); code ``k = p * C + c`` goes to ``base + c * P + p``
+  with ``P = write_pixels``;
+* linear (1): code ``k`` goes to ``base + k`` (an input image already in C order).
+
+``write_start`` (one cycle) restarts the write counters; ``write_count`` counts the codes
+written since. The read port is the memory's synchronous port: ``data`` is the code at
+the ``addr`` of the last cycle in which ``en`` was high.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, unsigned
+from amaranth.lib import memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from bitline.hw.net.geometry import NetGeometry
+
+__all__ = ["ActivationBuffer", "read_port_signature"]
+
+
+def read_port_signature(geometry: NetGeometry) -> wiring.Signature:
+    """A synchronous read port as its reader sees it (``addr``/``en`` out, ``data`` in)."""
+    return wiring.Signature({
+        "addr": Out(geometry.addr_bits),
+        "en": Out(1),
+        "data": In(geometry.act_bits),
+    })
+
+
+class ActivationBuffer(wiring.Component):
+    """``geometry.depth`` activation codes with a write stream and a read port.
+
+    Attributes
+    ----------
+    write: In(stream.Signature(act_bits))
+        Codes to store; always ready (one write per cycle).
+    write_start: In(1)
+        Restart the write counters (the next code is the map's first).
+    write_base, write_channels, write_pixels, write_linear: In
+        Where the map goes, its channel count ``C`` and output pixel count ``P``
+        (``OH * OW``), and the order of the stream (stable while a map is written).
+    write_count: Out
+        Codes written since ``write_start``.
+    read: In(read_port_signature)
+        The read port (one-cycle latency, ``data`` held while ``en`` is low).
+    """
+
+    def __init__(self, geometry: NetGeometry):
+        self.geometry = geometry
+        count_bits = geometry.addr_bits + 1
+        super().__init__({
+            "write": In(stream.Signature(unsigned(geometry.act_bits))),
+            "write_start": In(1),
+            "write_base": In(geometry.addr_bits),
+            "write_channels": In(geometry.channel_bits),
+            "write_pixels": In(count_bits),
+            "write_linear": In(1),
+            "write_count": Out(count_bits),
+            "read": In(read_port_signature(geometry)),
+        })
+
+    def elaborate(self, platform):
+        geometry = self.geometry
+        m = Module()
+        m.submodules.store = store = memory.Memory(
+            shape=unsigned(geometry.act_bits), depth=geometry.depth, init=[])
+        write_port = store.write_port()
+        read_port = store.read_port(domain="sync")
+        m.d.comb += [
+            read_port.addr.eq(self.read.addr),
+            read_port.en.eq(self.read.en),
+            self.read.data.eq(read_port.data),
+        ]
+
+        # Producer order without a multiplier: channel c and pixel p as counters, the
+        # plane offset c * P as a running sum.
+        channel = Signal(geometry.channel_bits)
+        pixel = Signal(geometry.addr_bits + 1)
+        plane_offset = Signal(geometry.addr_bits + 1)
+        produced = self.write_base + plane_offset + pixel
+        m.d.comb += [
+            self.write.ready.eq(1),
+            write_port.addr.eq(Mux(self.write_linear, self.write_base + self.write_count,
+                                   produced)),
+            write_port.data.eq(self.write.payload),
+            write_port.en.eq(self.write.valid),
+        ]
+        with m.If(self.write_start):
+            m.d.sync += [channel.eq(0), pixel.eq(0), plane_offset.eq(0),
+                         self.write_count.eq(0)]
+        with m.Elif(self.write.valid):
+            m.d.sync += self.write_count.eq(self.write_count + 1)
+            with m.If(channel + 1 >= self.write_channels):
+                m.d.sync += [channel.eq(0), plane_offset.eq(0), pixel.eq(pixel + 1)]
+            with m.Else():
+                m.d.sync += [channel.eq(channel + 1),
+                             plane_offset.eq(plane_offset + self.write_pixels)]
+        return m
