@@ -13,12 +13,14 @@ reference). :func:`run_case` runs the command in-process through
   internal-error path), for an input that may be refused;
 * ``"ok"`` -- exit 0 with a result the check found correct;
 * ``"traceback"`` -- an exception escaped :func:`main`, the top-level ``internal error``
-  handler answered (that line means a bug, see :mod:`bitline.sw.cli`), or a Python warning
-  leaked to stderr (``file.py:LINE: RuntimeWarning: ...``);
+  handler answered (that line means a bug, see :mod:`bitline.sw.cli`), a Python warning
+  leaked to stderr (``file.py:LINE: RuntimeWarning: ...``), or the error line is one bare
+  word (``error: scale``: :func:`main` prints a ``KeyError`` as its key alone);
 * ``"silent"`` -- exit 0 for an input the oracle says must be refused, or exit 0 with a
   wrong result; also a clean error for an input the oracle says must be accepted.
 
-The case generators (hypothesis strategies) are in :mod:`support.fuzz_cases`; the suite
+The case generators (hypothesis strategies) are in :mod:`support.fuzz_onnx` and
+:mod:`support.fuzz_files`; the suite
 tests are ``tests/unit/test_fuzz_*.py`` and the long campaign is ``scripts/fuzz_campaign.py``.
 """
 
@@ -142,6 +144,9 @@ def _broken(result: Result) -> str | None:
         return f"exit code {result.code}"
     if result.code != 0 and not re.search(r"^error: \S", result.err, re.MULTILINE):
         return f"exit {result.code} without an error line: {result.err.strip()[:200]!r}"
+    bare = re.search(r"^error: \S+$", result.err, re.MULTILINE)
+    if result.code != 0 and bare:       # main prints a KeyError as its key alone
+        return f"an error that names nothing (a bare KeyError?): {bare.group(0)}"
     return None
 
 

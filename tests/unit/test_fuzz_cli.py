@@ -61,8 +61,9 @@ def test_the_internal_error_path_is_a_traceback_not_a_clean_error(monkeypatch):
     def explode(*args, **kwargs):
         raise ZeroDivisionError("float division by zero")
 
+    case = _tiny_compile()              # the baseline compiles before the patch
     monkeypatch.setattr(flow_compile, "compile_model", explode)
-    outcome = run_case(_tiny_compile())
+    outcome = run_case(case)
     assert outcome.verdict == "traceback"
     assert "internal-error path" in outcome.detail and "ZeroDivisionError" in outcome.detail
     assert outcome.results[0].code == 1
@@ -88,8 +89,9 @@ def test_a_leaked_python_warning_and_a_follow_up_crash_are_tracebacks(monkeypatc
         warnings.warn("overflow encountered in matmul", RuntimeWarning)
         return original(*args, **kwargs)
 
+    case = _tiny_compile()
     monkeypatch.setattr(flow_compile, "compile_model", noisy)
-    outcome = run_case(_tiny_compile())
+    outcome = run_case(case)
     assert outcome.verdict == "traceback" and "RuntimeWarning" in outcome.detail
     monkeypatch.setattr(flow_compile, "compile_model", original)
 
@@ -106,3 +108,18 @@ def test_a_leaked_python_warning_and_a_follow_up_crash_are_tracebacks(monkeypatc
     assert outcome.verdict == "traceback" and len(outcome.results) == 2
     assert outcome.detail.startswith("follow-up `bitline run") and "TypeError: oops" in \
         outcome.detail
+
+
+def test_a_bare_key_error_line_is_not_a_clean_error(monkeypatch):
+    """``main`` prints a KeyError as its key alone (``error: scale``): a bug's message
+    naming nothing, which the harness must not count as a clean error."""
+    import bitline.sw.flow.compile as flow_compile
+
+    def missing(*args, **kwargs):
+        raise KeyError("scale")
+
+    case = _tiny_compile()
+    monkeypatch.setattr(flow_compile, "compile_model", missing)
+    outcome = run_case(case)
+    assert outcome.results[0].code == 2 and outcome.results[0].err == "error: scale\n"
+    assert outcome.verdict == "traceback" and "bare KeyError" in outcome.detail
