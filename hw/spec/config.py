@@ -268,6 +268,10 @@ class AcceleratorConfig:
         table = data.get("accelerator", data)
         if not isinstance(table, dict):
             raise ValueError(f"{path}: [accelerator] must be a table")
+        outside = sorted(set(data) - {"accelerator"}) if "accelerator" in data else []
+        if outside:         # they would be ignored: keys before the table, or other tables
+            raise ValueError(f"{path}: key(s) {', '.join(outside)} outside the [accelerator] "
+                             "table; put every field inside it")
         table = dict(table)
         base = table.pop("preset", None)
         if base is not None:

@@ -269,7 +269,11 @@ class OpConverters:
         for role, value in zip(("scale", "B", "mean", "var"), params):
             if value.shape != (channels,):
                 raise self.error(node, f"{role} shape {value.shape} is not ({channels},)")
+            if not np.isfinite(value).all():
+                raise self.error(node, f"{role} holds NaN or infinity")
         scale, offset, mean, var = params
+        if np.any(var + float(attrs.get("epsilon", 1e-5)) <= 0):
+            raise self.error(node, "var + epsilon is not positive in some channel")
         gain = scale / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
         self.add_layer(
             node, "batchnorm", [source], shape, shape,

@@ -144,9 +144,13 @@ def config_cases(draw):
         text, kind = text[:draw(st.integers(0, len(text)))] + draw(st.sampled_from(
             ["", "=", "[", "x = \n", "\x00", "[accelerator]\n"])), "broken"
     try:
-        parsed = tomllib.loads(text)
-        parsed = parsed.get("accelerator", parsed) if not top else parsed
-        refuse = _config_must_refuse(parsed) if isinstance(parsed, dict) else "not a table"
+        document = tomllib.loads(text)
+        # the fields are the [accelerator] table's if there is one (then nothing may stand
+        # outside it), else the top-level keys
+        parsed = document.get("accelerator", document)
+        outside = set(document) - {"accelerator"} if "accelerator" in document else set()
+        refuse = (f"keys {sorted(outside)} outside [accelerator]" if outside else
+                  _config_must_refuse(parsed) if isinstance(parsed, dict) else "not a table")
     except tomllib.TOMLDecodeError:
         parsed, refuse = {}, "not TOML"
     strategy = draw(st.sampled_from(STRATEGIES))

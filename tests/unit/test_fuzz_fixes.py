@@ -207,3 +207,46 @@ def test_a_non_finite_affine_constant_is_named_before_it_is_folded(tmp_path, op,
     assert code == 2, err
     assert f"node 'affine' ({op}): " in err and "holds NaN or infinity" in err
     assert noise == [] and "varies over the spatial axes" not in err
+
+
+def test_config_keys_outside_the_accelerator_table_are_refused(tiny_bundle, tmp_path):
+    """``n_xbar = 175`` before an ``[accelerator]`` table was ignored with exit 0 (fuzzing):
+    only the table was read. A lone table, or top-level keys alone, still load."""
+    from bitline.hw.spec.config import AcceleratorConfig
+
+    for text in ("n_xbars = 3\n[accelerator]\n", "[accelerator]\nrows = 64\n[extra]\na = 1\n"):
+        (tmp_path / "chip.toml").write_text(text)
+        with pytest.raises(ValueError, match=r"chip.toml: key\(s\) (n_xbars|extra) outside the "
+                                             r"\[accelerator\] table"):
+            AcceleratorConfig.load(tmp_path / "chip.toml")
+    code, _, err = run_cli("compile", tiny_bundle[0], "-s", "bwq", "--config",
+                           tmp_path / "chip.toml", "-o", tmp_path / "out")
+    assert code == 2 and "outside the [accelerator] table" in err
+    (tmp_path / "chip.toml").write_text("[accelerator]\n")
+    assert AcceleratorConfig.load(tmp_path / "chip.toml").pinned == frozenset()
+    (tmp_path / "chip.toml").write_text("n_xbars = 3\n")
+    assert AcceleratorConfig.load(tmp_path / "chip.toml").n_xbars == 3
+
+
+def test_non_finite_batchnorm_parameters_are_named(tmp_path):
+    """A BatchNormalization beta of -inf (fuzzing) leaked numpy's 'invalid value' warning
+    before the calibration error; it is named at import."""
+    from onnx import TensorProto, helper
+
+    arrays = {"g": np.ones(2, np.float32), "b": np.array([0.0, -np.inf], np.float32),
+              "m": np.zeros(2, np.float32), "v": np.ones(2, np.float32),
+              "w": np.ones((3, 8), np.float32), "s": np.array([-1, 8], np.int64)}
+    nodes = [helper.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["n"],
+                              name="bn"),
+             helper.make_node("Reshape", ["n", "s"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "w"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(
+        nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(a, k) for k, a in arrays.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+              tmp_path / "bn.onnx")
+    code, err, noise = _cli_and_runtime_warnings("compile", tmp_path / "bn.onnx", "-s", "bwq",
+                                                 "-o", tmp_path / "out", "-q")
+    assert code == 2 and "node 'bn' (BatchNormalization): B holds NaN or infinity" in err
+    assert noise == []
