@@ -15,7 +15,8 @@ unless ``$YOSYS`` names another; ``--noabc`` skips ABC.
 
     python scripts/bench_verilog.py [--preset bwq | --config CFG.toml] [--xbars N]
                                     [--crossbar emulated|external]
-                                    [--synth | --synth-plain [--noabc] [--timeout 1800]]
+                                    [--synth | --synth-plain [--noabc | --abc-fast]
+                                     [--timeout 1800]]
                                     [--json]
 
 On a shared machine the CPU figures are the ones that do not depend on the load.
@@ -60,7 +61,8 @@ def _synth_check(design, config, args) -> dict:
     result = {"config_memories": sum(kind.count for kind in kinds),
               "config_memory_bits": sum(kind.bits for kind in kinds)}
     try:
-        check = synth_check(design.verilog, design.top, abc=not args.noabc, passes=True,
+        check = synth_check(design.verilog, design.top, abc=not args.noabc,
+                            fast=args.abc_fast, passes=True,
                             timeout=args.timeout)
     except subprocess.TimeoutExpired as error:  # a timeout is a figure too
         return {**result, "synth_ok": False, "synth_error": f"timeout: {error}",
@@ -101,6 +103,8 @@ def main(argv=None) -> int:
     parser.add_argument("--synth-plain", action="store_true",
                         help="also run plain generic synth (memories to flip-flops)")
     parser.add_argument("--noabc", action="store_true", help="synth without ABC (-noabc)")
+    parser.add_argument("--abc-fast", action="store_true",
+                        help="synthesis check with the short ABC script (strash; map)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="synth timeout (s)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of lines")
     args = parser.parse_args(argv)
@@ -141,7 +145,8 @@ def main(argv=None) -> int:
     if args.synth or args.synth_plain:
         status = "ok" if result.get("synth_ok") else result.get("synth_error", "failed")
         flow = "synthesis check (memories kept)" if args.synth else "yosys synth -flatten"
-        print(f"{flow}{' -noabc' if args.noabc else ''}: {result['synth_wall_s']} s wall, "
+        flow += " -noabc" if args.noabc else " (fast ABC)" if args.abc_fast and args.synth else ""
+        print(f"{flow}: {result['synth_wall_s']} s wall, "
               f"{result['synth_cpu_s']} s CPU, {result.get('synth_cells', 0):,} cells "
               f"({status})")
     if args.synth and "synth_flip_flops" in result:

@@ -42,7 +42,7 @@ from bitline.hw.toolchain.memory_init import NO_ZERO_INIT
 from bitline.hw.toolchain.tools import yosys_command
 
 __all__ = ["MemoryKind", "SynthCheck", "memory_inventory", "synth_script", "synth_check",
-           "FLIP_FLOP"]
+           "FLIP_FLOP", "FAST_ABC"]
 
 #: Yosys' generic flip-flop and latch cell types (``$_DFF_P_``, ``$_SDFFE_PP0P_``, ...).
 FLIP_FLOP = re.compile(r"\$_(?:\w*DFF\w*|DLATCH\w*|SR_\w+)_")
@@ -98,8 +98,17 @@ def memory_inventory(config: AcceleratorConfig, *, crossbar: str = "emulated",
     return kinds
 
 
-def synth_script(verilog: str, top: str, *, abc: bool = True) -> str:
+#: ABC script of ``fast=True``: structural hashing and one mapping to the generic gates,
+#: without ``synth``'s default script's SAT sweeping, rewriting and choice computation
+#: (``&fraig``, ``scorr``, ``dc2``, ``&dch``), which take most of the check's time on the
+#: ``bwq`` preset under WebAssembly (docs/hardware.md, "Synthesis outside the FPGA flow").
+FAST_ABC = "abc -script +strash;map"
+
+
+def synth_script(verilog: str, top: str, *, abc: bool = True, fast: bool = False) -> str:
     """Return the Yosys script of the check (module docstring), statistics into files.
+
+    ``fast`` runs ABC with :data:`FAST_ABC` instead of ``synth``'s default script.
 
     ``stat.json`` holds the netlist's cells (memories as ``$mem_v2``), ``memories.json``
     the same after ``memory_unpack`` (memory count and bits).
@@ -114,7 +123,7 @@ def synth_script(verilog: str, top: str, *, abc: bool = True) -> str:
         "opt -full",
         "techmap",
         "opt -fast",
-        *(["abc", "opt -fast"] if abc else []),
+        *([FAST_ABC if fast else "abc", "opt -fast"] if abc else []),
         "hierarchy -check",
         "check -assert",
         "tee -q -o stat.json stat -json",
@@ -152,12 +161,12 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def synth_check(verilog: str | Path, top: str, *, abc: bool = True, passes: bool = False,
-                timeout: float = 1800) -> SynthCheck:
+def synth_check(verilog: str | Path, top: str, *, abc: bool = True, fast: bool = False,
+                passes: bool = False, timeout: float = 1800) -> SynthCheck:
     """Run :func:`synth_script` on one Verilog file with Yosys and return its figures.
 
     ``abc=False`` leaves the gates as ``techmap`` made them (no ABC optimisation; the
-    memories and flip-flops are the same). Wall and CPU time (user + sys) are the Yosys
+    memories and flip-flops are the same); ``fast=True`` runs :data:`FAST_ABC`. Wall and CPU time (user + sys) are the Yosys
     process's. ``passes=True`` keeps Yosys' full log (a temporary file, tens of MB for the
     ``bwq`` preset) to return its "Time spent" line, where the time went. ``ok`` is false
     when Yosys fails (the log says why); a timeout raises ``subprocess.TimeoutExpired``.
@@ -169,7 +178,7 @@ def synth_check(verilog: str | Path, top: str, *, abc: bool = True, passes: bool
     files = {name: verilog.parent / f"{tag}.{name}.json" for name in ("stat", "memories")}
     script_path = verilog.parent / f"{tag}.ys"
     log_path = verilog.parent / f"{tag}.log"
-    script = synth_script(verilog.name, top, abc=abc)
+    script = synth_script(verilog.name, top, abc=abc, fast=fast)
     for name, path in files.items():
         script = script.replace(f"{name}.json", path.name)
     script_path.write_text(script)

