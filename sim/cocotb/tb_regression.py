@@ -58,7 +58,7 @@ import cocotb
 import numpy as np
 from amaranth import Module, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out, connect, flipped
+from amaranth.lib.wiring import In, connect, flipped
 
 from bitline.hw.spec.config import AcceleratorConfig
 
@@ -615,9 +615,11 @@ class _Runner:
         outcome = await host.phase(dut.sink_done, 1, limit, reset)
         dut.outputs_hold.value = 0
         where = f"job {job.name} layer job {position}"
+        if outcome == "hang":
+            return outcome, [(f"{where}: no end after {limit} cycles (watchdog; model "
+                              f"{model['cycles']} cycles)")]
         if outcome != "done":
-            return outcome, [f"{where}: no end after {limit} cycles (watchdog; model "
-                             f"{model['cycles']} cycles)"] if outcome == "hang" else []
+            return outcome, []
         ok, status = await host.poll(lambda s: bool(s & Status.DONE) and not s & Status.BUSY,
                                      host.cycles + 200)
         if not ok:
@@ -656,8 +658,10 @@ class _Runner:
         from bitline.hw.spec.registers import Register
 
         status = await self.host.bench.read_register(Register.STATUS)
-        return [] if status == 0 else [f"job {job.name}: STATUS=0x{status:04x} after a "
-                                       f"reset, expected 0 (idle, unprogrammed)"]
+        if status == 0:
+            return []
+        return [(f"job {job.name}: STATUS=0x{status:04x} after a reset, expected 0 (idle, "
+                 "unprogrammed)")]
 
     async def run(self, job: Job) -> dict:
         """Run ``job`` to its end, recovering from its resets; return its record."""
@@ -783,9 +787,12 @@ def regression_design(build: str, root: str | Path | None = None) -> tuple[Path,
     Returns ``(verilog, vlt, harness)``: the Verilog file, the Verilator file making only
     the top-level ports public, and the harness parameters. Cached under ``<root>/regression-
     <digest>/`` (default: the bench designs' folder, :mod:`bitline.sim.rtl`), the digest
-    covering the config, every hardware source and this module.
+    covering the config, every hardware source and this module's hardware side
+    (:class:`Throttle`, :class:`RegressionTop`), so editing the job generator or the host
+    does not cost a Verilator build.
     """
     import hashlib
+    import inspect
 
     from bitline.hw.toolchain.verilog import port_table
     from bitline.sim import rtl
@@ -794,7 +801,9 @@ def regression_design(build: str, root: str | Path | None = None) -> tuple[Path,
     config, crossbar = BUILDS[build]
     key = json.dumps({"config": config.to_dict(), "crossbar": crossbar, "top": TOPLEVEL,
                       "hardware": rtl._hardware_digest(),
-                      "bench": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()},
+                      "bench": hashlib.sha256("".join(inspect.getsource(item) for item in (
+                          Throttle, RegressionTop, _controls)).encode()
+                          + repr((STREAMS, _SALT)).encode()).hexdigest()},
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     folder = (Path(root) if root is not None else rtl._design_root()) / f"regression-{digest}"
