@@ -41,8 +41,8 @@ from bitline.hw.spec.encoding import entry_layout, layer_layout, output_param_la
 from bitline.hw.toolchain.memory_init import NO_ZERO_INIT
 from bitline.hw.toolchain.tools import yosys_command
 
-__all__ = ["MemoryKind", "SynthCheck", "memory_inventory", "synth_script", "synth_check",
-           "FLIP_FLOP", "FAST_ABC"]
+__all__ = ["FAST_ABC", "FLIP_FLOP", "MemoryKind", "SynthCheck", "memory_inventory",
+           "synth_check", "synth_script"]
 
 #: Yosys' generic flip-flop and latch cell types (``$_DFF_P_``, ``$_SDFFE_PP0P_``, ...).
 FLIP_FLOP = re.compile(r"\$_(?:\w*DFF\w*|DLATCH\w*|SR_\w+)_")
@@ -187,8 +187,8 @@ def synth_check(verilog: str | Path, top: str, *, abc: bool = True, fast: bool =
     try:
         logging = ["-l", log_path.name] if passes else []
         process = subprocess.run(yosys_command() + ["-q", *logging, "-s", script_path.name],
-                                 capture_output=True, text=True, timeout=timeout,
-                                 cwd=str(verilog.parent))
+                                 check=False, capture_output=True, text=True,
+                                 timeout=timeout, cwd=str(verilog.parent))
         wall, cpu = time.perf_counter() - wall, _children_cpu() - cpu
         for name, path in files.items():
             if path.exists():
