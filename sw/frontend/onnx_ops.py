@@ -222,7 +222,11 @@ class OpConverters:
                 node, f"weight shape {matrix.shape} (transB={int(attrs.get('transB', 0))}) does "
                 f"not match {features} input features"
             )
-        weight = weight * np.float32(attrs.get("alpha", 1.0))
+        with np.errstate(over="ignore"):
+            weight = weight * np.float32(attrs.get("alpha", 1.0))
+        if np.isfinite(matrix).all() and not np.isfinite(weight).all():
+            raise self.error(node, f"weight B times alpha={attrs.get('alpha', 1.0)} overflows "
+                             "float32")
         out_features = weight.shape[0]
         bias = self.constant(node, 2, "bias C", required=False)
         if bias is not None:
@@ -275,10 +279,13 @@ class OpConverters:
         if np.any(var + float(attrs.get("epsilon", 1e-5)) <= 0):
             raise self.error(node, "var + epsilon is not positive in some channel")
         gain = scale / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
-        self.add_layer(
-            node, "batchnorm", [source], shape, shape,
-            attrs={"gain": gain, "shift": offset - gain * mean},
-        )
+        shift = offset - gain * mean
+        # the layers these fold into hold float32 weights and biases
+        if np.abs(np.concatenate([gain, shift])).max() > np.finfo(np.float32).max:
+            raise self.error(node, "its scale / sqrt(var + epsilon) or B - mean * that "
+                             "overflows float32")
+        self.add_layer(node, "batchnorm", [source], shape, shape,
+                       attrs={"gain": gain, "shift": shift})
 
     # activations and others --------------------------------------------------------------
     def _op_Relu(self, node: OnnxNode) -> None:

@@ -12,8 +12,12 @@ Each test fails on the code before its fix:
   ``RuntimeWarning``; it is refused naming the layer;
 * a ``reference.npz`` without an optional array the manifest records (a layer's bias or
   multipliers) crashed the run with a TypeError (fuzzing): it is named as missing;
+* non-finite BatchNormalization parameters, and ones or a Gemm ``alpha`` that overflow
+  float32 once folded, leaked numpy warnings (campaigns): named at import;
 * ``report`` took its labels from any ``compile.json`` (another compile's named another
-  model; a JSON list crashed it): the side file now names its bundle's image.
+  model; a JSON list crashed it): the side file now names its bundle's image;
+* a non-numeric (STRING) initializer, a NaN / inf constant of Mul / Div / Add, keys outside
+  the ``[accelerator]`` table: refused instead of parsed, folded or ignored.
 """
 
 from __future__ import annotations
@@ -228,25 +232,39 @@ def test_config_keys_outside_the_accelerator_table_are_refused(tiny_bundle, tmp_
     assert AcceleratorConfig.load(tmp_path / "chip.toml").n_xbars == 3
 
 
-def test_non_finite_batchnorm_parameters_are_named(tmp_path):
-    """A BatchNormalization beta of -inf (fuzzing) leaked numpy's 'invalid value' warning
-    before the calibration error; it is named at import."""
+def _bn_gemm_model(path, beta=0.0, mean=0.0, alpha=1.0, weight=1.0):
+    """x (N, 2, 2, 2) -> BatchNormalization (bn) -> Reshape -> Gemm (fc, alpha)."""
     from onnx import TensorProto, helper
 
-    arrays = {"g": np.ones(2, np.float32), "b": np.array([0.0, -np.inf], np.float32),
-              "m": np.zeros(2, np.float32), "v": np.ones(2, np.float32),
-              "w": np.ones((3, 8), np.float32), "s": np.array([-1, 8], np.int64)}
+    arrays = {"g": np.ones(2, np.float32), "b": np.array([0.0, beta], np.float32),
+              "m": np.array([0.0, mean], np.float32), "v": np.ones(2, np.float32),
+              "w": np.full((3, 8), weight, np.float32), "s": np.array([-1, 8], np.int64)}
     nodes = [helper.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["n"],
                               name="bn"),
              helper.make_node("Reshape", ["n", "s"], ["f"], name="flat"),
-             helper.make_node("Gemm", ["f", "w"], ["y"], name="fc", transB=1)]
+             helper.make_node("Gemm", ["f", "w"], ["y"], name="fc", transB=1, alpha=alpha)]
     graph = helper.make_graph(
         nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 2, 2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
         [numpy_helper.from_array(a, k) for k, a in arrays.items()])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
-              tmp_path / "bn.onnx")
-    code, err, noise = _cli_and_runtime_warnings("compile", tmp_path / "bn.onnx", "-s", "bwq",
-                                                 "-o", tmp_path / "out", "-q")
-    assert code == 2 and "node 'bn' (BatchNormalization): B holds NaN or infinity" in err
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"beta": -np.inf}, "node 'bn' (BatchNormalization): B holds NaN or infinity"),
+    # finite float32 parameters whose folded shift B - mean * gain is not (-3e38 - 3e38)
+    ({"beta": -3e38, "mean": 3e38}, ("node 'bn' (BatchNormalization): its scale / sqrt(var "
+                                     "+ epsilon) or B - mean * that overflows float32")),
+    ({"alpha": 2.0, "weight": 3e38}, "node 'fc' (Gemm): weight B times alpha=2.0 overflows"),
+])
+def test_parameters_that_are_or_fold_to_non_finite_values_are_named(tmp_path, params,
+                                                                    message):
+    """Found by the campaigns: a BatchNormalization beta of -inf, a shift that overflows
+    float32 once folded, a Gemm weight times alpha over float32 each leaked a numpy
+    RuntimeWarning before a later, vaguer error; each is named at import."""
+    model = _bn_gemm_model(tmp_path / "m.onnx", **params)
+    code, err, noise = _cli_and_runtime_warnings("compile", model, "-s", "bwq", "-o",
+                                                 tmp_path / "out", "-q")
+    assert code == 2 and message in err, err
     assert noise == []
