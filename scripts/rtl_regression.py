@@ -46,7 +46,7 @@ def _plan(jobs: int, seed: int, only: list[str], chunks: int):
             try:
                 run_seed, index = (int(part) for part in item.split(":"))
             except ValueError:
-                raise SystemExit(f"error: --only takes SEED:IDX, not {item!r}") from None
+                raise ValueError(f"--only takes SEED:IDX (two integers), not {item!r}") from None
             runs.setdefault((names[index % len(names)], run_seed), []).append(index)
         return [(build, run_seed, indices) for (build, run_seed), indices in runs.items()]
     plan = []
@@ -91,7 +91,11 @@ def main(argv=None) -> int:
         print("error: --jobs, --workers and --chunks must be at least 1", file=sys.stderr)
         return 2
     work = args.work or Path(tempfile.mkdtemp(prefix="rtl-regression-"))
-    plan = _plan(args.jobs, args.seed, args.only, args.chunks)
+    try:
+        plan = _plan(args.jobs, args.seed, args.only, args.chunks)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     tasks = [(build, seed, jobs, work / f"{build}-{number}")
              for number, (build, seed, jobs) in enumerate(plan)]
     start = time.perf_counter()
