@@ -47,8 +47,9 @@ async def send(ctx, port, values, rng, pause: float) -> None:
         ctx.set(port.valid, 1)
         ctx.set(port.payload, int(value))
         while True:
-            taken = ctx.get(port.ready)
-            await ctx.tick()
+            # ready sampled at the clock edge: another testbench may change what it
+            # depends on (the other input of a join) later in the same cycle
+            *_, taken = await ctx.tick().sample(port.ready)
             if taken:
                 break
     ctx.set(port.valid, 0)
