@@ -110,6 +110,10 @@ class Accelerator(wiring.Component):
         an idle copy are don't-care).
     xbars: Out(CrossbarSignature(config)).array(n_xbars)
         Only with ``crossbar="external"``.
+    job_busy: Signal
+        Not a port: the scheduler's ``busy`` (high from the cycle after CTRL.START to the
+        cycle the job's last output is taken), for wrappers that frame the output stream
+        (the AXI4-Stream ``tlast`` of :mod:`bitline.hw.io.axi`).
     """
 
     @rejects_quietly
@@ -141,6 +145,7 @@ class Accelerator(wiring.Component):
         if crossbar == "external":
             members["xbars"] = Out(CrossbarSignature(config)).array(config.n_xbars)
         super().__init__(members)
+        self.job_busy = Signal()
 
     def elaborate(self, platform):
         m = Module()
@@ -151,6 +156,7 @@ class Accelerator(wiring.Component):
         units = self._add_units(m, blocks, job_error, sweep)
         self._add_output_path(m, blocks, units, layer, param_read, sweep)
         self._add_status(m, blocks, units, job_error, sweep)
+        m.d.comb += self.job_busy.eq(blocks.scheduler.busy)
         return m
 
     def _add_sweep(self, m: Module, blocks: _Blocks) -> "_Sweep":

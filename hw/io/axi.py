@@ -220,24 +220,6 @@ class AxiLiteBridge(wiring.Component):
         return m
 
 
-class _Core(Accelerator):
-    """The :class:`Accelerator` with its job's busy flag visible to the wrapper.
-
-    ``job_busy`` is the scheduler's ``busy`` (high from the cycle after CTRL.START to the
-    cycle the job's last output is taken): the output stream's ``tlast`` needs it and it is
-    no port of the native top. Driven in :meth:`_add_status`, the step that reads the
-    scheduler's state for the host interface.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.job_busy = Signal()
-
-    def _add_status(self, m, blocks, *args, **kwargs):
-        super()._add_status(m, blocks, *args, **kwargs)
-        m.d.comb += self.job_busy.eq(blocks.scheduler.busy)
-
-
 class AxiAccelerator(wiring.Component):
     """:class:`~bitline.hw.core.top.Accelerator` on AXI4-Lite and AXI4-Stream.
 
@@ -260,7 +242,7 @@ class AxiAccelerator(wiring.Component):
     def __init__(self, config: AcceleratorConfig, crossbar: str = "emulated", *,
                  memories=None, unit_entries: int | None = None):
         self.config = config
-        self.accelerator = _Core(config, crossbar=crossbar, memories=memories,
+        self.accelerator = Accelerator(config, crossbar=crossbar, memories=memories,
                                  unit_entries=unit_entries)
         members = {
             "s_axil": In(AXI4LiteSignature()),
@@ -303,7 +285,7 @@ class AxiAccelerator(wiring.Component):
         self._add_output(m, acc)
         return m
 
-    def _add_output(self, m: Module, acc: _Core) -> None:
+    def _add_output(self, m: Module, acc: Accelerator) -> None:
         """Output stream with ``tlast``: a held beat and an output register.
 
         ``held`` is the newest beat out of the accelerator; it moves to the output register
