@@ -25,7 +25,6 @@ from __future__ import annotations
 from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
-
 from bitline.hw.net.geometry import NetGeometry
 
 __all__ = ["ActivationBuffer", "read_port_signature"]

@@ -22,7 +22,6 @@ from dataclasses import dataclass, fields
 
 from amaranth import unsigned
 from amaranth.lib import data
-
 from bitline.hw.spec.config import AcceleratorConfig
 
 __all__ = ["NetGeometry", "WindowParams", "element_layout", "window_layout"]
@@ -65,7 +64,7 @@ class NetGeometry:
             raise ValueError(f"NetGeometry.act_bits must be <= 16, not {self.act_bits}")
 
     @classmethod
-    def from_config(cls, config: AcceleratorConfig, **capacities) -> "NetGeometry":
+    def from_config(cls, config: AcceleratorConfig, **capacities) -> NetGeometry:
         """Return a geometry with the config's activation width and the given capacities."""
         return cls(act_bits=config.max_act_bits, **capacities)
 
@@ -142,7 +141,7 @@ class WindowParams:
     base: int = 0
 
     @classmethod
-    def flatten(cls, channels: int, height: int, width: int, base: int = 0) -> "WindowParams":
+    def flatten(cls, channels: int, height: int, width: int, base: int = 0) -> WindowParams:
         """The whole map as one window: streams it in C order (flatten / global pool)."""
         return cls(channels, height, width, kernel=(height, width), base=base)
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-
 from bitline.hw.net.buffer import read_port_signature
 from bitline.hw.net.geometry import NetGeometry, element_layout, window_layout
 

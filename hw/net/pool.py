@@ -28,10 +28,9 @@ from __future__ import annotations
 from amaranth import Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-
 from bitline.hw.net.geometry import NetGeometry, element_layout
 
-__all__ = ["PoolUnit", "POOL_MAX", "POOL_AVERAGE"]
+__all__ = ["POOL_AVERAGE", "POOL_MAX", "PoolUnit"]
 
 #: ``mode`` values.
 POOL_MAX = 0

@@ -20,12 +20,11 @@ from __future__ import annotations
 from amaranth import Module, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-
 from bitline.hw.net.geometry import NetGeometry
 from bitline.hw.net.rounding import clamp, rounding_offset
 from bitline.hw.spec.encoding import MULT_BITS, SHIFT_BITS
 
-__all__ = ["ResidualAdd", "RESIDUAL_STAGES"]
+__all__ = ["RESIDUAL_STAGES", "ResidualAdd"]
 
 #: The register stages of the residual add (its latency in cycles is their number).
 RESIDUAL_STAGES = ("add_difference", "add_multiply", "add_round", "add_shift", "add_clamp")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from amaranth import Const, Mux
 from amaranth.hdl import Value
 
-__all__ = ["rounding_offset", "clamp"]
+__all__ = ["clamp", "rounding_offset"]
 
 
 def rounding_offset(zero_point: Value, shift: Value) -> Value:

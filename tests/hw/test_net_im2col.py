@@ -11,11 +11,9 @@ nest's counts.
 
 import numpy as np
 import pytest
-
 from bitline.hw.net import Im2colReader, NetGeometry, WindowParams
 from bitline.sw.frontend.im2col import conv_output_hw, im2col
 from bitline.sw.integer import tensor_ops
-
 from support.net_bench import MapBench, receive, start_window, write_map
 from support.simulation import simulate
 

@@ -2,8 +2,13 @@
 
 import pytest
 from amaranth.back import verilog
-
-from bitline.hw.net import ActivationBuffer, Im2colReader, NetGeometry, PoolUnit, ResidualAdd
+from bitline.hw.net import (
+    ActivationBuffer,
+    Im2colReader,
+    NetGeometry,
+    PoolUnit,
+    ResidualAdd,
+)
 from bitline.hw.toolchain.tools import verilator_lint
 
 #: A small geometry (the digits geometry of docs/network.md lints the same way, slower).

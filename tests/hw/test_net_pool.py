@@ -10,12 +10,10 @@ half, so the divider's top and bottom quotient bits and the round-half-up are ex
 
 import numpy as np
 import pytest
-
 from bitline.hw.net import NetGeometry, WindowParams
 from bitline.hw.net.pool import POOL_AVERAGE, POOL_MAX
 from bitline.sw.frontend.im2col import conv_output_hw
 from bitline.sw.integer import tensor_ops
-
 from support.net_bench import MapBench, receive, start_window, write_map
 from support.simulation import simulate
 

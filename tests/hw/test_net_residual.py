@@ -8,12 +8,10 @@ shift 0, the largest shift, both clamps); every output is compared with
 
 import numpy as np
 import pytest
-
 from bitline.hw.net import NetGeometry, ResidualAdd
 from bitline.hw.net.residual import RESIDUAL_STAGES
 from bitline.sw.integer import tensor_ops
 from bitline.sw.integer.qmodel import ActParams
-
 from support.net_bench import receive, send
 from support.simulation import simulate
 

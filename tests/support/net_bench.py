@@ -11,10 +11,15 @@ from __future__ import annotations
 import numpy as np
 from amaranth import Elaboratable, Module
 from amaranth.lib import wiring
+from bitline.hw.net import (
+    ActivationBuffer,
+    Im2colReader,
+    NetGeometry,
+    PoolUnit,
+    WindowParams,
+)
 
-from bitline.hw.net import ActivationBuffer, Im2colReader, NetGeometry, PoolUnit, WindowParams
-
-__all__ = ["MapBench", "write_map", "start_window", "receive", "send"]
+__all__ = ["MapBench", "receive", "send", "start_window", "write_map"]
 
 
 class MapBench(Elaboratable):
