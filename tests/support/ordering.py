@@ -10,6 +10,8 @@ __all__ = ["LONGEST_FIRST"]
 LONGEST_FIRST = (
     "cocotb/test_e2e_digits.py",
     "cocotb/test_e2e_digits_copies.py",
+    "cocotb/test_axi.py",
+    "cocotb/test_rtl_regression.py",
     "fpga/test_bitstream.py",
     "cocotb/test_e2e_small.py",
     "cocotb/test_e2e_copies.py",
