@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["AcceleratorConfig", "PRESETS", "preset", "clog2"]
+__all__ = ["AcceleratorConfig", "NETWORK_FIELDS", "PRESETS", "preset", "clog2"]
 
 
 def clog2(value: int) -> int:
@@ -47,7 +47,17 @@ _RANGES: dict[str, tuple[int | float, int | float | str]] = {
     "max_entries": (1, 1 << 24),
     "adc_latency": (0, 16),
     "max_copies": (1, 64),
+    "act_buffer_depth": (0, 1 << 24),
+    "max_nodes": (0, 4096),
+    "max_map_channels": (0, 65536),
+    "max_map_height": (0, 4096),
+    "max_map_width": (0, 4096),
 }
+
+#: The whole-network fields (docs/network.md section 2): all 0 (no activation buffer, no
+#: node table: the per-layer accelerator) or all >= 1.
+NETWORK_FIELDS = ("act_buffer_depth", "max_nodes", "max_map_channels", "max_map_height",
+                  "max_map_width")
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,13 @@ class AcceleratorConfig:
         Copies of one layer the hardware runs at once (docs/hardware.md, "Copies"): the
         ``inputs`` and ``outputs`` streams carry this many lanes, lane ``k`` the vector of
         copy ``k``. 1 (the default) is one lane, the single-stream accelerator.
+    act_buffer_depth, max_nodes, max_map_channels, max_map_height, max_map_width:
+        Whole-network hardware (docs/network.md section 2): codes the on-chip activation
+        buffer holds, node records of the NETWORK section, and the largest feature map
+        (channels, height, width) the address generator and pool unit count to. All 0 (the
+        default): no whole-network hardware (:attr:`network` is False); otherwise all >= 1.
+        Fields at 0 do not enter the :attr:`digest`, so configs without the buffer keep
+        the digests (and build folders) they had before these fields existed.
     pinned:
         Not hardware: the fields a user set explicitly (the keys of a config file,
         :meth:`load`), which compile's sizing must honour or refuse, never change
@@ -114,6 +131,11 @@ class AcceleratorConfig:
     max_entries: int = 65536
     adc_latency: int = 1
     max_copies: int = 1
+    act_buffer_depth: int = 0
+    max_nodes: int = 0
+    max_map_channels: int = 0
+    max_map_height: int = 0
+    max_map_width: int = 0
     pinned: frozenset = dataclasses.field(default=frozenset(), compare=False, repr=False,
                                           kw_only=True)
 
@@ -144,6 +166,13 @@ class AcceleratorConfig:
                 raise ValueError(
                     f"{field.name} must be between {low} and {bound}, not {value!r}"
                 )
+        if any(getattr(self, name) for name in NETWORK_FIELDS):
+            for name in NETWORK_FIELDS:
+                if getattr(self, name) < 1:
+                    raise ValueError(
+                        f"{name} must be >= 1 when the whole-network hardware is configured "
+                        f"(act_buffer_depth, max_nodes, max_map_channels, max_map_height, "
+                        f"max_map_width: all 0 or all >= 1), not {getattr(self, name)}")
         if self.max_act_bits % self.dac_bits and self.dac_bits > 1:
             raise ValueError(
                 f"max_act_bits ({self.max_act_bits}) must be a multiple of dac_bits "
@@ -213,9 +242,20 @@ class AcceleratorConfig:
         return min(self.ou_rows, self.adc_max // (self.level_max * self.dac_max))
 
     @property
+    def network(self) -> bool:
+        """Whether the hardware runs whole networks: ``act_buffer_depth > 0``."""
+        return self.act_buffer_depth > 0
+
+    @property
     def digest(self) -> str:
-        """SHA-256 (hex) of the canonical JSON of the fields; names builds and bundles."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """SHA-256 (hex) of the canonical JSON of the fields; names builds and bundles.
+
+        The :data:`NETWORK_FIELDS` enter only when set (nonzero), so a config without the
+        whole-network hardware has the digest it had before those fields existed.
+        """
+        values = {name: value for name, value in self.to_dict().items()
+                  if name not in NETWORK_FIELDS or value}
+        blob = json.dumps(values, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
     # ----------------------------------------------------------------- (de)serialization

@@ -221,11 +221,24 @@ class LayerProgram:
 
 @dataclass
 class Program:
-    """A whole network mapped onto one accelerator configuration."""
+    """A whole network mapped onto one accelerator configuration.
+
+    Attributes
+    ----------
+    config, strategy:
+        The accelerator configuration and the mapping strategy (:data:`STRATEGIES`).
+    layers:
+        The layer jobs, in program order (the layer table).
+    nodes:
+        Whole-network mode (``compile --network``, docs/network.md section 2): the network's
+        nodes in execution order (:class:`~bitline.hw.spec.network.NodeProgram`, the image's
+        NETWORK section); ``None`` for a per-layer program (the host runs the graph).
+    """
 
     config: AcceleratorConfig
     strategy: str
     layers: list[LayerProgram]
+    nodes: list | None = None
 
     @property
     def encoding(self) -> str:
@@ -275,7 +288,7 @@ class Program:
         most = max((layer.copies for layer in layers), default=1)
         if most > config.max_copies:
             config = config.replace(max_copies=most)
-        return Program(config=config, strategy=self.strategy, layers=layers)
+        return Program(config=config, strategy=self.strategy, layers=layers, nodes=self.nodes)
 
     def layer(self, name: str) -> LayerProgram:
         """Return the layer program called ``name``."""
