@@ -18,7 +18,8 @@ A layer job runs ``n_vectors`` input vectors through the units of one layer
 
 The scheduler also sums each vector's input codes as they are loaded (double-buffered like
 the row drivers' banks): ``input_sum`` is the sum of the vector being computed and drained,
-from its ``swap`` to the next. The output path multiplies it by the layer's
+from the cycle after its ``swap`` to the cycle after the next (the codes are registered before
+they are summed). The output path multiplies it by the layer's
 ``weight_offset`` for the offset weight encoding's correction (docs/contract.md section 4).
 
 **Copies** (docs/hardware.md, "Copies"). Every ``inputs`` beat has ``max_copies`` lanes; lane
@@ -110,7 +111,8 @@ class Scheduler(wiring.Component):
     input_stall: Out(1)
         The row drivers wait for an input code the host has not sent.
     input_sum: Out(ArrayLayout(input_sum_bits(config), max_copies))
-        Sum of the input codes of each lane's vector in compute / drain (updated at ``swap``).
+        Sum of the input codes of each lane's vector in compute / drain (updated the cycle
+        after ``swap``).
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -179,14 +181,24 @@ class Scheduler(wiring.Component):
 
         # ---- input sum (offset encoding): loads into load_sum, swaps into input_sum -----
         # An input accepted in a swap cycle is the last one of the vector being swapped in.
+        # The accepted code and the swap are registered first, so the host's code (on the
+        # FPGA an EBR read in the UART bridge) does not run into the sum's carry chain
+        # (docs/fpga.md section 4). input_sum therefore changes one cycle after swap, which
+        # no counter sees: the output path samples it when a channel is issued, the previous
+        # vector's last channel no later than the swap, the next vector's first channel
+        # ENTRY_FETCH_CYCLES + ROW_SELECT_CYCLES cycles or more after it.
         load_sums = []
+        swapped_in = Signal()
+        m.d.sync += swapped_in.eq(self.swap)
         for lane in range(config.max_copies):
             load_sum = Signal(input_sum_bits(config), name=f"load_sum{lane}")
+            code = Signal(config.max_act_bits, name=f"load_code{lane}")
             load_sums.append(load_sum)
-            loaded_sum = load_sum + Mux(accept, self.inputs.payload[lane], 0)
-            with m.If(self.swap):
+            m.d.sync += code.eq(Mux(accept, self.inputs.payload[lane], 0))
+            loaded_sum = load_sum + code
+            with m.If(swapped_in):
                 m.d.sync += [self.input_sum[lane].eq(loaded_sum), load_sum.eq(0)]
-            with m.Elif(accept):
+            with m.Else():
                 m.d.sync += load_sum.eq(loaded_sum)
 
         # ---- copies: which lanes hold a real vector (module docstring) ------------------

@@ -157,8 +157,18 @@ class UARTBridge(wiring.Component):
             fifo.w_en.eq(self.rx.valid),
             self.rx.ready.eq(fifo.w_rdy),
         ]
-        byte = fifo.r_data
-        have_byte = fifo.r_rdy
+        # The FIFO's read data (an EBR read) goes into a register before any logic: the
+        # opcode decode, the argument shifter and the accelerator's input stream all start
+        # at a flip-flop (docs/fpga.md section 4). ``take`` (a command consumes ``byte``)
+        # refills the register in the same cycle, so a byte per cycle still flows.
+        byte = Signal(8)
+        have_byte = Signal()
+        take = Signal()
+        m.d.comb += fifo.r_en.eq(~have_byte | take)
+        with m.If(fifo.r_rdy & fifo.r_en):
+            m.d.sync += [byte.eq(fifo.r_data), have_byte.eq(1)]
+        with m.Elif(take):
+            m.d.sync += have_byte.eq(0)
 
         opcode = Signal(8)
         args = Signal(8 * max(ARGUMENT_BYTES.values()))
@@ -202,7 +212,7 @@ class UARTBridge(wiring.Component):
         # with one lane: no zero-width signals in the Verilog)
         lane = Signal(range(self.lanes)) if self.lanes > 1 else None
         codes = Signal(self.config.max_act_bits * (self.lanes - 1)) if self.lanes > 1 else None
-        regs = SimpleNamespace(fifo=fifo, byte=byte, have_byte=have_byte, opcode=opcode,
+        regs = SimpleNamespace(take=take, byte=byte, have_byte=have_byte, opcode=opcode,
                                args=args, remaining=remaining, remaining_zero=remaining_zero,
                                progress=progress, info=info, clear_flags=clear_flags,
                                lane=lane, codes=codes)
@@ -213,7 +223,7 @@ class UARTBridge(wiring.Component):
 
         with m.FSM() as fsm:
             with m.State("IDLE"):
-                m.d.comb += fifo.r_en.eq(1)
+                m.d.comb += take.eq(have_byte)
                 with m.If(have_byte):
                     m.d.sync += [opcode.eq(byte), arg_index.eq(0)]
                     with m.Switch(byte):
@@ -225,7 +235,7 @@ class UARTBridge(wiring.Component):
                             send(m, NAK, 1)
 
             with m.State("ARGS"):
-                m.d.comb += fifo.r_en.eq(1)
+                m.d.comb += take.eq(have_byte)
                 with m.If(have_byte):
                     m.d.comb += progress.eq(1)
                     m.d.sync += [args.word_select(arg_index, 8).eq(byte),
@@ -362,7 +372,7 @@ class UARTBridge(wiring.Component):
             m.d.comb += [
                 target.valid.eq(regs.have_byte & last),
                 target.payload.eq(payload),
-                regs.fifo.r_en.eq(Mux(last, target.ready, 1)),
+                regs.take.eq(regs.have_byte & Mux(last, target.ready, 1)),
             ]
             with m.If(regs.have_byte & (~last | target.ready)):
                 m.d.comb += regs.progress.eq(1)
