@@ -6,7 +6,8 @@ never depend on that order (every task's result is a function of its payload alo
 
 * ``serial``: in this process, in list order (debugging, tests, one-point studies);
 * ``local`` (the default): a ``distributed.LocalCluster`` started for the run, one worker
-  process per core (``workers``) with one thread each, shut down afterwards;
+  process per core (``workers``) with one thread each, shut down afterwards; no dashboard
+  unless ``dashboard`` gives its address (``--dashboard :8787``, needs bokeh);
 * ``scheduler``: an existing cluster at ``address`` (``tcp://host:8786``), started with the
   stock ``dask scheduler`` / ``dask worker ADDRESS`` commands (docs/dse.md).
 
@@ -22,6 +23,7 @@ nanny restarts it) has its tasks rescheduled by the scheduler up to
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import uuid
 from dataclasses import dataclass
@@ -83,6 +85,9 @@ class Engine:
         Local workers are processes (default) or threads of this process.
     retries:
         Times Dask retries a task that raised.
+    dashboard:
+        Address of the local cluster's Dask dashboard (``:8787``, ``localhost:8787``);
+        default none.
     """
 
     mode: str = "local"
@@ -90,6 +95,7 @@ class Engine:
     address: str | None = None
     processes: bool = True
     retries: int = 2
+    dashboard: str | None = None
 
     def __post_init__(self):
         if self.mode not in ("serial", "local", "scheduler"):
@@ -100,6 +106,13 @@ class Engine:
                                          or not isinstance(self.workers, int)
                                          or self.workers < 1):
             raise ValueError(f"--workers must be a positive integer, not {self.workers!r}")
+        if self.dashboard is not None:
+            if self.mode != "local":
+                raise ValueError("--dashboard is the embedded LocalCluster's: a --scheduler "
+                                 "cluster serves its own (http://HOST:8787), --serial has none")
+            if importlib.util.find_spec("bokeh") is None:
+                raise ValueError(f"--dashboard {self.dashboard} needs bokeh, which is not "
+                                 f"installed: pip install bokeh")
 
     @classmethod
     def from_options(cls, serial: bool = False, workers: int | None = None,
@@ -128,7 +141,8 @@ class Engine:
         if self.mode == "scheduler":
             return f"Dask cluster at {self.address}"
         kind = "processes" if self.processes else "threads"
-        return f"Dask LocalCluster, {self.workers or os.cpu_count()} worker {kind}"
+        label = f"Dask LocalCluster, {self.workers or os.cpu_count()} worker {kind}"
+        return label + (f", dashboard at {self.dashboard}" if self.dashboard else "")
 
     def run(self, function, items, name: str = "task"):
         """Run ``function(payload)`` for every ``(key, payload)`` in ``items``.
@@ -173,9 +187,15 @@ class Engine:
             with Client(self.address, timeout="30s") as client:
                 yield client
             return
+        # The scheduler serves HTTP (health, metrics) even without a dashboard, on port
+        # 8787 unless told otherwise: two runs at once would warn "Port 8787 is already in
+        # use". Without a dashboard it takes any free port of this host.
+        http = {} if self.dashboard else {"scheduler_kwargs": {"dashboard_address":
+                                                               "127.0.0.1:0"}}
         with LocalCluster(n_workers=self.workers or os.cpu_count() or 1,
                           threads_per_worker=1, processes=self.processes,
-                          dashboard_address=None, silence_logs=40) as cluster, \
+                          dashboard_address=self.dashboard, silence_logs=40,
+                          **http) as cluster, \
                 Client(cluster) as client:
             yield client
 

@@ -27,7 +27,7 @@ class _DefaultRun(click.Group):
 
 
 def engine_options(function):
-    """``--serial``, ``--workers N``, ``--scheduler ADDRESS`` (where the tasks run)."""
+    """``--serial``, ``--workers N``, ``--scheduler ADDRESS`` (where tasks run), ``--dashboard``."""
     options = [
         click.option("--serial", is_flag=True,
                      help="Run every task in this process, in order (debugging)."),
@@ -37,6 +37,9 @@ def engine_options(function):
         click.option("--scheduler", default=None, metavar="ADDRESS",
                      help="Use a running Dask cluster (tcp://HOST:8786) instead of a "
                           "LocalCluster; its workers need the same bitline version."),
+        click.option("--dashboard", default=None, metavar="ADDRESS",
+                     help="Serve the LocalCluster's Dask dashboard at ADDRESS (:8787, "
+                          "localhost:8787; needs bokeh); default none."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -59,8 +62,8 @@ def dse():
 @click.option("--dry-run", is_flag=True, help="Check the study and print its size only.")
 @json_option
 @quiet_option
-def run(study_path, store_path, resume, overwrite, serial, workers, scheduler, dry_run,
-        as_json, quiet):
+def run(study_path, store_path, resume, overwrite, serial, workers, scheduler, dashboard,
+        dry_run, as_json, quiet):
     """Run the design-space study in STUDY.toml; append every finished point to a store.
 
     EXAMPLE names a shipped study instead (ou_size, adc_bits, bits, cluster).
@@ -76,7 +79,7 @@ def run(study_path, store_path, resume, overwrite, serial, workers, scheduler, d
     if resume and overwrite:
         raise click.UsageError("give --resume or --overwrite, not both")
     study = load_study(study_path)
-    engine = Engine.from_options(serial, workers, scheduler)
+    engine = Engine.from_options(serial, workers, scheduler, dashboard=dashboard)
     if dry_run:
         invalid = sum(point.config is None for point in study.points)
         summary = {"study": study.name, "digest": study.digest, "points": len(study.points),

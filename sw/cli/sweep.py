@@ -65,7 +65,7 @@ def _floats(value: str, option: str) -> list[float]:
               help="Write a plot of accuracy against variation and stuck-at rate.")
 def sweep(model, dataset, strategies, variations, stuck, sa1_fraction, grid, spec,
           params_path, config_path, preset_name, seed, chips, samples, serial, workers,
-          scheduler, batch, as_json, quiet, plot_path):
+          scheduler, dashboard, batch, as_json, quiet, plot_path):
     """Sweep conductance variation and stuck-at faults on MODEL, per mapping strategy.
 
     One task per strategy (ideal predictions) and per (strategy, point, chip, batch of
@@ -79,7 +79,7 @@ def sweep(model, dataset, strategies, variations, stuck, sa1_fraction, grid, spe
     from bitline.sim.sweep import format_tables, nonideal_sweep, plot_sweep
     from bitline.sw.flow import load_config, require_dataset
 
-    engine = Engine.from_options(serial, workers, scheduler)
+    engine = Engine.from_options(serial, workers, scheduler, dashboard=dashboard)
     config = load_config(config_path, preset_name)
     dataset = require_dataset(model, dataset)
     report = nonideal_sweep(

@@ -53,3 +53,6 @@ def test_run_refuse_resume_and_report(tmp_path, capsys, monkeypatch):
     assert "missing.sqlite: results store not found" in capsys.readouterr().err
     assert main(["sweep", "digits-cnn", "--serial", "--scheduler", "tcp://x:1"]) == 2
     assert "give one of --serial" in capsys.readouterr().err
+    for command in (["dse", "one.toml"], ["sweep", "digits-cnn"]):
+        assert main([*command, "--serial", "--dashboard", ":8787"]) == 2
+        assert "--dashboard is the embedded LocalCluster's" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import subprocess
@@ -193,3 +194,52 @@ def test_a_task_value_error_is_raised_once_not_retried(tmp_path):
     assert log.read_text() == "call\n"          # no retry of an input error
     with pytest.raises(ValueError, match="point 7: layer conv1 does not fit"):
         list(Engine("serial").run(_bad_input, [("a", 7)]))
+
+
+def test_two_local_clusters_at_once_do_not_fight_over_port_8787(recwarn):
+    # the parallel suite starts clusters side by side: without a dashboard neither may
+    # take the dashboard's default port (the second would warn "already in use")
+    one, two = (Engine("local", workers=1, processes=False) for _ in range(2))
+    with one._client() as first, two._client() as second:
+        ports = [client.cluster.scheduler.http_server.port for client in (first, second)]
+        assert first.submit(len, [1, 2]).result() == second.submit(len, [3]).result() + 1
+    assert 8787 not in ports and ports[0] != ports[1]
+    assert not [w for w in recwarn if "already in use" in str(w.message)]
+
+
+def test_dashboard_option(monkeypatch):
+    import distributed
+
+    with pytest.raises(ValueError, match="--dashboard is the embedded LocalCluster's"):
+        Engine.from_options(serial=True, dashboard=":8787")
+    with pytest.raises(ValueError, match="--dashboard is the embedded LocalCluster's"):
+        Engine.from_options(scheduler="tcp://h:8786", dashboard=":8787")
+    found = {"bokeh": None}
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: found.get(name, "spec"))
+    with pytest.raises(ValueError, match="--dashboard :8787 needs bokeh, which is not "
+                                         "installed: pip install bokeh"):
+        Engine(dashboard=":8787")
+    found["bokeh"] = "spec"
+    engine = Engine.from_options(workers=1, dashboard="localhost:9999")
+    assert engine.label == "Dask LocalCluster, 1 worker processes, dashboard at localhost:9999"
+    started = []
+
+    class Cluster:                    # records what the engine asks Dask for
+        def __init__(self, **options):
+            started.append(options)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(distributed, "LocalCluster", Cluster)
+    monkeypatch.setattr(distributed, "Client", lambda cluster: contextlib.nullcontext())
+    for dashboard in ("localhost:9999", None):
+        with Engine("local", workers=1, dashboard=dashboard)._client():
+            pass
+    asked, default = started
+    assert asked["dashboard_address"] == "localhost:9999" and "scheduler_kwargs" not in asked
+    assert default["dashboard_address"] is None
+    assert default["scheduler_kwargs"] == {"dashboard_address": "127.0.0.1:0"}
