@@ -19,6 +19,7 @@ from bitline.hw.spec.registers import (
     COUNTERS,
     CSR_ADDR_BITS,
     CSR_DATA_BITS,
+    NODE_COUNTERS,
     VECTOR_BITS,
     Register,
     Status,
@@ -51,7 +52,7 @@ class HostInterface(wiring.Component):
     ----------
     csr: In(CSRSignature())
         The register bus.
-    start, load, clear_error: Out(1)
+    start, load, clear_error, run_network: Out(1)
         One-cycle pulses from CTRL writes.
     layer_index: Out(clog2(max_layers)), n_vectors, n_share: Out(VECTOR_BITS)
         Job parameters (a write of N_VECTORS sets ``n_share`` too).
@@ -61,16 +62,22 @@ class HostInterface(wiring.Component):
     n_layers: In(clog2(max_layers + 1))
     cycle, stall: In(1); reads, conversions, operands: In(...)
         Per-cycle counter increments.
+    n_nodes: In(clog2(max_nodes + 1)); node_select: Out(clog2(max_nodes))
+        Only with ``config.network``: the N_NODES register, and the NODE register's next
+        value (the node counters' memory address).
+    node_cycles, node_input_stall, node_output_stall: In(COUNTER_BITS)
+        Only with ``config.network``: node ``node_select``'s counters (one cycle after it).
     """
 
     def __init__(self, config: AcceleratorConfig):
         self.config = config
         increments = config.n_xbars * config.adcs_per_xbar
-        super().__init__({
+        members = {
             "csr": In(CSRSignature()),
             "start": Out(1),
             "load": Out(1),
             "clear_error": Out(1),
+            "run_network": Out(1),
             "layer_index": Out(clog2(config.max_layers)),
             "n_vectors": Out(VECTOR_BITS),
             "n_share": Out(VECTOR_BITS),
@@ -85,7 +92,14 @@ class HostInterface(wiring.Component):
             "conversions": In(range(increments + 1)),
             "stall": In(1),
             "operands": In(range(config.n_xbars + 1)),
-        })
+        }
+        if config.network:
+            members.update({
+                "n_nodes": In(clog2(config.max_nodes + 1)),
+                "node_select": Out(clog2(config.max_nodes)),
+                **{name: In(COUNTER_BITS) for name, _ in NODE_COUNTERS},
+            })
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -96,6 +110,7 @@ class HostInterface(wiring.Component):
                 self.start.eq(csr.w_data[0]),
                 self.load.eq(csr.w_data[1]),
                 self.clear_error.eq(csr.w_data[2]),
+                self.run_network.eq(csr.w_data[3]),
             ]
         # the job's parameters stay fixed while it runs
         with m.If(write & (csr.addr == Register.LAYER) & ~self.busy):
@@ -105,13 +120,15 @@ class HostInterface(wiring.Component):
         with m.If(write & (csr.addr == Register.N_SHARE) & ~self.busy):
             m.d.sync += self.n_share.eq(csr.w_data)
 
+        # a network run clears the counters like a job (only on hardware that runs one)
+        begins = self.start | self.run_network if self.config.network else self.start
         counters = {}
         for name, increment in (("cycles", self.cycle), ("ou_reads", self.reads),
                                 ("adc_conversions", self.conversions),
                                 ("stall_cycles", self.stall),
                                 ("reduction_operands", self.operands)):
             counter = Signal(COUNTER_BITS, name=name)
-            with m.If(self.start & ~self.busy):
+            with m.If(begins & ~self.busy):
                 m.d.sync += counter.eq(0)
             with m.Elif(self.busy):
                 m.d.sync += counter.eq(counter + increment)
@@ -139,6 +156,20 @@ class HostInterface(wiring.Component):
         for name, low in COUNTERS:
             readable[low] = counters[name][:32]
             readable[low + 1] = counters[name][32:]
+        if self.config.network:
+            # node_select is the register's next value: the counters' memory, read
+            # synchronously, shows the new node when the next cycle's read is decoded
+            node = Signal.like(self.node_select, name="node")
+            m.d.comb += self.node_select.eq(node)
+            with m.If(write & (csr.addr == Register.NODE)):
+                m.d.sync += node.eq(csr.w_data)
+                m.d.comb += self.node_select.eq(csr.w_data)
+            readable[Register.N_NODES] = self.n_nodes
+            readable[Register.NODE] = node
+            for name, low in NODE_COUNTERS:
+                value = getattr(self, name)
+                readable[low] = value[:32]
+                readable[low + 1] = value[32:]
         with m.If(csr.r_en):
             with m.Switch(csr.addr):
                 for address, value in readable.items():

@@ -25,13 +25,14 @@ from bitline.hw.spec.encoding import (
     record_bytes,
     value_bits,
 )
+from bitline.hw.spec.network import node_columns, node_layout
 from bitline.hw.spec.program import Program
 from bitline.hw.spec.tables import Place, check_lanes, lanes_bits
 from bitline.hw.spec.validate import validate_program
 
 __all__ = [
     "UnitMemories", "AcceleratorMemories", "program_memories", "default_unit_entries",
-    "required_unit_entries", "param_capacity", "pack_words",
+    "required_unit_entries", "param_capacity", "pack_words", "node_words",
 ]
 
 
@@ -56,6 +57,33 @@ def required_unit_entries(config: AcceleratorConfig, layers) -> int:
 def param_capacity(config: AcceleratorConfig) -> int:
     """Return the output-parameter records the hardware holds."""
     return config.max_layers * config.max_out_channels
+
+
+def node_words(config: AcceleratorConfig, nodes) -> list[int]:
+    """Return the node memory's words for ``nodes`` (NodeProgram list, execution order).
+
+    Raises
+    ------
+    ValueError
+        Without whole-network hardware, more nodes than ``max_nodes``, or a node's field
+        out of range (the message names the node and the field).
+    """
+    nodes = list(nodes)
+    if not nodes:
+        return []
+    if not config.network:
+        raise ValueError("network nodes given but the config has no whole-network hardware "
+                         "(act_buffer_depth = 0)")
+    if len(nodes) > config.max_nodes:
+        raise ValueError(f"{len(nodes)} network nodes exceed max_nodes ({config.max_nodes})")
+    records = []
+    for index, node in enumerate(nodes):
+        try:
+            records.append(node.record(config))
+        except ValueError as error:
+            raise ValueError(f"{node.label(index)}: {error}") from None
+    layout = node_layout(config)
+    return _words(layout, pack_columns(layout, len(records), node_columns(config, records)))
 
 
 def pack_words(layout, records: np.ndarray) -> list[int]:
@@ -92,10 +120,13 @@ class AcceleratorMemories:
     units: list[UnitMemories]
     #: per layer: (n_inputs, n_outputs, reads per unit (n_xbars,)) for timing checks
     layer_reads: list[np.ndarray] = field(default_factory=list)
+    #: network node records (:func:`~bitline.hw.spec.network.node_layout` words), in
+    #: execution order; empty without whole-network mode
+    nodes: list[int] = field(default_factory=list)
 
 
 def program_memories(config: AcceleratorConfig, layers,
-                     unit_entries: int | None = None) -> AcceleratorMemories:
+                     unit_entries: int | None = None, nodes=None) -> AcceleratorMemories:
     """Return the memory contents that run ``layers`` (mapped layer programs) on ``config``.
 
     Parameters
@@ -107,6 +138,11 @@ def program_memories(config: AcceleratorConfig, layers,
         :class:`~bitline.hw.spec.program.LayerProgram` objects, in program order.
     unit_entries:
         Depth of each unit's entry memory (default :func:`default_unit_entries`).
+    nodes:
+        Optional :class:`~bitline.hw.spec.network.NodeProgram` list (whole-network mode,
+        ``config.network``): the node memory's records, checked by
+        :meth:`~bitline.hw.spec.network.NodeProgram.record` (a ``ValueError`` names the node
+        and field) and against ``max_nodes``.
 
     Entries with no slice to issue (``slice_hi <= slice_lo``) are dropped, as the image
     loader drops them: they read nothing and add nothing.
@@ -158,6 +194,7 @@ def program_memories(config: AcceleratorConfig, layers,
     params = {"bias": value_bits(tables.bias, config.acc_bits), "mult": tables.mult,
               "shift": tables.shift}
     return AcceleratorMemories(
+        nodes=node_words(config, nodes or []),
         config=config,
         unit_entries=unit_entries,
         layers=_words(layer_type, pack_columns(layer_type, len(tables.layers), columns)),

@@ -18,6 +18,14 @@
 :class:`~bitline.hw.unit.emulator.CrossbarEmulator` behind every unit's port;
 ``crossbar="external"`` exposes the ports as ``xbars[u]`` for the analog model.
 
+**Whole-network mode** (docs/hardware.md, "Whole-network mode"): with ``config.network``
+the top adds the node memory and the :class:`~bitline.hw.net.sequencer.Sequencer`
+(activation buffer, im2col readers, pool unit, residual add). CTRL.RUN_NETWORK starts a
+run: the sequencer takes the ``inputs`` stream (lane 0) for the network input, feeds the
+scheduler from the buffer, addresses the layer table and starts its jobs, takes the output
+FIFO, and sends the last node's results on ``outputs`` (lane 0). Without a run (and on a
+design without ``config.network``, which has none of this) the layer-job mode is unchanged.
+
 **Copies** (docs/hardware.md, "Copies"): the ``inputs`` and ``outputs`` payloads have
 ``max_copies`` lanes. The units of a layer's copy ``k`` (the layer record's ``lanes``) take
 lane ``k`` of every input beat; the reduction sums each lane's units apart and one output
@@ -46,8 +54,10 @@ from bitline.hw.core.output_unit import OutputUnit
 from bitline.hw.core.reduction import Reduction
 from bitline.hw.core.scheduler import OUTPUT_FIFO_DEPTH, Scheduler, lanes_layout, unit_lane
 from bitline.hw.loader.loader import Loader
+from bitline.hw.net.sequencer import Sequencer
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.encoding import layer_layout, output_param_layout
+from bitline.hw.spec.network import node_layout
 from bitline.hw.spec.registers import ErrorCode
 from bitline.hw.spec.timing import DRAIN_STAGES
 from bitline.hw.spec.validate import check_config
@@ -77,6 +87,7 @@ class _Blocks(NamedTuple):
     reduction: Reduction
     output_units: tuple[OutputUnit, ...]
     output_fifo: SyncFIFO
+    sequencer: Sequencer | None     # only with config.network
 
 
 class Accelerator(wiring.Component):
@@ -131,6 +142,10 @@ class Accelerator(wiring.Component):
                                  f"{memories.unit_entries}")
             unit_entries = memories.unit_entries
         self.config = config
+        self.network = bool(config.network)
+        if memories is not None and bool(memories.nodes) and not self.network:
+            raise ValueError("memories hold network node records but the config has no "
+                             "whole-network hardware (act_buffer_depth = 0)")
         self.crossbar = crossbar
         self.memories = memories
         self.unit_entries = default_unit_entries(config) if unit_entries is None else unit_entries
@@ -200,21 +215,40 @@ class Accelerator(wiring.Component):
             host=HostInterface(config),
             loader=Loader(config, self.unit_entries,
                           initial_counts=[u.n_entries for u in mem.units] if mem else None,
-                          initial_layers=len(mem.layers) if mem else None),
+                          initial_layers=len(mem.layers) if mem else None,
+                          **({"initial_nodes": len(mem.nodes) if mem else None}
+                             if self.network else {})),
             scheduler=Scheduler(config),
             reduction=Reduction(config),
             output_units=tuple(OutputUnit(config) for _ in range(config.max_copies)),
             output_fifo=SyncFIFO(width=config.acc_bits * config.max_copies,
                                  depth=OUTPUT_FIFO_DEPTH),
+            sequencer=Sequencer(config) if self.network else None,
         )
         for name, block in blocks._asdict().items():
-            if name != "output_units":
+            if name != "output_units" and block is not None:
                 m.submodules[name] = block
         for lane, output_unit in enumerate(blocks.output_units):
             m.submodules["output_unit" + (f"_lane{lane}" if lane else "")] = output_unit
         connect(m, flipped(self.csr), blocks.host.csr)
         connect(m, flipped(self.program), blocks.loader.bytes)
-        connect(m, flipped(self.inputs), blocks.scheduler.inputs)
+        sequencer, scheduler = blocks.sequencer, blocks.scheduler
+        if sequencer is None:
+            connect(m, flipped(self.inputs), scheduler.inputs)
+            return blocks
+        # a run takes the host's inputs (the input phase) and feeds the scheduler itself
+        running = sequencer.busy
+        m.d.comb += [
+            sequencer.host_inputs.valid.eq(running & self.inputs.valid),
+            sequencer.host_inputs.payload.eq(self.inputs.payload[0]),
+            scheduler.inputs.valid.eq(Mux(running, sequencer.job_inputs.valid,
+                                          self.inputs.valid)),
+            scheduler.inputs.payload.eq(Mux(running, sequencer.job_inputs.payload,
+                                            self.inputs.payload)),
+            sequencer.job_inputs.ready.eq(running & scheduler.inputs.ready),
+            self.inputs.ready.eq(Mux(running, sequencer.host_inputs.ready,
+                                     scheduler.inputs.ready)),
+        ]
         return blocks
 
     def _add_tables(self, m: Module, blocks: _Blocks):
@@ -235,8 +269,15 @@ class Accelerator(wiring.Component):
             layer_write.addr.eq(loader.layer_write.payload.addr),
             layer_write.data.eq(loader.layer_write.payload.record),
             layer_write.en.eq(loader.layer_write.valid),
-            layer_read.addr.eq(host.layer_index),
         ]
+        sequencer = blocks.sequencer
+        if sequencer is None:
+            m.d.comb += layer_read.addr.eq(host.layer_index)
+        else:
+            # a run addresses the layer table with its node's layer
+            m.d.comb += layer_read.addr.eq(Mux(sequencer.busy, sequencer.layer,
+                                               host.layer_index))
+            self._add_nodes(m, blocks)
         layer = layer_type(layer_read.data)
 
         param_type = output_param_layout(config)
@@ -253,11 +294,45 @@ class Accelerator(wiring.Component):
         ]
         return layer, param_read
 
+    def _add_nodes(self, m: Module, blocks: _Blocks) -> None:
+        """Add the node memory (written by the loader, read by the sequencer)."""
+        config, mem = self.config, self.memories
+        loader, sequencer, host = blocks.loader, blocks.sequencer, blocks.host
+        nodes = Memory(shape=node_layout(config).size, depth=config.max_nodes,
+                       init=(mem.nodes if mem else []))
+        m.submodules.nodes = nodes
+        node_read = nodes.read_port()
+        m.d.comb += [
+            node_read.addr.eq(sequencer.node_addr),
+            sequencer.node_record.eq(node_read.data),
+        ]
+        members = loader.signature.members
+        if "node_write" in members:
+            node_write = nodes.write_port()
+            m.d.comb += [
+                node_write.addr.eq(loader.node_write.payload.addr),
+                node_write.data.eq(loader.node_write.payload.record),
+                node_write.en.eq(loader.node_write.valid),
+            ]
+        if "n_nodes" in members:
+            m.d.comb += sequencer.n_nodes.eq(loader.n_nodes)
+        else:
+            m.d.comb += sequencer.n_nodes.eq(len(mem.nodes) if mem else 0)
+        m.d.comb += [
+            host.n_nodes.eq(sequencer.n_nodes),
+            sequencer.node_select.eq(host.node_select),
+            host.node_cycles.eq(sequencer.node_cycles),
+            host.node_input_stall.eq(sequencer.node_input_stall),
+            host.node_output_stall.eq(sequencer.node_output_stall),
+        ]
+
     def _add_job_control(self, m: Module, blocks: _Blocks, layer, sweep: _Sweep) -> Signal:
-        """Start jobs and loads; return the job error register (0: no error)."""
+        """Start jobs, network runs and loads; return the job error register (0: no error)."""
         host, loader, scheduler = blocks.host, blocks.loader, blocks.scheduler
+        sequencer = blocks.sequencer
         job_error = Signal(8)
-        start = host.start & ~scheduler.busy
+        idle = ~scheduler.busy if sequencer is None else ~scheduler.busy & ~sequencer.busy
+        start = host.start & idle
         with m.If(start):
             with m.If(~loader.programmed | loader.loading | sweep.active):
                 m.d.sync += job_error.eq(ErrorCode.NOT_PROGRAMMED)
@@ -266,15 +341,36 @@ class Accelerator(wiring.Component):
             with m.Else():
                 m.d.sync += job_error.eq(0)
                 m.d.comb += scheduler.start.eq(1)
+        with m.If(host.run_network & idle):
+            if sequencer is None:
+                m.d.sync += job_error.eq(ErrorCode.NO_NETWORK)
+            else:
+                with m.If(~loader.programmed | loader.loading | sweep.active):
+                    m.d.sync += job_error.eq(ErrorCode.NOT_PROGRAMMED)
+                with m.Elif(sequencer.n_nodes == 0):
+                    m.d.sync += job_error.eq(ErrorCode.NO_NETWORK)
+                with m.Else():
+                    m.d.sync += job_error.eq(0)
+                    m.d.comb += sequencer.run.eq(1)
         with m.If(host.clear_error | host.load):
             m.d.sync += job_error.eq(0)
         m.d.comb += [
             scheduler.layer.eq(layer),
-            scheduler.n_vectors.eq(host.n_vectors),
-            scheduler.n_share.eq(host.n_share),
-            loader.restart.eq(host.load & ~scheduler.busy),
+            loader.restart.eq(host.load & idle),
             loader.clear_error.eq(host.clear_error),
         ]
+        if sequencer is None:
+            m.d.comb += [scheduler.n_vectors.eq(host.n_vectors),
+                         scheduler.n_share.eq(host.n_share)]
+        else:
+            with m.If(sequencer.job_start):                # never with a host start
+                m.d.comb += scheduler.start.eq(1)
+            m.d.comb += [
+                scheduler.n_vectors.eq(Mux(sequencer.busy, sequencer.n_vectors,
+                                           host.n_vectors)),
+                scheduler.n_share.eq(Mux(sequencer.busy, sequencer.n_vectors,
+                                         host.n_share)),
+            ]
         return job_error
 
     def _add_units(self, m: Module, blocks: _Blocks, job_error: Signal,
@@ -402,10 +498,27 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             fifo.w_en.eq(output_units[0].outputs.valid),
             fifo.w_data.eq(Cat(unit.outputs.payload for unit in output_units)),
-            self.outputs.valid.eq(fifo.r_rdy),
-            self.outputs.payload.eq(fifo.r_data),
-            fifo.r_en.eq(self.outputs.ready),
-            scheduler.output_taken.eq(self.outputs.valid & self.outputs.ready),
+        ]
+        sequencer = blocks.sequencer
+        if sequencer is None:
+            m.d.comb += [
+                self.outputs.valid.eq(fifo.r_rdy),
+                self.outputs.payload.eq(fifo.r_data),
+                fifo.r_en.eq(self.outputs.ready),
+                scheduler.output_taken.eq(self.outputs.valid & self.outputs.ready),
+            ]
+            return
+        # a run sends the FIFO to the sequencer, and the sequencer's results to the host
+        running = sequencer.busy
+        m.d.comb += [
+            sequencer.job_outputs.valid.eq(running & fifo.r_rdy),
+            sequencer.job_outputs.payload.eq(fifo.r_data[:config.acc_bits]),
+            self.outputs.valid.eq(Mux(running, sequencer.host_outputs.valid, fifo.r_rdy)),
+            self.outputs.payload.eq(Mux(running, sequencer.host_outputs.payload,
+                                        fifo.r_data)),
+            sequencer.host_outputs.ready.eq(running & self.outputs.ready),
+            fifo.r_en.eq(Mux(running, sequencer.job_outputs.ready, self.outputs.ready)),
+            scheduler.output_taken.eq(fifo.r_rdy & fifo.r_en),
         ]
 
     def _add_status(self, m: Module, blocks: _Blocks, units: list[CrossbarUnit],
@@ -414,18 +527,39 @@ class Accelerator(wiring.Component):
         host, loader, scheduler = blocks.host, blocks.loader, blocks.scheduler
         reduction = blocks.reduction
         error = Signal(8)
+        sequencer = blocks.sequencer
+        if sequencer is None:
+            m.d.comb += [
+                host.busy.eq(scheduler.busy),
+                host.done.eq(scheduler.done),
+                host.stall.eq(scheduler.input_stall
+                              | (self.outputs.valid & ~self.outputs.ready)),
+            ]
+        else:
+            # STATUS.done is the last command's: a network run's or a layer job's
+            network_ran = Signal()
+            with m.If(sequencer.run):
+                m.d.sync += network_ran.eq(1)
+            with m.Elif(scheduler.start & ~sequencer.busy):
+                m.d.sync += network_ran.eq(0)
+            m.d.comb += [
+                host.busy.eq(scheduler.busy | sequencer.busy),
+                host.done.eq(Mux(network_ran, sequencer.done & ~sequencer.busy,
+                                 scheduler.done)),
+                # a run counts only the cycles it waits for the host
+                host.stall.eq(Mux(sequencer.busy, sequencer.host_stall,
+                                  scheduler.input_stall
+                                  | (self.outputs.valid & ~self.outputs.ready))),
+            ]
         m.d.comb += [
             error.eq(Mux(loader.error != 0, loader.error, job_error)),  # first error wins
-            host.busy.eq(scheduler.busy),
-            host.done.eq(scheduler.done),
             host.loading.eq(loader.loading),
             host.programmed.eq(loader.programmed & ~sweep.active),
             host.error.eq(error),
             host.n_layers.eq(loader.n_layers),
-            host.cycle.eq(scheduler.busy),
+            host.cycle.eq(host.busy),
             host.reads.eq(sum(unit.read_issued for unit in units)),
             host.conversions.eq(sum(unit.conversions for unit in units)),
-            host.stall.eq(scheduler.input_stall | (self.outputs.valid & ~self.outputs.ready)),
             host.operands.eq(reduction.contributions),
         ]
 

@@ -17,7 +17,9 @@ The write stream takes codes in either of two orders, set by ``write_linear``:
 
 ``write_start`` (one cycle) restarts the write counters; ``write_count`` counts the codes
 written since. The read port is the memory's synchronous port: ``data`` is the code at
-the ``addr`` of the last cycle in which ``en`` was high.
+the ``addr`` of the last cycle in which ``en`` was high. ``read_ports=2`` adds a second,
+independent read port ``read_b`` (the residual add's second operand; an ECP5 DP16KD has
+two ports, so the block RAM count does not change).
 """
 
 from __future__ import annotations
@@ -55,12 +57,17 @@ class ActivationBuffer(wiring.Component):
         Codes written since ``write_start``.
     read: In(read_port_signature)
         The read port (one-cycle latency, ``data`` held while ``en`` is low).
+    read_b: In(read_port_signature)
+        A second read port like ``read`` (only with ``read_ports=2``).
     """
 
-    def __init__(self, geometry: NetGeometry):
+    def __init__(self, geometry: NetGeometry, *, read_ports: int = 1):
+        if read_ports not in (1, 2):
+            raise ValueError(f"ActivationBuffer: read_ports must be 1 or 2, not {read_ports!r}")
         self.geometry = geometry
+        self.read_ports = read_ports
         count_bits = geometry.addr_bits + 1
-        super().__init__({
+        members = {
             "write": In(stream.Signature(unsigned(geometry.act_bits))),
             "write_start": In(1),
             "write_base": In(geometry.addr_bits),
@@ -69,7 +76,10 @@ class ActivationBuffer(wiring.Component):
             "write_linear": In(1),
             "write_count": Out(count_bits),
             "read": In(read_port_signature(geometry)),
-        })
+        }
+        if read_ports == 2:
+            members["read_b"] = In(read_port_signature(geometry))
+        super().__init__(members)
 
     def elaborate(self, platform):
         geometry = self.geometry
@@ -77,12 +87,13 @@ class ActivationBuffer(wiring.Component):
         m.submodules.store = store = memory.Memory(
             shape=unsigned(geometry.act_bits), depth=geometry.depth, init=[])
         write_port = store.write_port()
-        read_port = store.read_port(domain="sync")
-        m.d.comb += [
-            read_port.addr.eq(self.read.addr),
-            read_port.en.eq(self.read.en),
-            self.read.data.eq(read_port.data),
-        ]
+        for port in (self.read, self.read_b) if self.read_ports == 2 else (self.read,):
+            read_port = store.read_port(domain="sync")
+            m.d.comb += [
+                read_port.addr.eq(port.addr),
+                read_port.en.eq(port.en),
+                port.data.eq(read_port.data),
+            ]
 
         # Producer order without a multiplier: channel c and pixel p as counters, the
         # plane offset c * P as a running sum.

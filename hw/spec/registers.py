@@ -15,7 +15,8 @@ register                  adr  acc  meaning
 ID                        0    R    ``bundle_format.MAGIC_WORD`` ("BTLN")
 VERSION                   1    R    ``bundle_format.FORMAT_VERSION`` the loader accepts
 CTRL                      2    W    bit 0 start a layer job; bit 1 (re)start loading an image;
-                                    bit 2 clear the error status
+                                    bit 2 clear the error status; bit 3 start a whole-network
+                                    run (:class:`Ctrl` ``RUN_NETWORK``)
 STATUS                    3    R    bit 0 busy, 1 done, 2 error, 3 loading, 4 programmed;
                                     bits 8..15 the :class:`ErrorCode`
 LAYER                     4    RW   layer-table index of the next job (ignored while busy)
@@ -26,14 +27,25 @@ N_SHARE                   7    RW   vectors per copy, ``ceil(V / c)`` for a laye
                                     copies: the job's input beats (docs/hardware.md,
                                     "Copies"); written after N_VECTORS (ignored while busy)
 DIGEST0..3                8-11 R    first 16 bytes of the config digest (little-endian words)
-CYCLES_LO/HI              16   R    busy cycles of the last job
+N_NODES                   12   R    network node records loaded (0 without the network
+                                    hardware)
+NODE                      13   RW   node index the NODE_* counters show (network hardware only)
+CYCLES_LO/HI              16   R    busy cycles of the last job or network run
 OU_READS_LO/HI            18   R    OU reads issued (all units)
 ADC_CONVERSIONS_LO/HI     20   R    ADC conversions (valid columns of each read)
 STALL_CYCLES_LO/HI        22   R    cycles waiting for the host (input starved / output full)
 REDUCTION_OPERANDS_LO/HI  24   R    partial sums sent over the inter-unit reduction
+NODE_CYCLES_LO/HI         26   R    cycles of node NODE in the last run (its start to its last
+                                    output written / taken)
+NODE_INPUT_STALL_LO/HI    28   R    cycles node NODE's consumer waited for the im2col reader
+NODE_OUTPUT_STALL_LO/HI   30   R    cycles node NODE's output was valid but not taken
 ========================  ===  ===  ===========================================================
 
-The counters are cleared by ``start`` and count while the job is busy.
+The counters are cleared by ``start`` (or ``RUN_NETWORK``) and count while the job (or the
+run) is busy; in a network run STALL_CYCLES counts only the cycles waiting for the host
+(input phase starved, the last node's output not taken). The NODE_* counters of a node are
+written when it ends (docs/hardware.md, "Whole-network mode"); registers 12, 13 and 26-31
+read as 0 on hardware without the network (``config.network`` false).
 
 The Amaranth side is :class:`bitline.hw.core.host_interface.HostInterface`; the host side is
 :mod:`bitline.sw.host.driver`.
@@ -44,7 +56,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
-    "Register", "Ctrl", "Status", "ErrorCode", "COUNTERS", "CSR_ADDR_BITS", "CSR_DATA_BITS",
+    "Register", "Ctrl", "Status", "ErrorCode", "COUNTERS", "NODE_COUNTERS", "CSR_ADDR_BITS", "CSR_DATA_BITS",
     "COUNTER_BITS", "VECTOR_BITS", "READABLE", "WRITABLE",
 ]
 
@@ -70,6 +82,8 @@ class Register(enum.IntEnum):
     DIGEST1 = 9
     DIGEST2 = 10
     DIGEST3 = 11
+    N_NODES = 12
+    NODE = 13
     CYCLES_LO = 16
     CYCLES_HI = 17
     OU_READS_LO = 18
@@ -80,6 +94,12 @@ class Register(enum.IntEnum):
     STALL_CYCLES_HI = 23
     REDUCTION_OPERANDS_LO = 24
     REDUCTION_OPERANDS_HI = 25
+    NODE_CYCLES_LO = 26
+    NODE_CYCLES_HI = 27
+    NODE_INPUT_STALL_LO = 28
+    NODE_INPUT_STALL_HI = 29
+    NODE_OUTPUT_STALL_LO = 30
+    NODE_OUTPUT_STALL_HI = 31
 
 
 class Ctrl(enum.IntFlag):
@@ -88,6 +108,7 @@ class Ctrl(enum.IntFlag):
     START = 1
     LOAD = 2
     CLEAR_ERROR = 4
+    RUN_NETWORK = 8
 
 
 class Status(enum.IntFlag):
@@ -117,6 +138,7 @@ class ErrorCode(enum.IntEnum):
     BAD_LAYER = 11         # job started on a layer index that was not loaded
     NOT_PROGRAMMED = 12    # job started without a loaded image
     XBAR_PROTOCOL = 13     # crossbar port returned codes at the wrong latency
+    NO_NETWORK = 14        # RUN_NETWORK without the network hardware or node records
 
 
 #: (name, register of the low word) of the performance counters.
@@ -128,9 +150,18 @@ COUNTERS = (
     ("reduction_operands", Register.REDUCTION_OPERANDS_LO),
 )
 
+#: (name, register of the low word) of the per-node counters of a network run (the node
+#: the NODE register selects).
+NODE_COUNTERS = (
+    ("node_cycles", Register.NODE_CYCLES_LO),
+    ("node_input_stall", Register.NODE_INPUT_STALL_LO),
+    ("node_output_stall", Register.NODE_OUTPUT_STALL_LO),
+)
+
 #: Registers a write changes (LAYER, N_VECTORS and N_SHARE only while no job is busy); a
 #: write to any other address has no effect (the AXI4-Lite bus answers SLVERR / DECERR,
 #: docs/integration.md).
-WRITABLE = frozenset({Register.CTRL, Register.LAYER, Register.N_VECTORS, Register.N_SHARE})
+WRITABLE = frozenset({Register.CTRL, Register.LAYER, Register.N_VECTORS, Register.N_SHARE,
+                      Register.NODE})
 #: Registers a read returns (CTRL is write-only and reads as 0, like an unmapped address).
 READABLE = frozenset(set(Register) - {Register.CTRL})
