@@ -22,7 +22,8 @@ import numpy as np
 from bitline.sw.flow import Target
 
 __all__ = ["RunOption", "Backend", "BackendError", "BACKENDS", "get_backend",
-           "parse_run_options", "run_backend", "check_run_input", "default_backend"]
+           "parse_run_options", "run_backend", "check_run_input", "default_backend",
+           "network_summary"]
 
 
 class BackendError(ValueError):
@@ -38,7 +39,7 @@ class RunOption:
     name:
         The key.
     kind:
-        ``bool`` (``0/1``, ``true/false``, ``yes/no``), ``int`` or ``str``.
+        ``bool`` (``0/1``, ``true/false``, ``yes/no``), ``int``, ``float`` or ``str``.
     default:
         Value when the option is not given (or given empty).
     help:
@@ -152,21 +153,56 @@ def _executor(target: Target, x: np.ndarray, options: dict) -> dict[str, np.ndar
     return _bundle_arrays(result, options["all_layers"])
 
 
+def network_summary(cycles: list[int], clock_mhz: float) -> str:
+    """One line on whole-network runs: cycles per image, latency and images/s at a clock.
+
+    ``cycles`` are the CYCLES counters of the runs (one image each; nodes run one at a
+    time, so images/s is ``clock / cycles``). Raises ``ValueError`` for a clock that is
+    not positive.
+    """
+    if not clock_mhz > 0:
+        raise ValueError(f"clock_mhz must be positive, not {clock_mhz}")
+    shown = ", ".join(f"{value:,}" for value in cycles[:4]) + (", ..." if len(cycles) > 4
+                                                              else "")
+    mean = sum(cycles) / len(cycles)
+    return (f"whole network: {len(cycles)} image(s), cycles per image {shown}; at "
+            f"{clock_mhz:g} MHz {mean / clock_mhz:,.2f} us per image, "
+            f"{clock_mhz * 1e6 / mean:,.0f} images/s (sequential nodes)")
+
+
 def _rtl(target: Target, x: np.ndarray, options: dict, *, progress=None,
          log=None) -> dict[str, np.ndarray]:
     from bitline.sim.rtl import run_rtl
 
+    bundle = _read(target, options)
+    network = bool(bundle.program.nodes) and not options["layer_jobs"]
+    if network and options["all_layers"]:
+        raise BackendError("backend 'rtl': a whole-network run keeps the inner layers on "
+                           "chip, so all_layers needs per-layer jobs (-O layer_jobs=1, "
+                           "--layer-jobs)")
+    if options["layer_jobs"] and not bundle.program.nodes:
+        raise BackendError("backend 'rtl': layer_jobs is for a bundle compiled with "
+                           "--network; this bundle runs as layer jobs anyway")
+    clock_mhz = options["clock_mhz"] or bundle.program.config.clock_mhz or 100.0
+    if not clock_mhz > 0:
+        raise BackendError(f"backend 'rtl': option clock_mhz must be positive, not "
+                           f"{clock_mhz}")
     result = run_rtl(target.bundle, x, analog=options["analog"] or None,
                      seed=options["seed"], max_vectors=options["max_vectors"],
-                     check=options["check"], progress=progress)
+                     check=options["check"], progress=progress,
+                     mode="network" if network else "layers")
     if log is not None:
         mode = "analog model" if options["analog"] else "digital crossbar emulators"
         build = ("cached build" if result.build_seconds == 0
                  else f"build {result.build_seconds:.1f} s")
+        work = (f"{len(result.runs)} whole-network runs" if result.runs
+                else f"{len(result.jobs)} layer jobs")
         log(f"rtl ({result.simulator}, {mode}, {build}): simulated "
             f"{result.simulated_cycles:,} cycles in {result.run_seconds:.2f} s wall "
-            f"({result.cycles_per_second:,.0f} simulated cycles/s); {len(result.jobs)} "
-            f"layer jobs, {result.counters().get('ou_reads', 0):,} OU reads")
+            f"({result.cycles_per_second:,.0f} simulated cycles/s); {work}, "
+            f"{result.counters().get('ou_reads', 0):,} OU reads")
+        if result.runs:
+            log(network_summary([run["cycles"] for run in result.runs], clock_mhz))
     return _bundle_arrays(result, options["all_layers"])
 
 
@@ -185,6 +221,10 @@ BACKENDS: dict[str, Backend] = {
         RunOption("max_vectors", int, None, "largest layer job (vectors)"),
         RunOption("check", bool, False, "compare every layer with the golden model (or, "
                   "with analog, the executor) inside the bench"),
+        RunOption("layer_jobs", bool, False, "a bundle compiled --network: run per-layer "
+                  "jobs instead of whole-network runs (debugging; all_layers needs it)"),
+        RunOption("clock_mhz", float, None, "clock for the images/s of whole-network runs "
+                  "(default: the config's clock_mhz, else 100)"),
         ALL_LAYERS,
     ), summary="a bundle on the generated Verilog in cocotb (Verilator or Icarus)",
         callbacks=True),

@@ -14,9 +14,11 @@ caller through a callback, so nothing here prints):
    :func:`bitline.sim.cocotb.runner.build_and_test` (build cached by digest) and run the
    cocotb test ``bitline.sim.cocotb.tb_accelerator.inference``: the bench loads ``image.bin``
    through the host interface and runs the batch with the host driver
-   (:class:`bitline.sw.host.driver.HostDriver`), one layer job per compute layer;
-4. read the outputs, every layer's output and every job's counters back from the npz the
-   bench wrote.
+   (:class:`bitline.sw.host.driver.HostDriver`): one whole-network run per image for a
+   bundle compiled ``--network`` (only the input image crosses the host interface), else
+   -- or with ``mode="layers"`` -- one layer job per compute layer;
+4. read the outputs, every layer's output (whole network: the output layer's) and every
+   job's or run's counters back from the npz the bench wrote.
 
 Crossbar mode: without analog parameters the accelerator's own digital crossbar emulators
 (``crossbar="emulated"``) answer the OU reads inside the simulator, the fastest setting;
@@ -37,7 +39,7 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -235,6 +237,10 @@ class RtlResult:
     jobs:
         Per layer job: ``name``, ``layer``, ``n_vectors`` and the counters
         (:data:`bitline.hw.core.host_interface.COUNTERS` names).
+    runs:
+        Per whole-network run (one per image): the counters by name (``cycles`` = the
+        image's latency) and ``nodes``, a list of each node's counters
+        (:data:`bitline.hw.spec.registers.NODE_COUNTERS` names).
     simulated_cycles:
         Clock cycles the bench simulated for the run (image load, jobs, register traffic).
     run_seconds, cpu_seconds:
@@ -260,6 +266,12 @@ class RtlResult:
     generate_seconds: float
     simulator: str
     design: BenchDesign
+    runs: list[dict] = field(default_factory=list)
+
+    @property
+    def mode(self) -> str:
+        """``"network"`` (whole-network runs) or ``"layers"`` (layer jobs)."""
+        return "network" if self.runs else "layers"
 
     @property
     def cycles_per_second(self) -> float:
@@ -267,11 +279,11 @@ class RtlResult:
         return self.simulated_cycles / self.run_seconds if self.run_seconds else 0.0
 
     def counters(self) -> dict[str, int]:
-        """Counters summed over all jobs."""
+        """Counters summed over all jobs and whole-network runs."""
         total: dict[str, int] = {}
-        for job in self.jobs:
-            for key, value in job.items():
-                if key not in ("name", "layer", "n_vectors"):
+        for record in self.jobs + self.runs:
+            for key, value in record.items():
+                if key not in ("name", "layer", "n_vectors", "nodes"):
                     total[key] = total.get(key, 0) + int(value)
         return total
 
@@ -305,8 +317,17 @@ def _read_result(path: Path) -> dict:
             value = arrays[f"jobs/{key}"][index]
             job[key] = str(value) if key == "name" else int(value)
         jobs.append(job)
+    runs = []
+    run_keys = [key[len("runs/"):] for key in arrays if key.startswith("runs/")]
+    node_keys = [key[len("nodes/"):] for key in arrays if key.startswith("nodes/")]
+    for index in range(len(arrays[f"runs/{run_keys[0]}"]) if run_keys else 0):
+        record = {key: int(arrays[f"runs/{key}"][index]) for key in run_keys}
+        count = arrays[f"nodes/{node_keys[0]}"].shape[1] if node_keys else 0
+        record["nodes"] = [{key: int(arrays[f"nodes/{key}"][index, node])
+                            for key in node_keys} for node in range(count)]
+        runs.append(record)
     return {"output": arrays["output"], "output_int": arrays["output_int"],
-            "layers": layers, "jobs": jobs,
+            "layers": layers, "jobs": jobs, "runs": runs,
             "simulated_cycles": int(arrays["simulated_cycles"]),
             "run_seconds": float(arrays["wall_seconds"]),
             "cpu_seconds": float(arrays["cpu_seconds"])}
@@ -314,12 +335,15 @@ def _read_result(path: Path) -> dict:
 
 def run_spec(design: BenchDesign, spec: dict, *, test: str = "inference",
              work_dir: str | Path | None = None, progress: Callable[[dict], None] | None = None,
-             build_root: str | Path | None = None):
+             build_root: str | Path | None = None, module: str = BENCH_MODULE,
+             toplevel: str = TOPLEVEL):
     """Build ``design`` and run one test of the bench with a run description.
 
     ``spec`` is the bench's run JSON without ``design`` (added here, see
     :mod:`bitline.sim.cocotb.tb_accelerator`). ``progress`` is called with the bench's
     progress state (``done``, ``total``, ``layer``, ``cycles``...) while it runs.
+    ``module`` and ``toplevel`` name the cocotb test module and the design's top (the
+    whole-network bench: :mod:`bitline.sim.cocotb.tb_network`).
 
     Returns
     -------
@@ -345,7 +369,7 @@ def run_spec(design: BenchDesign, spec: dict, *, test: str = "inference",
     def target():
         try:
             outcome["result"] = build_and_test(
-                design.verilog, TOPLEVEL, BENCH_MODULE, build_root=build_root,
+                design.verilog, toplevel, module, build_root=build_root,
                 extra_env={"BITLINE_RUN": str(spec_path)}, test_filter=rf"(^|\.){test}$",
                 verilator_args=design.verilator_args)
         except BaseException as error:  # re-raised in the caller's thread
@@ -375,7 +399,7 @@ def run_spec(design: BenchDesign, spec: dict, *, test: str = "inference",
 def run_rtl(bundle_dir: str | Path, x: np.ndarray, *, analog=None, seed: int = 0,
             max_vectors: int | None = None, check: bool = False,
             progress: Callable[[dict], None] | None = None,
-            work_dir: str | Path | None = None) -> RtlResult:
+            work_dir: str | Path | None = None, mode: str | None = None) -> RtlResult:
     """Run a float batch through a bundle on the RTL (module docstring).
 
     Parameters
@@ -397,9 +421,13 @@ def run_rtl(bundle_dir: str | Path, x: np.ndarray, *, analog=None, seed: int = 0
         Also compare every layer with the golden model (ideal) or the executor with the
         same seed (analog) inside the bench; a difference fails the run.
     progress:
-        Called with the bench's progress state after every layer job.
+        Called with the bench's progress state after every layer job (or image).
     work_dir:
         Folder for the run's files (default: a new temporary folder).
+    mode:
+        ``"network"``, ``"layers"`` or ``None`` (whole network for a bundle with node
+        records, :class:`bitline.sw.host.driver.HostDriver`). Whole-network runs use the
+        bench of :mod:`bitline.sim.cocotb.tb_network` (``max_vectors`` does not apply).
 
     Returns
     -------
@@ -414,30 +442,36 @@ def run_rtl(bundle_dir: str | Path, x: np.ndarray, *, analog=None, seed: int = 0
         If the build or the simulation fails.
     """
     from bitline.sw.bundle import read_bundle
+    from bitline.sw.host.driver import resolve_mode
     from bitline.sw.integer.graph import check_input
 
     bundle = read_bundle(bundle_dir)
     x = check_input(bundle.qmodel, np.asarray(x, dtype=np.float32))
+    mode = resolve_mode(bundle.program, mode)
     params = None
     if analog is not None:
         from bitline.sim.analog_params import AnalogParams
 
         params = analog if isinstance(analog, AnalogParams) else AnalogParams.load(analog)
     config = bundle.program.config
+    work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="rtl-"))
+    work.mkdir(parents=True, exist_ok=True)
+    np.save(work / "input.npy", x)
+    if mode == "network":
+        return _run_network(Path(bundle_dir), bundle.program, work, params, seed, check,
+                            progress)
     start = time.perf_counter()
     design = bench_design(config, "external" if params is not None else "emulated",
                           unit_entries=design_unit_entries(config, [bundle.program]))
     generate_seconds = time.perf_counter() - start
     capacity = job_capacity(design, bundle.program)
     max_vectors = capacity if max_vectors is None else min(int(max_vectors), capacity)
-    work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="rtl-"))
-    work.mkdir(parents=True, exist_ok=True)
-    np.save(work / "input.npy", x)
     reference = "executor" if params is not None else "golden"
     spec = {
         "runs": [{"bundle": str(Path(bundle_dir).resolve()), "input": str(work / "input.npy"),
                   "result": str(work / "result.npz"),
-                  "check": reference if check else "none", "counters": False}],
+                  "check": reference if check else "none", "counters": False,
+                  "mode": mode}],
         "analog": params.to_dict() if params is not None else None,
         "seed": int(seed),
         "max_vectors": max_vectors,
@@ -446,8 +480,36 @@ def run_rtl(bundle_dir: str | Path, x: np.ndarray, *, analog=None, seed: int = 0
     data = _read_result(work / "result.npz")
     return RtlResult(
         output=data["output"], output_int=data["output_int"], layers=data["layers"],
-        jobs=data["jobs"], simulated_cycles=data["simulated_cycles"],
+        jobs=data["jobs"], runs=data["runs"], simulated_cycles=data["simulated_cycles"],
         run_seconds=data["run_seconds"], cpu_seconds=data["cpu_seconds"],
         build_seconds=bench.build_seconds,
+        test_seconds=bench.test_seconds, generate_seconds=generate_seconds,
+        simulator=bench.simulator, design=design)
+
+
+def _run_network(bundle_dir: Path, program, work: Path, params, seed: int, check: bool,
+                 progress: Callable[[dict], None] | None) -> RtlResult:
+    """:func:`run_rtl` in whole-network mode: the bench of
+    :mod:`bitline.sim.cocotb.tb_network` (one run per image)."""
+    from bitline.sim.cocotb.tb_network import network_design, run_network_bench
+
+    config = program.config
+    crossbar = "external" if params is not None else "emulated"
+    start = time.perf_counter()
+    design = network_design(config, [program], crossbar)
+    generate_seconds = time.perf_counter() - start
+    reference = "executor" if params is not None else "golden"
+    run = {"name": "batch", "bundle": str(Path(bundle_dir).resolve()),
+           "input": str(work / "input.npy"), "check": reference if check else "none"}
+    bench, results = run_network_bench(
+        config, [run], work, programs=[program], crossbar=crossbar,
+        analog=params.to_dict() if params is not None else None, seed=seed,
+        progress=progress)
+    data = results["batch"]
+    runs = [dict(counters, nodes=nodes) for counters, nodes in zip(data.runs, data.nodes)]
+    return RtlResult(
+        output=data.output, output_int=data.output_int, layers=data.layers, jobs=[],
+        runs=runs, simulated_cycles=data.simulated_cycles, run_seconds=data.run_seconds,
+        cpu_seconds=data.cpu_seconds, build_seconds=bench.build_seconds,
         test_seconds=bench.test_seconds, generate_seconds=generate_seconds,
         simulator=bench.simulator, design=design)

@@ -12,7 +12,9 @@ accelerator.
 
 Timing of a layer job: ``CTRL.START`` is written in the same cycle as the source is started,
 so the first input code is offered in the job's first busy cycle and the sink takes every
-output the cycle it appears -- the host of docs/contract.md section 5 that never stalls.
+output the cycle it appears -- the host of docs/contract.md section 5 that never stalls. A
+whole-network run (``CTRL.RUN_NETWORK``) is started the same way, its input image streamed
+from the source and the last node's outputs taken by the sink.
 """
 
 from __future__ import annotations
@@ -189,6 +191,20 @@ class BenchHost:
 
         Returns fewer outputs if the accelerator reports an error before the job's end.
         """
+        return await self._exchange(codes, n_outputs, Ctrl.START)
+
+    async def start_network(self, codes: np.ndarray, n_outputs: int) -> np.ndarray:
+        """Write CTRL.RUN_NETWORK, stream the image's codes (lane 0) and collect
+        ``n_outputs`` outputs (lane 0), with the timing of :meth:`start_job`.
+
+        Returns fewer outputs if the accelerator reports an error before the run's end.
+        """
+        return await self._exchange(np.asarray(codes, dtype=np.int64).reshape(-1), n_outputs,
+                                    Ctrl.RUN_NETWORK)
+
+    async def _exchange(self, codes: np.ndarray, n_outputs: int, command: Ctrl) -> np.ndarray:
+        """Fill the source with ``codes``, arm the sink, write ``command`` to CTRL in the
+        cycle the source starts, and collect the outputs (see :meth:`start_job`)."""
         codes = np.asarray(codes, dtype=np.int64)
         copies = self.config.max_copies
         if copies == 1:
@@ -204,14 +220,13 @@ class BenchHost:
             beats[:, :lanes.shape[1]] = lanes
             data = beats.tobytes()
         if len(data) > self.source_depth:
-            raise ValueError(f"a job of {len(codes)} input beats does not fit the bench "
-                             f"source ({self.source_depth} bytes); run smaller jobs "
-                             "(max_vectors)")
+            raise ValueError(f"{len(codes)} input beats do not fit the bench source "
+                             f"({self.source_depth} bytes); run smaller jobs (max_vectors)")
         await self.fill(data)
         await self.arm_sink(n_outputs)
         self.dut.source_count.value = len(codes)
         self.dut.source_target.value = INPUTS
-        await self.write_register(Register.CTRL, Ctrl.START, source_start=True)
+        await self.write_register(Register.CTRL, command, source_start=True)
         while True:
             await ReadOnly()
             if signal_int(self.dut.sink_done):
@@ -257,3 +272,6 @@ class CocotbTransport(Transport):
 
     def start_job(self, codes: np.ndarray, n_outputs: int) -> np.ndarray:
         return resume(self.host.start_job)(codes, n_outputs)
+
+    def start_network(self, codes: np.ndarray, n_outputs: int) -> np.ndarray:
+        return resume(self.host.start_network)(codes, n_outputs)

@@ -7,14 +7,17 @@ source and sink). The pieces, as in cocotb's matrix-multiplier example:
   driver (:class:`bitline.sw.host.driver.HostDriver`, the code that also drives a board) runs in a
   :func:`cocotb.task.bridge` thread and programs the accelerator with the bundle's ``image.bin``
   through the ``program`` stream (loader, CRC checks), then streams one layer job per
-  compute layer; the crossbar side's :class:`~bitline.sim.cocotb.crossbar.ResultDriver`
-  answers the OU reads of an external crossbar;
+  compute layer, or -- a bundle compiled ``--network`` -- one whole-network run per image
+  (only the input image in, the last node's outputs out); the crossbar side's
+  :class:`~bitline.sim.cocotb.crossbar.ResultDriver` answers the OU reads of an external
+  crossbar;
 * **monitors** -- the harness sink (outputs of every job) and
   :class:`~bitline.sim.cocotb.crossbar.PortMonitor` (crossbar reads and row writes);
 * **models** -- the reference computed from the spec, never from the RTL: the integer golden
   model (:func:`bitline.sim.golden.run_golden`) in ideal mode, the crossbar-level executor with
   an :class:`~bitline.sim.analog.AnalogDevice` of the same seed in analog mode; the
-  performance model (:func:`bitline.sw.perf.analyze_layer`) for the counters; the crossbar
+  performance model (:func:`bitline.sw.perf.analyze_layer`; whole-network runs
+  :func:`bitline.sw.perf.network_report`, per run and per node) for the counters; the crossbar
   model (:class:`~bitline.sim.cocotb.crossbar.CrossbarModel`) behind the ports;
 * **checkers** -- :class:`InferenceChecker` (every layer's output and every job's counters)
   and :class:`~bitline.sim.cocotb.crossbar.PortChecker` (port protocol).
@@ -28,7 +31,10 @@ Everything comes from one JSON file named by ``BITLINE_RUN`` (written by
     :func:`bitline.sim.rtl.bench_design`.
 ``runs``
     list of ``{"bundle", "input" (.npy), "result" (.npz, optional), "check" ("golden",
-    "executor" or "none"), "counters" (bool)}``, run in order on the same chip.
+    "executor" or "none"), "counters" (bool), "mode" (optional: ``"network"``,
+    ``"layers"``; default the driver's choice: whole-network for a bundle with nodes)}``,
+    run in order on the same chip. In whole-network mode only the output layer is
+    checked (the others stay in the activation buffer).
 ``analog``
     :class:`~bitline.sim.analog_params.AnalogParams` fields, or ``null`` for the ideal crossbar
     (external designs only); ``seed`` the chip's seed.
@@ -107,6 +113,24 @@ class InferenceChecker:
                            f"first at {first}: got {int(have[first])}, expected "
                            f"{int(want[first])}")
 
+    def compare_network(self, run: str, record, expected) -> None:
+        """Compare a whole-network run's counters, whole run and per node, with the
+        model's (:class:`bitline.sw.perf.network.NetworkPerf`)."""
+        self.checked_jobs += 1
+        for name, want in expected.run_counters().items():
+            if record.counters.get(name) != want:
+                self.fail(f"{run}: {record.name}: counter {name} = "
+                          f"{record.counters.get(name)}, the model says {want}")
+        if len(record.nodes) != len(expected.nodes):
+            self.fail(f"{run}: {record.name}: {len(record.nodes)} nodes' counters, the "
+                      f"program has {len(expected.nodes)} nodes")
+            return
+        for index, (got, node) in enumerate(zip(record.nodes, expected.nodes)):
+            for name, want in node.counters().items():
+                if got.get(name) != want:
+                    self.fail(f"{run}: {record.name}: node {index} ({node.name}): counter "
+                              f"{name} = {got.get(name)}, the model says {want}")
+
     def compare_counters(self, run: str, job, expected: dict) -> None:
         """Compare one job's hardware counters with the performance model's counts."""
         self.checked_jobs += 1
@@ -153,6 +177,12 @@ def model_counters(program: Program, job) -> dict[str, int]:
     return {"cycles": perf.cycles, "ou_reads": perf.ou_reads,
             "adc_conversions": perf.adc_conversions,
             "reduction_operands": perf.reduction_transfers, "stall_cycles": 0}
+
+
+def result_layer_names(bundle) -> list[str]:
+    """The layer whose output a whole-network run returns: the model output's producer."""
+    model = bundle.qmodel.model
+    return [layer.name for layer in model.layers if layer.output == model.output_name]
 
 
 def reference_layers(bundle, x: np.ndarray, check: str, params, seed: int) -> dict:
@@ -210,6 +240,15 @@ def _write_progress(path: str | None, state: dict) -> None:
 
 def _save_result(path: str, result, cycles: int, wall: float, cpu: float) -> None:
     arrays = {"output": result.output, "output_int": result.output_int}
+    if result.runs:
+        # whole-network runs: runs/<counter> (N,), nodes/<counter> (N, nodes)
+        for counter in result.runs[0].counters:
+            arrays[f"runs/{counter}"] = np.array([run.counters[counter]
+                                                  for run in result.runs], dtype=np.int64)
+        for counter in result.runs[0].nodes[0] if result.runs[0].nodes else ():
+            arrays[f"nodes/{counter}"] = np.array(
+                [[node[counter] for node in run.nodes] for run in result.runs],
+                dtype=np.int64)
     for name, value in result.layers.items():
         arrays[f"layer/{name}"] = value
     for key in ("layer", "n_vectors"):
@@ -263,10 +302,12 @@ async def inference(dut):
         if crossbars is not None:
             crossbars.model.restart_reads()    # read numbers count from the batch's start
         driver = HostDriver.from_bundle(bundle, device, max_vectors=max_vectors,
-                                        progress=watch)
+                                        progress=watch, mode=run.get("mode"))
         result, cycles, wall, cpu = await timed_run(host, driver, x)
-        dut._log.info("%s: %d samples, %d jobs, %d simulated cycles in %.1f s wall, %.1f s CPU "
-                      "(%.0f cycles/s)", label, len(x), len(result.jobs), cycles, wall, cpu,
+        dut._log.info("%s: %d samples, %s, %d simulated cycles in %.1f s wall, %.1f s CPU "
+                      "(%.0f cycles/s)", label, len(x),
+                      f"{len(result.runs)} whole-network runs" if result.runs
+                      else f"{len(result.jobs)} jobs", cycles, wall, cpu,
                       cycles / max(wall, 1e-9))
         if run.get("result"):
             _save_result(run["result"], result, cycles, wall, cpu)
@@ -278,10 +319,19 @@ async def inference(dut):
                 broken = expected[name].copy()
                 broken.reshape(-1)[0] += 1
                 expected = dict(expected, **{name: broken})
+            if result.runs:
+                # whole network: only the output layer leaves the chip
+                expected = {name: expected[name] for name in result_layer_names(bundle)}
             checker.compare_layers(label, result.layers, expected)
         if run.get("counters"):
             for job in result.jobs:
                 checker.compare_counters(label, job, model_counters(bundle.program, job))
+            if result.runs:
+                from bitline.sw.perf.network import network_report
+
+                model = network_report(bundle.program)
+                for record in result.runs:
+                    checker.compare_network(label, record, model)
     if crossbars is not None:
         crossbars.stop()
         assert not crossbars.checker.violations, crossbars.checker.violations[0]

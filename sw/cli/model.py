@@ -123,7 +123,8 @@ def _progress_bar():
 @click.option("--option", "-O", "options", multiple=True, metavar="KEY=VALUE",
               callback=_parse_pairs,
               help="Backend option (repeatable), e.g. -O seed=3. golden, executor: "
-                   "all_layers; rtl: analog, seed, max_vectors, check, all_layers.")
+                   "all_layers; rtl: analog, seed, max_vectors, check, layer_jobs, "
+                   "clock_mhz, all_layers.")
 @click.option("--all-layers", is_flag=True,
               help="Bundle backends: also store every layer's integer output as "
                    "'layer/<name>' (same as -O all_layers=1).")
@@ -132,6 +133,13 @@ def _progress_bar():
                    "ideal, typical) answer the crossbar ports (same as -O analog=PARAMS).")
 @click.option("--seed", type=int,
               help="Backend rtl: seed of the analog chip (same as -O seed=SEED).")
+@click.option("--layer-jobs", is_flag=True,
+              help="Backend rtl, a bundle compiled --network: one layer job per compute "
+                   "layer (the host does the rest) instead of one whole-network run per "
+                   "image (same as -O layer_jobs=1).")
+@click.option("--clock-mhz", type=float, metavar="MHZ",
+              help="Backend rtl, whole-network runs: the clock of the printed latency and "
+                   "images/s (default: the config's clock_mhz; same as -O clock_mhz=MHZ).")
 @click.option("--strict", is_flag=True,
               help="Bundles: refuse inputs outside the calibrated input range (by default "
                    "they are clamped as the hardware does, with a warning giving the count).")
@@ -139,7 +147,8 @@ def _progress_bar():
 @quiet_option
 def run(model: str, input_path: str, output_path: str, backend: str | None,
         options: dict[str, str], all_layers: bool, analog: str | None, seed: int | None,
-        strict: bool, as_json: bool, quiet: bool):
+        layer_jobs: bool, clock_mhz: float | None, strict: bool, as_json: bool,
+        quiet: bool):
     """Run MODEL on the inputs in --input with a backend and write the outputs to --output.
 
     MODEL is a builtin name, an .onnx file or a compiled bundle directory (detected by its
@@ -149,12 +158,18 @@ def run(model: str, input_path: str, output_path: str, backend: str | None,
     must be a real numeric array of the model's shape with finite values; values outside
     the calibrated input range are clamped with a warning (--strict: an error). --json
     prints {"output": FILE, "backend", "arrays": [{"name", "shape", "dtype"}]}.
+
+    On the rtl backend a bundle compiled with --network runs whole-network, one run per
+    image: only the input image crosses the host interface; the cycles per image and the
+    images/s at --clock-mhz are printed (--layer-jobs runs per-layer jobs instead).
     """
     from bitline.sim.backends import default_backend, run_backend
 
     options = dict(options)
     for key, value in (("all_layers", "1" if all_layers else None), ("analog", analog),
-                       ("seed", None if seed is None else str(seed))):
+                       ("seed", None if seed is None else str(seed)),
+                       ("layer_jobs", "1" if layer_jobs else None),
+                       ("clock_mhz", None if clock_mhz is None else str(clock_mhz))):
         if value is not None:
             options.setdefault(key, value)
     target = resolve_target(model)

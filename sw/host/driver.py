@@ -1,33 +1,45 @@
 """The host driver: programs an accelerator with a bundle and runs whole networks on it.
 
-The accelerator computes the compute layers (a *layer job*: input vectors in, the output
-unit's values out, docs/hardware.md); the host does everything else, on integers exactly as
-the golden model does: input quantization, im2col with the zero-point padding, pooling,
-residual adds, flatten, and the reshape of the job outputs. The graph walk is
-:func:`bitline.sw.integer.graph.walk` and every non-compute layer is
-:func:`bitline.sw.integer.graph.layer_forward`, the golden model's own code; a compute layer's
-output is what the hardware's output stream delivers (requantized codes, or ``acc + bias``
-of a raw final layer), never recomputed on the host.
+Two modes (docs/network.md, "End to end"):
+
+* **whole network** (a program with node records, ``compile --network``): the host quantizes
+  the input image, streams its codes once (``CTRL.RUN_NETWORK``) and reads the last node's
+  outputs; the accelerator runs every layer from its activation buffer. The host then only
+  reorders the outputs (producer order -> the C-order output tensor) and dequantizes them
+  (and runs a final softmax), contract section 3. One run per image.
+* **layer jobs** (every program; ``mode="layers"`` for a network program, for debugging):
+  the accelerator computes the compute layers (a *layer job*: input vectors in, the output
+  unit's values out, docs/hardware.md); the host does everything else, on integers exactly
+  as the golden model does: input quantization, im2col with the zero-point padding,
+  pooling, residual adds, flatten, and the reshape of the job outputs. The graph walk is
+  :func:`bitline.sw.integer.graph.walk` and every non-compute layer is
+  :func:`bitline.sw.integer.graph.layer_forward`, the golden model's own code; a compute
+  layer's output is what the hardware's output stream delivers (requantized codes, or
+  ``acc + bias`` of a raw final layer), never recomputed on the host.
 
 Three layers of abstraction, so each transport implements only what it must:
 
-* :class:`Transport` -- four primitives: register write and read, stream ``image.bin`` into
-  ``program``, and start a job and stream its ``inputs`` / ``outputs``. The cocotb bench
-  (:class:`bitline.sim.cocotb.bench_host.CocotbTransport`) and a UART bridge to a board implement
-  these.
-* :class:`Device` -- the register protocol of :mod:`bitline.hw.core.host_interface` on a transport, written
-  once: identify the hardware, load an image and check its status, run a layer job, read the
-  performance counters. Errors reported by the hardware raise :class:`DeviceError` with the
+* :class:`Transport` -- five primitives: register write and read, stream ``image.bin`` into
+  ``program``, start a job and stream its ``inputs`` / ``outputs``, and the same for a
+  whole-network run (optional: a transport without it refuses network programs). The
+  cocotb bench (:class:`bitline.sim.cocotb.bench_host.CocotbTransport`) and a UART bridge to
+  a board implement these.
+* :class:`Device` -- the register protocol of :mod:`bitline.hw.core.host_interface` on a
+  transport, written once: identify the hardware, load an image and check its status, run
+  a layer job or a whole-network run, read the performance counters (per run and per
+  node). Errors reported by the hardware raise :class:`DeviceError` with the
   :class:`~bitline.hw.core.host_interface.ErrorCode`.
 * :class:`HostDriver` -- a program (or bundle) on a device: check the config digest,
-  load the image, and run a float batch through the network, one layer job per compute layer
-  (optionally split into jobs of at most ``max_vectors`` vectors).
+  load the image, and run a float batch through the network: one whole-network run per
+  image, or one layer job per compute layer (optionally split into jobs of at most
+  ``max_vectors`` vectors).
 
 Example (with any transport)::
 
     driver = HostDriver.from_bundle(read_bundle("build/digits"), Device(transport))
     driver.load()
     result = driver.run(x, return_all=True)     # DriverResult: output, output_int, layers
+    result.runs[0].counters["cycles"]           # whole-network mode: latency of image 0
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ from bitline.hw.spec.image import FORMAT_VERSION, MAGIC_WORD, config_digest_byte
 from bitline.hw.spec.program import Program
 from bitline.hw.spec.registers import (
     COUNTERS,
+    NODE_COUNTERS,
     VECTOR_BITS,
     Ctrl,
     ErrorCode,
@@ -55,9 +68,14 @@ from bitline.sw.integer import arith, graph
 from bitline.sw.integer.qmodel import QuantizedModel
 
 __all__ = [
-    "DeviceError", "AcceleratorDevice", "Transport", "Device", "JobRecord", "DriverResult",
-    "HostDriver", "decode_status", "lane_beats", "lane_outputs",
+    "DeviceError", "AcceleratorDevice", "Transport", "Device", "JobRecord", "NetworkRun",
+    "DriverResult", "HostDriver", "MODES", "decode_status", "lane_beats", "lane_outputs",
+    "producer_to_map", "resolve_mode",
 ]
+
+#: Run modes of :class:`HostDriver` (``None``: ``network`` for a program with node records,
+#: else ``layers``).
+MODES = ("network", "layers")
 
 #: STATUS polls after the last image byte / job output before the driver gives up.
 DEFAULT_POLLS = 1000
@@ -112,8 +130,10 @@ class AcceleratorDevice(Protocol):
     ``copies=c`` for a layer with copies, the keyword is only passed when ``c > 1``);
     ``counters()`` returns the performance counters of the last job by name. Optional:
     ``check_config(config)`` (raise ``ValueError`` for hardware built for another config)
-    and ``identify()`` (a dict with ``"n_layers"``, the layer records loaded); the driver
-    uses them when present.
+    and ``identify()`` (a dict with ``"n_layers"``, the layer records loaded, and
+    ``"n_nodes"``); the driver uses them when present. Whole-network mode needs
+    ``run_network(codes, n_outputs) -> (n_outputs,)`` and ``node_counters(node)``
+    (:class:`Device` has both).
     """
 
     def program(self, image: bytes): ...
@@ -155,6 +175,48 @@ def lane_outputs(beats: np.ndarray, count: int, copies: int, n_outputs: int) -> 
     lanes = beats.shape[1]
     per_lane = beats.reshape(share, n_outputs, lanes)[:, :, :copies]
     return per_lane.transpose(2, 0, 1).reshape(copies * share, n_outputs)[:count]
+
+
+def producer_to_map(values: np.ndarray, channels: int) -> np.ndarray:
+    """Reorder a node's outputs from producer order to its C-order ``(c, y, x)`` map.
+
+    A node emits output ``k = p * C + c`` (pixel ``p`` row-major, channel innermost); the
+    activation buffer stores it at ``c * P + p`` (network contract, ``dst_base``). Returns
+    int64 ``(C * P,)`` in that stored order, which is the C-order flattening of the output
+    tensor ``(C, H, W)`` (or ``(C,)`` for a gemm, ``P = 1``).
+
+    Raises
+    ------
+    ValueError
+        If ``channels`` does not divide the number of values.
+    """
+    values = np.asarray(values, dtype=np.int64).reshape(-1)
+    channels = int(channels)
+    if channels < 1 or len(values) % channels:
+        raise ValueError(f"{len(values)} node outputs are not a whole number of pixels of "
+                         f"{channels} channels")
+    return values.reshape(-1, channels).T.reshape(-1)
+
+
+def resolve_mode(program: Program, mode: str | None) -> str:
+    """Return the run mode of ``program``: ``mode`` checked, or the default for ``None``.
+
+    ``None`` is ``"network"`` for a program with node records, else ``"layers"``.
+
+    Raises
+    ------
+    ValueError
+        For a mode not in :data:`MODES`, or ``"network"`` for a program without nodes.
+    """
+    nodes = program.nodes
+    if mode is None:
+        return "network" if nodes else "layers"
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "network" and not nodes:
+        raise ValueError("mode 'network' needs a program with node records (compile with "
+                         "--network); this program runs as layer jobs")
+    return mode
 
 
 class Transport(abc.ABC):
@@ -203,6 +265,38 @@ class Transport(abc.ABC):
             reported an error before the end (the caller reads STATUS).
         """
 
+    def start_network(self, codes: np.ndarray, n_outputs: int) -> np.ndarray:
+        """Start a whole-network run and stream its input image and outputs.
+
+        Writes ``CTRL.RUN_NETWORK``, sends the network input's codes on ``inputs`` lane 0
+        (one code per beat, C order) and takes ``n_outputs`` values from ``outputs`` lane 0
+        (the last node's, producer order). Timing as :meth:`start_job`: a transport that
+        offers the first code in the cycle after the start and takes every output at once
+        makes the counters equal the performance model's (:mod:`bitline.sw.perf.network`).
+
+        Parameters
+        ----------
+        codes:
+            int64 ``(C * H * W,)``: the input image's codes.
+        n_outputs:
+            Values to take from ``outputs``.
+
+        Returns
+        -------
+        np.ndarray
+            int64 ``(n_outputs,)`` signed values, or fewer if the accelerator reported an
+            error before the end (the caller reads STATUS).
+
+        Raises
+        ------
+        DeviceError
+            This default: the transport has no whole-network run (run with
+            ``mode="layers"``).
+        """
+        raise DeviceError(f"{type(self).__name__} cannot start a whole-network run "
+                          "(CTRL.RUN_NETWORK); run the program with per-layer jobs "
+                          "(mode='layers', bitline run --layer-jobs)")
+
 
 @dataclass
 class JobRecord:
@@ -230,6 +324,37 @@ class JobRecord:
 
 
 @dataclass
+class NetworkRun:
+    """One whole-network run (one image) the driver ran.
+
+    Attributes
+    ----------
+    image:
+        Index of the image in the batch.
+    counters:
+        The performance counters of the run (:data:`bitline.hw.spec.registers.COUNTERS`
+        names): ``cycles`` is the latency of the image, from the cycle after
+        ``RUN_NETWORK`` to the last output taken.
+    nodes:
+        Per node in execution order, its counters
+        (:data:`bitline.hw.spec.registers.NODE_COUNTERS` names: ``node_cycles``,
+        ``node_input_stall``, ``node_output_stall``).
+    wall_seconds:
+        Host wall time of the run, transport included.
+    """
+
+    image: int
+    counters: dict[str, int]
+    nodes: list[dict[str, int]]
+    wall_seconds: float
+
+    @property
+    def name(self) -> str:
+        """``"image <index>"`` (what a progress display shows in place of a layer name)."""
+        return f"image {self.image}"
+
+
+@dataclass
 class DriverResult:
     """What :meth:`HostDriver.run` returns (the fields of the golden model's result, plus jobs).
 
@@ -240,22 +365,32 @@ class DriverResult:
     output_int:
         int64 ``(N, *output_shape)``: output codes, or ``acc + bias`` in raw mode.
     layers:
-        Layer name -> int64 output of every layer (with ``return_all``).
+        Layer name -> int64 output of every layer (with ``return_all``; in whole-network
+        mode only the output layer's: the others stay in the activation buffer).
     jobs:
-        Every layer job in execution order.
+        Every layer job in execution order (layer-job mode).
+    runs:
+        Every whole-network run, one per image (whole-network mode).
     """
 
     output: np.ndarray
     output_int: np.ndarray
     layers: dict[str, np.ndarray] = field(default_factory=dict)
     jobs: list[JobRecord] = field(default_factory=list)
+    runs: list[NetworkRun] = field(default_factory=list)
+
+    @property
+    def mode(self) -> str:
+        """``"network"`` if the batch ran whole-network, else ``"layers"``."""
+        return "network" if self.runs else "layers"
 
     def counters(self, name: str | None = None) -> dict[str, int]:
-        """Return the counters summed over all jobs (or the jobs of layer ``name``)."""
+        """Return the counters summed over all jobs and runs (or the jobs of layer ``name``)."""
         total = {counter: 0 for counter, _ in COUNTERS}
-        for job in self.jobs:
-            if name is None or job.name == name:
-                for counter, value in job.counters.items():
+        records = self.jobs + (self.runs if name is None else [])
+        for record in records:
+            if name is None or record.name == name:
+                for counter, value in record.counters.items():
                     total[counter] += value
         return total
 
@@ -281,12 +416,17 @@ class Device:
         return self.transport.read_register(Register.STATUS)
 
     def identify(self) -> dict:
-        """Return ``{"id", "version", "digest", "n_layers"}`` read from the registers."""
+        """Return ``{"id", "version", "digest", "n_layers", "n_nodes"}`` from the registers.
+
+        ``n_nodes`` is N_NODES, the node records loaded (0 on hardware without the
+        whole-network mode).
+        """
         read = self.transport.read_register
         digest = b"".join(read(Register.DIGEST0 + word).to_bytes(4, "little")
                           for word in range(4))
         return {"id": read(Register.ID), "version": read(Register.VERSION),
-                "digest": digest, "n_layers": read(Register.N_LAYERS)}
+                "digest": digest, "n_layers": read(Register.N_LAYERS),
+                "n_nodes": read(Register.N_NODES)}
 
     def check_config(self, config: AcceleratorConfig) -> None:
         """Raise ``ValueError`` unless the hardware is a bitline accelerator for ``config``.
@@ -308,9 +448,19 @@ class Device:
                              f"the program for {want.hex()}... (config {config.digest[:16]})")
 
     def counters(self) -> dict[str, int]:
-        """Return the 64-bit performance counters of the last job by name."""
+        """Return the 64-bit performance counters of the last job or run by name."""
         read = self.transport.read_register
         return {name: read(low) | read(low + 1) << 32 for name, low in COUNTERS}
+
+    def node_counters(self, node: int) -> dict[str, int]:
+        """Return node ``node``'s counters of the last whole-network run by name.
+
+        Writes NODE, then reads the 64-bit NODE_* counters
+        (:data:`bitline.hw.spec.registers.NODE_COUNTERS`).
+        """
+        self.transport.write_register(Register.NODE, int(node))
+        read = self.transport.read_register
+        return {name: read(low) | read(low + 1) << 32 for name, low in NODE_COUNTERS}
 
     def clear_error(self) -> None:
         """Clear a reported error (CTRL bit 2)."""
@@ -402,6 +552,46 @@ class Device:
             return outputs.reshape(len(vectors), int(n_outputs))
         return lane_outputs(outputs, len(vectors), copies, int(n_outputs))
 
+    def run_network(self, codes: np.ndarray, n_outputs: int) -> np.ndarray:
+        """Run the loaded network on one input image; return the last node's outputs.
+
+        Parameters
+        ----------
+        codes:
+            int ``(C * H * W,)`` (any shape, flattened in C order): the network input's
+            codes, written to the activation buffer at address 0.
+        n_outputs:
+            Values the ``to_host`` node sends (``dst_channels * P``).
+
+        Returns
+        -------
+        np.ndarray
+            int64 ``(n_outputs,)`` in producer order (:func:`producer_to_map` reorders).
+
+        Raises
+        ------
+        DeviceError
+            If the run is refused (``NO_NETWORK``: hardware without the activation buffer
+            or an image without node records; ``NOT_PROGRAMMED``), the hardware reports
+            an error while it runs, or the outputs stop short.
+        ValueError
+            For no codes or ``n_outputs < 1``.
+        """
+        codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+        n_outputs = int(n_outputs)
+        if not len(codes) or n_outputs < 1:
+            raise ValueError(f"a whole-network run needs input codes and outputs, not "
+                             f"{len(codes)} codes and {n_outputs} outputs")
+        outputs = np.asarray(self.transport.start_network(codes, n_outputs), dtype=np.int64)
+        status = self._wait("whole-network run",
+                            lambda status: bool(status & Status.DONE)
+                            and not status & Status.BUSY)
+        if outputs.shape != (n_outputs,):
+            raise DeviceError(f"whole-network run: {outputs.shape[0] if outputs.ndim else 0} "
+                              f"outputs, expected {n_outputs}, {_describe(status)}",
+                              ErrorCode.NONE, status)
+        return outputs
+
 
 class HostDriver:
     """Run a mapped network on a device (docs/verification.md, "cocotb end to end").
@@ -422,18 +612,32 @@ class HostDriver:
         own load and drain).
     progress:
         Called as ``progress(job, done_vectors, total_vectors)`` after each job, with
-        ``total_vectors`` the vectors of the whole batch over all layers.
+        ``total_vectors`` the vectors of the whole batch over all layers; in whole-network
+        mode as ``progress(run, done_images, total_images)`` after each image
+        (:class:`NetworkRun`).
+    mode:
+        ``"network"`` (one whole-network run per image; the program needs node records,
+        ``compile --network``), ``"layers"`` (one layer job per compute layer, the host
+        doing the rest; works for every program, for debugging a network program) or
+        ``None``: ``"network"`` when the program has node records, else ``"layers"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown mode, ``"network"`` for a program without node records, or a
+        program lacking a compute layer of the model.
     """
 
     def __init__(self, program: Program, qmodel: QuantizedModel, device: AcceleratorDevice, *,
                  image: bytes | None = None, max_vectors: int | None = None,
-                 progress: Callable[[JobRecord, int, int], None] | None = None):
+                 progress: Callable | None = None, mode: str | None = None):
         if image is None:
             from bitline.sw.bundle import encode_image
 
             image = encode_image(program)
         if max_vectors is not None and max_vectors < 1:
             raise ValueError(f"max_vectors must be at least 1, not {max_vectors}")
+        self.mode = resolve_mode(program, mode)
         self.program = program
         self.qmodel = qmodel
         self.device = device
@@ -473,10 +677,15 @@ class HostDriver:
             self.device.check_config(self.config)
         status = self.device.program(self.image)
         if hasattr(self.device, "identify"):
-            loaded = self.device.identify()["n_layers"]
+            info = self.device.identify()
+            loaded = info["n_layers"]
             if loaded != len(self.program.layers):
                 raise DeviceError(f"device loaded {loaded} layer records, the image holds "
                                   f"{len(self.program.layers)}", ErrorCode.NONE, status or 0)
+            nodes = len(self.program.nodes or ())
+            if self.mode == "network" and info.get("n_nodes", nodes) != nodes:
+                raise DeviceError(f"device loaded {info['n_nodes']} node records, the image "
+                                  f"holds {nodes}", ErrorCode.NONE, status or 0)
         return status
 
     def total_vectors(self, batch: int) -> int:
@@ -485,22 +694,29 @@ class HostDriver:
 
         return batch * sum(layer_vectors(layer) for layer in self.qmodel.model.compute_layers)
 
-    def run(self, x: np.ndarray, *, return_all: bool = False) -> DriverResult:
+    def run(self, x: np.ndarray, *, return_all: bool = False,
+            mode: str | None = None) -> DriverResult:
         """Run a float batch ``(N, *input_shape)`` through the network on the device.
+
+        ``mode`` overrides the driver's :attr:`mode` for this batch (same values).
 
         Returns
         -------
         DriverResult
-            Output, integer output, every layer's output (``return_all``) and the jobs.
+            Output, integer output, every layer's output (``return_all``; whole-network
+            mode: the output layer's only) and the jobs or runs.
 
         Raises
         ------
         ValueError
-            For a batch of the wrong shape.
+            For a batch of the wrong shape or a bad mode.
         DeviceError
             If the hardware reports an error.
         """
         x = graph.check_input(self.qmodel, x)
+        mode = self.mode if mode is None else resolve_mode(self.program, mode)
+        if mode == "network":
+            return self._run_network(x, return_all)
         jobs: list[JobRecord] = []
         total = self.total_vectors(len(x))
         done = 0
@@ -535,3 +751,32 @@ class HostDriver:
         output_int, kept = graph.walk(self.qmodel, codes, forward, return_all=return_all)
         return DriverResult(output=graph.model_output(self.qmodel, output_int),
                             output_int=output_int, layers=kept, jobs=jobs)
+
+    def _run_network(self, x: np.ndarray, return_all: bool) -> DriverResult:
+        """Whole-network mode: one ``RUN_NETWORK`` per image (module docstring)."""
+        model = self.qmodel.model
+        codes = arith.quantize_input(x, self.qmodel.input)
+        output_shape = tuple(model.output_shape)
+        n_outputs = int(np.prod(output_shape))
+        channels = self.program.nodes[-1].dst_channels
+        outputs = np.empty((len(x), n_outputs), dtype=np.int64)
+        runs: list[NetworkRun] = []
+        for image, sample in enumerate(codes):
+            begin = time.perf_counter()
+            values = self.device.run_network(sample.reshape(-1), n_outputs)
+            outputs[image] = producer_to_map(values, channels)
+            counters = self.device.counters()
+            nodes = [self.device.node_counters(node)
+                     for node in range(len(self.program.nodes))]
+            record = NetworkRun(image, counters, nodes, time.perf_counter() - begin)
+            runs.append(record)
+            if self.progress is not None:
+                self.progress(record, image + 1, len(x))
+        output_int = outputs.reshape(len(x), *output_shape)
+        layers = {}
+        if return_all:
+            producer = next(layer for layer in model.layers
+                            if layer.output == model.output_name)
+            layers[producer.name] = output_int
+        return DriverResult(output=graph.model_output(self.qmodel, output_int),
+                            output_int=output_int, layers=layers, runs=runs)

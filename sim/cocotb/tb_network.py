@@ -1,0 +1,274 @@
+"""cocotb bench: whole-network runs of compiled networks on the generated Verilog.
+
+The design is the regression's :class:`~bitline.sim.cocotb.tb_regression.RegressionTop`
+(the harness :class:`~bitline.sim.cocotb.harness.BenchTop` with seeded pause generators
+between it and the accelerator, so backpressure costs no Python per cycle; idle they
+change nothing) for a config with the whole-network hardware (``config.network``), with the
+accelerator's digital crossbar emulators (``crossbar="emulated"``: no Python per cycle at
+all) or external crossbar ports answered by the Python crossbar model (``"external"``, an
+analog chip). ``bitline run --backend rtl`` runs a bundle compiled ``--network`` here
+(:func:`bitline.sim.rtl.run_rtl`). The pieces:
+
+* **driver** -- the project's host driver (:class:`~bitline.sw.host.driver.HostDriver` in
+  whole-network mode, in a :func:`cocotb.task.bridge` thread): it loads ``image.bin`` and,
+  per image, writes ``CTRL.RUN_NETWORK``, streams the input codes (lane 0) and takes the
+  last node's outputs, then reads the run's counters and every node's (NODE, NODE_*);
+* **model** -- the integer golden model (:func:`bitline.sim.golden.run_golden`) for the
+  output (or the executor with the chip's :class:`~bitline.sim.analog.AnalogDevice`), the
+  whole-network performance model (:func:`bitline.sw.perf.network_report`,
+  i.e. :mod:`bitline.hw.spec.net_timing`) for the counters;
+* **checker** -- :class:`~bitline.sim.cocotb.tb_accelerator.InferenceChecker`: the output
+  layer equal to the reference; on a run without pauses (``counters``) the run's counters
+  and every node's equal the model's. Runs with pauses save their counters for the pytest
+  side, which compares them with the free run's (only stall counters may differ).
+
+``BITLINE_RUN`` JSON: ``design`` (``config``, ``crossbar``, ``harness``), ``analog`` and
+``seed`` (as :mod:`~bitline.sim.cocotb.tb_accelerator`'s), ``runs``, a list of ``{"name",
+"bundle", "input" (.npy), "result" (.npz), "throttle" (``null`` or the pause settings of
+:mod:`~bitline.sim.cocotb.tb_backpressure`), "check" (``"golden"``, ``"executor"`` or
+``"none"``), "counters" (bool: compare with the model here)}``; ``progress`` (a JSON file
+rewritten after every image); ``break_expected`` adds 1 to one expected output (the
+checker self-test).
+
+:func:`network_design` writes (or reuses) the Verilog, :func:`run_network_bench` builds and
+runs it from pytest, a script or :func:`bitline.sim.rtl.run_rtl` and reads the results
+back (:class:`NetworkBenchRun`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cocotb
+import numpy as np
+
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.sim.cocotb.bench_host import CocotbTransport
+from bitline.sim.cocotb.tb_accelerator import (
+    InferenceChecker, JobWatch, _bench, _save_result, load_spec, reference_layers,
+    result_layer_names, timed_run,
+)
+from bitline.sim.cocotb.tb_backpressure import set_throttle
+from bitline.sw.bundle import read_bundle
+from bitline.sw.host.driver import Device, HostDriver
+
+__all__ = ["TOPLEVEL", "SIZED_FIELDS", "NetworkBenchRun", "network_design",
+           "run_network_bench", "read_runs", "shared_config"]
+
+#: Top-level module name of the whole-network bench design.
+TOPLEVEL = "bitline_network"
+#: This module, the cocotb test module of the bench.
+MODULE = "bitline.sim.cocotb.tb_network"
+#: Config fields the compiler sizes (``xbars="auto"`` and ``--network``):
+#: :func:`shared_config` takes the largest value of each.
+SIZED_FIELDS = ("n_xbars", "max_entries", "max_in_features", "max_out_channels",
+                "max_weight_bits", "max_layers", "act_buffer_depth", "max_nodes",
+                "max_map_channels", "max_map_height", "max_map_width")
+
+
+# ====================================================================== cocotb side
+@cocotb.test()
+async def network_runs(dut):
+    """Run every entry of ``runs`` whole-network; outputs == golden, counters == model."""
+    from bitline.sim.cocotb.tb_backpressure import _drive_controls
+    from bitline.sw.perf.network import network_report
+
+    spec = load_spec()
+    _drive_controls(dut, None, 0)             # no pauses from the first cycle on
+    config, host, crossbars, params, seed = await _bench(dut, spec)
+    device = Device(CocotbTransport(host))
+    checker = InferenceChecker(dut._log)
+    runs = spec["runs"]
+    for index, run in enumerate(runs):
+        bundle = read_bundle(run["bundle"])
+        if bundle.program.config != config:
+            raise ValueError(f"bundle {run['bundle']} was compiled for another config than "
+                             f"the design's")
+        await set_throttle(dut, host.edge, run.get("throttle"))
+        x = np.load(run["input"], allow_pickle=False)
+        label = f"run {run['name']} ({Path(run['bundle']).name})"
+        watch = JobWatch(label, crossbars, checker, host, spec.get("progress"), index,
+                         len(runs))
+        if crossbars is not None:
+            crossbars.model.restart_reads()    # read numbers count from the batch's start
+        driver = HostDriver.from_bundle(bundle, device, mode="network", progress=watch)
+        result, cycles, wall, cpu = await timed_run(host, driver, x)
+        dut._log.info("%s: %d images whole-network, %s cycles per image, %d simulated "
+                      "cycles in %.1f s wall, %.1f s CPU", label, len(x),
+                      [record.counters["cycles"] for record in result.runs], cycles, wall,
+                      cpu)
+        _save_result(run["result"], result, cycles, wall, cpu)
+        check = run.get("check", "golden")
+        if check != "none":
+            names = result_layer_names(bundle)
+            expected = reference_layers(bundle, x, check, params, seed)
+            expected = {name: expected[name] for name in names}
+            if spec.get("break_expected"):
+                broken = expected[names[0]].copy()
+                broken.reshape(-1)[0] += 1
+                expected[names[0]] = broken
+            checker.compare_layers(label, result.layers, expected)
+        if run.get("counters"):
+            model = network_report(bundle.program)
+            for record in result.runs:
+                checker.compare_network(label, record, model)
+    await set_throttle(dut, host.edge, None)
+    if crossbars is not None:
+        crossbars.stop()
+        assert not crossbars.checker.violations, crossbars.checker.violations[0]
+    dut._log.info("checked %d outputs and %d runs' counters", checker.checked_layers,
+                  checker.checked_jobs)
+    checker.check()
+
+
+# ====================================================================== pytest / script side
+def shared_config(configs) -> AcceleratorConfig:
+    """Return the first of ``configs`` with each :data:`SIZED_FIELDS` value the largest of
+    all: one design (one Verilator build) that runs every network compiled for the configs
+    (compile each again with it, ``xbars=config.n_xbars``)."""
+    configs = list(configs)
+    return configs[0].replace(**{name: max(getattr(config, name) for config in configs)
+                                 for name in SIZED_FIELDS})
+
+
+def network_design(config: AcceleratorConfig, programs=(), crossbar: str = "emulated", *,
+                   root: str | Path | None = None):
+    """Generate (or reuse) the bench Verilog for ``config`` and ``crossbar`` (``"emulated"``
+    or ``"external"``).
+
+    ``programs`` size the units' entry memories (:func:`bitline.sim.rtl.design_unit_entries`).
+    Returns a :class:`bitline.sim.rtl.BenchDesign` (the Verilog, the Verilator file making
+    only the top-level ports public, the description with the harness parameters). Cached
+    under ``<root>/network-<crossbar>-<digest>/`` (default: the bench designs' folder of
+    :mod:`bitline.sim.rtl`), the digest covering the config, the crossbar mode, the entry
+    depth, every hardware source and the pause generators' code.
+
+    Raises
+    ------
+    ValueError
+        For a config without the whole-network hardware.
+    """
+    from bitline.hw.toolchain.verilog import port_table
+    from bitline.sim import rtl
+    from bitline.sim.cocotb import tb_regression
+    from bitline.sim.cocotb.runner import component_verilog
+
+    if not config.network:
+        raise ValueError("the network bench needs a config with the whole-network hardware "
+                         "(act_buffer_depth > 0: compile with --network)")
+    entries = rtl.design_unit_entries(config, programs)
+    throttle = "".join(inspect.getsource(item) for item in (
+        tb_regression.Throttle, tb_regression.RegressionTop, tb_regression._controls))
+    key = json.dumps({"config": config.to_dict(), "crossbar": crossbar,
+                      "entries": entries, "top": TOPLEVEL,
+                      "hardware": rtl._hardware_digest(),
+                      "throttle": hashlib.sha256(throttle.encode()).hexdigest()},
+                     sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    folder = ((Path(root) if root is not None else rtl._design_root())
+              / f"network-{crossbar}-{digest}")
+    verilog, vlt, description = (folder / f"{TOPLEVEL}.v", folder / f"{TOPLEVEL}-{digest}.vlt",
+                                 folder / f"{TOPLEVEL}.json")
+    design = rtl.BenchDesign(verilog, vlt, description, config, crossbar, entries)
+    if verilog.is_file() and vlt.is_file() and description.is_file():
+        return design
+    folder.mkdir(parents=True, exist_ok=True)
+    top = tb_regression.RegressionTop(config, crossbar, unit_entries=entries)
+    ports = port_table(top)
+    names = ["clk", "rst"] + [port["name"] for port in ports]
+    info = {"top": TOPLEVEL, "crossbar": crossbar, "config": config.to_dict(),
+            "digest": config.digest, "unit_entries": entries,
+            "harness": {name: getattr(top, name) for name in (
+                "source_depth", "sink_depth", "fill_lanes", "drain_lanes")},
+            "ports": ports}
+    texts = {vlt: "`verilator_config\n" + "".join(
+                 f'public_flat_rw -module "{TOPLEVEL}" -var "{name}"\n' for name in names),
+             description: json.dumps(info, indent=2) + "\n",
+             verilog: component_verilog(top, TOPLEVEL)}
+    for path, text in texts.items():      # atomically: parallel sessions share the cache
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(text)
+        temporary.replace(path)
+    return design
+
+
+@dataclass
+class NetworkBenchRun:
+    """One run's results read back (:func:`read_runs`).
+
+    Attributes
+    ----------
+    output, output_int:
+        float64 / int64 ``(N, *output_shape)``: the model output and the integer outputs
+        the RTL returned.
+    layers:
+        The output layer's integer output by name.
+    runs:
+        Per image, the run's counters (``cycles``, ``ou_reads``, ...).
+    nodes:
+        Per image, per node, the node's counters (``node_cycles``, ...).
+    simulated_cycles:
+        Cycles the bench simulated for the batch (image load and register traffic included).
+    run_seconds, cpu_seconds:
+        Wall and CPU time of the batch inside the simulator process.
+    """
+
+    output: np.ndarray
+    output_int: np.ndarray
+    layers: dict
+    runs: list[dict]
+    nodes: list[list[dict]]
+    simulated_cycles: int
+    run_seconds: float
+    cpu_seconds: float
+
+
+def read_runs(path: str | Path) -> NetworkBenchRun:
+    """Read a run's result file (the bench's ``result`` npz)."""
+    from bitline.sim.rtl import _read_result
+
+    data = _read_result(Path(path))
+    runs = [{key: value for key, value in run.items() if key != "nodes"}
+            for run in data["runs"]]
+    return NetworkBenchRun(data["output"], data["output_int"], data["layers"], runs,
+                           [run["nodes"] for run in data["runs"]], data["simulated_cycles"],
+                           data["run_seconds"], data["cpu_seconds"])
+
+
+def run_network_bench(config: AcceleratorConfig, runs: list[dict], work_dir: str | Path, *,
+                      programs=(), crossbar: str = "emulated", analog: dict | None = None,
+                      seed: int = 0, break_expected: bool = False, progress=None):
+    """Build the bench for ``config`` (cached) and run ``runs`` on it.
+
+    ``runs``: ``{"name", "bundle", "input"}`` plus optional ``"throttle"``, ``"check"``
+    (default ``"golden"``) and ``"counters"`` (default False); each gets a ``result`` file
+    in ``work_dir``. ``analog`` (:class:`~bitline.sim.analog_params.AnalogParams` fields,
+    external crossbars only) and ``seed`` describe the chip; ``progress`` is called with the
+    bench's progress state after every image. Returns ``(bench result, {name:
+    NetworkBenchRun})`` (:class:`bitline.sim.cocotb.runner.BenchResult`).
+
+    Raises
+    ------
+    bitline.sim.cocotb.runner.BenchFailure
+        If the build fails or the bench finds a mismatch.
+    """
+    from bitline.sim.rtl import run_spec
+
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    design = network_design(config, programs, crossbar)
+    entries = []
+    for run in runs:
+        entries.append({"throttle": None, "check": "golden", "counters": False, **run,
+                        "bundle": str(run["bundle"]), "input": str(run["input"]),
+                        "result": str(work / f"result-{run['name']}.npz")})
+    spec = {"runs": entries, "analog": analog, "seed": int(seed),
+            "break_expected": bool(break_expected)}
+    result = run_spec(design, spec, test="network_runs", work_dir=work, progress=progress,
+                      module=MODULE, toplevel=TOPLEVEL)
+    return result, {entry["name"]: read_runs(entry["result"]) for entry in entries}

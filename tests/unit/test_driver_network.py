@@ -1,0 +1,309 @@
+"""The host driver's whole-network mode (bitline.sw.host.driver) against a recording transport.
+
+The fake transport keeps the registers of the contract (docs/network.md: CTRL.RUN_NETWORK,
+N_NODES, NODE, the NODE_* counters, NO_NETWORK) and answers a run with outputs prepared by
+the test from the golden model -- reordered into producer order by plain loops, a second
+way next to the driver's :func:`producer_to_map` -- so these tests pin what the driver
+sends (the quantized input image, once per image), how it reads the outputs back (reorder,
+dequantize) and every counter, and its errors; the cocotb bench
+(tests/cocotb/test_e2e_network.py) runs the same driver on the RTL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from bitline.hw.spec.image import FORMAT_VERSION, MAGIC_WORD, config_digest_bytes
+from bitline.hw.spec.network import NodeKind, NodeProgram, WindowParams
+from bitline.hw.spec.registers import (
+    COUNTERS, NODE_COUNTERS, Ctrl, ErrorCode, Register, Status,
+)
+from bitline.sim.golden import run_golden
+from bitline.sw.flow import compile_model
+from bitline.sw.frontend.ir import Model
+from bitline.sw.host.driver import (
+    Device, DeviceError, HostDriver, NetworkRun, Transport, producer_to_map, resolve_mode,
+)
+from bitline.sw.integer import arith
+from bitline.sw.integer.graph import spec_ou_rows
+
+from support.configs import small_config
+from support.networks import conv_layer
+
+IMAGE = b"fake image"
+
+
+def producer_order(output: np.ndarray) -> np.ndarray:
+    """One sample's ``(C, ...)`` output in producer order, by loops: pixel, then channel."""
+    channels = output.shape[0]
+    flat = output.reshape(channels, -1)
+    return np.array([flat[c, p] for p in range(flat.shape[1]) for c in range(channels)],
+                    dtype=np.int64)
+
+
+class NetworkFake(Transport):
+    """Registers and streams of an accelerator with the whole-network mode.
+
+    ``answers`` maps an input image's codes (bytes of the int64 array) to the outputs a run
+    sends; a run sets CYCLES to ``1000 + run number`` and node ``i``'s NODE_CYCLES to
+    ``10 * (i + 1) + run number`` (recognizable values). ``network=False`` is hardware
+    without the mode (NO_NETWORK); ``short`` makes a run stop after that many outputs.
+    Layer jobs are computed with ``arith`` as in tests/unit/test_driver.py.
+    """
+
+    def __init__(self, program, qmodel, answers, *, network=True, short=None,
+                 n_nodes=None):
+        self.program, self.qmodel, self.answers = program, qmodel, answers
+        self.network, self.short = network, short
+        self.n_nodes = len(program.nodes or ()) if n_nodes is None else n_nodes
+        self.registers = {int(Register.ID): MAGIC_WORD, int(Register.VERSION): FORMAT_VERSION}
+        digest = config_digest_bytes(program.config)
+        for word in range(4):
+            self.registers[int(Register.DIGEST0) + word] = int.from_bytes(
+                digest[4 * word:4 * word + 4], "little")
+        self.programmed = self.done = False
+        self.error = 0
+        self.runs = 0
+        self.node_values = {}
+        self.log = []
+
+    def write_register(self, register, value):
+        self.log.append(("write", Register(register).name, int(value)))
+        if register == Register.CTRL:
+            if value & Ctrl.LOAD:
+                self.programmed, self.error = False, 0
+            if value & Ctrl.CLEAR_ERROR:
+                self.error = 0
+        else:
+            self.registers[int(register)] = int(value)
+
+    def read_register(self, register):
+        self.log.append(("read", Register(register).name))
+        if register == Register.STATUS:
+            flags = (self.done * Status.DONE | self.programmed * Status.PROGRAMMED
+                     | bool(self.error) * Status.ERROR)
+            return int(flags) | self.error << 8
+        if register == Register.N_LAYERS:
+            return len(self.program.layers) if self.programmed else 0
+        if register == Register.N_NODES:
+            return self.n_nodes if self.programmed and self.network else 0
+        node = self.registers.get(int(Register.NODE), 0)
+        for index, (_, low) in enumerate(NODE_COUNTERS):
+            if register in (low, low + 1):
+                value = self.node_values.get((node, index), 0)
+                return value & 0xFFFFFFFF if register == low else value >> 32
+        return self.registers.get(int(register), 0)
+
+    def send_image(self, image):
+        self.log.append(("image", len(image)))
+        self.programmed = image == IMAGE
+        if not self.programmed:
+            self.error = ErrorCode.SECTION_CRC
+
+    def start_network(self, codes, n_outputs):
+        self.log.append(("network", np.asarray(codes).copy(), n_outputs))
+        if not (self.network and self.programmed and self.n_nodes):
+            self.error = ErrorCode.NO_NETWORK
+            return np.zeros(0, dtype=np.int64)
+        values = self.answers[np.asarray(codes, dtype=np.int64).tobytes()]
+        assert len(values) == n_outputs
+        self.runs += 1
+        self.done = True
+        for name, low in COUNTERS:
+            value = (1000 if name == "cycles" else 7) + self.runs
+            self.registers[int(low)], self.registers[int(low) + 1] = value, 0
+        for node in range(self.n_nodes):
+            for index in range(len(NODE_COUNTERS)):
+                # above 32 bits for the cycles: both halves are read
+                self.node_values[node, index] = (10 * (node + 1) + self.runs
+                                                 + (index == 0) * (5 << 32))
+        return values[:self.short] if self.short is not None else values
+
+    def start_job(self, codes, n_outputs):
+        self.log.append(("job", self.registers[int(Register.LAYER)]))
+        layer = self.program.layers[self.registers[int(Register.LAYER)]]
+        qlayer = self.qmodel.layers[layer.name]
+        vectors = np.asarray(codes).reshape(self.registers[int(Register.N_VECTORS)], -1)
+        acc = arith.compute_acc(qlayer, vectors, ou_rows=spec_ou_rows(self.qmodel))
+        out = qlayer.output
+        self.done = True
+        return arith.output_unit(acc, qlayer.bias, qlayer.mult, qlayer.shift,
+                                 out.zero_point if out is not None else 0, qlayer.clamp_lo,
+                                 qlayer.clamp_hi, qlayer.mode).reshape(-1)[:n_outputs]
+
+
+def with_nodes(program, qmodel):
+    """``program`` with a node per compute / pool layer (windows of its IR layers); the
+    last one ``to_host``. The driver reads only the node count and the last node's
+    ``dst_channels`` (the records themselves are the compiler's and the RTL's business)."""
+    nodes = []
+    index = {layer.name: i for i, layer in enumerate(program.layers)}
+    for layer in qmodel.model.layers:
+        shape = tuple(layer.input_shape) + (1,) * (3 - len(layer.input_shape))
+        if layer.op == "conv":
+            window = WindowParams(*shape, kernel=(3, 3), pads=layer.attrs["pads"])
+            kind = NodeKind.COMPUTE
+        elif layer.op == "gemm":
+            window, kind = WindowParams.flatten(*shape), NodeKind.COMPUTE
+        elif layer.op == "maxpool":
+            window = WindowParams(*shape, kernel=layer.attrs["kernel"],
+                                  stride=layer.attrs["stride"])
+            kind = NodeKind.POOL_MAX
+        else:
+            continue
+        nodes.append(NodeProgram(kind, window, 0, layer.output_shape[0],
+                                 layer=index.get(layer.name, 0), name=layer.name))
+    nodes[-1] = replace(nodes[-1], to_host=True)
+    return replace(program, nodes=nodes)
+
+
+def compiled_network(model, rng, batch):
+    config = small_config(rows=32, cols=64, n_xbars=4, max_act_bits=8, max_weight_bits=8,
+                          max_out_channels=16, max_in_features=96)
+    calib = rng.random((16, *model.input_shape)).astype(np.float32)
+    result = compile_model(model, "bwq", "bwq3", config, calib, xbars="auto")
+    program = with_nodes(result.program, result.qmodel)
+    x = rng.random((batch, *model.input_shape)).astype(np.float32)
+    return program, result.qmodel, x
+
+
+def conv_output_model():
+    """Two convs, the model output the second's 5 x 4 x 4 map (P = 16 pixels, C = 5)."""
+    rng = np.random.default_rng(11)
+    layers = [conv_layer("c1", "x", "t1", rng, (2, 4, 4), 3, activation="relu"),
+              conv_layer("c2", "t1", "y", rng, (3, 4, 4), 5)]
+    return Model("conv-out", "x", (2, 4, 4), layers, "y")
+
+
+@pytest.fixture(scope="module", params=["gemm output", "conv output"])
+def network(request, tmp_path_factory, random_cnn):
+    rng = np.random.default_rng(5)
+    if request.param == "gemm output":
+        model = random_cnn(tmp_path_factory.mktemp("net") / "model.onnx", rng)
+    else:
+        model = conv_output_model()
+    program, qmodel, x = compiled_network(model, rng, 3)
+    golden = run_golden(qmodel, x)
+    codes = arith.quantize_input(x, qmodel.input)
+    answers = {sample.reshape(-1).tobytes(): producer_order(output)
+               for sample, output in zip(codes, golden.output_int)}
+    return program, qmodel, x, golden, codes, answers
+
+
+def test_network_mode_sends_the_image_and_reads_the_outputs(network):
+    program, qmodel, x, golden, codes, answers = network
+    fake = NetworkFake(program, qmodel, answers)
+    seen = []
+    driver = HostDriver(program, qmodel, Device(fake), image=IMAGE,
+                        progress=lambda run, done, total: seen.append((run.name, done, total)))
+    assert driver.mode == "network"
+    driver.load()
+    result = driver.run(x, return_all=True)
+    assert result.mode == "network" and not result.jobs
+    assert np.array_equal(result.output_int, golden.output_int)
+    assert np.allclose(result.output, golden.output)
+    # only the output layer leaves the chip
+    assert list(result.layers) == [qmodel.model.layers[-1].name]
+    # one run per image, the image's codes in C order, the output count of the model
+    runs = [entry for entry in fake.log if entry[0] == "network"]
+    assert len(runs) == len(x)
+    for (_, sent, n_outputs), sample in zip(runs, codes):
+        assert np.array_equal(sent, sample.reshape(-1))
+        assert n_outputs == int(np.prod(qmodel.model.output_shape))
+    assert not any(entry[0] == "job" for entry in fake.log)
+    # counters: the run's, then every node's (NODE written before its NODE_* reads)
+    assert [run.counters["cycles"] for run in result.runs] == [1001, 1002, 1003]
+    assert [run.counters["ou_reads"] for run in result.runs] == [8, 9, 10]
+    assert result.counters()["cycles"] == 3006
+    for number, run in enumerate(result.runs, start=1):
+        assert isinstance(run, NetworkRun) and run.image == number - 1
+        assert len(run.nodes) == len(program.nodes)
+        for node, values in enumerate(run.nodes):
+            assert values == {"node_cycles": 10 * (node + 1) + number + (5 << 32),
+                              "node_input_stall": 10 * (node + 1) + number,
+                              "node_output_stall": 10 * (node + 1) + number}
+    writes = [entry[2] for entry in fake.log if entry[:2] == ("write", "NODE")]
+    assert writes == list(range(len(program.nodes))) * len(x)
+    assert seen == [(f"image {i}", i + 1, len(x)) for i in range(len(x))]
+
+
+def test_layers_mode_runs_layer_jobs_on_a_network_program(network):
+    program, qmodel, x, golden, _, answers = network
+    fake = NetworkFake(program, qmodel, answers)
+    driver = HostDriver(program, qmodel, Device(fake), image=IMAGE, mode="layers")
+    driver.load()
+    result = driver.run(x, return_all=True)
+    assert result.mode == "layers" and not result.runs
+    assert not any(entry[0] == "network" for entry in fake.log)
+    assert [entry[1] for entry in fake.log if entry[0] == "job"] == list(
+        range(len(program.layers)))
+    assert np.array_equal(result.output_int, golden.output_int)
+    # and the mode can be chosen per batch
+    again = driver.run(x[:1], mode="network")
+    assert again.mode == "network"
+    assert np.array_equal(again.output_int, golden.output_int[:1])
+
+
+def test_producer_to_map_is_the_inverse_of_producer_order():
+    rng = np.random.default_rng(0)
+    for shape in [(4,), (3, 2, 5), (1, 3, 3), (6, 1, 1)]:
+        tensor = rng.integers(-50, 50, shape)
+        assert np.array_equal(producer_to_map(producer_order(tensor), shape[0]),
+                              tensor.reshape(-1))
+    with pytest.raises(ValueError, match="not a whole number of pixels of 4 channels"):
+        producer_to_map(np.arange(6), 4)
+
+
+def test_network_errors_are_device_errors(network):
+    program, qmodel, x, _, _, answers = network
+    # hardware without the mode (N_NODES reads 0, so load() already refuses it; skip it)
+    fake = NetworkFake(program, qmodel, answers, network=False)
+    driver = HostDriver(program, qmodel, Device(fake), image=IMAGE)
+    with pytest.raises(DeviceError, match="loaded 0 node records"):
+        driver.load()
+    fake.programmed = True
+    with pytest.raises(DeviceError, match="NO_NETWORK") as error:
+        driver.run(x[:1])
+    assert error.value.code == ErrorCode.NO_NETWORK
+    # outputs stopping short
+    fake = NetworkFake(program, qmodel, answers, short=1)
+    driver = HostDriver(program, qmodel, Device(fake), image=IMAGE)
+    driver.load()
+    n_outputs = int(np.prod(qmodel.model.output_shape))
+    with pytest.raises(DeviceError, match=f"1 outputs, expected {n_outputs}"):
+        driver.run(x[:1])
+    # the device loaded another node count than the image holds
+    fake = NetworkFake(program, qmodel, answers, n_nodes=len(program.nodes) - 1)
+    driver = HostDriver(program, qmodel, Device(fake), image=IMAGE)
+    with pytest.raises(DeviceError, match=f"loaded {len(program.nodes) - 1} node records, "
+                                          f"the image holds {len(program.nodes)}"):
+        driver.load()
+
+
+def test_modes_are_checked(network):
+    program, qmodel, _, _, _, answers = network
+    layers_only = replace(program, nodes=None)
+    assert resolve_mode(layers_only, None) == "layers"
+    assert resolve_mode(program, None) == "network"
+    with pytest.raises(ValueError, match="needs a program with node records"):
+        HostDriver(layers_only, qmodel, Device(NetworkFake(program, qmodel, answers)),
+                   image=IMAGE, mode="network")
+    with pytest.raises(ValueError, match="mode must be one of network, layers, not 'pipe'"):
+        resolve_mode(program, "pipe")
+
+
+def test_a_transport_without_network_runs_says_so(network):
+    program, qmodel, x, _, _, answers = network
+
+    class LayersOnly(NetworkFake):
+        start_network = Transport.start_network
+
+    fake = LayersOnly(program, qmodel, answers)
+    driver = HostDriver(program, qmodel, Device(fake), image=IMAGE)
+    driver.load()
+    with pytest.raises(DeviceError, match="LayersOnly cannot start a whole-network run.*"
+                                          "--layer-jobs"):
+        driver.run(x[:1])
