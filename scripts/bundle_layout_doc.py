@@ -28,7 +28,7 @@ from bitline.hw.spec.image import (
     HEADER_LAYOUT,
     SECTION_ENTRY_BYTES,
     SECTION_ENTRY_LAYOUT,
-    SectionId,
+    image_sections,
     section_capacity,
     section_layout,
 )
@@ -84,12 +84,12 @@ def generate(config: AcceleratorConfig, label: str) -> str:
     assert record_bytes(SECTION_ENTRY_LAYOUT) == SECTION_ENTRY_BYTES
     out += ["### Sections", "", "| id | section | record bytes | max records |",
             "|---|---|---|---|"]
-    for section in SectionId:
+    for section in image_sections(config):
         layout = section_layout(config, section)
         out.append(f"| {int(section)} | {section.name} | {record_bytes(layout)} | "
                    f"{section_capacity(config, section)} |")
     out.append("")
-    for section in SectionId:
+    for section in image_sections(config):
         out += [f"### {section.name} record", ""]
         out += field_table(section_layout(config, section)) + [""]
     out.append(END)

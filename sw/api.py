@@ -241,7 +241,7 @@ class Compiled:
 
 def compile(model, strategy: str = "bwq", *, spec=None, config=None, calib=None,  # noqa: A001
             xbars: str | int = "auto", encoding: str = "differential",
-            requantize: bool = False) -> Compiled:
+            requantize: bool = False, network: bool = False) -> Compiled:
     """Quantize ``model`` and map it with ``strategy`` (``bitline compile`` without writing).
 
     Parameters
@@ -260,6 +260,10 @@ def compile(model, strategy: str = "bwq", *, spec=None, config=None, calib=None,
         (the builtin model's data set, else seeded random inputs).
     xbars, encoding:
         As ``--xbars`` (``"auto"`` sizes the machine to the network) and ``--encoding``.
+    network:
+        As ``--network``: the program gets the whole-network nodes (``program.nodes``,
+        the image's NETWORK section) and the config its whole-network fields
+        (docs/network.md).
 
     Raises
     ------
@@ -272,5 +276,5 @@ def compile(model, strategy: str = "bwq", *, spec=None, config=None, calib=None,
     model, spec = resolve_spec(load(model), spec, requantize)
     calib_x = _calibration(model, calib)
     result = compile_model(model, strategy, spec, _config(config), calib_x, xbars=xbars,
-                           encoding=encoding)
+                           encoding=encoding, network=network)
     return Compiled(model, result.qmodel, result.program, result.config, result.sizing)

@@ -59,18 +59,28 @@ class Loader(wiring.Component):
     restart, clear_error: In(1)
     layer_write, param_write, map_write, entry_write, cell_write: Out(stream ...)
         Memory writes (always ready); ``unit`` selects the crossbar unit.
+    node_write: Out(stream ...)
+        Whole-network hardware only (``config.network``): NETWORK record ``i`` at address
+        ``i`` (:func:`~bitline.hw.spec.network.node_layout`).
     n_entries: Out(ArrayLayout(range(unit_entries + 1), n_xbars))
     n_layers: Out(range(max_layers + 1))
+    n_nodes: Out(range(max_nodes + 1))
+        Whole-network hardware only: NETWORK records loaded (0 until their section's CRC
+        checked; more than ``max_nodes`` records is a ``CAPACITY`` error).
     loading, programmed: Out(1)
     error: Out(8)
     """
 
     def __init__(self, config: AcceleratorConfig, unit_entries: int,
-                 initial_counts: list[int] | None = None, initial_layers: int | None = None):
+                 initial_counts: list[int] | None = None, initial_layers: int | None = None,
+                 initial_nodes: int | None = None):
         self.config = config
         self.unit_entries = unit_entries
         self._counts = list(initial_counts) if initial_counts is not None else None
         self._layers = initial_layers
+        self._nodes = initial_nodes
+        nodes = ({"n_nodes": Out(range(config.max_nodes + 1), init=initial_nodes or 0)}
+                 if config.network else {})
         super().__init__({
             "bytes": In(stream.Signature(8)),
             "restart": In(1),
@@ -82,13 +92,14 @@ class Loader(wiring.Component):
             "loading": Out(1),
             "programmed": Out(1, init=int(initial_layers is not None)),
             "error": Out(ERROR_SHAPE),
+            **nodes,
         })
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.buffer = buffer = SkidBuffer(8)
         m.submodules.parser = parser = HeaderParser(self.config)
-        m.submodules.router = router = SectionRouter(self.config, self._layers)
+        m.submodules.router = router = SectionRouter(self.config, self._layers, self._nodes)
         m.submodules.writer = writer = RecordWriter(self.config, self.unit_entries,
                                                     self._counts)
 
@@ -142,4 +153,6 @@ class Loader(wiring.Component):
             self.n_layers.eq(router.n_layers),
             self.n_entries.eq(writer.n_entries),
         ]
+        if self.config.network:
+            m.d.comb += self.n_nodes.eq(router.n_nodes)
         return m

@@ -18,6 +18,7 @@ from bitline.hw.spec.image import (
     HEADER_LAYOUT,
     SECTION_ENTRY_LAYOUT,
     SectionId,
+    image_sections,
     section_capacity,
     section_layout,
 )
@@ -27,8 +28,8 @@ __all__ = ["PayloadSignature", "SectionRouter", "section_capacities", "section_r
 
 
 def section_record_bytes(config: AcceleratorConfig) -> dict[SectionId, int]:
-    """Return the record size in bytes of every section kind."""
-    return {kind: record_bytes(section_layout(config, kind)) for kind in SectionId}
+    """Return the record size in bytes of every section kind an image for ``config`` has."""
+    return {kind: record_bytes(section_layout(config, kind)) for kind in image_sections(config)}
 
 
 def section_capacities(config: AcceleratorConfig) -> dict[SectionId, int]:
@@ -38,7 +39,7 @@ def section_capacities(config: AcceleratorConfig) -> dict[SectionId, int]:
     (:func:`~bitline.hw.core.memories.param_capacity`), the others by
     :func:`~bitline.hw.spec.image.section_capacity`.
     """
-    capacity = {kind: section_capacity(config, kind) for kind in SectionId}
+    capacity = {kind: section_capacity(config, kind) for kind in image_sections(config)}
     capacity[SectionId.OUTPUT] = param_capacity(config)
     return capacity
 
@@ -80,7 +81,8 @@ class SectionRouter(wiring.Component):
     """Check every section of the table, skip its padding and send its payload to the writer.
 
     For each table entry, in table order, the router checks (``BAD_SECTION`` unless noted):
-    the id is a :class:`~bitline.hw.spec.image.SectionId`, ``record_bytes`` is that section's
+    the id is a section of the config's images (:func:`~bitline.hw.spec.image.image_sections`:
+    NETWORK only with the whole-network hardware), ``record_bytes`` is that section's
     record size, ``length == record_count * record_bytes``, the section starts at or after
     the current position and ends within ``image_bytes``, and ``record_count`` fits the
     memory (``CAPACITY``). It then skips to ``offset``, sends ``length`` payload bytes to
@@ -120,12 +122,18 @@ class SectionRouter(wiring.Component):
         Walking the table.
     n_layers: Out(range(max_layers + 1))
         LAYERS records of the image, once their section's CRC checked.
+    n_nodes: Out(range(max_nodes + 1))
+        Whole-network hardware only (``config.network``): NETWORK records of the image,
+        once their section's CRC checked.
     programmed: Out(1)
         The whole image is loaded.
     """
 
-    def __init__(self, config: AcceleratorConfig, initial_layers: int | None = None):
+    def __init__(self, config: AcceleratorConfig, initial_layers: int | None = None,
+                 initial_nodes: int | None = None):
         self.config = config
+        nodes = ({"n_nodes": Out(range(config.max_nodes + 1), init=initial_nodes or 0)}
+                 if config.network else {})
         super().__init__({
             "bytes": In(stream.Signature(8)),
             "start": In(1),
@@ -136,6 +144,7 @@ class SectionRouter(wiring.Component):
             "busy": Out(1),
             "n_layers": Out(range(config.max_layers + 1), init=initial_layers or 0),
             "programmed": Out(1, init=int(initial_layers is not None)),
+            **nodes,
         })
 
     def elaborate(self, platform):
@@ -240,6 +249,9 @@ class SectionRouter(wiring.Component):
                 with m.Else():
                     with m.If(section.id == SectionId.LAYERS):
                         m.d.sync += self.n_layers.eq(section.record_count)
+                    if self.config.network:
+                        with m.If(section.id == SectionId.NETWORK):
+                            m.d.sync += self.n_nodes.eq(section.record_count)
                     m.d.sync += section_index.eq(section_index + 1)
                     m.next = "SECTION"
             with restartable_state(m, "TRAILER", self.start, "IDLE"):
@@ -254,6 +266,8 @@ class SectionRouter(wiring.Component):
 
         with m.If(self.start):
             m.d.sync += [self.programmed.eq(0), self.n_layers.eq(0)]
+            if self.config.network:
+                m.d.sync += self.n_nodes.eq(0)
         return m
 
     def _check_signals(self) -> SimpleNamespace:
@@ -276,11 +290,11 @@ class SectionRouter(wiring.Component):
         # ``record_count * size`` as shifts and adds of a constant: written as a product,
         # Yosys shares one multiplier between the section kinds (constant multiplexer ->
         # DSP block -> adders), which was the critical path
-        products = {kind: _times(section.record_count, sizes[kind]) for kind in SectionId}
+        products = {kind: _times(section.record_count, sizes[kind]) for kind in sizes}
         m.d.sync += [checks.known.eq(0), checks.size_ok.eq(0), checks.count_ok.eq(0),
                      checks.expected_length.eq(0)]
         with m.Switch(section.id):
-            for kind in SectionId:
+            for kind in sizes:
                 with m.Case(int(kind)):
                     m.d.sync += [
                         checks.known.eq(1),

@@ -22,6 +22,7 @@ from bitline.hw.spec.encoding import (
     record_bytes,
 )
 from bitline.hw.spec.image import SectionId, cell_row_layout, cells_layout
+from bitline.hw.spec.network import node_layout
 from bitline.hw.spec.registers import ErrorCode
 from bitline.hw.unit.ou_controller import entry_write_layout
 from bitline.hw.unit.row_driver import map_write_layout
@@ -35,9 +36,13 @@ def write_ports(config: AcceleratorConfig, unit_entries: int) -> dict[str, wirin
     ``layer_write`` and ``param_write`` carry an address and a record; ``map_write``,
     ``entry_write`` and ``cell_write`` name the crossbar ``unit`` they are for; an
     ``entry_write`` goes to every unit of its ``units`` mask (``unit`` and the units that
-    copy it).
+    copy it). With the whole-network hardware (``config.network``) ``node_write`` carries
+    a NETWORK record (:func:`~bitline.hw.spec.network.node_layout`) and its address.
     """
     unit = clog2(config.n_xbars)
+    nodes = {"node_write": Out(stream.Signature(data.StructLayout({
+        "addr": clog2(config.max_nodes), "record": node_layout(config)}),
+        always_ready=True))} if config.network else {}
     return {
         "layer_write": Out(stream.Signature(data.StructLayout({
             "addr": clog2(config.max_layers), "record": layer_layout(config)}),
@@ -55,6 +60,7 @@ def write_ports(config: AcceleratorConfig, unit_entries: int) -> dict[str, wirin
             "unit": unit, "row": clog2(config.rows),
             "levels": data.ArrayLayout(config.cell_bits, config.cols)}),
             always_ready=True)),
+        **nodes,
     }
 
 
@@ -65,6 +71,7 @@ class RecordWriter(wiring.Component):
 
     * LAYERS -> ``layer_write``, record ``i`` at address ``i``;
     * OUTPUT -> ``param_write``, record ``i`` at address ``i``;
+    * NETWORK (whole-network hardware only) -> ``node_write``, record ``i`` at address ``i``;
     * ROWMAPS -> ``map_write``, record ``i`` to unit ``i // rows``, row ``i % rows``;
     * CELLS -> a unit word (``BAD_RECORD`` if the unit or its ``source`` does not exist, or a
       reserved bit is set; the unit runs ``source``'s entries from then on), then
@@ -99,6 +106,8 @@ class RecordWriter(wiring.Component):
         A new image begins: ``n_entries`` returns to zero.
     layer_write, param_write, map_write, entry_write, cell_write: Out(stream ...)
         Memory writes (always ready); ``unit`` selects the crossbar unit.
+    node_write: Out(stream ...)
+        NETWORK records (only with ``config.network``).
     n_entries: Out(ArrayLayout(range(unit_entries + 1), n_xbars))
         Entries written to each unit since ``start``.
     """
@@ -122,7 +131,7 @@ class RecordWriter(wiring.Component):
         sizes = section_record_bytes(config)
         row_bytes = record_bytes(cell_row_layout(config))
         unit_word_bytes = cells_layout(config)["rows"].offset // 8
-        assembly_bytes = max([sizes[s] for s in SectionId if s != SectionId.CELLS]
+        assembly_bytes = max([sizes[s] for s in sizes if s != SectionId.CELLS]
                              + [row_bytes, unit_word_bytes])
 
         byte = self.payload.bytes.payload
@@ -159,8 +168,11 @@ class RecordWriter(wiring.Component):
         with m.If(take):
             m.d.sync += index.eq(index + 1)
             with m.Switch(self.payload.section):
-                for kind, strobe, addr in ((SectionId.LAYERS, writes.layer, writes.layer_addr),
-                                           (SectionId.OUTPUT, writes.param, writes.param_addr)):
+                indexed = [(SectionId.LAYERS, writes.layer, writes.layer_addr),
+                           (SectionId.OUTPUT, writes.param, writes.param_addr)]
+                if config.network:
+                    indexed.append((SectionId.NETWORK, writes.node, writes.node_addr))
+                for kind, strobe, addr in indexed:
                     with m.Case(int(kind)):
                         with m.If(index == sizes[kind] - 1):
                             m.d.sync += [index.eq(0), state.record.eq(state.record + 1),
@@ -187,9 +199,16 @@ class RecordWriter(wiring.Component):
             entry_units=Signal(config.n_xbars),
             entry_addr=Signal.like(self.entry_write.payload.write.addr),
             cell=Signal(), cell_unit=Signal.like(state.unit), cell_row=Signal.like(state.row),
+            node=Signal(), node_addr=Signal(clog2(config.max_nodes) if config.network else 1),
         )
         m.d.sync += [writes.layer.eq(0), writes.param.eq(0), writes.map.eq(0),
-                     writes.entry.eq(0), writes.cell.eq(0)]
+                     writes.entry.eq(0), writes.cell.eq(0), writes.node.eq(0)]
+        if config.network:
+            m.d.comb += [
+                self.node_write.valid.eq(writes.node),
+                self.node_write.payload.addr.eq(writes.node_addr),
+                self.node_write.payload.record.eq(assembly[:node_layout(config).size]),
+            ]
         map_width = self.map_write.payload.write.entry.shape().size
         m.d.comb += [
             self.layer_write.valid.eq(writes.layer),

@@ -28,6 +28,8 @@ ROWMAPS   2   :func:`rowmap_layout`              ``n_xbars * rows``: unit-major,
 CELLS     3   :func:`cells_layout`               one per crossbar unit holding weights
 ENTRIES   4   :func:`~.encoding.entry_layout`    every OU entry, layers concatenated
 OUTPUT    5   :func:`~.encoding.output_param_layout`  one per output channel, layer order
+NETWORK   6   :func:`~.network.node_layout`      one per node, execution order; present iff
+                                                 ``config.network`` (:func:`image_sections`)
 ========  ==  =================================  =========================================
 """
 
@@ -47,21 +49,24 @@ from bitline.hw.spec.encoding import (
     output_param_layout,
     record_bytes,
 )
+from bitline.hw.spec.network import node_layout
 
 __all__ = [
     "MAGIC", "MAGIC_WORD", "FORMAT_VERSION", "SECTION_ALIGN", "DIGEST_BYTES",
     "CRC_ALGORITHM", "SectionId",
     "HEADER_LAYOUT", "HEADER_BYTES", "SECTION_ENTRY_LAYOUT", "SECTION_ENTRY_BYTES",
     "rowmap_layout", "cell_row_layout", "cells_layout", "section_layout",
-    "section_capacity", "config_digest_bytes", "crc32", "align", "struct_format",
+    "section_capacity", "image_sections", "config_digest_bytes", "crc32", "align",
+    "struct_format",
 ]
 
 #: The first four bytes of every image.
 MAGIC = b"BTLN"
 #: :data:`MAGIC` read as the little-endian ``magic`` header field.
 MAGIC_WORD = int.from_bytes(MAGIC, "little")
-#: Bumped on any change of the byte layout; readers reject other versions.
-FORMAT_VERSION = 3
+#: Bumped on any change of the byte layout; readers reject other versions (4: the NETWORK
+#: section of whole-network images).
+FORMAT_VERSION = 4
 #: Every section starts on a multiple of this many bytes (a 32-bit word).
 SECTION_ALIGN = 4
 #: Bytes of the config digest (SHA-256 of the config) kept in the header.
@@ -81,6 +86,17 @@ class SectionId(enum.IntEnum):
     CELLS = 3
     ENTRIES = 4
     OUTPUT = 5
+    NETWORK = 6
+
+
+def image_sections(config: AcceleratorConfig) -> tuple[SectionId, ...]:
+    """Return the sections an image for ``config`` has, in stream order.
+
+    Every :class:`SectionId`; NETWORK only when the config has the whole-network hardware
+    (``config.network``).
+    """
+    return tuple(section for section in SectionId
+                 if section != SectionId.NETWORK or config.network)
 
 
 #: Image header. ``header_crc`` is the CRC of the header bytes before it; ``table_crc`` the
@@ -158,7 +174,10 @@ def cells_layout(config: AcceleratorConfig) -> data.StructLayout:
 
 
 def section_layout(config: AcceleratorConfig, section: SectionId) -> data.Layout:
-    """Return the record layout of ``section`` for ``config``."""
+    """Return the record layout of ``section`` for ``config``.
+
+    NETWORK's needs ``config.network`` (a ``ValueError`` otherwise).
+    """
     section = SectionId(section)
     return {
         SectionId.LAYERS: layer_layout,
@@ -166,6 +185,7 @@ def section_layout(config: AcceleratorConfig, section: SectionId) -> data.Layout
         SectionId.CELLS: cells_layout,
         SectionId.ENTRIES: entry_layout,
         SectionId.OUTPUT: output_param_layout,
+        SectionId.NETWORK: node_layout,
     }[section](config)
 
 
@@ -181,6 +201,7 @@ def section_capacity(config: AcceleratorConfig, section: SectionId) -> int:
         SectionId.CELLS: config.n_xbars,
         SectionId.ENTRIES: config.max_entries,
         SectionId.OUTPUT: config.max_layers * config.max_out_channels,
+        SectionId.NETWORK: config.max_nodes,
     }[section]
 
 

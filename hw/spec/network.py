@@ -37,7 +37,7 @@ from bitline.hw.spec.encoding import MULT_BITS, SHIFT_BITS, flatten_fields
 __all__ = [
     "NetGeometry", "WindowParams", "element_layout", "window_layout",
     "NodeKind", "NodeProgram", "node_layout", "node_columns", "nodes_from_records",
-    "NODE_ADD_FIELDS", "NODE_KIND_BITS",
+    "NODE_ADD_FIELDS", "NODE_KIND_BITS", "NodeFieldError",
 ]
 
 
@@ -200,6 +200,17 @@ class WindowParams:
                    dilation=dilation, pad_value=int(record["pad_value"]),
                    base=int(record["base"]))
 
+    def canonical(self) -> WindowParams:
+        """The same window as its record reads back (:meth:`from_record`): bottom and
+        right padding cut to what the output size reaches (the reader never reads more)."""
+        out_h, out_w = self.out_hw()
+        return WindowParams.from_record(dict(
+            base=self.base, channels=self.channels, height=self.height, width=self.width,
+            kernel_h=self.kernel[0], kernel_w=self.kernel[1], stride_h=self.stride[0],
+            stride_w=self.stride[1], dilation_h=self.dilation[0],
+            dilation_w=self.dilation[1], pad_top=self.pads[0], pad_left=self.pads[1],
+            out_h=out_h, out_w=out_w, pad_value=self.pad_value))
+
     @property
     def size(self) -> int:
         """Codes of the source map: ``channels * height * width``."""
@@ -265,6 +276,17 @@ class WindowParams:
 
 
 # --------------------------------------------------------------------- the node record
+class NodeFieldError(ValueError):
+    """A node record field out of range: ``field`` (dotted leaf name) and ``reason``.
+
+    ``str()`` is ``field <field>: <reason>``; the validator words the place around it.
+    """
+
+    def __init__(self, field_name: str, reason: str):
+        super().__init__(f"field {field_name}: {reason}")
+        self.field, self.reason = field_name, reason
+
+
 class NodeKind(enum.IntEnum):
     """What a node does (the node record's ``kind``)."""
 
@@ -333,7 +355,8 @@ class NodeProgram:
         for a global average pool, the flatten window; ADD - a 1x1 window over src0's map.
     dst_base, dst_channels:
         The output map: ``dst_channels x out_h x out_w`` codes at ``dst_base`` in
-        ``(c, y, x)`` C order (written in producer order).
+        ``(c, y, x)`` C order (written in producer order). The ``to_host`` node writes no
+        map (its ``dst_base`` is 0): its outputs stream to the host in producer order.
     layer:
         COMPUTE: index of the node's layer in the layer table; 0 for other kinds.
     to_host:
@@ -386,9 +409,12 @@ class NodeProgram:
         return spans
 
     def label(self, index: int | None = None) -> str:
-        """``node 3 ('pool1')``: how messages name the node."""
-        where = "node" if index is None else f"node {index}"
-        return f"{where} ({self.name!r})" if self.name else where
+        """How messages name the node: ``node 'pool1'`` (``node 3 ('pool1')`` with its
+        index; ``node 3`` or ``""`` without a name)."""
+        name = self.name if isinstance(self.name, str) and self.name else None
+        if index is None:
+            return f"node {name!r}" if name else ""
+        return f"node {index} ({name!r})" if name else f"node {index}"
 
     def record(self, config: AcceleratorConfig) -> dict:
         """Return the record's field values (``window`` a nested dict), checked.
@@ -401,46 +427,49 @@ class NodeProgram:
 
         Raises
         ------
-        ValueError
+        NodeFieldError
             ``field <name>: ...`` naming the field and the value.
         """
         geometry = NetGeometry.from_config(config)
         try:
             kind = NodeKind(int(self.kind))
         except ValueError:
-            raise ValueError(f"field kind: {self.kind!r} is no node kind (known: "
+            raise NodeFieldError("kind", f"{self.kind!r} is no node kind (known: "
                              f"{', '.join(f'{k.name}={k.value}' for k in NodeKind)})") from None
         try:
             window = self.window.record(geometry)
         except ValueError as error:
-            raise ValueError(f"field window: {error}") from None
+            raise NodeFieldError("window", str(error)) from None
         if not 0 <= int(self.layer) < config.max_layers:
-            raise ValueError(f"field layer: {self.layer} is not below max_layers "
+            raise NodeFieldError("layer", f"{self.layer} is not below max_layers "
                              f"({config.max_layers})")
         if kind != NodeKind.COMPUTE and self.layer:
-            raise ValueError(f"field layer: {self.layer} on a {kind.name} node (only "
+            raise NodeFieldError("layer", f"{self.layer} on a {kind.name} node (only "
                              "COMPUTE nodes name a layer; 0 otherwise)")
         if self.count_include_pad and kind != NodeKind.POOL_AVG:
-            raise ValueError(f"field count_include_pad: set on a {kind.name} node "
+            raise NodeFieldError("count_include_pad", f"set on a {kind.name} node "
                              "(POOL_AVG only)")
         if not 1 <= int(self.dst_channels) <= geometry.max_channels:
-            raise ValueError(f"field dst_channels: {self.dst_channels} is not in 1 .. "
+            raise NodeFieldError("dst_channels", f"{self.dst_channels} is not in 1 .. "
                              f"max_map_channels ({geometry.max_channels})")
         if kind != NodeKind.COMPUTE and self.dst_channels != self.window.channels:
-            raise ValueError(f"field dst_channels: {self.dst_channels} on a {kind.name} "
+            raise NodeFieldError("dst_channels", f"{self.dst_channels} on a {kind.name} "
                              f"node whose source has {self.window.channels} channels "
                              "(pools and adds keep the channels)")
         end = int(self.dst_base) + self.dst_size
-        if self.dst_base < 0 or end > geometry.depth:
-            raise ValueError(f"field dst_base: output map at {self.dst_base} of "
+        if self.to_host and self.dst_base:
+            raise NodeFieldError("dst_base", f"{self.dst_base} on the to_host node (its "
+                                 "outputs go to the host, not the buffer: 0)")
+        if not self.to_host and (self.dst_base < 0 or end > geometry.depth):
+            raise NodeFieldError("dst_base", f"output map at {self.dst_base} of "
                              f"{self.dst_size} codes ends at {end}, beyond "
                              f"act_buffer_depth ({geometry.depth})")
         if kind == NodeKind.POOL_MAX and self.window.pad_value:
-            raise ValueError(f"field window.pad_value: {self.window.pad_value} on a "
+            raise NodeFieldError("window.pad_value", f"{self.window.pad_value} on a "
                              "POOL_MAX node (max pools pad with code 0)")
         if kind == NodeKind.POOL_AVG and not self.count_include_pad and \
                 self.window.pad_value:
-            raise ValueError(f"field window.pad_value: {self.window.pad_value} on a "
+            raise NodeFieldError("window.pad_value", f"{self.window.pad_value} on a "
                              "POOL_AVG node without count_include_pad (padding is not "
                              "read; 0)")
         if kind == NodeKind.ADD:
@@ -448,7 +477,7 @@ class NodeProgram:
         else:
             for name in ("src1_base",) + NODE_ADD_FIELDS:
                 if getattr(self, name):
-                    raise ValueError(f"field {name}: {getattr(self, name)} on a "
+                    raise NodeFieldError(name, f"{getattr(self, name)} on a "
                                      f"{kind.name} node (ADD only; 0 otherwise)")
         return dict(kind=int(kind), layer=int(self.layer), to_host=int(bool(self.to_host)),
                     count_include_pad=int(bool(self.count_include_pad)), window=window,
@@ -460,30 +489,30 @@ class NodeProgram:
         window = self.window
         if (window.kernel, window.stride, window.pads, window.dilation, window.pad_value) \
                 != ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 0):
-            raise ValueError(f"field window: an ADD node reads a 1x1 window (kernel 1, "
+            raise NodeFieldError("window", f"an ADD node reads a 1x1 window (kernel 1, "
                              f"stride 1, no pads, dilation 1, pad_value 0), not kernel "
                              f"{window.kernel} stride {window.stride} pads {window.pads} "
                              f"dilation {window.dilation} pad_value {window.pad_value}")
         end = int(self.src1_base) + window.size
         if self.src1_base < 0 or end > geometry.depth:
-            raise ValueError(f"field src1_base: second operand at {self.src1_base} of "
+            raise NodeFieldError("src1_base", f"second operand at {self.src1_base} of "
                              f"{window.size} codes ends at {end}, beyond act_buffer_depth "
                              f"({geometry.depth})")
         for name in ("zero_a", "zero_b", "zero_point", "clamp_lo", "clamp_hi"):
             value = int(getattr(self, name))
             if not 0 <= value < 1 << geometry.act_bits:
-                raise ValueError(f"field {name}: {value} is not a {geometry.act_bits}-bit "
+                raise NodeFieldError(name, f"{value} is not a {geometry.act_bits}-bit "
                                  "code")
         if self.clamp_lo > self.clamp_hi:
-            raise ValueError(f"field clamp_lo: {self.clamp_lo} is above clamp_hi "
+            raise NodeFieldError("clamp_lo", f"{self.clamp_lo} is above clamp_hi "
                              f"({self.clamp_hi})")
         for name in ("mult_a", "mult_b"):
             value = int(getattr(self, name))
             if not -(1 << (MULT_BITS - 1)) <= value < 1 << (MULT_BITS - 1):
-                raise ValueError(f"field {name}: {value} does not fit a signed "
+                raise NodeFieldError(name, f"{value} does not fit a signed "
                                  f"{MULT_BITS}-bit multiplier")
         if not 0 <= int(self.shift) < 1 << SHIFT_BITS:
-            raise ValueError(f"field shift: {self.shift} is not in 0 .. "
+            raise NodeFieldError("shift", f"{self.shift} is not in 0 .. "
                              f"{(1 << SHIFT_BITS) - 1}")
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.encoding import entry_layout, lane_bits, layer_layout, numpy_dtype
 from bitline.hw.spec.image import SectionId, section_capacity
+from bitline.hw.spec.network import NodeProgram
 from bitline.hw.spec.program import OutputMode, Program, ProgramError
 
 __all__ = ["ProgramTables", "Place", "program_tables", "layers_dtype", "lanes_bits",
@@ -38,6 +39,7 @@ CAPACITY_NAMES = {
     SectionId.CELLS: "n_xbars",
     SectionId.ENTRIES: "max_entries",
     SectionId.OUTPUT: "max_layers * max_out_channels",
+    SectionId.NETWORK: "max_nodes",
 }
 #: What one record of each section is (for error messages).
 RECORD_NAMES = {
@@ -46,6 +48,7 @@ RECORD_NAMES = {
     SectionId.CELLS: "crossbar units",
     SectionId.ENTRIES: "OU entries",
     SectionId.OUTPUT: "output channels",
+    SectionId.NETWORK: "network nodes",
 }
 
 
@@ -109,6 +112,10 @@ class ProgramTables:
         int64 ``(n_xbars,)`` or ``None``: for a unit that is a copy of another unit of its
         layer (:attr:`~bitline.hw.spec.program.LayerProgram.copy_xbars`), that unit; -1
         otherwise (an image carries it as the CELLS records' ``source``).
+    nodes:
+        The NETWORK records as :class:`~bitline.hw.spec.network.NodeProgram` values, in
+        execution order (empty for a per-layer program on whole-network hardware), or
+        ``None`` when the config has no whole-network hardware.
     """
 
     config: AcceleratorConfig
@@ -124,6 +131,7 @@ class ProgramTables:
     mult: np.ndarray
     shift: np.ndarray
     copy_of: np.ndarray | None = None
+    nodes: list | None = None
 
     @property
     def row_maps(self) -> np.ndarray:
@@ -443,4 +451,21 @@ def program_tables(program: Program, config: AcceleratorConfig | None = None, *,
         mult=joined([p[1] for p in params_all], no_ints),
         shift=joined([p[2] for p in params_all], no_ints),
         copy_of=copy_of,
+        nodes=_program_nodes(program, config, place),
     )
+
+
+def _program_nodes(program: Program, config: AcceleratorConfig, place: Place) -> list | None:
+    """Return the program's nodes for the NETWORK section (checked by the validator)."""
+    nodes = getattr(program, "nodes", None)
+    if nodes is None:
+        return [] if config.network else None
+    if not config.network:
+        raise place.error(SectionId.NETWORK, "record_count",
+                          f"the program has {len(nodes)} network nodes, the config has no "
+                          "whole-network hardware (act_buffer_depth = 0)")
+    if not isinstance(nodes, (list, tuple)) or not all(isinstance(node, NodeProgram)
+                                                       for node in nodes):
+        raise place.error(SectionId.NETWORK, "kind", "nodes must be a list of NodeProgram "
+                          f"values, not {nodes!r:.80}")
+    return list(nodes)

@@ -26,6 +26,14 @@ program (:mod:`bitline.hw.spec.tables`):
 * lanes (the layer records' ``lanes``): 0 for copy 0 and for units a layer does not own;
   the units of lane ``k >= 1`` are copies of copy 0's units, one of each, and a layer's
   lanes run ``0 .. copies - 1``;
+* NETWORK (whole-network programs, docs/network.md section 2): every node record's fields
+  against the geometry (:meth:`~bitline.hw.spec.network.NodeProgram.record`), a COMPUTE
+  node's layer index and its layer's ``n_inputs`` (``C*KH*KW`` of the window) and
+  ``n_outputs`` (``dst_channels``), a raw layer only on the ``to_host`` node, which is the
+  last node and the only one; node 0 reads the input map at 0; every other map a node
+  reads is exactly the output map of the node that last wrote those addresses (or the
+  input), so no slot was overwritten while live; a node's output does not overlap what it
+  reads;
 * accumulators: no output channel can reach ``|acc + bias|`` beyond ``acc_bits``
   (:func:`accumulator_bound`; with a weight offset ``B`` also not the correction ``B *
   n_inputs * (2**act_bits - 1)``), so the hardware's sums are exact.
@@ -41,6 +49,7 @@ import numpy as np
 from bitline.hw.spec.config import AcceleratorConfig, clog2
 from bitline.hw.spec.encoding import MULT_BITS, SHIFT_BITS, entry_layout, flatten_fields
 from bitline.hw.spec.image import SectionId, section_capacity
+from bitline.hw.spec.network import NodeFieldError, NodeKind, NodeProgram
 from bitline.hw.spec.program import (
     OutputMode,
     Program,
@@ -147,6 +156,7 @@ def validate_tables(tables: ProgramTables, place: Place, *,
     _check_copies(tables, owner, place)
     _check_lanes(tables, owner, place)
     _check_accumulators(tables, place)
+    _check_nodes(tables, place)
 
 
 def _check_counts(tables: ProgramTables, place: Place) -> None:
@@ -555,3 +565,104 @@ def _check_accumulators(tables: ProgramTables, place: Place) -> None:
                 f"channel {channel} can reach |acc + bias| = {int(worst[channel])}, which "
                 f"overflows acc_bits = {config.acc_bits} (limit {limit})", start + channel,
                 f"{place.layer(index)} channel {channel}")
+
+
+def _check_nodes(tables: ProgramTables, place: Place) -> None:
+    """Check the NETWORK records (module docstring), in execution order."""
+    nodes, config = tables.nodes, tables.config
+    if nodes is None:
+        return
+    if len(nodes) > config.max_nodes:
+        raise place.error(SectionId.NETWORK, "record_count",
+                          f"{len(nodes)} network nodes exceed the config's capacity "
+                          f"max_nodes = {config.max_nodes}")
+    layers = tables.layers
+
+    def fail(index: int, field_name: str, message: str):
+        return place.error(SectionId.NETWORK, field_name, message, index,
+                           nodes[index].label())
+
+    for index, node in enumerate(nodes):
+        try:
+            node.record(config)
+        except NodeFieldError as error:
+            raise fail(index, error.field, error.reason) from None
+        last = index == len(nodes) - 1
+        if bool(node.to_host) != last:
+            raise fail(index, "to_host", f"{int(bool(node.to_host))}: set on the network's "
+                                         f"last node (node {len(nodes) - 1}) and only there")
+        if node.kind != NodeKind.COMPUTE:
+            continue
+        if node.layer >= len(layers):
+            raise fail(index, "layer", f"{node.layer} is not a layer record (the LAYERS "
+                                       f"section has {len(layers)})")
+        record = layers[node.layer]
+        label = place.layer(node.layer)
+        window = node.window
+        inputs = window.channels * window.kernel[0] * window.kernel[1]
+        if int(record["n_inputs"]) != inputs:
+            raise fail(index, "window.channels", f"the window reads {window.channels} x "
+                       f"{window.kernel[0]} x {window.kernel[1]} = {inputs} inputs per "
+                       f"vector, {label} has n_inputs {int(record['n_inputs'])}")
+        if int(record["n_outputs"]) != node.dst_channels:
+            raise fail(index, "dst_channels", f"{node.dst_channels}, {label} has n_outputs "
+                       f"{int(record['n_outputs'])}")
+        if int(record["mode"]) == OutputMode.RAW and not node.to_host:
+            raise fail(index, "layer", f"{label} outputs raw accumulators (mode raw), which "
+                       "only the to_host node may send (a map holds codes)")
+    _check_node_maps(nodes, place)
+
+
+def _check_node_maps(nodes: list[NodeProgram], place: Place) -> None:
+    """Check that every map a node reads is whole and still holds its producer's output.
+
+    The buffer is replayed by address: who wrote each code last (-1: the network input at
+    0, -2: nobody). A read map must lie on one producer's whole output map (same base and
+    shape; the input map for node 0's), so a slot overwritten while live, a map read from
+    the wrong base, or a read of codes never written is named.
+    """
+    if not nodes:
+        return
+    first = nodes[0].window
+    depth = max([first.base + first.size]
+                + [node.dst_base + node.dst_size for node in nodes if not node.to_host]
+                + [base + size for node in nodes for base, size in node.sources()])
+    owner = np.full(depth, -2, dtype=np.int64)
+    maps: dict[int, tuple[int, int, int, int]] = {}    # producer -> (base, C, H, W)
+    if first.base != 0:
+        raise place.error(SectionId.NETWORK, "window.base", f"{first.base}: node 0 reads the "
+                          "network input, which the host writes at 0", 0, nodes[0].label())
+    owner[:first.size] = -1
+    maps[-1] = (0, first.channels, first.height, first.width)
+    for index, node in enumerate(nodes):
+        window = node.window
+        shape = (window.channels, window.height, window.width)
+        reads = [("window.base", window.base)]
+        if node.kind == NodeKind.ADD:
+            reads.append(("src1_base", node.src1_base))
+        for field_name, base in reads:
+            writers = np.unique(owner[base:base + window.size])
+            if writers.size != 1 or writers[0] == -2 or \
+                    maps[int(writers[0])] != (base, *shape):
+                found = ", ".join("never written" if w == -2 else
+                                  "the network input" if w == -1 else f"node {w}'s output"
+                                  for w in writers.tolist())
+                what = ("" if writers.size != 1 or writers[0] == -2 else
+                        " at base {} of {}x{}x{}".format(*maps[int(writers[0])]))
+                raise place.error(SectionId.NETWORK, field_name,
+                                  f"{base}: the node reads a {shape[0]}x{shape[1]}x{shape[2]} "
+                                  f"map at {base}, the buffer there holds {found}{what} (a "
+                                  "map is read whole, from its producer's output map, before "
+                                  "it is overwritten)", index, node.label())
+        if node.to_host:
+            continue
+        out_h, out_w = window.out_hw()
+        span = (node.dst_base, node.dst_base + node.dst_size)
+        for base, size in node.sources():
+            if span[0] < base + size and base < span[1]:
+                raise place.error(SectionId.NETWORK, "dst_base",
+                                  f"{node.dst_base}: the output map [{span[0]}, {span[1]}) "
+                                  f"overlaps the map the node reads at [{base}, "
+                                  f"{base + size})", index, node.label())
+        owner[span[0]:span[1]] = index
+        maps[index] = (node.dst_base, node.dst_channels, out_h, out_w)

@@ -43,10 +43,12 @@ from bitline.hw.spec.image import (
     cells_layout,
     config_digest_bytes,
     crc32,
+    image_sections,
     section_capacity,
     section_layout,
     struct_format,
 )
+from bitline.hw.spec.network import NodeFieldError, node_columns, node_layout, nodes_from_records
 from bitline.hw.spec.program import Program
 from bitline.hw.spec.tables import lanes_bits, lanes_from_bits, layers_dtype
 from bitline.sw.bundle.tables import (
@@ -206,6 +208,19 @@ def encode_sections(tables: ParsedImage) -> list[tuple[SectionId, bytes, int, in
         place, SectionId.OUTPUT, layout, len(tables.bias),
         {"bias": bias_bits, "mult": tables.mult, "shift": tables.shift})))
 
+    if config.network:
+        nodes = tables.nodes or []
+        records = []
+        for index, node in enumerate(nodes):
+            try:
+                records.append(node.record(config))
+            except NodeFieldError as error:
+                raise place.error(SectionId.NETWORK, error.field, error.reason, index,
+                                  node.label()) from None
+        sections.append((SectionId.NETWORK, _pack_records(
+            place, SectionId.NETWORK, node_layout(config), len(records),
+            node_columns(config, records))))
+
     out = []
     for section, payload in sections:
         size = record_bytes(section_layout(config, section))
@@ -265,11 +280,12 @@ def encode_image(program: Program) -> bytes:
 
 # ------------------------------------------------------------------------- parsing
 def parse_image(blob: bytes, config: AcceleratorConfig, *, source: str = IMAGE_FILE,
-                layer_names: list[str] | None = None) -> ParsedImage:
+                layer_names: list[str] | None = None,
+                node_names: list[str] | None = None) -> ParsedImage:
     """Decode and validate an image for ``config``.
 
-    ``source`` names the image in error messages; ``layer_names`` (optional, e.g. from the
-    manifest) label layer records in them.
+    ``source`` names the image in error messages; ``layer_names`` and ``node_names``
+    (optional, e.g. from the manifest) label layer and node records in them.
 
     Checks, in stream order: header length, magic, version, header size, header CRC, config
     digest, section-table size and CRC, image length (truncation, trailing bytes), every
@@ -295,7 +311,7 @@ def parse_image(blob: bytes, config: AcceleratorConfig, *, source: str = IMAGE_F
             raise place.error(info.section, "crc", f"CRC mismatch: stored 0x{info.crc:08x}, "
                                                    f"computed 0x{computed:08x}")
         payloads[info.section] = payload
-    tables = _decode_sections(config, payloads, place)
+    tables = _decode_sections(config, payloads, place, node_names)
     tables.sections = sections
     validate_image_tables(tables, place)
     return tables
@@ -399,6 +415,10 @@ def _parse_section_table(blob: bytes, header: dict, config: AcceleratorConfig,
         if row["id"] not in _KNOWN_IDS:
             raise table_error("id", f"unknown section id {row['id']}")
         section = SectionId(row["id"])
+        if section not in image_sections(config):
+            raise table_error("id", f"section {section.name} (id {row['id']}) in an image "
+                                    "for a config without whole-network hardware "
+                                    "(act_buffer_depth = 0)")
         if section in sections:
             raise table_error("id", f"section {section.name} (id {row['id']}) appears twice")
         if row["flags"]:
@@ -418,7 +438,8 @@ def _parse_section_table(blob: bytes, header: dict, config: AcceleratorConfig,
                                         f"payloads lie in [{table_end}, {image_bytes})")
         sections[section] = SectionInfo(section, row["offset"], row["length"], size,
                                         row["record_count"], row["crc"])
-    missing = [section.name for section in SectionId if section not in sections]
+    missing = [section.name for section in image_sections(config)
+               if section not in sections]
     if missing:
         raise place.error("section table", "id", f"missing section(s) {', '.join(missing)}")
     return sections
@@ -456,7 +477,7 @@ def _check_placement(blob: bytes, header: dict, sections: dict[SectionId, Sectio
 
 
 def _decode_sections(config: AcceleratorConfig, payloads: dict[SectionId, bytes],
-                     place: BundlePlace) -> ParsedImage:
+                     place: BundlePlace, node_names: list[str] | None = None) -> ParsedImage:
     layout = layer_layout(config)
     bits = _record_bits(layout, payloads[SectionId.LAYERS])
     layers = np.zeros(len(bits), dtype=layers_dtype(config))
@@ -497,7 +518,34 @@ def _decode_sections(config: AcceleratorConfig, payloads: dict[SectionId, bytes]
     bias = _field_value(bits, *fields["bias"], signed=True)
     mult = _field_value(bits, *fields["mult"])
     shift = _field_value(bits, *fields["shift"])
+    nodes = None
+    if config.network:
+        layout = node_layout(config)
+        records = unpack(layout, payloads[SectionId.NETWORK])
+        nodes = nodes_from_records(config, records, node_names)
+        _check_node_windows(config, records, nodes, place)
     return ParsedImage(config=config, layers=layers, xbar_masks=masks, lanes=lanes,
                        copy_of=copy_of, rowmap_valid=valid,
                        rowmap_index=row_index, cell_units=units, cells=cells, entries=entries,
-                       bias=bias, mult=mult, shift=shift)
+                       bias=bias, mult=mult, shift=shift, nodes=nodes)
+
+
+def _check_node_windows(config: AcceleratorConfig, records: np.ndarray, nodes: list,
+                        place: BundlePlace) -> None:
+    """Name a node record whose stored output size is not what its window gives.
+
+    The record keeps ``out_h``/``out_w`` (bottom and right padding follow from them), so a
+    decoded window is rebuilt from them; a stored size its window cannot give (an edited
+    byte) would otherwise be read as a different padding.
+    """
+    for index, node in enumerate(nodes):
+        try:
+            out_h, out_w = node.window.out_hw()
+        except ValueError as error:
+            raise place.error(SectionId.NETWORK, "window", str(error), index,
+                              node.label()) from None
+        for name, value in (("out_h", out_h), ("out_w", out_w)):
+            stored = int(records[f"window.{name}"][index])
+            if stored != value:
+                raise place.error(SectionId.NETWORK, f"window.{name}", f"{stored}, the window "
+                                  f"gives {value}", index, node.label())

@@ -212,8 +212,9 @@ def read_bundle(out_dir: str | Path) -> Bundle:
         raise BundleError(f"{manifest_path}: must hold a JSON object")
     version = keys.get(manifest, "format_version", int, "")
     if version != FORMAT_VERSION:
-        older = (" (an older bundle: version 3 added the copy lanes of the layer records and "
-                 "the CELLS records' source unit; compile it again)"
+        older = (" (an older bundle: version 4 added the NETWORK section of whole-network "
+                 "images, version 3 the copy lanes of the layer records and the CELLS "
+                 "records' source unit; compile it again)"
                  if isinstance(version, int) and version < FORMAT_VERSION else "")
         raise BundleError(f"{manifest_path}: format_version: unknown format version {version} "
                           f"(this reader knows version {FORMAT_VERSION}){older}")
@@ -234,7 +235,11 @@ def read_bundle(out_dir: str | Path) -> Bundle:
     regions = manifest.get("program")
     names = ([region.get("name") for region in regions if isinstance(region, dict)]
              if isinstance(regions, list) else None)
-    parsed = parse_image(image, config, source=str(image_path), layer_names=names)
+    listed = manifest.get("network")
+    node_names = ([item.get("name") if isinstance(item, dict) else None for item in listed]
+                  if isinstance(listed, list) else None)
+    parsed = parse_image(image, config, source=str(image_path), layer_names=names,
+                         node_names=node_names)
     files = keys.get(manifest, "files", dict, "")
     digest = keys.get(files, "image_sha256", str, "files.")
     if hashlib.sha256(image).hexdigest() != digest:

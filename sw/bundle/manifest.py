@@ -13,11 +13,13 @@ into a :class:`~bitline.hw.spec.program.Program` and a
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from importlib import metadata
 
 import numpy as np
 
 from bitline.hw.spec.image import FORMAT_VERSION
+from bitline.hw.spec.network import NodeKind
 from bitline.hw.spec.program import LayerProgram, OutputMode, Program, ProgramError
 from bitline.hw.spec.validate import validate_program
 from bitline.sw.bundle.codec import IMAGE_FILE
@@ -135,7 +137,7 @@ def build_manifest(program: Program, qmodel: QuantizedModel, tables: ParsedImage
         if layer.copies > 1:    # the copy map (docs/bundle.md "Copies"); absent: one copy
             regions[-1]["copies"] = [layer.copy_units(copy).tolist()
                                      for copy in range(1, layer.copies)]
-    return {
+    manifest = {
         "bitline_version": _bitline_version(),
         "format_version": FORMAT_VERSION,
         "config": config.to_dict(),
@@ -163,6 +165,12 @@ def build_manifest(program: Program, qmodel: QuantizedModel, tables: ParsedImage
         "files": {"image": IMAGE_FILE, "image_sha256": hashlib.sha256(image).hexdigest(),
                   "reference": REFERENCE_FILE},
     }
+    if program.nodes is not None:
+        # names and kinds of the NETWORK records, for messages and readers of the JSON (the
+        # records themselves are the image's)
+        manifest["network"] = [{"name": node.name, "kind": NodeKind(node.kind).name,
+                                "to_host": bool(node.to_host)} for node in program.nodes]
+    return manifest
 
 
 def reference_arrays(qmodel: QuantizedModel) -> dict[str, np.ndarray]:
@@ -296,7 +304,7 @@ def rebuild_program(parsed: ParsedImage, manifest: dict, keys: ManifestKeys) -> 
             copy_xbars=np.asarray(copies, dtype=np.int64) if copies else None,
         ))
     program = Program(config=config, strategy=keys.get(manifest, "strategy", str, ""),
-                      layers=layers)
+                      layers=layers, nodes=_rebuild_nodes(parsed, manifest, keys))
     if any(layer.copies > 1 for layer in layers):
         # The rebuilt program's copies against the image's records (cells, row maps).
         try:
@@ -304,6 +312,37 @@ def rebuild_program(parsed: ParsedImage, manifest: dict, keys: ManifestKeys) -> 
         except ProgramError as error:
             raise BundleError(str(error)) from None
     return program
+
+
+def _rebuild_nodes(parsed: ParsedImage, manifest: dict, keys: ManifestKeys) -> list | None:
+    """The NETWORK records as the program's nodes, named from the manifest's ``network``.
+
+    ``None`` without a ``network`` key (a per-layer program; on whole-network hardware its
+    NETWORK section must then be empty).
+    """
+    nodes = parsed.nodes or []
+    if "network" not in manifest:
+        if nodes:
+            raise BundleError(f"{keys.source}: missing key network ({IMAGE_FILE} section "
+                              f"NETWORK has {len(nodes)} records)")
+        return None
+    listed = keys.get(manifest, "network", list, "")
+    if parsed.nodes is None or len(listed) != len(nodes):
+        count = "no NETWORK section" if parsed.nodes is None else \
+            f"section NETWORK has {len(nodes)} records"
+        raise BundleError(f"{keys.source}: network lists {len(listed)} nodes, {IMAGE_FILE} "
+                          f"{count}")
+    out = []
+    for index, (item, node) in enumerate(zip(listed, nodes)):
+        where = f"network[{index}]."
+        name = keys.get(item, "name", str, where)
+        kind = keys.get(item, "kind", str, where)
+        if kind != NodeKind(node.kind).name:
+            raise BundleError(f"{keys.source}: {where}kind {kind!r} disagrees with "
+                              f"{IMAGE_FILE} section NETWORK record {index} field kind "
+                              f"{NodeKind(node.kind).name!r}")
+        out.append(replace(node, name=name))
+    return out
 
 
 def rebuild_qmodel(manifest: dict, arrays: dict[str, np.ndarray], keys: ManifestKeys,

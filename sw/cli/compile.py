@@ -223,10 +223,17 @@ def _file_quantization_notes(spec: dict) -> list[str]:
                    "mapping'): a stuck-map .npz, or the analog model's seeded chip with RATE "
                    "stuck cells (half at 0, half at 1; chip:SEED:SA0:SA1 to split). Prints "
                    "the wrong cells per layer before and after; compile.json holds 'faults'.")
+@click.option("--network", is_flag=True,
+              help="Whole-network mode (docs/network.md): the image gets the layer graph as "
+                   "NETWORK node records, so the accelerator runs every layer from one start "
+                   "command; sizes act_buffer_depth, max_nodes and max_map_channels/height/"
+                   "width (unless the config sets them). Runs conv, gemm, maxpool, avgpool, "
+                   "gap, add and flatten, one copy per layer (not with --budget).")
 @json_option
 @quiet_option
 def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xbars, dataset,
-                calib_samples, output, budget, spread, encoding, faults_spec, as_json, quiet):
+                calib_samples, output, budget, spread, encoding, faults_spec, network,
+                as_json, quiet):
     """Quantize MODEL, map it with a strategy and write the program bundle to OUTPUT.
 
     With --xbars auto the machine is sized to the network before mapping; every config
@@ -236,8 +243,14 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
     (dense or spread-<s>) and copies (the bundle records them; the executor runs them) and
     compile.json holds "budget" and "pipeline" (budget, units, throughput_ips,
     pipeline_latency_s, energy_per_image_pj, bottleneck, copies, placements, layers).
+    With --network the bundle carries the whole-network node records (compile.json holds
+    "network": true).
     """
     from bitline.sw.perf import analyze, parse_budget
+
+    if network and budget is not None:
+        raise click.UsageError("--network runs one copy of each layer; --budget allocates "
+                               "layer copies: use one of them")
 
     budget = parse_budget(budget) if budget is not None else None
     config = load_config(config_path, preset_name)
@@ -246,7 +259,7 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
         model, strategy, spec, config, output, xbars=xbars, dataset=dataset,
         calib_samples=calib_samples, config_label=_config_label(config_path, preset_name),
         budget=budget, encoding=encoding, requantize=requantize, spread=spread,
-        faults=faults)
+        faults=faults, network=network)
     report = analyze(result.program, result.qmodel, labels=sidecar["labels"])
     # The allocation compile applied (placements and copies), not one re-made on the result.
     pipe = sidecar.get("pipeline")

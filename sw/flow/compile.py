@@ -30,7 +30,7 @@ __all__ = ["WIDEST_WEIGHT_BITS", "COMPILE_SIDECAR", "COMPILE_STEPS", "Sizing", "
            "CompileResult", "sized_quantization", "size_hardware", "quantize", "resolve_spec",
            "map_program",
            "validate", "compile_model", "spread_placements", "with_placements",
-           "allocate_copies", "compile_bundle", "fault_aware_mapping"]
+           "allocate_copies", "compile_bundle", "fault_aware_mapping", "network_program"]
 
 #: The widest ``max_weight_bits`` an :class:`AcceleratorConfig` accepts.
 WIDEST_WEIGHT_BITS = 16
@@ -364,13 +364,14 @@ def validate(program) -> None:
 
 def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x: np.ndarray,
                   *, xbars: str | int = "auto", qmodels: dict | None = None,
-                  encoding: str = "differential") -> CompileResult:
+                  encoding: str = "differential", network: bool = False) -> CompileResult:
     """Size, quantize, map and validate (compile steps 3-6).
 
     ``xbars`` is ``"auto"`` (the machine is sized to the network, :func:`size_hardware`) or
     a unit count that replaces ``config.n_xbars``. ``qmodels`` is the optional cache of
     :func:`size_hardware`. ``encoding`` is the weight encoding
     (:data:`bitline.hw.spec.program.ENCODINGS`; ``offset`` is ISAAC's, ``isaac`` only).
+    ``network`` adds the whole-network nodes (:func:`network_program`).
 
     Raises
     ------
@@ -396,9 +397,58 @@ def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x
         program = Program(plan.config, strategy, list(plan.layers))
     else:
         program = map_program(qmodel, plan.config, strategy, encoding)
+    sizing = plan.sizing
+    if network:
+        program, records = network_program(program, qmodel)
+        sizing += records
     validate(program)
-    return CompileResult(qmodel, program, plan.config, plan.sizing, sized - start,
+    return CompileResult(qmodel, program, program.config, sizing, sized - start,
                          quantized - sized, time.perf_counter() - quantized)
+
+
+#: Why :func:`network_program` sizes each whole-network field (the CLI's notes).
+_NETWORK_REASONS = {
+    "act_buffer_depth": "--network: the activation buffer's peak of live feature maps",
+    "max_nodes": "--network: nodes of the layer graph",
+    "max_map_channels": "--network: channels of the largest feature map",
+    "max_map_height": "--network: height of the largest feature map",
+    "max_map_width": "--network: width of the largest feature map",
+}
+
+
+def network_program(program: Program, qmodel) -> tuple[Program, tuple[Sizing, ...]]:
+    """Return ``program`` with its whole-network nodes and the config sized for them.
+
+    The nodes are :func:`bitline.sw.integer.network.network_nodes` of the quantized model's
+    layer graph (docs/network.md section 2). The config's whole-network fields
+    (``act_buffer_depth``, ``max_nodes``, ``max_map_channels``, ``max_map_height``,
+    ``max_map_width``) are raised to what the nodes need, each only when the user did not
+    set it (``config.pinned``; a pinned value that is too small is refused) and only when
+    too small.
+
+    Raises
+    ------
+    ValueError
+        For a program with layer copies, a layer op the whole-network hardware does not
+        run (naming the layer and op), or a pinned field below what the network needs.
+    """
+    from bitline.sw.integer.network import network_nodes
+
+    for layer in program.layers:
+        if layer.copies > 1:
+            raise ValueError(f"layer {layer.name!r} has {layer.copies} copies: --network runs "
+                             "one copy of each layer (compile without --budget, or without "
+                             "--network)")
+    plan = network_nodes(qmodel, [layer.name for layer in program.layers])
+    config = program.config
+    records = []
+    for name, need in plan.sizes.items():
+        if need > getattr(config, name):
+            _refuse_pinned(config, name, need, _NETWORK_REASONS[name])
+            records.append(Sizing(name, getattr(config, name), need, _NETWORK_REASONS[name]))
+    config = _apply(config, records)
+    return (Program(config, program.strategy, program.layers, nodes=plan.nodes),
+            tuple(records))
 
 
 def _block_geometry(qmodel) -> dict:
@@ -568,6 +618,8 @@ def fault_aware_mapping(result: CompileResult, faults) -> tuple[CompileResult, d
 
     stuck_map = faults(result.program.config) if callable(faults) else faults
     program, report = fault_aware(result.program, stuck_map)
+    if result.program.nodes is not None:    # placement moves units, not layers: same nodes
+        program = replace(program, nodes=result.program.nodes)
     validate(program)
     return replace(result, program=program), {"source": stuck_map.source,
                                               "layers": faults_table(report)}
@@ -579,7 +631,7 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
                    config_label: str = DEFAULT_PRESET,
                    budget=None, encoding: str = "differential",
                    requantize: bool = False, spread: bool = True,
-                   faults=None) -> tuple[CompileResult, dict]:
+                   faults=None, network: bool = False) -> tuple[CompileResult, dict]:
     """Run the whole compile flow (:data:`COMPILE_STEPS`) and write the bundle to ``output``.
 
     ``dataset`` is the calibration data set (:func:`calibration_inputs`); ``config_label``
@@ -597,8 +649,13 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     ``budget`` and ``pipeline`` (the :class:`~bitline.sw.perf.pipeline.PipelineReport`).
     With ``faults`` (:func:`fault_aware_mapping`) the program is placed for that chip's
     stuck cells last, and the side file holds ``faults`` (per-layer wrong cells before /
-    after).
+    after). ``network`` compiles for the whole-network mode (:func:`network_program`: the
+    NETWORK section; no copies, so not with a ``budget``); the side file then holds
+    ``network: true``.
     """
+    if network and budget is not None:
+        raise ValueError("--network runs one copy of each layer; --budget allocates copies: "
+                         "use one of them")
     from bitline.sw.bundle import write_bundle
 
     target = resolve_target(model_name)
@@ -606,7 +663,7 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     calib_x, calib_label = calibration_inputs(model, dataset, model_name=model_name,
                                               samples=calib_samples)
     result = compile_model(model, strategy, spec, config, calib_x, xbars=xbars,
-                           encoding=encoding)
+                           encoding=encoding, network=network)
     pipe = None
     if budget is not None:
         result, pipe = allocate_copies(result, budget, spread=spread)
@@ -631,5 +688,7 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
         sidecar.update(budget=pipe.budget.label, pipeline=pipe.to_dict())
     if fault_report is not None:
         sidecar["faults"] = fault_report
+    if network:
+        sidecar["network"] = True
     (out / COMPILE_SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
     return result, sidecar

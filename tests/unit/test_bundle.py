@@ -23,6 +23,7 @@ from bitline.hw.spec.image import (
     SectionId,
     cells_layout,
     crc32,
+    image_sections,
     section_layout,
     struct_format,
 )
@@ -321,7 +322,8 @@ def test_generic_packer_matches_encoding_pack(program):
 def test_image_layout(image, program):
     header, rows = split(image)
     assert image[:4] == MAGIC and header["image_bytes"] == len(image) and len(image) % 4 == 0
-    assert [row["id"] for row in rows] == [int(section) for section in SectionId]
+    assert [row["id"] for row in rows] == [int(section)
+                                           for section in image_sections(program.config)]
     for row in rows:
         assert row["offset"] % 4 == 0
         assert zlib.crc32(image[row["offset"]:row["offset"] + row["length"]]) == row["crc"]
@@ -366,7 +368,8 @@ def test_bundle_round_trip(tmp_path, program):
     assert manifest["format_version"] == FORMAT_VERSION and manifest["strategy"] == "bwq"
     assert AcceleratorConfig.from_dict(manifest["config"]) == SMALL
     assert manifest["input"] == {"bits": 8, "scale": 0.02, "zero_point": 0}
-    assert [s["name"] for s in manifest["sections"]] == [s.name for s in SectionId]
+    assert [s["name"] for s in manifest["sections"]] == [
+        s.name for s in image_sections(program.config)]
     assert manifest["program"][1]["units"] == program.layers[1].xbars.tolist()
     assert manifest["program"][0]["stats"]["nonzero_cells"] == int(
         np.count_nonzero(program.layers[0].cells))
