@@ -4,7 +4,8 @@
 each payload) and yields ``(key, result)`` as tasks finish, in completion order; callers
 never depend on that order (every task's result is a function of its payload alone).
 
-* ``serial``: in this process, in list order (debugging, tests, one-point studies);
+* ``serial``: in this process, in list order (debugging, tests, one-point studies), with
+  one BLAS / OpenMP thread per task as in a worker;
 * ``local`` (the default): a ``distributed.LocalCluster`` started for the run, one worker
   process per core (``workers``) with one thread each, shut down afterwards; no dashboard
   unless ``dashboard`` gives its address (``--dashboard :8787``, needs bokeh);
@@ -154,8 +155,17 @@ class Engine:
         """
         items = list(items)
         if self.mode == "serial":
+            from threadpoolctl import threadpool_limits
+
+            # one thread, as in a Dask worker (its nanny sets OPENBLAS_NUM_THREADS=1 and
+            # OMP_NUM_THREADS=1): the tasks' small matrix products gain nothing from a
+            # BLAS thread pool, whose threads spin between calls (measured: `bitline
+            # sweep --serial` spent 2.4x the CPU of one thread, docs/dse.md section 6);
+            # entered per task (~3 ms), so a library an earlier task loaded is limited too
             for key, payload in items:
-                yield key, function(payload)
+                with threadpool_limits(limits=1):
+                    result = function(payload)
+                yield key, result
             return
         if not items:
             return

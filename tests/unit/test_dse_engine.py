@@ -243,3 +243,19 @@ def test_dashboard_option(monkeypatch):
     assert asked["dashboard_address"] == "localhost:9999" and "scheduler_kwargs" not in asked
     assert default["dashboard_address"] is None
     assert default["scheduler_kwargs"] == {"dashboard_address": "127.0.0.1:0"}
+
+
+def _blas_threads(payload):
+    from threadpoolctl import threadpool_info
+
+    return {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+
+def test_serial_tasks_run_with_one_blas_thread_as_in_a_worker():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert _blas_threads(None) == {2}       # a pool the tasks must not use
+        seen = dict(Engine("serial").run(_blas_threads, [("a", 1), ("b", 2)]))
+        assert seen == {"a": {1}, "b": {1}}
+        assert _blas_threads(None) == {2}       # restored for the caller

@@ -77,3 +77,15 @@ def test_batches_refused_with_read_noise_and_bad_values():
     with pytest.raises(ValueError, match="--batch must be a positive integer, not 0"):
         nonideal_sweep("digits-cnn", strategies=["bwq"], variations=[0], stuck=[0],
                        samples=5, batch=0, engine=Engine("serial"))
+
+
+def test_task_images_are_loaded_once_per_process_and_read_only():
+    from bitline.sim import sweep
+
+    payload = {"dataset": "digits", "samples": 7, "seed": 3}
+    first = sweep._task_images(payload)
+    assert sweep._task_images(dict(payload)) is first and not first.flags.writeable
+    x, _, _ = sweep.test_images("digits", 7, 3)
+    np.testing.assert_array_equal(first, x)
+    x[0] += 1                                   # the caller's copy stays its own
+    assert sweep._task_images(payload)[0].tolist() != x[0].tolist()
