@@ -66,6 +66,12 @@ def hand_network(config, rng, strategy="isaac") -> HandNetwork:
                                      n_inputs=n_inputs, act_bits=config.max_act_bits,
                                      mode=mode, xbar_offset=offset,
                                      name=f"layer{len(layers)}")
+        if mode == "requant":
+            # codes centred at the zero point with a spread of a few codes: a typical
+            # accumulator (|w| ~ 4, x ~ 8 per input) maps to about +-4 codes
+            spread = np.sqrt(n_inputs) * 4 * 8
+            program.zero_point = 1 << (config.max_act_bits - 1)
+            program.shift = np.full(n_outputs, 15 + int(np.ceil(np.log2(spread / 4))))
         layers.append(program)
         weights.append(weight)
         return len(layers) - 1
@@ -82,12 +88,14 @@ def hand_network(config, rng, strategy="isaac") -> HandNetwork:
     conv2 = layer(3, 3)
     nodes.append(NodeProgram(NodeKind.COMPUTE, WindowParams(3, 3, 3, base=0),
                              dst_base=32, dst_channels=3, layer=conv2, name="conv2"))
-    zero_a, zero_b, zero_y = (int(v) for v in rng.integers(0, act_max, 3))
+    middle = 1 << (config.max_act_bits - 1)
+    zero_a, zero_b = (int(v) for v in rng.integers(middle - 2, middle + 3, 2))
+    zero_y = middle
     nodes.append(NodeProgram(NodeKind.ADD, WindowParams(3, 3, 3, base=0), src1_base=32,
                              dst_base=64, dst_channels=3, zero_a=zero_a, zero_b=zero_b,
-                             zero_point=zero_y, clamp_lo=zero_y, clamp_hi=act_max,
-                             mult_a=int(rng.integers(1 << 13, 1 << 15)),
-                             mult_b=-int(rng.integers(1 << 12, 1 << 14)), shift=15,
+                             zero_point=zero_y, clamp_lo=1, clamp_hi=act_max - 1,
+                             mult_a=int(rng.integers(1 << 14, 1 << 15)),
+                             mult_b=-int(rng.integers(1 << 13, 1 << 15)), shift=14,
                              name="add"))                                 # 3x3x3 at 64
     nodes.append(NodeProgram(NodeKind.POOL_AVG, WindowParams(
         3, 3, 3, kernel=(2, 2), stride=(2, 2), pads=(1, 1, 0, 0), base=64,
