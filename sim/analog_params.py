@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import math
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+
+from bitline.hw.spec.toml_file import read_toml
 
 __all__ = ["AnalogParams", "EXAMPLES", "examples_dir"]
 
@@ -207,15 +208,7 @@ class AnalogParams:
         path = Path(path)
         if not path.exists() and str(path) in EXAMPLES:
             path = examples_dir() / EXAMPLES[str(path)]
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ValueError(
-                f"{path}: analog parameter file not found (or use one of "
-                f"{', '.join(EXAMPLES)})"
-            ) from None
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"{path}: not valid TOML: {error}") from None
+        data = read_toml(path, "analog parameter file", alternatives=EXAMPLES)
         return cls.from_dict(data.get("analog", data), source=str(path))
 
 

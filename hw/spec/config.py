@@ -12,11 +12,12 @@ import dataclasses
 import hashlib
 import json
 import math
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+
+from bitline.hw.spec.toml_file import read_toml
 
 __all__ = ["AcceleratorConfig", "NETWORK_FIELDS", "PRESETS", "preset", "clog2"]
 
@@ -299,12 +300,7 @@ class AcceleratorConfig:
         config's :attr:`pinned` fields.
         """
         path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ValueError(f"{path}: config file not found") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path}: not valid TOML: {error}") from None
+        data = read_toml(path, "config file")
         table = data.get("accelerator", data)
         if not isinstance(table, dict):
             raise ValueError(f"{path}: [accelerator] must be a table")

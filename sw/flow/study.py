@@ -41,12 +41,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.program import STRATEGIES
+from bitline.hw.spec.toml_file import read_toml
 
 __all__ = ["METRICS", "SPECIAL_AXES", "PAIR_AXES", "Study", "Point", "load_study",
            "parse_study", "canonical_digest", "point_seed"]
@@ -152,13 +152,7 @@ def load_study(path: str | Path) -> Study:
         axis or a value of the wrong type.
     """
     path = _example(Path(path))
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: study file not found") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"{path}: not valid TOML: {error}") from None
-    return parse_study(data, source=str(path), root=path.parent)
+    return parse_study(read_toml(path, "study file"), source=str(path), root=path.parent)
 
 
 def _example(path: Path) -> Path:

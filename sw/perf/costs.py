@@ -16,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 import math
-import tomllib
 from pathlib import Path
 
 import numpy as np
 
 from bitline.hw.spec.config import AcceleratorConfig
+from bitline.hw.spec.toml_file import read_toml
 from bitline.sw.perf.counting import LayerCounts
 
 __all__ = [
@@ -350,12 +350,7 @@ def load_costs(path: str | Path, base: CostModel = ISAAC_COSTS) -> CostModel:
         table that is not consecutive resolutions.
     """
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: costs file not found") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"{path}: not valid TOML: {error}") from None
+    data = read_toml(path, "costs file")
     known = cost_keys()
     changes = {}
     for section, table in data.items():
