@@ -9,6 +9,7 @@ them is :class:`bitline.sim.analog.AnalogDevice`; docs/analog.md has the equatio
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.resources
 import math
 from dataclasses import dataclass, fields
@@ -160,25 +161,31 @@ class AnalogParams:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict, *, source: str = "analog parameters") -> "AnalogParams":
+    def from_dict(cls, values: dict, *, source: str = "analog parameters",
+                  table: str = "[analog]") -> "AnalogParams":
         """Build parameters from a dict (the TOML table), naming ``source`` in errors.
+
+        ``table`` says where the values came from in the file (``[analog]``, the top
+        level) for the unknown-field error.
 
         Raises
         ------
         ValueError
-            For an unknown field, ``on_off_ratio`` together with ``g_off_us``, or an invalid
-            value; the message starts with ``source`` and names the field.
+            For an unknown field (listing the known ones), ``on_off_ratio`` together with
+            ``g_off_us``, or an invalid value; the message starts with ``source`` and names
+            the field.
         """
         if not isinstance(values, dict):
-            raise ValueError(f"{source}: [analog] must be a table, not {values!r}")
+            raise ValueError(f"{source}: {table} must be a table, not {values!r}")
         values = dict(values)
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(values) - known - set(_ALIASES))
+        known = sorted({field.name for field in fields(cls)} | set(_ALIASES))
+        unknown = sorted(set(values) - set(known))
         if unknown:
-            raise ValueError(
-                f"{source}: unknown field(s) {', '.join(unknown)}; known fields are "
-                f"{', '.join(sorted(known | set(_ALIASES)))}"
-            )
+            guesses = [close for name in unknown
+                       for close in difflib.get_close_matches(name, known, n=1)]
+            hint = f" (did you mean {', '.join(guesses)}?)" if guesses else ""
+            raise ValueError(f"{source}: unknown field(s) {', '.join(unknown)} in {table}"
+                             f"{hint}; known fields are {', '.join(known)}")
         if "on_off_ratio" in values:
             ratio = values.pop("on_off_ratio")
             if "g_off_us" in values:
@@ -202,14 +209,25 @@ class AnalogParams:
         Raises
         ------
         ValueError
-            If the file is missing or not TOML, or a field is unknown or invalid; the
-            message names the file, the field and the value.
+            If the file is missing or not TOML, holds keys outside its ``[analog]`` table or
+            another table, or a field is unknown (the known ones are listed) or invalid;
+            the message names the file, the table, the field and the value.
         """
         path = Path(path)
         if not path.exists() and str(path) in EXAMPLES:
             path = examples_dir() / EXAMPLES[str(path)]
         data = read_toml(path, "analog parameter file", alternatives=EXAMPLES)
-        return cls.from_dict(data.get("analog", data), source=str(path))
+        if "analog" in data:
+            outside = sorted(set(data) - {"analog"})
+            if outside:     # they would be ignored: keys before the table, or other tables
+                raise ValueError(f"{path}: key(s) {', '.join(outside)} outside the [analog] "
+                                 f"table; put every field inside it")
+            return cls.from_dict(data["analog"], source=str(path))
+        tables = sorted(key for key, value in data.items() if isinstance(value, dict))
+        if tables:
+            raise ValueError(f"{path}: unknown table [{tables[0]}]; the fields go in an "
+                             f"[analog] table (or at the top level)")
+        return cls.from_dict(data, source=str(path), table="the top level")
 
 
 def examples_dir() -> Path:
