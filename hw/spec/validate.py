@@ -32,8 +32,9 @@ program (:mod:`bitline.hw.spec.tables`):
   ``n_outputs`` (``dst_channels``), a raw layer only on the ``to_host`` node, which is the
   last node and the only one; node 0 reads the input map at 0; every other map a node
   reads is exactly the output map of the node that last wrote those addresses (or the
-  input), so no slot was overwritten while live; a node's output does not overlap what it
-  reads;
+  input), so no slot was overwritten in part while live (a map of the same base and shape
+  written over a live one cannot be told from the records: the records carry no graph); a
+  node's output does not overlap what it reads;
 * accumulators: no output channel can reach ``|acc + bias|`` beyond ``acc_bits``
   (:func:`accumulator_bound`; with a weight offset ``B`` also not the correction ``B *
   n_inputs * (2**act_bits - 1)``), so the hardware's sums are exact.

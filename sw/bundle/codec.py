@@ -48,7 +48,13 @@ from bitline.hw.spec.image import (
     section_layout,
     struct_format,
 )
-from bitline.hw.spec.network import NodeFieldError, node_columns, node_layout, nodes_from_records
+from bitline.hw.spec.network import (
+    NetGeometry,
+    NodeFieldError,
+    node_columns,
+    node_layout,
+    nodes_from_records,
+)
 from bitline.hw.spec.program import Program
 from bitline.hw.spec.tables import lanes_bits, lanes_from_bits, layers_dtype
 from bitline.sw.bundle.tables import (
@@ -532,20 +538,30 @@ def _decode_sections(config: AcceleratorConfig, payloads: dict[SectionId, bytes]
 
 def _check_node_windows(config: AcceleratorConfig, records: np.ndarray, nodes: list,
                         place: BundlePlace) -> None:
-    """Name a node record whose stored output size is not what its window gives.
+    """Name a node record whose window fields are out of range or whose stored output size
+    its window cannot give.
 
     The record keeps ``out_h``/``out_w`` (bottom and right padding follow from them), so a
-    decoded window is rebuilt from them; a stored size its window cannot give (an edited
-    byte) would otherwise be read as a different padding.
+    decoded window is rebuilt with the smallest such padding; a stored size below what the
+    map gives without that padding (an edited byte) would otherwise pass unseen.
     """
+    geometry = NetGeometry.from_config(config)
     for index, node in enumerate(nodes):
+        window = node.window
         try:
-            out_h, out_w = node.window.out_hw()
+            window.record(geometry)
         except ValueError as error:
             raise place.error(SectionId.NETWORK, "window", str(error), index,
                               node.label()) from None
-        for name, value in (("out_h", out_h), ("out_w", out_w)):
+        out_h, out_w = window.out_hw()
+        for name, value, size, pad, k, s, d in (
+                ("out_h", out_h, window.height, window.pads[0], window.kernel[0],
+                 window.stride[0], window.dilation[0]),
+                ("out_w", out_w, window.width, window.pads[1], window.kernel[1],
+                 window.stride[1], window.dilation[1])):
             stored = int(records[f"window.{name}"][index])
             if stored != value:
-                raise place.error(SectionId.NETWORK, f"window.{name}", f"{stored}, the window "
-                                  f"gives {value}", index, node.label())
+                raise place.error(SectionId.NETWORK, f"window.{name}",
+                                  f"{stored}: a map of {size} with leading padding {pad}, "
+                                  f"kernel {k}, stride {s}, dilation {d} gives at least "
+                                  f"{value}", index, node.label())
