@@ -15,7 +15,7 @@ gemm on a flattened map, raw gemm to the host) runs from one CTRL.RUN_NETWORK:
   (NO_NETWORK); the network design passes Verilator lint.
 
 Runtime: one elaboration of a 4-unit network design and about 9,000 simulated cycles
-(~40 s), plus a lint (~10 s).
+(~31 s CPU for the file with the lint).
 """
 
 from __future__ import annotations
