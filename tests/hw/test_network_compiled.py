@@ -47,7 +47,7 @@ def compiled(tmp_path_factory):
     result = api.compile(str(path), "isaac", spec="int8", config=CONFIG, calib=calib,
                          network=True)
     images = rng.random((2, *shape)).astype(np.float32)
-    return result, image (~28 s CPU).
+    return result, images
 
 
 @pytest.fixture(scope="module")
