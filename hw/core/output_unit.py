@@ -17,10 +17,11 @@ clock (docs/fpga.md section 4): ``ou_total`` (``t``), ``ou_multiply`` (``t * mul
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, signed
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from bitline.hw.net.rounding import clamp, rounding_offset
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.encoding import MULT_BITS, SHIFT_BITS, output_param_layout
 from bitline.hw.spec.program import OutputMode
@@ -79,8 +80,8 @@ class OutputUnit(wiring.Component):
 
         # ou_total: t = acc + bias - correction (the validator keeps t within acc_bits, so
         # the truncation to total_bits is exact); in parallel the rounding and zero-point
-        # offset ``offset = (zero_point << shift) | rnd`` (rnd = 1 << (shift - 1) lies below
-        # bit ``shift``, so the OR is the sum), so that one adder does both:
+        # offset ``rounding_offset = (zero_point << shift) | rnd`` (rnd = 1 << (shift - 1) lies
+        # below bit ``shift``, so the OR is the sum), so that one adder does both:
         # floor((p + rnd) / 2**shift) + zp == floor((p + rnd + zp * 2**shift) / 2**shift)
         valid1 = Signal()
         total1 = Signal(signed(total_bits))
@@ -92,8 +93,7 @@ class OutputUnit(wiring.Component):
             total1.eq(self.inputs.payload.acc + param.bias.as_signed() - self.correction),
             mult1.eq(param.mult),
             shift1.eq(param.shift),
-            offset1.eq((self.zero_point << param.shift)
-                       | ((Const(1, 1) << param.shift) >> 1)),  # rnd: 0 at shift 0
+            offset1.eq(rounding_offset(self.zero_point, param.shift)),  # rnd: 0 at shift 0
         ]
 
         # ou_multiply: product = t * mult
@@ -128,8 +128,7 @@ class OutputUnit(wiring.Component):
         ]
 
         # ou_clamp: clamp (ReLU when clamp_lo == zero_point) or raw
-        clamped = Mux(level4 < self.clamp_lo, self.clamp_lo,
-                      Mux(level4 > self.clamp_hi, self.clamp_hi, level4))
+        clamped = clamp(level4, self.clamp_lo, self.clamp_hi)
         m.d.sync += [
             self.outputs.valid.eq(valid4),
             self.outputs.payload.eq(Mux(self.mode == OutputMode.RAW, total4, clamped)),
