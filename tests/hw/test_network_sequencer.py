@@ -2,7 +2,8 @@
 
 A hand-built network over every node kind (support/network_bench.py: padded conv, max
 pool, 1x1 conv, residual add, average pool with padding counted, global average pool,
-gemm on a flattened map, raw gemm to the host) runs from one CTRL.RUN_NETWORK:
+gemm on a flattened map, raw gemm to the host), loaded as an image (its NETWORK section
+through the loader into the node memory), runs from one CTRL.RUN_NETWORK:
 
 * outputs bit-exact to a numpy statement of the node semantics (im2col, tensor_ops, the
   output unit), the run's and every node's counters equal to hw/spec/net_timing, and the
@@ -14,8 +15,8 @@ gemm on a flattened map, raw gemm to the host) runs from one CTRL.RUN_NETWORK:
 * errors: RUN_NETWORK without node records, or on a design without the network hardware
   (NO_NETWORK); the network design passes Verilator lint.
 
-Runtime: one elaboration of a 4-unit network design and about 9,000 simulated cycles
-(~31 s CPU for the file with the lint).
+Runtime: one elaboration of a 4-unit network design and about 12,000 simulated cycles
+(~41 s CPU for the file with the lint).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from bitline.hw.spec.network import NodeKind
 from bitline.hw.spec.program import Program
 from bitline.hw.spec.registers import Ctrl, ErrorCode, Register, Status
 from bitline.hw.toolchain.tools import verilator_lint
-from bitline.sim.amaranth import csr_read, csr_write, run_job
+from bitline.sim.amaranth import csr_read, csr_write, load_image, run_job
+from bitline.sw.bundle.codec import encode_image
 from bitline.sw.perf import analyze_layer
 
 from support.accelerator import assert_counters_match_model, expected_outputs
@@ -70,14 +72,19 @@ def network():
 
 @pytest.fixture(scope="module")
 def runs(network):
-    """Run image 0 cleanly, image 1 with backpressure, image 0 again, then a layer job."""
+    """Load the image (NETWORK section through the loader's node_write), run image 0
+    cleanly, image 1 with backpressure, image 0 again, then a layer job."""
     config, net, images = network
-    dut = Accelerator(config, memories=program_memories(config, net.layers, nodes=net.nodes))
+    dut = Accelerator(config)
+    image = encode_image(Program(config=config, strategy="isaac", layers=net.layers,
+                                 nodes=net.nodes))
     rng = np.random.default_rng(SEED + 1)
     vectors = rng.integers(0, 1 << config.max_act_bits, (3, net.layers[0].n_inputs))
     results = {}
 
     async def testbench(ctx):
+        results["loaded"] = await load_image(ctx, dut, image)
+        results["n_nodes"] = await csr_read(ctx, dut.csr, Register.N_NODES)
         n = len(net.nodes)
         results["clean"] = await run_network(ctx, dut, images[0], net.n_outputs, n_nodes=n)
         results["pressed"] = await run_network(ctx, dut, images[1], net.n_outputs,
@@ -110,6 +117,8 @@ def _work(config, net):
 
 def test_run_is_bit_exact_to_the_node_semantics(network, runs):
     config, net, images = network
+    assert runs["loaded"] == Status.PROGRAMMED
+    assert runs["n_nodes"] == len(net.nodes)
     depth = config.act_buffer_depth
     for name, image in (("clean", images[0]), ("pressed", images[1]), ("again", images[0])):
         outputs, _, _, status = runs[name]
