@@ -1,0 +1,140 @@
+"""Whole-network runs on the RTL, per strategy, on the digits CNN and the digits ResNet.
+
+For every strategy (``bitline compile --help``'s list) and both digits networks: compile
+``--network`` (the strategy's default quantization spec) onto one shared accelerator -- the
+config of ``examples/rtl/digits.toml`` with every sized field (units, entries, the
+activation buffer and node capacities) the largest any of the ten compiles needs, so one
+Verilator build serves them all (emulated crossbars) -- run one test image whole-network on
+the Verilog (:mod:`bitline.sim.cocotb.tb_network`: the output checked against the golden
+model, the run's and every node's counters against the performance model) and print:
+
+* RTL cycles per image (the CYCLES counter: from ``RUN_NETWORK`` to the last output) and
+  the model's (:func:`bitline.sw.perf.network_report`), and whether they are equal;
+* images/s at 100 MHz and at the FPGA clock ``--fpga-mhz`` (nodes run one at a time, one
+  image at a time: ``clock / cycles``);
+* the pipeline model's images/s at 100 MHz (:mod:`bitline.sw.perf.pipeline`, one copy per
+  layer: ``clock / T_max``) -- a pipeline the RTL does not have yet (issue 18 item 4).
+
+Usage::
+
+    python scripts/network_table.py [--fpga-mhz 25] [--work DIR] [--markdown]
+
+Cost: one Verilator build of the shared design (cached by digest) and ten one-image runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+NETWORKS = ("digits-cnn", "digits-resnet")
+def compile_all(strategies, base, calib, work: Path):
+    """Compile every (network, strategy) ``--network`` onto one shared config.
+
+    Returns ``({(network, strategy): (bundle dir, program)}, shared config)``.
+    """
+    from bitline.sim.cocotb.tb_network import shared_config
+    from bitline.sw.bundle import write_bundle
+    from bitline.sw.flow import DEFAULT_SPECS, compile_model
+    from bitline.sw.models import resolve_model
+
+    models = {name: resolve_model(name) for name in NETWORKS}
+    sized = [compile_model(models[name], strategy, DEFAULT_SPECS[strategy], base,
+                           calib[name], xbars="auto", network=True).program.config
+             for name in NETWORKS for strategy in strategies]
+    config = shared_config(sized)
+    bundles = {}
+    for name in NETWORKS:
+        for strategy in strategies:
+            result = compile_model(models[name], strategy, DEFAULT_SPECS[strategy], config,
+                                   calib[name], xbars=config.n_xbars, network=True)
+            if result.program.config != config:
+                raise RuntimeError(f"{name} {strategy}: compiled for another config than "
+                                   "the shared one")
+            bundle = write_bundle(work / f"{name}-{strategy}", result.program, result.qmodel)
+            bundles[name, strategy] = (bundle, result.program)
+    return bundles, config
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fpga-mhz", type=float, default=25.0,
+                        help="FPGA clock for the images/s column (default 25, the ULX3S's)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for bundles and results (default: a temporary one)")
+    parser.add_argument("--strategies", default=None,
+                        help="comma-separated subset of the strategies (default: all)")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    args = parser.parse_args(argv)
+    if not args.fpga_mhz > 0:
+        parser.error(f"--fpga-mhz must be positive, not {args.fpga_mhz}")
+
+    from bitline.hw.spec.program import STRATEGIES
+    from bitline.sim.rtl import DIGITS_CONFIG
+    from bitline.sim.cocotb.tb_network import run_network_bench
+    from bitline.sw.datasets import load_dataset
+    from bitline.sw.flow import calibration_inputs
+    from bitline.sw.models import resolve_model
+    from bitline.sw.perf.network import network_report, pipeline_comparison
+
+    strategies = STRATEGIES if args.strategies is None else tuple(
+        item.strip() for item in args.strategies.split(","))
+    unknown = [item for item in strategies if item not in STRATEGIES]
+    if unknown:
+        parser.error(f"unknown strategy {', '.join(unknown)}; known: {', '.join(STRATEGIES)}")
+    work = args.work or Path(tempfile.mkdtemp(prefix="network-table-"))
+    work.mkdir(parents=True, exist_ok=True)
+    base = DIGITS_CONFIG          # = examples/rtl/digits.toml, nothing pinned
+    calib = {name: calibration_inputs(resolve_model(name), "digits")[0] for name in NETWORKS}
+    start = time.perf_counter()
+    bundles, config = compile_all(strategies, base, calib, work)
+    x_test, _ = load_dataset("digits", "test")
+    x_path = work / "x.npy"
+    np.save(x_path, np.asarray(x_test[:1], dtype=np.float32))
+    runs = [{"name": f"{name}-{strategy}", "bundle": bundle, "input": x_path,
+             "counters": True} for (name, strategy), (bundle, _) in bundles.items()]
+    bench, results = run_network_bench(config, runs, work / "bench",
+                                       programs=[program for _, program in bundles.values()])
+    elapsed = time.perf_counter() - start
+
+    header = ["network", "strategy", "RTL cycles/image", "model cycles/image", "equal",
+              "images/s @100 MHz", f"images/s @{args.fpga_mhz:g} MHz",
+              "pipeline model images/s @100 MHz"]
+    rows = []
+    for (name, strategy), (_, program) in bundles.items():
+        rtl = results[f"{name}-{strategy}"].runs[0]["cycles"]
+        model = network_report(program)
+        pipeline = pipeline_comparison(program)
+        rows.append([name, strategy, f"{rtl:,}", f"{model.cycles:,}",
+                     "yes" if rtl == model.cycles else "NO",
+                     f"{100e6 / rtl:,.0f}", f"{args.fpga_mhz * 1e6 / rtl:,.0f}",
+                     f"{pipeline.images_per_second(100.0):,.0f}"])
+    if args.markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "|".join("---" for _ in header) + "|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    else:
+        widths = [max(len(header[i]), *(len(row[i]) for row in rows))
+                  for i in range(len(header))]
+        print("  ".join(text.ljust(width) for text, width in zip(header, widths)))
+        for row in rows:
+            print("  ".join(text.ljust(width) for text, width in zip(row, widths)))
+    print(f"\nshared design: {config.n_xbars} units of {config.rows} x {config.cols}, "
+          f"activation buffer {config.act_buffer_depth} codes, {config.max_nodes} node "
+          f"records; emulated crossbars, {bench.simulator}, build "
+          f"{'cached' if bench.cached else f'{bench.build_seconds:.0f} s'}; total "
+          f"{elapsed:.0f} s wall")
+    print("images/s = clock / RTL cycles per image: the RTL runs one node at a time, one "
+          "image at a time; the pipeline model's column assumes the inter-layer pipeline "
+          "(one image per T_max cycles), which the RTL does not have yet")
+    return 0 if all(row[4] == "yes" for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
