@@ -542,9 +542,8 @@ def nodes_from_records(config: AcceleratorConfig, records: np.ndarray,
     """Inverse of packing :func:`node_columns`: nodes from unpacked NETWORK records.
 
     ``records`` is the structured array :func:`~bitline.hw.spec.encoding.unpack` returns
-    for :func:`node_layout`; signed fields are sign-extended. A ``kind`` outside
-    :class:`NodeKind` is kept as its integer (the validator names it). Values are not
-    checked here (:meth:`NodeProgram.record` does).
+    for :func:`node_layout`; signed fields are sign-extended. Values are not checked here
+    (:meth:`NodeProgram.record` does).
     """
     nodes = []
     for index, row in enumerate(records):
@@ -555,9 +554,8 @@ def nodes_from_records(config: AcceleratorConfig, records: np.ndarray,
         window = WindowParams.from_record({key.split(".", 1)[1]: value
                                            for key, value in get.items()
                                            if key.startswith("window.")})
-        kind = get["kind"]
         nodes.append(NodeProgram(
-            kind=NodeKind(kind) if kind in NodeKind._value2member_map_ else kind,
+            kind=NodeKind(get["kind"]),         # 2 bits: every value is a kind
             window=window, dst_base=get["dst_base"], dst_channels=get["dst_channels"],
             layer=get["layer"], to_host=bool(get["to_host"]),
             count_include_pad=bool(get["count_include_pad"]), src1_base=get["src1_base"],

@@ -20,7 +20,7 @@ golden model's graph walk.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -148,11 +148,11 @@ def network_nodes(qmodel: QuantizedModel, layer_names: list[str]) -> NetworkPlan
         for dims in [shape[s] for s in sources] + [out_shape]:
             biggest = [max(a, b) for a, b in zip(biggest, dims)]
         if index == len(steps) - 1:
-            nodes.append(_replace(node, to_host=True, dst_base=0))
+            nodes.append(replace(node, to_host=True, dst_base=0))
             break
         size = int(np.prod(out_shape))
         base = _first_fit(live, size)
-        nodes.append(_replace(node, dst_base=base))
+        nodes.append(replace(node, dst_base=base))
         depth = max(depth, base + size)
         live[layer.output] = (base, size)
         base_of[layer.output] = base
@@ -160,12 +160,6 @@ def network_nodes(qmodel: QuantizedModel, layer_names: list[str]) -> NetworkPlan
             if last_use.get(name, -1) <= index:
                 live.pop(name, None)
     return NetworkPlan(nodes, depth, *biggest)
-
-
-def _replace(node: NodeProgram, **changes) -> NodeProgram:
-    from dataclasses import replace
-
-    return replace(node, **changes)
 
 
 def _node(layer, qlayer, sources: list[tuple[int, tuple]], layer_names: list[str]
