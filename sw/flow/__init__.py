@@ -17,7 +17,9 @@ of its inputs that returns new values (nothing is mutated after it is made):
 7. :func:`bitline.sw.bundle.write_bundle` -- the program bundle (:func:`compile_bundle`).
 
 :func:`compile_model` runs steps 3-6; :func:`compile_bundle` runs 1-7 and writes the
-``compile.json`` side file. :func:`compare_strategies` runs steps 3-6 and
+``compile.json`` side file. With ``network=True`` (``compile --network``) step 5 is followed
+by :func:`network_program`: the whole-network nodes and the config's whole-network fields
+(docs/network.md section 2). :func:`compare_strategies` runs steps 3-6 and
 :func:`bitline.sw.perf.analyze` for several strategies, the ``bwq-a`` variant and the
 named ISAAC baselines (:mod:`bitline.sw.flow.baselines`: ``isaac-ou-16b``, ``isaac-ou-8b``,
 ``isaac-paper``) and computes speedups and energy savings named after their reference row;
@@ -50,6 +52,7 @@ from bitline.sw.flow.compile import (
     compile_bundle,
     compile_model,
     map_program,
+    network_program,
     quantize,
     resolve_spec,
     size_hardware,
@@ -83,5 +86,5 @@ __all__ = [
     "model_dataset", "require_dataset", "calibration_inputs", "model_labels",
     "model_summary", "load_input",
     "size_hardware", "quantize", "resolve_spec", "map_program", "validate", "compile_model",
-    "compile_bundle", "strategy_specs", "compare_strategies",
+    "compile_bundle", "network_program", "strategy_specs", "compare_strategies",
 ]
