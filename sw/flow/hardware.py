@@ -17,17 +17,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bitline.hw.spec.config import AcceleratorConfig, preset
+from bitline.hw.spec.config import NETWORK_FIELDS, AcceleratorConfig, preset
 
 __all__ = ["SIZED_FIELDS", "HardwareChoice", "hardware_for_bundle", "choose_hardware",
            "resolve_hardware"]
 
 #: Config fields compile's "size hardware" step chooses (``bitline.sw.flow.compile.
 #: size_hardware``; ``n_xbars``, ``max_entries`` and ``max_copies`` also grow with the layer
-#: copies of ``compile --budget``): a bundle's config may differ from the requested base in
-#: these only.
+#: copies of ``compile --budget``; the whole-network fields with ``compile --network``,
+#: ``bitline.sw.flow.compile.network_program``): a bundle's config may differ from the
+#: requested base in these only.
 SIZED_FIELDS = ("max_in_features", "max_out_channels", "max_weight_bits", "n_xbars",
-                "max_entries", "max_copies")
+                "max_entries", "max_copies", *NETWORK_FIELDS)
 
 
 def hardware_for_bundle(bundle_config: AcceleratorConfig, hardware: AcceleratorConfig,

@@ -222,3 +222,20 @@ def test_nodes_without_network_hardware_refused(resnet):
         validate_program(program)
     with pytest.raises(BundleError, match="no whole-network hardware"):
         write_bundle("/nonexistent/never", program, resnet.qmodel)
+
+
+def test_hardware_for_a_network_bundle(resnet):
+    """bitline verilog/fpga --bundle: the whole-network fields are sized by the bundle unless
+    the config file sets them (then a bundle that differs is refused)."""
+    from bitline.sw.flow.hardware import hardware_for_bundle
+
+    bundle = resnet.program.config
+    plain = bundle.replace(**{name: 0 for name in NETWORK_FIELDS})
+    notes = hardware_for_bundle(bundle, plain, resnet.program.xbars_used)
+    assert f"act_buffer_depth sized from 0 to {bundle.act_buffer_depth} by the bundle" in notes
+    assert sum(note.split(" ")[0] in NETWORK_FIELDS for note in notes) == 5
+    pinned = bundle.replace(act_buffer_depth=bundle.act_buffer_depth + 1,
+                            pinned=frozenset({"act_buffer_depth"}))
+    with pytest.raises(ValueError, match=rf"act_buffer_depth {bundle.act_buffer_depth} "
+                                         r"\(hardware \d+, set by the config file\)"):
+        hardware_for_bundle(bundle, pinned, resnet.program.xbars_used)
