@@ -122,13 +122,13 @@ def test_error_responses_change_nothing():
     async def body(ctx, bus, log):
         await _write(ctx, bus, Register.N_VECTORS, 5)
         log.append(await _write(ctx, bus, Register.ID, 1))                  # read-only
-        log.append(await _write(ctx, bus, 12, 1))                           # unmapped
+        log.append(await _write(ctx, bus, 15, 1))                           # unmapped
         log.append(await _write(ctx, bus, 255, 1))
         log.append(await _write(ctx, bus, Register.N_VECTORS, 9, strobes=0b0011))
         log.append(await _write(ctx, bus, Register.N_VECTORS, 9, strobes=0))
         log.append(await _read(ctx, bus, Register.N_VECTORS))
         log.append(await _read(ctx, bus, Register.CTRL))                    # write-only
-        log.append(await _read(ctx, bus, 12))
+        log.append(await _read(ctx, bus, 15))
         log.append(await _read(ctx, bus, Register.ID))
 
     assert _run(body) == [AxiResp.SLVERR, AxiResp.DECERR, AxiResp.DECERR, AxiResp.SLVERR,
