@@ -159,8 +159,8 @@ class Engine:
 
             # one thread, as in a Dask worker (its nanny sets OPENBLAS_NUM_THREADS=1 and
             # OMP_NUM_THREADS=1): the tasks' small matrix products gain nothing from a
-            # BLAS thread pool, whose threads spin between calls (measured: `bitline
-            # sweep --serial` spent 2.4x the CPU of one thread, docs/dse.md section 6);
+            # BLAS thread pool, whose threads spin between calls (the README's `bitline
+            # sweep ... --serial`: 61 s of CPU with a 2-thread pool, 24 s without);
             # entered per task (~3 ms), so a library an earlier task loaded is limited too
             for key, payload in items:
                 with threadpool_limits(limits=1):
