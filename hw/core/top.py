@@ -124,7 +124,9 @@ class Accelerator(wiring.Component):
     job_busy: Signal
         Not a port: the scheduler's ``busy`` (high from the cycle after CTRL.START to the
         cycle the job's last output is taken), for wrappers that frame the output stream
-        (the AXI4-Stream ``tlast`` of :mod:`bitline.hw.io.axi`).
+        (the AXI4-Stream ``tlast`` of :mod:`bitline.hw.io.axi`); with ``config.network``
+        also high through a whole-network run (to its last output), so ``tlast`` marks
+        the run's last output.
     """
 
     @rejects_quietly
@@ -171,7 +173,10 @@ class Accelerator(wiring.Component):
         units = self._add_units(m, blocks, job_error, sweep)
         self._add_output_path(m, blocks, units, layer, param_read, sweep)
         self._add_status(m, blocks, units, job_error, sweep)
-        m.d.comb += self.job_busy.eq(blocks.scheduler.busy)
+        busy = blocks.scheduler.busy
+        if blocks.sequencer is not None:
+            busy = busy | blocks.sequencer.busy     # a network run is one "job" outside
+        m.d.comb += self.job_busy.eq(busy)
         return m
 
     def _add_sweep(self, m: Module, blocks: _Blocks) -> "_Sweep":
