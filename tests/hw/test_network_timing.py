@@ -1,0 +1,63 @@
+"""hw/spec/net_timing: its constants are the units' latencies, its errors name the problem.
+
+The formula itself is checked against the RTL counters in test_network_sequencer.py and
+test_network_compiled.py; here: the constants restate what the units are built with (the
+spec does not import hw/net), and bad calls fail clearly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bitline.hw.net import NetGeometry, PoolUnit
+from bitline.hw.net.residual import RESIDUAL_STAGES
+from bitline.hw.spec.net_timing import (
+    READER_START_CYCLES,
+    RESIDUAL_LATENCY,
+    network_timing,
+    node_timing,
+    pool_latency,
+    run_cycles,
+)
+from bitline.hw.spec.network import NodeKind, NodeProgram, WindowParams
+from bitline.hw.spec.program import Program
+
+from support.configs import small_config
+from support.network_bench import NETWORK_CONFIG, hand_network
+
+CONFIG = small_config(**NETWORK_CONFIG)
+
+
+def test_constants_are_the_units_latencies():
+    assert RESIDUAL_LATENCY == len(RESIDUAL_STAGES)
+    geometry = NetGeometry.from_config(CONFIG)
+    assert pool_latency(CONFIG) == PoolUnit(geometry).latency
+    # the reader's first element is valid 4 cycles after start (test_net_im2col): the
+    # cycles after START without an element are 3
+    assert READER_START_CYCLES == 3
+
+
+def test_pool_and_add_nodes_count_their_elements():
+    window = WindowParams(3, 5, 5, kernel=(2, 2), stride=(2, 2), pads=(0, 0, 1, 1))
+    pool = NodeProgram(NodeKind.POOL_MAX, window, dst_base=0, dst_channels=3)
+    assert node_timing(CONFIG, pool).cycles == 3 + 9 * 3 * 4 + CONFIG.max_act_bits + 1
+    add = NodeProgram(NodeKind.ADD, WindowParams(3, 3, 3), dst_base=32, dst_channels=3,
+                      src1_base=64)
+    assert node_timing(CONFIG, add).cycles == 3 + 27 + 5
+    assert node_timing(CONFIG, add).input_stall == 3
+
+
+def test_run_adds_the_input_phase_and_the_node_switches():
+    assert run_cycles(50, [10]) == 3 + 50 + 2 + 10
+    assert run_cycles(50, [10, 20, 30]) == 3 + 50 + 2 + 60 + 2 * 4
+
+
+def test_errors_name_the_problem():
+    net = hand_network(CONFIG, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="COMPUTE node's timing needs its layer"):
+        node_timing(CONFIG, net.nodes[0])
+    with pytest.raises(ValueError, match="at least one node"):
+        run_cycles(10, [])
+    with pytest.raises(ValueError, match="no network nodes"):
+        network_timing(CONFIG, Program(config=CONFIG, strategy="isaac", layers=net.layers))
