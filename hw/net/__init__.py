@@ -1,4 +1,4 @@
-"""Whole-network hardware, first part (issue 18): activation buffer and the non-matrix units.
+"""Whole-network hardware (issue 18): activation buffer, the non-matrix units, the sequencer.
 
 * :mod:`.geometry` - the capacities of the units (:class:`NetGeometry`) and the per-layer
   window record the address generator runs from (:class:`WindowParams`).
@@ -7,9 +7,11 @@
   windows and flatten.
 * :mod:`.pool` - :class:`PoolUnit`, max / average / global average pooling.
 * :mod:`.residual` - :class:`ResidualAdd`, the requantizing residual add.
+* :mod:`.sequencer` - :class:`Sequencer`, the node FSM of whole-network mode and the
+  datapath around these units (the Accelerator adds it with ``config.network``).
 
-docs/network.md describes what is built and the design of the layer sequencer and the
-inter-layer pipeline that are still to come.
+docs/network.md describes what is built and the design of the inter-layer pipeline that
+is still to come.
 """
 
 from bitline.hw.net.buffer import ActivationBuffer
@@ -17,6 +19,7 @@ from bitline.hw.net.geometry import NetGeometry, WindowParams
 from bitline.hw.net.im2col import Im2colReader
 from bitline.hw.net.pool import PoolUnit
 from bitline.hw.net.residual import ResidualAdd
+from bitline.hw.net.sequencer import Sequencer
 
 __all__ = ["ActivationBuffer", "Im2colReader", "NetGeometry", "PoolUnit", "ResidualAdd",
-           "WindowParams"]
+           "Sequencer", "WindowParams"]
