@@ -148,8 +148,9 @@ class InferenceChecker:
 class JobWatch:
     """The driver's progress hook: per job, cross-check the ports and report progress.
 
-    The OU reads the crossbar model answered during a job must equal the job's OU_READS
-    counter (the counter and the port agree); the progress file gets the job's state.
+    The OU reads the crossbar model answered during a job (or a whole-network run) must
+    equal its OU_READS counter (the counter and the port agree); the progress file gets
+    the state (``unit``: ``"vectors"`` of layer jobs or ``"images"`` of runs).
     """
 
     def __init__(self, label, crossbars, checker, host, path, run, runs):
@@ -165,8 +166,11 @@ class JobWatch:
                 self.checker.fail(f"{self.label}: job {job.name}: the crossbar ports saw "
                                   f"{seen} OU reads, the OU_READS counter says "
                                   f"{job.counters['ou_reads']}")
+        # a layer job counts vectors, a whole-network run (NetworkRun) images
+        unit = "images" if hasattr(job, "nodes") else "vectors"
         _write_progress(self.path, {"run": self.run, "runs": self.runs, "layer": job.name,
-                                    "done": done, "total": total, "cycles": self.host.now})
+                                    "done": done, "total": total, "cycles": self.host.now,
+                                    "unit": unit})
 
 
 def model_counters(program: Program, job) -> dict[str, int]:

@@ -99,14 +99,18 @@ def _progress_bar():
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(TextColumn("[bold]run[/] {task.description}"), BarColumn(),
-                   TextColumn("{task.completed}/{task.total} vectors"),
+                   TextColumn("{task.completed}/{task.total} {task.fields[unit]}"),
                    TextColumn("{task.fields[cycles]:,} cycles"), TimeElapsedColumn(),
                    console=Console(stderr=True), transient=True)
-    task = bar.add_task("building and starting the simulator", total=None, cycles=0)
+    task = bar.add_task("building and starting the simulator", total=None, cycles=0,
+                        unit="vectors")
 
     def progress(state: dict) -> None:
+        # layer jobs count vectors per layer; whole-network runs count images
+        images = state.get("unit") == "images"
         bar.update(task, completed=state["done"], total=state["total"],
-                   description=f"layer {state['layer']}", cycles=int(state["cycles"]))
+                   description=state["layer"] if images else f"layer {state['layer']}",
+                   cycles=int(state["cycles"]), unit=state.get("unit", "vectors"))
 
     return bar, progress
 
