@@ -3,8 +3,8 @@
 ``floor((p + rnd) / 2**s) + z`` with ``rnd = 1 << (s - 1)`` (0 when ``s == 0``) is computed
 as ``(p + offset) >> s`` with ``offset = (z << s) | rnd``: ``rnd`` lies below bit ``s``, so
 the OR is the sum, and one adder does both the rounding and the zero point. This is the
-output unit's formulation (:mod:`bitline.hw.core.output_unit`, stage ``ou_total``),
-which keeps it inline across its pipeline stages; the residual add uses these helpers.
+output unit's formulation (:mod:`bitline.hw.core.output_unit`, stages ``ou_total`` and
+``ou_clamp``); the output unit and the residual add both use these helpers.
 """
 
 from __future__ import annotations
