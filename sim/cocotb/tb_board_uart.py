@@ -19,11 +19,17 @@ packing) exists once, in the host code. Pieces, after cocotb's matrix-multiplier
   simulated time) between the two and the host thread;
 * model -- the integer golden model (:func:`bitline.sim.golden.run_golden`) on the same
   images, and the performance model (:func:`bitline.sw.perf.analyze_layer`, with the
-  layer's copies) per job;
+  layer's copies) per job, or for a bundle compiled ``--network`` (one whole-network run
+  per image: only the image's codes cross the UART, then the logits come back) the
+  whole-network model (:func:`bitline.sw.perf.network_report`) per run and per node;
 * checker -- the outputs of every image are bit-exact; the counters read back over the
   protocol match the performance model (OU reads, ADC conversions and reduction operands
   exactly; cycles up to the stall cycles the slow UART host causes: a stall cycle while the
-  accelerator still computes is not an extra cycle, so the bound is not an equality).
+  accelerator still computes is not an extra cycle, so the bound is not an equality). In a
+  whole-network run the UART host can only slow the input phase and the last node, so
+  every other node's counters equal the model exactly; the log gives images/s at the board
+  clock (``BITLINE_BOARD_MHZ``, default 25) from the counters, with and without the
+  cycles spent waiting for the UART.
 
 Environment: ``BITLINE_BUNDLE`` (the bundle directory; the config comes from its manifest),
 ``BITLINE_INPUTS`` (a ``.npy`` of float inputs, one sample per row of the first axis; when
@@ -52,7 +58,7 @@ from bitline.sw.bundle import read_bundle
 from bitline.sw.datasets import load_dataset
 from bitline.sw.host.driver import Device, HostDriver
 from bitline.sw.host.uart import UARTBridgeClient, UARTTransport
-from bitline.sw.perf import analyze_layer
+from bitline.sw.perf import analyze_layer, network_report
 
 
 class SimulatedSerial:
@@ -149,7 +155,8 @@ async def inference_over_uart(dut):
                   f"{info.output_bytes}-byte outputs, {info.rx_fifo_depth}-byte receive "
                   f"FIFO; {link.sent} bytes to the board, {sink.count()} left unread; "
                   f"{elapsed_ns / 1e3:.0f} us simulated ({elapsed_ns / period_ns:.0f} "
-                  f"cycles), {len(result.jobs)} jobs")
+                  f"cycles), " + (f"{len(result.runs)} whole-network runs" if result.runs
+                                  else f"{len(result.jobs)} jobs"))
 
     # checker: the board saw no framing error, overrun, timeout or bad opcode
     assert flags == BridgeFlags(0), f"bridge flags {flags!r} during the session"
@@ -173,3 +180,30 @@ async def inference_over_uart(dut):
         assert counters["reduction_operands"] == model.reduction_transfers, job
         assert model.cycles <= counters["cycles"] <= model.cycles + counters["stall_cycles"], (
             job, model.cycles)
+    if result.runs:
+        check_network_runs(dut, bundle.program, result.runs,
+                           float(os.environ.get("BITLINE_BOARD_MHZ", "25")))
+
+
+def check_network_runs(dut, program, runs, board_mhz: float) -> None:
+    """Whole-network runs against :func:`bitline.sw.perf.network_report`; log images/s."""
+    model = network_report(program)
+    want = model.run_counters()
+    for run in runs:
+        counters = run.counters
+        for name in ("ou_reads", "adc_conversions", "reduction_operands"):
+            assert counters[name] == want[name], (run.name, name, counters[name], want[name])
+        assert model.cycles <= counters["cycles"] <= model.cycles + counters["stall_cycles"], (
+            run.name, counters, model.cycles)
+        # the UART can only hold the input phase and the last node's outputs
+        expected_nodes = [node.counters() for node in model.nodes]
+        assert run.nodes[:-1] == expected_nodes[:-1], run.name
+        last, modelled = run.nodes[-1], expected_nodes[-1]
+        assert (modelled["node_cycles"] <= last["node_cycles"]
+                <= modelled["node_cycles"] + last["node_output_stall"]), (run.name, last)
+        dut._log.info(
+            f"{run.name}: {counters['cycles']} cycles ({counters['stall_cycles']} waiting "
+            f"for the UART; model {model.cycles} without waits): at {board_mhz:g} MHz "
+            f"{board_mhz * 1e6 / counters['cycles']:.0f} images/s over this UART, "
+            f"{board_mhz * 1e6 / (counters['cycles'] - counters['stall_cycles']):.0f} "
+            f"images/s without the UART waits")

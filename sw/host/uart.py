@@ -353,6 +353,33 @@ class UARTTransport(Transport):
         values = values.reshape(-1, self.lanes)
         return values[:, 0] if copies is None else values[:, :copies]
 
+    def start_network(self, codes: np.ndarray, n_outputs: int) -> np.ndarray:
+        """Start a whole-network run: the image's codes in, the last node's outputs out.
+
+        Writes CTRL.RUN_NETWORK and reads STATUS once (a run the accelerator refuses --
+        ``NO_NETWORK``, no image -- returns no outputs; the driver reads STATUS and
+        raises), then sends every code in one ``INPUTS`` (lane 0; the input phase takes
+        them all before any node runs) and takes ``n_outputs`` beats with one ``OUTPUTS``.
+        """
+        codes = np.asarray(codes, dtype=np.int64).reshape(-1)
+        act_max = (1 << self.config.max_act_bits) - 1
+        if codes.size and (codes.min() < 0 or codes.max() > act_max):
+            raise ValueError(f"input codes must be in 0..{act_max} (max_act_bits "
+                             f"{self.config.max_act_bits}), not {codes.min()}..{codes.max()}")
+        payload = np.zeros((len(codes), input_beat_bytes(self.config)), dtype=np.uint8)
+        payload[:, 0] = codes
+        self.client.send(encode_command(Opcode.WRITE, Register.CTRL, Ctrl.RUN_NETWORK))
+        status = self.client.send(encode_command(Opcode.READ, Register.STATUS), 4)
+        self.client.flush()
+        if int.from_bytes(status[0], "little") & Status.ERROR:
+            return np.zeros(0, dtype=np.int64)
+        self.client.send(encode_command(Opcode.INPUTS, payload=payload.tobytes()))
+        answer = self.client.send(encode_command(Opcode.OUTPUTS, int(n_outputs)),
+                                  int(n_outputs) * output_beat_bytes(self.config))
+        self.client.flush()
+        values = decode_outputs(answer[0], self.width).reshape(-1, self.lanes)
+        return values[:, 0]
+
 
 def open_board(port: str, config: AcceleratorConfig, *, baud: int | None = None,
                timeout: float = 2.0) -> UARTTransport:

@@ -18,6 +18,11 @@ Workloads:
   lane and reassembles the outputs in order, bit-exact, counters = the model with copies
   (a second Verilator build: 523 s cold, run 115 s, measured on the loaded 2-core machine;
   the one-lane ``small`` took 255 s and 46 s there);
+* ``small-network`` (the default suite): the same network compiled ``--network``
+  (``E2E_SMALL_CONFIG`` plus the activation buffer and node records it needs): one
+  whole-network run per sample, only the sample's codes and the logits cross the UART;
+  outputs bit-exact, counters of the run and of every node = ``sw/perf/network.py`` (up to
+  the UART's stalls, which only the input phase and the last node can see);
 * ``digits``: the digits CNN on :data:`bitline.sim.rtl.DIGITS_CONFIG` (ten 72 x 512
   crossbars), two test images -- 4.1 M simulated cycles, about 7 minutes cold (a 226 s
   Verilator build, 193 s run); opt-in with ``BITLINE_DIGITS_BOARD=1`` to keep the default
@@ -93,6 +98,7 @@ def small_workload(root):
 @pytest.mark.parametrize("workload", [
     "small",
     "small-copies",
+    "small-network",
     pytest.param("digits", marks=pytest.mark.skipif(
         os.environ.get("BITLINE_DIGITS_BOARD") != "1",
         reason="the digits CNN over the UART takes ~7 min cold: BITLINE_DIGITS_BOARD=1")),
@@ -102,10 +108,16 @@ def test_inference_through_the_uart_protocol(workload, tmp_path):
     from bitline.sw.flow import compile_model
 
     model, calib_x, inputs, config = {"small": small_workload, "small-copies": small_workload,
+                                      "small-network": small_workload,
                                       "digits": digits_workload}[workload](tmp_path)
-    result = compile_model(model, "bwq", "bwq3", config, calib_x, xbars=config.n_xbars)
-    assert result.program.config == config
+    network = workload == "small-network"
+    result = compile_model(model, "bwq", "bwq3", config, calib_x, xbars=config.n_xbars,
+                           network=network)
     program = result.program
+    if network:
+        assert program.nodes and program.config.network
+        config = program.config
+    assert program.config == config
     if workload == "small-copies":
         names = [layer.name for layer in program.layers]
         program = program.with_copies({names[0]: 2, names[-1]: 3})
