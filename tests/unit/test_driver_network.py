@@ -307,3 +307,37 @@ def test_a_transport_without_network_runs_says_so(network):
     with pytest.raises(DeviceError, match="LayersOnly cannot start a whole-network run.*"
                                           "--layer-jobs"):
         driver.run(x[:1])
+
+
+def test_rtl_backend_options_for_network_bundles(tmp_path, random_cnn):
+    """Refused before any simulator starts: all_layers of a whole-network run, layer_jobs
+    of a bundle without nodes, a clock that is not a positive number."""
+    from bitline.sim.backends import BackendError, network_summary, run_backend
+    from bitline.sw.bundle import write_bundle
+    from bitline.sw.flow import Target
+
+    rng = np.random.default_rng(9)
+    model = random_cnn(tmp_path / "model.onnx", rng)
+    config = small_config(rows=32, cols=64, n_xbars=4, max_act_bits=8, max_weight_bits=8,
+                          max_out_channels=16, max_in_features=96)
+    calib = rng.random((16, *model.input_shape)).astype(np.float32)
+    x = rng.random((1, *model.input_shape)).astype(np.float32)
+    bundles = {}
+    for network in (True, False):
+        result = compile_model(model, "bwq", "bwq3", config, calib, xbars="auto",
+                               network=network)
+        folder = write_bundle(tmp_path / f"bundle-{network}", result.program, result.qmodel)
+        bundles[network] = Target(str(folder), bundle=folder)
+    with pytest.raises(BackendError, match="all_layers needs per-layer jobs"):
+        run_backend("rtl", bundles[True], x, {"all_layers": "1"})
+    with pytest.raises(BackendError, match="layer_jobs is for a bundle compiled with "
+                                           "--network"):
+        run_backend("rtl", bundles[False], x, {"layer_jobs": "1"})
+    with pytest.raises(BackendError, match="clock_mhz must be positive, not -5.0"):
+        run_backend("rtl", bundles[True], x, {"clock_mhz": "-5"})
+    with pytest.raises(BackendError, match="option clock_mhz must be float, not 'fast'"):
+        run_backend("rtl", bundles[True], x, {"clock_mhz": "fast"})
+    # the summary line: cycles per image, latency and images/s at the clock
+    line = network_summary([1000, 3000], 25.0)
+    assert "2 image(s), cycles per image 1,000, 3,000" in line
+    assert "at 25 MHz 80.00 us per image, 12,500 images/s" in line
