@@ -758,7 +758,12 @@ class HostDriver:
         codes = arith.quantize_input(x, self.qmodel.input)
         output_shape = tuple(model.output_shape)
         n_outputs = int(np.prod(output_shape))
-        channels = self.program.nodes[-1].dst_channels
+        last = self.program.nodes[-1]
+        if last.dst_size != n_outputs:
+            raise ValueError(f"the program's last {last.label(len(self.program.nodes) - 1)} "
+                             f"sends {last.dst_size} values, the output of model "
+                             f"{model.name} {output_shape} holds {n_outputs}")
+        channels = last.dst_channels
         outputs = np.empty((len(x), n_outputs), dtype=np.int64)
         runs: list[NetworkRun] = []
         for image, sample in enumerate(codes):

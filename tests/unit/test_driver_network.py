@@ -341,3 +341,16 @@ def test_rtl_backend_options_for_network_bundles(tmp_path, random_cnn):
     line = network_summary([1000, 3000], 25.0)
     assert "2 image(s), cycles per image 1,000, 3,000" in line
     assert "at 25 MHz 80.00 us per image, 12,500 images/s" in line
+
+
+def test_a_last_node_of_another_size_is_named(network):
+    program, qmodel, x, _, _, answers = network
+    last = program.nodes[-1]
+    broken = replace(program, nodes=program.nodes[:-1] + [
+        replace(last, dst_channels=last.dst_channels + 1)])
+    driver = HostDriver(broken, qmodel, Device(NetworkFake(broken, qmodel, answers)),
+                        image=IMAGE)
+    driver.load()
+    with pytest.raises(ValueError, match=f"last node {len(program.nodes) - 1} .* sends "
+                                         f"{last.dst_size + last.out_pixels} values"):
+        driver.run(x[:1])
