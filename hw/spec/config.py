@@ -61,6 +61,24 @@ NETWORK_FIELDS = ("act_buffer_depth", "max_nodes", "max_map_channels", "max_map_
                   "max_map_width")
 
 
+def _check_network_keys(path: Path, table: dict) -> None:
+    """Refuse a config file that turns the whole-network hardware on with some of
+    :data:`NETWORK_FIELDS` and leaves the others out.
+
+    The fields left out would be 0 (no network) and the ones set >= 1, which no config
+    is; ``compile --network`` sizes all five only when the file sets none (or every one it
+    sets is 0), so the error says which to add.
+    """
+    given = [name for name in NETWORK_FIELDS if name in table]
+    missing = [name for name in NETWORK_FIELDS if name not in table]
+    if given and missing and any(table[name] != 0 for name in given):
+        setting = ", ".join(f"{name} = {table[name]!r}" for name in given)
+        raise ValueError(
+            f"{path}: sets {setting} but not {', '.join(missing)}: the whole-network fields "
+            "are set all five or none (without any, compile --network sizes all five to "
+            "the network); add the missing keys or remove the ones set")
+
+
 @dataclass(frozen=True)
 class AcceleratorConfig:
     """Geometry and sizing of a ReRAM crossbar PIM accelerator.
@@ -309,6 +327,7 @@ class AcceleratorConfig:
             raise ValueError(f"{path}: key(s) {', '.join(outside)} outside the [accelerator] "
                              "table; put every field inside it")
         table = dict(table)
+        _check_network_keys(path, table)
         base = table.pop("preset", None)
         if base is not None:
             if not isinstance(base, str):

@@ -44,6 +44,23 @@ def test_network_fields_all_or_none(name):
         config(**{name: 0})
 
 
+def test_config_file_with_some_network_fields_names_the_missing_ones(tmp_path):
+    """A file that sets act_buffer_depth alone is refused naming the file, what it sets and
+    what it leaves out (not "max_nodes ... not 0", a value the user never wrote); a file
+    that sets all five, or only zeros, loads."""
+    path = tmp_path / "partial.toml"
+    path.write_text('[accelerator]\npreset = "bwq"\nact_buffer_depth = 4096\nmax_nodes = 9\n')
+    with pytest.raises(ValueError, match=r"partial.toml: sets act_buffer_depth = 4096, "
+                                         r"max_nodes = 9 but not max_map_channels, "
+                                         r"max_map_height, max_map_width: .* all five or none"):
+        AcceleratorConfig.load(path)
+    path.write_text("[accelerator]\nact_buffer_depth = 0\n")
+    assert not AcceleratorConfig.load(path).network
+    path.write_text("[accelerator]\n" + "".join(f"{name} = 8\n" for name in NETWORK_FIELDS))
+    loaded = AcceleratorConfig.load(path)
+    assert loaded.network and loaded.pinned == set(NETWORK_FIELDS)
+
+
 def test_geometry_from_config():
     geometry = NetGeometry.from_config(config())
     assert (geometry.act_bits, geometry.depth, geometry.max_channels, geometry.max_height,
