@@ -18,8 +18,9 @@ The write stream takes codes in either of two orders, set by ``write_linear``:
 ``write_start`` (one cycle) restarts the write counters; ``write_count`` counts the codes
 written since. The read port is the memory's synchronous port: ``data`` is the code at
 the ``addr`` of the last cycle in which ``en`` was high. ``read_ports=2`` adds a second,
-independent read port ``read_b`` (the residual add's second operand; an ECP5 DP16KD has
-two ports, so the block RAM count does not change).
+independent read port ``read_b`` (the residual add's second operand). With one write and
+two read ports the store is two 1W1R copies on an ECP5 (Yosys: 4 DP16KD instead of 2 for
+4,096 x 8 bits).
 """
 
 from __future__ import annotations
