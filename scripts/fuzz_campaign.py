@@ -3,7 +3,8 @@
     python scripts/fuzz_campaign.py --examples 500 --seed 1 [--category onnx ...]
         [--failures fuzz-failures/] [--json]
 
-Each category (``onnx``, ``config``, ``bundle``, ``input``; all by default) draws
+Each category (``onnx``, ``config``, ``bundle``, ``input``, ``network``: random graphs
+compiled with ``--network``, :mod:`support.fuzz_network`; all by default) draws
 ``--examples`` cases from its hypothesis strategy (:mod:`support.fuzz_files`, seeded by
 ``--seed``, no example database), runs each through the real CLI in-process and classifies
 it (:mod:`support.fuzz`): clean error, clean exit 0 (a result the independent oracle found

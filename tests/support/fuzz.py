@@ -17,10 +17,12 @@ reference). :func:`run_case` runs the command in-process through
   leaked to stderr (``file.py:LINE: RuntimeWarning: ...``), or the error line is one bare
   word (``error: scale``: :func:`main` prints a ``KeyError`` as its key alone);
 * ``"silent"`` -- exit 0 for an input the oracle says must be refused, or exit 0 with a
-  wrong result; also a clean error for an input the oracle says must be accepted.
+  wrong result; also a clean error for an input the oracle says must be accepted, or one
+  that does not name what the case's ``refusal`` judge expects (the ``network`` category:
+  the op whole-network mode does not run).
 
-The case generators (hypothesis strategies) are in :mod:`support.fuzz_onnx` and
-:mod:`support.fuzz_files`; the suite
+The case generators (hypothesis strategies) are in :mod:`support.fuzz_onnx`,
+:mod:`support.fuzz_network` and :mod:`support.fuzz_files`; the suite
 tests are ``tests/unit/test_fuzz_*.py`` and the long campaign is ``scripts/fuzz_campaign.py``.
 """
 
@@ -81,7 +83,8 @@ class Result:
 class Case:
     """One fuzz case (module docstring). ``files`` maps names in the work folder to bytes
     (or a callable ``f(folder)`` that writes them, e.g. a bundle copy); ``check(folder,
-    result)`` returns ``None`` for a correct exit 0, or what is wrong."""
+    result)`` returns ``None`` for a correct exit 0, or what is wrong; ``refusal(stderr)``
+    judges a clean error the same way (``None``: the error names what the oracle expects)."""
 
     category: str
     kind: str
@@ -91,6 +94,7 @@ class Case:
     files: dict[str, bytes] = field(default_factory=dict)
     setup: Callable[[Path], None] | None = None
     check: Callable[[Path, Result], str | None] | None = None
+    refusal: Callable[[str], str | None] | None = None
 
     def __post_init__(self):
         assert self.expect in ("refuse", "accept", "either"), self.expect
@@ -168,6 +172,10 @@ def run_case(case: Case, workdir: Path | None = None, keep: bool = False) -> Out
             if case.expect == "accept":
                 return Outcome(case, "silent", "refused a valid input: "
                                + result.err.strip()[-300:], results)
+            problem = case.refusal(result.err) if case.refusal is not None else None
+            if problem:
+                return Outcome(case, "silent", "refused for the wrong reason: " + problem
+                               + ": " + result.err.strip()[-300:], results)
             return Outcome(case, "error", result.err.strip()[-300:], results)
         if case.expect == "refuse":
             return Outcome(case, "silent", "exit 0 for an input that must be refused", results)

@@ -40,6 +40,7 @@ from support.fuzz import (
     compare_float,
     onnx_reference,
 )
+from support.fuzz_network import network_cases
 from support.fuzz_onnx import STRATEGIES, onnx_cases, rarely
 
 __all__ = ["CATEGORIES", "bundle_cases", "config_cases", "input_cases", "quant_cases"]
@@ -513,4 +514,5 @@ CATEGORIES = {
     "config": st.one_of(config_cases(), quant_cases()),
     "bundle": bundle_cases(),
     "input": input_cases(),
+    "network": network_cases(),
 }

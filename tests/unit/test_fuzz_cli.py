@@ -1,7 +1,8 @@
 """Property-based fuzzing of the CLI (issue 15, item 4): no traceback, no wrong exit 0.
 
 For each category of :data:`support.fuzz_files.CATEGORIES` (random and mutated ONNX models,
-accelerator configs and quantization specs, edited bundles, odd input arrays) hypothesis
+accelerator configs and quantization specs, edited bundles, odd input arrays, random graphs
+compiled with ``--network``) hypothesis
 draws a bounded, derandomized set of cases; each runs the real CLI in-process and must end
 in a clean ``error:`` line or an exit 0 whose result the case's independent oracle finds
 correct (:mod:`support.fuzz`). The long campaign is ``scripts/fuzz_campaign.py``.
@@ -21,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from support.fuzz import DIR, Case, baseline, run_case
 from support.fuzz_files import CATEGORIES
 
-#: Examples per category in the suite (the campaign runs thousands); about 15 s of CPU in all.
-EXAMPLES = {"onnx": 50, "config": 50, "bundle": 60, "input": 60}
+#: Examples per category in the suite (the campaign runs thousands); about 20 s of CPU in all.
+EXAMPLES = {"onnx": 50, "config": 50, "bundle": 60, "input": 60, "network": 40}
 
 
 def _bounded(examples: int):
@@ -123,3 +124,69 @@ def test_a_bare_key_error_line_is_not_a_clean_error(monkeypatch):
     outcome = run_case(case)
     assert outcome.results[0].code == 2 and outcome.results[0].err == "error: scale\n"
     assert outcome.verdict == "traceback" and "bare KeyError" in outcome.detail
+
+
+# ------------------------------------------------- the network category's oracle can fail
+def _network_case(*ops_and_inputs):
+    """A ``network`` case of a hand-written chain on a (1, 4, 4) input."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from support.fuzz_network import _network_check, _refusal_check, network_expectation
+
+    rng = np.random.default_rng(0)
+    arrays = {"w": rng.standard_normal((2, 1, 3, 3)).astype(np.float32),
+              "v": rng.standard_normal((3, 32)).astype(np.float32),
+              "v2": rng.standard_normal((3, 64)).astype(np.float32)}
+    nodes = [helper.make_node(op, inputs, [out], **attrs)
+             for op, inputs, out, attrs in ops_and_inputs]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(a, k) for k, a in arrays.items()])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    proto.ir_version = 8
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+    expect, refusable = network_expectation(proto)
+    ops = {node.op_type for node in proto.graph.node}
+    return Case("network", expect, "hand graph",
+                ["compile", f"{DIR}/m.onnx", "-s", "bwq", "--network", "-o", f"{DIR}/out",
+                 "-q"], expect, files={"m.onnx": data}, check=_network_check(data, (1, 4, 4)),
+                refusal=_refusal_check(refusable, bool(ops & {"Conv", "Gemm", "MatMul"})))
+
+
+CONV = ("Conv", ["x", "w"], "c", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]})
+HEAD = [("Flatten", ["r"], "f", {}), ("Gemm", ["f", "v"], "y", {"transB": 1})]
+
+
+def test_network_expectation_from_the_op_list():
+    relu_after_conv = _network_case(CONV, ("Relu", ["c"], "r", {}), *HEAD)
+    assert relu_after_conv.expect == "accept"
+    pool_then_relu = _network_case(CONV, ("MaxPool", ["c"], "p", {"kernel_shape": [1, 1]}),
+                                   ("Relu", ["p"], "r", {}), *HEAD)
+    assert pool_then_relu.expect == "either"
+    concat = _network_case(CONV, ("Concat", ["c", "c"], "r", {"axis": 1}),
+                           ("Flatten", ["r"], "f", {}),
+                           ("Gemm", ["f", "v2"], "y", {"transB": 1}))
+    assert concat.expect == "refuse"
+    outcome = run_case(concat)
+    assert outcome.verdict == "error" and "(op concat)" in outcome.detail
+
+
+def test_network_category_detects_a_wrong_run_nodes_and_a_misnamed_refusal(monkeypatch):
+    import bitline.sw.integer.network as network
+
+    case = _network_case(CONV, ("Relu", ["c"], "r", {}), *HEAD)
+    assert run_case(case).verdict == "ok"
+    original = network.run_nodes
+    monkeypatch.setattr(network, "run_nodes", lambda *a, **k: original(*a, **k) + 1)
+    outcome = run_case(case)
+    assert outcome.verdict == "silent" and "run_nodes differs" in outcome.detail
+    monkeypatch.undo()
+    # a refusal that names a runnable op (here: none of the graph's) is for the wrong reason
+    standalone = _network_case(CONV, ("MaxPool", ["c"], "p", {"kernel_shape": [1, 1]}),
+                               ("Relu", ["p"], "r", {}), *HEAD)
+    outcome = run_case(standalone)
+    assert outcome.verdict == "error" and "(op relu)" in outcome.detail
+    assert standalone.refusal("error: layer 'p' (op maxpool): no") is not None
+    assert standalone.refusal("error: layer 'r' (op relu): no") is None
