@@ -1,9 +1,9 @@
 """A CNN compiled with ``--network`` runs whole-network on the Accelerator (Amaranth).
 
 The seeded residual CNN of support/network_models.py (padded convs with ReLU, max pool,
-residual add, average pool with padding counted, flatten, raw gemm) is compiled by
-``api.compile(..., network=True)`` (node records, slot allocation, the five sized config
-fields) and run from its memories' initial contents: the logits equal the golden model
+residual add, average pool with padding counted, global average pool, flatten, raw gemm)
+is compiled by ``api.compile(..., network=True)`` (node records, slot allocation, the five
+sized config fields) and run from its memories' initial contents: the logits equal the golden model
 (``sim.golden``) and the node interpreter (``run_nodes``) in producer order, and the run's
 and every node's counters equal the performance model (``sw.perf.network``, built on
 hw/spec/net_timing) - two images, back to back.
@@ -73,6 +73,12 @@ def test_compiled_cnn_has_every_node_kind(compiled):
     result, _ = compiled
     kinds = {node.kind.name for node in result.program.nodes}
     assert kinds == {"COMPUTE", "POOL_MAX", "POOL_AVG", "ADD"}
+    # an average pool with padding and a global one (its window is the whole map)
+    averages = [node for node in result.program.nodes if node.kind.name == "POOL_AVG"]
+    assert any(node.count_include_pad and node.window.pads != (0, 0, 0, 0)
+               for node in averages)
+    assert any(node.window.kernel == (node.window.height, node.window.width)
+               and node.out_pixels == 1 for node in averages)
     assert result.config.network
 
 

@@ -2,9 +2,9 @@
 
 :func:`residual_cnn_onnx` covers every node kind ``compile --network`` emits: a padded 3x3
 conv with ReLU, a max pool, a second padded conv whose output is added to the pool's (a
-residual branch), an average pool with its padding counted, flatten and a gemm on the
-flattened map (raw logits). The global average pool is in the hand-built network of
-:mod:`support.network_bench`.
+residual branch), an average pool with its padding counted, a global average pool, flatten
+and a gemm (raw logits). A gemm on a flattened multi-pixel map is in the hand-built
+network of :mod:`support.network_bench`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def residual_cnn_onnx(path: str | Path, rng: np.random.Generator) -> Path:
 
     ``input (C, 6, 6)`` -> Conv 3x3 pad 1, ReLU -> MaxPool 2 -> ``p (H, 3, 3)``;
     ``p`` -> Conv 3x3 pad 1, ReLU -> Add with ``p`` -> AveragePool 2 stride 2, pads
-    (1, 1, 0, 0), count_include_pad -> ``(H, 2, 2)`` -> Flatten -> Gemm -> logits.
+    (1, 1, 0, 0), count_include_pad -> ``(H, 2, 2)`` -> GlobalAveragePool -> Flatten ->
+    Gemm -> logits.
     """
     path = Path(path)
     channels = int(rng.integers(1, 3))
@@ -34,7 +35,7 @@ def residual_cnn_onnx(path: str | Path, rng: np.random.Generator) -> Path:
         "b1": rng.standard_normal(hidden).astype(np.float32) * 0.1,
         "w2": rng.standard_normal((hidden, hidden, 3, 3)).astype(np.float32) * 0.4,
         "b2": rng.standard_normal(hidden).astype(np.float32) * 0.1,
-        "w3": rng.standard_normal((outputs, hidden * 4)).astype(np.float32) * 0.3,
+        "w3": rng.standard_normal((outputs, hidden)).astype(np.float32) * 0.6,
         "b3": rng.standard_normal(outputs).astype(np.float32) * 0.1,
     }
     nodes = [
@@ -49,7 +50,8 @@ def residual_cnn_onnx(path: str | Path, rng: np.random.Generator) -> Path:
         helper.make_node("Add", ["r2", "p"], ["s"], name="add"),
         helper.make_node("AveragePool", ["s"], ["a"], kernel_shape=[2, 2], strides=[2, 2],
                          pads=[1, 1, 0, 0], count_include_pad=1, name="avgpool"),
-        helper.make_node("Flatten", ["a"], ["f"], name="flatten"),
+        helper.make_node("GlobalAveragePool", ["a"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "w3", "b3"], ["logits"], transB=1, name="fc"),
     ]
     graph = helper.make_graph(
