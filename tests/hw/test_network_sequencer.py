@@ -12,14 +12,18 @@ through the loader into the node memory), runs from one CTRL.RUN_NETWORK:
 * a second run with random host backpressure: the same outputs and work counters, only
   cycles and stalls change (and by no more than the stalls);
 * a layer job after the runs still works (outputs and counters of the layer mode);
+* the same nodes cut after the residual add, which sends its codes to the host: bit-exact,
+  and under output pauses every held cycle is one stall and one cycle more;
 * errors: RUN_NETWORK without node records, or on a design without the network hardware
   (NO_NETWORK); the network design passes Verilator lint.
 
-Runtime: one elaboration of a 4-unit network design and about 12,000 simulated cycles
-(~41 s CPU for the file with the lint).
+Runtime: two elaborations of a 4-unit network design and about 16,000 simulated cycles
+(~50 s CPU for the file with the lint).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -45,6 +49,7 @@ from support.accelerator import assert_counters_match_model, expected_outputs
 from support.configs import small_config
 from support.network_bench import (
     NETWORK_CONFIG,
+    HandNetwork,
     hand_network,
     reference_run,
     run_network,
@@ -210,3 +215,32 @@ def test_network_design_passes_verilator_lint(network, tmp_path):
     result = verilator_lint([path], "network_top")
     assert result.ok, result.log[-3000:]
     assert result.warnings == {}
+
+
+def test_add_node_to_the_host_under_backpressure(network):
+    """A run ending at the residual add: codes (zero-extended) to the host, the add and
+    both readers held by the host's ready; clean run = net_timing."""
+    config, net, images = network
+    nodes = list(net.nodes[:4])
+    nodes[-1] = replace(nodes[-1], to_host=True, dst_base=0)
+    short = HandNetwork(net.layers, net.weights, nodes, net.input_shape)
+    dut = Accelerator(config, memories=program_memories(config, net.layers, nodes=nodes))
+    rng = np.random.default_rng(SEED + 2)
+    results = []
+
+    async def testbench(ctx):
+        results.append(await run_network(ctx, dut, images[0], short.n_outputs,
+                                         n_nodes=len(nodes)))
+        results.append(await run_network(ctx, dut, images[1], short.n_outputs, rng=rng,
+                                         output_pause=0.6, n_nodes=len(nodes)))
+
+    simulate(dut, testbench)
+    total, timings = _timing(config, short)
+    for (outputs, counters, node_counters, _), image in zip(results, images):
+        expected, _ = reference_run(config, short, image, config.act_buffer_depth)
+        np.testing.assert_array_equal(outputs, expected)
+    clean, pressed = results[0][1], results[1][1]
+    assert clean["cycles"] == total and clean["stall_cycles"] == 0
+    assert [n["node_cycles"] for n in results[0][2]] == [t.cycles for t in timings]
+    assert pressed["stall_cycles"] == results[1][2][-1]["node_output_stall"] > 0
+    assert pressed["cycles"] == total + pressed["stall_cycles"]
