@@ -106,7 +106,7 @@ def walk(
         tensors[layer.output] = forward(qlayer, inputs)
         if return_all:
             kept[layer.name] = tensors[layer.output]
-        for name in layer.inputs:
+        for name in dict.fromkeys(layer.inputs):   # once each: add(t, t) reads t twice
             if last_use.get(name) == index and name != model.output_name:
                 del tensors[name]
     return tensors[model.output_name], kept

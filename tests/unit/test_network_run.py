@@ -218,3 +218,39 @@ def test_random_graphs_equal_golden(case):
     calib = rng.normal(0, 1, (16, *model.input_shape))
     compiled = api.compile(model, "isaac", calib=calib, network=True)
     assert_node_by_node(compiled, rng.normal(0, 1, (6, *model.input_shape)))
+
+
+@pytest.mark.parametrize("operand", ["x", "t"])
+def test_add_of_a_tensor_with_itself(operand):
+    """``add(t, t)`` (ONNX ``Add(a, a)``, e.g. ``2 * a``): both ADD operands read one slot;
+    the golden walk frees the tensor once (it raised ``KeyError`` here: ``bitline run``
+    printed ``error: a``), run_nodes equals it, and it is twice the operand."""
+    rng = np.random.default_rng(5)
+    shape = (2, 5, 5)
+    conv = Layer("conv", "conv", ["x"], "t", shape, shape,
+                 attrs={"stride": (1, 1), "pads": (1, 1, 1, 1), "dilation": (1, 1),
+                        "groups": 1},
+                 weight=rng.normal(0, 0.3, (2, 2, 3, 3)).astype(np.float32),
+                 bias=np.zeros(2, np.float32))
+    add = Layer("add", "add", [operand, operand], "s", shape, shape)
+    head = Layer("conv2", "conv", ["s"], "y", shape, (3, 5, 5),
+                 attrs={"stride": (1, 1), "pads": (1, 1, 1, 1), "dilation": (1, 1),
+                        "groups": 1},
+                 weight=rng.normal(0, 0.3, (3, 2, 3, 3)).astype(np.float32),
+                 bias=np.zeros(3, np.float32))
+    layers = [add, head] if operand == "x" else [conv, add, head]
+    model = Model(f"add_{operand}", "x", shape, layers, "y")
+    calib = rng.normal(0, 1, (16, *shape))
+    compiled = api.compile(model, "isaac", calib=calib, network=True)
+    add_node = next(node for node in compiled.program.nodes if node.kind == NodeKind.ADD)
+    assert add_node.src1_base == add_node.window.base
+    x = rng.normal(0, 1, (4, *shape))
+    golden = run_golden(compiled.qmodel, x, return_all=True)
+    source = arith.quantize_input(x, compiled.qmodel.input) if operand == "x" else \
+        golden.layers["conv"]
+    q_add = compiled.qmodel.layers["add"]
+    real = 2 * q_add.inputs[0].scale * (source - q_add.inputs[0].zero_point)
+    dequant = q_add.output.scale * (golden.layers["add"] - q_add.output.zero_point)
+    assert np.abs(dequant - np.clip(real, dequant.min(), dequant.max())).max() <= \
+        q_add.output.scale
+    assert_node_by_node(compiled, x)
