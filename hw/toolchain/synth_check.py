@@ -38,6 +38,8 @@ from pathlib import Path
 from bitline.hw.core.scheduler import OUTPUT_FIFO_DEPTH
 from bitline.hw.spec.config import AcceleratorConfig, clog2
 from bitline.hw.spec.encoding import entry_layout, layer_layout, output_param_layout
+from bitline.hw.spec.network import node_layout
+from bitline.hw.spec.registers import COUNTER_BITS
 from bitline.hw.toolchain.memory_init import NO_ZERO_INIT
 from bitline.hw.toolchain.tools import yosys_command
 
@@ -95,6 +97,13 @@ def memory_inventory(config: AcceleratorConfig, *, crossbar: str = "emulated",
         kinds.append(MemoryKind("cell levels (emulator)", "each unit, each OU row",
                                 units * rows, config.row_groups,
                                 config.cols * config.cell_bits))
+    if config.network:       # whole-network mode (docs/hardware.md, "Whole-network mode")
+        kinds += [
+            MemoryKind("activation buffer", "sequencer", 1, config.act_buffer_depth,
+                       config.max_act_bits),
+            MemoryKind("node records", "top", 1, config.max_nodes, node_layout(config).size),
+            MemoryKind("node counters", "sequencer", 1, config.max_nodes, 3 * COUNTER_BITS),
+        ]
     return kinds
 
 

@@ -1,4 +1,5 @@
-"""hw/spec/net_timing: its constants are the units' latencies, its errors name the problem.
+"""hw/spec/net_timing: its constants are the units' latencies, its errors name the problem;
+the synthesis check's memory inventory counts the network memories.
 
 The formula itself is checked against the RTL counters in test_network_sequencer.py and
 test_network_compiled.py; here: the constants restate what the units are built with (the
@@ -6,6 +7,8 @@ spec does not import hw/net), and bad calls fail clearly.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
@@ -63,3 +66,20 @@ def test_errors_name_the_problem():
         run_cycles(10, [])
     with pytest.raises(ValueError, match="no network nodes"):
         network_timing(CONFIG, Program(config=CONFIG, strategy="isaac", layers=net.layers))
+
+
+def test_memory_inventory_counts_the_network_memories(tmp_path):
+    """The synthesis check's inventory (config fields alone) lists the network design's
+    memories: the buffer, the node records and the node counters."""
+    from bitline.hw.toolchain.synth_check import memory_inventory
+    from bitline.hw.toolchain.verilog import write_verilog
+
+    design = write_verilog(CONFIG, tmp_path)
+    # every memory declaration of the Verilog, as (depth, width) (test_synth_check.py)
+    declared = sorted((int(depth) + 1, int(width or 0) + 1) for width, depth in re.findall(
+        r"^\s*reg (?:\[(\d+):0\] )?\S+ ?\[(\d+):0\];$", design.verilog.read_text(), re.M))
+    counted = sorted((kind.depth, kind.width) for kind in memory_inventory(CONFIG)
+                     for _ in range(kind.count))
+    assert declared == counted
+    base = memory_inventory(small_config(rows=32, cols=32, n_xbars=4))
+    assert len(memory_inventory(CONFIG)) == len(base) + 3
