@@ -124,7 +124,8 @@ def choose_hardware(config_path, preset_name, bundle_dir, xbars=None,
                          f"of {program.xbars_used})")
         if unit_entries is None:
             unit_entries = max(1, required_unit_entries(hardware, program.layers))
-        memories = program_memories(hardware, program.layers, unit_entries)
+        memories = program_memories(hardware, program.layers, unit_entries,
+                                    nodes=program.nodes)   # --network: the node records
     if hardware is None:
         raise ValueError("give one of --config, --preset or --bundle")
     return HardwareChoice(hardware, memories, unit_entries, notes)

@@ -103,3 +103,17 @@ def test_counters_equal_the_performance_model(compiled, runs):
         assert [n["node_cycles"] for n in nodes] == [n.cycles for n in report.nodes]
         assert [n["node_input_stall"] for n in nodes] == [n.input_stall for n in report.nodes]
         assert [n["node_output_stall"] for n in nodes] == [0] * len(nodes)
+
+
+def test_bundle_hardware_starts_with_the_node_records(compiled, tmp_path):
+    """``bitline verilog/fpga --bundle`` of a --network bundle: the memories hold the node
+    records (the design starts programmed for RUN_NETWORK, as after loading the image)."""
+    from bitline.hw.core.memories import node_words
+    from bitline.sw.bundle import write_bundle
+    from bitline.sw.flow.hardware import choose_hardware
+
+    result, _ = compiled
+    bundle = write_bundle(tmp_path / "bundle", result.program, result.qmodel)
+    choice = choose_hardware(None, None, bundle)
+    assert choice.memories.nodes == node_words(result.config, result.program.nodes)
+    assert len(choice.memories.nodes) == len(result.program.nodes)
