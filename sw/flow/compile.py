@@ -446,9 +446,34 @@ def network_program(program: Program, qmodel) -> tuple[Program, tuple[Sizing, ..
         if need > getattr(config, name):
             _refuse_pinned(config, name, need, _NETWORK_REASONS[name])
             records.append(Sizing(name, getattr(config, name), need, _NETWORK_REASONS[name]))
-    config = _apply(config, records)
+    try:
+        config = _apply(config, records)
+    except ValueError as error:         # a need beyond what a config can hold at all
+        named = [record for record in records if str(error).startswith(record.field)]
+        needs = ", ".join(f"{record.field} = {record.chosen} "
+                          f"({record.reason.removeprefix('--network: ')}"
+                          f"{_map_owner(plan.nodes, record.field, record.chosen)})"
+                          for record in named or records)
+        raise ValueError(f"--network: the network needs {needs}, but {error}; the "
+                         "whole-network hardware cannot hold it (compile without --network "
+                         "for per-layer jobs)") from None
     return (Program(config, program.strategy, program.layers, nodes=plan.nodes),
             tuple(records))
+
+
+def _map_owner(nodes, field: str, size: int) -> str:
+    """``", node NAME reads it"`` / ``"writes it"`` for the first node whose source or
+    output map has ``size`` as the ``max_map_*`` ``field``; ``""`` for other fields."""
+    axis = {"max_map_channels": 0, "max_map_height": 1, "max_map_width": 2}.get(field)
+    if axis is None:
+        return ""
+    for node in nodes:
+        window = node.window
+        if (window.channels, window.height, window.width)[axis] == size:
+            return f": node {node.name!r} reads it"
+        if (node.dst_channels, *window.out_hw())[axis] == size:
+            return f": node {node.name!r} writes it"
+    return ""
 
 
 def _block_geometry(qmodel) -> dict:

@@ -164,6 +164,28 @@ def test_unsupported_op_is_named():
         api.compile(mixed_ops_model(), "bwq", network=True)
 
 
+def test_a_map_beyond_what_a_config_holds_is_named():
+    """A 1 x 1 x 5000 input needs max_map_width = 5000, above the field's limit (4096):
+    the error names the need, the node and the limit (it was the bare range error)."""
+    from bitline.sw.frontend.ir import Layer, Model
+
+    rng = np.random.default_rng(0)
+    shape = (1, 1, 5000)
+    conv = Layer("wide", "conv", ["x"], "y", shape, (2, 1, 5000),
+                 attrs={"stride": (1, 1), "pads": (0, 1, 0, 1), "dilation": (1, 1),
+                        "groups": 1},
+                 weight=rng.normal(0, 0.3, (2, 1, 1, 3)).astype(np.float32),
+                 bias=np.zeros(2, np.float32))
+    model = Model("wide", "x", shape, [conv], "y")
+    with pytest.raises(ValueError, match=r"^--network: the network needs max_map_width = "
+                                         r"5000 \(width of the largest feature map: node "
+                                         r"'wide' reads it\), but max_map_width must be "
+                                         r"between 0 and 4096, not 5000; .*\(compile without "
+                                         r"--network"):
+        api.compile(model, "bwq", calib=rng.random((4, *shape)), network=True)
+    assert api.compile(model, "bwq", calib=rng.random((4, *shape))).program.nodes is None
+
+
 def test_copies_are_refused(resnet, tmp_path):
     program = resnet.program
     with pytest.raises(ValueError, match=r"layer '/stem/stem.0/Conv' has 2 copies: --network"):
