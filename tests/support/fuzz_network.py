@@ -24,7 +24,8 @@ run_nodes` output (the NETWORK records executed on a flat buffer, as the hardwar
 equals :func:`bitline.sim.golden.run_golden` bit for bit, and whose ``bitline run -b
 golden`` output tracks onnx's reference evaluator (onnxruntime where that raises, see
 :func:`_float_reference`) within :data:`support.fuzz_onnx.QUANT_TOLERANCE`, both on the 16
-seeded inputs compile calibrates with.
+seeded inputs compile calibrates with (the float comparison is skipped for a graph whose
+Adds nearly cancel, :data:`CANCELLATION`).
 """
 
 from __future__ import annotations
@@ -125,6 +126,37 @@ def _float_reference(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
         return np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0])
 
 
+#: An Add whose operands reach this many times its output's magnitude (they nearly cancel)
+#: multiplies the operands' 8-bit quantization error by as much: the output is then no
+#: longer comparable with the float reference within QUANT_TOLERANCE (seen: two Gemms of
+#: magnitude 1.82 summing to 0.019, 0.67 of the range off after 8-bit codes). The bit-exact
+#: comparison with the golden model still holds for such graphs.
+CANCELLATION = 4.0
+
+
+def _cancellation(model_bytes: bytes, x: np.ndarray) -> float:
+    """The largest ``max(|a|, |b|) / |a + b|`` (magnitudes over the batch) of the graph's
+    Adds, from onnx's reference evaluator's intermediate tensors (1 without Adds, or when
+    the reference cannot run the graph)."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    model = onnx.load_from_string(model_bytes)
+    adds = [node for node in model.graph.node if node.op_type == "Add"]
+    if not adds:
+        return 1.0
+    try:
+        with np.errstate(all="ignore"):
+            values = ReferenceEvaluator(model).run(None, {"x": x}, intermediate=True)
+    except Exception:           # noqa: BLE001 - the reference's pool gap (_float_reference)
+        return 1.0
+    gain = 1.0
+    for node in adds:
+        operands = max(float(np.abs(values[name]).max()) for name in node.input)
+        gain = max(gain, operands / max(float(np.abs(values[node.output[0]]).max()), 1e-12))
+    return gain
+
+
 def _network_check(model_bytes: bytes, input_shape):
     """Check of an exit-0 ``compile --network`` (module docstring)."""
     def check(folder, run):
@@ -157,7 +189,7 @@ def _network_check(model_bytes: bytes, input_shape):
                       "-b", "golden", "-q"])
         if result.code != 0:
             return "bitline run -b golden refused the compiled bundle: " + result.err[-200:]
-        if not np.isfinite(reference).all():
+        if not np.isfinite(reference).all() or _cancellation(model_bytes, x) > CANCELLATION:
             return None
         with np.load(folder / "y.npz") as data:
             problem = compare_float(data["output"], reference, QUANT_TOLERANCE)
