@@ -14,11 +14,12 @@ through the loader into the node memory), runs from one CTRL.RUN_NETWORK:
 * a layer job after the runs still works (outputs and counters of the layer mode);
 * the same nodes cut after the residual add, which sends its codes to the host: bit-exact,
   and under output pauses every held cycle is one stall and one cycle more;
+* a reset in the middle of a run (dirty partial sums): the next run is exact;
 * errors: RUN_NETWORK without node records, or on a design without the network hardware
   (NO_NETWORK); the network design passes Verilator lint.
 
-Runtime: two elaborations of a 4-unit network design and about 16,000 simulated cycles
-(~50 s CPU for the file with the lint).
+Runtime: three elaborations of a 4-unit network design and about 20,000 simulated cycles
+(~55 s CPU for the file with the lint).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from amaranth.back import verilog
+from amaranth.hdl import ResetInserter, Signal
 
 from bitline.hw.core.memories import program_memories
 from bitline.hw.core.top import Accelerator
@@ -244,3 +246,46 @@ def test_add_node_to_the_host_under_backpressure(network):
     assert [n["node_cycles"] for n in results[0][2]] == [t.cycles for t in timings]
     assert pressed["stall_cycles"] == results[1][2][-1]["node_output_stall"] > 0
     assert pressed["cycles"] == total + pressed["stall_cycles"]
+
+
+def test_reset_mid_run_then_rerun_is_exact(network):
+    """A reset in the middle of node 0's compute (partial sums dirty, docs/hardware.md
+    "Reset and recovery"): the sweep runs, and the next run is bit-exact with the formula's
+    counters."""
+    config, net, images = network
+    dut = Accelerator(config, memories=program_memories(config, net.layers, nodes=net.nodes))
+    rst = Signal()
+    top = ResetInserter({"sync": rst})(dut)
+    codes = [int(c) for c in images[0].reshape(-1)]
+    seen = {}
+
+    async def testbench(ctx):
+        await csr_write(ctx, dut.csr, Register.CTRL, Ctrl.RUN_NETWORK)
+        sent = 0
+        for _ in range(len(codes) + 300):               # the input phase, then into conv1
+            ctx.set(dut.inputs.valid, int(sent < len(codes)))
+            ctx.set(dut.inputs.payload, [codes[min(sent, len(codes) - 1)]])
+            taken = sent < len(codes) and ctx.get(dut.inputs.ready)
+            await ctx.tick()
+            sent += bool(taken)
+        ctx.set(dut.inputs.valid, 0)
+        seen["reads"] = await csr_read(ctx, dut.csr, Register.OU_READS_LO)
+        seen["busy"] = await csr_read(ctx, dut.csr, Register.STATUS)
+        ctx.set(rst, 1)
+        await ctx.tick().repeat(2)
+        ctx.set(rst, 0)
+        seen["after_reset"] = await csr_read(ctx, dut.csr, Register.STATUS)
+        for _ in range(4 * config.max_out_channels):
+            if await csr_read(ctx, dut.csr, Register.STATUS) & Status.PROGRAMMED:
+                break
+        seen["run"] = await run_network(ctx, dut, images[0], net.n_outputs)
+
+    simulate(top, testbench)
+    assert seen["busy"] & Status.BUSY and seen["reads"] > 0       # cut inside conv1
+    assert not seen["after_reset"] & (Status.BUSY | Status.DONE | Status.ERROR)
+    assert not seen["after_reset"] & Status.PROGRAMMED        # sweeping the partial sums
+    outputs, counters, _, status = seen["run"]
+    expected, _ = reference_run(config, net, images[0], config.act_buffer_depth)
+    np.testing.assert_array_equal(outputs, expected)
+    assert counters["cycles"] == _timing(config, net)[0]
+    assert status & Status.DONE and not status & Status.ERROR
