@@ -9,7 +9,8 @@ the Verilog (:mod:`bitline.sim.cocotb.tb_network`: the output checked against th
 model, the run's and every node's counters against the performance model) and print:
 
 * RTL cycles per image (the CYCLES counter: from ``RUN_NETWORK`` to the last output) and
-  the model's (:func:`bitline.sw.perf.network_report`), and whether they are equal;
+  the model's (:func:`bitline.sw.perf.network_report`), and whether they are equal; the
+  latency per image at 100 MHz;
 * images/s at 100 MHz and at the FPGA clock ``--fpga-mhz`` (nodes run one at a time, one
   image at a time: ``clock / cycles``);
 * the pipeline model's images/s at 100 MHz (:mod:`bitline.sw.perf.pipeline`, one copy per
@@ -103,15 +104,15 @@ def main(argv=None) -> int:
     elapsed = time.perf_counter() - start
 
     header = ["network", "strategy", "RTL cycles/image", "model cycles/image", "equal",
-              "images/s @100 MHz", f"images/s @{args.fpga_mhz:g} MHz",
-              "pipeline model images/s @100 MHz"]
+              "latency @100 MHz (us)", "images/s @100 MHz",
+              f"images/s @{args.fpga_mhz:g} MHz", "pipeline model images/s @100 MHz"]
     rows = []
     for (name, strategy), (_, program) in bundles.items():
         rtl = results[f"{name}-{strategy}"].runs[0]["cycles"]
         model = network_report(program)
         pipeline = pipeline_comparison(program)
         rows.append([name, strategy, f"{rtl:,}", f"{model.cycles:,}",
-                     "yes" if rtl == model.cycles else "NO",
+                     "yes" if rtl == model.cycles else "NO", f"{rtl / 100:,.1f}",
                      f"{100e6 / rtl:,.0f}", f"{args.fpga_mhz * 1e6 / rtl:,.0f}",
                      f"{pipeline.images_per_second(100.0):,.0f}"])
     if args.markdown:
