@@ -329,7 +329,10 @@ def report(bundle_dir, costs_path, adc_model, as_json, quiet):
 
     --json prints the report object (perf.to_dict(): "strategy", "totals", "energy_pj",
     "layers": [...], ...). --costs / --adc-model price it with other energies and areas
-    (docs/performance.md section 8).
+    (docs/performance.md section 8). A bundle compiled with --network also gets its
+    whole-network run (cycles per node and per image, latency and images/s at the config's
+    clock; in --json "network": {"nodes", "cycles_per_image", "clock_mhz", "latency_us",
+    "images_per_second", "pipeline_model_images_per_second"}).
     """
     from bitline.sw.bundle import read_bundle
     from bitline.sw.perf import analyze, cost_model
@@ -341,10 +344,31 @@ def report(bundle_dir, costs_path, adc_model, as_json, quiet):
     if problem:
         click.echo(f"warning: {problem}", err=True)
     perf = analyze(bundle.program, bundle.qmodel, labels=labels, costs=costs)
+    network = _network_summary(bundle.program)
     if as_json:
-        echo_json(perf.to_dict())
+        echo_json(perf.to_dict() | ({"network": network[1]} if network else {}))
     elif not quiet:
         _print_report(perf)
+        if network:
+            click.echo("Whole-network run (compiled --network; docs/network.md section 5):")
+            click.echo(network[0])
+
+
+def _network_summary(program) -> tuple[str, dict] | None:
+    """The whole-network figures of a ``--network`` program (``sw/perf/network``): the
+    text table and a JSON object; ``None`` for a per-layer program."""
+    if not program.nodes:
+        return None
+    from bitline.sw.perf import format_network_report, network_report, pipeline_comparison
+
+    run = network_report(program)
+    pipeline = pipeline_comparison(program)
+    return (format_network_report(run, pipeline=pipeline),
+            {"nodes": [{"name": node.name, "kind": node.kind.name, "cycles": node.cycles,
+                        "ou_reads": node.ou_reads} for node in run.nodes],
+             "cycles_per_image": run.cycles, "clock_mhz": run.clock_mhz,
+             "latency_us": run.latency_us(), "images_per_second": run.images_per_second(),
+             "pipeline_model_images_per_second": pipeline.images_per_second(run.clock_mhz)})
 
 
 def _sidecar_labels(path: Path, image_sha256: str) -> tuple[dict, str | None]:

@@ -223,6 +223,35 @@ def test_bundle_round_trip_and_cli(tmp_path, resnet):
     assert json.loads((tmp_path / "cli" / "compile.json").read_text())["network"] is True
 
 
+def test_report_shows_the_whole_network_run(tmp_path, resnet):
+    """``bitline report`` of a --network bundle adds the whole-network run: per node and
+    per image; the cycles per image are the net_timing run, counted here phase by phase
+    (input setup, codes, first start, node switches, every node's cycles)."""
+    from bitline.hw.spec import net_timing
+    from bitline.sw.perf import network_report
+
+    out = write_bundle(tmp_path / "b", resnet.program, resnet.qmodel)
+    run = network_report(resnet.program)
+    nodes = resnet.program.nodes
+    phases = (net_timing.INPUT_SETUP_CYCLES + nodes[0].window.size
+              + net_timing.NODE_START_CYCLES + net_timing.NODE_SWITCH_CYCLES * (len(nodes) - 1)
+              + sum(node.cycles for node in run.nodes))
+    assert run.cycles == phases
+    result = CliRunner().invoke(cli, ["report", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    network = json.loads(result.stdout)["network"]
+    assert network["cycles_per_image"] == phases
+    assert [node["name"] for node in network["nodes"]] == [node.name for node in nodes]
+    assert network["images_per_second"] == pytest.approx(
+        resnet.program.config.clock_mhz * 1e6 / phases)
+    result = CliRunner().invoke(cli, ["report", str(out)])
+    assert result.exit_code == 0 and f"per image: {phases:,} cycles" in result.output
+    plain = api.compile(RESNET, "bwq")
+    result = CliRunner().invoke(cli, ["report", str(write_bundle(tmp_path / "p", plain.program,
+                                                                 plain.qmodel)), "--json"])
+    assert result.exit_code == 0 and "network" not in json.loads(result.stdout)
+
+
 def test_per_layer_program_on_network_hardware(resnet, tmp_path):
     """A program without nodes on whole-network hardware: an empty NETWORK section."""
     program = resnet.program.__class__(resnet.program.config, "bwq", resnet.program.layers)
