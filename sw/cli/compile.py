@@ -281,6 +281,11 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
     for note in _file_quantization_notes(result.qmodel.spec):
         out.print(f"note: {note}", soft_wrap=True)
     _print_report(report)
+    network = _network_summary(result.program)
+    if network:
+        click.echo("Whole-network run (docs/network.md section 5; `bitline report` shows it "
+                   "again):")
+        click.echo(network[0])
     if pipe is not None:
         _print_pipeline(pipe)
     if "faults" in sidecar:

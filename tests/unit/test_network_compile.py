@@ -246,6 +246,9 @@ def test_report_shows_the_whole_network_run(tmp_path, resnet):
         resnet.program.config.clock_mhz * 1e6 / phases)
     result = CliRunner().invoke(cli, ["report", str(out)])
     assert result.exit_code == 0 and f"per image: {phases:,} cycles" in result.output
+    result = CliRunner().invoke(cli, ["compile", RESNET, "-s", "bwq", "--network", "-o",
+                                      str(tmp_path / "c")])
+    assert result.exit_code == 0 and f"per image: {phases:,} cycles" in result.stdout
     plain = api.compile(RESNET, "bwq")
     result = CliRunner().invoke(cli, ["report", str(write_bundle(tmp_path / "p", plain.program,
                                                                  plain.qmodel)), "--json"])
