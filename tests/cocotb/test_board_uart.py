@@ -10,8 +10,10 @@ Workloads:
 
 * ``small`` (the default suite): a seeded random CNN (conv, ReLU, pool, gemm) compiled with
   ``bwq`` onto :data:`support.configs.E2E_SMALL_CONFIG` (three 36 x 128 crossbars with shared
-  ADCs), two samples -- every piece of the UART path (framing, the bridge's commands, image
-  load with CRCs, im2col jobs, output and counter read-back) in about a minute cold;
+  ADCs) with the whole-network fields that ``small-network`` sizes, run as per-layer jobs
+  (the design of ``small-network``: one Verilator build for both), two samples -- every
+  piece of the UART path (framing, the bridge's commands, image load with CRCs, im2col jobs,
+  output and counter read-back) in about a minute cold;
 * ``small-copies`` (the default suite): the same network with two copies of its first
   layer and three of its last (``Program.with_copies``: ``max_copies = 3``, three lanes on
   the board's streams and the UART protocol) -- the host sends each copy's share in its
@@ -111,6 +113,12 @@ def test_inference_through_the_uart_protocol(workload, tmp_path):
                                       "small-network": small_workload,
                                       "digits": digits_workload}[workload](tmp_path)
     network = workload == "small-network"
+    if workload == "small":
+        # the one-lane per-layer run uses the design of ``small-network`` (the same units
+        # plus the activation buffer and node records): layer jobs on whole-network
+        # hardware, and one Verilator build less for the suite
+        config = compile_model(model, "bwq", "bwq3", config, calib_x, xbars=config.n_xbars,
+                               network=True).program.config
     result = compile_model(model, "bwq", "bwq3", config, calib_x, xbars=config.n_xbars,
                            network=network)
     program = result.program

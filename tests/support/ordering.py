@@ -8,6 +8,7 @@ __all__ = ["LONGEST_FIRST"]
 #: ``--no-loadscope-reorder`` in pyproject.toml keeps this order (xdist otherwise sorts the
 #: files by their number of tests, which started the bitstream build last).
 LONGEST_FIRST = (
+    "cocotb/test_e2e_network.py",
     "cocotb/test_e2e_digits.py",
     "cocotb/test_e2e_digits_copies.py",
     "cocotb/test_axi.py",
@@ -18,6 +19,8 @@ LONGEST_FIRST = (
     "cocotb/test_board_uart.py",
     "cocotb/test_e2e_emulated.py",
     "hw/test_verilog.py",
+    "hw/test_network_sequencer.py",
+    "hw/test_network_compiled.py",
     "cocotb/test_cocotb_smoke.py",
     "e2e/test_wheel.py",
     "hw/test_model.py",
