@@ -1,0 +1,99 @@
+"""examples/fpga/ulx3s-digits-net.toml holds both digits networks whole-network on the 85F.
+
+No bitstream is built (docs/fpga.md, "Whole network on the ULX3S", has the measured row):
+both digits networks compile with ``--network`` on the example config as it is (no field
+sized up, one hardware for both), and the design's block RAM, estimated from the memory
+inventory of the config (:func:`~bitline.hw.toolchain.synth_check.memory_inventory`) packed
+into ECP5 ``DP16KD`` blocks the way Yosys maps them, fits the LFE5U-85F's 208. The estimate
+itself is checked against a measured build: the 8-unit ``ulx3s-bwq.toml`` design, for which
+nextpnr reported 163 ``DP16KD`` (docs/fpga.md, section 4), and it refuses the 128 x 128
+geometry the ResNet would need 14 units of.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import replace
+from importlib import resources
+
+import pytest
+
+from bitline.hw.boards.core import UARTAccelerator
+from bitline.hw.spec.config import AcceleratorConfig
+from bitline.hw.toolchain.synth_check import memory_inventory
+from bitline.sw.flow import calibration_inputs, compile_model
+from bitline.sw.models import resolve_model
+
+#: LFE5U-85F block RAMs (nextpnr's ``DP16KD`` count of the device).
+EBR_85F = 208
+#: The ``DP16KD`` shapes (words x bits) of one 18-Kbit block.
+DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+#: Memories this shallow become distributed RAM (``TRELLIS_DPR16X4``), not block RAM: Yosys
+#: maps the emulator's 32 x 128 cell-level banks to 64 LUTRAM each, the shift-and-add's
+#: 64-word partial sums to ``DP16KD``.
+LUTRAM_MAX_DEPTH = 32
+#: Memories read by two ports, which Yosys builds as two copies.
+TWO_READ_PORTS = {"activation buffer"}
+
+
+def example(name: str) -> AcceleratorConfig:
+    path = resources.files("bitline.examples.fpga") / name
+    with resources.as_file(path) as file:
+        return AcceleratorConfig.load(file)
+
+
+def blocks(depth: int, width: int) -> int:
+    """Fewest ``DP16KD`` of one shape that hold ``depth`` words of ``width`` bits."""
+    return min(math.ceil(depth / words) * math.ceil(width / bits)
+               for words, bits in DP16KD_SHAPES)
+
+
+def board_ebr(config: AcceleratorConfig) -> int:
+    """Estimated ``DP16KD`` of the board top: the accelerator's memories and the bridge's
+    receive FIFO (bytes)."""
+    total = 0
+    for kind in memory_inventory(config):
+        if kind.depth > LUTRAM_MAX_DEPTH:
+            copies = 2 if kind.name in TWO_READ_PORTS else 1
+            total += kind.count * copies * blocks(kind.depth, kind.width)
+    fifo = inspect.signature(UARTAccelerator).parameters["rx_fifo_depth"].default
+    return total + blocks(fifo, 8)
+
+
+def test_estimate_equals_the_measured_8_unit_build():
+    assert board_ebr(replace(example("ulx3s-bwq.toml"), n_xbars=8)) == 163
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    config = example("ulx3s-digits-net.toml")
+    results = {}
+    for name in ("digits-cnn", "digits-resnet"):
+        model = resolve_model(name)
+        calib, _ = calibration_inputs(model, "digits")
+        results[name] = compile_model(model, "bwq", "bwq3", config, calib, xbars="auto",
+                                      network=True)
+    return config, results
+
+
+def test_both_digits_networks_compile_whole_network_on_one_hardware(compiled):
+    config, results = compiled
+    assert config.network
+    for name, result in results.items():
+        assert result.config == config, f"{name}: compile changed the example config"
+        assert result.program.nodes, f"{name}: no node records"
+        used = {int(unit) for layer in result.program.layers for unit in layer.all_xbars}
+        assert len(used) == result.program.xbars_used <= config.n_xbars
+    # every compute layer of the ResNet takes a unit of its own: seven, all of them
+    resnet = results["digits-resnet"].program
+    assert [len(layer.all_xbars) for layer in resnet.layers] == [1] * 7
+    assert resnet.xbars_used == config.n_xbars == 7
+
+
+def test_example_fits_the_85f_and_the_128x128_geometry_does_not(compiled):
+    config, _ = compiled
+    assert board_ebr(config) <= EBR_85F
+    # the ResNet on 128 x 128 units (14 of them, the same capacities): over the device
+    square = replace(config, rows=128, cols=128, n_xbars=14)
+    assert board_ebr(square) > EBR_85F
