@@ -38,10 +38,11 @@ def hardware_for_bundle(bundle_config: AcceleratorConfig, hardware: AcceleratorC
     The image's record layouts depend on the whole config (and its digest is checked by the
     loader), so the generated hardware is the bundle's config; the requested one may differ
     from it only in :data:`SIZED_FIELDS` it does not pin (``hardware.pinned``: keys its
-    config file sets) and must have the units the bundle uses (``ValueError`` naming the
-    differences otherwise).
+    config file sets, or ``--xbars``) and, when it pins ``n_xbars``, must have the units
+    the bundle uses (``ValueError`` naming the differences otherwise); an unpinned
+    ``n_xbars`` (a preset's) is sized by the bundle like the other sized fields.
     """
-    if xbars_used > hardware.n_xbars:
+    if xbars_used > hardware.n_xbars and "n_xbars" in hardware.pinned:
         raise ValueError(f"the bundle needs {xbars_used} crossbar units, the hardware has "
                          f"n_xbars = {hardware.n_xbars}")
     ours, theirs = hardware.to_dict(), bundle_config.to_dict()
@@ -102,7 +103,8 @@ def choose_hardware(config_path, preset_name, bundle_dir, xbars=None,
     elif preset_name:
         hardware = preset(preset_name)
     if hardware is not None and xbars is not None:
-        hardware = hardware.replace(n_xbars=xbars)
+        # --xbars is the user's choice of units, as if the config file set n_xbars
+        hardware = hardware.replace(n_xbars=xbars, pinned=hardware.pinned | {"n_xbars"})
     memories = None
     notes: list[str] = []
     if bundle_dir:

@@ -293,3 +293,18 @@ def test_hardware_for_a_network_bundle(resnet):
     with pytest.raises(ValueError, match=rf"act_buffer_depth {bundle.act_buffer_depth} "
                                          r"\(hardware \d+, set by the config file\)"):
         hardware_for_bundle(bundle, pinned, resnet.program.xbars_used)
+
+
+def test_unpinned_unit_count_is_sized_by_the_bundle(resnet):
+    """A base config whose n_xbars comes from a preset (not set by the file) is sized up to
+    the bundle's units, like the other sized fields; a pinned one that is too small is
+    refused naming the need (``bitline verilog --config c.toml --bundle B``)."""
+    from bitline.sw.flow.hardware import hardware_for_bundle
+
+    bundle, used = resnet.program.config, resnet.program.xbars_used
+    fewer = bundle.replace(n_xbars=used - 1)
+    assert f"n_xbars sized from {used - 1} to {bundle.n_xbars} by the bundle" in (
+        hardware_for_bundle(bundle, fewer, used))
+    with pytest.raises(ValueError, match=rf"needs {used} crossbar units, the hardware has "
+                                         rf"n_xbars = {used - 1}"):
+        hardware_for_bundle(bundle, fewer.replace(pinned=frozenset({"n_xbars"})), used)
