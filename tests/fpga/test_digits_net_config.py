@@ -3,7 +3,8 @@
 No bitstream is built (docs/fpga.md, "Whole network on the ULX3S", has the measured row):
 both digits networks compile with ``--network`` on the example config as it is (no field
 sized up, one hardware for both), and the design's block RAM, estimated from the memory
-inventory of the config (:func:`~bitline.hw.toolchain.synth_check.memory_inventory`) packed
+inventory of the config (:func:`~bitline.hw.toolchain.synth_check.memory_inventory`, plus the
+units' row lookups, which Yosys maps to block RAM at 288 rows) packed
 into ECP5 ``DP16KD`` blocks the way Yosys maps them, fits the LFE5U-85F's 208. The estimate
 itself is checked against a measured build: the 8-unit ``ulx3s-bwq.toml`` design, for which
 nextpnr reported 163 ``DP16KD`` (docs/fpga.md, section 4), and it refuses the 128 x 128
@@ -20,7 +21,7 @@ from importlib import resources
 import pytest
 
 from bitline.hw.boards.core import UARTAccelerator
-from bitline.hw.spec.config import AcceleratorConfig
+from bitline.hw.spec.config import AcceleratorConfig, clog2
 from bitline.hw.toolchain.synth_check import memory_inventory
 from bitline.sw.flow import calibration_inputs, compile_model
 from bitline.sw.models import resolve_model
@@ -35,6 +36,12 @@ DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 
 LUTRAM_MAX_DEPTH = 32
 #: Memories read by two ports, which Yosys builds as two copies.
 TWO_READ_PORTS = {"activation buffer"}
+#: Row lookups deeper than this become block RAM: the tables indexed by a crossbar row
+#: (``hw/unit/emulator.py``'s ``bank_of`` and ``group_of``, ``hw/unit/row_driver.py``'s
+#: ``lane_of`` and ``group_of``, which Yosys merges into one ROM) are read-only memories,
+#: which ``memory_inventory`` leaves out. Measured: 128 rows (128-word tables) give logic,
+#: 288 rows (512 words) a ``DP16KD`` per table; between the two is counted as block RAM.
+ROM_MAX_LOGIC_DEPTH = 128
 
 
 def example(name: str) -> AcceleratorConfig:
@@ -50,13 +57,18 @@ def blocks(depth: int, width: int) -> int:
 
 
 def board_ebr(config: AcceleratorConfig) -> int:
-    """Estimated ``DP16KD`` of the board top: the accelerator's memories and the bridge's
-    receive FIFO (bytes)."""
+    """Estimated ``DP16KD`` of the board top: the accelerator's memories, its units' row
+    lookups and the bridge's receive FIFO (bytes)."""
     total = 0
     for kind in memory_inventory(config):
         if kind.depth > LUTRAM_MAX_DEPTH:
             copies = 2 if kind.name in TWO_READ_PORTS else 1
             total += kind.count * copies * blocks(kind.depth, kind.width)
+    depth = 1 << clog2(config.rows)
+    if depth > ROM_MAX_LOGIC_DEPTH:
+        group_bits = clog2(config.row_groups)
+        tables = (config.ou_rows, group_bits, clog2(config.ou_rows) + group_bits)
+        total += config.n_xbars * sum(blocks(depth, bits) for bits in tables)
     fifo = inspect.signature(UARTAccelerator).parameters["rx_fifo_depth"].default
     return total + blocks(fifo, 8)
 
