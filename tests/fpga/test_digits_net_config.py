@@ -6,9 +6,9 @@ sized up, one hardware for both), and the design's block RAM, estimated from the
 inventory of the config (:func:`~bitline.hw.toolchain.synth_check.memory_inventory`, plus the
 units' row lookups, which Yosys maps to block RAM at 288 rows) packed
 into ECP5 ``DP16KD`` blocks the way Yosys maps them, fits the LFE5U-85F's 208. The estimate
-itself is checked against a measured build: the 8-unit ``ulx3s-bwq.toml`` design, for which
-nextpnr reported 163 ``DP16KD`` (docs/fpga.md, section 4), and it refuses the 128 x 128
-geometry the ResNet would need 14 units of.
+itself is checked against measured builds: the 8-unit ``ulx3s-bwq.toml`` design (163
+``DP16KD``, docs/fpga.md, section 4) and this example's (168, section 6), and it refuses the
+128 x 128 geometry the ResNet would need 14 units of.
 """
 
 from __future__ import annotations
@@ -73,8 +73,11 @@ def board_ebr(config: AcceleratorConfig) -> int:
     return total + blocks(fifo, 8)
 
 
-def test_estimate_equals_the_measured_8_unit_build():
+def test_estimate_equals_the_measured_builds():
+    # 8 units of 128 x 128 (a86665d) and this example's whole-network design (a421578):
+    # the DP16KD cells of their syntheses
     assert board_ebr(replace(example("ulx3s-bwq.toml"), n_xbars=8)) == 163
+    assert board_ebr(example("ulx3s-digits-net.toml")) == 168
 
 
 @pytest.fixture(scope="module")
