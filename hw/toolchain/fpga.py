@@ -25,11 +25,12 @@ import json
 import os
 import re
 import resource
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from bitline.hw.toolchain.tools import find_tool
 
 __all__ = [
     "TOOLS", "RESOURCES", "TOP_NAME", "REPORT_FILE", "NEXTPNR_REPORT", "STEPS",
@@ -105,7 +106,7 @@ def tool_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     for variable, command in TOOLS.items():
         if env.get(variable):
             continue
-        path = shutil.which(command, path=env.get("PATH"))
+        path = find_tool(command, path=env.get("PATH"))
         if path is None:
             raise FPGABuildError(f"{command} is not installed (and {variable} is not set): "
                                  f"pip install 'bitline[fpga]'")

