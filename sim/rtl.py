@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import threading
 import time
@@ -186,7 +185,7 @@ def bench_design(config: AcceleratorConfig, crossbar: str = "emulated", *,
         raise ValueError(f"the cocotb bench streams one byte per input code: max_act_bits "
                          f"<= 8, not {config.max_act_bits} (wider activations run on the "
                          f"golden, executor and Amaranth-simulator backends)")
-    from bitline.sim.cocotb.runner import component_verilog
+    from bitline.sim.cocotb.runner import component_verilog, write_texts
 
     unit_entries = design_unit_entries(config) if unit_entries is None else int(unit_entries)
     key = json.dumps({"config": config.to_dict(), "crossbar": crossbar,
@@ -217,12 +216,9 @@ def bench_design(config: AcceleratorConfig, crossbar: str = "emulated", *,
                     "fill_lanes": top.fill_lanes, "drain_lanes": top.drain_lanes},
         "ports": ports,
     }
-    # Write atomically: parallel sessions may generate the same design.
-    for path, content in ((vlt, vlt_text), (description, json.dumps(info, indent=2) + "\n"),
-                          (verilog, text)):
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(content)
-        temporary.replace(path)
+    # atomically: parallel sessions may generate the same design
+    write_texts({vlt: vlt_text, description: json.dumps(info, indent=2) + "\n",
+                 verilog: text})
     return design
 
 

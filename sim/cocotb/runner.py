@@ -54,6 +54,7 @@ __all__ = [
     "simulator_version",
     "verilator_env",
     "component_verilog",
+    "write_texts",
     "icarus_start_up",
     "default_build_root",
     "user_cache_dir",
@@ -213,6 +214,18 @@ def simulator_version(name: str) -> str:
         raise RuntimeError(f"{command[0]} is not installed") from None
     lines = (process.stdout or process.stderr).strip().splitlines()
     return lines[0] if lines else "unknown"
+
+
+def write_texts(texts: dict[Path, str]) -> None:
+    """Write each ``{path: text}`` atomically (a temporary sibling renamed into place).
+
+    Parallel sessions and pytest workers share the build cache and may generate the same
+    design at once: a reader never sees a half-written file.
+    """
+    for path, text in texts.items():
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(text)
+        temporary.replace(path)
 
 
 def component_verilog(component, name: str) -> str:

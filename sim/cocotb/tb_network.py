@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,7 +155,7 @@ def network_design(config: AcceleratorConfig, programs=(), crossbar: str = "emul
     from bitline.hw.toolchain.verilog import port_table
     from bitline.sim import rtl
     from bitline.sim.cocotb import tb_regression
-    from bitline.sim.cocotb.runner import component_verilog
+    from bitline.sim.cocotb.runner import component_verilog, write_texts
 
     if not config.network:
         raise ValueError("the network bench needs a config with the whole-network hardware "
@@ -190,10 +189,7 @@ def network_design(config: AcceleratorConfig, programs=(), crossbar: str = "emul
                  f'public_flat_rw -module "{TOPLEVEL}" -var "{name}"\n' for name in names),
              description: json.dumps(info, indent=2) + "\n",
              verilog: component_verilog(top, TOPLEVEL)}
-    for path, text in texts.items():      # atomically: parallel sessions share the cache
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(text)
-        temporary.replace(path)
+    write_texts(texts)                    # atomically: parallel sessions share the cache
     return design
 
 

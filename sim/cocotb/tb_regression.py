@@ -49,7 +49,6 @@ the runner on the bench's files); split, each part would import the others' inte
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -796,7 +795,7 @@ def regression_design(build: str, root: str | Path | None = None) -> tuple[Path,
 
     from bitline.hw.toolchain.verilog import port_table
     from bitline.sim import rtl
-    from bitline.sim.cocotb.runner import component_verilog
+    from bitline.sim.cocotb.runner import component_verilog, write_texts
 
     config, crossbar = BUILDS[build]
     key = json.dumps({"config": config.to_dict(), "crossbar": crossbar, "top": TOPLEVEL,
@@ -821,10 +820,7 @@ def regression_design(build: str, root: str | Path | None = None) -> tuple[Path,
                                  "drain_lanes": top.drain_lanes}),
             verilog: component_verilog(top, TOPLEVEL),
         }
-        for path, text in texts.items():     # atomically: parallel runs share the folder
-            temporary = path.with_name(f".{path.name}.{os.getpid()}")
-            temporary.write_text(text)
-            temporary.replace(path)
+        write_texts(texts)                   # atomically: parallel runs share the folder
     return verilog, vlt, json.loads(harness.read_text())
 
 
