@@ -53,6 +53,7 @@ _RANGES: dict[str, tuple[int | float, int | float | str]] = {
     "max_map_channels": (0, 65536),
     "max_map_height": (0, 4096),
     "max_map_width": (0, 4096),
+    "pipeline_stages": (0, "max_nodes"),
 }
 
 #: The whole-network fields (docs/network.md section 2): all 0 (no activation buffer, no
@@ -124,6 +125,13 @@ class AcceleratorConfig:
         default): no whole-network hardware (:attr:`network` is False); otherwise all >= 1.
         Fields at 0 do not enter the :attr:`digest`, so configs without the buffer keep
         the digests (and build folders) they had before these fields existed.
+    pipeline_stages:
+        Stage engines of the inter-layer pipeline (docs/network.md section 6): 0 (the
+        default) runs the nodes one at a time on one engine; ``E >= 1`` builds ``E``
+        engines (each a scheduler, reduction, output unit, im2col readers, pool unit and
+        residual add) that run their nodes concurrently on successive images. Needs the
+        whole-network hardware and ``max_copies == 1``; at most ``max_nodes``. At 0 it does
+        not enter the :attr:`digest`.
     pinned:
         Not hardware: the fields a user set explicitly (the keys of a config file,
         :meth:`load`), which compile's sizing must honour or refuse, never change
@@ -155,6 +163,7 @@ class AcceleratorConfig:
     max_map_channels: int = 0
     max_map_height: int = 0
     max_map_width: int = 0
+    pipeline_stages: int = 0
     pinned: frozenset = dataclasses.field(default=frozenset(), compare=False, repr=False,
                                           kw_only=True)
 
@@ -192,6 +201,15 @@ class AcceleratorConfig:
                         f"{name} must be >= 1 when the whole-network hardware is configured "
                         f"(act_buffer_depth, max_nodes, max_map_channels, max_map_height, "
                         f"max_map_width: all 0 or all >= 1), not {getattr(self, name)}")
+        if self.pipeline_stages and not self.network:
+            raise ValueError(
+                f"pipeline_stages ({self.pipeline_stages}) needs the whole-network hardware "
+                f"(act_buffer_depth, max_nodes, max_map_channels, max_map_height, "
+                f"max_map_width >= 1)")
+        if self.pipeline_stages and self.max_copies != 1:
+            raise ValueError(
+                f"pipeline_stages ({self.pipeline_stages}) needs max_copies = 1, not "
+                f"{self.max_copies} (layer copies do not run in whole-network mode)")
         if self.max_act_bits % self.dac_bits and self.dac_bits > 1:
             raise ValueError(
                 f"max_act_bits ({self.max_act_bits}) must be a multiple of dac_bits "
@@ -266,14 +284,20 @@ class AcceleratorConfig:
         return self.act_buffer_depth > 0
 
     @property
+    def pipeline(self) -> bool:
+        """Whether the whole-network hardware is the inter-layer pipeline:
+        ``pipeline_stages > 0`` (docs/network.md section 6)."""
+        return self.pipeline_stages > 0
+
+    @property
     def digest(self) -> str:
         """SHA-256 (hex) of the canonical JSON of the fields; names builds and bundles.
 
-        The :data:`NETWORK_FIELDS` enter only when set (nonzero), so a config without the
+        The :data:`NETWORK_FIELDS` and ``pipeline_stages`` enter only when set (nonzero), so a config without the
         whole-network hardware has the digest it had before those fields existed.
         """
         values = {name: value for name, value in self.to_dict().items()
-                  if name not in NETWORK_FIELDS or value}
+                  if name not in NETWORK_FIELDS + ("pipeline_stages",) or value}
         blob = json.dumps(values, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 

@@ -37,7 +37,7 @@ from bitline.hw.spec.encoding import MULT_BITS, SHIFT_BITS, flatten_fields
 __all__ = [
     "NetGeometry", "WindowParams", "element_layout", "window_layout",
     "NodeKind", "NodeProgram", "node_layout", "node_columns", "nodes_from_records",
-    "NODE_ADD_FIELDS", "NODE_KIND_BITS", "NodeFieldError",
+    "NODE_ADD_FIELDS", "NODE_KIND_BITS", "NODE_PIPELINE_FIELDS", "COPY_BITS", "NodeFieldError",
 ]
 
 
@@ -304,6 +304,13 @@ NODE_ADD_FIELDS = ("zero_a", "zero_b", "zero_point", "clamp_lo", "clamp_hi", "mu
                    "mult_b", "shift")
 
 
+#: Width of the pipeline fields ``copies`` and ``input_copies`` (docs/network.md section 6).
+COPY_BITS = 4
+
+#: The pipeline fields of a node record, present only when ``config.pipeline_stages > 0``.
+NODE_PIPELINE_FIELDS = ("stage", "copies", "input_copies", "src0_node", "src1_node")
+
+
 def node_layout(config: AcceleratorConfig) -> data.StructLayout:
     """Return the NETWORK section's record: one node (docs/bundle.md has the field table).
 
@@ -313,7 +320,11 @@ def node_layout(config: AcceleratorConfig) -> data.StructLayout:
     ``src1_base`` (ADD's second operand), ``dst_base`` and ``dst_channels`` (the output
     map), then the ADD's ``zero_a, zero_b, zero_point, clamp_lo, clamp_hi`` (codes),
     ``mult_a, mult_b`` (signed :data:`~bitline.hw.spec.encoding.MULT_BITS`) and ``shift``
-    (:data:`~bitline.hw.spec.encoding.SHIFT_BITS`).
+    (:data:`~bitline.hw.spec.encoding.SHIFT_BITS`). With ``config.pipeline_stages > 0``
+    the pipeline fields follow (docs/network.md section 6): ``stage`` (the engine running
+    the node), ``copies`` (copies of its output map), ``input_copies`` (copies of the
+    network input; node 0 only), ``src0_node`` and ``src1_node`` (the producers of the
+    node's sources: 0 the network input, ``j + 1`` node ``j``).
 
     Raises
     ------
@@ -322,7 +333,7 @@ def node_layout(config: AcceleratorConfig) -> data.StructLayout:
     """
     geometry = NetGeometry.from_config(config)
     code = unsigned(geometry.act_bits)
-    return data.StructLayout({
+    record_fields = {
         "kind": unsigned(NODE_KIND_BITS),
         "layer": unsigned(clog2(config.max_layers)),
         "to_host": unsigned(1),
@@ -335,7 +346,16 @@ def node_layout(config: AcceleratorConfig) -> data.StructLayout:
         "clamp_lo": code, "clamp_hi": code,
         "mult_a": signed(MULT_BITS), "mult_b": signed(MULT_BITS),
         "shift": unsigned(SHIFT_BITS),
-    })
+    }
+    if config.pipeline_stages:
+        record_fields.update({
+            "stage": unsigned(clog2(config.pipeline_stages)),
+            "copies": unsigned(COPY_BITS),
+            "input_copies": unsigned(COPY_BITS),
+            "src0_node": unsigned(clog2(config.max_nodes + 1)),
+            "src1_node": unsigned(clog2(config.max_nodes + 1)),
+        })
+    return data.StructLayout(record_fields)
 
 
 @dataclass(frozen=True)
@@ -388,6 +408,11 @@ class NodeProgram:
     mult_a: int = 0
     mult_b: int = 0
     shift: int = 0
+    stage: int = 0
+    copies: int = 1
+    input_copies: int = 0
+    src0_node: int = 0
+    src1_node: int = 0
     name: str = field(default="", compare=False)
 
     @property
@@ -479,11 +504,47 @@ class NodeProgram:
                 if getattr(self, name):
                     raise NodeFieldError(name, f"{getattr(self, name)} on a "
                                      f"{kind.name} node (ADD only; 0 otherwise)")
-        return dict(kind=int(kind), layer=int(self.layer), to_host=int(bool(self.to_host)),
-                    count_include_pad=int(bool(self.count_include_pad)), window=window,
-                    src1_base=int(self.src1_base), dst_base=int(self.dst_base),
-                    dst_channels=int(self.dst_channels),
-                    **{name: int(getattr(self, name)) for name in NODE_ADD_FIELDS})
+        record = dict(kind=int(kind), layer=int(self.layer),
+                      to_host=int(bool(self.to_host)),
+                      count_include_pad=int(bool(self.count_include_pad)), window=window,
+                      src1_base=int(self.src1_base), dst_base=int(self.dst_base),
+                      dst_channels=int(self.dst_channels),
+                      **{name: int(getattr(self, name)) for name in NODE_ADD_FIELDS})
+        record.update(self._pipeline_fields(config, kind))
+        return record
+
+    def _pipeline_fields(self, config: AcceleratorConfig, kind: NodeKind) -> dict[str, int]:
+        """The pipeline fields' values (only with ``config.pipeline_stages``), checked
+        for their widths; the graph-wide rules (stages in node order, enough copies,
+        producers before consumers) are :func:`bitline.hw.spec.validate.validate_program`'s.
+        """
+        values = {name: int(getattr(self, name)) for name in NODE_PIPELINE_FIELDS}
+        if not config.pipeline_stages:
+            defaults = {"stage": 0, "copies": 1, "input_copies": 0, "src0_node": 0,
+                        "src1_node": 0}
+            for name, default in defaults.items():
+                if values[name] != default:
+                    raise NodeFieldError(name, f"{values[name]} on hardware without the "
+                                         f"inter-layer pipeline (pipeline_stages = 0; "
+                                         f"{default} there)")
+            return {}
+        if not 0 <= values["stage"] < config.pipeline_stages:
+            raise NodeFieldError("stage", f"{values['stage']} is not below pipeline_stages "
+                                 f"({config.pipeline_stages})")
+        if not 1 <= values["copies"] < 1 << COPY_BITS:
+            raise NodeFieldError("copies", f"{values['copies']} is not in 1 .. "
+                                 f"{(1 << COPY_BITS) - 1}")
+        if not 0 <= values["input_copies"] < 1 << COPY_BITS:
+            raise NodeFieldError("input_copies", f"{values['input_copies']} is not in 0 .. "
+                                 f"{(1 << COPY_BITS) - 1}")
+        for name in ("src0_node", "src1_node"):
+            if not 0 <= values[name] <= config.max_nodes:
+                raise NodeFieldError(name, f"{values[name]} is not in 0 .. max_nodes "
+                                     f"({config.max_nodes})")
+        if kind != NodeKind.ADD and values["src1_node"]:
+            raise NodeFieldError("src1_node", f"{values['src1_node']} on a {kind.name} node "
+                                 "(ADD only; 0 otherwise)")
+        return values
 
     def _check_add(self, geometry: NetGeometry) -> None:
         window = self.window
@@ -560,5 +621,6 @@ def nodes_from_records(config: AcceleratorConfig, records: np.ndarray,
             layer=get["layer"], to_host=bool(get["to_host"]),
             count_include_pad=bool(get["count_include_pad"]), src1_base=get["src1_base"],
             **{name: get[name] for name in NODE_ADD_FIELDS},
+            **{name: get[name] for name in NODE_PIPELINE_FIELDS if name in get},
             name=names[index] if names and index < len(names) else ""))
     return nodes

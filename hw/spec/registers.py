@@ -30,6 +30,8 @@ DIGEST0..3                8-11 R    first 16 bytes of the config digest (little-
 N_NODES                   12   R    network node records loaded (0 without the network
                                     hardware)
 NODE                      13   RW   node index the NODE_* counters show (network hardware only)
+N_IMAGES                  14   RW   images of the next RUN_NETWORK (pipeline hardware only;
+                                    0 counts as 1; reads 0, writes ignored, elsewhere)
 CYCLES_LO/HI              16   R    busy cycles of the last job or network run
 OU_READS_LO/HI            18   R    OU reads issued (all units)
 ADC_CONVERSIONS_LO/HI     20   R    ADC conversions (valid columns of each read)
@@ -39,13 +41,17 @@ NODE_CYCLES_LO/HI         26   R    cycles of node NODE in the last run (its sta
                                     output written / taken)
 NODE_INPUT_STALL_LO/HI    28   R    cycles node NODE's consumer waited for the im2col reader
 NODE_OUTPUT_STALL_LO/HI   30   R    cycles node NODE's output was valid but not taken
+LATENCY_LO/HI             32   R    pipeline: cycles from RUN_NETWORK to image 0's last output
+INTERVAL_LO/HI            34   R    pipeline: cycles between the last outputs of the run's last
+                                    two images (0 for a one-image run)
 ========================  ===  ===  ===========================================================
 
 The counters are cleared by ``start`` (or ``RUN_NETWORK``) and count while the job (or the
 run) is busy; in a network run STALL_CYCLES counts only the cycles waiting for the host
 (input phase starved, the last node's output not taken). The NODE_* counters of a node are
 written when it ends (docs/hardware.md, "Whole-network mode"); registers 12, 13 and 26-31
-read as 0 on hardware without the network (``config.network`` false).
+read as 0 on hardware without the network (``config.network`` false), 14 and 32-35 on
+hardware without the pipeline (``config.pipeline`` false).
 
 The Amaranth side is :class:`bitline.hw.core.host_interface.HostInterface`; the host side is
 :mod:`bitline.sw.host.driver`.
@@ -56,7 +62,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
-    "Register", "Ctrl", "Status", "ErrorCode", "COUNTERS", "NODE_COUNTERS", "CSR_ADDR_BITS", "CSR_DATA_BITS",
+    "Register", "Ctrl", "Status", "ErrorCode", "COUNTERS", "NODE_COUNTERS", "IMAGE_COUNTERS", "CSR_ADDR_BITS", "CSR_DATA_BITS",
     "COUNTER_BITS", "VECTOR_BITS", "READABLE", "WRITABLE",
 ]
 
@@ -84,6 +90,7 @@ class Register(enum.IntEnum):
     DIGEST3 = 11
     N_NODES = 12
     NODE = 13
+    N_IMAGES = 14
     CYCLES_LO = 16
     CYCLES_HI = 17
     OU_READS_LO = 18
@@ -100,6 +107,10 @@ class Register(enum.IntEnum):
     NODE_INPUT_STALL_HI = 29
     NODE_OUTPUT_STALL_LO = 30
     NODE_OUTPUT_STALL_HI = 31
+    LATENCY_LO = 32
+    LATENCY_HI = 33
+    INTERVAL_LO = 34
+    INTERVAL_HI = 35
 
 
 class Ctrl(enum.IntFlag):
@@ -158,10 +169,17 @@ NODE_COUNTERS = (
     ("node_output_stall", Register.NODE_OUTPUT_STALL_LO),
 )
 
+#: (name, register of the low word) of the per-image counters of a pipelined run
+#: (docs/network.md section 6).
+IMAGE_COUNTERS = (
+    ("latency", Register.LATENCY_LO),
+    ("interval", Register.INTERVAL_LO),
+)
+
 #: Registers a write changes (LAYER, N_VECTORS and N_SHARE only while no job is busy); a
 #: write to any other address has no effect (the AXI4-Lite bus answers SLVERR / DECERR,
 #: docs/integration.md).
 WRITABLE = frozenset({Register.CTRL, Register.LAYER, Register.N_VECTORS, Register.N_SHARE,
-                      Register.NODE})
+                      Register.NODE, Register.N_IMAGES})
 #: Registers a read returns (CTRL is write-only and reads as 0, like an unmapped address).
 READABLE = frozenset(set(Register) - {Register.CTRL})
