@@ -6,7 +6,11 @@ Two modes (docs/network.md, "End to end"):
   the input image, streams its codes once (``CTRL.RUN_NETWORK``) and reads the last node's
   outputs; the accelerator runs every layer from its activation buffer. The host then only
   reorders the outputs (producer order -> the C-order output tensor) and dequantizes them
-  (and runs a final softmax), contract section 3. One run per image.
+  (and runs a final softmax), contract section 3. One run per image on the sequential
+  design; on the inter-layer pipeline (``config.pipeline``, docs/network.md section 6) one
+  run per batch: N_IMAGES, then every image's codes in, every image's outputs out, the
+  images overlapping in the accelerator (a transport may cap the images per run,
+  :attr:`Transport.images_per_run`: the UART bridge runs one).
 * **layer jobs** (every program; ``mode="layers"`` for a network program, for debugging):
   the accelerator computes the compute layers (a *layer job*: input vectors in, the output
   unit's values out, docs/hardware.md); the host does everything else, on integers exactly
@@ -40,6 +44,7 @@ Example (with any transport)::
     driver.load()
     result = driver.run(x, return_all=True)     # DriverResult: output, output_int, layers
     result.runs[0].counters["cycles"]           # whole-network mode: latency of image 0
+    result.runs[0].counters["interval"]         # pipeline hardware: one run, the batch
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from bitline.hw.spec.image import FORMAT_VERSION, MAGIC_WORD, config_digest_byte
 from bitline.hw.spec.program import Program
 from bitline.hw.spec.registers import (
     COUNTERS,
+    IMAGE_COUNTERS,
     NODE_COUNTERS,
     VECTOR_BITS,
     Ctrl,
@@ -69,7 +75,7 @@ from bitline.sw.integer.qmodel import QuantizedModel
 
 __all__ = [
     "DeviceError", "AcceleratorDevice", "Transport", "Device", "JobRecord", "NetworkRun",
-    "DriverResult", "HostDriver", "MODES", "decode_status", "lane_beats", "lane_outputs",
+    "PipelinedRun", "DriverResult", "HostDriver", "MODES", "decode_status", "lane_beats", "lane_outputs",
     "producer_to_map", "resolve_mode",
 ]
 
@@ -133,7 +139,8 @@ class AcceleratorDevice(Protocol):
     and ``identify()`` (a dict with ``"n_layers"``, the layer records loaded, and
     ``"n_nodes"``); the driver uses them when present. Whole-network mode needs
     ``run_network(codes, n_outputs) -> (n_outputs,)`` and ``node_counters(node)``
-    (:class:`Device` has both).
+    (:class:`Device` has both); on pipeline hardware also ``run_network(..., n_images=N)``,
+    ``image_counters()`` and optionally ``images_per_run`` (``None``: any batch).
     """
 
     def program(self, image: bytes): ...
@@ -226,6 +233,12 @@ class Transport(abc.ABC):
     block until done.
     """
 
+    #: The most images one whole-network run on pipeline hardware may carry through this
+    #: transport (N_IMAGES), ``None`` for any number: a transport that streams every input
+    #: code before it takes any output holds at most what the accelerator can hold in the
+    #: meantime (docs/network.md section 6.10).
+    images_per_run: int | None = None
+
     @abc.abstractmethod
     def write_register(self, register: int, value: int) -> None:
         """Write the 32-bit ``value`` to CSR word address ``register``."""
@@ -274,10 +287,16 @@ class Transport(abc.ABC):
         offers the first code in the cycle after the start and takes every output at once
         makes the counters equal the performance model's (:mod:`bitline.sw.perf.network`).
 
+        On pipeline hardware the driver writes N_IMAGES first and the run carries ``N``
+        images: ``codes`` are every image's codes, image after image, and the outputs every
+        image's, image after image (docs/network.md section 6.4); the transport streams
+        them the same way (it need not know ``N``).
+
         Parameters
         ----------
         codes:
-            int64 ``(C * H * W,)``: the input image's codes.
+            int64 ``(N * C * H * W,)``: the input images' codes (``N = 1`` on the
+            sequential design).
         n_outputs:
             Values to take from ``outputs``.
 
@@ -355,6 +374,39 @@ class NetworkRun:
 
 
 @dataclass
+class PipelinedRun(NetworkRun):
+    """One whole-network run of ``n_images`` images on the inter-layer pipeline.
+
+    ``image`` is the batch index of the run's first image. ``counters`` holds the run's
+    :data:`~bitline.hw.spec.registers.COUNTERS` -- ``cycles`` from ``RUN_NETWORK`` to the
+    last image's last output, the event counters summed over the images -- and the
+    :data:`~bitline.hw.spec.registers.IMAGE_COUNTERS`: ``latency`` (to image 0's last
+    output) and ``interval`` (between the last outputs of the last two images; 0 for one
+    image). ``nodes`` holds each node's counters summed over the run's images
+    (docs/network.md section 6.6).
+    """
+
+    n_images: int = 1
+
+    @property
+    def name(self) -> str:
+        """``"images <first>-<last>"`` (``"image <index>"`` for a one-image run)."""
+        if self.n_images == 1:
+            return f"image {self.image}"
+        return f"images {self.image}-{self.image + self.n_images - 1}"
+
+    @property
+    def latency(self) -> int:
+        """LATENCY: cycles from ``RUN_NETWORK`` to the first image's last output."""
+        return self.counters["latency"]
+
+    @property
+    def interval(self) -> int:
+        """INTERVAL: cycles between the last outputs of the run's last two images."""
+        return self.counters["interval"]
+
+
+@dataclass
 class DriverResult:
     """What :meth:`HostDriver.run` returns (the fields of the golden model's result, plus jobs).
 
@@ -370,7 +422,8 @@ class DriverResult:
     jobs:
         Every layer job in execution order (layer-job mode).
     runs:
-        Every whole-network run, one per image (whole-network mode).
+        Every whole-network run (whole-network mode): one :class:`NetworkRun` per image on
+        the sequential design, :class:`PipelinedRun` s of several images on the pipeline.
     """
 
     output: np.ndarray
@@ -385,13 +438,18 @@ class DriverResult:
         return "network" if self.runs else "layers"
 
     def counters(self, name: str | None = None) -> dict[str, int]:
-        """Return the counters summed over all jobs and runs (or the jobs of layer ``name``)."""
+        """Return the counters summed over all jobs and runs (or the jobs of layer ``name``).
+
+        Only the :data:`~bitline.hw.spec.registers.COUNTERS`: a pipelined run's latency and
+        interval are the run's, not summable.
+        """
         total = {counter: 0 for counter, _ in COUNTERS}
         records = self.jobs + (self.runs if name is None else [])
         for record in records:
             if name is None or record.name == name:
                 for counter, value in record.counters.items():
-                    total[counter] += value
+                    if counter in total:
+                        total[counter] += value
         return total
 
 
@@ -409,6 +467,12 @@ class Device:
     def __init__(self, transport: Transport, *, polls: int = DEFAULT_POLLS):
         self.transport = transport
         self.polls = int(polls)
+
+    @property
+    def images_per_run(self) -> int | None:
+        """The transport's cap on the images of one pipelined run
+        (:attr:`Transport.images_per_run`)."""
+        return getattr(self.transport, "images_per_run", None)
 
     # ---------------------------------------------------------------- registers
     def status(self) -> int:
@@ -461,6 +525,13 @@ class Device:
         self.transport.write_register(Register.NODE, int(node))
         read = self.transport.read_register
         return {name: read(low) | read(low + 1) << 32 for name, low in NODE_COUNTERS}
+
+    def image_counters(self) -> dict[str, int]:
+        """Return LATENCY and INTERVAL of the last pipelined run by name
+        (:data:`bitline.hw.spec.registers.IMAGE_COUNTERS`; 0 on hardware without the
+        pipeline)."""
+        read = self.transport.read_register
+        return {name: read(low) | read(low + 1) << 32 for name, low in IMAGE_COUNTERS}
 
     def clear_error(self) -> None:
         """Clear a reported error (CTRL bit 2)."""
@@ -552,21 +623,29 @@ class Device:
             return outputs.reshape(len(vectors), int(n_outputs))
         return lane_outputs(outputs, len(vectors), copies, int(n_outputs))
 
-    def run_network(self, codes: np.ndarray, n_outputs: int) -> np.ndarray:
-        """Run the loaded network on one input image; return the last node's outputs.
+    def run_network(self, codes: np.ndarray, n_outputs: int, *,
+                    n_images: int | None = None) -> np.ndarray:
+        """Run the loaded network on one input image (or ``n_images``); return the last
+        node's outputs.
 
         Parameters
         ----------
         codes:
             int ``(C * H * W,)`` (any shape, flattened in C order): the network input's
-            codes, written to the activation buffer at address 0.
+            codes, written to the activation buffer at address 0; with ``n_images = N``
+            every image's, image after image.
         n_outputs:
-            Values the ``to_host`` node sends (``dst_channels * P``).
+            Values the ``to_host`` node sends over the run (``dst_channels * P``, times
+            ``N``).
+        n_images:
+            Pipeline hardware (docs/network.md section 6.4): written to N_IMAGES before
+            ``RUN_NETWORK``; ``None`` (the sequential design) writes nothing.
 
         Returns
         -------
         np.ndarray
-            int64 ``(n_outputs,)`` in producer order (:func:`producer_to_map` reorders).
+            int64 ``(n_outputs,)`` in producer order (:func:`producer_to_map` reorders),
+            image after image.
 
         Raises
         ------
@@ -575,13 +654,20 @@ class Device:
             or an image without node records; ``NOT_PROGRAMMED``), the hardware reports
             an error while it runs, or the outputs stop short.
         ValueError
-            For no codes or ``n_outputs < 1``.
+            For no codes or ``n_outputs < 1``, or ``n_images`` that is not a positive
+            number dividing both.
         """
         codes = np.asarray(codes, dtype=np.int64).reshape(-1)
         n_outputs = int(n_outputs)
         if not len(codes) or n_outputs < 1:
             raise ValueError(f"a whole-network run needs input codes and outputs, not "
                              f"{len(codes)} codes and {n_outputs} outputs")
+        if n_images is not None:
+            n_images = int(n_images)
+            if n_images < 1 or len(codes) % n_images or n_outputs % n_images:
+                raise ValueError(f"a pipelined run of {n_images} images: {len(codes)} codes "
+                                 f"and {n_outputs} outputs are not that many images' worth")
+            self.transport.write_register(Register.N_IMAGES, n_images)
         outputs = np.asarray(self.transport.start_network(codes, n_outputs), dtype=np.int64)
         status = self._wait("whole-network run",
                             lambda status: bool(status & Status.DONE)
@@ -613,30 +699,37 @@ class HostDriver:
     progress:
         Called as ``progress(job, done_vectors, total_vectors)`` after each job, with
         ``total_vectors`` the vectors of the whole batch over all layers; in whole-network
-        mode as ``progress(run, done_images, total_images)`` after each image
-        (:class:`NetworkRun`).
+        mode as ``progress(run, done_images, total_images)`` after each run
+        (:class:`NetworkRun` or :class:`PipelinedRun`).
+    images_per_run:
+        Pipeline hardware: at most this many images per whole-network run (default: the
+        whole batch in one run, or the device's :attr:`Device.images_per_run` if smaller).
     mode:
-        ``"network"`` (one whole-network run per image; the program needs node records,
-        ``compile --network``), ``"layers"`` (one layer job per compute layer, the host
+        ``"network"`` (one whole-network run per image, or per batch on pipeline hardware;
+        the program needs node records, ``compile --network``), ``"layers"`` (one layer job per compute layer, the host
         doing the rest; works for every program, for debugging a network program) or
         ``None``: ``"network"`` when the program has node records, else ``"layers"``.
 
     Raises
     ------
     ValueError
-        For an unknown mode, ``"network"`` for a program without node records, or a
-        program lacking a compute layer of the model.
+        For an unknown mode, ``"network"`` for a program without node records, a
+        program lacking a compute layer of the model, or ``images_per_run < 1``.
     """
 
     def __init__(self, program: Program, qmodel: QuantizedModel, device: AcceleratorDevice, *,
                  image: bytes | None = None, max_vectors: int | None = None,
-                 progress: Callable | None = None, mode: str | None = None):
+                 progress: Callable | None = None, mode: str | None = None,
+                 images_per_run: int | None = None):
         if image is None:
             from bitline.sw.bundle import encode_image
 
             image = encode_image(program)
         if max_vectors is not None and max_vectors < 1:
             raise ValueError(f"max_vectors must be at least 1, not {max_vectors}")
+        if images_per_run is not None and images_per_run < 1:
+            raise ValueError(f"images_per_run must be at least 1, not {images_per_run}")
+        self.images_per_run = images_per_run
         self.mode = resolve_mode(program, mode)
         self.program = program
         self.qmodel = qmodel
@@ -752,8 +845,22 @@ class HostDriver:
         return DriverResult(output=graph.model_output(self.qmodel, output_int),
                             output_int=output_int, layers=kept, jobs=jobs)
 
+    def run_sizes(self, batch: int) -> list[int]:
+        """Return the images of each whole-network run for a batch of ``batch`` images.
+
+        One per image on the sequential design; on pipeline hardware the batch in runs of
+        at most :attr:`images_per_run` and the device's cap (the last run takes the rest).
+        """
+        if not self.config.pipeline:
+            return [1] * batch
+        caps = [cap for cap in (self.images_per_run,
+                                getattr(self.device, "images_per_run", None)) if cap]
+        size = min(caps + [batch]) if batch else 1
+        return [min(size, batch - start) for start in range(0, batch, size)]
+
     def _run_network(self, x: np.ndarray, return_all: bool) -> DriverResult:
-        """Whole-network mode: one ``RUN_NETWORK`` per image (module docstring)."""
+        """Whole-network mode: one ``RUN_NETWORK`` per image, or per :meth:`run_sizes`
+        images on pipeline hardware (module docstring)."""
         model = self.qmodel.model
         codes = arith.quantize_input(x, self.qmodel.input)
         output_shape = tuple(model.output_shape)
@@ -764,19 +871,31 @@ class HostDriver:
                              f"sends {last.dst_size} values, the output of model "
                              f"{model.name} {output_shape} holds {n_outputs}")
         channels = last.dst_channels
+        pipeline = self.config.pipeline
         outputs = np.empty((len(x), n_outputs), dtype=np.int64)
         runs: list[NetworkRun] = []
-        for image, sample in enumerate(codes):
+        image = 0
+        for size in self.run_sizes(len(x)):
             begin = time.perf_counter()
-            values = self.device.run_network(sample.reshape(-1), n_outputs)
-            outputs[image] = producer_to_map(values, channels)
+            batch = codes[image:image + size].reshape(-1)
+            if pipeline:
+                values = self.device.run_network(batch, size * n_outputs, n_images=size)
+            else:
+                values = self.device.run_network(batch, n_outputs)
+            for offset, piece in enumerate(values.reshape(size, n_outputs)):
+                outputs[image + offset] = producer_to_map(piece, channels)
             counters = self.device.counters()
+            if pipeline:
+                counters.update(self.device.image_counters())
             nodes = [self.device.node_counters(node)
                      for node in range(len(self.program.nodes))]
-            record = NetworkRun(image, counters, nodes, time.perf_counter() - begin)
+            wall = time.perf_counter() - begin
+            record = (PipelinedRun(image, counters, nodes, wall, size) if pipeline
+                      else NetworkRun(image, counters, nodes, wall))
             runs.append(record)
+            image += size
             if self.progress is not None:
-                self.progress(record, image + 1, len(x))
+                self.progress(record, image, len(x))
         output_int = outputs.reshape(len(x), *output_shape)
         layers = {}
         if return_all:

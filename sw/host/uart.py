@@ -261,6 +261,16 @@ class UARTBridgeClient:
 class UARTTransport(Transport):
     """The driver's :class:`~bitline.sw.host.driver.Transport` over the UART bridge.
 
+    On pipeline hardware (``config.pipeline``) a whole-network run carries one image
+    (:attr:`images_per_run` = 1, N_IMAGES = 1): the bridge is half-duplex and executes one
+    command at a time, so a run of ``N`` images would send every image's codes (one
+    ``INPUTS``) before the ``OUTPUTS`` that takes any result. The accelerator holds the last
+    node's outputs while nobody takes them, its engines then wait for free copies, the input
+    writer waits for its copies and the ``INPUTS`` command never completes: a deadlock as
+    soon as the outputs of the images in flight exceed the output FIFO. One image per run
+    has no such wait (its input phase needs no consumer to move); the images then do not
+    overlap over UART (the batch's interval is a run's cycles plus the host's turnaround).
+
     Parameters
     ----------
     client:
@@ -273,6 +283,9 @@ class UARTTransport(Transport):
     DeviceError
         If the bridge's output width or lanes differ from the config's (another bitstream).
     """
+
+    #: One image per pipelined whole-network run (class docstring).
+    images_per_run = 1
 
     def __init__(self, client: UARTBridgeClient, config: AcceleratorConfig):
         if config.max_act_bits > 8:

@@ -354,3 +354,189 @@ def test_a_last_node_of_another_size_is_named(network):
     with pytest.raises(ValueError, match=f"last node {len(program.nodes) - 1} .* sends "
                                          f"{last.dst_size + last.out_pixels} values"):
         driver.run(x[:1])
+
+
+# ---------------------------------------------------------------- the inter-layer pipeline
+def pipelined(program):
+    """``program`` on pipeline hardware (docs/network.md section 6): one stage engine per
+    node. The driver reads only ``config.pipeline``, the node count and the last node."""
+    config = program.config.replace(act_buffer_depth=4096, max_nodes=8, max_map_channels=16,
+                                    max_map_height=8, max_map_width=8,
+                                    pipeline_stages=len(program.nodes))
+    return replace(program, config=config)
+
+
+class PipelineFake(NetworkFake):
+    """:class:`NetworkFake` on pipeline hardware: a run carries N_IMAGES images (0 counts
+    as 1), image after image in and out; LATENCY is ``(3 << 32) + 500 + run number`` (both
+    halves read) and INTERVAL ``100 + run number``."""
+
+    def start_network(self, codes, n_outputs):
+        codes = np.asarray(codes, dtype=np.int64)
+        images = self.registers.get(int(Register.N_IMAGES), 0) or 1
+        self.log.append(("network", codes.copy(), n_outputs, images))
+        assert len(codes) % images == 0 and n_outputs % images == 0
+        values = np.concatenate([self.answers[piece.tobytes()]
+                                 for piece in codes.reshape(images, -1)])
+        assert len(values) == n_outputs
+        self.runs += 1
+        self.done = True
+        for name, low in COUNTERS:
+            value = (1000 if name == "cycles" else 7) + self.runs
+            self.registers[int(low)], self.registers[int(low) + 1] = value, 0
+        latency = (3 << 32) + 500 + self.runs
+        self.registers[int(Register.LATENCY_LO)] = latency & 0xFFFFFFFF
+        self.registers[int(Register.LATENCY_HI)] = latency >> 32
+        self.registers[int(Register.INTERVAL_LO)] = 100 + self.runs
+        self.registers[int(Register.INTERVAL_HI)] = 0
+        for node in range(self.n_nodes):
+            for index in range(len(NODE_COUNTERS)):
+                self.node_values[node, index] = 10 * (node + 1) + self.runs
+        return values
+
+
+@pytest.mark.parametrize("cap, sizes", [(None, [3]), (2, [2, 1]), (1, [1, 1, 1])])
+def test_pipeline_runs_the_batch_in_runs_of_n_images(network, cap, sizes):
+    from bitline.sw.host.driver import PipelinedRun
+
+    program, qmodel, x, golden, codes, answers = network
+    program = pipelined(program)
+    fake = PipelineFake(program, qmodel, answers)
+    seen = []
+    driver = HostDriver(program, qmodel, Device(fake), image=IMAGE, images_per_run=cap,
+                        progress=lambda run, done, total: seen.append((run.name, done, total)))
+    driver.load()
+    assert driver.run_sizes(len(x)) == sizes
+    result = driver.run(x, return_all=True)
+    assert np.array_equal(result.output_int, golden.output_int)
+    assert np.allclose(result.output, golden.output)
+    # N_IMAGES written before each RUN_NETWORK, every image's codes in one stream
+    runs = [entry for entry in fake.log if entry[0] == "network"]
+    assert [entry[3] for entry in runs] == sizes
+    n_outputs = int(np.prod(qmodel.model.output_shape))
+    first = 0
+    for (_, sent, outputs, images), size in zip(runs, sizes):
+        assert np.array_equal(sent, codes[first:first + size].reshape(-1))
+        assert outputs == size * n_outputs
+        first += size
+    order = [entry[2] if entry[0] == "write" else "run" for entry in fake.log
+             if entry[:2] == ("write", "N_IMAGES") or entry[0] == "network"]
+    assert order == [step for size in sizes for step in (size, "run")]
+    # one PipelinedRun per run: the counters, LATENCY / INTERVAL (64 bits), every node's
+    assert [type(run) for run in result.runs] == [PipelinedRun] * len(sizes)
+    assert [(run.image, run.n_images) for run in result.runs] == list(
+        zip(np.cumsum([0] + sizes[:-1]).tolist(), sizes))
+    for number, run in enumerate(result.runs, start=1):
+        assert run.counters["cycles"] == 1000 + number
+        assert run.latency == (3 << 32) + 500 + number and run.interval == 100 + number
+        assert run.nodes == [{name: 10 * (node + 1) + number for name, _ in NODE_COUNTERS}
+                             for node in range(len(program.nodes))]
+    # the batch's sums hold only the summable counters
+    assert result.counters() == {name: sum((1000 if name == "cycles" else 7) + number
+                                           for number in range(1, len(sizes) + 1))
+                                 for name, _ in COUNTERS}
+    names = [f"image {first}" if size == 1 else f"images {first}-{first + size - 1}"
+             for first, size in zip(np.cumsum([0] + sizes[:-1]).tolist(), sizes)]
+    assert seen == [(name, done, len(x)) for name, done in zip(names, np.cumsum(sizes))]
+
+
+def test_sequential_hardware_never_writes_n_images(network):
+    program, qmodel, x, _, _, answers = network
+    fake = NetworkFake(program, qmodel, answers)
+    driver = HostDriver(program, qmodel, Device(fake), image=IMAGE, images_per_run=2)
+    driver.load()
+    assert driver.run_sizes(len(x)) == [1] * len(x)
+    result = driver.run(x)
+    assert not any(entry[:2] == ("write", "N_IMAGES") for entry in fake.log)
+    assert [type(run) for run in result.runs] == [NetworkRun] * len(x)
+    assert not any(entry[0] == "read" and entry[1].startswith(("LATENCY", "INTERVAL"))
+                   for entry in fake.log)
+
+
+def test_pipelined_run_arguments_are_checked(network):
+    program, qmodel, _, _, _, answers = network
+    device = Device(PipelineFake(pipelined(program), qmodel, answers))
+    with pytest.raises(ValueError, match="a pipelined run of 2 images: 5 codes"):
+        device.run_network(np.arange(5), 4, n_images=2)
+    with pytest.raises(ValueError, match="a pipelined run of 0 images"):
+        device.run_network(np.arange(4), 4, n_images=0)
+    with pytest.raises(ValueError, match="images_per_run must be at least 1, not 0"):
+        HostDriver(pipelined(program), qmodel, device, image=IMAGE, images_per_run=0)
+
+
+class UartLink:
+    """A pyserial-like link to a byte-level model of the UART bridge in front of a
+    :class:`PipelineFake`: WRITE / READ reach its registers, PROGRAM its image, and a
+    whole-network run is the INPUTS (the codes) then the OUTPUTS (the count) that
+    :class:`~bitline.sw.host.uart.UARTTransport` sends after CTRL.RUN_NETWORK."""
+
+    def __init__(self, fake, config):
+        self.fake, self.config = fake, config
+        self.out = bytearray()
+        self.codes = None
+
+    def write(self, data):
+        from bitline.hw.spec.uart_protocol import (
+            ACK, INFO_BYTES, PROTOCOL_VERSION, Opcode, output_bytes,
+        )
+
+        data, width = bytes(data), output_bytes(self.config)
+        while data:
+            opcode = Opcode(data[0])
+            argument = int.from_bytes(data[1:5], "little")
+            if opcode == Opcode.PING:
+                data = data[1:]
+            elif opcode == Opcode.INFO:
+                info = (PROTOCOL_VERSION | width << 8 | self.config.max_act_bits << 24
+                        | 64 << 32 | 25_000_000 << 64 | 1 << 96)
+                self.out += info.to_bytes(INFO_BYTES, "little")
+                data = data[1:]
+            elif opcode == Opcode.WRITE:
+                self.fake.write_register(data[1], int.from_bytes(data[2:6], "little"))
+                data = data[6:]
+            elif opcode == Opcode.READ:
+                self.out += self.fake.read_register(data[1]).to_bytes(4, "little")
+                data = data[2:]
+            elif opcode == Opcode.PROGRAM:
+                self.fake.send_image(data[5:5 + argument])
+                data = data[5 + argument:]
+            elif opcode == Opcode.INPUTS:
+                self.codes = np.frombuffer(data[5:5 + argument], dtype=np.uint8)
+                data = data[5 + argument:]
+            elif opcode == Opcode.OUTPUTS:
+                values = self.fake.start_network(self.codes.astype(np.int64), argument)
+                self.out += b"".join(int(v).to_bytes(width, "little", signed=True)
+                                     for v in values)
+                data = data[5:]
+            else:
+                raise AssertionError(f"unexpected opcode {opcode}")
+            self.out.append(ACK)
+        return len(data)
+
+    def read(self, size):
+        data, self.out[:size] = bytes(self.out[:size]), b""
+        return data
+
+
+def test_uart_runs_one_image_per_pipelined_run(network):
+    """Over the half-duplex UART bridge a pipelined run carries one image (N_IMAGES = 1):
+    the INPUTS of several images would wait for outputs nobody takes yet."""
+    from bitline.sw.host.driver import PipelinedRun
+    from bitline.sw.host.uart import UARTBridgeClient, UARTTransport
+
+    program, qmodel, x, golden, codes, answers = network
+    program = pipelined(program)
+    fake = PipelineFake(program, qmodel, answers)
+    transport = UARTTransport(UARTBridgeClient(UartLink(fake, program.config)),
+                              program.config)
+    assert transport.images_per_run == 1
+    driver = HostDriver(program, qmodel, Device(transport), image=IMAGE)
+    driver.load()
+    result = driver.run(x)
+    assert np.array_equal(result.output_int, golden.output_int)
+    assert [(run.image, run.n_images) for run in result.runs] == [(i, 1) for i in range(len(x))]
+    assert all(isinstance(run, PipelinedRun) for run in result.runs)
+    runs = [entry for entry in fake.log if entry[0] == "network"]
+    assert [entry[3] for entry in runs] == [1] * len(x)
+    for (_, sent, _, _), sample in zip(runs, codes):
+        assert np.array_equal(sent, sample.reshape(-1))
