@@ -241,7 +241,8 @@ class Compiled:
 
 def compile(model, strategy: str = "bwq", *, spec=None, config=None, calib=None,  # noqa: A001
             xbars: str | int = "auto", encoding: str = "differential",
-            requantize: bool = False, network: bool = False) -> Compiled:
+            requantize: bool = False, network: bool = False,
+            pipeline: bool = False) -> Compiled:
     """Quantize ``model`` and map it with ``strategy`` (``bitline compile`` without writing).
 
     Parameters
@@ -264,6 +265,10 @@ def compile(model, strategy: str = "bwq", *, spec=None, config=None, calib=None,
         As ``--network``: the program gets the whole-network nodes (``program.nodes``,
         the image's NETWORK section) and the config its whole-network fields
         (docs/network.md).
+    pipeline:
+        As ``--pipeline`` (with ``network``): the nodes run on ``pipeline_stages`` stage
+        engines, successive images at once, the buffer laid out with copies
+        (docs/network.md section 6).
 
     Raises
     ------
@@ -276,5 +281,5 @@ def compile(model, strategy: str = "bwq", *, spec=None, config=None, calib=None,
     model, spec = resolve_spec(load(model), spec, requantize)
     calib_x = _calibration(model, calib)
     result = compile_model(model, strategy, spec, _config(config), calib_x, xbars=xbars,
-                           encoding=encoding, network=network)
+                           encoding=encoding, network=network, pipeline=pipeline)
     return Compiled(model, result.qmodel, result.program, result.config, result.sizing)

@@ -229,11 +229,17 @@ def _file_quantization_notes(spec: dict) -> list[str]:
                    "command; sizes act_buffer_depth, max_nodes and max_map_channels/height/"
                    "width (unless the config sets them). Runs conv, gemm, maxpool, avgpool, "
                    "gap, add and flatten, one copy per layer (not with --budget).")
+@click.option("--pipeline", is_flag=True,
+              help="With --network: the inter-layer pipeline (docs/network.md section 6): "
+                   "one stage engine per node (or the config's pipeline_stages, nodes "
+                   "grouped to balance the engines), successive images at once, every "
+                   "feature map with its own copies; sizes pipeline_stages and "
+                   "act_buffer_depth (unless the config sets them).")
 @json_option
 @quiet_option
 def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xbars, dataset,
                 calib_samples, output, budget, spread, encoding, faults_spec, network,
-                as_json, quiet):
+                pipeline, as_json, quiet):
     """Quantize MODEL, map it with a strategy and write the program bundle to OUTPUT.
 
     With --xbars auto the machine is sized to the network before mapping; every config
@@ -244,10 +250,17 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
     compile.json holds "budget" and "pipeline" (budget, units, throughput_ips,
     pipeline_latency_s, energy_per_image_pj, bottleneck, copies, placements, layers).
     With --network the bundle carries the whole-network node records (compile.json holds
-    "network": true).
+    "network": true). With --pipeline too the nodes are laid out for the inter-layer
+    pipeline (compile.json holds "pipeline_stages").
     """
     from bitline.sw.perf import analyze, parse_budget
 
+    if pipeline and not network:
+        raise click.UsageError("--pipeline pipelines the whole-network mode's nodes: it "
+                               "needs --network")
+    if pipeline and budget is not None:
+        raise click.UsageError("--pipeline runs one copy of each layer on its own stage "
+                               "engine; --budget allocates layer copies: use one of them")
     if network and budget is not None:
         raise click.UsageError("--network runs one copy of each layer; --budget allocates "
                                "layer copies: use one of them")
@@ -259,7 +272,7 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
         model, strategy, spec, config, output, xbars=xbars, dataset=dataset,
         calib_samples=calib_samples, config_label=_config_label(config_path, preset_name),
         budget=budget, encoding=encoding, requantize=requantize, spread=spread,
-        faults=faults, network=network)
+        faults=faults, network=network, pipeline=pipeline)
     report = analyze(result.program, result.qmodel, labels=sidecar["labels"])
     # The allocation compile applied (placements and copies), not one re-made on the result.
     pipe = sidecar.get("pipeline")

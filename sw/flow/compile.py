@@ -364,22 +364,29 @@ def validate(program) -> None:
 
 def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x: np.ndarray,
                   *, xbars: str | int = "auto", qmodels: dict | None = None,
-                  encoding: str = "differential", network: bool = False) -> CompileResult:
+                  encoding: str = "differential", network: bool = False,
+                  pipeline: bool = False) -> CompileResult:
     """Size, quantize, map and validate (compile steps 3-6).
 
     ``xbars`` is ``"auto"`` (the machine is sized to the network, :func:`size_hardware`) or
     a unit count that replaces ``config.n_xbars``. ``qmodels`` is the optional cache of
     :func:`size_hardware`. ``encoding`` is the weight encoding
     (:data:`bitline.hw.spec.program.ENCODINGS`; ``offset`` is ISAAC's, ``isaac`` only).
-    ``network`` adds the whole-network nodes (:func:`network_program`).
+    ``network`` adds the whole-network nodes (:func:`network_program`), ``pipeline`` lays
+    them out for the inter-layer pipeline (``--pipeline``; needs ``network``).
 
     Raises
     ------
     ValueError
         If the strategy or encoding is unknown, the strategy does not support the
-        encoding, or a step rejects the model, spec or config.
+        encoding, ``pipeline`` comes without ``network``, or a step rejects the model,
+        spec or config.
     """
     from bitline.sw.mapping import check_encoding
+
+    if pipeline and not network:
+        raise ValueError("--pipeline pipelines the whole-network mode's nodes: it needs "
+                         "--network")
 
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -399,7 +406,7 @@ def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x
         program = map_program(qmodel, plan.config, strategy, encoding)
     sizing = plan.sizing
     if network:
-        program, records = network_program(program, qmodel)
+        program, records = network_program(program, qmodel, pipeline=pipeline)
         sizing += records
     validate(program)
     return CompileResult(qmodel, program, program.config, sizing, sized - start,
@@ -415,8 +422,15 @@ _NETWORK_REASONS = {
     "max_map_width": "--network: width of the largest feature map",
 }
 
+#: The reasons that change with ``--pipeline`` (docs/network.md section 6).
+_PIPELINE_REASONS = {
+    "act_buffer_depth": "--pipeline: every feature map's copies, no region reused",
+    "pipeline_stages": "--pipeline: one stage engine per node",
+}
 
-def network_program(program: Program, qmodel) -> tuple[Program, tuple[Sizing, ...]]:
+
+def network_program(program: Program, qmodel, *, pipeline: bool = False
+                    ) -> tuple[Program, tuple[Sizing, ...]]:
     """Return ``program`` with its whole-network nodes and the config sized for them.
 
     The nodes are :func:`bitline.sw.integer.network.network_nodes` of the quantized model's
@@ -426,11 +440,21 @@ def network_program(program: Program, qmodel) -> tuple[Program, tuple[Sizing, ..
     set it (``config.pinned``; a pinned value that is too small is refused) and only when
     too small.
 
+    With ``pipeline`` (``--pipeline``, docs/network.md section 6) the nodes run on
+    ``pipeline_stages`` stage engines: one per node, unless the config pins the count
+    (then :func:`~bitline.sw.integer.network.partition_stages` groups the nodes into that
+    many contiguous runs by their :func:`~bitline.hw.spec.net_timing.node_timing`), and the
+    buffer is laid out with copies instead of liveness
+    (:func:`~bitline.sw.integer.network.pipeline_plan`); ``act_buffer_depth`` is sized to
+    the sum of the regions.
+
     Raises
     ------
     ValueError
         For a program with layer copies, a layer op the whole-network hardware does not
-        run (naming the layer and op), or a pinned field below what the network needs.
+        run (naming the layer and op), a pinned field below what the network needs, a
+        config that pins ``pipeline_stages`` without ``pipeline`` or to a count outside
+        ``1 .. nodes`` with it, or ``max_copies`` above 1 with ``pipeline``.
     """
     from bitline.sw.integer.network import network_nodes
 
@@ -439,13 +463,22 @@ def network_program(program: Program, qmodel) -> tuple[Program, tuple[Sizing, ..
             raise ValueError(f"layer {layer.name!r} has {layer.copies} copies: --network runs "
                              "one copy of each layer (compile without --budget, or without "
                              "--network)")
-    plan = network_nodes(qmodel, [layer.name for layer in program.layers])
     config = program.config
+    if not pipeline and config.pipeline_stages:
+        raise ValueError(f"the config sets pipeline_stages = {config.pipeline_stages} (the "
+                         "inter-layer pipeline's engines): compile with --pipeline, or set "
+                         "pipeline_stages = 0")
+    plan = network_nodes(qmodel, [layer.name for layer in program.layers])
+    reasons = dict(_NETWORK_REASONS)
+    if pipeline:
+        plan = _pipeline_plan(program, plan)
+        reasons.update(_PIPELINE_REASONS)
     records = []
     for name, need in plan.sizes.items():
-        if need > getattr(config, name):
-            _refuse_pinned(config, name, need, _NETWORK_REASONS[name])
-            records.append(Sizing(name, getattr(config, name), need, _NETWORK_REASONS[name]))
+        exact = name == "pipeline_stages"           # the engines, not a capacity
+        if need > getattr(config, name) or (exact and need != getattr(config, name)):
+            _refuse_pinned(config, name, need, reasons[name])
+            records.append(Sizing(name, getattr(config, name), need, reasons[name]))
     try:
         config = _apply(config, records)
     except ValueError as error:         # a need beyond what a config can hold at all
@@ -459,6 +492,32 @@ def network_program(program: Program, qmodel) -> tuple[Program, tuple[Sizing, ..
                          "for per-layer jobs)") from None
     return (Program(config, program.strategy, program.layers, nodes=plan.nodes),
             tuple(records))
+
+
+def _pipeline_plan(program: Program, plan):
+    """The pipelined layout of ``plan`` (:func:`network_program`): the engine count, the
+    nodes' stages and the copies; refusals name the config field and the values."""
+    from bitline.hw.spec.net_timing import node_timing
+    from bitline.hw.spec.network import NodeKind
+    from bitline.sw.integer.network import partition_stages, pipeline_plan
+
+    config = program.config
+    count = len(plan.nodes)
+    if config.max_copies != 1:
+        raise ValueError(f"--pipeline: the config sets max_copies = {config.max_copies}; the "
+                         "inter-layer pipeline runs one copy of each layer (max_copies = 1)")
+    engines = count
+    if "pipeline_stages" in config.pinned:
+        engines = config.pipeline_stages
+        if not 1 <= engines <= count:
+            raise ValueError(f"--pipeline: the config sets pipeline_stages = {engines}, but the "
+                             f"network has {count} nodes and every engine runs at least one "
+                             f"node: set pipeline_stages to 1 .. {count}, or remove the key "
+                             f"to get one engine per node")
+    times = [node_timing(config, node, program.layers[node.layer]
+                         if node.kind == NodeKind.COMPUTE else None).cycles
+             for node in plan.nodes]
+    return pipeline_plan(plan, partition_stages(times, engines))
 
 
 def _map_owner(nodes, field: str, size: int) -> str:
@@ -656,7 +715,8 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
                    config_label: str = DEFAULT_PRESET,
                    budget=None, encoding: str = "differential",
                    requantize: bool = False, spread: bool = True,
-                   faults=None, network: bool = False) -> tuple[CompileResult, dict]:
+                   faults=None, network: bool = False,
+                   pipeline: bool = False) -> tuple[CompileResult, dict]:
     """Run the whole compile flow (:data:`COMPILE_STEPS`) and write the bundle to ``output``.
 
     ``dataset`` is the calibration data set (:func:`calibration_inputs`); ``config_label``
@@ -676,8 +736,16 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     stuck cells last, and the side file holds ``faults`` (per-layer wrong cells before /
     after). ``network`` compiles for the whole-network mode (:func:`network_program`: the
     NETWORK section; no copies, so not with a ``budget``); the side file then holds
-    ``network: true``.
+    ``network: true``. ``pipeline`` (with ``network``) lays the nodes out for the
+    inter-layer pipeline (docs/network.md section 6); the side file then also holds
+    ``pipeline_stages``.
     """
+    if pipeline and not network:
+        raise ValueError("--pipeline pipelines the whole-network mode's nodes: it needs "
+                         "--network")
+    if pipeline and budget is not None:
+        raise ValueError("--pipeline runs one copy of each layer on its own stage engine; "
+                         "--budget allocates layer copies: use one of them")
     if network and budget is not None:
         raise ValueError("--network runs one copy of each layer; --budget allocates copies: "
                          "use one of them")
@@ -688,7 +756,7 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     calib_x, calib_label = calibration_inputs(model, dataset, model_name=model_name,
                                               samples=calib_samples)
     result = compile_model(model, strategy, spec, config, calib_x, xbars=xbars,
-                           encoding=encoding, network=network)
+                           encoding=encoding, network=network, pipeline=pipeline)
     pipe = None
     if budget is not None:
         result, pipe = allocate_copies(result, budget, spread=spread)
@@ -715,5 +783,7 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
         sidecar["faults"] = fault_report
     if network:
         sidecar["network"] = True
+    if pipeline:
+        sidecar["pipeline_stages"] = result.program.config.pipeline_stages
     (out / COMPILE_SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
     return result, sidecar

@@ -16,6 +16,15 @@ with the golden arithmetic of :mod:`bitline.sw.integer.arith` and the other node
 formulas of :mod:`bitline.sw.integer.tensor_ops` restated on window elements. It is a
 second, independent reading of the node records: tests compare it, node by node, with the
 golden model's graph walk.
+
+The inter-layer pipeline (docs/network.md section 6, ``compile --network --pipeline``):
+:func:`partition_stages` groups the nodes into the engines' contiguous runs,
+:func:`pipeline_plan` lays the buffer out with copies instead of liveness (every map its
+own ``copies`` regions, none reused) and fills the records' ``stage``, ``copies``,
+``input_copies`` and ``src*_node``. ``run_nodes(..., image=n)`` reads and writes copy
+``n mod k`` of every map, and :func:`run_pipelined` runs a batch through one shared buffer
+in the pipeline's steady-state order (a wavefront over the stages), so a record with too
+few copies gives a wrong image.
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ from bitline.sw.integer.graph import spec_ou_rows
 from bitline.sw.integer.qmodel import QuantizedModel
 
 __all__ = ["NETWORK_OPS", "NetworkPlan", "network_nodes", "run_nodes", "window_addresses",
-           "producer_order"]
+           "producer_order", "partition_stages", "pipeline_copies", "pipeline_plan",
+           "run_pipelined", "copy_offsets"]
 
 #: The ops ``compile --network`` runs (fused ReLUs are clamps of their producer).
 NETWORK_OPS = ("conv", "gemm", "maxpool", "avgpool", "gap", "add", "flatten")
@@ -49,6 +59,12 @@ class NetworkPlan:
     max_channels, max_height, max_width:
         The largest feature map any node reads or writes (a flat vector of ``F`` codes is
         an ``F x 1 x 1`` map).
+    producers:
+        Per node, the producers of its sources in record order (src0, and src1 for an
+        ADD): 0 the network input, ``j + 1`` node ``j`` (the pipeline's ``src*_node``).
+    stages:
+        Number of pipeline engines (``pipeline_stages``) of a :func:`pipeline_plan`; 0
+        for the sequential layout.
     """
 
     nodes: list[NodeProgram]
@@ -56,13 +72,18 @@ class NetworkPlan:
     max_channels: int
     max_height: int
     max_width: int
+    producers: tuple[tuple[int, ...], ...] = ()
+    stages: int = 0
 
     @property
     def sizes(self) -> dict[str, int]:
         """The config's whole-network fields this network needs, by field name."""
-        return {"act_buffer_depth": self.depth, "max_nodes": len(self.nodes),
-                "max_map_channels": self.max_channels, "max_map_height": self.max_height,
-                "max_map_width": self.max_width}
+        sizes = {"act_buffer_depth": self.depth, "max_nodes": len(self.nodes),
+                 "max_map_channels": self.max_channels, "max_map_height": self.max_height,
+                 "max_map_width": self.max_width}
+        if self.stages:
+            sizes["pipeline_stages"] = self.stages
+        return sizes
 
 
 def _map_shape(shape, what: str) -> tuple[int, int, int]:
@@ -126,6 +147,9 @@ def network_nodes(qmodel: QuantizedModel, layer_names: list[str]) -> NetworkPlan
         raise ValueError(f"model {model.name}: the output {model.output_name!r} is not the "
                          f"last layer's ({steps[-1].name!r}); --network sends only the last "
                          "node's outputs to the host")
+    producer = {model.input_name: 0}
+    for index, layer in enumerate(steps):
+        producer[layer.output] = index + 1
     last_use: dict[str, int] = {}
     for index, layer in enumerate(steps):
         for name in layer.inputs:
@@ -137,6 +161,7 @@ def network_nodes(qmodel: QuantizedModel, layer_names: list[str]) -> NetworkPlan
     depth = live[model.input_name][1]
     biggest = list(input_shape)
     nodes = []
+    producers = tuple(tuple(producer[root[name]] for name in layer.inputs) for layer in steps)
     for index, layer in enumerate(steps):
         qlayer = qmodel.layers[layer.name]
         sources = [root[name] for name in layer.inputs]
@@ -159,7 +184,7 @@ def network_nodes(qmodel: QuantizedModel, layer_names: list[str]) -> NetworkPlan
         for name in set(sources) | {layer.output}:
             if last_use.get(name, -1) <= index:
                 live.pop(name, None)
-    return NetworkPlan(nodes, depth, *biggest)
+    return NetworkPlan(nodes, depth, *biggest, producers=producers)
 
 
 def _node(layer, qlayer, sources: list[tuple[int, tuple]], layer_names: list[str]
@@ -215,6 +240,146 @@ def _node(layer, qlayer, sources: list[tuple[int, tuple]], layer_names: list[str
         mult_a=int(mult[0]), mult_b=int(mult[1]), shift=int(shift[0]), name=layer.name)
 
 
+# ----------------------------------------------------------------- inter-layer pipeline
+def partition_stages(times, engines: int) -> list[int]:
+    """Return each node's engine: ``engines`` contiguous runs minimizing the largest run.
+
+    ``times`` are the nodes' cycles in node order (:func:`bitline.hw.spec.net_timing.
+    node_timing`); the result is non-decreasing, starts at 0, ends at ``engines - 1`` and
+    uses every engine (docs/network.md section 6.3: the linear partition). With
+    ``engines == len(times)`` every node has its own engine. Among partitions with the same
+    largest run the one whose earlier runs are longest is taken (deterministic).
+
+    Raises
+    ------
+    ValueError
+        If ``engines`` is not in ``1 .. len(times)`` (every engine must run a node).
+    """
+    times = [int(t) for t in times]
+    count = len(times)
+    if not 1 <= int(engines) <= count:
+        raise ValueError(f"pipeline_stages = {engines}: the pipeline needs 1 .. {count} "
+                         f"engines for {count} nodes (every engine runs at least one node)")
+    prefix = np.concatenate([[0], np.cumsum(times, dtype=np.int64)])
+    # best[e][i]: the smallest largest run of nodes 0 .. i-1 on e + 1 engines
+    best = np.full((engines, count + 1), np.iinfo(np.int64).max, dtype=np.int64)
+    cut = np.zeros((engines, count + 1), dtype=np.int64)
+    best[0, 1:] = prefix[1:]
+    for engine in range(1, engines):
+        for end in range(engine + 1, count + 1):
+            starts = np.arange(engine, end)             # the last run is starts .. end-1
+            cost = np.maximum(best[engine - 1, starts], prefix[end] - prefix[starts])
+            pick = int(np.flatnonzero(cost == cost.min())[-1])
+            best[engine, end], cut[engine, end] = cost[pick], starts[pick]
+    stages = [0] * count
+    end = count
+    for engine in range(engines - 1, 0, -1):
+        start = int(cut[engine, end])
+        stages[start:end] = [engine] * (end - start)
+        end = start
+    return stages
+
+
+def pipeline_copies(stages, producers) -> tuple[list[int], int]:
+    """Return ``(copies per node, input_copies)`` of the copies rule (section 6.3).
+
+    ``copies_i = max(1, max over consumers c of stage_c - stage_i + 1)``: a consumer ``d``
+    stages later may still read image ``n - d`` while node ``i`` writes image ``n``;
+    ``input_copies = max over the input's consumers c of stage_c + 2`` (the input writer
+    is a stage before stage 0). ``producers`` as :attr:`NetworkPlan.producers`.
+    """
+    copies = [1] * len(stages)
+    input_copies = 0
+    for consumer, sources in enumerate(producers):
+        for source in sources:
+            if source == 0:
+                input_copies = max(input_copies, stages[consumer] + 2)
+            else:
+                node = source - 1
+                copies[node] = max(copies[node], stages[consumer] - stages[node] + 1)
+    return copies, input_copies
+
+
+def pipeline_plan(plan: NetworkPlan, stages) -> NetworkPlan:
+    """Return ``plan`` laid out for the inter-layer pipeline (docs/network.md 6.2-6.3).
+
+    ``stages`` is each node's engine (:func:`partition_stages`). No region is reused: the
+    network input's ``input_copies`` copies at 0, then each node's output map's
+    ``copies`` copies in node order (the ``to_host`` node writes none); every record reads
+    copy 0 of its producers' maps and carries ``stage``, ``copies``, ``input_copies``
+    (node 0) and ``src0_node`` / ``src1_node``. The depth is the sum of the regions.
+
+    Raises
+    ------
+    ValueError
+        If ``stages`` is not one non-decreasing engine per node from 0 without a gap, or a
+        map needs more copies than the record holds (``COPY_BITS``), naming the node.
+    """
+    from bitline.hw.spec.network import COPY_BITS
+
+    nodes, producers = plan.nodes, plan.producers
+    stages = [int(stage) for stage in stages]
+    if len(stages) != len(nodes) or len(producers) != len(nodes):
+        raise ValueError(f"pipeline_plan: {len(stages)} stages and {len(producers)} producer "
+                         f"lists for {len(nodes)} nodes")
+    if stages[0] != 0 or any(b - a not in (0, 1) for a, b in zip(stages, stages[1:])):
+        raise ValueError(f"pipeline_plan: stages {stages} are not non-decreasing from 0 "
+                         "without an unused engine")
+    copies, input_copies = pipeline_copies(stages, producers)
+    limit = (1 << COPY_BITS) - 1
+    for index, count in enumerate(copies):
+        if count > limit:
+            far = max((c for c, srcs in enumerate(producers) if index + 1 in srcs),
+                      key=lambda c: stages[c])
+            raise ValueError(f"{nodes[index].label(index)}: its consumer "
+                             f"{nodes[far].label(far)} runs {stages[far] - stages[index]} "
+                             f"stages later, so the map needs {count} copies, more than the "
+                             f"record's {COPY_BITS}-bit copies field holds ({limit}); pin "
+                             "fewer pipeline_stages in the config")
+    if input_copies > limit:
+        raise ValueError(f"the network input needs {input_copies} copies (a node of stage "
+                         f"{input_copies - 2} reads it), more than input_copies holds "
+                         f"({limit}); pin fewer pipeline_stages in the config")
+    input_size = nodes[0].window.size
+    bases = {0: 0}                                      # producer ref -> copy 0's base
+    cursor = input_copies * input_size
+    laid = []
+    for index, node in enumerate(nodes):
+        refs = producers[index]
+        window = replace(node.window, base=bases[refs[0]])
+        extra = dict(src1_base=bases[refs[1]], src1_node=refs[1]) \
+            if node.kind == NodeKind.ADD else {}
+        dst_base = 0 if node.to_host else cursor
+        laid.append(replace(node, window=window, dst_base=dst_base, stage=stages[index],
+                            copies=copies[index],
+                            input_copies=input_copies if index == 0 else 0,
+                            src0_node=refs[0], **extra))
+        if not node.to_host:
+            bases[index + 1] = cursor
+            cursor += copies[index] * node.dst_size
+    return replace(plan, nodes=laid, depth=cursor, stages=max(stages) + 1)
+
+
+def copy_offsets(nodes: list[NodeProgram], index: int, image: int) -> tuple[int, int, int]:
+    """Return the offsets node ``index`` adds for image ``image`` (docs/network.md 6.2).
+
+    ``(src0, src1, dst)``: ``(n mod k_src) * S_src`` for each source (``k_src`` the
+    producer's ``copies``, or node 0's ``input_copies`` for the network input; ``S_src``
+    the source map's size) and ``(n mod copies) * dst_size`` for the output. All 0 on a
+    sequential program (its records' ``copies`` are 1 and ``input_copies`` 0).
+    """
+    node = nodes[index]
+    size = node.window.size
+
+    def offset(ref: int) -> int:
+        count = int(nodes[0].input_copies) if ref == 0 else int(nodes[ref - 1].copies)
+        return (image % count) * size if count > 1 else 0
+
+    src1 = offset(int(node.src1_node)) if node.kind == NodeKind.ADD else 0
+    dst = (image % int(node.copies)) * node.dst_size if int(node.copies) > 1 else 0
+    return offset(int(node.src0_node)), src1, dst
+
+
 # ------------------------------------------------------------------------- interpreter
 def window_addresses(window: WindowParams) -> tuple[np.ndarray, np.ndarray]:
     """Return the buffer address of every window element and whether it is padding.
@@ -257,7 +422,7 @@ def producer_order(tensor: np.ndarray) -> np.ndarray:
 
 
 def run_nodes(program, qmodel: QuantizedModel, codes: np.ndarray, *,
-              trace: list | None = None) -> np.ndarray:
+              trace: list | None = None, image: int = 0) -> np.ndarray:
     """Run a whole-network program's nodes on input codes, as the hardware does.
 
     Parameters
@@ -272,6 +437,10 @@ def run_nodes(program, qmodel: QuantizedModel, codes: np.ndarray, *,
         (:func:`~bitline.sw.integer.arith.quantize_input`).
     trace:
         If given, a list that receives every node's output ``(N, C, OH, OW)`` in node order.
+    image:
+        The image number ``n`` the samples run as in a pipelined program (section 6.2):
+        the input is written to, and every node reads and writes, copy ``n mod k`` of
+        each map (:func:`copy_offsets`). No effect on a sequential program.
 
     Returns
     -------
@@ -296,26 +465,115 @@ def run_nodes(program, qmodel: QuantizedModel, codes: np.ndarray, *,
     if flat.shape[1] != first.size:
         raise ValueError(f"run_nodes: {flat.shape[1]} input codes per sample, node 0 reads a "
                          f"{first.channels}x{first.height}x{first.width} map")
-    depth = max(program.config.act_buffer_depth, first.size)
-    buffer = np.zeros((batch, depth), dtype=np.int64)
-    buffer[:, :first.size] = flat
+    buffer = np.zeros((batch, _depth(program)), dtype=np.int64)
+    _write_input(buffer, nodes, flat, image)
     ou_rows = spec_ou_rows(qmodel)
     output = None
-    for node in nodes:
-        out = _run_node(node, buffer, program, qmodel, ou_rows)      # (N, P, C)
-        out_h, out_w = node.window.out_hw()
-        channels = out.shape[2]
-        tensor = out.transpose(0, 2, 1).reshape(batch, channels, out_h, out_w)
+    for index, node in enumerate(nodes):
+        tensor = _step(buffer, program, qmodel, ou_rows, index, image)
         if trace is not None:
             trace.append(tensor)
         if node.to_host:
             output = tensor
             break
-        buffer[:, node.dst_base:node.dst_base + channels * out_h * out_w] = \
-            tensor.reshape(batch, -1)
     if output is None:
         raise ValueError("run_nodes: no node sends its outputs to the host (to_host)")
     return output.reshape(batch, *qmodel.model.output_shape)
+
+
+def run_pipelined(program, qmodel: QuantizedModel, codes: np.ndarray) -> np.ndarray:
+    """Run ``N`` images through one shared buffer as the pipelined hardware does.
+
+    The order is the pipeline's steady state (docs/network.md section 6.4 when no engine
+    waits for a free copy): step ``t`` first writes image ``t + 1``'s input (the input
+    writer, a stage before stage 0), then runs stage ``e = 0, 1, ...`` on image ``t - e``,
+    the nodes of a stage in node order. Every image reads and writes copy ``n mod k`` of
+    each map (:func:`copy_offsets`). With the copies rule (:func:`pipeline_copies`) no
+    copy is overwritten before its last reader ran; a record with fewer copies lets a
+    producer overwrite a copy a later stage has not read yet, and that image comes out
+    wrong (the tests show it).
+
+    Parameters
+    ----------
+    program:
+        A pipelined :class:`~bitline.hw.spec.program.Program` (``compile --network
+        --pipeline``; a sequential one runs as one stage, image after image).
+    qmodel:
+        The quantized model.
+    codes:
+        int64 ``(N, *input_shape)``: image ``n`` is row ``n``.
+
+    Returns
+    -------
+    np.ndarray
+        int64 ``(N, *model.output_shape)``: the ``to_host`` node's outputs of each image
+        (as :func:`run_nodes`).
+    """
+    nodes = getattr(program, "nodes", None)
+    if not nodes:
+        raise ValueError("run_pipelined: the program has no network nodes (compile with "
+                         "--network --pipeline)")
+    codes = np.asarray(codes, dtype=np.int64)
+    count = codes.shape[0]
+    flat = codes.reshape(count, -1)
+    if flat.shape[1] != nodes[0].window.size:
+        raise ValueError(f"run_pipelined: {flat.shape[1]} input codes per image, node 0 "
+                         f"reads {nodes[0].window.size}")
+    last = next((i for i, node in enumerate(nodes) if node.to_host), None)
+    if last is None:
+        raise ValueError("run_pipelined: no node sends its outputs to the host (to_host)")
+    stages = [int(node.stage) for node in nodes[:last + 1]]
+    engines = max(stages) + 1
+    buffer = np.zeros((1, _depth(program)), dtype=np.int64)
+    ou_rows = spec_ou_rows(qmodel)
+    outputs: list = [None] * count
+    for step in range(-1, count + engines - 1):
+        if step + 1 < count:
+            _write_input(buffer, nodes, flat[step + 1:step + 2], step + 1)
+        for engine in range(engines):
+            image = step - engine
+            if not 0 <= image < count:
+                continue
+            for index in range(last + 1):
+                if stages[index] == engine:
+                    tensor = _step(buffer, program, qmodel, ou_rows, index, image)
+                    if index == last:
+                        outputs[image] = tensor[0]
+    return np.stack(outputs).reshape(count, *qmodel.model.output_shape)
+
+
+def _depth(program) -> int:
+    """Codes of the interpreter's buffer: the config's depth (at least the input's copies)."""
+    first = program.nodes[0]
+    return max(program.config.act_buffer_depth,
+               first.window.size * max(1, int(first.input_copies)))
+
+
+def _write_input(buffer: np.ndarray, nodes: list[NodeProgram], flat: np.ndarray,
+                 image: int) -> None:
+    """The input phase: image ``image``'s codes at its copy of the network input."""
+    size = nodes[0].window.size
+    copies = int(nodes[0].input_copies)
+    base = (image % copies) * size if copies > 1 else 0
+    buffer[:, base:base + size] = flat
+
+
+def _step(buffer: np.ndarray, program, qmodel: QuantizedModel, ou_rows: int | None,
+          index: int, image: int) -> np.ndarray:
+    """Run node ``index`` on image ``image``'s copies; write its map (unless ``to_host``)
+    and return its output ``(N, C, OH, OW)``."""
+    node = program.nodes[index]
+    src0, src1, dst = copy_offsets(program.nodes, index, image)
+    moved = replace(node, window=replace(node.window, base=node.window.base + src0),
+                    src1_base=node.src1_base + src1)
+    out = _run_node(moved, buffer, program, qmodel, ou_rows)        # (N, P, C)
+    out_h, out_w = node.window.out_hw()
+    batch, channels = out.shape[0], out.shape[2]
+    tensor = out.transpose(0, 2, 1).reshape(batch, channels, out_h, out_w)
+    if not node.to_host:
+        start = node.dst_base + dst
+        buffer[:, start:start + channels * out_h * out_w] = tensor.reshape(batch, -1)
+    return tensor
 
 
 def _run_node(node: NodeProgram, buffer: np.ndarray, program, qmodel: QuantizedModel,
