@@ -35,6 +35,13 @@ program (:mod:`bitline.hw.spec.tables`):
   input), so no slot was overwritten in part while live (a map of the same base and shape
   written over a live one cannot be told from the records: the records carry no graph); a
   node's output does not overlap what it reads;
+* the inter-layer pipeline (``pipeline_stages > 0``, docs/network.md section 6.3): stages
+  non-decreasing in node order and every engine used; ``src0_node`` / ``src1_node`` name
+  an earlier node (or the network input) whose map is the one read (``window.base`` /
+  ``src1_base`` its ``dst_base``, the same shape); ``copies`` at least the copies rule (1
+  on the ``to_host`` node); ``input_copies`` on node 0 only and at least its rule; every
+  map's copies disjoint from every other's and inside ``act_buffer_depth``; COMPUTE nodes'
+  layers on disjoint units (``xbar_mask``);
 * accumulators: no output channel can reach ``|acc + bias|`` beyond ``acc_bits``
   (:func:`accumulator_bound`; with a weight offset ``B`` also not the correction ``B *
   n_inputs * (2**act_bits - 1)``), so the hardware's sums are exact.
@@ -611,7 +618,147 @@ def _check_nodes(tables: ProgramTables, place: Place) -> None:
         if int(record["mode"]) == OutputMode.RAW and not node.to_host:
             raise fail(index, "layer", f"{label} outputs raw accumulators (mode raw), which "
                        "only the to_host node may send (a map holds codes)")
+    if config.pipeline_stages:
+        _check_pipeline(tables, place)
     _check_node_maps(nodes, place)
+
+
+def _check_pipeline(tables: ProgramTables, place: Place) -> None:
+    """Check the pipeline fields of the NETWORK records (module docstring, section 6.3).
+
+    Runs after every record passed :meth:`~bitline.hw.spec.network.NodeProgram.record`
+    (so each field fits its width, ``stage < pipeline_stages``, ``src1_node`` is 0 off
+    ADD nodes).
+    """
+    nodes, config = tables.nodes, tables.config
+    engines = config.pipeline_stages
+
+    def fail(index: int, field_name: str, message: str):
+        return place.error(SectionId.NETWORK, field_name, message, index,
+                           nodes[index].label())
+
+    stages = [int(node.stage) for node in nodes]
+    for index, stage in enumerate(stages):
+        before = stages[index - 1] if index else -1
+        if stage < before:
+            raise fail(index, "stage", f"{stage} after node {index - 1}'s stage {before}: "
+                       "stages are non-decreasing in node order")
+        if stage > before + 1:
+            after = f"node {index - 1}'s stage {before}" if index else "no earlier node"
+            raise fail(index, "stage", f"{stage} after {after}: engine {before + 1} runs no "
+                       f"node (each of the pipeline_stages = {engines} engines runs at least "
+                       "one)")
+    if stages and stages[-1] != engines - 1:
+        raise fail(len(nodes) - 1, "stage", f"{stages[-1]} on the last node: engines "
+                   f"{stages[-1] + 1} .. {engines - 1} of pipeline_stages = {engines} run "
+                   "no node")
+    input_shape = (nodes[0].window.channels, nodes[0].window.height, nodes[0].window.width)
+
+    def source_map(ref: int) -> tuple[int, tuple[int, int, int]]:
+        if ref == 0:
+            return 0, input_shape
+        producer = nodes[ref - 1]
+        return producer.dst_base, (producer.dst_channels, *producer.window.out_hw())
+
+    copies_need = [1] * len(nodes)
+    input_need = 0
+    for index, node in enumerate(nodes):
+        window = node.window
+        shape = (window.channels, window.height, window.width)
+        reads = [("src0_node", "window.base", int(node.src0_node), window.base)]
+        if node.kind == NodeKind.ADD:
+            reads.append(("src1_node", "src1_base", int(node.src1_node), node.src1_base))
+        for ref_field, base_field, ref, base in reads:
+            if ref > index:
+                raise fail(index, ref_field, f"{ref}: names node {ref - 1}, not an earlier "
+                           f"node (0 = the network input, j + 1 = node j < {index})")
+            if ref and nodes[ref - 1].to_host:
+                raise fail(index, ref_field, f"{ref}: node {ref - 1} sends its outputs to the "
+                           "host and writes no map")
+            producer_base, producer_shape = source_map(ref)
+            what = "the network input" if ref == 0 else f"node {ref - 1}'s output"
+            if producer_shape != shape:
+                raise fail(index, ref_field, "{}: {} is a {}x{}x{} map, the node reads "
+                           "{}x{}x{}".format(ref, what, *producer_shape, *shape))
+            if base != producer_base:
+                raise fail(index, base_field, f"{base}: {ref_field} = {ref} is {what}, whose "
+                           f"map (copy 0) is at {producer_base}")
+            if ref == 0:
+                input_need = max(input_need, stages[index] + 2)
+            else:
+                copies_need[ref - 1] = max(copies_need[ref - 1],
+                                           stages[index] - stages[ref - 1] + 1)
+        if index and node.input_copies:
+            raise fail(index, "input_copies", f"{node.input_copies} on node {index} (node 0 "
+                       "only; 0 in every other record)")
+    for index, node in enumerate(nodes):
+        if node.to_host and node.copies != 1:
+            raise fail(index, "copies", f"{node.copies} on the to_host node (it writes no "
+                       "map: 1)")
+        if node.copies < copies_need[index]:
+            far = max((c for c, other in enumerate(nodes)
+                       if index + 1 in (int(other.src0_node), int(other.src1_node))),
+                      key=lambda c: stages[c])
+            raise fail(index, "copies", f"{node.copies}: its consumer node {far} runs "
+                       f"{stages[far] - stages[index]} stages later, so it needs at least "
+                       f"{copies_need[index]} (stage_c - stage_i + 1)")
+    if int(nodes[0].input_copies) < input_need:
+        raise fail(0, "input_copies", f"{nodes[0].input_copies}: a node of stage "
+                   f"{input_need - 2} reads the network input, so it needs at least "
+                   f"{input_need} (stage_c + 2)")
+    _check_pipeline_regions(tables, place, fail)
+    _check_engine_units(tables, fail)
+
+
+def _check_pipeline_regions(tables: ProgramTables, place: Place, fail) -> None:
+    """Every map's copies inside the buffer and disjoint from every other map's."""
+    nodes, depth = tables.nodes, tables.config.act_buffer_depth
+    regions = [(0, int(nodes[0].input_copies) * nodes[0].window.size, -1)]
+    regions += [(int(node.dst_base), int(node.dst_base) + int(node.copies) * node.dst_size,
+                 index) for index, node in enumerate(nodes) if not node.to_host]
+
+    def name(owner: int) -> str:
+        return "the network input's copies" if owner == -1 else f"node {owner}'s copies"
+
+    def value(owner: int) -> tuple[int, str, int]:
+        """The record, field and value that place ``owner``'s region."""
+        if owner == -1:
+            return 0, "input_copies", int(nodes[0].input_copies)
+        return owner, "dst_base", int(nodes[owner].dst_base)
+
+    for start, end, owner in regions:
+        if end > depth:
+            record = max(owner, 0)
+            field_name = "input_copies" if owner == -1 else "copies"
+            raise fail(record, field_name, f"{getattr(nodes[record], field_name)}: "
+                       f"{name(owner)} [{start}, {end}) end beyond act_buffer_depth ({depth})")
+    reach, reacher = 0, None                # the furthest end so far and its region
+    for start, end, owner in sorted(region for region in regions if region[1] > region[0]):
+        if reacher is not None and start < reach:
+            later = max(owner, reacher[2])
+            earlier = reacher if later == owner else (start, end, owner)
+            record, field_name, at = value(later)
+            raise fail(record, field_name,
+                       f"{at}: {name(later)} overlap {name(earlier[2])} [{earlier[0]}, "
+                       f"{earlier[1]}) (a pipelined program reuses no region)")
+        if end > reach:
+            reach, reacher = end, (start, end, owner)
+
+
+def _check_engine_units(tables: ProgramTables, fail) -> None:
+    """COMPUTE nodes drive disjoint crossbar units (each engine its layer's)."""
+    owner = np.full(tables.config.n_xbars, -1, dtype=np.int64)
+    for index, node in enumerate(tables.nodes):
+        if node.kind != NodeKind.COMPUTE:
+            continue
+        mask = np.asarray(tables.xbar_masks[node.layer], dtype=bool)
+        shared = np.flatnonzero(mask & (owner >= 0))
+        if shared.size:
+            unit = int(shared[0])
+            raise fail(index, "layer", f"{node.layer}: its layer's units include unit {unit}, "
+                       f"which node {int(owner[unit])}'s layer drives too (pipelined COMPUTE "
+                       "nodes use disjoint units)")
+        owner[mask] = index
 
 
 def _check_node_maps(nodes: list[NodeProgram], place: Place) -> None:
