@@ -201,7 +201,11 @@ def _rtl(target: Target, x: np.ndarray, options: dict, *, progress=None,
             f"{result.simulated_cycles:,} cycles in {result.run_seconds:.2f} s wall "
             f"({result.cycles_per_second:,.0f} simulated cycles/s); {work}, "
             f"{result.counters().get('ou_reads', 0):,} OU reads")
-        if result.runs:
+        if result.pipelined:
+            from bitline.sim.rtl import pipeline_summary
+
+            log(pipeline_summary(result.runs, bundle.program, clock_mhz))
+        elif result.runs:
             log(network_summary([run["cycles"] for run in result.runs], clock_mhz))
     return _bundle_arrays(result, options["all_layers"])
 

@@ -48,7 +48,8 @@ import numpy as np
 from bitline.hw.spec.config import AcceleratorConfig
 
 __all__ = ["BenchDesign", "RtlResult", "bench_design", "design_unit_entries", "run_rtl",
-           "run_spec", "job_capacity", "TOPLEVEL", "BENCH_MODULE", "DIGITS_CONFIG"]
+           "run_spec", "job_capacity", "pipeline_summary", "TOPLEVEL", "BENCH_MODULE",
+           "DIGITS_CONFIG"]
 
 #: The accelerator the cocotb end-to-end suite and ``scripts/bench_rtl.py`` map the digits
 #: CNN onto: the BWQ paper's OU (9 x 8, 1-bit cells and DACs, 4-bit ADC, one ADC per OU
@@ -236,7 +237,10 @@ class RtlResult:
     runs:
         Per whole-network run (one per image): the counters by name (``cycles`` = the
         image's latency) and ``nodes``, a list of each node's counters
-        (:data:`bitline.hw.spec.registers.NODE_COUNTERS` names).
+        (:data:`bitline.hw.spec.registers.NODE_COUNTERS` names). On pipeline hardware one
+        run carries the batch: ``n_images``, ``cycles`` of the whole run, ``latency`` and
+        ``interval`` (docs/network.md section 6.6), the nodes' counters summed over the
+        images.
     simulated_cycles:
         Clock cycles the bench simulated for the run (image load, jobs, register traffic).
     run_seconds, cpu_seconds:
@@ -275,13 +279,20 @@ class RtlResult:
         return self.simulated_cycles / self.run_seconds if self.run_seconds else 0.0
 
     def counters(self) -> dict[str, int]:
-        """Counters summed over all jobs and whole-network runs."""
+        """Counters summed over all jobs and whole-network runs (a pipelined run's
+        ``latency``, ``interval`` and ``n_images`` are the run's, not summed)."""
         total: dict[str, int] = {}
         for record in self.jobs + self.runs:
             for key, value in record.items():
-                if key not in ("name", "layer", "n_vectors", "nodes"):
+                if key not in ("name", "layer", "n_vectors", "nodes", "n_images", "latency",
+                               "interval"):
                     total[key] = total.get(key, 0) + int(value)
         return total
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether the runs were pipelined (pipeline hardware: runs of ``n_images``)."""
+        return any("n_images" in run for run in self.runs)
 
 
 def job_capacity(design: BenchDesign, program) -> int:
@@ -297,6 +308,46 @@ def job_capacity(design: BenchDesign, program) -> int:
     per_code = 1 << (program.config.max_copies - 1).bit_length()
     return max(1, min(harness["source_depth"] // (inputs * per_code),
                       harness["sink_depth"] // outputs))
+
+
+def pipeline_summary(runs: list[dict], program, clock_mhz: float) -> str:
+    """One line on pipelined whole-network runs: the RTL's latency, interval and images/s
+    at ``clock_mhz`` next to the model's (:func:`bitline.hw.spec.net_timing.pipeline_schedule`
+    for the same number of images).
+
+    ``runs`` are :attr:`RtlResult.runs` (``n_images``, ``cycles``, ``latency``,
+    ``interval``); the line shows the first run's figures. images/s in steady state is
+    ``clock / INTERVAL`` (a run of one image has no interval: ``clock / CYCLES``), and for
+    the batch ``n_images * clock / CYCLES``.
+
+    Raises
+    ------
+    ValueError
+        For no runs, runs without ``n_images`` or a clock that is not positive.
+    """
+    from bitline.sim.cocotb.tb_network import PipelineExpectation
+
+    if not clock_mhz > 0:
+        raise ValueError(f"clock_mhz must be positive, not {clock_mhz}")
+    if not runs or any("n_images" not in run for run in runs):
+        raise ValueError("pipeline_summary needs pipelined runs (n_images, latency, interval)")
+    run = runs[0]
+    images = int(run["n_images"])
+    model = PipelineExpectation(program, images).run_counters()
+
+    def rate(counters) -> float:
+        cycles = counters["interval"] or counters["cycles"]
+        return clock_mhz * 1e6 / cycles
+
+    total = sum(int(item["n_images"]) for item in runs)
+    return (f"whole network, pipelined ({program.config.pipeline_stages} stage engines): "
+            f"{total} image(s) in {len(runs)} run(s); run of {images}: latency "
+            f"{run['latency']:,} cycles (model {model['latency']:,}), interval "
+            f"{run['interval']:,} (model {model['interval']:,}), run {run['cycles']:,} "
+            f"(model {model['cycles']:,}); at {clock_mhz:g} MHz "
+            f"{run['latency'] / clock_mhz:,.2f} us latency, {rate(run):,.0f} images/s "
+            f"(model {rate(model):,.0f}; clock / interval), batch "
+            f"{images * clock_mhz * 1e6 / run['cycles']:,.0f} images/s")
 
 
 def _read_result(path: Path) -> dict:

@@ -249,6 +249,10 @@ def _save_result(path: str, result, cycles: int, wall: float, cpu: float) -> Non
         for counter in result.runs[0].counters:
             arrays[f"runs/{counter}"] = np.array([run.counters[counter]
                                                   for run in result.runs], dtype=np.int64)
+        if hasattr(result.runs[0], "n_images"):
+            # a pipelined run (PipelinedRun): its images; latency, interval are counters
+            arrays["runs/n_images"] = np.array([run.n_images for run in result.runs],
+                                               dtype=np.int64)
         for counter in result.runs[0].nodes[0] if result.runs[0].nodes else ():
             arrays[f"nodes/{counter}"] = np.array(
                 [[node[counter] for node in run.nodes] for run in result.runs],

@@ -12,11 +12,16 @@ analog chip). ``bitline run --backend rtl`` runs a bundle compiled ``--network``
 * **driver** -- the project's host driver (:class:`~bitline.sw.host.driver.HostDriver` in
   whole-network mode, in a :func:`cocotb.task.bridge` thread): it loads ``image.bin`` and,
   per image, writes ``CTRL.RUN_NETWORK``, streams the input codes (lane 0) and takes the
-  last node's outputs, then reads the run's counters and every node's (NODE, NODE_*);
+  last node's outputs, then reads the run's counters and every node's (NODE, NODE_*). On
+  a design with the inter-layer pipeline (``config.pipeline``, docs/network.md section 6)
+  one run carries the whole batch: N_IMAGES, every image's codes, every image's outputs,
+  then also LATENCY and INTERVAL (:class:`~bitline.sw.host.driver.PipelinedRun`);
 * **model** -- the integer golden model (:func:`bitline.sim.golden.run_golden`) for the
   output (or the executor with the chip's :class:`~bitline.sim.analog.AnalogDevice`), the
   whole-network performance model (:func:`bitline.sw.perf.network_report`,
-  i.e. :mod:`bitline.hw.spec.net_timing`) for the counters;
+  i.e. :mod:`bitline.hw.spec.net_timing`) for the counters; on the pipeline
+  :func:`bitline.hw.spec.net_timing.pipeline_schedule` for CYCLES, LATENCY, INTERVAL and
+  the NODE_* counters (:class:`PipelineExpectation`);
 * **checker** -- :class:`~bitline.sim.cocotb.tb_accelerator.InferenceChecker`: the output
   layer equal to the reference; on a run without pauses (``counters``) the run's counters
   and every node's equal the model's. Runs with pauses save their counters for the pytest
@@ -56,8 +61,9 @@ from bitline.sim.cocotb.tb_backpressure import set_throttle
 from bitline.sw.bundle import read_bundle
 from bitline.sw.host.driver import Device, HostDriver
 
-__all__ = ["TOPLEVEL", "SIZED_FIELDS", "NetworkBenchRun", "network_design",
-           "run_network_bench", "read_runs", "shared_config"]
+__all__ = ["TOPLEVEL", "SIZED_FIELDS", "NetworkBenchRun", "PipelineExpectation",
+           "network_design", "run_network_bench", "read_runs", "shared_config",
+           "expected_counters"]
 
 #: Top-level module name of the whole-network bench design.
 TOPLEVEL = "bitline_network"
@@ -68,6 +74,9 @@ MODULE = "bitline.sim.cocotb.tb_network"
 SIZED_FIELDS = ("n_xbars", "max_entries", "max_in_features", "max_out_channels",
                 "max_weight_bits", "max_layers", "act_buffer_depth", "max_nodes",
                 "max_map_channels", "max_map_height", "max_map_width")
+#: The counters of a pipelined run that count events: per image the sequential run's, so
+#: ``N`` times them for ``N`` images (docs/network.md section 6.6).
+EVENT_COUNTERS = ("ou_reads", "adc_conversions", "reduction_operands")
 
 
 # ====================================================================== cocotb side
@@ -75,7 +84,6 @@ SIZED_FIELDS = ("n_xbars", "max_entries", "max_in_features", "max_out_channels",
 async def network_runs(dut):
     """Run every entry of ``runs`` whole-network; outputs == golden, counters == model."""
     from bitline.sim.cocotb.tb_backpressure import _drive_controls
-    from bitline.sw.perf.network import network_report
 
     spec = load_spec()
     _drive_controls(dut, None, 0)             # no pauses from the first cycle on
@@ -113,9 +121,10 @@ async def network_runs(dut):
                 expected[names[0]] = broken
             checker.compare_layers(label, result.layers, expected)
         if run.get("counters"):
-            model = network_report(bundle.program)
             for record in result.runs:
-                checker.compare_network(label, record, model)
+                checker.compare_network(label, record,
+                                        expected_counters(bundle.program,
+                                                          getattr(record, "n_images", None)))
     await set_throttle(dut, host.edge, None)
     if crossbars is not None:
         crossbars.stop()
@@ -123,6 +132,70 @@ async def network_runs(dut):
     dut._log.info("checked %d outputs and %d runs' counters", checker.checked_layers,
                   checker.checked_jobs)
     checker.check()
+
+
+# ====================================================================== models
+@dataclass(frozen=True)
+class _NodeCounters:
+    """One node's expected counters (``name``, ``counters()``: the interface of
+    :class:`bitline.sw.perf.network.NodePerf` the checker reads)."""
+
+    name: str
+    values: dict
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.values)
+
+
+class PipelineExpectation:
+    """The counters of a pipelined run of ``n_images`` images with a host that never waits.
+
+    CYCLES, LATENCY, INTERVAL and every node's NODE_CYCLES / NODE_INPUT_STALL /
+    NODE_OUTPUT_STALL (summed over the images) from
+    :func:`bitline.hw.spec.net_timing.pipeline_schedule`; OU_READS, ADC_CONVERSIONS and
+    REDUCTION_OPERANDS ``n_images`` times one image's (:func:`bitline.sw.perf.network_report`:
+    every image runs every compute node once); STALL_CYCLES 0. ``run_counters()`` and
+    ``nodes`` are the interface of :class:`bitline.sw.perf.network.NetworkPerf` that
+    :meth:`~bitline.sim.cocotb.tb_accelerator.InferenceChecker.compare_network` reads.
+    """
+
+    def __init__(self, program, n_images: int):
+        from bitline.hw.spec.net_timing import pipeline_schedule
+        from bitline.sw.perf.network import network_report
+
+        self.n_images = int(n_images)
+        schedule = pipeline_schedule(program.config, program, self.n_images)
+        self.schedule = schedule
+        per_image = network_report(program).run_counters()
+        counters = {name: self.n_images * per_image[name] for name in EVENT_COUNTERS}
+        counters.update(cycles=int(schedule.cycles), stall_cycles=0,
+                        latency=int(schedule.latency), interval=int(schedule.interval))
+        self.counters = counters
+        self.nodes = [_NodeCounters(node.name, values)
+                      for node, values in zip(program.nodes, _schedule_nodes(schedule))]
+
+    def run_counters(self) -> dict[str, int]:
+        """The run's counters (COUNTERS and IMAGE_COUNTERS names)."""
+        return dict(self.counters)
+
+
+def _schedule_nodes(schedule) -> list[dict]:
+    """Per node the NODE_* counters of a pipeline schedule, by register name."""
+    from bitline.hw.spec.registers import NODE_COUNTERS
+
+    return [{name: int(value) for (name, _), value in zip(NODE_COUNTERS, counters)}
+            for counters in schedule.node_counters]
+
+
+def expected_counters(program, n_images: int | None):
+    """The model of a whole-network run: :class:`PipelineExpectation` of ``n_images`` on
+    pipeline hardware (``n_images`` not ``None``), else one image's
+    :func:`bitline.sw.perf.network_report`."""
+    if n_images is not None:
+        return PipelineExpectation(program, n_images)
+    from bitline.sw.perf.network import network_report
+
+    return network_report(program)
 
 
 # ====================================================================== pytest / script side
@@ -205,9 +278,11 @@ class NetworkBenchRun:
     layers:
         The output layer's integer output by name.
     runs:
-        Per image, the run's counters (``cycles``, ``ou_reads``, ...).
+        Per run (one image each, or ``n_images`` on the pipeline), the run's counters
+        (``cycles``, ``ou_reads``, ...; on the pipeline also ``latency``, ``interval`` and
+        ``n_images``).
     nodes:
-        Per image, per node, the node's counters (``node_cycles``, ...).
+        Per run, per node, the node's counters (``node_cycles``, ...).
     simulated_cycles:
         Cycles the bench simulated for the batch (image load and register traffic included).
     run_seconds, cpu_seconds:
