@@ -16,11 +16,25 @@ model, the run's and every node's counters against the performance model) and pr
 * the pipeline model's images/s at 100 MHz (:mod:`bitline.sw.perf.pipeline`, one copy per
   layer: ``clock / T_max``) -- a pipeline the RTL does not have yet (issue 18 item 4).
 
+With ``--pipeline`` every (network, strategy) is compiled ``--network --pipeline`` instead
+(docs/network.md section 6), ``pipeline_stages`` pinned to the CNN's node count (7) so one
+design serves both networks ("every engine used": the ResNet's ten nodes are grouped onto
+the seven engines), and ``--images`` images (default 4) go through each in one run. The
+table then shows, per network and strategy, the RTL's LATENCY, INTERVAL and images/s at
+``--fpga-mhz`` (steady state ``clock / INTERVAL``, and ``N * clock / CYCLES`` for the
+batch) beside the model (``net_timing.pipeline_schedule``, through
+:class:`bitline.sim.cocotb.tb_network.PipelineExpectation`), beside the sequential design's
+cycles per image (``network_report`` of the same network compiled ``--network`` without the
+pipeline: the section 5 table shows the RTL equal to it) and beside the stage model's
+``T_max`` (``pipeline_comparison``).
+
 Usage::
 
     python scripts/network_table.py [--fpga-mhz 25] [--work DIR] [--markdown]
+    python scripts/network_table.py --pipeline [--images 4] [--fpga-mhz 25] [--markdown]
 
-Cost: one Verilator build of the shared design (cached by digest) and ten one-image runs.
+Cost: one Verilator build of the shared design (cached by digest) and ten one-image runs
+(``--pipeline``: ten runs of ``--images`` images).
 """
 
 from __future__ import annotations
@@ -34,8 +48,21 @@ from pathlib import Path
 import numpy as np
 
 NETWORKS = ("digits-cnn", "digits-resnet")
-def compile_all(strategies, base, calib, work: Path):
-    """Compile every (network, strategy) ``--network`` onto one shared config.
+#: ``--pipeline``: stage engines of the shared design, the digits CNN's node count.
+ENGINES = 7
+
+
+def pipeline_base(base, engines: int = ENGINES):
+    """``base`` with ``pipeline_stages`` pinned to ``engines`` (a config file setting it);
+    the whole-network fields at 1 are sized by the compiler."""
+    return base.replace(act_buffer_depth=1, max_nodes=engines, max_map_channels=1,
+                        max_map_height=1, max_map_width=1, pipeline_stages=engines,
+                        pinned={"pipeline_stages"})
+
+
+def compile_all(strategies, base, calib, work: Path, *, pipeline: bool = False):
+    """Compile every (network, strategy) ``--network`` (``--pipeline`` too with
+    ``pipeline``) onto one shared config.
 
     Returns ``({(network, strategy): (bundle dir, program)}, shared config)``.
     """
@@ -46,14 +73,16 @@ def compile_all(strategies, base, calib, work: Path):
 
     models = {name: resolve_model(name) for name in NETWORKS}
     sized = [compile_model(models[name], strategy, DEFAULT_SPECS[strategy], base,
-                           calib[name], xbars="auto", network=True).program.config
+                           calib[name], xbars="auto", network=True,
+                           pipeline=pipeline).program.config
              for name in NETWORKS for strategy in strategies]
     config = shared_config(sized)
     bundles = {}
     for name in NETWORKS:
         for strategy in strategies:
             result = compile_model(models[name], strategy, DEFAULT_SPECS[strategy], config,
-                                   calib[name], xbars=config.n_xbars, network=True)
+                                   calib[name], xbars=config.n_xbars, network=True,
+                                   pipeline=pipeline)
             if result.program.config != config:
                 raise RuntimeError(f"{name} {strategy}: compiled for another config than "
                                    "the shared one")
@@ -71,9 +100,17 @@ def main(argv=None) -> int:
     parser.add_argument("--strategies", default=None,
                         help="comma-separated subset of the strategies (default: all)")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="compile --network --pipeline and run --images images per run "
+                             "(the inter-layer pipeline, docs/network.md section 6)")
+    parser.add_argument("--images", type=int, default=4,
+                        help="--pipeline: images per run (default 4)")
     args = parser.parse_args(argv)
     if not args.fpga_mhz > 0:
         parser.error(f"--fpga-mhz must be positive, not {args.fpga_mhz}")
+    if args.images < 2:
+        parser.error(f"--images must be at least 2 (an interval needs two images), not "
+                     f"{args.images}")
 
     from bitline.hw.spec.program import STRATEGIES
     from bitline.sim.rtl import DIGITS_CONFIG
@@ -92,6 +129,8 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     base = DIGITS_CONFIG          # = examples/rtl/digits.toml, nothing pinned
     calib = {name: calibration_inputs(resolve_model(name), "digits")[0] for name in NETWORKS}
+    if args.pipeline:
+        return pipeline_table(args, strategies, base, calib, work)
     start = time.perf_counter()
     bundles, config = compile_all(strategies, base, calib, work)
     x_test, _ = load_dataset("digits", "test")
@@ -135,6 +174,79 @@ def main(argv=None) -> int:
           "image at a time; the pipeline model's column assumes the inter-layer pipeline "
           "(one image per T_max cycles), which the RTL does not have yet")
     return 0 if all(row[4] == "yes" for row in rows) else 1
+
+
+def print_table(header, rows, markdown: bool) -> None:
+    """Print ``rows`` under ``header``: Markdown or aligned columns."""
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "|".join("---" for _ in header) + "|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        return
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
+    print("  ".join(text.ljust(width) for text, width in zip(header, widths)))
+    for row in rows:
+        print("  ".join(text.ljust(width) for text, width in zip(row, widths)))
+
+
+def pipeline_table(args, strategies, base, calib, work: Path) -> int:
+    """``--pipeline``: the pipelined design's table (module docstring); 0 if every RTL
+    figure equals the model's."""
+    from bitline.sim.cocotb.tb_network import PipelineExpectation, run_network_bench
+    from bitline.sw.datasets import load_dataset
+    from bitline.sw.flow import DEFAULT_SPECS, compile_model
+    from bitline.sw.models import resolve_model
+    from bitline.sw.perf.network import network_report, pipeline_comparison
+
+    start = time.perf_counter()
+    bundles, config = compile_all(strategies, pipeline_base(base), calib, work,
+                                  pipeline=True)
+    x_test, _ = load_dataset("digits", "test")
+    x_path = work / "x.npy"
+    np.save(x_path, np.asarray(x_test[:args.images], dtype=np.float32))
+    runs = [{"name": f"{name}-{strategy}", "bundle": bundle, "input": x_path,
+             "counters": True} for (name, strategy), (bundle, _) in bundles.items()]
+    bench, results = run_network_bench(config, runs, work / "bench",
+                                       programs=[program for _, program in bundles.values()])
+    elapsed = time.perf_counter() - start
+    clock = args.fpga_mhz
+    header = ["network", "strategy", "RTL latency (cycles)", "model latency",
+              "RTL interval (cycles)", "model interval", "equal",
+              f"latency @{clock:g} MHz (us)", f"images/s @{clock:g} MHz (1/interval)",
+              f"batch of {args.images} images/s @{clock:g} MHz",
+              "sequential cycles/image", f"sequential images/s @{clock:g} MHz",
+              "stage model T_max (cycles)"]
+    rows = []
+    equal_all = True
+    models = {name: resolve_model(name) for name in NETWORKS}
+    for (name, strategy), (_, program) in bundles.items():
+        run = results[f"{name}-{strategy}"].runs[0]
+        model = PipelineExpectation(program, args.images).run_counters()
+        equal = all(run[key] == model[key] for key in model)
+        equal_all &= equal
+        # the sequential design: the same network compiled --network alone (its RTL equals
+        # network_report, docs/network.md section 5)
+        sequential = compile_model(models[name], strategy, DEFAULT_SPECS[strategy], base,
+                                   calib[name], xbars="auto", network=True).program
+        cycles = network_report(sequential).cycles
+        rows.append([name, strategy, f"{run['latency']:,}", f"{model['latency']:,}",
+                     f"{run['interval']:,}", f"{model['interval']:,}",
+                     "yes" if equal else "NO", f"{run['latency'] / clock:,.1f}",
+                     f"{clock * 1e6 / run['interval']:,.0f}",
+                     f"{args.images * clock * 1e6 / run['cycles']:,.0f}", f"{cycles:,}",
+                     f"{clock * 1e6 / cycles:,.0f}",
+                     f"{pipeline_comparison(program).bottleneck_cycles:,}"])
+    print_table(header, rows, args.markdown)
+    print(f"\nshared pipelined design: {config.pipeline_stages} stage engines, "
+          f"{config.n_xbars} units of {config.rows} x {config.cols}, activation buffer "
+          f"{config.act_buffer_depth} codes, {config.max_nodes} node records; emulated "
+          f"crossbars, {bench.simulator}, build "
+          f"{'cached' if bench.cached else f'{bench.build_seconds:.0f} s'}; "
+          f"{args.images} images per run; total {elapsed:.0f} s wall")
+    print("equal: every run counter (CYCLES, LATENCY, INTERVAL, events) equals "
+          "net_timing.pipeline_schedule; images/s = clock / INTERVAL in steady state")
+    return 0 if equal_all else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,179 @@
+"""cocotb end to end, the inter-layer pipeline: a batch of images through both digits
+networks from one start command each (docs/network.md section 6).
+
+Both networks are compiled ``--network --pipeline`` (bwq, 3-bit blocks) onto one
+accelerator (:func:`pipelined_bundles`): the config of ``examples/rtl/digits.toml`` with
+``pipeline_stages`` pinned to :data:`ENGINES` (the CNN's node count: one engine per CNN
+node; the ResNet's ten nodes grouped onto the seven engines by the compiler's linear
+partition -- "every engine used" is a validator rule, so the design's engine count cannot
+exceed the smaller network's node count) and every sized field the larger of the two
+needs, so the file pays one Verilator build. The host driver writes N_IMAGES, streams
+every image's codes and takes every image's logits in one run. Checked:
+
+* in the bench: every image's output equal to the golden model; the run's counters
+  (CYCLES, LATENCY, INTERVAL, STALL_CYCLES = 0, OU_READS, ADC_CONVERSIONS,
+  REDUCTION_OPERANDS = :data:`IMAGES` times one image's) and every node's NODE_* counters
+  equal ``net_timing.pipeline_schedule`` (:class:`~bitline.sim.cocotb.tb_network.PipelineExpectation`);
+  here again from the saved counters;
+* a run with random pauses on the inputs and the outputs: the same outputs and events;
+  only the stall counters and the cycles change (every node before the last keeps its
+  NODE_CYCLES; the last node's grow by its extra output stall);
+* ``bitline run BUNDLE --backend rtl`` on a pipelined bundle prints the RTL's latency,
+  interval and images/s beside the model's; output equal to ``--backend golden``.
+
+Cost: one Verilator build of the pipelined design (cached by digest), then two short
+simulations; Verilator only like the other digits-design benches; slow marker.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from bitline.sim.rtl import DIGITS_CONFIG
+
+from support.e2e import report, run_cli, verilator_only
+
+pytestmark = [pytest.mark.cocotb, pytest.mark.slow, verilator_only]
+
+NETWORKS = ("digits-cnn", "digits-resnet")
+#: Images per run.
+IMAGES = 4
+#: Stage engines of the design: the CNN's node count (see the module docstring).
+ENGINES = 7
+#: Pauses of the held run (as tests/cocotb/test_e2e_network.py): a pause starts in ~1
+#: cycle of 4 (inputs) and 3 (outputs) and lasts 1 .. 16 and 1 .. 4 cycles.
+THROTTLE = {"seed": 2026, "rate": {"program": 0, "inputs": 64, "outputs": 85},
+            "mask": {"program": 0, "inputs": 15, "outputs": 3}}
+#: What a run that pauses may change.
+STALL_COUNTERS = ("cycles", "stall_cycles", "latency", "interval")
+
+
+def pinned_base():
+    """``DIGITS_CONFIG`` with ``pipeline_stages`` pinned (what a config file setting
+    ``pipeline_stages = 7`` gives); the whole-network fields at 1 are sized by the
+    compiler."""
+    return DIGITS_CONFIG.replace(act_buffer_depth=1, max_nodes=ENGINES, max_map_channels=1,
+                                 max_map_height=1, max_map_width=1,
+                                 pipeline_stages=ENGINES, pinned={"pipeline_stages"})
+
+
+@pytest.fixture(scope="module")
+def pipelined_bundles(tmp_path_factory):
+    """Both networks compiled --network --pipeline onto one config; {name: (bundle,
+    program)}, the batch."""
+    from bitline.sim.cocotb.tb_network import shared_config
+    from bitline.sw.bundle import write_bundle
+    from bitline.sw.datasets import load_dataset
+    from bitline.sw.flow import calibration_inputs, compile_model
+    from bitline.sw.models import resolve_model
+
+    root = tmp_path_factory.mktemp("pipeline")
+    models = {name: resolve_model(name) for name in NETWORKS}
+    calib = {name: calibration_inputs(models[name], "digits")[0] for name in NETWORKS}
+    base = pinned_base()
+    sized = [compile_model(models[name], "bwq", "bwq3", base, calib[name], xbars="auto",
+                           network=True, pipeline=True).program.config for name in NETWORKS]
+    config = shared_config(sized)
+    assert config.pipeline_stages == ENGINES
+    bundles = {}
+    for name in NETWORKS:
+        result = compile_model(models[name], "bwq", "bwq3", config, calib[name],
+                               xbars=config.n_xbars, network=True, pipeline=True)
+        program = result.program
+        assert program.config == config and program.nodes
+        assert sorted({node.stage for node in program.nodes}) == list(range(ENGINES))
+        bundles[name] = (write_bundle(root / name, program, result.qmodel), program)
+    # the ResNet shares engines (grouped nodes), the CNN has one node per engine
+    assert len(bundles["digits-cnn"][1].nodes) == ENGINES
+    assert len(bundles["digits-resnet"][1].nodes) > ENGINES
+    x_test, _ = load_dataset("digits", "test")
+    x_path = root / "x.npy"
+    np.save(x_path, np.asarray(x_test[:IMAGES], dtype=np.float32))
+    return config, bundles, x_path, root
+
+
+def test_pipelined_digits_networks_bit_exact_counters_and_pauses(pipelined_bundles):
+    from bitline.sim.cocotb.tb_network import PipelineExpectation, run_network_bench
+    from bitline.sim.golden import run_golden
+    from bitline.sw.bundle import read_bundle
+    from bitline.sw.perf.network import network_report
+
+    config, bundles, x_path, root = pipelined_bundles
+    runs = [{"name": f"{name}-free", "bundle": bundle, "input": x_path, "counters": True}
+            for name, (bundle, _) in bundles.items()]
+    held_name = "digits-resnet"
+    runs.append({"name": f"{held_name}-held", "bundle": bundles[held_name][0],
+                 "input": x_path, "throttle": THROTTLE})
+    bench, results = run_network_bench(config, runs, root / "bench",
+                                       programs=[p for _, p in bundles.values()])
+    report("digits networks pipelined, free and held", bench)
+    assert bench.tests == 1 and bench.failed == 0
+
+    x = np.load(x_path)
+    for name, (bundle, program) in bundles.items():
+        free = results[f"{name}-free"]
+        # one run carries the batch
+        assert len(free.runs) == 1 and free.runs[0]["n_images"] == IMAGES, name
+        golden = run_golden(read_bundle(bundle).qmodel, x)
+        assert np.array_equal(free.output_int, golden.output_int), name
+        model = PipelineExpectation(program, IMAGES)
+        counters = dict(free.runs[0])
+        assert counters.pop("n_images") == IMAGES
+        assert counters == model.run_counters(), name
+        assert free.nodes[0] == [node.counters() for node in model.nodes], name
+        # the events a second way: every image runs every node once (sequential model)
+        one = network_report(program).run_counters()
+        for counter in ("ou_reads", "adc_conversions", "reduction_operands"):
+            assert counters[counter] == IMAGES * one[counter], (name, counter)
+        # the pipeline overlaps images: the batch takes less than IMAGES latencies, and
+        # the last image comes one interval after the one before
+        assert 0 < counters["interval"] < counters["latency"] < counters["cycles"], name
+        assert counters["cycles"] < IMAGES * counters["latency"], name
+        print(f"{name}: {IMAGES} images in {counters['cycles']:,} cycles, latency "
+              f"{counters['latency']:,}, interval {counters['interval']:,} (sequential "
+              f"design: {one['cycles']:,} per image)")
+
+    free, held = results[f"{held_name}-free"], results[f"{held_name}-held"]
+    assert np.array_equal(held.output_int, free.output_int)
+    got, want = held.runs[0], free.runs[0]
+    for counter in set(want) - set(STALL_COUNTERS):
+        assert got[counter] == want[counter], counter
+    assert got["stall_cycles"] > 0 and got["cycles"] > want["cycles"]
+    assert held.nodes[0][:-1] != [] and all(
+        h["node_cycles"] == f["node_cycles"]
+        for h, f in zip(held.nodes[0][:-1], free.nodes[0][:-1]))
+    last_held, last_free = held.nodes[0][-1], free.nodes[0][-1]
+    assert last_held["node_output_stall"] > last_free["node_output_stall"]
+    assert (last_held["node_cycles"] - last_free["node_cycles"]
+            == last_held["node_output_stall"] - last_free["node_output_stall"])
+    print(f"{held_name} held: {got['cycles']:,} cycles with {got['stall_cycles']:,} stall "
+          f"cycles (free {want['cycles']:,})")
+
+
+def test_cli_run_rtl_pipelined_prints_latency_interval_and_equals_golden(pipelined_bundles,
+                                                                         tmp_path):
+    """`bitline run BUNDLE --backend rtl` on a --pipeline bundle: one run of the batch."""
+    from bitline.sim.cocotb.tb_network import PipelineExpectation
+
+    _, bundles, x_path, _ = pipelined_bundles
+    bundle, program = bundles["digits-cnn"]
+    output = run_cli("run", bundle, "-i", x_path, "-o", tmp_path / "rtl.npz", "--backend",
+                     "rtl", "--clock-mhz", "25")
+    model = PipelineExpectation(program, IMAGES).run_counters()
+    assert f"pipelined ({ENGINES} stage engines): {IMAGES} image(s) in 1 run(s)" in output
+    # the RTL's figures and the model's, equal on a bench that never waits
+    for label in ("latency", "interval"):
+        found = re.search(rf"{label} ([\d,]+)(?: cycles)? \(model ([\d,]+)\)", output)
+        assert found, (label, output)
+        assert found[1] == found[2] == f"{model[label]:,}", (label, output)
+    assert f"at 25 MHz {model['latency'] / 25:,.2f} us latency" in output, output
+    assert f"{25e6 / model['interval']:,.0f} images/s" in output, output
+    run_cli("run", bundle, "-i", x_path, "-o", tmp_path / "golden.npz", "--backend",
+            "golden")
+    with np.load(tmp_path / "rtl.npz") as rtl, np.load(tmp_path / "golden.npz") as golden:
+        assert set(rtl.files) == set(golden.files) == {"output", "output_int"}
+        for key in golden.files:
+            assert np.array_equal(rtl[key], golden[key]), key
