@@ -540,3 +540,31 @@ def test_uart_runs_one_image_per_pipelined_run(network):
     assert [entry[3] for entry in runs] == [1] * len(x)
     for (_, sent, _, _), sample in zip(runs, codes):
         assert np.array_equal(sent, sample.reshape(-1))
+
+
+def test_a_pipelined_result_survives_the_bench_file(tmp_path):
+    """The bench's result file (tb_accelerator._save_result) keeps a PipelinedRun's images,
+    latency, interval and nodes; the RTL result sums only the summable counters."""
+    from bitline.sim.cocotb.tb_accelerator import _save_result
+    from bitline.sim.cocotb.tb_network import read_runs
+    from bitline.sim.rtl import RtlResult
+    from bitline.sw.host.driver import DriverResult, PipelinedRun
+
+    counters = [{"cycles": 900 + k, "ou_reads": 40, "adc_conversions": 80,
+                 "stall_cycles": 0, "reduction_operands": 5, "latency": 600 + k,
+                 "interval": 100 + k} for k in range(2)]
+    nodes = [[{"node_cycles": 10 * node + k, "node_input_stall": 3,
+               "node_output_stall": k} for node in range(3)] for k in range(2)]
+    runs = [PipelinedRun(2 * k, counters[k], nodes[k], 0.5, 2) for k in range(2)]
+    output = np.zeros((4, 10))
+    result = DriverResult(output=output, output_int=output.astype(np.int64), runs=runs)
+    _save_result(str(tmp_path / "result.npz"), result, 5000, 1.0, 1.0)
+    back = read_runs(tmp_path / "result.npz")
+    assert back.runs == [dict(counters[k], n_images=2) for k in range(2)]
+    assert back.nodes == nodes
+    summed = RtlResult(output, output, {}, [], 5000, 1.0, 1.0, 0.0, 0.0, 0.0, "verilator",
+                       None, runs=[dict(run, nodes=n) for run, n in zip(back.runs, nodes)])
+    assert summed.pipelined
+    assert summed.counters() == {"cycles": 1801, "ou_reads": 80, "adc_conversions": 160,
+                                 "stall_cycles": 0, "reduction_operands": 10}
+    assert result.counters() == summed.counters()
