@@ -15,8 +15,11 @@ caller through a callback, so nothing here prints):
    cocotb test ``bitline.sim.cocotb.tb_accelerator.inference``: the bench loads ``image.bin``
    through the host interface and runs the batch with the host driver
    (:class:`bitline.sw.host.driver.HostDriver`): one whole-network run per image for a
-   bundle compiled ``--network`` (only the input image crosses the host interface), else
-   -- or with ``mode="layers"`` -- one layer job per compute layer;
+   bundle compiled ``--network`` (only the input image crosses the host interface), one
+   run of the whole batch for a bundle compiled ``--network --pipeline`` (N_IMAGES, the
+   images overlapping in the stage engines; :func:`pipeline_summary` prints its latency,
+   interval and images/s beside the model), else -- or with ``mode="layers"`` -- one layer
+   job per compute layer;
 4. read the outputs, every layer's output (whole network: the output layer's) and every
    job's or run's counters back from the npz the bench wrote.
 
