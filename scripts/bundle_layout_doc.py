@@ -33,6 +33,7 @@ from bitline.hw.spec.image import (
     section_capacity,
     section_layout,
 )
+from bitline.hw.spec.network import NODE_PIPELINE_FIELDS
 
 #: Whole-network capacities of the NETWORK record's example table (the digits networks'
 #: feature maps: at most 64 channels of 8 x 8, a 4096-code buffer).
@@ -108,6 +109,17 @@ def generate(config: AcceleratorConfig, label: str) -> str:
                 f"{record_bytes(section_layout(example, SectionId.NETWORK))} bytes, at most "
                 "`max_nodes` records):", ""]
         out += field_table(section_layout(example, SectionId.NETWORK)) + [""]
+        # with the inter-layer pipeline (docs/network.md section 6) the pipeline fields
+        # follow the others: shown for one engine per record
+        piped = example.replace(pipeline_stages=example.max_nodes)
+        layout = section_layout(piped, SectionId.NETWORK)
+        rows = field_table(layout)
+        out += ["### NETWORK record with the inter-layer pipeline", "",
+                f"The same config with `pipeline_stages = {piped.pipeline_stages}` "
+                f"({record_bytes(layout)} bytes): the fields above, then:", ""]
+        out += rows[:2] + [row for row in rows[2:]
+                           if row.startswith("| `") and row.split("`")[1] in
+                           NODE_PIPELINE_FIELDS] + rows[-2:] + [""]
     out.append(END)
     return "\n".join(out) + "\n"
 
