@@ -18,6 +18,7 @@ from bitline.hw.spec.registers import (
     COUNTER_BITS,
     COUNTERS,
     CSR_ADDR_BITS,
+    IMAGE_COUNTERS,
     CSR_DATA_BITS,
     NODE_COUNTERS,
     VECTOR_BITS,
@@ -67,6 +68,9 @@ class HostInterface(wiring.Component):
         value (the node counters' memory address).
     node_cycles, node_input_stall, node_output_stall: In(COUNTER_BITS)
         Only with ``config.network``: node ``node_select``'s counters (one cycle after it).
+    n_images: Out(32); latency, interval: In(COUNTER_BITS)
+        Only with ``config.pipeline``: the N_IMAGES register (written while not busy) and
+        the last run's LATENCY and INTERVAL (docs/network.md section 6).
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -98,6 +102,11 @@ class HostInterface(wiring.Component):
                 "n_nodes": In(clog2(config.max_nodes + 1)),
                 "node_select": Out(clog2(config.max_nodes)),
                 **{name: In(COUNTER_BITS) for name, _ in NODE_COUNTERS},
+            })
+        if config.pipeline:
+            members.update({
+                "n_images": Out(CSR_DATA_BITS),
+                **{name: In(COUNTER_BITS) for name, _ in IMAGE_COUNTERS},
             })
         super().__init__(members)
 
@@ -167,6 +176,15 @@ class HostInterface(wiring.Component):
             readable[Register.N_NODES] = self.n_nodes
             readable[Register.NODE] = node
             for name, low in NODE_COUNTERS:
+                value = getattr(self, name)
+                readable[low] = value[:32]
+                readable[low + 1] = value[32:]
+        if self.config.pipeline:
+            # N_IMAGES keeps the run's count while it runs (like LAYER for a job)
+            with m.If(write & (csr.addr == Register.N_IMAGES) & ~self.busy):
+                m.d.sync += self.n_images.eq(csr.w_data)
+            readable[Register.N_IMAGES] = self.n_images
+            for name, low in IMAGE_COUNTERS:
                 value = getattr(self, name)
                 readable[low] = value[:32]
                 readable[low + 1] = value[32:]

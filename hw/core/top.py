@@ -35,6 +35,8 @@ channel in the same cycle) writes lane ``k`` of the output beat.
 
 from __future__ import annotations
 
+from functools import reduce
+from operator import or_
 from typing import NamedTuple
 
 from amaranth import Array, Cat, Module, Mux, Signal, signed
@@ -54,6 +56,7 @@ from bitline.hw.core.output_unit import OutputUnit
 from bitline.hw.core.reduction import Reduction
 from bitline.hw.core.scheduler import OUTPUT_FIFO_DEPTH, Scheduler, lanes_layout, unit_lane
 from bitline.hw.loader.loader import Loader
+from bitline.hw.net.pipeline import Pipeline
 from bitline.hw.net.sequencer import Sequencer
 from bitline.hw.spec.config import AcceleratorConfig
 from bitline.hw.spec.encoding import layer_layout, output_param_layout
@@ -78,6 +81,15 @@ class _Sweep(NamedTuple):
     channel: Signal
 
 
+class _Path(NamedTuple):
+    """One engine's job path: scheduler, reduction, output units and output FIFO."""
+
+    scheduler: Scheduler
+    reduction: Reduction
+    output_units: tuple[OutputUnit, ...]
+    output_fifo: SyncFIFO
+
+
 class _Blocks(NamedTuple):
     """The accelerator's fixed blocks; field names are their submodule names."""
 
@@ -87,7 +99,26 @@ class _Blocks(NamedTuple):
     reduction: Reduction
     output_units: tuple[OutputUnit, ...]
     output_fifo: SyncFIFO
-    sequencer: Sequencer | None     # only with config.network
+    sequencer: Sequencer | None     # only with config.network and no pipeline
+    pipeline: Pipeline | None       # only with config.pipeline
+    engine_paths: tuple[_Path, ...]  # the job paths of pipeline engines 1 .. E - 1
+
+    @property
+    def paths(self) -> tuple[_Path, ...]:
+        """Every job path: the layer-job path (engine 0's), then the other engines'."""
+        return (_Path(self.scheduler, self.reduction, self.output_units,
+                      self.output_fifo),) + self.engine_paths
+
+    @property
+    def network(self):
+        """The whole-network block (sequencer or pipeline), or None."""
+        return self.sequencer if self.pipeline is None else self.pipeline
+
+
+def _engine(network, name: str, engine: int = 0):
+    """``network``'s per-engine port ``name`` (the sequencer has engine 0 only)."""
+    port = getattr(network, name)
+    return port[engine] if isinstance(network, Pipeline) else port
 
 
 class Accelerator(wiring.Component):
@@ -167,15 +198,15 @@ class Accelerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         blocks = self._add_blocks(m)
-        layer, param_read = self._add_tables(m, blocks)
+        layers, param_reads = self._add_tables(m, blocks)
         sweep = self._add_sweep(m, blocks)
-        job_error = self._add_job_control(m, blocks, layer, sweep)
-        units = self._add_units(m, blocks, job_error, sweep)
-        self._add_output_path(m, blocks, units, layer, param_read, sweep)
+        job_error = self._add_job_control(m, blocks, layers, sweep)
+        units = self._add_units(m, blocks, layers, job_error, sweep)
+        self._add_output_path(m, blocks, units, layers, param_reads, sweep)
         self._add_status(m, blocks, units, job_error, sweep)
         busy = blocks.scheduler.busy
-        if blocks.sequencer is not None:
-            busy = busy | blocks.sequencer.busy     # a network run is one "job" outside
+        if blocks.network is not None:
+            busy = busy | blocks.network.busy       # a network run is one "job" outside
         m.d.comb += self.job_busy.eq(busy)
         return m
 
@@ -192,15 +223,22 @@ class Accelerator(wiring.Component):
         A power-up or a reset with clean partial sums costs nothing (no job's cycles change).
         """
         config, scheduler = self.config, blocks.scheduler
+        schedulers = [path.scheduler for path in blocks.paths]
         dirty = Signal(reset_less=True)
         checked = Signal()                 # 0 only in the first cycle after a reset
         running = Signal()
         sweep = _Sweep(Signal(name="sweeping"),
                        Signal(range(config.max_out_channels), name="sweep_channel"))
         m.d.sync += checked.eq(1)
-        with m.If(scheduler.swap):
+        if len(schedulers) == 1:
+            swapped, ended = scheduler.swap, scheduler.done & ~scheduler.busy
+        else:       # pipeline engines: clean once no engine's job is under way
+            swapped = Cat(s.swap for s in schedulers).any()
+            ended = (Cat(s.done for s in schedulers).any()
+                     & ~Cat(s.busy for s in schedulers).any())
+        with m.If(swapped):
             m.d.sync += dirty.eq(1)
-        with m.Elif(scheduler.done & ~scheduler.busy):
+        with m.Elif(ended):
             m.d.sync += dirty.eq(0)
         # active from the first cycle after the reset (STATUS never shows programmed early)
         m.d.comb += sweep.active.eq(running | (~checked & dirty))
@@ -228,42 +266,60 @@ class Accelerator(wiring.Component):
             output_units=tuple(OutputUnit(config) for _ in range(config.max_copies)),
             output_fifo=SyncFIFO(width=config.acc_bits * config.max_copies,
                                  depth=OUTPUT_FIFO_DEPTH),
-            sequencer=Sequencer(config) if self.network else None,
+            sequencer=Sequencer(config) if self.network and not config.pipeline else None,
+            pipeline=Pipeline(config) if config.pipeline else None,
+            engine_paths=tuple(
+                _Path(Scheduler(config), Reduction(config), (OutputUnit(config),),
+                      SyncFIFO(width=config.acc_bits, depth=OUTPUT_FIFO_DEPTH))
+                for _ in range(1, config.pipeline_stages)),
         )
         for name, block in blocks._asdict().items():
-            if name != "output_units" and block is not None:
+            if name not in ("output_units", "engine_paths") and block is not None:
                 m.submodules[name] = block
         for lane, output_unit in enumerate(blocks.output_units):
             m.submodules["output_unit" + (f"_lane{lane}" if lane else "")] = output_unit
+        for engine, path in enumerate(blocks.engine_paths, start=1):
+            for name, block in zip(("scheduler", "reduction", "output_unit", "output_fifo"),
+                                   (path.scheduler, path.reduction, path.output_units[0],
+                                    path.output_fifo)):
+                m.submodules[f"{name}_engine{engine}"] = block
         connect(m, flipped(self.csr), blocks.host.csr)
         connect(m, flipped(self.program), blocks.loader.bytes)
-        sequencer, scheduler = blocks.sequencer, blocks.scheduler
-        if sequencer is None:
+        network, scheduler = blocks.network, blocks.scheduler
+        if network is None:
             connect(m, flipped(self.inputs), scheduler.inputs)
             return blocks
         # a run takes the host's inputs (the input phase) and feeds the scheduler itself
-        running = sequencer.busy
+        running = network.busy
+        job_inputs = _engine(network, "job_inputs")
         m.d.comb += [
-            sequencer.host_inputs.valid.eq(running & self.inputs.valid),
-            sequencer.host_inputs.payload.eq(self.inputs.payload[0]),
-            scheduler.inputs.valid.eq(Mux(running, sequencer.job_inputs.valid,
-                                          self.inputs.valid)),
-            scheduler.inputs.payload.eq(Mux(running, sequencer.job_inputs.payload,
+            network.host_inputs.valid.eq(running & self.inputs.valid),
+            network.host_inputs.payload.eq(self.inputs.payload[0]),
+            scheduler.inputs.valid.eq(Mux(running, job_inputs.valid, self.inputs.valid)),
+            scheduler.inputs.payload.eq(Mux(running, job_inputs.payload,
                                             self.inputs.payload)),
-            sequencer.job_inputs.ready.eq(running & scheduler.inputs.ready),
-            self.inputs.ready.eq(Mux(running, sequencer.host_inputs.ready,
+            job_inputs.ready.eq(running & scheduler.inputs.ready),
+            self.inputs.ready.eq(Mux(running, network.host_inputs.ready,
                                      scheduler.inputs.ready)),
         ]
+        for engine, path in enumerate(blocks.engine_paths, start=1):
+            job_inputs = _engine(network, "job_inputs", engine)
+            m.d.comb += [
+                path.scheduler.inputs.valid.eq(job_inputs.valid),
+                path.scheduler.inputs.payload[0].eq(job_inputs.payload),
+                job_inputs.ready.eq(path.scheduler.inputs.ready),
+            ]
         return blocks
 
     def _add_tables(self, m: Module, blocks: _Blocks):
         """Add the layer table and the output-parameter memory, written by the loader.
 
-        Returns the current layer record (the one ``host.layer_index`` selects) and the
-        parameter read port (addressed by the channel the scheduler drains).
+        Returns per job path (one without the pipeline) the current layer record (the one
+        ``host.layer_index`` selects, or the path's node's) and the parameter read port
+        (addressed by the channel the path's scheduler drains).
         """
         config, mem = self.config, self.memories
-        host, loader, scheduler = blocks.host, blocks.loader, blocks.scheduler
+        host, loader = blocks.host, blocks.loader
         layer_type = layer_layout(config)
         layers = Memory(shape=layer_type.size, depth=config.max_layers,
                         init=(mem.layers if mem else []))
@@ -275,42 +331,51 @@ class Accelerator(wiring.Component):
             layer_write.data.eq(loader.layer_write.payload.record),
             layer_write.en.eq(loader.layer_write.valid),
         ]
-        sequencer = blocks.sequencer
-        if sequencer is None:
+        network = blocks.network
+        if network is None:
             m.d.comb += layer_read.addr.eq(host.layer_index)
         else:
-            # a run addresses the layer table with its node's layer
-            m.d.comb += layer_read.addr.eq(Mux(sequencer.busy, sequencer.layer,
+            # a run addresses the layer table with its node's layer (per engine)
+            m.d.comb += layer_read.addr.eq(Mux(network.busy, _engine(network, "layer"),
                                                host.layer_index))
             self._add_nodes(m, blocks)
-        layer = layer_type(layer_read.data)
+        layer_list = [layer_type(layer_read.data)]
+        for engine in range(1, len(blocks.paths)):
+            engine_read = layers.read_port()
+            m.d.comb += engine_read.addr.eq(_engine(network, "layer", engine))
+            layer_list.append(layer_type(engine_read.data))
 
         param_type = output_param_layout(config)
         params = Memory(shape=param_type.size, depth=param_capacity(config),
                         init=(mem.params if mem else []))
         m.submodules.params = params
         param_write = params.write_port()
-        param_read = params.read_port()
         m.d.comb += [
             param_write.addr.eq(loader.param_write.payload.addr),
             param_write.data.eq(loader.param_write.payload.record),
             param_write.en.eq(loader.param_write.valid),
-            param_read.addr.eq(layer.param_start + scheduler.drain.payload),
         ]
-        return layer, param_read
+        param_reads = []
+        for path, layer in zip(blocks.paths, layer_list):
+            param_read = params.read_port()
+            m.d.comb += param_read.addr.eq(layer.param_start + path.scheduler.drain.payload)
+            param_reads.append(param_read)
+        return layer_list, param_reads
 
     def _add_nodes(self, m: Module, blocks: _Blocks) -> None:
-        """Add the node memory (written by the loader, read by the sequencer)."""
+        """Add the node memory (written by the loader, read by the sequencer or by each
+        pipeline engine through its own port)."""
         config, mem = self.config, self.memories
-        loader, sequencer, host = blocks.loader, blocks.sequencer, blocks.host
+        loader, sequencer, host = blocks.loader, blocks.network, blocks.host
         nodes = Memory(shape=node_layout(config).size, depth=config.max_nodes,
                        init=(mem.nodes if mem else []))
         m.submodules.nodes = nodes
-        node_read = nodes.read_port()
-        m.d.comb += [
-            node_read.addr.eq(sequencer.node_addr),
-            sequencer.node_record.eq(node_read.data),
-        ]
+        for engine in range(len(blocks.paths)):
+            node_read = nodes.read_port()
+            m.d.comb += [
+                node_read.addr.eq(_engine(sequencer, "node_addr", engine)),
+                _engine(sequencer, "node_record", engine).eq(node_read.data),
+            ]
         members = loader.signature.members
         if "node_write" in members:
             node_write = nodes.write_port()
@@ -330,11 +395,17 @@ class Accelerator(wiring.Component):
             host.node_input_stall.eq(sequencer.node_input_stall),
             host.node_output_stall.eq(sequencer.node_output_stall),
         ]
+        if blocks.pipeline is not None:
+            m.d.comb += [
+                blocks.pipeline.n_images.eq(host.n_images),
+                host.latency.eq(blocks.pipeline.latency),
+                host.interval.eq(blocks.pipeline.interval),
+            ]
 
-    def _add_job_control(self, m: Module, blocks: _Blocks, layer, sweep: _Sweep) -> Signal:
+    def _add_job_control(self, m: Module, blocks: _Blocks, layers, sweep: _Sweep) -> Signal:
         """Start jobs, network runs and loads; return the job error register (0: no error)."""
         host, loader, scheduler = blocks.host, blocks.loader, blocks.scheduler
-        sequencer = blocks.sequencer
+        sequencer = blocks.network
         job_error = Signal(8)
         idle = ~scheduler.busy if sequencer is None else ~scheduler.busy & ~sequencer.busy
         start = host.start & idle
@@ -360,30 +431,41 @@ class Accelerator(wiring.Component):
         with m.If(host.clear_error | host.load):
             m.d.sync += job_error.eq(0)
         m.d.comb += [
-            scheduler.layer.eq(layer),
             loader.restart.eq(host.load & idle),
             loader.clear_error.eq(host.clear_error),
         ]
+        for path, layer in zip(blocks.paths, layers):
+            m.d.comb += path.scheduler.layer.eq(layer)
         if sequencer is None:
             m.d.comb += [scheduler.n_vectors.eq(host.n_vectors),
                          scheduler.n_share.eq(host.n_share)]
         else:
-            with m.If(sequencer.job_start):                # never with a host start
+            with m.If(_engine(sequencer, "job_start")):     # never with a host start
                 m.d.comb += scheduler.start.eq(1)
+            n_vectors = _engine(sequencer, "n_vectors")
             m.d.comb += [
-                scheduler.n_vectors.eq(Mux(sequencer.busy, sequencer.n_vectors,
-                                           host.n_vectors)),
-                scheduler.n_share.eq(Mux(sequencer.busy, sequencer.n_vectors,
-                                         host.n_share)),
+                scheduler.n_vectors.eq(Mux(sequencer.busy, n_vectors, host.n_vectors)),
+                scheduler.n_share.eq(Mux(sequencer.busy, n_vectors, host.n_share)),
             ]
+            for engine, path in enumerate(blocks.engine_paths, start=1):
+                n_vectors = _engine(sequencer, "n_vectors", engine)
+                m.d.comb += [
+                    path.scheduler.start.eq(_engine(sequencer, "job_start", engine)),
+                    path.scheduler.n_vectors.eq(n_vectors),
+                    path.scheduler.n_share.eq(n_vectors),
+                ]
         return job_error
 
-    def _add_units(self, m: Module, blocks: _Blocks, job_error: Signal,
+    def _add_units(self, m: Module, blocks: _Blocks, layers, job_error: Signal,
                    sweep: _Sweep) -> list[CrossbarUnit]:
         """Add the crossbar units and their crossbars (emulated or external ports).
 
         Each unit is fed by the scheduler and the loader and drains into the reduction; a
-        unit's protocol error sets ``job_error``. Returns the units, in index order.
+        unit's protocol error sets ``job_error``. Returns the units, in index order. With
+        the pipeline, unit ``u`` takes ``load`` / ``swap`` / ``go`` / ``drain`` from the
+        engine whose busy scheduler's layer has bit ``u`` in ``xbar_mask`` (disjoint by
+        the contract, docs/network.md 6.3), every engine's scheduler sees only its own
+        layer's units busy, and every engine's reduction sees every unit's drained sums.
         """
         config, mem = self.config, self.memories
         loader, scheduler = blocks.loader, blocks.scheduler
@@ -419,8 +501,10 @@ class Accelerator(wiring.Component):
                 unit.entry_write.valid.eq(loader.entry_write.valid
                                           & loader.entry_write.payload.units[index]),
                 unit.entry_write.payload.eq(loader.entry_write.payload.write),
-                reduction.units.payload[index].eq(unit.drained.payload),
+                    reduction.units.payload[index].eq(unit.drained.payload),
             ]
+            if blocks.pipeline is not None:
+                self._own_unit(m, blocks, layers, index, unit, sweep)
             write = self._add_crossbar(m, index, unit, unit_mem)
             m.d.comb += [
                 write.en.eq(loader.cell_write.valid & (loader.cell_write.payload.unit == index)),
@@ -431,6 +515,33 @@ class Accelerator(wiring.Component):
         with m.If(sum(protocol) != 0):
             m.d.sync += job_error.eq(ErrorCode.XBAR_PROTOCOL)
         return units
+
+    @staticmethod
+    def _own_unit(m: Module, blocks: _Blocks, layers, index: int, unit: CrossbarUnit,
+                  sweep: _Sweep) -> None:
+        """Pipeline: drive unit ``index`` from the engine that owns it (``_add_units``)."""
+        owners = [path.scheduler.busy & layer.xbar_mask[index]
+                  for path, layer in zip(blocks.paths, layers)]
+        schedulers = [path.scheduler for path in blocks.paths]
+
+        def owned(value):
+            return reduce(or_, [Mux(owner, value(s), 0)
+                                for owner, s in zip(owners, schedulers)])
+        m.d.comb += [
+            unit.load.valid.eq(owned(lambda s: s.load.valid)),
+            unit.load.payload.index.eq(owned(lambda s: s.load.payload.index)),
+            unit.load.payload.code.eq(owned(lambda s: s.load.payload.codes[0])),
+            unit.swap.eq(owned(lambda s: s.swap)),
+            unit.go.eq(owned(lambda s: s.go[index])),
+            unit.drain.valid.eq(owned(lambda s: s.drain.valid) | sweep.active),
+            unit.drain.payload.eq(Mux(sweep.active, sweep.channel,
+                                      owned(lambda s: s.drain.payload))),
+        ]
+        for path, layer in zip(blocks.paths, layers):
+            m.d.comb += path.scheduler.units_busy[index].eq(unit.busy
+                                                            & layer.xbar_mask[index])
+            if path.reduction is not blocks.reduction:
+                m.d.comb += path.reduction.units.payload[index].eq(unit.drained.payload)
 
     def _add_crossbar(self, m: Module, index: int, unit: CrossbarUnit, unit_mem):
         """Connect ``unit`` to its crossbar; return the crossbar's cell write port."""
@@ -445,29 +556,81 @@ class Accelerator(wiring.Component):
         connect(m, unit.result, emulator.port.result)
         return emulator.port.write
 
-    def _add_output_path(self, m: Module, blocks: _Blocks, units: list[CrossbarUnit], layer,
-                         param_read, sweep: _Sweep) -> None:
+    def _add_output_path(self, m: Module, blocks: _Blocks, units: list[CrossbarUnit],
+                         layers, param_reads, sweep: _Sweep) -> None:
         """Connect reduction -> output units (with the channel's parameters) -> FIFO -> outputs.
 
         One output unit per lane; lane ``k``'s reduction mask holds the layer's units of lane
-        ``k`` while that lane's vector is real (``scheduler.lanes_active``).
+        ``k`` while that lane's vector is real (``scheduler.lanes_active``). With the
+        pipeline every engine's job path has its own (one lane); its reduction takes the
+        drained sums when its own drain, delayed to the reduction, says so.
         """
         config = self.config
-        reduction, output_units = blocks.reduction, blocks.output_units
+        for engine, (path, layer, param_read) in enumerate(zip(blocks.paths, layers,
+                                                                param_reads)):
+            self._add_path_output(m, engine, path, units, layer, param_read, sweep,
+                                  pipelined=blocks.pipeline is not None)
         fifo, scheduler = blocks.output_fifo, blocks.scheduler
+        sequencer = blocks.network
+        if sequencer is None:
+            m.d.comb += [
+                self.outputs.valid.eq(fifo.r_rdy),
+                self.outputs.payload.eq(fifo.r_data),
+                fifo.r_en.eq(self.outputs.ready),
+                scheduler.output_taken.eq(self.outputs.valid & self.outputs.ready),
+            ]
+            return
+        # a run sends the FIFO to the sequencer, and the sequencer's results to the host
+        running = sequencer.busy
+        job_outputs = _engine(sequencer, "job_outputs")
+        m.d.comb += [
+            job_outputs.valid.eq(running & fifo.r_rdy),
+            job_outputs.payload.eq(fifo.r_data[:config.acc_bits]),
+            self.outputs.valid.eq(Mux(running, sequencer.host_outputs.valid, fifo.r_rdy)),
+            self.outputs.payload.eq(Mux(running, sequencer.host_outputs.payload,
+                                        fifo.r_data)),
+            sequencer.host_outputs.ready.eq(running & self.outputs.ready),
+            fifo.r_en.eq(Mux(running, job_outputs.ready, self.outputs.ready)),
+            scheduler.output_taken.eq(fifo.r_rdy & fifo.r_en),
+        ]
+        for engine, path in enumerate(blocks.engine_paths, start=1):
+            job_outputs, fifo = _engine(sequencer, "job_outputs", engine), path.output_fifo
+            m.d.comb += [
+                job_outputs.valid.eq(fifo.r_rdy),
+                job_outputs.payload.eq(fifo.r_data),
+                fifo.r_en.eq(job_outputs.ready),
+                path.scheduler.output_taken.eq(fifo.r_rdy & fifo.r_en),
+            ]
+
+    def _add_path_output(self, m: Module, engine: int, path: _Path,
+                         units: list[CrossbarUnit], layer, param_read, sweep: _Sweep, *,
+                         pipelined: bool) -> None:
+        """One job path's reduction, output units and FIFO input (``_add_output_path``)."""
+        config = self.config
+        reduction, output_units = path.reduction, path.output_units
+        fifo, scheduler = path.output_fifo, path.scheduler
+        suffix = f"_engine{engine}" if engine else ""
         # Stages from a channel's issue to the reduction's input (partial-sum read, lane
         # sum): what the drain issue knows (active lanes, the vector's input sum) is delayed
         # as much, so the next vector's swap cannot change it under way.
         to_reduction = DRAIN_STAGES.index("unit_sum")
         active = scheduler.lanes_active
         swept = sweep.active                # a sweep's drained values are dropped
+        drained = scheduler.drain.valid
         for stage in range(to_reduction):
-            later = Signal(config.max_copies, name=f"lanes_active_d{stage + 1}")
-            swept_later = Signal(name=f"swept_d{stage + 1}")
+            later = Signal(config.max_copies, name=f"lanes_active_d{stage + 1}{suffix}")
+            swept_later = Signal(name=f"swept_d{stage + 1}{suffix}")
             m.d.sync += [later.eq(active), swept_later.eq(swept)]
             active, swept = later, swept_later
+            if pipelined:
+                drained_later = Signal(name=f"drained_d{stage + 1}{suffix}")
+                m.d.sync += drained_later.eq(drained)
+                drained = drained_later
         lanes = [unit_lane(config, layer, unit) for unit in range(config.n_xbars)]
-        m.d.comb += reduction.units.valid.eq(units[0].drained.valid & ~swept)
+        if pipelined:
+            m.d.comb += reduction.units.valid.eq(drained)
+        else:
+            m.d.comb += reduction.units.valid.eq(units[0].drained.valid & ~swept)
         for lane in range(config.max_copies):
             members = Cat((lanes[unit] == lane) if config.max_copies > 1 else 1
                           for unit in range(config.n_xbars))
@@ -478,14 +641,14 @@ class Accelerator(wiring.Component):
         # output unit's input
         param = param_read.data
         for stage in range(to_reduction):
-            later = Signal(param_type, name=f"param_d{stage + 1}")
+            later = Signal(param_type, name=f"param_d{stage + 1}{suffix}")
             m.d.sync += later.eq(param)
             param = later
         for lane, output_unit in enumerate(output_units):
             # Offset weight encoding: weight_offset * sum(x) of the lane's vector being
             # drained, taken when its channel is issued and delayed like the channel's
             # accumulator (to the reduction, then its sum).
-            corrections = [Signal(config.acc_bits, name=f"correction{lane}_d{stage}")
+            corrections = [Signal(config.acc_bits, name=f"correction{lane}_d{stage}{suffix}")
                            for stage in range(1, to_reduction + 2)]
             m.d.sync += corrections[0].eq(scheduler.input_sum[lane] * layer.weight_offset)
             m.d.sync += [later.eq(earlier)
@@ -504,35 +667,13 @@ class Accelerator(wiring.Component):
             fifo.w_en.eq(output_units[0].outputs.valid),
             fifo.w_data.eq(Cat(unit.outputs.payload for unit in output_units)),
         ]
-        sequencer = blocks.sequencer
-        if sequencer is None:
-            m.d.comb += [
-                self.outputs.valid.eq(fifo.r_rdy),
-                self.outputs.payload.eq(fifo.r_data),
-                fifo.r_en.eq(self.outputs.ready),
-                scheduler.output_taken.eq(self.outputs.valid & self.outputs.ready),
-            ]
-            return
-        # a run sends the FIFO to the sequencer, and the sequencer's results to the host
-        running = sequencer.busy
-        m.d.comb += [
-            sequencer.job_outputs.valid.eq(running & fifo.r_rdy),
-            sequencer.job_outputs.payload.eq(fifo.r_data[:config.acc_bits]),
-            self.outputs.valid.eq(Mux(running, sequencer.host_outputs.valid, fifo.r_rdy)),
-            self.outputs.payload.eq(Mux(running, sequencer.host_outputs.payload,
-                                        fifo.r_data)),
-            sequencer.host_outputs.ready.eq(running & self.outputs.ready),
-            fifo.r_en.eq(Mux(running, sequencer.job_outputs.ready, self.outputs.ready)),
-            scheduler.output_taken.eq(fifo.r_rdy & fifo.r_en),
-        ]
 
     def _add_status(self, m: Module, blocks: _Blocks, units: list[CrossbarUnit],
                     job_error: Signal, sweep: _Sweep) -> None:
         """Drive the host interface's status fields and performance counters."""
         host, loader, scheduler = blocks.host, blocks.loader, blocks.scheduler
-        reduction = blocks.reduction
         error = Signal(8)
-        sequencer = blocks.sequencer
+        sequencer = blocks.network
         if sequencer is None:
             m.d.comb += [
                 host.busy.eq(scheduler.busy),
@@ -565,6 +706,6 @@ class Accelerator(wiring.Component):
             host.cycle.eq(host.busy),
             host.reads.eq(sum(unit.read_issued for unit in units)),
             host.conversions.eq(sum(unit.conversions for unit in units)),
-            host.operands.eq(reduction.contributions),
+            host.operands.eq(sum(path.reduction.contributions for path in blocks.paths)),
         ]
 

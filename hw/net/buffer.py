@@ -30,7 +30,7 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from bitline.hw.net.geometry import NetGeometry
 
-__all__ = ["ActivationBuffer", "read_port_signature"]
+__all__ = ["ActivationBuffer", "read_port_signature", "write_address"]
 
 
 def read_port_signature(geometry: NetGeometry) -> wiring.Signature:
@@ -40,6 +40,32 @@ def read_port_signature(geometry: NetGeometry) -> wiring.Signature:
         "en": Out(1),
         "data": In(geometry.act_bits),
     })
+
+
+def write_address(m: Module, geometry: NetGeometry, valid, write_start, base, channels,
+                  pixels, linear, count):
+    """Add a write stream's address counters to ``m``; return the write address.
+
+    Producer order (``linear`` low): code ``k = p * C + c`` at ``base + c * P + p`` with
+    ``C = channels``, ``P = pixels``, kept as counters and a running sum (no multiplier);
+    linear: code ``k`` at ``base + k``. ``valid`` writes a code; ``write_start``
+    restarts the counters; ``count`` (a Signal driven here) counts the codes written
+    since. Shared by :class:`ActivationBuffer` and the pipeline's buffer
+    (:mod:`bitline.hw.net.pipeline`).
+    """
+    channel = Signal(geometry.channel_bits)
+    pixel = Signal(geometry.addr_bits + 1)
+    plane_offset = Signal(geometry.addr_bits + 1)
+    produced = base + plane_offset + pixel
+    with m.If(write_start):
+        m.d.sync += [channel.eq(0), pixel.eq(0), plane_offset.eq(0), count.eq(0)]
+    with m.Elif(valid):
+        m.d.sync += count.eq(count + 1)
+        with m.If(channel + 1 >= channels):
+            m.d.sync += [channel.eq(0), plane_offset.eq(0), pixel.eq(pixel + 1)]
+        with m.Else():
+            m.d.sync += [channel.eq(channel + 1), plane_offset.eq(plane_offset + pixels)]
+    return Mux(linear, base + count, produced)
 
 
 class ActivationBuffer(wiring.Component):
@@ -96,27 +122,13 @@ class ActivationBuffer(wiring.Component):
                 port.data.eq(read_port.data),
             ]
 
-        # Producer order without a multiplier: channel c and pixel p as counters, the
-        # plane offset c * P as a running sum.
-        channel = Signal(geometry.channel_bits)
-        pixel = Signal(geometry.addr_bits + 1)
-        plane_offset = Signal(geometry.addr_bits + 1)
-        produced = self.write_base + plane_offset + pixel
+        address = write_address(m, geometry, self.write.valid, self.write_start,
+                                self.write_base, self.write_channels, self.write_pixels,
+                                self.write_linear, self.write_count)
         m.d.comb += [
             self.write.ready.eq(1),
-            write_port.addr.eq(Mux(self.write_linear, self.write_base + self.write_count,
-                                   produced)),
+            write_port.addr.eq(address),
             write_port.data.eq(self.write.payload),
             write_port.en.eq(self.write.valid),
         ]
-        with m.If(self.write_start):
-            m.d.sync += [channel.eq(0), pixel.eq(0), plane_offset.eq(0),
-                         self.write_count.eq(0)]
-        with m.Elif(self.write.valid):
-            m.d.sync += self.write_count.eq(self.write_count + 1)
-            with m.If(channel + 1 >= self.write_channels):
-                m.d.sync += [channel.eq(0), plane_offset.eq(0), pixel.eq(pixel + 1)]
-            with m.Else():
-                m.d.sync += [channel.eq(channel + 1),
-                             plane_offset.eq(plane_offset + self.write_pixels)]
         return m

@@ -9,16 +9,28 @@ flat numpy buffer with the host-side tensor operations (``sw.frontend.im2col``,
 ``sw.integer.tensor_ops``, the output unit of ``sw.integer.arith``) - an independent
 statement of what the sequencer must compute. :func:`run_network` is the host side of one
 run (CTRL.RUN_NETWORK, the input codes, the outputs, the counters).
+
+The inter-layer pipeline (docs/network.md section 6): :func:`pipelined` gives the same
+network the pipeline fields and the copy-aware layout of sections 6.2-6.3 for a stage per
+node (what ``compile --network --pipeline`` does, restated here so the RTL tests stand
+alone); :func:`run_network` with ``images`` > 1 codes streams them all after N_IMAGES.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from bitline.hw.spec.network import NodeKind, NodeProgram, WindowParams
-from bitline.hw.spec.registers import COUNTERS, NODE_COUNTERS, Ctrl, Register, Status
+from bitline.hw.spec.registers import (
+    COUNTERS,
+    IMAGE_COUNTERS,
+    NODE_COUNTERS,
+    Ctrl,
+    Register,
+    Status,
+)
 from bitline.sim.amaranth import csr_read, csr_write
 from bitline.sw.frontend.im2col import im2col
 from bitline.sw.integer import tensor_ops
@@ -26,8 +38,8 @@ from bitline.sw.integer.qmodel import ActParams
 
 from support.accelerator import expected_outputs, make_layer
 
-__all__ = ["NETWORK_CONFIG", "HandNetwork", "hand_network", "reference_run", "run_network",
-           "read_node_counters"]
+__all__ = ["NETWORK_CONFIG", "PIPELINE_CONFIG", "HandNetwork", "hand_network", "pipelined",
+           "node_sources", "reference_run", "run_network", "read_node_counters"]
 
 
 @dataclass
@@ -48,6 +60,11 @@ class HandNetwork:
 #: 32 x 32 crossbar per layer, a 256-code buffer, maps up to 5 x 5 x 5.
 NETWORK_CONFIG = dict(rows=32, cols=32, n_xbars=4, act_buffer_depth=256, max_nodes=8,
                       max_map_channels=5, max_map_height=5, max_map_width=5)
+
+
+#: :data:`NETWORK_CONFIG` with the inter-layer pipeline: one engine per node of
+#: :func:`hand_network` and the buffer its copies need (488 codes with a stage per node).
+PIPELINE_CONFIG = dict(NETWORK_CONFIG, act_buffer_depth=512, pipeline_stages=8)
 
 
 def hand_network(config, rng, strategy="isaac") -> HandNetwork:
@@ -167,15 +184,21 @@ async def read_node_counters(ctx, csr, node: int) -> dict[str, int]:
 
 
 async def run_network(ctx, dut, codes, n_outputs: int, *, rng=None, input_pause=0.0,
-                      output_pause=0.0, n_nodes: int = 0, max_cycles: int = 200_000):
+                      output_pause=0.0, n_nodes: int = 0, max_cycles: int = 200_000,
+                      n_images: int | None = None):
     """One whole-network run; return ``(outputs, counters, node counters, status)``.
 
     The host offers the next input code every cycle and takes every output, except with
     probability ``input_pause`` / ``output_pause`` per cycle (``rng``). ``n_nodes`` > 0
-    reads that many nodes' counters after the run.
+    reads that many nodes' counters after the run. ``n_images`` (pipeline hardware) is
+    written to N_IMAGES first; ``codes`` then holds every image's codes and
+    ``n_outputs`` every image's outputs. On pipeline hardware ``counters`` also has
+    ``latency`` and ``interval``.
     """
     codes = [int(c) for c in np.asarray(codes).reshape(-1)]
     lanes = dut.config.max_copies
+    if n_images is not None:
+        await csr_write(ctx, dut.csr, Register.N_IMAGES, n_images)
     await csr_write(ctx, dut.csr, Register.CTRL, Ctrl.RUN_NETWORK)
     sent, outputs = 0, []
     for _ in range(max_cycles):
@@ -200,11 +223,78 @@ async def run_network(ctx, dut, codes, n_outputs: int, *, rng=None, input_pause=
     ctx.set(dut.outputs.ready, 0)
     await ctx.tick()
     status = await csr_read(ctx, dut.csr, Register.STATUS)
+    for _ in range(max_cycles if dut.config.pipeline else 0):
+        # pipeline: a node that feeds no one (the hand network's fc1) may end after the
+        # last output
+        if not status & Status.BUSY:
+            break
+        status = await csr_read(ctx, dut.csr, Register.STATUS)
     counters = {}
-    for name, low in COUNTERS:
+    for name, low in COUNTERS + (IMAGE_COUNTERS if dut.config.pipeline else ()):
         counters[name] = ((await csr_read(ctx, dut.csr, low))
                           | (await csr_read(ctx, dut.csr, low + 1)) << 32)
     nodes = [await read_node_counters(ctx, dut.csr, index) for index in range(n_nodes)]
     if status & Status.BUSY:
         raise AssertionError("accelerator still busy after the run's last output")
     return np.array(outputs, dtype=np.int64), counters, nodes, status
+
+
+def node_sources(nodes) -> list[tuple[int, int]]:
+    """``(src0_node, src1_node)`` of each node of a slot-reusing (sequential) layout.
+
+    A source is the latest earlier node whose output map starts at the source's base
+    (``j + 1``), or the network input (0); ``src1_node`` is 0 but for an ADD.
+    """
+    sources = []
+    for index, node in enumerate(nodes):
+        def producer(base):
+            for j in range(index - 1, -1, -1):
+                if not nodes[j].to_host and nodes[j].dst_base == base:
+                    return j + 1
+            return 0
+        second = producer(node.src1_base) if node.kind == NodeKind.ADD else 0
+        sources.append((producer(node.window.base), second))
+    return sources
+
+
+def pipelined(network: HandNetwork, stages: list[int]) -> HandNetwork:
+    """``network`` with the pipeline fields and layout of docs/network.md 6.2-6.3.
+
+    ``stages`` gives each node's engine (non-decreasing). ``copies_i = max(1, max over
+    consumers c of stage_c - stage_i + 1)``, ``input_copies = max over input readers c of
+    stage_c + 2`` (on node 0); the regions are allocated in order without reuse: the
+    input's copies from 0, then each node's copies (``window.base`` / ``src1_base`` are
+    the producer's copy 0).
+    """
+    nodes = network.nodes
+    sources = node_sources(nodes)
+
+    def readers(value):
+        return [c for c, (s0, s1) in enumerate(sources)
+                if s0 == value or (nodes[c].kind == NodeKind.ADD and s1 == value)]
+
+    copies = [max([1] + [stages[c] - stages[i] + 1 for c in readers(i + 1)])
+              for i in range(len(nodes))]
+    input_copies = max(stages[c] + 2 for c in readers(0))
+    input_size = int(np.prod(network.input_shape))
+    bases, end = [0], input_copies * input_size
+    for node, count in zip(nodes, copies):
+        bases.append(0 if node.to_host else end)
+        end += 0 if node.to_host else count * node.dst_size
+    result = []
+    for index, (node, (s0, s1)) in enumerate(zip(nodes, sources)):
+        result.append(replace(
+            node, window=replace(node.window, base=bases[s0]),
+            src1_base=bases[s1] if node.kind == NodeKind.ADD else 0,
+            dst_base=bases[index + 1], stage=stages[index],
+            copies=1 if node.to_host else copies[index],
+            input_copies=input_copies if index == 0 else 0, src0_node=s0, src1_node=s1))
+    return HandNetwork(network.layers, network.weights, result, network.input_shape)
+
+
+def buffer_codes(network: HandNetwork) -> int:
+    """Codes a pipelined network's regions take (the input's copies and every map's)."""
+    first = network.nodes[0]
+    used = first.input_copies * int(np.prod(network.input_shape))
+    return used + sum(node.copies * node.dst_size for node in network.nodes
+                      if not node.to_host)
