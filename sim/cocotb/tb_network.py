@@ -180,11 +180,13 @@ class PipelineExpectation:
 
 
 def _schedule_nodes(schedule) -> list[dict]:
-    """Per node the NODE_* counters of a pipeline schedule, by register name."""
+    """Per node the NODE_* counters of a pipeline schedule (its
+    :class:`~bitline.hw.spec.net_timing.NodeTiming` s), by register name."""
     from bitline.hw.spec.registers import NODE_COUNTERS
 
-    return [{name: int(value) for (name, _), value in zip(NODE_COUNTERS, counters)}
-            for counters in schedule.node_counters]
+    return [{name: int(value) for (name, _), value in zip(
+                NODE_COUNTERS, (node.cycles, node.input_stall, node.output_stall))}
+            for node in schedule.nodes]
 
 
 def expected_counters(program, n_images: int | None):
