@@ -568,3 +568,37 @@ def test_a_pipelined_result_survives_the_bench_file(tmp_path):
     assert summed.counters() == {"cycles": 1801, "ou_reads": 80, "adc_conversions": 160,
                                  "stall_cycles": 0, "reduction_operands": 10}
     assert result.counters() == summed.counters()
+
+
+def test_pipeline_summary_sets_the_rtl_beside_the_model(tmp_path, random_cnn):
+    """`bitline run --backend rtl`'s line for a pipelined bundle: the RTL's latency,
+    interval and images/s, each beside pipeline_schedule's for as many images."""
+    from bitline.hw.spec.net_timing import pipeline_schedule
+    from bitline.sim.rtl import pipeline_summary
+
+    rng = np.random.default_rng(9)
+    model = random_cnn(tmp_path / "model.onnx", rng)
+    config = small_config(rows=32, cols=64, n_xbars=4, max_act_bits=8, max_weight_bits=8,
+                          max_out_channels=16, max_in_features=96)
+    calib = rng.random((16, *model.input_shape)).astype(np.float32)
+    program = compile_model(model, "bwq", "bwq3", config, calib, xbars="auto", network=True,
+                            pipeline=True).program
+    schedule = pipeline_schedule(program.config, program, 3)
+    assert schedule.interval > 0
+    # an RTL run one cycle slower than the model in each figure
+    run = {"n_images": 3, "cycles": schedule.cycles + 1, "latency": schedule.latency + 1,
+           "interval": schedule.interval + 1}
+    line = pipeline_summary([run], program, 25.0)
+    engines = program.config.pipeline_stages
+    assert f"pipelined ({engines} stage engines): 3 image(s) in 1 run(s)" in line
+    assert (f"latency {schedule.latency + 1:,} cycles (model {schedule.latency:,}), "
+            f"interval {schedule.interval + 1:,} (model {schedule.interval:,}), run "
+            f"{schedule.cycles + 1:,} (model {schedule.cycles:,})") in line
+    assert f"at 25 MHz {(schedule.latency + 1) / 25:,.2f} us latency" in line
+    assert (f"{25e6 / (schedule.interval + 1):,.0f} images/s (model "
+            f"{25e6 / schedule.interval:,.0f}; clock / interval)") in line
+    assert f"batch {3 * 25e6 / (schedule.cycles + 1):,.0f} images/s" in line
+    with pytest.raises(ValueError, match="clock_mhz must be positive"):
+        pipeline_summary([run], program, 0)
+    with pytest.raises(ValueError, match="needs pipelined runs"):
+        pipeline_summary([{"cycles": 5}], program, 25.0)
