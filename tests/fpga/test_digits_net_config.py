@@ -22,6 +22,7 @@ import pytest
 
 from bitline.hw.boards.core import UARTAccelerator
 from bitline.hw.spec.config import AcceleratorConfig, clog2
+from bitline.hw.spec.program import ProgramError
 from bitline.hw.toolchain.synth_check import memory_inventory
 from bitline.sw.flow import calibration_inputs, compile_model
 from bitline.sw.models import resolve_model
@@ -112,3 +113,17 @@ def test_example_fits_the_85f_and_the_128x128_geometry_does_not(compiled):
     # the ResNet on 128 x 128 units (14 of them, the same capacities): over the device
     square = replace(config, rows=128, cols=128, n_xbars=14)
     assert board_ebr(square) > EBR_85F
+
+
+def test_accumulator_width_holds_both_networks_and_22_bits_do_not(compiled):
+    # the example's acc_bits = 24 (3 UART bytes per output) holds both networks (the
+    # fixture compiled them); 23 still does, 22 is refused for the CNN's widest channel
+    config, _ = compiled
+    assert config.acc_bits == 24
+    model = resolve_model("digits-cnn")
+    calib, _ = calibration_inputs(model, "digits")
+    compile_model(model, "bwq", "bwq3", replace(config, acc_bits=23), calib, xbars="auto",
+                  network=True)
+    with pytest.raises(ProgramError, match=r"features\.5.*overflows acc_bits = 22"):
+        compile_model(model, "bwq", "bwq3", replace(config, acc_bits=22), calib,
+                      xbars="auto", network=True)
