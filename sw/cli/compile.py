@@ -296,8 +296,7 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
     _print_report(report)
     network = _network_summary(result.program)
     if network:
-        click.echo("Whole-network run (docs/network.md section 5; `bitline report` shows it "
-                   "again):")
+        click.echo(f"{network[2]}; `bitline report` shows it again):")
         click.echo(network[0])
     if pipe is not None:
         _print_pipeline(pipe)
@@ -350,7 +349,13 @@ def report(bundle_dir, costs_path, adc_model, as_json, quiet):
     (docs/performance.md section 8). A bundle compiled with --network also gets its
     whole-network run (cycles per node and per image, latency and images/s at the config's
     clock; in --json "network": {"nodes", "cycles_per_image", "clock_mhz", "latency_us",
-    "images_per_second", "pipeline_model_images_per_second"}).
+    "images_per_second", "pipeline_model_images_per_second"}). A bundle compiled with
+    --network --pipeline gets its pipelined run instead (docs/network.md section 6: per node
+    its engine and copies, latency, steady interval and images/s, a batch's images/s, the
+    stage model's T_max with the deviation and its cause; in --json "network" also holds
+    "pipeline": {"n_images", "engines", "cycles", "latency", "interval", "latency_us",
+    "images_per_second", "batch_images_per_second", "t_max", "sum_t_l",
+    "deviation_cycles", "cause"}).
     """
     from bitline.sw.bundle import read_bundle
     from bitline.sw.perf import analyze, cost_model
@@ -368,25 +373,49 @@ def report(bundle_dir, costs_path, adc_model, as_json, quiet):
     elif not quiet:
         _print_report(perf)
         if network:
-            click.echo("Whole-network run (compiled --network; docs/network.md section 5):")
+            click.echo(f"{network[2]}):")
             click.echo(network[0])
 
 
-def _network_summary(program) -> tuple[str, dict] | None:
+def _network_summary(program) -> tuple[str, dict, str] | None:
     """The whole-network figures of a ``--network`` program (``sw/perf/network``): the
-    text table and a JSON object; ``None`` for a per-layer program."""
+    text table, a JSON object and the title's start (pipelined programs get the pipelined
+    run, :func:`~bitline.sw.perf.network.pipelined_report`); ``None`` for a per-layer
+    program."""
     if not program.nodes:
         return None
-    from bitline.sw.perf import format_network_report, network_report, pipeline_comparison
+    from bitline.sw.perf.network import (
+        format_network_report, format_pipelined_report, network_report, pipeline_comparison,
+        pipelined_report,
+    )
 
     run = network_report(program)
     pipeline = pipeline_comparison(program)
-    return (format_network_report(run, pipeline=pipeline),
-            {"nodes": [{"name": node.name, "kind": node.kind.name, "cycles": node.cycles,
-                        "ou_reads": node.ou_reads} for node in run.nodes],
-             "cycles_per_image": run.cycles, "clock_mhz": run.clock_mhz,
-             "latency_us": run.latency_us(), "images_per_second": run.images_per_second(),
-             "pipeline_model_images_per_second": pipeline.images_per_second(run.clock_mhz)})
+    summary = {"nodes": [{"name": node.name, "kind": node.kind.name, "cycles": node.cycles,
+                          "ou_reads": node.ou_reads} for node in run.nodes],
+               "cycles_per_image": run.cycles, "clock_mhz": run.clock_mhz,
+               "latency_us": run.latency_us(), "images_per_second": run.images_per_second(),
+               "pipeline_model_images_per_second": pipeline.images_per_second(run.clock_mhz)}
+    if not program.config.pipeline_stages:
+        return (format_network_report(run, pipeline=pipeline), summary,
+                "Whole-network run (compiled --network; docs/network.md section 5")
+    piped = pipelined_report(program)
+    names = [node.name for node in run.nodes]
+    for item, stage, copies in zip(summary["nodes"], piped.stages, piped.copies):
+        item.update(engine=stage, copies=copies)
+    # one image's figures of a pipelined run are the batch's image 0 and steady state
+    summary.update(cycles_per_image=piped.steady_cycles, latency_us=piped.latency_us(),
+                   images_per_second=piped.images_per_second())
+    summary["pipeline"] = {
+        "n_images": piped.n_images, "engines": piped.engines, "cycles": piped.cycles,
+        "latency": piped.latency, "interval": piped.interval,
+        "latency_us": piped.latency_us(), "images_per_second": piped.images_per_second(),
+        "batch_images_per_second": piped.batch_images_per_second(),
+        "t_max": pipeline.bottleneck_cycles, "sum_t_l": pipeline.latency_cycles,
+        "deviation_cycles": piped.deviation_cycles, "cause": piped.cause(names)}
+    return (format_pipelined_report(run, piped), summary,
+            f"Pipelined whole-network run of {piped.n_images} images (compiled --network "
+            "--pipeline; docs/network.md section 6")
 
 
 def _sidecar_labels(path: Path, image_sha256: str) -> tuple[dict, str | None]:

@@ -15,10 +15,23 @@ node's layer job (:func:`bitline.sw.perf.analyze_layer` with ``V = P`` output pi
   accelerator also finishes **one image per** ``cycles``, so ``images/s = clock / cycles``;
 * OU reads, ADC conversions and reduction operands: the sums over the COMPUTE nodes.
 
-The inter-layer pipeline of :mod:`bitline.sw.perf.pipeline` (one image per ``T_max =
-max_l T_l`` cycles, layers working on successive images at once) is **not** what the RTL
-does yet (issue 18 item 4); :func:`pipeline_comparison` gives its figures for the same
-program next to the sequential ones, and every report says which is which.
+The stage model of :mod:`bitline.sw.perf.pipeline` (one image per ``T_max = max_l T_l``
+cycles, layers working on successive images at once) is not what a sequential design does;
+:func:`pipeline_comparison` gives its figures for the same program next to the sequential
+ones, and every report says which is which.
+
+A program compiled ``--network --pipeline`` (``pipeline_stages > 0``, docs/network.md
+section 6) runs its nodes on stage engines, successive images at once. Its report,
+:func:`pipelined_report`, is the exact schedule of
+:func:`bitline.hw.spec.net_timing.pipeline_schedule` for a batch of ``N`` images (the RTL's
+counters equal it for a host that never waits): LATENCY (image 0's last output), INTERVAL
+(between the last two images' last outputs: one image per INTERVAL cycles in steady
+state, ``clock / INTERVAL`` images/s) and CYCLES of the batch (``N * clock / CYCLES``
+images/s), set beside the stage model's ``T_max`` and ``sum T_l`` with the deviation and
+its cause: the bottleneck engine's nodes as :func:`~bitline.hw.spec.net_timing.node_timing`
+prices them (``T_l`` plus the reader's start for a COMPUTE node; pool and add nodes, which
+the stage model does not count), the engine's fixed overhead per image (record fetch and
+start), or the input writer's ``C*H*W`` cycles per image when it is the slowest.
 """
 
 from __future__ import annotations
@@ -26,19 +39,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bitline.hw.spec.net_timing import (
-    INPUT_SETUP_CYCLES, NODE_START_CYCLES, NODE_SWITCH_CYCLES, network_timing,
+    INPUT_SETUP_CYCLES, NODE_START_CYCLES, NODE_SWITCH_CYCLES, READER_START_CYCLES,
+    network_timing, node_timing,
 )
 from bitline.hw.spec.network import NodeKind
 from bitline.hw.spec.program import Program
 from bitline.hw.spec.registers import NODE_COUNTERS
 
-__all__ = ["NodePerf", "NetworkPerf", "PipelineFigures", "network_report",
-           "pipeline_comparison", "format_network_report"]
+__all__ = ["NodePerf", "NetworkPerf", "PipelineFigures", "PipelinedPerf", "network_report",
+           "pipeline_comparison", "pipelined_report", "format_network_report",
+           "format_pipelined_report", "PIPELINE_BATCH"]
+
+#: Images of the pipelined report's batch (``compile`` / ``report``): enough for the
+#: steady state's INTERVAL (between the last two images) to be reached.
+PIPELINE_BATCH = 8
 
 #: What every report of this model says about the pipeline (printed with the figures).
-SEQUENTIAL_NOTE = ("sequential: the RTL runs one node at a time, one image at a time; the "
-                   "pipeline model's figures assume the inter-layer pipeline (issue 18 "
-                   "item 4), which the RTL does not have yet")
+SEQUENTIAL_NOTE = ("sequential: this design runs one node at a time, one image at a time; "
+                   "the stage model's figures assume the inter-layer pipeline, which "
+                   "compile --network --pipeline builds (docs/network.md section 6)")
 
 
 @dataclass(frozen=True)
@@ -143,7 +162,7 @@ class NetworkPerf:
         return _clock(self, clock_mhz) * 1e6 / self.cycles
 
 
-def _clock(report: NetworkPerf, clock_mhz: float | None) -> float:
+def _clock(report, clock_mhz: float | None) -> float:
     clock = report.clock_mhz if clock_mhz is None else float(clock_mhz)
     if not clock > 0:
         raise ValueError(f"clock_mhz must be positive, not {clock_mhz}")
@@ -211,8 +230,184 @@ def format_network_report(report: NetworkPerf, clock_mhz: float | None = None,
     lines.append(f"per image: {report.cycles:,} cycles = {report.latency_us(clock):,.2f} us "
                  f"at {clock:g} MHz, {report.images_per_second(clock):,.0f} images/s")
     if pipeline is not None:
-        lines.append(f"pipeline model (not in the RTL): {pipeline.bottleneck_cycles:,} "
+        lines.append(f"stage model (with --pipeline): {pipeline.bottleneck_cycles:,} "
                      f"cycles per image (T_max), {pipeline.images_per_second(clock):,.0f} "
                      f"images/s, latency {pipeline.latency_cycles:,} cycles")
     lines.append(SEQUENTIAL_NOTE)
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class PipelinedPerf:
+    """A pipelined run of ``n_images`` images (module docstring), a host that never waits.
+
+    Attributes
+    ----------
+    n_images:
+        Images of the batch (N_IMAGES).
+    kinds, stages, copies:
+        Per node: its :class:`NodeKind`, its engine and the copies of its output map.
+    node_counters:
+        Per node ``(NODE_CYCLES, NODE_INPUT_STALL, NODE_OUTPUT_STALL)`` summed over the
+        images (:func:`~bitline.hw.spec.net_timing.pipeline_schedule`).
+    cycles, latency, interval:
+        CYCLES of the batch, LATENCY (to image 0's last output), INTERVAL (between the last
+        outputs of the last two images; 0 for one image).
+    node_cycles:
+        Per node its cycles for one image (:func:`~bitline.hw.spec.net_timing.node_timing`).
+    input_codes:
+        ``C*H*W`` of the network input: the input writer's cycles per image.
+    stage_model:
+        The stage model's figures (:func:`pipeline_comparison`).
+    clock_mhz:
+        The config's clock.
+    """
+
+    n_images: int
+    kinds: list[NodeKind]
+    stages: list[int]
+    copies: list[int]
+    node_counters: list[tuple[int, int, int]]
+    cycles: int
+    latency: int
+    interval: int
+    node_cycles: list[int]
+    input_codes: int
+    stage_model: PipelineFigures
+    clock_mhz: float
+
+    @property
+    def engines(self) -> int:
+        """Stage engines the nodes run on."""
+        return max(self.stages) + 1
+
+    def engine_cycles(self) -> list[int]:
+        """Per engine, the cycles an image costs it when it never waits: its nodes'
+        cycles plus :data:`~bitline.hw.spec.net_timing.NODE_SWITCH_CYCLES` each (FETCH,
+        LOAD, SETUP, START)."""
+        busy = [0] * self.engines
+        for stage, cycles in zip(self.stages, self.node_cycles):
+            busy[stage] += cycles + NODE_SWITCH_CYCLES
+        return busy
+
+    @property
+    def bottleneck_engine(self) -> int:
+        """The engine an image costs the most cycles (the first of equals)."""
+        busy = self.engine_cycles()
+        return busy.index(max(busy))
+
+    @property
+    def steady_cycles(self) -> int:
+        """Cycles per image in steady state: INTERVAL (CYCLES for a single image)."""
+        return self.interval if self.interval else self.cycles
+
+    @property
+    def deviation_cycles(self) -> int:
+        """``INTERVAL - T_max``: what the stage model leaves out per image."""
+        return self.steady_cycles - self.stage_model.bottleneck_cycles
+
+    def latency_us(self, clock_mhz: float | None = None) -> float:
+        """Latency of image 0 in microseconds."""
+        return self.latency / _clock(self, clock_mhz)
+
+    def images_per_second(self, clock_mhz: float | None = None) -> float:
+        """Steady state: ``clock / INTERVAL``."""
+        return _clock(self, clock_mhz) * 1e6 / self.steady_cycles
+
+    def batch_images_per_second(self, clock_mhz: float | None = None) -> float:
+        """The batch: ``N * clock / CYCLES`` (the pipeline's fill and drain included)."""
+        return self.n_images * _clock(self, clock_mhz) * 1e6 / self.cycles
+
+    def cause(self, names: list[str] | None = None) -> str:
+        """Why INTERVAL is not ``T_max``: the slowest stage's cycles per image, split into
+        what the stage model counts (its compute layers' ``T_l``) and what it does not (the
+        readers' starts, pool and add nodes, each node's record fetch and start; or the
+        input writer's ``C*H*W`` codes per image when it is the slowest), and any cycles
+        the schedule waited beyond them."""
+        engine = self.bottleneck_engine
+        busy = self.engine_cycles()[engine]
+        members = [i for i, stage in enumerate(self.stages) if stage == engine]
+        compute = [i for i in members if self.kinds[i] == NodeKind.COMPUTE]
+        t_l = sum(self.node_cycles[i] - READER_START_CYCLES for i in compute)
+        others = sum(self.node_cycles[i] for i in members if i not in compute)
+        if self.input_codes > busy:
+            slowest = (f"the input writer's {self.input_codes} codes per image, more than "
+                       f"any engine's {busy:,} cycles")
+            counted = self.input_codes
+        else:
+            label = ", ".join(names[i] if names else f"node {i}" for i in members)
+            slowest = (f"engine {engine} ({label}): T_l {t_l:,} + reader starts "
+                       f"{READER_START_CYCLES * len(compute)} + pool/add nodes {others:,} + "
+                       f"record fetch and start {NODE_SWITCH_CYCLES * len(members)} = "
+                       f"{busy:,} cycles per image")
+            counted = busy
+        waited = self.steady_cycles - counted
+        tail = f", {waited:+,} cycles of waiting" if waited else ""
+        return (f"the slowest stage is {slowest}{tail}; the stage model counts the compute "
+                "layers' T_l only")
+
+
+def pipelined_report(program: Program, n_images: int = PIPELINE_BATCH) -> PipelinedPerf:
+    """Return the pipelined run of ``program`` for ``n_images`` images (module docstring).
+
+    Raises
+    ------
+    ValueError
+        If the program has no node records or its config no pipeline (``pipeline_stages``
+        0: compile with ``--network --pipeline``), or ``n_images < 1``.
+    """
+    from bitline.hw.spec.net_timing import pipeline_schedule
+
+    config = program.config
+    if not program.nodes or not config.pipeline_stages:
+        raise ValueError("the program is not pipelined (compile with --network --pipeline): "
+                         "its whole-network run is network_report's")
+    if int(n_images) < 1:
+        raise ValueError(f"n_images must be at least 1, not {n_images}")
+    schedule = pipeline_schedule(config, program, int(n_images))
+    nodes = program.nodes
+    kinds = [NodeKind(int(node.kind)) for node in nodes]
+    node_cycles = [node_timing(config, node, program.layers[node.layer]
+                               if kind == NodeKind.COMPUTE else None).cycles
+                   for node, kind in zip(nodes, kinds)]
+    counters = [(int(t.cycles), int(t.input_stall), int(t.output_stall))
+                for t in schedule.nodes]
+    return PipelinedPerf(
+        int(n_images), kinds, [int(node.stage) for node in nodes],
+        [int(node.copies) for node in nodes], counters, int(schedule.cycles),
+        int(schedule.latency), int(schedule.interval), node_cycles, nodes[0].window.size,
+        pipeline_comparison(program), config.clock_mhz)
+
+
+def format_pipelined_report(report: NetworkPerf, piped: PipelinedPerf,
+                            clock_mhz: float | None = None) -> str:
+    """Return a text table of a pipelined run: per node (engine, copies, cycles per image,
+    counters over the batch), then latency, steady interval, images/s and the stage
+    model's line with the deviation and its cause."""
+    clock = _clock(report, clock_mhz)
+    names = [node.name for node in report.nodes]
+    lines = [f"{'node':>4}  {'kind':<9} {'engine':>6} {'copies':>6} {'cycles':>9} "
+             f"{'in_stall':>9} {'out_stall':>9}  layer   (stalls summed over "
+             f"{piped.n_images} images)"]
+    for node, stage, copies, counters in zip(report.nodes, piped.stages, piped.copies,
+                                             piped.node_counters):
+        lines.append(f"{node.index:>4}  {node.kind.name:<9} {stage:>6} {copies:>6} "
+                     f"{node.cycles:>9,} {counters[1]:>9,} {counters[2]:>9,}  {node.name}")
+    lines.append(f"latency (image 0): {piped.latency:,} cycles = "
+                 f"{piped.latency_us(clock):,.2f} us at {clock:g} MHz")
+    lines.append(f"steady state: one image per {piped.steady_cycles:,} cycles (INTERVAL) = "
+                 f"{piped.images_per_second(clock):,.0f} images/s; batch of "
+                 f"{piped.n_images}: {piped.cycles:,} cycles = "
+                 f"{piped.batch_images_per_second(clock):,.0f} images/s")
+    model = piped.stage_model
+    share = piped.deviation_cycles / model.bottleneck_cycles
+    lines.append(f"stage model (sw/perf/pipeline.py): T_max {model.bottleneck_cycles:,} "
+                 f"cycles per image, sum T_l {model.latency_cycles:,}; INTERVAL - T_max = "
+                 f"{piped.deviation_cycles:+,} cycles ({share:+.1%}): {piped.cause(names)}")
+    lines.append(f"sequential (pipeline_stages = 0, the same nodes one at a time): "
+                 f"{report.cycles:,} cycles per image = {report.images_per_second(clock):,.0f} "
+                 f"images/s; the pipeline's steady state is "
+                 f"{report.cycles / piped.steady_cycles:.2f}x that")
+    lines.append(f"pipelined: {piped.engines} stage engines run successive images at once "
+                 "(docs/network.md section 6); figures from net_timing.pipeline_schedule")
     return "\n".join(lines)

@@ -358,3 +358,94 @@ def test_cli_flag(tmp_path):
     refused = runner.invoke(cli, ["compile", CNN, "-s", "bwq", "--network", "--pipeline",
                                   "--budget", "xbars:40", "-o", str(tmp_path / "y")])
     assert refused.exit_code == 2 and "--budget allocates layer copies" in refused.output
+
+
+# ---------------------------------------------------------------------------- the model
+@pytest.mark.parametrize("which", ["resnet", "cnn"])
+def test_pipelined_report_counted_a_second_way(which, request):
+    """The report's figures (from net_timing.pipeline_schedule) against the per-node times:
+    with one node per engine and the input writer faster than every engine, an image costs
+    the slowest engine its node's cycles plus FETCH, LOAD, SETUP and START (the schedule's
+    docstring), every image after the first comes one INTERVAL after the one before, and
+    each node runs N times its cycles."""
+    from bitline.hw.spec.net_timing import NODE_SWITCH_CYCLES, READER_START_CYCLES
+    from bitline.sw.perf.network import (
+        PIPELINE_BATCH, format_pipelined_report, network_report, pipelined_report,
+    )
+
+    program = request.getfixturevalue(which).program
+    piped = pipelined_report(program)
+    run = network_report(program)                       # node cycles from node_timing
+    times = [node.cycles for node in run.nodes]
+    assert piped.n_images == PIPELINE_BATCH
+    assert program.nodes[0].window.size < max(times)
+    assert piped.interval == max(times) + NODE_SWITCH_CYCLES
+    assert piped.cycles == piped.latency + (piped.n_images - 1) * piped.interval
+    assert [c[0] for c in piped.node_counters] == [piped.n_images * t for t in times]
+    # the stage model: T_max is the slowest compute layer's T_l = its node's cycles less
+    # the reader's start; the deviation is that start plus the node's switch
+    compute = [t for t, node in zip(times, run.nodes) if node.kind == NodeKind.COMPUTE]
+    assert piped.stage_model.bottleneck_cycles == max(compute) - READER_START_CYCLES
+    assert piped.deviation_cycles == READER_START_CYCLES + NODE_SWITCH_CYCLES
+    clock = program.config.clock_mhz
+    assert piped.images_per_second() == pytest.approx(clock * 1e6 / piped.interval)
+    assert piped.batch_images_per_second() == pytest.approx(
+        PIPELINE_BATCH * clock * 1e6 / piped.cycles)
+    assert piped.latency_us() == pytest.approx(piped.latency / clock)
+    text = format_pipelined_report(run, piped)
+    for figure in (piped.latency, piped.interval, piped.cycles, run.cycles,
+                   piped.stage_model.bottleneck_cycles):
+        assert f"{figure:,}" in text
+    assert f"INTERVAL - T_max = +{READER_START_CYCLES + NODE_SWITCH_CYCLES} cycles" in text
+    slowest = times.index(max(times))
+    assert f"engine {slowest} ({run.nodes[slowest].name})" in text
+
+
+def test_grouped_engines_interval(tmp_path):
+    """With 3 engines an image costs an engine the sum of its nodes' cycles and switches."""
+    from bitline.hw.spec.net_timing import NODE_SWITCH_CYCLES
+    from bitline.sw.perf.network import network_report, pipelined_report
+
+    program = api.compile(RESNET, "bwq", config=_pinned_network(tmp_path, pipeline_stages=3),
+                          network=True, pipeline=True).program
+    times = [node.cycles for node in network_report(program).nodes]
+    per_engine = [sum(t + NODE_SWITCH_CYCLES for t, node in zip(times, program.nodes)
+                      if node.stage == engine) for engine in range(3)]
+    piped = pipelined_report(program, n_images=6)
+    assert piped.engine_cycles() == per_engine
+    assert piped.interval == max(per_engine)
+    assert piped.cycles == piped.latency + 5 * piped.interval
+
+
+def test_pipelined_report_refusals(resnet):
+    from bitline.sw.perf.network import pipelined_report
+
+    sequential = replace(resnet.program, config=resnet.program.config.replace(
+        pipeline_stages=0), nodes=[replace(node, stage=0, copies=1, input_copies=0,
+                                           src0_node=0, src1_node=0)
+                                   for node in resnet.program.nodes])
+    with pytest.raises(ValueError, match=r"the program is not pipelined \(compile with "
+                                         r"--network --pipeline\)"):
+        pipelined_report(sequential)
+    with pytest.raises(ValueError, match=r"n_images must be at least 1, not 0"):
+        pipelined_report(resnet.program, 0)
+
+
+def test_compile_and_report_print_the_pipelined_run(tmp_path):
+    from bitline.sw.perf.network import pipelined_report
+
+    runner = CliRunner()
+    out = tmp_path / "pipe"
+    result = runner.invoke(cli, ["compile", RESNET, "-s", "bwq", "--network", "--pipeline",
+                                 "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Pipelined whole-network run of 8 images" in result.output
+    piped = pipelined_report(read_bundle(out).program)
+    assert f"one image per {piped.interval:,} cycles (INTERVAL)" in result.output
+    report = runner.invoke(cli, ["report", str(out)])
+    assert report.exit_code == 0 and f"latency (image 0): {piped.latency:,}" in report.output
+    data = json.loads(runner.invoke(cli, ["report", str(out), "--json"]).output)
+    figures = data["network"]["pipeline"]
+    assert (figures["interval"], figures["latency"], figures["cycles"]) == \
+        (piped.interval, piped.latency, piped.cycles)
+    assert [node["engine"] for node in data["network"]["nodes"]] == list(range(10))

@@ -113,7 +113,7 @@ def test_pipeline_figures_are_the_pipeline_models(compiled):
     assert figures.bottleneck_cycles == pipeline.bottleneck_cycles
     assert figures.latency_cycles == pipeline.latency_cycles
     text = format_network_report(network_report(program), 100.0, figures)
-    assert "pipeline model (not in the RTL)" in text and "one node at a time" in text
+    assert "stage model (with --pipeline)" in text and "one node at a time" in text
     assert f"{network_report(program).cycles:,} cycles" in text
 
 
