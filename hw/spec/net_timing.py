@@ -33,6 +33,27 @@ ready and always takes an output, the counters of a run are exactly:
 The OU reads, ADC conversions and reduction operands of a run are the sums of its COMPUTE
 nodes' layer jobs (:mod:`bitline.hw.spec.timing`); STALL_CYCLES counts only cycles waiting
 for the host (0 here).
+
+**The inter-layer pipeline** (:class:`~bitline.hw.net.pipeline.Pipeline`, docs/network.md
+section 6): :func:`pipeline_schedule` is the event recurrence its engines realize, cycle
+0 being the cycle after CTRL.RUN_NETWORK:
+
+* INIT reads the ``n`` node records in ``n + 1`` cycles (:func:`pipeline_init_cycles`);
+  the input writer takes its first code in cycle ``n + 1`` and every engine with nodes
+  fetches its first node in cycle ``n + 2`` (:data:`ENGINE_GO_CYCLES` later).
+* Input image ``k`` takes ``S_in`` codes from cycle ``w_k = max(L_{k-1} + 1, end_c(k -
+  input_copies) + 1 for each node c reading the input)``; it is in from ``L_k + 1``,
+  ``L_k = w_k + S_in - 1``.
+* Engine ``e`` runs its nodes in node order, image after image. A node's image ``k``
+  fetches at ``f`` (the cycle after the engine's previous end, or the first fetch),
+  sets up at ``s = f + 2``, may start from ``r = max(s, t_a, t_b)`` with ``t_a`` the
+  cycle after its sources' ends of image ``k`` (``L_k + 1`` for the input) and ``t_b``
+  the cycle after its consumers' ends of image ``k - copies``; START is ``r + 1`` and the
+  image ends at ``end = r + 1 + node_cycles``. The ``r - s`` WAIT cycles count as input
+  stall while the sources were not ready the cycle before (``min(r, t_a) - s`` of them),
+  the rest as output stall.
+* CYCLES is ``1 +`` the last end of any node's image ``N - 1``; LATENCY ``1 +`` the
+  ``to_host`` node's end of image 0; INTERVAL the difference of its last two ends.
 """
 
 from __future__ import annotations
@@ -49,7 +70,8 @@ from bitline.hw.spec.timing import job_cycles, vector_compute_cycles
 __all__ = [
     "READER_START_CYCLES", "RESIDUAL_LATENCY", "INPUT_SETUP_CYCLES", "NODE_START_CYCLES",
     "NODE_SWITCH_CYCLES", "NodeTiming", "pool_latency", "node_timing", "run_cycles",
-    "network_timing", "layer_unit_reads",
+    "network_timing", "layer_unit_reads", "ENGINE_GO_CYCLES", "PipelineSchedule",
+    "pipeline_init_cycles", "pipeline_schedule",
 ]
 
 #: Cycles from the node's START to the reader's first valid element, less one: the reader's
@@ -158,3 +180,135 @@ def network_timing(config: AcceleratorConfig, program) -> tuple[int, list[NodeTi
             break
     total = run_cycles(nodes[0].window.size, [t.cycles for t in timings])
     return total, timings
+
+
+#: Cycles from the first cycle the input writer may take a code to the engines' first
+#: FETCH (the engines start from a registered ``go``).
+ENGINE_GO_CYCLES = 1
+
+
+def pipeline_init_cycles(n_nodes: int) -> int:
+    """INIT of a pipelined run: ``n_nodes`` record reads, one cycle of read latency."""
+    return int(n_nodes) + 1
+
+
+@dataclass(frozen=True)
+class PipelineSchedule:
+    """A pipelined run for a host that never waits (:func:`pipeline_schedule`).
+
+    Cycles count from the cycle after CTRL.RUN_NETWORK (cycle 0).
+
+    Attributes
+    ----------
+    cycles, latency, interval:
+        The CYCLES, LATENCY and INTERVAL registers.
+    n_images:
+        Images of the run (N_IMAGES, 0 counted as 1).
+    nodes:
+        Per node its NODE_* counters summed over the images (:class:`NodeTiming`).
+    start, end:
+        ``[node, image]``: the node's START cycle and the cycle of its last result.
+    input_end:
+        ``[image]``: the cycle the input writer takes the image's last code.
+    """
+
+    cycles: int
+    latency: int
+    interval: int
+    n_images: int
+    nodes: tuple[NodeTiming, ...]
+    start: np.ndarray
+    end: np.ndarray
+    input_end: np.ndarray
+
+    def images_per_second(self, clock_hz: float) -> float:
+        """Steady-state throughput at ``clock_hz``: ``clock / INTERVAL`` (``N * clock /
+        CYCLES`` for a one-image run)."""
+        if self.interval:
+            return clock_hz / self.interval
+        return self.n_images * clock_hz / self.cycles
+
+
+def pipeline_schedule(config: AcceleratorConfig, program, n_images: int) -> PipelineSchedule:
+    """Return the pipelined run of ``program`` over ``n_images`` images (module docstring).
+
+    ``program`` has ``.nodes`` (with the pipeline fields: ``stage``, ``copies``,
+    ``input_copies``, ``src0_node``, ``src1_node``) and ``.layers`` like
+    :func:`network_timing`'s. ``n_images`` 0 counts as 1, as N_IMAGES does.
+
+    Raises
+    ------
+    ValueError
+        No nodes, a negative image count, or a record the engines would wait on forever
+        (``copies`` or node 0's ``input_copies`` below 1, a source that is not an earlier
+        node, stages not below ``pipeline_stages``), naming node, field and value.
+    """
+    nodes = list(program.nodes or [])
+    if not nodes:
+        raise ValueError("the program has no network nodes (compile with --network)")
+    if int(n_images) < 0:
+        raise ValueError(f"n_images must be >= 0, not {n_images}")
+    images = max(1, int(n_images))
+    engines = max(1, int(config.pipeline_stages))
+    count = len(nodes)
+    timings, sources = [], []
+    for index, node in enumerate(nodes):
+        kind = NodeKind(int(node.kind))
+        layer = program.layers[node.layer] if kind == NodeKind.COMPUTE else None
+        timings.append(node_timing(config, node, layer))
+        srcs = [int(node.src0_node)] + ([int(node.src1_node)] if kind == NodeKind.ADD else [])
+        for name, value in zip(("src0_node", "src1_node"), srcs):
+            if not 0 <= value <= index:
+                raise ValueError(f"node {index}: field {name}: {value} is not the network "
+                                 f"input (0) or an earlier node (1 .. {index})")
+        sources.append(srcs)
+        if int(node.copies) < 1:
+            raise ValueError(f"node {index}: field copies: {node.copies} (at least 1)")
+        if not 0 <= int(node.stage) < engines:
+            raise ValueError(f"node {index}: field stage: {node.stage} is not below "
+                             f"pipeline_stages ({engines})")
+    input_copies = int(nodes[0].input_copies)
+    if input_copies < 1:
+        raise ValueError(f"node 0: field input_copies: {input_copies} (at least 1)")
+    consumers = [[c for c in range(count) if i + 1 in sources[c]] for i in range(count)]
+    input_readers = [c for c in range(count) if 0 in sources[c]]
+    input_size = nodes[0].window.size
+
+    start = np.zeros((count, images), dtype=np.int64)
+    end = np.zeros((count, images), dtype=np.int64)
+    input_end = np.zeros(images, dtype=np.int64)
+    wait_input = np.zeros(count, dtype=np.int64)
+    wait_output = np.zeros(count, dtype=np.int64)
+    first_write = pipeline_init_cycles(count)
+    free = [first_write + ENGINE_GO_CYCLES] * engines     # each engine's next FETCH
+    for image in range(images):
+        take = first_write if image == 0 else int(input_end[image - 1]) + 1
+        if image >= input_copies:
+            take = max([take] + [int(end[c, image - input_copies]) + 1
+                                 for c in input_readers])
+        input_end[image] = take + input_size - 1
+        for index, node in enumerate(nodes):
+            engine = int(node.stage)
+            setup = free[engine] + 2
+            ready_in = max(int(input_end[image]) + 1 if src == 0
+                           else int(end[src - 1, image]) + 1 for src in sources[index])
+            copies = int(node.copies)
+            ready_out = max([0] + [int(end[c, image - copies]) + 1
+                                   for c in consumers[index] if image >= copies])
+            ready = max(setup, ready_in, ready_out)
+            waited_in = max(0, min(ready, ready_in) - setup)
+            wait_input[index] += waited_in
+            wait_output[index] += ready - setup - waited_in
+            start[index, image] = ready + 1
+            end[index, image] = ready + 1 + timings[index].cycles
+            free[engine] = int(end[index, image]) + 1
+    host = [index for index, node in enumerate(nodes) if node.to_host]
+    last = host[0] if host else count - 1
+    latency = int(end[last, 0]) + 1
+    interval = int(end[last, -1] - end[last, -2]) if images > 1 else 0
+    totals = tuple(NodeTiming(images * t.cycles, images * t.input_stall + int(wait_input[i]),
+                              images * t.output_stall + int(wait_output[i]))
+                   for i, t in enumerate(timings))
+    return PipelineSchedule(cycles=int(end[:, -1].max()) + 1, latency=latency,
+                            interval=interval, n_images=images, nodes=totals, start=start,
+                            end=end, input_end=input_end)

@@ -1,0 +1,294 @@
+"""The inter-layer pipeline (docs/network.md section 6) on the Accelerator, Amaranth simulator.
+
+The hand-built network of support/network_bench.py (every node kind) with the pipeline
+fields and the copy-aware layout of section 6.3 (``pipelined``), loaded as an image (the
+NETWORK section through the loader), one engine per node:
+
+* 3 images in one run: every image's outputs bit-exact to the numpy node semantics the
+  sequential test uses; CYCLES, LATENCY, INTERVAL and every node's NODE_* counters equal
+  ``net_timing.pipeline_schedule``; the OU reads / conversions / operands are 3 times the
+  per-layer model's; INTERVAL is below the sequential design's CYCLES per image;
+* 2 images with random host pauses on inputs and outputs: the same outputs and work, only
+  stalls and cycles change; N_IMAGES = 0 runs one image; a layer job after the runs;
+* the network without its first conv (a max pool first, so a producer outruns its
+  consumer and waits for a free output copy), on 2 engines (nodes grouped), once with the
+  rule's copies and once with a map's copies forced to 1: exact, counters equal the
+  schedule, the forced run slower;
+* a slot-reusing (sequential) layout run pipelined corrupts the outputs: the bit-exact
+  check fails on it (the check sees a wrong buffer layout);
+* Verilator lint of a pipelined design.
+
+Runtime: ~35 s of simulation on the loaded 2-core machine plus a ~10 s lint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+
+from bitline.hw.core.memories import program_memories
+from bitline.hw.core.top import Accelerator
+from bitline.hw.spec.net_timing import network_timing, pipeline_schedule
+from bitline.hw.spec.network import NodeKind
+from bitline.hw.spec.program import Program
+from bitline.hw.spec.registers import Register, Status
+from bitline.hw.toolchain.tools import verilator_lint
+from bitline.sim.amaranth import csr_read, load_image, run_job
+from bitline.sw.bundle.codec import encode_image
+from bitline.sw.perf import analyze_layer
+
+from support.accelerator import expected_outputs
+from support.configs import small_config
+from support.network_bench import (
+    NETWORK_CONFIG,
+    PIPELINE_CONFIG,
+    HandNetwork,
+    buffer_codes,
+    hand_network,
+    node_sources,
+    pipelined,
+    reference_run,
+    run_network,
+)
+from support.simulation import simulate
+
+SEED = 2026
+N_IMAGES = 3
+
+
+def _program(config, net):
+    return Program(config=config, strategy="isaac", layers=net.layers, nodes=net.nodes)
+
+
+def _expected(config, net, images):
+    """Per image the ``to_host`` outputs of the numpy node semantics (sequential)."""
+    return [reference_run(config, net, image, config.act_buffer_depth)[0] for image in images]
+
+
+def _counters_of(nodes):
+    return [(n["node_cycles"], n["node_input_stall"], n["node_output_stall"]) for n in nodes]
+
+
+def _schedule_counters(schedule):
+    return [(t.cycles, t.input_stall, t.output_stall) for t in schedule.nodes]
+
+
+@pytest.fixture(scope="module")
+def network():
+    config = small_config(**PIPELINE_CONFIG)
+    rng = np.random.default_rng(SEED)
+    net = hand_network(config, rng)
+    piped = pipelined(net, list(range(len(net.nodes))))
+    assert buffer_codes(piped) <= config.act_buffer_depth
+    images, seen = [], set()
+    for _ in range(100):        # images the network tells apart (the check sees the data)
+        image = rng.integers(0, 1 << config.max_act_bits, net.input_shape)
+        output = tuple(_expected(config, net, [image])[0])
+        if output not in seen:
+            seen.add(output)
+            images.append(image)
+            if len(images) == N_IMAGES:
+                return config, net, piped, images
+    raise AssertionError("the hand network maps 100 random images to too few outputs")
+
+
+def _codes(images):
+    return np.concatenate([np.asarray(image).reshape(-1) for image in images])
+
+
+@pytest.fixture(scope="module")
+def runs(network):
+    """Load the image, run 3 images cleanly, 2 with host pauses, then a layer job."""
+    config, net, piped, images = network
+    dut = Accelerator(config)
+    image = encode_image(_program(config, piped))
+    rng = np.random.default_rng(SEED + 1)
+    vectors = rng.integers(0, 1 << config.max_act_bits, (2, net.layers[0].n_inputs))
+    n, per_image = len(piped.nodes), piped.n_outputs
+    results = {}
+
+    async def testbench(ctx):
+        results["loaded"] = await load_image(ctx, dut, image)
+        results["clean"] = await run_network(ctx, dut, _codes(images), N_IMAGES * per_image,
+                                             n_nodes=n, n_images=N_IMAGES)
+        results["pressed"] = await run_network(ctx, dut, _codes(images[1:]), 2 * per_image,
+                                               rng=rng, input_pause=0.5, output_pause=0.7,
+                                               n_nodes=n, n_images=2)
+        results["n_images"] = await csr_read(ctx, dut.csr, Register.N_IMAGES)
+        results["job"] = await run_job(ctx, dut, 0, vectors, net.layers[0].n_outputs)
+
+    simulate(dut, testbench)
+    results["vectors"] = vectors
+    return results
+
+
+def test_images_are_bit_exact_to_the_node_semantics(network, runs):
+    config, net, _, images = network
+    assert runs["loaded"] == Status.PROGRAMMED
+    expected = _expected(config, net, images)
+    for name, first in (("clean", 0), ("pressed", 1)):
+        outputs, _, _, status = runs[name]
+        got = outputs.reshape(-1, net.n_outputs)
+        for index, row in enumerate(got):
+            np.testing.assert_array_equal(row, expected[first + index],
+                                          err_msg=f"{name} image {index}")
+        assert status & Status.DONE and not status & (Status.BUSY | Status.ERROR), name
+    assert runs["n_images"] == 2
+
+
+def test_counters_equal_the_pipeline_schedule(network, runs):
+    config, net, piped, _ = network
+    _, counters, nodes, _ = runs["clean"]
+    schedule = pipeline_schedule(config, _program(config, piped), N_IMAGES)
+    assert counters["cycles"] == schedule.cycles
+    assert counters["latency"] == schedule.latency
+    assert counters["interval"] == schedule.interval
+    assert counters["stall_cycles"] == 0
+    assert _counters_of(nodes) == _schedule_counters(schedule)
+    # a second count: every node runs its sequential node time once per image, and the
+    # last output of image n is the to_host node's end
+    _, timings = network_timing(small_config(**NETWORK_CONFIG),
+                                _program(small_config(**NETWORK_CONFIG), net))
+    assert [n["node_cycles"] for n in nodes] == [N_IMAGES * t.cycles for t in timings]
+    assert schedule.latency == schedule.end[-1, 0] + 1
+    assert schedule.interval == schedule.end[-1, -1] - schedule.end[-1, -2]
+    # the work is N images of the per-layer model
+    for name, field in (("ou_reads", "ou_reads"), ("adc_conversions", "adc_conversions"),
+                        ("reduction_operands", "reduction_transfers")):
+        per_image = sum(getattr(analyze_layer(net.layers[node.layer], config,
+                                              node.out_pixels), field)
+                        for node in net.nodes if node.kind == NodeKind.COMPUTE)
+        assert counters[name] == N_IMAGES * per_image, name
+
+
+def test_interval_beats_the_sequential_design(network, runs):
+    """The point of the pipeline: an image every INTERVAL cycles, fewer than the
+    sequential design's cycles per image (same layers, network_timing); here the
+    bottleneck is conv1's node time plus the 4 cycles between its images."""
+    config, net, _, _ = network
+    _, counters, nodes, _ = runs["clean"]
+    sequential, _ = network_timing(small_config(**NETWORK_CONFIG),
+                                   _program(small_config(**NETWORK_CONFIG), net))
+    assert counters["interval"] < sequential
+    assert counters["cycles"] < N_IMAGES * sequential
+    assert counters["interval"] == nodes[0]["node_cycles"] // N_IMAGES + 4
+
+
+def test_host_pauses_change_only_stalls_and_cycles(network, runs):
+    config, _, piped, _ = network
+    _, clean, clean_nodes, _ = runs["clean"]
+    _, pressed, pressed_nodes, _ = runs["pressed"]
+    for name in ("ou_reads", "adc_conversions", "reduction_operands"):
+        assert 3 * pressed[name] == 2 * clean[name], name
+    two = pipeline_schedule(config, _program(config, piped), 2)
+    assert pressed["stall_cycles"] > 0
+    assert two.cycles < pressed["cycles"] <= two.cycles + pressed["stall_cycles"]
+    # every node but the last runs its node time; the last one's held outputs add to it
+    per_image = [n["node_cycles"] // N_IMAGES for n in clean_nodes]
+    assert [n["node_cycles"] for n in pressed_nodes[:-1]] == [2 * c for c in per_image[:-1]]
+    last = pressed_nodes[-1]
+    assert last["node_output_stall"] > 0
+    assert last["node_cycles"] == 2 * per_image[-1] + last["node_output_stall"]
+
+
+def test_layer_job_after_pipelined_runs(network, runs):
+    config, net, _, _ = network
+    outputs, _, status = runs["job"]
+    np.testing.assert_array_equal(outputs, expected_outputs(config, net.layers[0],
+                                                            net.weights[0], runs["vectors"]))
+    assert status & Status.DONE and not status & Status.ERROR
+
+
+def _headless(net: HandNetwork) -> HandNetwork:
+    """The network without conv1: its input is conv1's 3x5x5 map, read by the max pool."""
+    pool = net.nodes[1]
+    nodes = [replace(pool, window=replace(pool.window, base=0))] + list(net.nodes[2:])
+    return HandNetwork(net.layers, net.weights, nodes, (3, 5, 5))
+
+
+def _run_memories(config, net, images, *, then_one: bool = False):
+    """Run ``images`` on a design whose memories hold ``net``; with ``then_one`` also a
+    run with N_IMAGES = 0 on the first image. Returns the runs' results."""
+    dut = Accelerator(config, memories=program_memories(config, net.layers, nodes=net.nodes))
+    results = []
+
+    async def testbench(ctx):
+        results.append(await run_network(ctx, dut, _codes(images),
+                                         len(images) * net.n_outputs,
+                                         n_nodes=len(net.nodes), n_images=len(images)))
+        if then_one:
+            results.append(await run_network(ctx, dut, _codes(images[:1]), net.n_outputs,
+                                             n_nodes=len(net.nodes), n_images=0))
+
+    simulate(dut, testbench)
+    return results
+
+
+def _check_exact_and_scheduled(config, net, images, expected, result, name):
+    outputs, counters, nodes, status = result
+    for index, row in enumerate(outputs.reshape(len(images), -1)):
+        np.testing.assert_array_equal(row, expected[index], err_msg=f"{name} {index}")
+    assert status & Status.DONE and not status & (Status.BUSY | Status.ERROR), name
+    schedule = pipeline_schedule(config, _program(config, net), len(images))
+    assert (counters["cycles"], counters["latency"], counters["interval"]) == \
+        (schedule.cycles, schedule.latency, schedule.interval), name
+    assert _counters_of(nodes) == _schedule_counters(schedule), name
+    return schedule
+
+
+def test_grouped_engines_forced_copies_and_one_image(network):
+    """Two engines (the max pool | the rest), the max pool first so it outruns its readers
+    and waits for a free output copy (b): exact, counters = schedule; with the pool's
+    copies forced from 2 to 1 still exact (the sync rule waits longer); N_IMAGES = 0
+    runs one image (INTERVAL 0, LATENCY = CYCLES)."""
+    config, net, _, _ = network
+    config = replace(config, pipeline_stages=2)
+    headless = _headless(net)
+    rng = np.random.default_rng(SEED + 3)
+    images = [rng.integers(0, 1 << config.max_act_bits, headless.input_shape)
+              for _ in range(3)]
+    expected = _expected(config, headless, images)
+    grouped = pipelined(headless, [0, 1, 1, 1, 1, 1, 1])
+    assert grouped.nodes[0].copies == 2
+    forced = HandNetwork(grouped.layers, grouped.weights,
+                         [replace(grouped.nodes[0], copies=1)] + grouped.nodes[1:],
+                         grouped.input_shape)
+    free_run, one_run = _run_memories(config, grouped, images, then_one=True)
+    (forced_run,) = _run_memories(config, forced, images)
+    free = _check_exact_and_scheduled(config, grouped, images, expected, free_run, "grouped")
+    slow = _check_exact_and_scheduled(config, forced, images, expected, forced_run, "forced")
+    one = _check_exact_and_scheduled(config, grouped, images[:1], expected, one_run, "one")
+    assert free.nodes[0].output_stall > 0                  # the pool waited for (b)
+    assert slow.nodes[0].output_stall > free.nodes[0].output_stall
+    assert slow.cycles >= free.cycles       # engine 1 is the bottleneck either way
+    assert one.interval == 0 and one.latency == one.cycles
+    assert one.nodes == pipeline_schedule(config, _program(config, grouped), 0).nodes
+
+
+def test_slot_reusing_layout_fails_the_exact_check(network):
+    """The sequential layout (slots reused, one copy each) run pipelined on 2 engines: the
+    input writer and the nodes overwrite live maps, and the bit-exact check sees it."""
+    config, net, _, images = network
+    config = replace(config, pipeline_stages=2)
+    sources = node_sources(net.nodes)
+    reused = HandNetwork(net.layers, net.weights, [
+        replace(node, stage=int(index >= 4), src0_node=s0, src1_node=s1,
+                input_copies=1 if index == 0 else 0)
+        for index, (node, (s0, s1)) in enumerate(zip(net.nodes, sources))], net.input_shape)
+    ((outputs, _, _, _),) = _run_memories(config, reused, images[:2])
+    expected = _expected(config, net, images[:2])
+    with pytest.raises(AssertionError):
+        for row, want in zip(outputs.reshape(2, -1), expected):
+            np.testing.assert_array_equal(row, want)
+
+
+def test_pipelined_design_passes_verilator_lint(tmp_path):
+    config = small_config(**dict(PIPELINE_CONFIG, pipeline_stages=2))
+    path = tmp_path / "pipeline_top.v"
+    path.write_text(verilog.convert(Accelerator(config), name="pipeline_top"))
+    result = verilator_lint([path], "pipeline_top")
+    assert result.ok, result.log[-3000:]
+    assert result.warnings == {}
