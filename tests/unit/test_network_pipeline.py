@@ -449,3 +449,9 @@ def test_compile_and_report_print_the_pipelined_run(tmp_path):
     assert (figures["interval"], figures["latency"], figures["cycles"]) == \
         (piped.interval, piped.latency, piped.cycles)
     assert [node["engine"] for node in data["network"]["nodes"]] == list(range(10))
+
+
+def test_a_per_layer_program_on_pipeline_hardware_is_valid(resnet):
+    """No node records (per-layer jobs on the pipelined design): nothing to check, no error."""
+    validate_program(replace(resnet.program, nodes=[]))
+    validate_program(replace(resnet.program, nodes=None))
