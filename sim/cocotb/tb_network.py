@@ -32,7 +32,8 @@ analog chip). ``bitline run --backend rtl`` runs a bundle compiled ``--network``
 "bundle", "input" (.npy), "result" (.npz), "throttle" (``null`` or the pause settings of
 :mod:`~bitline.sim.cocotb.tb_backpressure`), "check" (``"golden"``, ``"executor"`` or
 ``"none"``), "counters" (bool: compare with the model here)}``; ``progress`` (a JSON file
-rewritten after every image); ``break_expected`` adds 1 to one expected output (the
+rewritten after every image); ``break_expected`` adds 1 to one expected output and
+``break_counters`` to the expected LATENCY of a pipelined run (CYCLES of a sequential one;
 checker self-test).
 
 :func:`network_design` writes (or reuses) the Verilog, :func:`run_network_bench` builds and
@@ -122,9 +123,10 @@ async def network_runs(dut):
             checker.compare_layers(label, result.layers, expected)
         if run.get("counters"):
             for record in result.runs:
-                checker.compare_network(label, record,
-                                        expected_counters(bundle.program,
-                                                          getattr(record, "n_images", None)))
+                expected = expected_counters(bundle.program, getattr(record, "n_images", None))
+                if spec.get("break_counters"):
+                    expected = _BrokenCounters(expected)
+                checker.compare_network(label, record, expected)
     await set_throttle(dut, host.edge, None)
     if crossbars is not None:
         crossbars.stop()
@@ -187,6 +189,19 @@ def _schedule_nodes(schedule) -> list[dict]:
     return [{name: int(value) for (name, _), value in zip(
                 NODE_COUNTERS, (node.cycles, node.input_stall, node.output_stall))}
             for node in schedule.nodes]
+
+
+class _BrokenCounters:
+    """An expectation with one run counter off by one (the checker's self-test): LATENCY
+    of a pipelined run, else CYCLES."""
+
+    def __init__(self, expected):
+        self.nodes = expected.nodes
+        self.counters = expected.run_counters()
+        self.counters["latency" if "latency" in self.counters else "cycles"] += 1
+
+    def run_counters(self) -> dict[str, int]:
+        return dict(self.counters)
 
 
 def expected_counters(program, n_images: int | None):
@@ -315,15 +330,18 @@ def read_runs(path: str | Path) -> NetworkBenchRun:
 
 def run_network_bench(config: AcceleratorConfig, runs: list[dict], work_dir: str | Path, *,
                       programs=(), crossbar: str = "emulated", analog: dict | None = None,
-                      seed: int = 0, break_expected: bool = False, progress=None):
+                      seed: int = 0, break_expected: bool = False,
+                      break_counters: bool = False, progress=None):
     """Build the bench for ``config`` (cached) and run ``runs`` on it.
 
     ``runs``: ``{"name", "bundle", "input"}`` plus optional ``"throttle"``, ``"check"``
     (default ``"golden"``) and ``"counters"`` (default False); each gets a ``result`` file
     in ``work_dir``. ``analog`` (:class:`~bitline.sim.analog_params.AnalogParams` fields,
     external crossbars only) and ``seed`` describe the chip; ``progress`` is called with the
-    bench's progress state after every image. Returns ``(bench result, {name:
-    NetworkBenchRun})`` (:class:`bitline.sim.cocotb.runner.BenchResult`).
+    bench's progress state after every image; ``break_expected`` / ``break_counters`` make
+    one expected output / run counter wrong (the checker's self-test, module docstring).
+    Returns ``(bench result, {name: NetworkBenchRun})``
+    (:class:`bitline.sim.cocotb.runner.BenchResult`).
 
     Raises
     ------
@@ -341,7 +359,7 @@ def run_network_bench(config: AcceleratorConfig, runs: list[dict], work_dir: str
                         "bundle": str(run["bundle"]), "input": str(run["input"]),
                         "result": str(work / f"result-{run['name']}.npz")})
     spec = {"runs": entries, "analog": analog, "seed": int(seed),
-            "break_expected": bool(break_expected)}
+            "break_expected": bool(break_expected), "break_counters": bool(break_counters)}
     result = run_spec(design, spec, test="network_runs", work_dir=work, progress=progress,
                       module=MODULE, toplevel=TOPLEVEL)
     return result, {entry["name"]: read_runs(entry["result"]) for entry in entries}

@@ -19,9 +19,10 @@ every image's codes and takes every image's logits in one run. Checked:
   only the stall counters and the cycles change (every node before the last keeps its
   NODE_CYCLES; the last node's grow by its extra output stall);
 * ``bitline run BUNDLE --backend rtl`` on a pipelined bundle prints the RTL's latency,
-  interval and images/s beside the model's; output equal to ``--backend golden``.
+  interval and images/s beside the model's; output equal to ``--backend golden``;
+* the counter checker fails on an expected LATENCY one off.
 
-Cost: one Verilator build of the pipelined design (cached by digest), then two short
+Cost: one Verilator build of the pipelined design (cached by digest), then three short
 simulations; Verilator only like the other digits-design benches; slow marker.
 """
 
@@ -182,3 +183,16 @@ def test_cli_run_rtl_pipelined_prints_latency_interval_and_equals_golden(pipelin
         assert set(rtl.files) == set(golden.files) == {"output", "output_int"}
         for key in golden.files:
             assert np.array_equal(rtl[key], golden[key]), key
+
+
+def test_pipeline_counter_checker_fails_on_a_broken_latency(pipelined_bundles):
+    from bitline.sim.cocotb.runner import BenchFailure
+    from bitline.sim.cocotb.tb_network import run_network_bench
+
+    config, bundles, _, root = pipelined_bundles
+    bundle, _ = bundles["digits-cnn"]
+    with pytest.raises(BenchFailure, match="counter latency = [0-9]+, the model says"):
+        run_network_bench(config, [{"name": "broken", "bundle": bundle,
+                                    "input": root / "x-held.npy", "counters": True}],
+                          root / "broken", programs=[p for _, p in bundles.values()],
+                          break_counters=True)
