@@ -25,6 +25,13 @@ run: the sequencer takes the ``inputs`` stream (lane 0) for the network input, f
 scheduler from the buffer, addresses the layer table and starts its jobs, takes the output
 FIFO, and sends the last node's results on ``outputs`` (lane 0). Without a run (and on a
 design without ``config.network``, which has none of this) the layer-job mode is unchanged.
+With ``config.pipeline_stages = E > 0`` the
+:class:`~bitline.hw.net.pipeline.Pipeline` takes the sequencer's place: ``E`` stage
+engines, engine ``e > 0`` with its own scheduler, reduction, output unit and output FIFO
+(submodules ``scheduler_engine{e}`` ...; engine 0 uses the layer-job path), its own
+layer-table and parameter read ports; crossbar unit ``u`` takes ``load`` / ``swap`` /
+``go`` / ``drain`` from the engine whose busy scheduler's layer has bit ``u`` in its
+``xbar_mask`` (docs/network.md section 6).
 
 **Copies** (docs/hardware.md, "Copies"): the ``inputs`` and ``outputs`` payloads have
 ``max_copies`` lanes. The units of a layer's copy ``k`` (the layer record's ``lanes``) take

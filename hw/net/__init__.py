@@ -9,17 +9,19 @@
 * :mod:`.residual` - :class:`ResidualAdd`, the requantizing residual add.
 * :mod:`.sequencer` - :class:`Sequencer`, the node FSM of whole-network mode and the
   datapath around these units (the Accelerator adds it with ``config.network``).
+* :mod:`.pipeline` - :class:`Pipeline`, the inter-layer pipeline's stage engines (the
+  Accelerator adds it instead with ``config.pipeline_stages > 0``).
 
-docs/network.md describes what is built and the design of the inter-layer pipeline that
-is still to come.
+docs/network.md describes what is built (section 6: the inter-layer pipeline).
 """
 
 from bitline.hw.net.buffer import ActivationBuffer
 from bitline.hw.net.geometry import NetGeometry, WindowParams
 from bitline.hw.net.im2col import Im2colReader
+from bitline.hw.net.pipeline import Pipeline
 from bitline.hw.net.pool import PoolUnit
 from bitline.hw.net.residual import ResidualAdd
 from bitline.hw.net.sequencer import Sequencer
 
-__all__ = ["ActivationBuffer", "Im2colReader", "NetGeometry", "PoolUnit", "ResidualAdd",
-           "Sequencer", "WindowParams"]
+__all__ = ["ActivationBuffer", "Im2colReader", "NetGeometry", "Pipeline", "PoolUnit",
+           "ResidualAdd", "Sequencer", "WindowParams"]

@@ -1,4 +1,5 @@
-"""The hw/net units as Verilog: Verilator lint (-Wall with the project's waivers)."""
+"""The hw/net units as Verilog: Verilator lint (-Wall with the project's waivers); the
+inter-layer pipeline's engines (``Pipeline``) on a small 2-engine config."""
 
 import pytest
 from amaranth.back import verilog
@@ -6,6 +7,7 @@ from bitline.hw.net import (
     ActivationBuffer,
     Im2colReader,
     NetGeometry,
+    Pipeline,
     PoolUnit,
     ResidualAdd,
 )
@@ -20,5 +22,17 @@ def test_unit_passes_verilator_lint(unit, tmp_path):
     path = tmp_path / f"{unit.__name__}.v"
     path.write_text(verilog.convert(unit(GEOMETRY), name=unit.__name__))
     result = verilator_lint([path], unit.__name__)
+    assert result.ok, result.log[-3000:]
+    assert result.warnings == {}
+
+
+def test_pipeline_passes_verilator_lint(tmp_path):
+    from support.configs import small_config
+    from support.network_bench import PIPELINE_CONFIG
+
+    config = small_config(**dict(PIPELINE_CONFIG, pipeline_stages=2))
+    path = tmp_path / "Pipeline.v"
+    path.write_text(verilog.convert(Pipeline(config), name="Pipeline"))
+    result = verilator_lint([path], "Pipeline")
     assert result.ok, result.log[-3000:]
     assert result.warnings == {}

@@ -1,5 +1,6 @@
 """hw/spec/net_timing: its constants are the units' latencies, its errors name the problem;
-the synthesis check's memory inventory counts the network memories.
+the synthesis check's memory inventory counts the network memories; the pipeline's
+schedule in closed form for one engine, its dependencies, its errors.
 
 The formula itself is checked against the RTL counters in test_network_sequencer.py and
 test_network_compiled.py; here: the constants restate what the units are built with (the
@@ -9,6 +10,7 @@ spec does not import hw/net), and bad calls fail clearly.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,10 +18,12 @@ import pytest
 from bitline.hw.net import NetGeometry, PoolUnit
 from bitline.hw.net.residual import RESIDUAL_STAGES
 from bitline.hw.spec.net_timing import (
+    NODE_SWITCH_CYCLES,
     READER_START_CYCLES,
     RESIDUAL_LATENCY,
     network_timing,
     node_timing,
+    pipeline_schedule,
     pool_latency,
     run_cycles,
 )
@@ -83,3 +87,75 @@ def test_memory_inventory_counts_the_network_memories(tmp_path):
     assert declared == counted
     base = memory_inventory(small_config(rows=32, cols=32, n_xbars=4))
     assert len(memory_inventory(CONFIG)) == len(base) + 3
+
+
+# ---------------------------------------------------------------- the pipeline's schedule
+def _pipelined_program(engines: int, stages):
+    from support.network_bench import PIPELINE_CONFIG, pipelined
+
+    config = small_config(**dict(PIPELINE_CONFIG, pipeline_stages=engines))
+    net = pipelined(hand_network(config, np.random.default_rng(0)), stages)
+    return config, Program(config=config, strategy="isaac", layers=net.layers,
+                           nodes=net.nodes)
+
+
+def test_one_engine_schedule_is_the_sequential_run_in_closed_form():
+    """A second count of the recurrence: with one engine the nodes run back to back. One
+    image: the sequential run's phases but INIT (n + 1 cycles, then the engine's FETCH,
+    LOAD, SETUP overlap the input) - CYCLES = run_cycles + n - 2; later images need no
+    input wait (2 input copies), so INTERVAL = sum of node cycles + 4 per node."""
+    config, program = _pipelined_program(1, [0] * 8)
+    n = len(program.nodes)
+    _, timings = network_timing(config, program)
+    node_cycles = [t.cycles for t in timings]
+    one = pipeline_schedule(config, program, 1)
+    assert one.cycles == run_cycles(program.nodes[0].window.size, node_cycles) + n - 2
+    assert one.latency == one.cycles and one.interval == 0
+    # node 0 sets up 3 cycles after the writer's first code and waits for the last one
+    waited = program.nodes[0].window.size - 3
+    assert [t.input_stall for t in one.nodes] == \
+        [READER_START_CYCLES + waited] + [READER_START_CYCLES] * (n - 1)
+    four = pipeline_schedule(config, program, 4)
+    assert four.interval == sum(node_cycles) + NODE_SWITCH_CYCLES * n
+    assert four.cycles == one.cycles + 3 * four.interval
+    assert [t.cycles for t in four.nodes] == [4 * c for c in node_cycles]
+    assert all(t.output_stall == 0 for t in four.nodes)
+
+
+def test_schedule_orders_every_dependency():
+    """Per image: a node starts after its sources' ends and after its engine's previous
+    node; a producer starts image k only after its readers ended image k - copies."""
+    config, program = _pipelined_program(3, [0, 0, 1, 1, 1, 2, 2, 2])
+    schedule = pipeline_schedule(config, program, 5)
+    start, end, nodes = schedule.start, schedule.end, program.nodes
+    assert (end - start == np.array([[t.cycles // 5] for t in schedule.nodes])).all()
+    for index, node in enumerate(nodes):
+        sources = [node.src0_node] + ([node.src1_node] if node.kind == NodeKind.ADD else [])
+        for source in sources:
+            ready = schedule.input_end if source == 0 else end[source - 1]
+            assert (start[index] > ready + 1).all()
+        for reader, other in enumerate(nodes):
+            if index + 1 in (other.src0_node, other.src1_node):
+                k = node.copies
+                assert (start[index, k:] > end[reader, :-k] + 1).all()
+    for stage in range(3):
+        members = [i for i, node in enumerate(nodes) if node.stage == stage]
+        order = sorted((start[i, k], end[i, k]) for i in members for k in range(5))
+        assert all(b_start > a_end + 3 for (_, a_end), (b_start, _) in zip(order, order[1:]))
+    assert schedule.cycles == end.max() + 1
+
+
+def test_schedule_errors_name_the_problem():
+    config, program = _pipelined_program(8, list(range(8)))
+    with pytest.raises(ValueError, match="n_images must be >= 0"):
+        pipeline_schedule(config, program, -1)
+    broken = replace(program, nodes=[replace(program.nodes[0], input_copies=0)]
+                     + program.nodes[1:])
+    with pytest.raises(ValueError, match="node 0: field input_copies: 0"):
+        pipeline_schedule(config, broken, 2)
+    broken = replace(program, nodes=program.nodes[:2]
+                     + [replace(program.nodes[2], src0_node=5)] + program.nodes[3:])
+    with pytest.raises(ValueError, match="node 2: field src0_node: 5"):
+        pipeline_schedule(config, broken, 2)
+    with pytest.raises(ValueError, match="no network nodes"):
+        pipeline_schedule(config, replace(program, nodes=None), 1)
