@@ -43,6 +43,7 @@ channel in the same cycle) writes lane ``k`` of the output beat.
 from __future__ import annotations
 
 from functools import reduce
+from operator import add as operator_add
 from operator import or_
 from typing import NamedTuple
 
@@ -713,6 +714,7 @@ class Accelerator(wiring.Component):
             host.cycle.eq(host.busy),
             host.reads.eq(sum(unit.read_issued for unit in units)),
             host.conversions.eq(sum(unit.conversions for unit in units)),
-            host.operands.eq(sum(path.reduction.contributions for path in blocks.paths)),
+            host.operands.eq(reduce(operator_add, [path.reduction.contributions
+                                                   for path in blocks.paths])),
         ]
 
