@@ -14,11 +14,12 @@ NETWORK section through the loader), one engine per node:
   consumer and waits for a free output copy), on 2 engines (nodes grouped), once with the
   rule's copies and once with a map's copies forced to 1: exact, counters equal the
   schedule, the forced run slower;
+* a reset in the middle of a run: the next run is exact;
 * a slot-reusing (sequential) layout run pipelined corrupts the outputs: the bit-exact
   check fails on it (the check sees a wrong buffer layout);
 * Verilator lint of a pipelined design.
 
-Runtime: ~35 s of simulation on the loaded 2-core machine plus a ~10 s lint.
+Runtime: ~65 s CPU (the 8-engine runs ~40 s, four 2-engine designs ~20 s, the lint ~5 s).
 """
 
 from __future__ import annotations
@@ -28,15 +29,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from amaranth.back import verilog
+from amaranth.hdl import ResetInserter, Signal
 
 from bitline.hw.core.memories import program_memories
 from bitline.hw.core.top import Accelerator
 from bitline.hw.spec.net_timing import network_timing, pipeline_schedule
 from bitline.hw.spec.network import NodeKind
 from bitline.hw.spec.program import Program
-from bitline.hw.spec.registers import Register, Status
+from bitline.hw.spec.registers import Ctrl, Register, Status
 from bitline.hw.toolchain.tools import verilator_lint
-from bitline.sim.amaranth import csr_read, load_image, run_job
+from bitline.sim.amaranth import csr_read, csr_write, load_image, run_job
 from bitline.sw.bundle.codec import encode_image
 from bitline.sw.perf import analyze_layer
 
@@ -266,6 +268,55 @@ def test_grouped_engines_forced_copies_and_one_image(network):
     assert slow.cycles >= free.cycles       # engine 1 is the bottleneck either way
     assert one.interval == 0 and one.latency == one.cycles
     assert one.nodes == pipeline_schedule(config, _program(config, grouped), 0).nodes
+
+
+def test_reset_mid_run_then_rerun_is_exact(network):
+    """A reset in the middle of a 2-engine run (docs/hardware.md "Reset and recovery"):
+    the sweep drains every unit, and the next 2-image run is exact with the schedule's
+    counters."""
+    config, net, _, _ = network
+    config = replace(config, pipeline_stages=2)
+    headless = _headless(net)
+    grouped = pipelined(headless, [0, 1, 1, 1, 1, 1, 1])
+    rng = np.random.default_rng(SEED + 4)
+    images = [rng.integers(0, 1 << config.max_act_bits, grouped.input_shape)
+              for _ in range(2)]
+    dut = Accelerator(config, memories=program_memories(config, grouped.layers,
+                                                        nodes=grouped.nodes))
+    rst = Signal()
+    top = ResetInserter({"sync": rst})(dut)
+    codes = [int(c) for c in _codes(images)]
+    seen = {}
+
+    async def testbench(ctx):
+        await csr_write(ctx, dut.csr, Register.N_IMAGES, 2)
+        await csr_write(ctx, dut.csr, Register.CTRL, Ctrl.RUN_NETWORK)
+        sent = 0
+        for _ in range(400):                  # into the run: conv2 and later nodes
+            ctx.set(dut.inputs.valid, int(sent < len(codes)))
+            ctx.set(dut.inputs.payload, [codes[min(sent, len(codes) - 1)]])
+            ctx.set(dut.outputs.ready, 1)
+            taken = sent < len(codes) and ctx.get(dut.inputs.ready)
+            await ctx.tick()
+            sent += bool(taken)
+        ctx.set(dut.inputs.valid, 0)
+        seen["reads"] = await csr_read(ctx, dut.csr, Register.OU_READS_LO)
+        seen["busy"] = await csr_read(ctx, dut.csr, Register.STATUS)
+        ctx.set(rst, 1)
+        await ctx.tick().repeat(2)
+        ctx.set(rst, 0)
+        seen["after_reset"] = await csr_read(ctx, dut.csr, Register.STATUS)
+        for _ in range(4 * config.max_out_channels):
+            if await csr_read(ctx, dut.csr, Register.STATUS) & Status.PROGRAMMED:
+                break
+        seen["run"] = await run_network(ctx, dut, _codes(images), 2 * grouped.n_outputs,
+                                        n_nodes=len(grouped.nodes), n_images=2)
+
+    simulate(top, testbench)
+    assert seen["busy"] & Status.BUSY and seen["reads"] > 0
+    assert not seen["after_reset"] & Status.PROGRAMMED        # sweeping the partial sums
+    _check_exact_and_scheduled(config, grouped, images, _expected(config, headless, images),
+                               seen["run"], "after reset")
 
 
 def test_slot_reusing_layout_fails_the_exact_check(network):
