@@ -17,7 +17,8 @@ NETWORK section through the loader), one engine per node:
 * a reset in the middle of a run: the next run is exact;
 * a slot-reusing (sequential) layout run pipelined corrupts the outputs: the bit-exact
   check fails on it (the check sees a wrong buffer layout);
-* Verilator lint of a pipelined design.
+* N_IMAGES / LATENCY / INTERVAL read 0 on the sequential design; Verilator lint of a
+  pipelined design.
 
 Runtime: ~65 s CPU (the 8-engine runs ~40 s, four 2-engine designs ~20 s, the lint ~5 s).
 """
@@ -334,6 +335,21 @@ def test_slot_reusing_layout_fails_the_exact_check(network):
     with pytest.raises(AssertionError):
         for row, want in zip(outputs.reshape(2, -1), expected):
             np.testing.assert_array_equal(row, want)
+
+
+def test_pipeline_registers_read_zero_without_the_pipeline():
+    """N_IMAGES, LATENCY and INTERVAL on the sequential network design: a write to
+    N_IMAGES does nothing, all read 0."""
+    dut = Accelerator(small_config(**NETWORK_CONFIG))
+    seen = {}
+
+    async def testbench(ctx):
+        await csr_write(ctx, dut.csr, Register.N_IMAGES, 5)
+        for register in (Register.N_IMAGES, Register.LATENCY_LO, Register.INTERVAL_LO):
+            seen[register] = await csr_read(ctx, dut.csr, register)
+
+    simulate(dut, testbench)
+    assert seen == {Register.N_IMAGES: 0, Register.LATENCY_LO: 0, Register.INTERVAL_LO: 0}
 
 
 def test_pipelined_design_passes_verilator_lint(tmp_path):
