@@ -9,6 +9,7 @@ __all__ = ["LONGEST_FIRST"]
 #: files by their number of tests, which started the bitstream build last).
 LONGEST_FIRST = (
     "cocotb/test_e2e_network.py",
+    "cocotb/test_e2e_network_pipeline.py",
     "cocotb/test_e2e_digits.py",
     "cocotb/test_e2e_digits_copies.py",
     "cocotb/test_axi.py",
