@@ -37,7 +37,7 @@ from bitline.hw.spec.encoding import MULT_BITS, SHIFT_BITS, flatten_fields
 __all__ = [
     "NetGeometry", "WindowParams", "element_layout", "window_layout",
     "NodeKind", "NodeProgram", "node_layout", "node_columns", "nodes_from_records",
-    "NODE_ADD_FIELDS", "NODE_KIND_BITS", "NODE_PIPELINE_FIELDS", "COPY_BITS", "NodeFieldError",
+    "NODE_ADD_FIELDS", "NODE_KIND_BITS", "NODE_PIPELINE_FIELDS", "COPY_BITS", "REPLICA_LOG2_BITS", "NodeFieldError",
 ]
 
 
@@ -308,7 +308,12 @@ NODE_ADD_FIELDS = ("zero_a", "zero_b", "zero_point", "clamp_lo", "clamp_hi", "mu
 COPY_BITS = 4
 
 #: The pipeline fields of a node record, present only when ``config.pipeline_stages > 0``.
-NODE_PIPELINE_FIELDS = ("stage", "copies", "input_copies", "src0_node", "src1_node")
+NODE_PIPELINE_FIELDS = ("stage", "copies", "input_copies", "src0_node", "src1_node",
+                        "replicas_log2", "phase")
+
+#: Width of ``replicas_log2``: a COMPUTE node's group has 1, 2, 4 or 8 replicas
+#: (docs/network.md section 7).
+REPLICA_LOG2_BITS = 2
 
 
 def node_layout(config: AcceleratorConfig) -> data.StructLayout:
@@ -354,6 +359,8 @@ def node_layout(config: AcceleratorConfig) -> data.StructLayout:
             "input_copies": unsigned(COPY_BITS),
             "src0_node": unsigned(clog2(config.max_nodes + 1)),
             "src1_node": unsigned(clog2(config.max_nodes + 1)),
+            "replicas_log2": unsigned(REPLICA_LOG2_BITS),
+            "phase": unsigned((1 << REPLICA_LOG2_BITS) - 1),
         })
     return data.StructLayout(record_fields)
 
@@ -413,6 +420,8 @@ class NodeProgram:
     input_copies: int = 0
     src0_node: int = 0
     src1_node: int = 0
+    replicas_log2: int = 0
+    phase: int = 0
     name: str = field(default="", compare=False)
 
     @property
@@ -521,7 +530,7 @@ class NodeProgram:
         values = {name: int(getattr(self, name)) for name in NODE_PIPELINE_FIELDS}
         if not config.pipeline_stages:
             defaults = {"stage": 0, "copies": 1, "input_copies": 0, "src0_node": 0,
-                        "src1_node": 0}
+                        "src1_node": 0, "replicas_log2": 0, "phase": 0}
             for name, default in defaults.items():
                 if values[name] != default:
                     raise NodeFieldError(name, f"{values[name]} on hardware without the "
@@ -544,6 +553,15 @@ class NodeProgram:
         if kind != NodeKind.ADD and values["src1_node"]:
             raise NodeFieldError("src1_node", f"{values['src1_node']} on a {kind.name} node "
                                  "(ADD only; 0 otherwise)")
+        if not 0 <= values["replicas_log2"] < 1 << REPLICA_LOG2_BITS:
+            raise NodeFieldError("replicas_log2", f"{values['replicas_log2']} is not in 0 .. "
+                                 f"{(1 << REPLICA_LOG2_BITS) - 1}")
+        if kind != NodeKind.COMPUTE and values["replicas_log2"]:
+            raise NodeFieldError("replicas_log2", f"{values['replicas_log2']} on a "
+                                 f"{kind.name} node (only COMPUTE nodes are replicated; 0)")
+        if not 0 <= values["phase"] < 1 << values["replicas_log2"]:
+            raise NodeFieldError("phase", f"{values['phase']} is not below the group's "
+                                 f"{1 << values['replicas_log2']} replicas")
         return values
 
     def _check_add(self, geometry: NetGeometry) -> None:
