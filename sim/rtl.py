@@ -321,7 +321,9 @@ def pipeline_summary(runs: list[dict], program, clock_mhz: float) -> str:
     ``runs`` are :attr:`RtlResult.runs` (``n_images``, ``cycles``, ``latency``,
     ``interval``); the line shows the first run's figures. images/s in steady state is
     ``clock / INTERVAL`` (a run of one image has no interval: ``clock / CYCLES``), and for
-    the batch ``n_images * clock / CYCLES``.
+    the batch ``n_images * clock / CYCLES``. A program with layer replicas
+    (docs/network.md section 7) names each replicated layer and its replica count after
+    the engine count.
 
     Raises
     ------
@@ -343,7 +345,12 @@ def pipeline_summary(runs: list[dict], program, clock_mhz: float) -> str:
         return clock_mhz * 1e6 / cycles
 
     total = sum(int(item["n_images"]) for item in runs)
-    return (f"whole network, pipelined ({program.config.pipeline_stages} stage engines): "
+    groups = [f"{program.layers[node.layer].name} x{1 << int(node.replicas_log2)}"
+              for node in program.nodes
+              if int(getattr(node, "replicas_log2", 0)) and int(node.phase) == 0]
+    replicas = f"; replicas: {', '.join(groups)}" if groups else ""
+    return (f"whole network, pipelined ({program.config.pipeline_stages} stage engines"
+            f"{replicas}): "
             f"{total} image(s) in {len(runs)} run(s); run of {images}: latency "
             f"{run['latency']:,} cycles (model {model['latency']:,}), interval "
             f"{run['interval']:,} (model {model['interval']:,}), run {run['cycles']:,} "

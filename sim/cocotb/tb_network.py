@@ -63,8 +63,8 @@ from bitline.sw.bundle import read_bundle
 from bitline.sw.host.driver import Device, HostDriver
 
 __all__ = ["TOPLEVEL", "SIZED_FIELDS", "NetworkBenchRun", "PipelineExpectation",
-           "network_design", "run_network_bench", "read_runs", "shared_config",
-           "expected_counters"]
+           "node_images", "network_design", "run_network_bench", "read_runs",
+           "shared_config", "expected_counters"]
 
 #: Top-level module name of the whole-network bench design.
 TOPLEVEL = "bitline_network"
@@ -155,9 +155,11 @@ class PipelineExpectation:
     CYCLES, LATENCY, INTERVAL and every node's NODE_CYCLES / NODE_INPUT_STALL /
     NODE_OUTPUT_STALL (summed over the images) from
     :func:`bitline.hw.spec.net_timing.pipeline_schedule`; OU_READS, ADC_CONVERSIONS and
-    REDUCTION_OPERANDS ``n_images`` times one image's (:func:`bitline.sw.perf.network_report`:
-    every image runs every compute node once); STALL_CYCLES 0. ``run_counters()`` and
-    ``nodes`` are the interface of :class:`bitline.sw.perf.network.NetworkPerf` that
+    REDUCTION_OPERANDS the sum over the nodes of one job's events
+    (:func:`bitline.sw.perf.network_report`'s nodes) times the images the node runs
+    (:func:`node_images`: every image on a node without replicas, its phase's images on a
+    replica, docs/network.md 7.2); STALL_CYCLES 0. ``run_counters()`` and ``nodes`` are
+    the interface of :class:`bitline.sw.perf.network.NetworkPerf` that
     :meth:`~bitline.sim.cocotb.tb_accelerator.InferenceChecker.compare_network` reads.
     """
 
@@ -168,8 +170,10 @@ class PipelineExpectation:
         self.n_images = int(n_images)
         schedule = pipeline_schedule(program.config, program, self.n_images)
         self.schedule = schedule
-        per_image = network_report(program).run_counters()
-        counters = {name: self.n_images * per_image[name] for name in EVENT_COUNTERS}
+        jobs = network_report(program).nodes
+        runs = [node_images(node, schedule.n_images) for node in program.nodes[:len(jobs)]]
+        counters = {name: sum(count * int(getattr(job, name)) for count, job in zip(runs, jobs))
+                    for name in EVENT_COUNTERS}
         counters.update(cycles=int(schedule.cycles), stall_cycles=0,
                         latency=int(schedule.latency), interval=int(schedule.interval))
         self.counters = counters
@@ -179,6 +183,15 @@ class PipelineExpectation:
     def run_counters(self) -> dict[str, int]:
         """The run's counters (COUNTERS and IMAGE_COUNTERS names)."""
         return dict(self.counters)
+
+
+def node_images(node, n_images: int) -> int:
+    """Images node ``node`` runs in a pipelined run of ``n_images``: ``ceil((N - phase) /
+    R)`` for phase ``phase`` of ``R = 2**replicas_log2`` replicas (docs/network.md 7.2;
+    ``N`` without replicas, 0 when ``phase >= N``)."""
+    replicas = 1 << int(getattr(node, "replicas_log2", 0))
+    phase = int(getattr(node, "phase", 0))
+    return max(0, -(-(int(n_images) - phase) // replicas))
 
 
 def _schedule_nodes(schedule) -> list[dict]:
