@@ -28,13 +28,26 @@ cycles per image (``network_report`` of the same network compiled ``--network`` 
 pipeline: the section 5 table shows the RTL equal to it) and beside the stage model's
 ``T_max`` (``pipeline_comparison``).
 
+``--pipeline --replicate NAME=R[,NAME=R...]`` adds layer replicas (docs/network.md
+section 7): every (network, strategy) with a layer of that name (``bottleneck``: each
+network's compute node with the longest job,
+:func:`~bitline.sim.cocotb.tb_network.bottleneck_layer`) is compiled a second time
+``--replicate`` onto the same shared design (sized for both) and run beside the
+unreplicated one. A second table shows per (network, strategy) the RTL's INTERVAL and
+CYCLES with replicas beside without, the model's (equal or not: every run counter), the
+images/s at ``--fpga-mhz`` (``clock / INTERVAL``: with replicas taking turns by image the
+last two images' gap, not the steady rate; and the batch's ``N * clock / CYCLES``) and the
+model's steady cycles per image with replicas (``pipeline_schedule`` of a long batch: the
+last end minus the end ``L`` images before, over ``L``, ``L`` the largest replica count).
+
 Usage::
 
     python scripts/network_table.py [--fpga-mhz 25] [--work DIR] [--markdown]
     python scripts/network_table.py --pipeline [--images 4] [--fpga-mhz 25] [--markdown]
+    python scripts/network_table.py --pipeline --strategies bwq --replicate bottleneck=2
 
 Cost: one Verilator build of the shared design (cached by digest) and ten one-image runs
-(``--pipeline``: ten runs of ``--images`` images).
+(``--pipeline``: ten runs of ``--images`` images; ``--replicate`` up to ten more).
 """
 
 from __future__ import annotations
@@ -60,11 +73,58 @@ def pipeline_base(base, engines: int = ENGINES):
                         pinned={"pipeline_stages"})
 
 
-def compile_all(strategies, base, calib, work: Path, *, pipeline: bool = False):
-    """Compile every (network, strategy) ``--network`` (``--pipeline`` too with
-    ``pipeline``) onto one shared config.
+def parse_replicate(text: str) -> dict[str, int]:
+    """``--replicate NAME=R[,NAME=R...]`` as ``{name: R}`` (``bottleneck`` a name too).
 
-    Returns ``({(network, strategy): (bundle dir, program)}, shared config)``.
+    Raises
+    ------
+    ValueError
+        For an item without ``=``, an empty name, a count that is no integer or a name
+        given twice, naming the item.
+    """
+    counts: dict[str, int] = {}
+    for item in text.split(","):
+        name, sep, count = item.strip().rpartition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--replicate item {item.strip()!r} is not NAME=R")
+        try:
+            value = int(count)
+        except ValueError:
+            raise ValueError(f"--replicate item {item.strip()!r}: the count {count!r} is "
+                             "not an integer") from None
+        if name.strip() in counts:
+            raise ValueError(f"--replicate names {name.strip()!r} twice")
+        counts[name.strip()] = value
+    return counts
+
+
+def replicas_for(spec: dict[str, int], program) -> dict[str, int]:
+    """``spec`` (:func:`parse_replicate`) resolved for one unreplicated pipelined
+    ``program``: ``{layer name: R}`` of its layers the spec names (``bottleneck`` its
+    :func:`~bitline.sim.cocotb.tb_network.bottleneck_layer`); empty when none."""
+    from bitline.sim.cocotb.tb_network import bottleneck_layer
+
+    names = {layer.name for layer in program.layers}
+    counts = {name: count for name, count in spec.items() if name in names}
+    if "bottleneck" in spec:
+        counts[bottleneck_layer(program)] = spec["bottleneck"]
+    return counts
+
+
+def compile_all(strategies, base, calib, work: Path, *, pipeline: bool = False,
+                replicate: dict[str, int] | None = None):
+    """Compile every (network, strategy) ``--network`` (``--pipeline`` too with
+    ``pipeline``) onto one shared config; with ``replicate`` (``--pipeline`` only) also
+    each (network, strategy) whose layers it names ``--replicate`` (:func:`replicas_for`).
+
+    Returns ``({(network, strategy): (bundle dir, program)}, shared config,
+    {(network, strategy): (bundle dir, program, {layer: R})})``.
+
+    Raises
+    ------
+    ValueError
+        If ``replicate`` names a layer no network has, or the compiler refuses a
+        replication (naming the layer and value).
     """
     from bitline.sim.cocotb.tb_network import shared_config
     from bitline.sw.bundle import write_bundle
@@ -72,23 +132,42 @@ def compile_all(strategies, base, calib, work: Path, *, pipeline: bool = False):
     from bitline.sw.models import resolve_model
 
     models = {name: resolve_model(name) for name in NETWORKS}
-    sized = [compile_model(models[name], strategy, DEFAULT_SPECS[strategy], base,
-                           calib[name], xbars="auto", network=True,
-                           pipeline=pipeline).program.config
-             for name in NETWORKS for strategy in strategies]
+
+    def build(name, strategy, config, xbars, counts=None):
+        extra = {"replicate": counts} if counts else {}
+        return compile_model(models[name], strategy, DEFAULT_SPECS[strategy], config,
+                             calib[name], xbars=xbars, network=True, pipeline=pipeline,
+                             **extra)
+
+    plain = {(name, strategy): build(name, strategy, base, "auto").program
+             for name in NETWORKS for strategy in strategies}
+    counts = {}
+    if replicate:
+        counts = {key: replicas_for(replicate, program) for key, program in plain.items()}
+        counts = {key: value for key, value in counts.items() if value}
+        named = {layer for value in counts.values() for layer in value}
+        missing = sorted(set(replicate) - named - {"bottleneck"})
+        if missing:
+            raise ValueError(f"--replicate names {', '.join(missing)}: no layer of "
+                             f"{' or '.join(NETWORKS)} has that name")
+    sized = [program.config for program in plain.values()]
+    sized += [build(*key, base, "auto", value).program.config for key, value in counts.items()]
     config = shared_config(sized)
-    bundles = {}
-    for name in NETWORKS:
-        for strategy in strategies:
-            result = compile_model(models[name], strategy, DEFAULT_SPECS[strategy], config,
-                                   calib[name], xbars=config.n_xbars, network=True,
-                                   pipeline=pipeline)
+    bundles, replicated = {}, {}
+    for key in plain:
+        for folder, value in ((f"{key[0]}-{key[1]}", None),
+                              (f"{key[0]}-{key[1]}-replicas", counts.get(key))):
+            if folder.endswith("-replicas") and not value:
+                continue
+            result = build(*key, config, config.n_xbars, value)
             if result.program.config != config:
-                raise RuntimeError(f"{name} {strategy}: compiled for another config than "
-                                   "the shared one")
-            bundle = write_bundle(work / f"{name}-{strategy}", result.program, result.qmodel)
-            bundles[name, strategy] = (bundle, result.program)
-    return bundles, config
+                raise RuntimeError(f"{folder}: compiled for another config than the shared one")
+            bundle = write_bundle(work / folder, result.program, result.qmodel)
+            if value:
+                replicated[key] = (bundle, result.program, value)
+            else:
+                bundles[key] = (bundle, result.program)
+    return bundles, config, replicated
 
 
 def main(argv=None) -> int:
@@ -105,12 +184,24 @@ def main(argv=None) -> int:
                              "(the inter-layer pipeline, docs/network.md section 6)")
     parser.add_argument("--images", type=int, default=4,
                         help="--pipeline: images per run (default 4)")
+    parser.add_argument("--replicate", default=None, metavar="NAME=R[,NAME=R...]",
+                        help="--pipeline: also compile each network with these layer "
+                             "replicas (NAME a layer or 'bottleneck', the compute node with "
+                             "the longest job) and run it beside the unreplicated one "
+                             "(docs/network.md section 7)")
     args = parser.parse_args(argv)
     if not args.fpga_mhz > 0:
         parser.error(f"--fpga-mhz must be positive, not {args.fpga_mhz}")
     if args.images < 2:
         parser.error(f"--images must be at least 2 (an interval needs two images), not "
                      f"{args.images}")
+    if args.replicate is not None:
+        if not args.pipeline:
+            parser.error("--replicate needs --pipeline (replicas are pipeline nodes)")
+        try:
+            args.replicate = parse_replicate(args.replicate)
+        except ValueError as error:
+            parser.error(str(error))
 
     from bitline.hw.spec.program import STRATEGIES
     from bitline.sim.rtl import DIGITS_CONFIG
@@ -132,7 +223,7 @@ def main(argv=None) -> int:
     if args.pipeline:
         return pipeline_table(args, strategies, base, calib, work)
     start = time.perf_counter()
-    bundles, config = compile_all(strategies, base, calib, work)
+    bundles, config, _ = compile_all(strategies, base, calib, work)
     x_test, _ = load_dataset("digits", "test")
     x_path = work / "x.npy"
     np.save(x_path, np.asarray(x_test[:1], dtype=np.float32))
@@ -200,15 +291,23 @@ def pipeline_table(args, strategies, base, calib, work: Path) -> int:
     from bitline.sw.perf.network import network_report, pipeline_comparison
 
     start = time.perf_counter()
-    bundles, config = compile_all(strategies, pipeline_base(base), calib, work,
-                                  pipeline=True)
+    try:
+        bundles, config, replicated = compile_all(strategies, pipeline_base(base), calib,
+                                                  work, pipeline=True,
+                                                  replicate=args.replicate)
+    except ValueError as error:
+        print(f"network_table: error: {error}", file=sys.stderr)
+        return 2
     x_test, _ = load_dataset("digits", "test")
     x_path = work / "x.npy"
     np.save(x_path, np.asarray(x_test[:args.images], dtype=np.float32))
     runs = [{"name": f"{name}-{strategy}", "bundle": bundle, "input": x_path,
              "counters": True} for (name, strategy), (bundle, _) in bundles.items()]
-    bench, results = run_network_bench(config, runs, work / "bench",
-                                       programs=[program for _, program in bundles.values()])
+    runs += [{"name": f"{name}-{strategy}-replicas", "bundle": bundle, "input": x_path,
+              "counters": True} for (name, strategy), (bundle, _, _) in replicated.items()]
+    programs = ([program for _, program in bundles.values()]
+                + [program for _, program, _ in replicated.values()])
+    bench, results = run_network_bench(config, runs, work / "bench", programs=programs)
     elapsed = time.perf_counter() - start
     clock = args.fpga_mhz
     header = ["network", "strategy", "RTL latency (cycles)", "model latency",
@@ -246,7 +345,64 @@ def pipeline_table(args, strategies, base, calib, work: Path) -> int:
           f"{args.images} images per run; total {elapsed:.0f} s wall")
     print("equal: every run counter (CYCLES, LATENCY, INTERVAL, events) equals "
           "net_timing.pipeline_schedule; images/s = clock / INTERVAL in steady state")
+    if replicated:
+        equal_all &= replica_table(args, bundles, replicated, results)
     return 0 if equal_all else 1
+
+
+def steady_cycles(program) -> float:
+    """The model's steady cycles per image of a pipelined ``program``: over a batch of
+    ``16 L`` images (``L`` the largest replica count), the last image's end minus the end
+    ``L`` images before, over ``L`` (replicas taking turns by image make the gaps between
+    consecutive images uneven; their mean over ``L`` images is the steady rate)."""
+    from bitline.hw.spec.net_timing import pipeline_schedule
+
+    period = max(1 << int(node.replicas_log2) for node in program.nodes)
+    schedule = pipeline_schedule(program.config, program, 16 * period)
+    last = next((index for index, node in enumerate(program.nodes) if node.to_host),
+                len(program.nodes) - 1)
+    ends = schedule.end[last]
+    return float(ends[-1] - ends[-1 - period]) / period
+
+
+def replica_table(args, bundles, replicated, results) -> bool:
+    """``--replicate``: the second table (module docstring); whether every replicated
+    run's counters equal the model's."""
+    from bitline.sim.cocotb.tb_network import PipelineExpectation
+
+    clock = args.fpga_mhz
+    header = ["network", "strategy", "replicas", "RTL interval", "RTL interval with replicas",
+              "model interval with replicas", "equal", "RTL cycles",
+              "RTL cycles with replicas", f"images/s @{clock:g} MHz (1/interval)",
+              "with replicas (1/interval)", f"batch of {args.images} images/s",
+              "batch with replicas", "model steady cycles/image",
+              "model steady cycles/image with replicas",
+              f"steady images/s @{clock:g} MHz with replicas"]
+    rows, equal_all = [], True
+    for (name, strategy), (_, program, counts) in replicated.items():
+        plain = results[f"{name}-{strategy}"].runs[0]
+        run = results[f"{name}-{strategy}-replicas"].runs[0]
+        model = PipelineExpectation(program, args.images).run_counters()
+        equal = all(run[key] == model[key] for key in model)
+        equal_all &= equal
+        steady = steady_cycles(program)
+        rows.append([name, strategy,
+                     ", ".join(f"{layer} x{count}" for layer, count in counts.items()),
+                     f"{plain['interval']:,}", f"{run['interval']:,}",
+                     f"{model['interval']:,}", "yes" if equal else "NO",
+                     f"{plain['cycles']:,}", f"{run['cycles']:,}",
+                     f"{clock * 1e6 / plain['interval']:,.0f}",
+                     f"{clock * 1e6 / run['interval']:,.0f}",
+                     f"{args.images * clock * 1e6 / plain['cycles']:,.0f}",
+                     f"{args.images * clock * 1e6 / run['cycles']:,.0f}",
+                     f"{steady_cycles(bundles[name, strategy][1]):,.0f}", f"{steady:,.0f}",
+                     f"{clock * 1e6 / steady:,.0f}"])
+    print()
+    print_table(header, rows, args.markdown)
+    print("\nreplicas: the same design; with replicas taking turns by image INTERVAL is the "
+          "gap between the last two images (uneven), the model's steady cycles/image the "
+          "mean gap over a long batch (net_timing.pipeline_schedule)")
+    return equal_all
 
 
 if __name__ == "__main__":

@@ -63,8 +63,8 @@ from bitline.sw.bundle import read_bundle
 from bitline.sw.host.driver import Device, HostDriver
 
 __all__ = ["TOPLEVEL", "SIZED_FIELDS", "NetworkBenchRun", "PipelineExpectation",
-           "node_images", "network_design", "run_network_bench", "read_runs",
-           "shared_config", "expected_counters"]
+           "node_images", "bottleneck_layer", "network_design", "run_network_bench",
+           "read_runs", "shared_config", "expected_counters"]
 
 #: Top-level module name of the whole-network bench design.
 TOPLEVEL = "bitline_network"
@@ -192,6 +192,22 @@ def node_images(node, n_images: int) -> int:
     replicas = 1 << int(getattr(node, "replicas_log2", 0))
     phase = int(getattr(node, "phase", 0))
     return max(0, -(-(int(n_images) - phase) // replicas))
+
+
+def bottleneck_layer(program) -> str:
+    """The layer of ``program``'s compute node with the longest job
+    (:func:`bitline.hw.spec.net_timing.node_timing`): the one to replicate first
+    (``--replicate NAME=R``, docs/network.md section 7)."""
+    from bitline.hw.spec.net_timing import node_timing
+    from bitline.hw.spec.network import NodeKind
+
+    compute = [node for node in program.nodes or ()
+               if NodeKind(int(node.kind)) == NodeKind.COMPUTE]
+    if not compute:
+        raise ValueError("the program has no compute nodes (compile with --network)")
+    node = max(compute, key=lambda node: node_timing(program.config, node,
+                                                     program.layers[node.layer]).cycles)
+    return program.layers[node.layer].name
 
 
 def _schedule_nodes(schedule) -> list[dict]:
