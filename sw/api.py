@@ -242,7 +242,8 @@ class Compiled:
 def compile(model, strategy: str = "bwq", *, spec=None, config=None, calib=None,  # noqa: A001
             xbars: str | int = "auto", encoding: str = "differential",
             requantize: bool = False, network: bool = False,
-            pipeline: bool = False) -> Compiled:
+            pipeline: bool = False, replicate: dict | None = None,
+            budget: str | None = None) -> Compiled:
     """Quantize ``model`` and map it with ``strategy`` (``bitline compile`` without writing).
 
     Parameters
@@ -269,6 +270,10 @@ def compile(model, strategy: str = "bwq", *, spec=None, config=None, calib=None,
         As ``--pipeline`` (with ``network``): the nodes run on ``pipeline_stages`` stage
         engines, successive images at once, the buffer laid out with copies
         (docs/network.md section 6).
+    replicate, budget:
+        As ``--replicate NAME=R,...`` (``{"conv2": 2}``) and ``--budget xbars:N`` with
+        ``pipeline``: layer replicas on fresh units taking turns by image
+        (docs/network.md section 7).
 
     Raises
     ------
@@ -281,5 +286,6 @@ def compile(model, strategy: str = "bwq", *, spec=None, config=None, calib=None,
     model, spec = resolve_spec(load(model), spec, requantize)
     calib_x = _calibration(model, calib)
     result = compile_model(model, strategy, spec, _config(config), calib_x, xbars=xbars,
-                           encoding=encoding, network=network, pipeline=pipeline)
+                           encoding=encoding, network=network, pipeline=pipeline,
+                           replicate=replicate, budget=budget)
     return Compiled(model, result.qmodel, result.program, result.config, result.sizing)

@@ -290,6 +290,60 @@ class Program:
             config = config.replace(max_copies=most)
         return Program(config=config, strategy=self.strategy, layers=layers, nodes=self.nodes)
 
+    def with_replicas(self, replicas: dict[str, int]) -> tuple["Program", dict[str, list[int]]]:
+        """Return the program with ``replicas[name] - 1`` replica records of each named layer.
+
+        A replica (docs/network.md section 7) is a further layer-table record of the same
+        layer (same name, cells, row maps, entries and output-unit parameters) on fresh
+        units: each replica's units follow the highest unit of the program, in the order
+        of its original's units, and its entries name them. The replicas of a layer follow
+        it in the layer table, so later records move up. ``config.n_xbars`` is raised to
+        hold them (the caller records that as a sizing or refuses a pinned value). Returns
+        the program and, per named layer, the record indices of its replicas (original
+        first). The program's nodes are dropped (their ``layer`` indices would be stale).
+
+        Raises
+        ------
+        ValueError
+            If a name is not a layer of the program, a count is below 1, or a named layer
+            has copies (a replica runs one copy).
+        """
+        names = [layer.name for layer in self.layers]
+        for name, count in replicas.items():
+            if name not in names:
+                raise ValueError(f"replicas: program has no layer {name!r}")
+            if int(count) < 1:
+                raise ValueError(f"replicas: layer {name!r} needs at least 1 replica, not "
+                                 f"{count}")
+            if self.layer(name).copies > 1:
+                raise ValueError(f"replicas: layer {name!r} has {self.layer(name).copies} "
+                                 "copies; a replica runs one copy of the layer")
+        used = [layer.all_xbars for layer in self.layers]
+        next_unit = int(max((int(units.max()) for units in used if len(units)), default=-1)) + 1
+        layers: list[LayerProgram] = []
+        indices: dict[str, list[int]] = {}
+        for layer in self.layers:
+            layers.append(layer)
+            count = int(replicas.get(layer.name, 1))
+            if layer.name in replicas:
+                indices[layer.name] = [len(layers) - 1]
+            units = np.asarray(layer.xbars, dtype=np.int64).reshape(-1)
+            for _ in range(count - 1):
+                fresh = np.arange(next_unit, next_unit + len(units), dtype=np.int64)
+                next_unit += len(units)
+                entries = np.array(layer.entries, copy=True)
+                if len(entries):
+                    position = np.searchsorted(np.sort(units), entries["xbar"])
+                    order = np.argsort(units)
+                    entries["xbar"] = fresh[order[position]]
+                layers.append(replace(layer, xbars=fresh, entries=entries, copy_xbars=None,
+                                      stats=dict(layer.stats)))
+                indices[layer.name].append(len(layers) - 1)
+        config = self.config
+        if next_unit > config.n_xbars:
+            config = config.replace(n_xbars=next_unit)
+        return Program(config=config, strategy=self.strategy, layers=layers), indices
+
     def layer(self, name: str) -> LayerProgram:
         """Return the layer program called ``name``."""
         for layer in self.layers:

@@ -654,6 +654,7 @@ def _check_pipeline(tables: ProgramTables, place: Place) -> None:
         raise fail(len(nodes) - 1, "stage", f"{stages[-1]} on the last node: engines "
                    f"{stages[-1] + 1} .. {engines - 1} of pipeline_stages = {engines} run "
                    "no node")
+    first = _check_replicas(tables, fail)
     input_shape = (nodes[0].window.channels, nodes[0].window.height, nodes[0].window.width)
 
     def source_map(ref: int) -> tuple[int, tuple[int, int, int]]:
@@ -677,6 +678,10 @@ def _check_pipeline(tables: ProgramTables, place: Place) -> None:
             if ref and nodes[ref - 1].to_host:
                 raise fail(index, ref_field, f"{ref}: node {ref - 1} sends its outputs to the "
                            "host and writes no map")
+            if ref and first[ref - 1] != ref - 1:
+                raise fail(index, ref_field, f"{ref}: node {ref - 1} is replica "
+                           f"{nodes[ref - 1].phase} of the group of node {first[ref - 1]}; "
+                           f"a source names the group's first node ({first[ref - 1] + 1})")
             producer_base, producer_shape = source_map(ref)
             what = "the network input" if ref == 0 else f"node {ref - 1}'s output"
             if producer_shape != shape:
@@ -712,12 +717,98 @@ def _check_pipeline(tables: ProgramTables, place: Place) -> None:
     _check_engine_units(tables, fail)
 
 
+#: Fields of a layer record its replicas repeat (all but where its tables start).
+_REPLICA_SAME = ("n_inputs", "n_outputs", "entry_count", "act_bits", "mode", "zero_point",
+                 "clamp_lo", "clamp_hi", "weight_offset")
+
+
+def _check_replicas(tables: ProgramTables, fail) -> list[int]:
+    """Check the replica groups (docs/network.md section 7.1); return each node's group
+    first node.
+
+    A group is ``R = 2**replicas_log2`` consecutive nodes, phases ``0 .. R-1``, with the
+    same ``replicas_log2``, window, ``dst_base``, ``dst_channels``, ``copies`` and sources,
+    each on its own layer record (records equal but for their units and table starts, the
+    same output parameters), engines strictly increasing (distinct). Disjoint units are
+    :func:`_check_engine_units`'.
+    """
+    nodes, layers = tables.nodes, tables.layers
+    first = list(range(len(nodes)))
+    index = 0
+    while index < len(nodes):
+        node = nodes[index]
+        count = 1 << int(node.replicas_log2)
+        if node.phase:
+            raise fail(index, "phase", f"{node.phase}: no group starts before it (replica "
+                       f"{node.phase} follows the phase-0 node of its group and replicas "
+                       f"0 .. {node.phase - 1})")
+        if count == 1:
+            index += 1
+            continue
+        if index + count > len(nodes):
+            raise fail(index, "replicas_log2", f"{node.replicas_log2}: a group of {count} "
+                       f"replicas, but only {len(nodes) - index} nodes from this one on")
+        lead_params = _layer_params(tables, int(node.layer))
+        for phase in range(1, count):
+            at = index + phase
+            other = nodes[at]
+            first[at] = index
+            if int(other.replicas_log2) != int(node.replicas_log2):
+                raise fail(at, "replicas_log2", f"{other.replicas_log2}: replica {phase} of "
+                           f"node {index}'s group of {count} (replicas_log2 "
+                           f"{node.replicas_log2})")
+            if int(other.phase) != phase:
+                raise fail(at, "phase", f"{other.phase}: node {at} is replica {phase} of "
+                           f"node {index}'s group (phases 0 .. {count - 1} in node order)")
+            for name in ("window", "dst_base", "dst_channels", "copies", "src0_node",
+                         "to_host"):
+                if getattr(other, name) != getattr(node, name):
+                    raise fail(at, name, f"{getattr(other, name)}: replica {phase} of node "
+                               f"{index}'s group, whose {name} is {getattr(node, name)} (a "
+                               "group's nodes read, write and are read alike)")
+            if int(other.stage) <= int(nodes[at - 1].stage):
+                raise fail(at, "stage", f"{other.stage}: replica {phase} of node {index}'s "
+                           f"group after node {at - 1}'s stage {nodes[at - 1].stage} (the "
+                           "replicas of a layer run on distinct engines)")
+            if int(other.layer) in {int(nodes[k].layer) for k in range(index, at)}:
+                raise fail(at, "layer", f"{other.layer}: replica {phase} of node {index}'s "
+                           "group on the same layer record as an earlier replica (each "
+                           "replica has its own record on its own units)")
+            if other.layer >= len(layers) or node.layer >= len(layers):
+                continue                    # named by the record checks
+            for name in _REPLICA_SAME:
+                mine, theirs = int(layers[name][other.layer]), int(layers[name][node.layer])
+                if mine != theirs:
+                    raise fail(at, "layer", f"{other.layer}: its record's {name} {mine} "
+                               f"differs from layer {node.layer}'s {theirs} (node {index}, "
+                               "the group's first; replicas are copies of one layer)")
+            if not all(np.array_equal(a, b) for a, b in
+                       zip(_layer_params(tables, int(other.layer)), lead_params)):
+                raise fail(at, "layer", f"{other.layer}: its output parameters (bias, mult, "
+                           f"shift) differ from layer {node.layer}'s (node {index}, the "
+                           "group's first; replicas are copies of one layer)")
+        index += count
+    return first
+
+
+def _layer_params(tables: ProgramTables, layer: int) -> tuple[np.ndarray, ...]:
+    """The bias, mult and shift OUTPUT records of layer record ``layer`` (empty when the
+    index is out of range: the record checks name it)."""
+    if not 0 <= layer < len(tables.layers):
+        return ()
+    start = int(tables.layers["param_start"][layer])
+    end = start + int(tables.layers["n_outputs"][layer])
+    return tables.bias[start:end], tables.mult[start:end], tables.shift[start:end]
+
+
 def _check_pipeline_regions(tables: ProgramTables, place: Place, fail) -> None:
-    """Every map's copies inside the buffer and disjoint from every other map's."""
+    """Every map's copies inside the buffer and disjoint from every other map's (a
+    replica group's one map is its first node's)."""
     nodes, depth = tables.nodes, tables.config.act_buffer_depth
     regions = [(0, int(nodes[0].input_copies) * nodes[0].window.size, -1)]
     regions += [(int(node.dst_base), int(node.dst_base) + int(node.copies) * node.dst_size,
-                 index) for index, node in enumerate(nodes) if not node.to_host]
+                 index) for index, node in enumerate(nodes)
+                if not node.to_host and not node.phase]
 
     def name(owner: int) -> str:
         return "the network input's copies" if owner == -1 else f"node {owner}'s copies"

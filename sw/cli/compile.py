@@ -142,6 +142,22 @@ def _print_pipeline(pipe: dict) -> None:
     print_table(table)
 
 
+def _replicate_option(text: str | None) -> dict[str, int] | None:
+    """``--replicate NAME=R[,NAME=R...]`` as a dict; a malformed item is a usage error."""
+    if text is None:
+        return None
+    replicas = {}
+    for item in text.split(","):
+        name, sep, count = item.strip().partition("=")
+        if not sep or not name or not count.strip().isdigit():
+            raise click.UsageError(f"--replicate {text}: {item.strip()!r} is not NAME=R (R "
+                                   "replicas: 1, 2, 4 or 8)")
+        if name in replicas:
+            raise click.UsageError(f"--replicate {text}: layer {name!r} appears twice")
+        replicas[name] = int(count)
+    return replicas
+
+
 _budget_help = ("Resources for layer copies in the inter-layer pipeline: xbars:N (crossbar "
                 "units) or area:MM2 (square millimetres of units)")
 
@@ -234,12 +250,17 @@ def _file_quantization_notes(spec: dict) -> list[str]:
                    "one stage engine per node (or the config's pipeline_stages, nodes "
                    "grouped to balance the engines), successive images at once, every "
                    "feature map with its own copies; sizes pipeline_stages and "
-                   "act_buffer_depth (unless the config sets them).")
+                   "act_buffer_depth (unless the config sets them). With --budget "
+                   "xbars:N the bottleneck layer's replicas are doubled while they fit.")
+@click.option("--replicate", default=None, metavar="NAME=R[,NAME=R...]",
+              help="With --pipeline: give compute layer NAME R replicas (1, 2, 4 or 8) on "
+                   "fresh crossbar units, each on its own engine, taking turns by image "
+                   "(docs/network.md section 7).")
 @json_option
 @quiet_option
 def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xbars, dataset,
                 calib_samples, output, budget, spread, encoding, faults_spec, network,
-                pipeline, as_json, quiet):
+                pipeline, replicate, as_json, quiet):
     """Quantize MODEL, map it with a strategy and write the program bundle to OUTPUT.
 
     With --xbars auto the machine is sized to the network before mapping; every config
@@ -251,17 +272,19 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
     pipeline_latency_s, energy_per_image_pj, bottleneck, copies, placements, layers).
     With --network the bundle carries the whole-network node records (compile.json holds
     "network": true). With --pipeline too the nodes are laid out for the inter-layer
-    pipeline (compile.json holds "pipeline_stages").
+    pipeline (compile.json holds "pipeline_stages"); --replicate and --budget xbars:N
+    give layers replicas (compile.json holds "replicas").
     """
     from bitline.sw.perf import analyze, parse_budget
 
     if pipeline and not network:
         raise click.UsageError("--pipeline pipelines the whole-network mode's nodes: it "
                                "needs --network")
-    if pipeline and budget is not None:
-        raise click.UsageError("--pipeline runs one copy of each layer on its own stage "
-                               "engine; --budget allocates layer copies: use one of them")
-    if network and budget is not None:
+    if replicate is not None and not pipeline:
+        raise click.UsageError("--replicate gives layers replicas in the inter-layer "
+                               "pipeline: it needs --network --pipeline")
+    replicas = _replicate_option(replicate)
+    if network and budget is not None and not pipeline:
         raise click.UsageError("--network runs one copy of each layer; --budget allocates "
                                "layer copies: use one of them")
 
@@ -272,7 +295,7 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
         model, strategy, spec, config, output, xbars=xbars, dataset=dataset,
         calib_samples=calib_samples, config_label=_config_label(config_path, preset_name),
         budget=budget, encoding=encoding, requantize=requantize, spread=spread,
-        faults=faults, network=network, pipeline=pipeline)
+        faults=faults, network=network, pipeline=pipeline, replicate=replicas)
     report = analyze(result.program, result.qmodel, labels=sidecar["labels"])
     # The allocation compile applied (placements and copies), not one re-made on the result.
     pipe = sidecar.get("pipeline")
@@ -399,7 +422,13 @@ def _network_summary(program) -> tuple[str, dict, str] | None:
     if not program.config.pipeline_stages:
         return (format_network_report(run, pipeline=pipeline), summary,
                 "Whole-network run (compiled --network; docs/network.md section 5")
-    piped = pipelined_report(program)
+    try:
+        piped = pipelined_report(program)
+    except ValueError as error:     # replicas the schedule does not model: said, not faked
+        summary["pipeline"] = {"error": str(error)}
+        return (f"pipelined figures not available: {error}", summary,
+                "Pipelined whole-network run (compiled --network --pipeline; docs/network.md "
+                "section 7")
     names = [node.name for node in run.nodes]
     for item, stage, copies in zip(summary["nodes"], piped.stages, piped.copies):
         item.update(engine=stage, copies=copies)

@@ -365,7 +365,8 @@ def validate(program) -> None:
 def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x: np.ndarray,
                   *, xbars: str | int = "auto", qmodels: dict | None = None,
                   encoding: str = "differential", network: bool = False,
-                  pipeline: bool = False) -> CompileResult:
+                  pipeline: bool = False, replicate: dict | None = None,
+                  budget=None) -> CompileResult:
     """Size, quantize, map and validate (compile steps 3-6).
 
     ``xbars`` is ``"auto"`` (the machine is sized to the network, :func:`size_hardware`) or
@@ -373,7 +374,8 @@ def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x
     :func:`size_hardware`. ``encoding`` is the weight encoding
     (:data:`bitline.hw.spec.program.ENCODINGS`; ``offset`` is ISAAC's, ``isaac`` only).
     ``network`` adds the whole-network nodes (:func:`network_program`), ``pipeline`` lays
-    them out for the inter-layer pipeline (``--pipeline``; needs ``network``).
+    them out for the inter-layer pipeline (``--pipeline``; needs ``network``);
+    ``replicate`` and ``budget`` give its layers replicas (:func:`network_program`).
 
     Raises
     ------
@@ -387,6 +389,9 @@ def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x
     if pipeline and not network:
         raise ValueError("--pipeline pipelines the whole-network mode's nodes: it needs "
                          "--network")
+    if (replicate or budget is not None) and not pipeline:
+        raise ValueError(f"{'--replicate' if replicate else '--budget'} here gives layers "
+                         "replicas in the inter-layer pipeline: it needs --network --pipeline")
 
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -406,7 +411,8 @@ def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x
         program = map_program(qmodel, plan.config, strategy, encoding)
     sizing = plan.sizing
     if network:
-        program, records = network_program(program, qmodel, pipeline=pipeline)
+        program, records = network_program(program, qmodel, pipeline=pipeline,
+                                            replicate=replicate, budget=budget)
         sizing += records
     validate(program)
     return CompileResult(qmodel, program, program.config, sizing, sized - start,
@@ -429,7 +435,8 @@ _PIPELINE_REASONS = {
 }
 
 
-def network_program(program: Program, qmodel, *, pipeline: bool = False
+def network_program(program: Program, qmodel, *, pipeline: bool = False,
+                    replicate: dict | None = None, budget=None
                     ) -> tuple[Program, tuple[Sizing, ...]]:
     """Return ``program`` with its whole-network nodes and the config sized for them.
 
@@ -448,13 +455,24 @@ def network_program(program: Program, qmodel, *, pipeline: bool = False
     (:func:`~bitline.sw.integer.network.pipeline_plan`); ``act_buffer_depth`` is sized to
     the sum of the regions.
 
+    ``replicate`` (``--replicate NAME=R``, docs/network.md section 7) gives the named
+    compute layers ``R`` replicas: further layer records on fresh units
+    (:meth:`~bitline.hw.spec.program.Program.with_replicas`; ``n_xbars`` grows, a sizing)
+    and further COMPUTE nodes after the layer's, taking turns by image
+    (:func:`~bitline.sw.integer.network.replicate_nodes`). ``budget`` (``--pipeline
+    --budget xbars:N``) doubles the replicas of the bottleneck group
+    (:func:`pipeline_replicas`) while the units fit ``N``.
+
     Raises
     ------
     ValueError
         For a program with layer copies, a layer op the whole-network hardware does not
         run (naming the layer and op), a pinned field below what the network needs, a
         config that pins ``pipeline_stages`` without ``pipeline`` or to a count outside
-        ``1 .. nodes`` with it, or ``max_copies`` above 1 with ``pipeline``.
+        ``1 .. nodes`` with it, or ``max_copies`` above 1 with ``pipeline``; replicas
+        without ``pipeline``, of a name that is no compute layer or of a non-COMPUTE or
+        ``to_host`` node, a count that is not 1, 2, 4 or 8, replicas sharing an engine,
+        a pinned ``n_xbars`` below the replicas' units (each naming the layer and value).
     """
     from bitline.sw.integer.network import network_nodes
 
@@ -468,12 +486,23 @@ def network_program(program: Program, qmodel, *, pipeline: bool = False
         raise ValueError(f"the config sets pipeline_stages = {config.pipeline_stages} (the "
                          "inter-layer pipeline's engines): compile with --pipeline, or set "
                          "pipeline_stages = 0")
+    replicate = dict(replicate or {})
+    if (replicate or budget is not None) and not pipeline:
+        what = "--replicate" if replicate else "--budget"
+        raise ValueError(f"{what} gives layers replicas in the inter-layer pipeline: it needs "
+                         "--network --pipeline")
     plan = network_nodes(qmodel, [layer.name for layer in program.layers])
     reasons = dict(_NETWORK_REASONS)
+    records = []
     if pipeline:
+        if budget is not None:
+            replicate = pipeline_replicas(program, qmodel, plan, budget, replicate)
+        if replicate:
+            program, plan, grown = _replicated(program, qmodel, plan, replicate)
+            records += grown
+            config = program.config
         plan = _pipeline_plan(program, plan)
         reasons.update(_PIPELINE_REASONS)
-    records = []
     for name, need in plan.sizes.items():
         exact = name == "pipeline_stages"           # the engines, not a capacity
         if need > getattr(config, name) or (exact and need != getattr(config, name)):
@@ -492,6 +521,135 @@ def network_program(program: Program, qmodel, *, pipeline: bool = False
                          "for per-layer jobs)") from None
     return (Program(config, program.strategy, program.layers, nodes=plan.nodes),
             tuple(records))
+
+
+def replica_counts(program: Program) -> dict[str, int]:
+    """Layer name -> replicas of each replicated layer of a pipelined program's nodes."""
+    return {node.name: 1 << int(node.replicas_log2) for node in program.nodes or ()
+            if int(node.replicas_log2) and not node.phase}
+
+
+def parse_budget_label(budget) -> str:
+    """``budget``'s label (``xbars:N``), from a string or a parsed budget."""
+    from bitline.sw.perf import parse_budget
+
+    return (parse_budget(budget) if isinstance(budget, str) else budget).label
+
+
+def _check_replicate(plan, replicate: dict) -> dict[int, int]:
+    """The node index and count of each ``--replicate NAME=R``; refusals name both."""
+    from bitline.hw.spec.network import NodeKind
+    from bitline.sw.integer.network import MAX_REPLICAS
+
+    by_name = {node.name: index for index, node in enumerate(plan.nodes)}
+    computes = [node.name for node in plan.nodes if node.kind == NodeKind.COMPUTE]
+    counts = {}
+    for name, count in replicate.items():
+        where = f"--replicate {name}={count}"
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or \
+                count < 1 or count > MAX_REPLICAS or count & (count - 1):
+            raise ValueError(f"{where}: {count!r} replicas; a layer has 1, 2, 4 or "
+                             f"{MAX_REPLICAS} (a power of two up to {MAX_REPLICAS})")
+        if name not in by_name:
+            raise ValueError(f"{where}: {name!r} is no compute layer of the network (its "
+                             f"compute layers: {', '.join(computes)})")
+        index = by_name[name]
+        node = plan.nodes[index]
+        if node.kind != NodeKind.COMPUTE:
+            raise ValueError(f"{where}: {name!r} is a {NodeKind(node.kind).name} node; only "
+                             f"COMPUTE nodes are replicated ({', '.join(computes)})")
+        if node.to_host:
+            raise ValueError(f"{where}: {name!r} is the last node, which sends its outputs "
+                             "to the host; the to_host node is not replicated")
+        if count > 1:
+            counts[index] = int(count)
+    return counts
+
+
+def _replicated(program: Program, qmodel, plan, replicate: dict):
+    """The program with the replicas' layer records, the node plan with the groups and
+    the ``n_xbars`` sizing (:func:`network_program`)."""
+    from bitline.sw.integer.network import network_nodes, replicate_nodes
+
+    counts = _check_replicate(plan, replicate)
+    named = {plan.nodes[index].name: count for index, count in counts.items()}
+    if not named:
+        return program, plan, []
+    grown, indices = program.with_replicas(named)
+    records = []
+    need = grown.config.n_xbars
+    if need > program.config.n_xbars:
+        reason = ("--replicate: the replicas of "
+                  + ", ".join(f"{name} x{count}" for name, count in named.items())
+                  + " on fresh units")
+        _refuse_pinned(program.config, "n_xbars", need, reason)
+        records.append(Sizing("n_xbars", program.config.n_xbars, need, reason))
+    grown = Program(grown.config, grown.strategy, grown.layers)
+    plan = network_nodes(qmodel, [layer.name for layer in grown.layers])
+    groups = {index: indices[plan.nodes[index].name] for index in counts}
+    return grown, replicate_nodes(plan, groups), records
+
+
+def _group_times(program: Program, plan) -> list[float]:
+    """Per node of ``plan`` its cycles per image of the batch: ``node_timing / R`` (a
+    replica runs one image in ``R``); the stage model's view of a replica group."""
+    from bitline.hw.spec.net_timing import node_timing
+    from bitline.hw.spec.network import NodeKind
+
+    return [node_timing(program.config, node, program.layers[node.layer]
+                        if node.kind == NodeKind.COMPUTE else None).cycles
+            / (1 << int(node.replicas_log2)) for node in plan.nodes]
+
+
+def pipeline_replicas(program: Program, qmodel, plan, budget, replicate: dict | None = None
+                      ) -> dict[str, int]:
+    """Return the replicas per layer name ``--pipeline --budget xbars:N`` chooses (7.3).
+
+    Starting from ``replicate`` (``--replicate``, else none), the replicas of the
+    bottleneck group are doubled while the program's units fit ``N`` and ``R <= 8``. The
+    bottleneck is the node with the most cycles per image of the batch,
+    ``node_timing / R`` (one engine per node: the steady-state interval of 7.2 up to the
+    engines' fixed overheads); the doubling stops when that node cannot be replicated
+    (not COMPUTE, the ``to_host`` node, already 8) or its doubling does not fit.
+
+    Raises
+    ------
+    ValueError
+        If the budget is not ``xbars:N`` or the program without replicas does not fit it.
+    """
+    from bitline.hw.spec.network import NodeKind
+    from bitline.sw.integer.network import MAX_REPLICAS
+    from bitline.sw.perf import parse_budget
+
+    budget = parse_budget(budget) if isinstance(budget, str) else budget
+    if budget.kind != "xbars":
+        raise ValueError(f"--pipeline --budget {budget.label}: the pipeline's replicas take a "
+                         "crossbar-unit budget, xbars:N")
+    limit = int(budget.amount)
+    replicas = {name: int(count) for name, count in (replicate or {}).items()}
+    units = {layer.name: len(np.asarray(layer.xbars).reshape(-1)) for layer in program.layers}
+
+    def used(counts: dict[str, int]) -> int:
+        return program.xbars_used + sum((count - 1) * units[name]
+                                        for name, count in counts.items())
+
+    if used(replicas) > limit:
+        raise ValueError(f"--pipeline --budget {budget.label}: the network's layers (with "
+                         f"their replicas) use {used(replicas)} crossbar units, more than "
+                         f"the budget's {limit}")
+    _check_replicate(plan, replicas)
+    times = _group_times(program, plan)
+    while True:
+        slowest = int(np.argmax([time / replicas.get(node.name, 1)
+                                 for time, node in zip(times, plan.nodes)]))
+        node = plan.nodes[slowest]
+        count = replicas.get(node.name, 1)
+        if node.kind != NodeKind.COMPUTE or node.to_host or count >= MAX_REPLICAS:
+            return replicas
+        doubled = {**replicas, node.name: 2 * count}
+        if used(doubled) > limit:
+            return replicas
+        replicas = doubled
 
 
 def _pipeline_plan(program: Program, plan):
@@ -514,10 +672,16 @@ def _pipeline_plan(program: Program, plan):
                              f"network has {count} nodes and every engine runs at least one "
                              f"node: set pipeline_stages to 1 .. {count}, or remove the key "
                              f"to get one engine per node")
-    times = [node_timing(config, node, program.layers[node.layer]
-                         if node.kind == NodeKind.COMPUTE else None).cycles
-             for node in plan.nodes]
-    return pipeline_plan(plan, partition_stages(times, engines))
+    times = [int(np.ceil(time)) for time in _group_times(program, plan)]
+    stages = partition_stages(times, engines)
+    for index, node in enumerate(plan.nodes):
+        if node.phase and stages[index] == stages[index - 1]:
+            raise ValueError(f"--pipeline: pipeline_stages = {engines} puts replicas "
+                             f"{node.phase - 1} and {node.phase} of layer {node.name!r} on "
+                             f"engine {stages[index]}; the replicas of a layer run on "
+                             "distinct engines: pin more pipeline_stages, or fewer "
+                             "replicas")
+    return pipeline_plan(plan, stages)
 
 
 def _map_owner(nodes, field: str, size: int) -> str:
@@ -716,7 +880,8 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
                    budget=None, encoding: str = "differential",
                    requantize: bool = False, spread: bool = True,
                    faults=None, network: bool = False,
-                   pipeline: bool = False) -> tuple[CompileResult, dict]:
+                   pipeline: bool = False,
+                   replicate: dict | None = None) -> tuple[CompileResult, dict]:
     """Run the whole compile flow (:data:`COMPILE_STEPS`) and write the bundle to ``output``.
 
     ``dataset`` is the calibration data set (:func:`calibration_inputs`); ``config_label``
@@ -738,15 +903,17 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     NETWORK section; no copies, so not with a ``budget``); the side file then holds
     ``network: true``. ``pipeline`` (with ``network``) lays the nodes out for the
     inter-layer pipeline (docs/network.md section 6); the side file then also holds
-    ``pipeline_stages``.
+    ``pipeline_stages``. With ``pipeline``, ``replicate`` (``--replicate``) and ``budget``
+    (``xbars:N``) give layers replicas (docs/network.md section 7, :func:`network_program`);
+    the side file then holds ``replicas`` (layer name -> R, the replicated layers).
     """
     if pipeline and not network:
         raise ValueError("--pipeline pipelines the whole-network mode's nodes: it needs "
                          "--network")
-    if pipeline and budget is not None:
-        raise ValueError("--pipeline runs one copy of each layer on its own stage engine; "
-                         "--budget allocates layer copies: use one of them")
-    if network and budget is not None:
+    if replicate and not pipeline:
+        raise ValueError("--replicate gives layers replicas in the inter-layer pipeline: it "
+                         "needs --network --pipeline")
+    if network and budget is not None and not pipeline:
         raise ValueError("--network runs one copy of each layer; --budget allocates copies: "
                          "use one of them")
     from bitline.sw.bundle import write_bundle
@@ -756,9 +923,10 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
     calib_x, calib_label = calibration_inputs(model, dataset, model_name=model_name,
                                               samples=calib_samples)
     result = compile_model(model, strategy, spec, config, calib_x, xbars=xbars,
-                           encoding=encoding, network=network, pipeline=pipeline)
+                           encoding=encoding, network=network, pipeline=pipeline,
+                           replicate=replicate, budget=budget if pipeline else None)
     pipe = None
-    if budget is not None:
+    if budget is not None and not pipeline:
         result, pipe = allocate_copies(result, budget, spread=spread)
     fault_report = None
     if faults is not None:
@@ -785,5 +953,10 @@ def compile_bundle(model_name: str, strategy: str, spec, config: AcceleratorConf
         sidecar["network"] = True
     if pipeline:
         sidecar["pipeline_stages"] = result.program.config.pipeline_stages
+        replicas = replica_counts(result.program)
+        if replicas:
+            sidecar["replicas"] = replicas
+        if budget is not None:
+            sidecar["budget"] = parse_budget_label(budget)
     (out / COMPILE_SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
     return result, sidecar

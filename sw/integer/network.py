@@ -40,7 +40,10 @@ from bitline.sw.integer.qmodel import QuantizedModel
 
 __all__ = ["NETWORK_OPS", "NetworkPlan", "network_nodes", "run_nodes", "window_addresses",
            "producer_order", "partition_stages", "pipeline_copies", "pipeline_plan",
-           "run_pipelined", "copy_offsets"]
+           "run_pipelined", "copy_offsets", "replicate_nodes", "group_first", "MAX_REPLICAS"]
+
+#: The most replicas of one layer (``replicas_log2`` is 2 bits: 1, 2, 4 or 8).
+MAX_REPLICAS = 8
 
 #: The ops ``compile --network`` runs (fused ReLUs are clamps of their producer).
 NETWORK_OPS = ("conv", "gemm", "maxpool", "avgpool", "gap", "add", "flatten")
@@ -280,13 +283,16 @@ def partition_stages(times, engines: int) -> list[int]:
     return stages
 
 
-def pipeline_copies(stages, producers) -> tuple[list[int], int]:
-    """Return ``(copies per node, input_copies)`` of the copies rule (section 6.3).
+def pipeline_copies(stages, producers, first=None) -> tuple[list[int], int]:
+    """Return ``(copies per node, input_copies)`` of the copies rule (sections 6.3, 7.3).
 
     ``copies_i = max(1, max over consumers c of stage_c - stage_i + 1)``: a consumer ``d``
     stages later may still read image ``n - d`` while node ``i`` writes image ``n``;
     ``input_copies = max over the input's consumers c of stage_c + 2`` (the input writer
-    is a stage before stage 0). ``producers`` as :attr:`NetworkPlan.producers`.
+    is a stage before stage 0). ``producers`` as :attr:`NetworkPlan.producers` (a replica
+    group is named by its first node). ``first`` (:func:`group_first`; default every node
+    its own group) makes every member of a replica group take its first node's copies:
+    the consumers' largest stage minus the group's first (smallest) stage, plus 1.
     """
     copies = [1] * len(stages)
     input_copies = 0
@@ -297,7 +303,56 @@ def pipeline_copies(stages, producers) -> tuple[list[int], int]:
             else:
                 node = source - 1
                 copies[node] = max(copies[node], stages[consumer] - stages[node] + 1)
+    if first is not None:
+        copies = [copies[first[index]] for index in range(len(stages))]
     return copies, input_copies
+
+
+def group_first(nodes: list[NodeProgram]) -> list[int]:
+    """Per node, the index of its replica group's first node (phase 0): ``i`` itself for
+    a node without replicas, ``i - phase`` for a replica (groups are consecutive)."""
+    return [index - int(node.phase) for index, node in enumerate(nodes)]
+
+
+def replicate_nodes(plan: NetworkPlan, replicas: dict[int, list[int]]) -> NetworkPlan:
+    """Return ``plan`` with replica groups (docs/network.md section 7.1).
+
+    ``replicas`` maps a COMPUTE node's index to the layer records of its ``R`` replicas
+    (the node's own first; ``R`` a power of two up to :data:`MAX_REPLICAS`,
+    :meth:`~bitline.hw.spec.program.Program.with_replicas`). Node ``i``'s group is ``R``
+    consecutive nodes, phases ``0 .. R-1``, each on its own layer record;
+    ``producers`` name the groups' first nodes. Layout fields are set later
+    (:func:`pipeline_plan`).
+
+    Raises
+    ------
+    ValueError
+        Naming the node and value: not a COMPUTE node, the ``to_host`` node, a count that
+        is not a power of two in ``1 .. 8``.
+    """
+    nodes, producers = plan.nodes, plan.producers
+    renumber = {0: 0}
+    expanded: list[NodeProgram] = []
+    sources: list[tuple[int, ...]] = []
+    for index, node in enumerate(nodes):
+        layers = replicas.get(index, [node.layer])
+        count = len(layers)
+        if count > 1 and node.kind != NodeKind.COMPUTE:
+            raise ValueError(f"{node.label(index)} is a {NodeKind(node.kind).name} node: only "
+                             "COMPUTE nodes (conv, gemm) are replicated")
+        if count > 1 and node.to_host:
+            raise ValueError(f"{node.label(index)} sends its outputs to the host: the "
+                             "to_host node is not replicated (one node streams the results)")
+        if count & (count - 1) or not 1 <= count <= MAX_REPLICAS:
+            raise ValueError(f"{node.label(index)}: {count} replicas; a group has 1, 2, 4 or "
+                             f"{MAX_REPLICAS} (a power of two up to {MAX_REPLICAS})")
+        renumber[index + 1] = len(expanded) + 1
+        refs = tuple(renumber[ref] for ref in producers[index])
+        for phase, layer in enumerate(layers):
+            expanded.append(replace(node, layer=int(layer), phase=phase,
+                                    replicas_log2=count.bit_length() - 1))
+            sources.append(refs)
+    return replace(plan, nodes=expanded, producers=tuple(sources))
 
 
 def pipeline_plan(plan: NetworkPlan, stages) -> NetworkPlan:
@@ -307,13 +362,16 @@ def pipeline_plan(plan: NetworkPlan, stages) -> NetworkPlan:
     network input's ``input_copies`` copies at 0, then each node's output map's
     ``copies`` copies in node order (the ``to_host`` node writes none); every record reads
     copy 0 of its producers' maps and carries ``stage``, ``copies``, ``input_copies``
-    (node 0) and ``src0_node`` / ``src1_node``. The depth is the sum of the regions.
+    (node 0) and ``src0_node`` / ``src1_node``. The depth is the sum of the regions. A
+    replica group (:func:`replicate_nodes`) shares its first node's region and copies
+    (section 7.3's rule) and needs its replicas on increasing engines.
 
     Raises
     ------
     ValueError
-        If ``stages`` is not one non-decreasing engine per node from 0 without a gap, or a
-        map needs more copies than the record holds (``COPY_BITS``), naming the node.
+        If ``stages`` is not one non-decreasing engine per node from 0 without a gap, two
+        replicas of a group share an engine, or a map needs more copies than the record
+        holds (``COPY_BITS``), naming the node.
     """
     from bitline.hw.spec.network import COPY_BITS
 
@@ -325,7 +383,14 @@ def pipeline_plan(plan: NetworkPlan, stages) -> NetworkPlan:
     if stages[0] != 0 or any(b - a not in (0, 1) for a, b in zip(stages, stages[1:])):
         raise ValueError(f"pipeline_plan: stages {stages} are not non-decreasing from 0 "
                          "without an unused engine")
-    copies, input_copies = pipeline_copies(stages, producers)
+    first = group_first(nodes)
+    for index, lead in enumerate(first):
+        if lead != index and stages[index] <= stages[index - 1]:
+            raise ValueError(f"{nodes[index].label(index)}: replica {nodes[index].phase} of "
+                             f"its group shares engine {stages[index]} with node "
+                             f"{index - 1} of the group (replicas of a layer run on distinct "
+                             "engines); pin more pipeline_stages in the config")
+    copies, input_copies = pipeline_copies(stages, producers, first)
     limit = (1 << COPY_BITS) - 1
     for index, count in enumerate(copies):
         if count > limit:
@@ -349,12 +414,13 @@ def pipeline_plan(plan: NetworkPlan, stages) -> NetworkPlan:
         window = replace(node.window, base=bases[refs[0]])
         extra = dict(src1_base=bases[refs[1]], src1_node=refs[1]) \
             if node.kind == NodeKind.ADD else {}
-        dst_base = 0 if node.to_host else cursor
+        lead = first[index]
+        dst_base = 0 if node.to_host else cursor if lead == index else bases[lead + 1]
         laid.append(replace(node, window=window, dst_base=dst_base, stage=stages[index],
                             copies=copies[index],
                             input_copies=input_copies if index == 0 else 0,
                             src0_node=refs[0], **extra))
-        if not node.to_host:
+        if not node.to_host and lead == index:       # a group shares its first's region
             bases[index + 1] = cursor
             cursor += copies[index] * node.dst_size
     return replace(plan, nodes=laid, depth=cursor, stages=max(stages) + 1)
@@ -470,6 +536,8 @@ def run_nodes(program, qmodel: QuantizedModel, codes: np.ndarray, *,
     ou_rows = spec_ou_rows(qmodel)
     output = None
     for index, node in enumerate(nodes):
+        if not _runs(node, image):
+            continue
         tensor = _step(buffer, program, qmodel, ou_rows, index, image)
         if trace is not None:
             trace.append(tensor)
@@ -535,11 +603,18 @@ def run_pipelined(program, qmodel: QuantizedModel, codes: np.ndarray) -> np.ndar
             if not 0 <= image < count:
                 continue
             for index in range(last + 1):
-                if stages[index] == engine:
+                if stages[index] == engine and _runs(nodes[index], image):
                     tensor = _step(buffer, program, qmodel, ou_rows, index, image)
                     if index == last:
                         outputs[image] = tensor[0]
     return np.stack(outputs).reshape(count, *qmodel.model.output_shape)
+
+
+def _runs(node: NodeProgram, image: int) -> bool:
+    """Whether ``node`` runs image ``image``: replica ``phase`` of a group of ``R`` runs
+    the images ``n`` with ``n mod R == phase`` (docs/network.md 7.2); every other node
+    runs every image."""
+    return image % (1 << int(node.replicas_log2)) == int(node.phase)
 
 
 def _depth(program) -> int:
@@ -584,13 +659,17 @@ def _run_node(node: NodeProgram, buffer: np.ndarray, program, qmodel: QuantizedM
     values, pad = _read(buffer, window)                 # (N, P, C*KH*KW)
     pixels = values.shape[1]
     if node.kind == NodeKind.COMPUTE:
-        qlayer = qmodel.layers[program.layers[node.layer].name]
+        # the weights are the quantized layer's; the output unit is the node's own layer
+        # record's (a replica's record, docs/network.md section 7, is really the one used)
+        record = program.layers[node.layer]
+        qlayer = qmodel.layers[record.name]
         cols = values.reshape(batch * pixels, -1)
         acc = arith.compute_acc(qlayer, cols, ou_rows=ou_rows)
-        out = qlayer.output
-        y = arith.output_unit(acc, qlayer.bias, qlayer.mult, qlayer.shift,
-                              out.zero_point if out is not None else 0,
-                              qlayer.clamp_lo, qlayer.clamp_hi, qlayer.mode)
+        y = arith.output_unit(acc, np.asarray(record.bias, dtype=np.int64),
+                              np.asarray(record.mult, dtype=np.int64),
+                              np.asarray(record.shift, dtype=np.int64),
+                              int(record.zero_point), int(record.clamp_lo),
+                              int(record.clamp_hi), str(record.mode))
         return y.reshape(batch, pixels, -1)
     if node.kind == NodeKind.ADD:
         other = WindowParams(window.channels, window.height, window.width,

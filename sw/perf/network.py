@@ -48,7 +48,7 @@ from bitline.hw.spec.registers import NODE_COUNTERS
 
 __all__ = ["NodePerf", "NetworkPerf", "PipelineFigures", "PipelinedPerf", "network_report",
            "pipeline_comparison", "pipelined_report", "format_network_report",
-           "format_pipelined_report", "PIPELINE_BATCH"]
+           "format_pipelined_report", "PIPELINE_BATCH", "node_images"]
 
 #: Images of the pipelined report's batch (``compile`` / ``report``): enough for the
 #: steady state's INTERVAL (between the last two images) to be reached.
@@ -370,6 +370,7 @@ def pipelined_report(program: Program, n_images: int = PIPELINE_BATCH) -> Pipeli
     node_cycles = [node_timing(config, node, program.layers[node.layer]
                                if kind == NodeKind.COMPUTE else None).cycles
                    for node, kind in zip(nodes, kinds)]
+    _check_replica_schedule(nodes, schedule, node_cycles, int(n_images))
     counters = [(int(t.cycles), int(t.input_stall), int(t.output_stall))
                 for t in schedule.nodes]
     return PipelinedPerf(
@@ -377,6 +378,33 @@ def pipelined_report(program: Program, n_images: int = PIPELINE_BATCH) -> Pipeli
         [int(node.copies) for node in nodes], counters, int(schedule.cycles),
         int(schedule.latency), int(schedule.interval), node_cycles, nodes[0].window.size,
         pipeline_comparison(program), config.clock_mhz)
+
+
+def node_images(node, n_images: int) -> int:
+    """Images node ``node`` runs in a batch of ``n_images`` (docs/network.md 7.2): replica
+    ``phase`` of ``R`` runs ``ceil((N - phase) / R)`` of them (0 when ``phase >= N``)."""
+    count = 1 << int(node.replicas_log2)
+    return max(0, -(-(int(n_images) - int(node.phase)) // count))
+
+
+def _check_replica_schedule(nodes, schedule, node_cycles, n_images: int) -> None:
+    """Refuse a schedule that runs a replica on images of another phase.
+
+    A replica's NODE_CYCLES is its own images' (7.4): ``node_images`` times its cycles per
+    image. A ``pipeline_schedule`` without replicas runs every node on every image; its
+    figures for a replicated program would be wrong, so they are refused, naming the node.
+    """
+    for index, (node, timing) in enumerate(zip(nodes, schedule.nodes)):
+        if not int(node.replicas_log2):
+            continue
+        need = node_images(node, n_images) * node_cycles[index]
+        if int(timing.cycles) != need:
+            raise ValueError(
+                f"node {index} ({node.name!r}), replica {node.phase} of "
+                f"{1 << int(node.replicas_log2)}: net_timing.pipeline_schedule gives it "
+                f"{int(timing.cycles):,} cycles over {n_images} images, but it runs "
+                f"{node_images(node, n_images)} of them ({need:,} cycles): the schedule does "
+                "not model layer replicas (docs/network.md 7.2), so no pipelined figures")
 
 
 def format_pipelined_report(report: NetworkPerf, piped: PipelinedPerf,

@@ -233,10 +233,11 @@ def test_pinned_engine_count_groups_the_nodes(tmp_path, resnet, digits):
 def test_refusals_name_the_flag_or_field(tmp_path, resnet):
     with pytest.raises(ValueError, match=r"--pipeline .* needs --network"):
         api.compile(RESNET, "bwq", pipeline=True)
-    with pytest.raises(ValueError, match=r"--pipeline runs one copy of each layer .* "
-                                         r"--budget allocates layer copies"):
+    # --pipeline --budget gives replicas (section 7.3, test_network_replicas.py); an area
+    # budget is not one
+    with pytest.raises(ValueError, match=r"--pipeline --budget area:1.*crossbar-unit budget"):
         compile_bundle(RESNET, "bwq", None, AcceleratorConfig(), tmp_path / "b",
-                       budget="xbars:40", network=True, pipeline=True)
+                       budget="area:1", network=True, pipeline=True)
     with pytest.raises(ValueError, match=r"the config sets pipeline_stages = 11, but the "
                                          r"network has 10 nodes"):
         api.compile(RESNET, "bwq", config=_pinned_network(tmp_path, max_nodes=12,
@@ -355,9 +356,10 @@ def test_cli_flag(tmp_path):
                                   str(tmp_path / "x")])
     assert refused.exit_code == 2 and "--pipeline" in refused.output \
         and "needs --network" in refused.output
-    refused = runner.invoke(cli, ["compile", CNN, "-s", "bwq", "--network", "--pipeline",
-                                  "--budget", "xbars:40", "-o", str(tmp_path / "y")])
-    assert refused.exit_code == 2 and "--budget allocates layer copies" in refused.output
+    refused = runner.invoke(cli, ["compile", CNN, "-s", "bwq", "--network", "--replicate",
+                                  "/features/features.2/Conv=2", "-o", str(tmp_path / "y")])
+    assert refused.exit_code == 2 and "--replicate" in refused.output \
+        and "needs --network --pipeline" in refused.output
 
 
 # ---------------------------------------------------------------------------- the model
