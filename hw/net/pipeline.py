@@ -65,7 +65,7 @@ from __future__ import annotations
 from functools import reduce
 from operator import or_
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -75,7 +75,13 @@ from bitline.hw.net.im2col import Im2colReader
 from bitline.hw.net.pool import POOL_AVERAGE, POOL_MAX, PoolUnit
 from bitline.hw.net.residual import ResidualAdd
 from bitline.hw.spec.config import AcceleratorConfig, clog2
-from bitline.hw.spec.network import COPY_BITS, NetGeometry, NodeKind, node_layout
+from bitline.hw.spec.network import (
+    COPY_BITS,
+    REPLICA_LOG2_BITS,
+    NetGeometry,
+    NodeKind,
+    node_layout,
+)
 from bitline.hw.spec.registers import COUNTER_BITS, VECTOR_BITS
 
 __all__ = ["IMAGE_BITS", "Pipeline"]
@@ -161,11 +167,15 @@ class Pipeline(wiring.Component):
         m.submodules.node_counters = counters = Memory(
             shape=3 * COUNTER_BITS, depth=max_nodes, init=[])
         host_read = counters.read_port()
+        # a node that ran no image in the last run (a replica with phase >= N) reads 0,
+        # not its counters of an earlier run
+        selected_ran = Signal()
+        shown = Mux(selected_ran, host_read.data, 0)
         m.d.comb += [
             host_read.addr.eq(self.node_select),
-            self.node_cycles.eq(host_read.data[:COUNTER_BITS]),
-            self.node_input_stall.eq(host_read.data[COUNTER_BITS:2 * COUNTER_BITS]),
-            self.node_output_stall.eq(host_read.data[2 * COUNTER_BITS:]),
+            self.node_cycles.eq(shown[:COUNTER_BITS]),
+            self.node_input_stall.eq(shown[COUNTER_BITS:2 * COUNTER_BITS]),
+            self.node_output_stall.eq(shown[2 * COUNTER_BITS:]),
         ]
 
         # ---- the tables INIT registers, and the run's state -----------------------------
@@ -178,16 +188,30 @@ class Pipeline(wiring.Component):
         adds = [Signal(name=f"node{i}_add") for i in range(max_nodes)]
         copies = [Signal(COPY_BITS, name=f"node{i}_copies") for i in range(max_nodes)]
         done = [Signal(IMAGE_BITS, name=f"node{i}_done") for i in range(max_nodes)]
+        # replicas (section 7): the group's size as a shift, the node's phase, its next
+        # image (phase + done * R) and whether it has one in this run
+        rlog = [Signal(REPLICA_LOG2_BITS, name=f"node{i}_replicas_log2")
+                for i in range(max_nodes)]
+        phase = [Signal(layout.members["phase"], name=f"node{i}_phase")
+                 for i in range(max_nodes)]
+        to_host = [Signal(name=f"node{i}_to_host") for i in range(max_nodes)]
+        next_image = [Signal(IMAGE_BITS, name=f"node{i}_next_image") for i in range(max_nodes)]
+        pending = [Signal(name=f"node{i}_pending") for i in range(max_nodes)]
         input_copies = Signal(COPY_BITS)
         input_size = Signal(geometry.addr_bits + 1)
         in_done = Signal(IMAGE_BITS)
+        m.d.sync += selected_ran.eq(Array(done)[self.node_select] != 0)
         images = Signal(IMAGE_BITS)
         first = [Signal(clog2(max_nodes), name=f"engine{e}_first") for e in range(engines)]
         last = [Signal(clog2(max_nodes), name=f"engine{e}_last") for e in range(engines)]
         has = [Signal(name=f"engine{e}_has_nodes") for e in range(engines)]
-        # the producer's image count and copies by src value (0: the network input)
-        done_of = Array([in_done] + done)
+        # the producer's image count, copies and replicas by src value (0: the network
+        # input); done_of is padded so that src + (n mod R) stays in range
+        done_of = Array([in_done] + done + [Const(0, IMAGE_BITS)] * ((1 << len(phase[0])) - 1))
         copies_of = Array([input_copies] + copies)
+        rlog_of = Array([Const(0, REPLICA_LOG2_BITS)] + rlog)
+        for i in range(max_nodes):
+            m.d.comb += pending[i].eq(valid[i] & (next_image[i] < images))
 
         # per node: copy counters (write, source 0, source 1) and their offsets
         def per_node(name, shape):
@@ -197,20 +221,45 @@ class Pipeline(wiring.Component):
                              per_node(name + "_offset", offset_shape))
                       for name in ("write", "read0", "read1")}
 
-        # ---- the synchronization (section 6.4) per node ---------------------------------
+        # ---- the synchronization (sections 6.4, 7.2) per node ---------------------------
         def reads(c, value):
             """Node c reads the map of src value ``value``."""
             return valid[c] & ((src0[c] == value) | (adds[c] & (src1[c] == value)))
 
+        # n mod R as a bit mask by replicas_log2
+        phase_shape = layout.members["phase"]
+        low_mask = Array([Const((1 << k) - 1, phase_shape)
+                          for k in range(1 << REPLICA_LOG2_BITS)])
+
+        def finished(value, n):
+            """The group named by src value ``value`` (its first node + 1; 0 the input)
+            has finished image ``n``: ``done`` of its member ``n mod R`` > ``n div R``."""
+            shift = rlog_of[value]
+            return done_of[value + (n & low_mask[shift])] > (n >> shift)
+
+        def member_finished(c, n):
+            """Node ``c`` is not the member of its group for image ``n``, or finished it."""
+            return ((n & low_mask[rlog[c]]) != phase[c]) | (done[c] > (n >> rlog[c]))
+
+        def consumers_finished(value, n, copies_free):
+            """Every group reading src value ``value`` finished image ``n`` (or
+            ``copies_free``: the image is below the copies)."""
+            return copies_free | Cat(~reads(c, value) | member_finished(c, n)
+                                     for c in range(max_nodes)).all()
+
         input_ok, output_ok = [], []
         for i in range(max_nodes):
-            n = done[i]
+            n = next_image[i]
             a = Signal(name=f"node{i}_input_ok")
             b = Signal(name=f"node{i}_output_ok")
+            group = Signal(src_shape, name=f"node{i}_group")   # src value naming i's group
+            m.d.comb += group.eq(i + 1 - phase[i])
             m.d.comb += [
-                a.eq((done_of[src0[i]] > n) & (~adds[i] | (done_of[src1[i]] > n))),
-                b.eq(Cat(~reads(c, i + 1) | (done[c] + copies[i] > n)
-                         for c in range(max_nodes)).all()),
+                a.eq(finished(src0[i], n) & (~adds[i] | finished(src1[i], n))),
+                # (b); a replicated to_host group also gives the host image n - 1 first
+                b.eq(consumers_finished(group, (n - copies[i])[:IMAGE_BITS], n < copies[i])
+                     & (~to_host[i] | (rlog[i] == 0) | (n == 0)
+                        | finished(group, (n - 1)[:IMAGE_BITS]))),
             ]
             input_ok.append(a)
             output_ok.append(b)
@@ -226,6 +275,14 @@ class Pipeline(wiring.Component):
         finished = [Signal(name=f"engine{e}_finished") for e in range(engines)]
         finishing = [Signal(name=f"engine{e}_finishing") for e in range(engines)]
         record = self.node_record[0]
+        init_window = record.window
+        source_size_init = init_window.channels * init_window.height * init_window.width
+        dst_size_init = record.dst_channels * init_window.out_h * init_window.out_w
+
+        def src_copies(value):
+            # node 0's input_copies is registered in the same cycle as its record is read
+            return Mux(value == 0, Mux(init_prev == 0, record.input_copies, input_copies),
+                       copies_of[value])
         m.d.sync += go.eq(0)
         with m.FSM(name="pipeline") as fsm:
             with m.State("IDLE"):
@@ -233,7 +290,7 @@ class Pipeline(wiring.Component):
                     m.d.sync += [
                         images.eq(Mux(self.n_images == 0, 1, self.n_images)),
                         init_k.eq(0), init_valid.eq(0), self.done.eq(0), in_done.eq(0),
-                        *[flag.eq(0) for flag in valid + has + finished + done],
+                        *[flag.eq(0) for flag in valid + has + finished + done + next_image],
                         *[signal.eq(0) for pair in copy_state.values() for part in pair
                           for signal in part],
                     ]
@@ -250,7 +307,18 @@ class Pipeline(wiring.Component):
                                 src0[i].eq(record.src0_node), src1[i].eq(record.src1_node),
                                 adds[i].eq(record.kind == NodeKind.ADD),
                                 copies[i].eq(record.copies),
+                                rlog[i].eq(record.replicas_log2), phase[i].eq(record.phase),
+                                to_host[i].eq(record.to_host),
+                                next_image[i].eq(record.phase),
                             ]
+                            # image `phase` is in copy `phase mod copies` of each map
+                            for name, limit, size in (
+                                    ("write", record.copies, dst_size_init),
+                                    ("read0", src_copies(record.src0_node), source_size_init),
+                                    ("read1", src_copies(record.src1_node), source_size_init)):
+                                copy = (record.phase % limit)[:COPY_BITS]
+                                m.d.sync += [copy_state[name][0][i].eq(copy),
+                                             copy_state[name][1][i].eq(copy * size)]
                     with m.If(init_prev == 0):
                         window = record.window
                         m.d.sync += [input_copies.eq(record.input_copies),
@@ -272,8 +340,8 @@ class Pipeline(wiring.Component):
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
 
         # ---- the input writer ------------------------------------------------------------
-        writer_ok = Cat(~reads(c, 0) | (done[c] + input_copies > in_done)
-                        for c in range(max_nodes)).all()
+        writer_ok = consumers_finished(0, (in_done - input_copies)[:IMAGE_BITS],
+                                       in_done < input_copies)
         writing = running & (in_done < images) & writer_ok
         taken = writing & self.host_inputs.valid
         in_count = Signal(geometry.addr_bits + 1)
@@ -300,13 +368,13 @@ class Pipeline(wiring.Component):
         # ---- the engines ------------------------------------------------------------------
         host_results, held_to_host, to_host_ends, engine_addr = [], [], [], []
         for e in range(engines):
-            result_valid, result, to_host, held, ends, index = self._engine(
+            result_valid, result, its_to_host, held, ends, index = self._engine(
                 m, e, store, counters, go, images, first[e], last[e], has[e], finished[e],
-                finishing[e], input_ok, output_ok, done, copies_of, copy_state, src0, src1,
-                copies)
-            host_results.append((result_valid & to_host, result))
-            held_to_host.append(held & to_host)
-            to_host_ends.append(ends & to_host)
+                finishing[e], input_ok, output_ok, done, copies_of, copy_state, stage,
+                rlog, next_image, pending)
+            host_results.append((result_valid & its_to_host, result))
+            held_to_host.append(held & its_to_host)
+            to_host_ends.append(ends & its_to_host)
             engine_addr.append(index)
         m.d.comb += [
             self.node_addr[0].eq(Mux(fsm.ongoing("INIT"), init_addr, engine_addr[0])),
@@ -337,8 +405,8 @@ class Pipeline(wiring.Component):
         return m
 
     def _engine(self, m, e, store, counters, go, images, first, last, has, finished,
-                finishing, input_ok, output_ok, done, copies_of, copy_state, src0, src1,
-                copies):
+                finishing, input_ok, output_ok, done, copies_of, copy_state, stage, rlog,
+                next_image, pending):
         """Add engine ``e``: its node FSM, readers, pool, residual add and write port.
 
         Returns ``(result_valid, result, to_host, held, ends, index)`` of its current node.
@@ -362,7 +430,6 @@ class Pipeline(wiring.Component):
 
         node = Signal(layout, name=prefix + "node")
         index = Signal(clog2(max_nodes), name=prefix + "index")
-        image = Signal(IMAGE_BITS, name=prefix + "image")
         pixels = Signal(geometry.addr_bits + 1, name=prefix + "pixels")
         source_size = Signal(geometry.addr_bits + 1, name=prefix + "source_size")
         dst_size = Signal(geometry.addr_bits + 1, name=prefix + "dst_size")
@@ -469,35 +536,48 @@ class Pipeline(wiring.Component):
         ]
 
         # ---- the copy counters of the node at its end ---------------------------------
+        # the node's next image is R later: each copy counter advances by R mod its copies
         limits = {"write": copies_of[index + 1], "read0": copies_of[node.src0_node],
                   "read1": copies_of[node.src1_node]}
         steps = {"write": dst_size, "read0": source_size, "read1": source_size}
+        replicas = Const(1, 1 << REPLICA_LOG2_BITS) << node.replicas_log2
         ready = input_ok[index] & output_ok[index]
         with m.If(ends):
             for i in range(max_nodes):
                 with m.If(index == i):
-                    m.d.sync += done[i].eq(done[i] + 1)
+                    m.d.sync += [done[i].eq(done[i] + 1),
+                                 next_image[i].eq(next_image[i] + replicas)]
                     for name, (copy_regs, offset_regs) in copy_state.items():
-                        copy, offset = local[name]
-                        wraps = copy + 1 >= limits[name]
-                        m.d.sync += [
-                            copy_regs[i].eq(Mux(wraps, 0, copy + 1)),
-                            offset_regs[i].eq(Mux(wraps, 0, offset + steps[name])),
-                        ]
+                        copy, _ = local[name]
+                        advanced = ((copy + replicas) % limits[name])[:COPY_BITS]
+                        m.d.sync += [copy_regs[i].eq(advanced),
+                                     offset_regs[i].eq(advanced * steps[name])]
+
+        # ---- which node next: the engine's nodes in order, cyclically, skipping (one
+        # FETCH cycle each) a node without a further image in this run ------------------
+        mine = [(stage[i] == e) for i in range(max_nodes)]
+        any_pending = Cat(own & p for own, p in zip(mine, pending)).any()
+        current_more = (Array(next_image)[index] + replicas) < images
+        more = Cat(own & Mux(index == i, current_more, pending[i])
+                   for i, own in enumerate(mine)).any()
+        following = Mux(index == last, first, index + 1)
 
         # ---- the FSM ------------------------------------------------------------------
-        m.d.comb += finishing.eq(ends & (index == last) & (image + 1 == images))
+        m.d.comb += finishing.eq(ends & ~more)
         with m.FSM(name=prefix + "fsm"):
             with m.State("IDLE"):
                 with m.If(go):
-                    m.d.sync += [index.eq(first), image.eq(0), finished.eq(~has)]
-                    with m.If(has):
+                    m.d.sync += [index.eq(first), finished.eq(~has | ~any_pending)]
+                    with m.If(has & any_pending):
                         m.next = "FETCH"
             with m.State("FETCH"):
-                m.next = "LOAD"
+                with m.If(Array(pending)[index]):
+                    m.next = "LOAD"
+                with m.Else():
+                    m.d.sync += index.eq(following)
             with m.State("LOAD"):
                 old = counter_read.data
-                first_image = image == 0
+                first_image = Array(done)[index] == 0
                 m.d.sync += [
                     node.eq(self.node_record[e]),
                     cycles.eq(Mux(first_image, 0, old[:COUNTER_BITS])),
@@ -542,14 +622,10 @@ class Pipeline(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
                 with m.If(ends):
-                    with m.If(index == last):
-                        with m.If(image + 1 == images):
-                            m.d.sync += finished.eq(1)
-                            m.next = "IDLE"
-                        with m.Else():
-                            m.d.sync += [image.eq(image + 1), index.eq(first)]
-                            m.next = "FETCH"
+                    with m.If(~more):
+                        m.d.sync += finished.eq(1)
+                        m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += index.eq(index + 1)
+                        m.d.sync += index.eq(following)
                         m.next = "FETCH"
         return result_valid, result, node.to_host, held, ends, index

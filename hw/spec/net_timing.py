@@ -229,6 +229,41 @@ class PipelineSchedule:
         return self.n_images * clock_hz / self.cycles
 
 
+def _replica_groups(nodes) -> tuple[list[int], list[int], list[int]]:
+    """Per node its group's replica count, its phase and its group's first node (7.1).
+
+    Raises
+    ------
+    ValueError
+        A phase not below the replicas, or a group whose members are not consecutive
+        nodes with phases 0 .. R-1 and one ``replicas_log2``, naming node, field and value.
+    """
+    replicas, phases, group_of = [], [], []
+    for index, node in enumerate(nodes):
+        log2 = int(getattr(node, "replicas_log2", 0))
+        phase = int(getattr(node, "phase", 0))
+        if not 0 <= phase < 1 << log2:
+            raise ValueError(f"node {index}: field phase: {phase} is not below the group's "
+                             f"{1 << log2} replicas")
+        first = index - phase
+        if first < 0 or any(int(getattr(nodes[first + k], "replicas_log2", 0)) != log2
+                            or int(getattr(nodes[first + k], "phase", 0)) != k
+                            for k in range(phase)):
+            raise ValueError(f"node {index}: field phase: {phase}, but nodes {first} .. "
+                             f"{index - 1} are not its group's phases 0 .. {phase - 1} "
+                             f"with replicas_log2 {log2}")
+        replicas.append(1 << log2)
+        phases.append(phase)
+        group_of.append(first)
+    for index, (count, phase) in enumerate(zip(replicas, phases)):
+        if phase == count - 1:
+            continue
+        if index + 1 >= len(nodes) or phases[index + 1] != phase + 1:
+            raise ValueError(f"node {index}: field replicas_log2: the group of "
+                             f"{count} replicas ends after phase {phase}")
+    return replicas, phases, group_of
+
+
 def pipeline_schedule(config: AcceleratorConfig, program, n_images: int) -> PipelineSchedule:
     """Return the pipelined run of ``program`` over ``n_images`` images (module docstring).
 
@@ -270,31 +305,82 @@ def pipeline_schedule(config: AcceleratorConfig, program, n_images: int) -> Pipe
     input_copies = int(nodes[0].input_copies)
     if input_copies < 1:
         raise ValueError(f"node 0: field input_copies: {input_copies} (at least 1)")
+    replicas, phases, group_of = _replica_groups(nodes)
     consumers = [[c for c in range(count) if i + 1 in sources[c]] for i in range(count)]
     input_readers = [c for c in range(count) if 0 in sources[c]]
     input_size = nodes[0].window.size
 
-    start = np.zeros((count, images), dtype=np.int64)
-    end = np.zeros((count, images), dtype=np.int64)
-    input_end = np.zeros(images, dtype=np.int64)
+    def member(group: int, image: int) -> int:
+        """The node of ``group`` (its first node) that runs ``image``."""
+        return group + image % replicas[group]
+
+    # per node the images it runs; per engine its visits (node, image, FETCH skips before)
+    runs = [list(range(phases[i], images, replicas[i])) for i in range(count)]
+    visits = []
+    for engine in range(engines):
+        own = [i for i in range(count) if int(nodes[i].stage) == engine]
+        left = {i: list(runs[i]) for i in own}
+        sequence, skips, position = [], 0, 0
+        while own and any(left.values()):
+            node = own[position]
+            if left[node]:
+                sequence.append((node, left[node].pop(0), skips))
+                skips = 0
+            else:
+                skips += 1                # FETCH of a node without a further image
+            position = (position + 1) % len(own)
+        visits.append(sequence)
+
+    start = np.full((count, images), -1, dtype=np.int64)
+    end = np.full((count, images), -1, dtype=np.int64)
+    input_end = np.full(images, -1, dtype=np.int64)
     wait_input = np.zeros(count, dtype=np.int64)
     wait_output = np.zeros(count, dtype=np.int64)
     first_write = pipeline_init_cycles(count)
     free = [first_write + ENGINE_GO_CYCLES] * engines     # each engine's next FETCH
-    for image in range(images):
-        take = first_write if image == 0 else int(input_end[image - 1]) + 1
-        if image >= input_copies:
-            take = max([take] + [int(end[c, image - input_copies]) + 1
-                                 for c in input_readers])
-        input_end[image] = take + input_size - 1
-        for index, node in enumerate(nodes):
-            engine = int(node.stage)
-            setup = free[engine] + 2
-            ready_in = max(int(input_end[image]) + 1 if src == 0
-                           else int(end[src - 1, image]) + 1 for src in sources[index])
-            copies = int(node.copies)
-            ready_out = max([0] + [int(end[c, image - copies]) + 1
-                                   for c in consumers[index] if image >= copies])
+    head = [0] * engines
+    taken = 0                                             # images the writer has taken
+
+    def ended(node: int, image: int):
+        """Cycle after ``node``'s end of ``image`` (None: not yet known)."""
+        value = int(end[node, image])
+        return value + 1 if value >= 0 else None
+
+    def groups_done(readers, image):
+        """Cycle after every group in ``readers`` (nodes) finished ``image``."""
+        times = [ended(member(group_of[c], image), image) for c in readers]
+        return None if None in times else max([0] + times)
+
+    # every event waits only for earlier events (7.2): take each engine's next visit and
+    # the writer's next image as soon as what it waits for is known
+    while taken < images or any(h < len(v) for h, v in zip(head, visits)):
+        progress = False
+        if taken < images:
+            image = taken
+            ready = first_write if image == 0 else int(input_end[image - 1]) + 1
+            copies_free = (groups_done(input_readers, image - input_copies)
+                           if image >= input_copies else 0)
+            if copies_free is not None:
+                input_end[image] = max(ready, copies_free) + input_size - 1
+                taken += 1
+                progress = True
+        for engine, sequence in enumerate(visits):
+            if head[engine] == len(sequence):
+                continue
+            index, image, skips = sequence[head[engine]]
+            ready_in = [(int(input_end[image]) + 1 if input_end[image] >= 0 else None)
+                        if src == 0 else ended(member(src - 1, image), image)
+                        for src in sources[index]]
+            copies = int(nodes[index].copies)
+            ready_out = [groups_done(consumers[group_of[index]], image - copies)
+                         if image >= copies else 0]
+            if nodes[index].to_host and replicas[index] > 1 and image > 0:
+                # a replicated to_host group gives the host its images in order
+                ready_out.append(ended(member(group_of[index], image - 1), image - 1))
+            if None in ready_in or None in ready_out:
+                continue
+            setup = free[engine] + skips + 2
+            ready_in, ready_out = max(ready_in), max(ready_out)
             ready = max(setup, ready_in, ready_out)
             waited_in = max(0, min(ready, ready_in) - setup)
             wait_input[index] += waited_in
@@ -302,13 +388,20 @@ def pipeline_schedule(config: AcceleratorConfig, program, n_images: int) -> Pipe
             start[index, image] = ready + 1
             end[index, image] = ready + 1 + timings[index].cycles
             free[engine] = int(end[index, image]) + 1
+            head[engine] += 1
+            progress = True
+        if not progress:
+            raise ValueError("the nodes' sources and copies make the engines wait on each "
+                             "other forever (a record's src*_node, copies or stage)")
     host = [index for index, node in enumerate(nodes) if node.to_host]
-    last = host[0] if host else count - 1
-    latency = int(end[last, 0]) + 1
-    interval = int(end[last, -1] - end[last, -2]) if images > 1 else 0
-    totals = tuple(NodeTiming(images * t.cycles, images * t.input_stall + int(wait_input[i]),
-                              images * t.output_stall + int(wait_output[i]))
+    last = group_of[host[0]] if host else group_of[count - 1]
+    host_ends = [int(end[member(last, image), image]) for image in range(images)]
+    latency = host_ends[0] + 1
+    interval = host_ends[-1] - host_ends[-2] if images > 1 else 0
+    totals = tuple(NodeTiming(len(runs[i]) * t.cycles,
+                              len(runs[i]) * t.input_stall + int(wait_input[i]),
+                              len(runs[i]) * t.output_stall + int(wait_output[i]))
                    for i, t in enumerate(timings))
-    return PipelineSchedule(cycles=int(end[:, -1].max()) + 1, latency=latency,
+    return PipelineSchedule(cycles=int(end.max()) + 1, latency=latency,
                             interval=interval, n_images=images, nodes=totals, start=start,
                             end=end, input_end=input_end)

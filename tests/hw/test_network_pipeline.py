@@ -49,12 +49,14 @@ from support.configs import small_config
 from support.network_bench import (
     NETWORK_CONFIG,
     PIPELINE_CONFIG,
+    REPLICA_CONFIG,
     HandNetwork,
     buffer_codes,
     hand_network,
     node_sources,
     pipelined,
     reference_run,
+    replicated,
     run_network,
 )
 from support.simulation import simulate
@@ -366,3 +368,77 @@ def test_pipelined_design_passes_verilator_lint(tmp_path):
     result = verilator_lint([path], "pipeline_top")
     assert result.ok, result.log[-3000:]
     assert result.warnings == {}
+
+
+@pytest.fixture(scope="module")
+def replica_runs(network):
+    """The hand network with conv1 (the bottleneck) run by 2 replicas on their own engines
+    and units (docs/network.md section 7): runs of 4, 3 and 1 images on one design."""
+    _, net, _, images = network
+    config = small_config(**REPLICA_CONFIG)
+    rng = np.random.default_rng(SEED + 5)
+    seen = {tuple(out) for out in _expected(config, net, images)}
+    while len(images) < 4:      # a fourth image the network tells apart
+        image = rng.integers(0, 1 << config.max_act_bits, net.input_shape)
+        if tuple(_expected(config, net, [image])[0]) not in seen:
+            images = images + [image]
+    group = pipelined(replicated(net, "conv1", 2), list(range(len(net.nodes) + 1)))
+    assert buffer_codes(group) <= config.act_buffer_depth
+    dut = Accelerator(config, memories=program_memories(config, group.layers,
+                                                        nodes=group.nodes))
+    n = len(group.nodes)
+    results = {}
+
+    async def testbench(ctx):
+        for count in (4, 3, 1):
+            results[count] = await run_network(ctx, dut, _codes(images[:count]),
+                                               count * group.n_outputs, n_nodes=n,
+                                               n_images=count)
+
+    simulate(dut, testbench)
+    return config, net, group, images, results
+
+
+def test_replicated_conv_is_exact_and_equals_the_schedule(replica_runs):
+    """conv1 by 2 replicas (phases 0 and 1: images 0, 2 and 1, 3): 4, 3 and 1 images
+    bit-exact; every counter equal to ``pipeline_schedule``; a second count: each
+    replica's NODE_CYCLES is its own images (``ceil((N - phase) / 2)``, 0 for the replica
+    of a one-image run) times conv1's node time, the work N images of the per-layer
+    model."""
+    config, net, group, images, results = replica_runs
+    assert [(node.replicas_log2, node.phase) for node in group.nodes[:3]] == \
+        [(1, 0), (1, 1), (0, 0)]
+    assert group.nodes[2].src0_node == 1          # the max pool reads the group
+    expected = _expected(config, net, images)
+    node_time = network_timing(small_config(**NETWORK_CONFIG),
+                               _program(small_config(**NETWORK_CONFIG), net))[1][0].cycles
+    for count, result in results.items():
+        schedule = _check_exact_and_scheduled(config, group, images[:count],
+                                              expected, result, f"{count} images")
+        _, counters, nodes, _ = result
+        assert counters["stall_cycles"] == 0
+        assert [nodes[k]["node_cycles"] for k in (0, 1)] == \
+            [-(-(count - phase) // 2) * node_time for phase in (0, 1)]
+        assert schedule.end[1, 0] == -1 and (count == 1) == (schedule.end[1] == -1).all()
+        per_image = sum(analyze_layer(net.layers[node.layer], config,
+                                      node.out_pixels).ou_reads
+                        for node in net.nodes if node.kind == NodeKind.COMPUTE)
+        assert counters["ou_reads"] == count * per_image
+
+
+def test_replicas_shorten_the_interval_of_the_bottleneck(network, replica_runs):
+    """conv1 is the unreplicated pipeline's bottleneck (INTERVAL = its node time + 4);
+    with 2 replicas the images leave faster: INTERVAL and CYCLES of 4 and 3 images below
+    the unreplicated schedule's, the mean interval over 4 images below half of it plus
+    the other nodes' share; LATENCY one INIT cycle more (a ninth record)."""
+    config, net, piped, _ = network
+    _, _, _, _, results = replica_runs
+    for count in (4, 3):
+        plain = pipeline_schedule(config, _program(config, piped), count)
+        counters = results[count][1]
+        assert plain.interval == plain.end[0, 0] - plain.start[0, 0] + 4
+        assert counters["interval"] < plain.interval
+        assert counters["cycles"] < plain.cycles
+        assert counters["latency"] == plain.latency + 1
+    four = results[4][1]
+    assert (four["cycles"] - four["latency"]) / 3 < 0.6 * plain.interval

@@ -38,8 +38,9 @@ from bitline.sw.integer.qmodel import ActParams
 
 from support.accelerator import expected_outputs, make_layer
 
-__all__ = ["NETWORK_CONFIG", "PIPELINE_CONFIG", "HandNetwork", "hand_network", "pipelined",
-           "node_sources", "reference_run", "run_network", "read_node_counters"]
+__all__ = ["NETWORK_CONFIG", "PIPELINE_CONFIG", "REPLICA_CONFIG", "HandNetwork",
+           "hand_network", "pipelined", "replicated", "node_sources", "reference_run",
+           "run_network", "read_node_counters"]
 
 
 @dataclass
@@ -65,6 +66,12 @@ NETWORK_CONFIG = dict(rows=32, cols=32, n_xbars=4, act_buffer_depth=256, max_nod
 #: :data:`NETWORK_CONFIG` with the inter-layer pipeline: one engine per node of
 #: :func:`hand_network` and the buffer its copies need (488 codes with a stage per node).
 PIPELINE_CONFIG = dict(NETWORK_CONFIG, act_buffer_depth=512, pipeline_stages=8)
+
+#: :data:`PIPELINE_CONFIG` for :func:`hand_network` with one layer replicated twice
+#: (:func:`replicated`): a node, an engine, a layer record and a unit more, and the buffer
+#: for the replicas' extra copies (613 codes with ``conv1`` replicated).
+REPLICA_CONFIG = dict(PIPELINE_CONFIG, n_xbars=5, max_layers=8, max_nodes=9,
+                      pipeline_stages=9, act_buffer_depth=1024)
 
 
 def hand_network(config, rng, strategy="isaac") -> HandNetwork:
@@ -243,14 +250,15 @@ def node_sources(nodes) -> list[tuple[int, int]]:
     """``(src0_node, src1_node)`` of each node of a slot-reusing (sequential) layout.
 
     A source is the latest earlier node whose output map starts at the source's base
-    (``j + 1``), or the network input (0); ``src1_node`` is 0 but for an ADD.
+    (``j + 1``; a group of replicas is named by its first node, docs/network.md 7.1), or
+    the network input (0); ``src1_node`` is 0 but for an ADD.
     """
     sources = []
     for index, node in enumerate(nodes):
         def producer(base):
             for j in range(index - 1, -1, -1):
                 if not nodes[j].to_host and nodes[j].dst_base == base:
-                    return j + 1
+                    return j - nodes[j].phase + 1
             return 0
         second = producer(node.src1_base) if node.kind == NodeKind.ADD else 0
         sources.append((producer(node.window.base), second))
@@ -273,12 +281,20 @@ def pipelined(network: HandNetwork, stages: list[int]) -> HandNetwork:
         return [c for c, (s0, s1) in enumerate(sources)
                 if s0 == value or (nodes[c].kind == NodeKind.ADD and s1 == value)]
 
-    copies = [max([1] + [stages[c] - stages[i] + 1 for c in readers(i + 1)])
+    # a group of replicas (docs/network.md 7.1-7.3): copies from its earliest stage, one
+    # region for the group
+    first = [i - node.phase for i, node in enumerate(nodes)]
+    earliest = [min(stages[j] for j in range(len(nodes)) if first[j] == first[i])
+                for i in range(len(nodes))]
+    copies = [max([1] + [stages[c] - earliest[i] + 1 for c in readers(first[i] + 1)])
               for i in range(len(nodes))]
     input_copies = max(stages[c] + 2 for c in readers(0))
     input_size = int(np.prod(network.input_shape))
     bases, end = [0], input_copies * input_size
-    for node, count in zip(nodes, copies):
+    for index, (node, count) in enumerate(zip(nodes, copies)):
+        if node.phase:
+            bases.append(bases[first[index] + 1])
+            continue
         bases.append(0 if node.to_host else end)
         end += 0 if node.to_host else count * node.dst_size
     result = []
@@ -293,8 +309,45 @@ def pipelined(network: HandNetwork, stages: list[int]) -> HandNetwork:
 
 
 def buffer_codes(network: HandNetwork) -> int:
-    """Codes a pipelined network's regions take (the input's copies and every map's)."""
+    """Codes a pipelined network's regions take (the input's copies and every map's; a
+    group of replicas has one)."""
     first = network.nodes[0]
     used = first.input_copies * int(np.prod(network.input_shape))
     return used + sum(node.copies * node.dst_size for node in network.nodes
-                      if not node.to_host)
+                      if not node.to_host and not node.phase)
+
+
+def replicated(network: HandNetwork, name: str, replicas: int) -> HandNetwork:
+    """``network`` with its COMPUTE node ``name`` run by a group of ``replicas`` nodes.
+
+    docs/network.md 7.1: the node's record is repeated ``replicas`` times (phases 0 ..
+    R-1, ``replicas_log2``); replica ``k > 0`` runs a further layer record appended to the
+    layer table, the layer's entries on fresh units after the highest used one (as
+    ``Program.with_copies`` places lanes). Apply before :func:`pipelined` (which gives
+    the group one region and its consumers the group's first node as source).
+    """
+    log2 = int(replicas).bit_length() - 1
+    if replicas < 1 or 1 << log2 != replicas:
+        raise ValueError(f"replicas: {replicas} is not a power of two")
+    (index,) = [i for i, node in enumerate(network.nodes) if node.name == name]
+    node = network.nodes[index]
+    if NodeKind(node.kind) != NodeKind.COMPUTE:
+        raise ValueError(f"replicas: node {name!r} is not a COMPUTE node")
+    layers, weights = list(network.layers), list(network.weights)
+    original = layers[node.layer]
+    next_unit = 1 + max(int(np.asarray(layer.all_xbars).max()) for layer in layers)
+    units = np.asarray(original.xbars, dtype=np.int64).reshape(-1)
+    group = [replace(node, replicas_log2=log2, phase=0)]
+    for phase in range(1, replicas):
+        fresh = np.arange(next_unit, next_unit + units.size, dtype=np.int64)
+        next_unit += units.size
+        entries = np.array(original.entries, copy=True)
+        lookup = dict(zip(units.tolist(), fresh.tolist()))
+        entries["xbar"] = [lookup[int(unit)] for unit in entries["xbar"]]
+        layers.append(replace(original, xbars=fresh.reshape(np.shape(original.xbars)),
+                              entries=entries, name=f"{original.name}_r{phase}"))
+        weights.append(weights[node.layer])
+        group.append(replace(node, layer=len(layers) - 1, replicas_log2=log2, phase=phase,
+                             name=f"{name}_r{phase}"))
+    nodes = list(network.nodes[:index]) + group + list(network.nodes[index + 1:])
+    return HandNetwork(layers, weights, nodes, network.input_shape)
