@@ -218,16 +218,15 @@ def _check_names_and_totals(program: Program, config: AcceleratorConfig, place: 
     names = [layer.name for layer in program.layers]
     # layer replicas (docs/network.md section 7): the validator checks the groups
     nodes = getattr(program, "nodes", None) or []
-    replicas = {int(getattr(node, "layer", -1)) for node in nodes
-                if int(getattr(node, "phase", 0) or 0) > 0}
+    replicated = any(int(getattr(node, "replicas_log2", 0) or 0) for node in nodes)
     for index, name in enumerate(names):
         if not isinstance(name, str) or not name:
             raise place.error(SectionId.LAYERS, "name", f"layer name {name!r} must be a "
                               "non-empty string", index)
-        if names.index(name) != index and index not in replicas:
+        if names.index(name) != index and not replicated:
             raise place.error(SectionId.LAYERS, "name", f"layer name {name!r} appears twice "
-                              "(only a replica's record, the layer of a COMPUTE node of "
-                              "phase > 0, repeats a name)", index)
+                              "(only a program with layer replicas repeats a name: the "
+                              "validator checks their groups)", index)
     layers = program.layers
     totals = {
         SectionId.LAYERS: len(layers),
