@@ -442,3 +442,34 @@ def test_replicas_shorten_the_interval_of_the_bottleneck(network, replica_runs):
         assert counters["latency"] == plain.latency + 1
     four = results[4][1]
     assert (four["cycles"] - four["latency"]) / 3 < 0.6 * plain.interval
+
+
+def test_replica_sharing_an_engine_skips_and_stays_exact(network):
+    """The network without conv1 on 3 engines, conv2 by 2 replicas: replica 0 alone on
+    engine 1, replica 1 first of engine 2's nodes (the add and the rest after it), so in
+    a 3-image run engine 2 fetches replica 1 in its second round, finds no image 3 and
+    skips it (one FETCH cycle). Exact and every counter equal to the schedule for 3
+    images, and for 1 image (replica 1 runs nothing, its counters read 0; engine 1's
+    nodes finish once replica 0 is done). This placement (a replica before its consumer
+    on one engine, which the compiler does not make) completes only short runs: the
+    schedule refuses 4 images as a deadlock (tests/hw/test_network_timing.py)."""
+    config, net, _, _ = network
+    config = replace(small_config(**REPLICA_CONFIG), pipeline_stages=3, max_nodes=8,
+                     act_buffer_depth=512)
+    headless = _headless(net)
+    group = pipelined(replicated(headless, "conv2", 2), [0, 1, 2, 2, 2, 2, 2, 2])
+    assert [node.name for node in group.nodes[1:4]] == ["conv2", "conv2_r1", "add"]
+    assert buffer_codes(group) <= config.act_buffer_depth
+    rng = np.random.default_rng(SEED + 6)
+    images = [rng.integers(0, 1 << config.max_act_bits, headless.input_shape)
+              for _ in range(3)]
+    expected = _expected(config, headless, images)
+    three, one = _run_memories(config, group, images, then_one=True)
+    schedule = _check_exact_and_scheduled(config, group, images, expected, three, "three")
+    _check_exact_and_scheduled(config, group, images[:1], expected, one, "one")
+    # engine 2's second round: replica 1 (no image 3) skipped, the add's image 1 (its
+    # sources long done) starts 5 cycles after fc2's image 0 (FETCH of the replica,
+    # FETCH, LOAD, SETUP of the add), one more than without the skip
+    assert schedule.end[2, 1] > 0 and (schedule.end[2, [0, 2]] == -1).all()
+    assert schedule.start[3, 1] == schedule.end[-1, 0] + 5
+    assert one[2][2] == {"node_cycles": 0, "node_input_stall": 0, "node_output_stall": 0}

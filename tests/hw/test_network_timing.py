@@ -159,3 +159,91 @@ def test_schedule_errors_name_the_problem():
         pipeline_schedule(config, broken, 2)
     with pytest.raises(ValueError, match="no network nodes"):
         pipeline_schedule(config, replace(program, nodes=None), 1)
+
+
+def _replicated_program(stages, name="conv1"):
+    from support.network_bench import REPLICA_CONFIG, pipelined, replicated
+    config = small_config(**dict(REPLICA_CONFIG, pipeline_stages=max(stages) + 1))
+    net = pipelined(replicated(hand_network(config, np.random.default_rng(2026)), name, 2),
+                    stages)
+    return config, Program(config=config, strategy="isaac", layers=net.layers,
+                           nodes=net.nodes)
+
+
+@pytest.mark.parametrize("name, stages, count", [
+    ("conv1", list(range(9)), 5), ("conv2", [0, 1, 2, 3, 3, 3, 3, 3, 3], 3)])
+def test_replica_schedule_orders_every_group_dependency(name, stages, count):
+    """docs/network.md 7.2 checked on the schedule a second way: conv1 by 2 replicas on
+    their own engines, 5 images; conv2 by 2 replicas, replica 1 sharing engine 3 with
+    the add (its consumer) and the rest, 3 images: each replica runs exactly the images
+    of its phase; every image starts after its source
+    group's member for that image ended it, and after each consumer group's member for
+    image n - copies ended that; the input writer takes image n after the readers ended
+    n - input_copies; an engine's images never overlap; NODE_CYCLES = images run x node
+    time."""
+    config, program = _replicated_program(stages, name)
+    nodes = program.nodes
+    schedule = pipeline_schedule(config, program, count)
+    start, end = schedule.start, schedule.end
+    phase_of = [(node.phase, 1 << node.replicas_log2) for node in nodes]
+    assert [node.name for node in nodes if node.replicas_log2] == [name, name + "_r1"]
+    first = [i - node.phase for i, node in enumerate(nodes)]
+    ran = end >= 0
+    for index, (phase, replicas) in enumerate(phase_of):
+        assert ran[index].tolist() == [n % replicas == phase for n in range(count)], index
+
+    def member(group, n):
+        return group + n % (1 << nodes[group].replicas_log2)
+
+    _, timings = network_timing(config, replace(program, nodes=[
+        replace(node, replicas_log2=0, phase=0) for node in nodes]))
+    for index, node in enumerate(nodes):
+        images = np.flatnonzero(ran[index])
+        assert schedule.nodes[index].cycles == len(images) * timings[index].cycles
+        sources = [node.src0_node] + ([node.src1_node] if node.kind == NodeKind.ADD else [])
+        for n in images:
+            for source in sources:
+                ready = (schedule.input_end[n] if source == 0
+                         else end[member(source - 1, n), n])
+                assert start[index, n] > ready + 1
+            k = node.copies
+            for reader, other in enumerate(nodes):
+                if first[index] + 1 in (other.src0_node, other.src1_node) and n >= k \
+                        and other.phase == 0:
+                    assert start[index, n] > end[member(reader, n - k), n - k] + 1
+    k = nodes[0].input_copies
+    readers = [i for i, node in enumerate(nodes) if node.src0_node == 0 and node.phase == 0]
+    for n in range(k, count):
+        taken = schedule.input_end[n] - nodes[0].window.size + 1
+        assert all(taken > end[member(c, n - k), n - k] for c in readers)
+    for stage in range(max(stages) + 1):
+        spans = sorted((start[i, n], end[i, n]) for i, node in enumerate(nodes)
+                       if node.stage == stage for n in np.flatnonzero(ran[i]))
+        assert all(b > a_end + 3 for (_, a_end), (b, _) in zip(spans, spans[1:]))
+    assert schedule.cycles == end.max() + 1
+
+
+def test_replica_sharing_an_engine_with_its_consumer_deadlocks_in_long_runs():
+    """Round-robin on a shared engine runs the replica's images 2j + 1 beside its
+    consumer's j: with conv2's replica 1 before the add on engine 3, image 3 needs the
+    add's image 1 (copies 2), which the engine runs after it. The schedule says so
+    (the compiler gives every replica its own engine, docs/network.md 7.3)."""
+    config, program = _replicated_program([0, 1, 2, 3, 3, 3, 3, 3, 3], "conv2")
+    assert pipeline_schedule(config, program, 3).cycles > 0
+    with pytest.raises(ValueError, match="wait on each other forever"):
+        pipeline_schedule(config, program, 4)
+
+
+def test_replica_schedule_errors_name_the_node():
+    config, program = _replicated_program(list(range(9)))
+    nodes = program.nodes
+    broken = replace(program, nodes=[nodes[0], replace(nodes[1], phase=2)] + nodes[2:])
+    with pytest.raises(ValueError, match="node 1: field phase: 2 is not below the group's 2"):
+        pipeline_schedule(config, broken, 2)
+    broken = replace(program, nodes=[nodes[0], replace(nodes[1], replicas_log2=0, phase=0)]
+                     + nodes[2:])
+    with pytest.raises(ValueError, match="node 0: field replicas_log2: the group of 2"):
+        pipeline_schedule(config, broken, 2)
+    broken = replace(program, nodes=[replace(nodes[0], replicas_log2=0)] + nodes[1:])
+    with pytest.raises(ValueError, match="node 1: field phase: 1, but nodes 0 .. 0"):
+        pipeline_schedule(config, broken, 2)
