@@ -24,13 +24,22 @@ One run (``run`` for one cycle, ``n_images`` sampled then; 0 counts as 1)::
 
     INIT   n_nodes + 1 cycles: every node record is read once through engine 0's port and
            the tables the synchronization needs are registered: per node stage, copies,
-           src0_node, src1_node, ADD or not; node 0's input_copies and S_in = C*H*W; per
-           engine its first and last node
+           src0_node, src1_node, ADD or not, to_host, replicas_log2, phase (its next
+           image starts at phase, its copy counters at phase mod copies); node 0's
+           input_copies and S_in = C*H*W; per engine its first and last node
     RUN    from the next cycle the input writer takes codes; in the cycle after, every
            engine with nodes starts FETCH of its first node
 
-Engine ``e`` runs its nodes (``stage == e``, contiguous in node order) in node order, image
-after image. Per node and image::
+**Replicas** (docs/network.md section 7): node ``i`` of a group of ``R_i = 2**replicas_log2``
+runs the images ``n = phase + j * R_i`` (``next_image``, advanced by ``R_i`` at each end;
+``done_i`` counts them). A group (first node ``g``, src value ``g + 1``) has *finished*
+image ``n`` when ``done`` of its member ``g + (n mod R)`` exceeds ``n div R`` (the low bits
+and a shift). With ``R = 1`` everywhere every rule below is section 6.4's.
+
+Engine ``e`` runs its nodes (``stage == e``, contiguous in node order) in node order,
+round after round; a node without a further image in the run (``next_image >= N``) costs
+one FETCH cycle and is skipped; the engine is finished when none of its nodes has one (at
+once if a replica's phase is ``>= N``). Per node and image::
 
     FETCH -> LOAD -> SETUP [-> WAIT ...] -> START -> RUN
 
@@ -39,17 +48,20 @@ the node's counters so far (0 for image 0), SETUP registers ``P = out_h * out_w`
 source size ``C * H * W``, the copy offsets (reader base ``window.base + (n mod k0) *
 S_src``, ``src1_base + (n mod k1) * S_src``, write base ``dst_base + (n mod copies) *
 dst_size``, kept per node as wrapping counters and running sums) and starts the write
-counters; it goes to START if the node may start image ``n = done_i`` (section 6.4: (a)
-``done_j > n`` for each source ``j``, the input writer's ``in_done`` for the network input;
-(b) ``done_c + copies_i > n`` for each consumer ``c``), else to WAIT until it may. START
-and RUN are the sequencer's; the node finishes the image in the cycle its last result is
-written (or taken by the host), and ``done_i`` counts it from the next cycle. The input
-writer takes image ``n = in_done`` while ``done_c + input_copies > n`` for each node ``c``
-reading the input. The run ends in the cycle the last engine finishes its last node's
-image ``N - 1`` (``busy`` low from the next cycle, ``done`` set).
+counters; it goes to START if the node may start its image ``n`` (section 7.2: (a) each
+source group finished ``n``, the input writer's ``in_done > n`` for the network input;
+(b) each group reading the node's group finished ``n - copies_i``, or ``n < copies_i``; a
+replicated ``to_host`` group also finished ``n - 1``, so the host gets the images in
+order), else to WAIT until it may. START and RUN are the sequencer's; the node finishes
+the image in the cycle its last result is written (or taken by the host), and ``done_i``
+counts it from the next cycle; its copy counters advance by ``R_i`` modulo their copies.
+The input writer takes image ``n = in_done`` while each group reading the input finished
+``n - input_copies`` (or ``n < input_copies``). The run ends in the cycle the last engine
+finishes its last image (``busy`` low from the next cycle, ``done`` set).
 
 Counters (section 6.6), per node summed over the run's images (a memory written at the
-node's end, read at ``node_select``): ``node_cycles`` (RUN cycles), ``node_input_stall``
+node's end, read at ``node_select``; a node that ran no image in the last run reads 0):
+``node_cycles`` (RUN cycles), ``node_input_stall``
 (WAIT cycles for (a) - the reason registered the cycle before, so every WAIT cycle counts
 once - and reader-starved RUN cycles), ``node_output_stall`` (WAIT cycles for (b) and
 results held by the host). ``latency``: cycles from RUN_NETWORK to the ``to_host`` node's

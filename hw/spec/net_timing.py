@@ -54,6 +54,17 @@ section 6): :func:`pipeline_schedule` is the event recurrence its engines realiz
   the rest as output stall.
 * CYCLES is ``1 +`` the last end of any node's image ``N - 1``; LATENCY ``1 +`` the
   ``to_host`` node's end of image 0; INTERVAL the difference of its last two ends.
+
+**Layer replicas** (docs/network.md section 7.2): node ``i``, phase ``k`` of a group of
+``R`` replicas, runs the images ``k, k + R, ...`` below ``N``; "the group's end of image
+``n``" is its member ``n mod R``'s. The sources' ends (a), the consumer groups' ends of
+image ``n - copies`` (b) and the input writer's readers are taken per group; a replicated
+``to_host`` group also waits for its end of image ``n - 1``. An engine visits its nodes
+in node order round after round; a node without a further image costs one FETCH cycle
+(its next node's FETCH is a cycle later) and the engine stops when none has one. Events
+are computed as soon as what they wait for is known; a program whose engines would wait
+on each other forever (e.g. a replica before its consumer on one engine in a long run)
+is refused. With ``R = 1`` everywhere this is the recurrence above, unchanged.
 """
 
 from __future__ import annotations
@@ -207,7 +218,8 @@ class PipelineSchedule:
     nodes:
         Per node its NODE_* counters summed over the images (:class:`NodeTiming`).
     start, end:
-        ``[node, image]``: the node's START cycle and the cycle of its last result.
+        ``[node, image]``: the node's START cycle and the cycle of its last result (-1
+        for an image the node does not run: a replica's other phases).
     input_end:
         ``[image]``: the cycle the input writer takes the image's last code.
     """
@@ -276,7 +288,11 @@ def pipeline_schedule(config: AcceleratorConfig, program, n_images: int) -> Pipe
     ValueError
         No nodes, a negative image count, or a record the engines would wait on forever
         (``copies`` or node 0's ``input_copies`` below 1, a source that is not an earlier
-        node, stages not below ``pipeline_stages``), naming node, field and value.
+        node, stages not below ``pipeline_stages``, a replica group's ``phase`` /
+        ``replicas_log2`` out of order), naming node, field and value; or engines that
+        wait on each other forever.
+
+    ``start`` / ``end`` hold -1 for the images a replica does not run.
     """
     nodes = list(program.nodes or [])
     if not nodes:
