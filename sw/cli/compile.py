@@ -430,15 +430,17 @@ def _network_summary(program) -> tuple[str, dict, str] | None:
                 "Pipelined whole-network run (compiled --network --pipeline; docs/network.md "
                 "section 7")
     names = [node.name for node in run.nodes]
-    for item, stage, copies in zip(summary["nodes"], piped.stages, piped.copies):
-        item.update(engine=stage, copies=copies)
+    replicas = piped.replicas or [1] * len(piped.stages)
+    for item, stage, copies, count in zip(summary["nodes"], piped.stages, piped.copies,
+                                          replicas):
+        item.update(engine=stage, copies=copies, replicas=count)
     # one image's figures of a pipelined run are the batch's image 0 and steady state
     summary.update(cycles_per_image=piped.steady_cycles, latency_us=piped.latency_us(),
                    images_per_second=piped.images_per_second())
     summary["pipeline"] = {
         "n_images": piped.n_images, "engines": piped.engines, "cycles": piped.cycles,
         "latency": piped.latency, "interval": piped.interval,
-        "latency_us": piped.latency_us(), "images_per_second": piped.images_per_second(),
+        "steady_cycles": piped.steady_cycles, "latency_us": piped.latency_us(), "images_per_second": piped.images_per_second(),
         "batch_images_per_second": piped.batch_images_per_second(),
         "t_max": pipeline.bottleneck_cycles, "sum_t_l": pipeline.latency_cycles,
         "deviation_cycles": piped.deviation_cycles, "cause": piped.cause(names)}

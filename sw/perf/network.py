@@ -36,7 +36,9 @@ start), or the input writer's ``C*H*W`` cycles per image when it is the slowest.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 from bitline.hw.spec.net_timing import (
     INPUT_SETUP_CYCLES, NODE_START_CYCLES, NODE_SWITCH_CYCLES, READER_START_CYCLES,
@@ -201,15 +203,27 @@ def pipeline_comparison(program: Program) -> PipelineFigures:
     """Return the pipeline model's figures of ``program``'s layers (one copy each).
 
     ``T_l`` is :func:`bitline.hw.spec.timing.layer_cycles` of each compute layer over its
-    output pixels (:mod:`bitline.sw.perf.pipeline`); a node list gives the pixels.
+    output pixels (:mod:`bitline.sw.perf.pipeline`); a node list gives the pixels. A
+    replica group of ``R`` (docs/network.md section 7) is one stage with ``R`` copies,
+    ``T_l(R)``: the stage model splits the vectors of every image over the copies, where
+    the replicas split the images (section 7's deviation).
     """
     from bitline.sw.perf.report import analyze_layer
 
     if not program.nodes:
         raise ValueError("the program has no network nodes (compile with --network)")
-    stages = [analyze_layer(program.layers[node.layer], program.config,
-                            node.out_pixels).cycles
-              for node in program.nodes if NodeKind(int(node.kind)) == NodeKind.COMPUTE]
+    stages = []
+    for node in program.nodes:
+        if NodeKind(int(node.kind)) != NodeKind.COMPUTE or int(node.phase):
+            continue
+        layer = program.layers[node.layer]
+        count = 1 << int(node.replicas_log2)
+        if count > 1:               # the stage model's copies: T_l(c), vectors split
+            width = len(layer.xbars)
+            layer = replace(layer, copy_xbars=np.arange((count - 1) * width,
+                                                        dtype=np.int64).reshape(count - 1,
+                                                                                width))
+        stages.append(analyze_layer(layer, program.config, node.out_pixels).cycles)
     return PipelineFigures(max(stages), sum(stages))
 
 
@@ -261,6 +275,17 @@ class PipelinedPerf:
         The stage model's figures (:func:`pipeline_comparison`).
     clock_mhz:
         The config's clock.
+    replicas:
+        Per node ``R`` of its replica group (docs/network.md section 7; 1 without), or
+        ``None`` (every node 1).
+    sequential_cycles:
+        One image's cycles with the same nodes run one at a time, each replica group once
+        (:func:`~bitline.hw.spec.net_timing.network_timing`); 0: not computed.
+    period_cycles:
+        With replicas (largest group ``R``): the mean cycles per image over the batch's
+        last ``R`` outputs, ``(end[N-1] - end[N-1-R]) / R`` rounded (fewer when the batch
+        is shorter). Replicas deliver images in bursts, so INTERVAL (the last two
+        outputs) may be one fast engine's time, not the rate; 0 without replicas.
     """
 
     n_images: int
@@ -275,6 +300,9 @@ class PipelinedPerf:
     input_codes: int
     stage_model: PipelineFigures
     clock_mhz: float
+    replicas: list[int] | None = None
+    sequential_cycles: int = 0
+    period_cycles: int = 0
 
     @property
     def engines(self) -> int:
@@ -284,10 +312,12 @@ class PipelinedPerf:
     def engine_cycles(self) -> list[int]:
         """Per engine, the cycles an image costs it when it never waits: its nodes'
         cycles plus :data:`~bitline.hw.spec.net_timing.NODE_SWITCH_CYCLES` each (FETCH,
-        LOAD, SETUP, START)."""
+        LOAD, SETUP, START), a replica's divided by its group's ``R`` (rounded up)."""
         busy = [0] * self.engines
-        for stage, cycles in zip(self.stages, self.node_cycles):
-            busy[stage] += cycles + NODE_SWITCH_CYCLES
+        replicas = self.replicas or [1] * len(self.stages)
+        for stage, cycles, count in zip(self.stages, self.node_cycles, replicas):
+            # a replica of R runs one image in R: its share per image, rounded up
+            busy[stage] += -(-(cycles + NODE_SWITCH_CYCLES) // count)
         return busy
 
     @property
@@ -298,7 +328,10 @@ class PipelinedPerf:
 
     @property
     def steady_cycles(self) -> int:
-        """Cycles per image in steady state: INTERVAL (CYCLES for a single image)."""
+        """Cycles per image in steady state: INTERVAL (CYCLES for a single image), with
+        replicas :attr:`period_cycles`."""
+        if self.period_cycles:
+            return self.period_cycles
         return self.interval if self.interval else self.cycles
 
     @property
@@ -336,10 +369,16 @@ class PipelinedPerf:
             counted = self.input_codes
         else:
             label = ", ".join(names[i] if names else f"node {i}" for i in members)
-            slowest = (f"engine {engine} ({label}): T_l {t_l:,} + reader starts "
-                       f"{READER_START_CYCLES * len(compute)} + pool/add nodes {others:,} + "
-                       f"record fetch and start {NODE_SWITCH_CYCLES * len(members)} = "
-                       f"{busy:,} cycles per image")
+            replicas = self.replicas or [1] * len(self.stages)
+            share = "".join(f", replica of {replicas[i]} running one image in "
+                            f"{replicas[i]}" for i in members if replicas[i] > 1)
+            parts = (f"T_l {t_l:,} + reader starts {READER_START_CYCLES * len(compute)} + "
+                     f"pool/add nodes {others:,} + record fetch and start "
+                     f"{NODE_SWITCH_CYCLES * len(members)}")
+            split = {replicas[i] for i in members}
+            if len(members) == 1 and max(split) > 1:
+                parts = f"({parts}) / {max(split)}"
+            slowest = f"engine {engine} ({label}{share}): {parts} = {busy:,} cycles per image"
             counted = busy
         waited = self.steady_cycles - counted
         tail = f", {waited:+,} cycles of waiting" if waited else ""
@@ -371,13 +410,22 @@ def pipelined_report(program: Program, n_images: int = PIPELINE_BATCH) -> Pipeli
                                if kind == NodeKind.COMPUTE else None).cycles
                    for node, kind in zip(nodes, kinds)]
     _check_replica_schedule(nodes, schedule, node_cycles, int(n_images))
+    replicas = [1 << int(node.replicas_log2) for node in nodes]
+    # the same nodes one at a time: each replica group once (its first node)
+    sequential, _ = network_timing(config, replace(
+        program, nodes=[node for node in nodes if not int(node.phase)]))
+    period, count = 0, int(n_images)
+    if max(replicas) > 1 and count > 1:
+        span = min(max(replicas), count - 1)
+        ends = np.asarray(schedule.end)[len(nodes) - 1]
+        period = int(round((int(ends[count - 1]) - int(ends[count - 1 - span])) / span))
     counters = [(int(t.cycles), int(t.input_stall), int(t.output_stall))
                 for t in schedule.nodes]
     return PipelinedPerf(
         int(n_images), kinds, [int(node.stage) for node in nodes],
         [int(node.copies) for node in nodes], counters, int(schedule.cycles),
         int(schedule.latency), int(schedule.interval), node_cycles, nodes[0].window.size,
-        pipeline_comparison(program), config.clock_mhz)
+        pipeline_comparison(program), config.clock_mhz, replicas, int(sequential), period)
 
 
 def node_images(node, n_images: int) -> int:
@@ -423,7 +471,9 @@ def format_pipelined_report(report: NetworkPerf, piped: PipelinedPerf,
                      f"{node.cycles:>9,} {counters[1]:>9,} {counters[2]:>9,}  {node.name}")
     lines.append(f"latency (image 0): {piped.latency:,} cycles = "
                  f"{piped.latency_us(clock):,.2f} us at {clock:g} MHz")
-    lines.append(f"steady state: one image per {piped.steady_cycles:,} cycles (INTERVAL) = "
+    what = (f"the mean of the last {min(max(piped.replicas or [1]), piped.n_images - 1)} "
+            f"outputs; INTERVAL {piped.interval:,}" if piped.period_cycles else "INTERVAL")
+    lines.append(f"steady state: one image per {piped.steady_cycles:,} cycles ({what}) = "
                  f"{piped.images_per_second(clock):,.0f} images/s; batch of "
                  f"{piped.n_images}: {piped.cycles:,} cycles = "
                  f"{piped.batch_images_per_second(clock):,.0f} images/s")
@@ -432,10 +482,22 @@ def format_pipelined_report(report: NetworkPerf, piped: PipelinedPerf,
     lines.append(f"stage model (sw/perf/pipeline.py): T_max {model.bottleneck_cycles:,} "
                  f"cycles per image, sum T_l {model.latency_cycles:,}; INTERVAL - T_max = "
                  f"{piped.deviation_cycles:+,} cycles ({share:+.1%}): {piped.cause(names)}")
-    lines.append(f"sequential (pipeline_stages = 0, the same nodes one at a time): "
-                 f"{report.cycles:,} cycles per image = {report.images_per_second(clock):,.0f} "
+    replicas = piped.replicas or [1] * len(piped.stages)
+    if max(replicas) > 1:
+        groups = ", ".join(f"{names[i]} x{count}" for i, count in enumerate(replicas)
+                           if count > 1 and (i == 0 or names[i - 1] != names[i]))
+        lines.append(f"replicas ({groups}) split the images, the stage model's copies "
+                     f"split each image's vectors (docs/network.md section 7): the "
+                     f"interval per group is T_l / R, but an image's latency keeps the "
+                     f"whole T_l (LATENCY {piped.latency:,} cycles vs the stage model's "
+                     f"sum T_l(c) {model.latency_cycles:,})")
+    sequential = piped.sequential_cycles or report.cycles
+    per_second = clock * 1e6 / sequential
+    lines.append(f"sequential (pipeline_stages = 0, the same nodes one at a time"
+                 f"{', each replica group once' if max(replicas) > 1 else ''}): "
+                 f"{sequential:,} cycles per image = {per_second:,.0f} "
                  f"images/s; the pipeline's steady state is "
-                 f"{report.cycles / piped.steady_cycles:.2f}x that")
+                 f"{sequential / piped.steady_cycles:.2f}x that")
     lines.append(f"pipelined: {piped.engines} stage engines run successive images at once "
                  "(docs/network.md section 6); figures from net_timing.pipeline_schedule")
     return "\n".join(lines)

@@ -322,3 +322,65 @@ def test_node_images_counted_a_second_way():
             for count in range(12):
                 expect = sum(1 for n in range(count) if n % (1 << log2) == phase)
                 assert node_images(node, count) == expect
+
+
+def test_pipelined_report_with_replicas(cnn, plain, monkeypatch):
+    """The report on the schedule with replicas, counted a second way: a replica's
+    NODE_CYCLES are its own images', the steady state is the mean of the last R outputs
+    (from the schedule's ends), the stage model's T_max is conv2 with 2 copies (a program
+    given them by ``with_copies``), and the latency is not shortened."""
+    from bitline.hw.spec import net_timing
+    from bitline.sw.perf.network import pipeline_comparison
+    from bitline.sw.perf.report import analyze_layer
+
+    program, nodes = cnn.program, cnn.program.nodes
+    piped = pipelined_report(program, n_images=8)
+    for index, node in enumerate(nodes):
+        assert piped.node_counters[index][0] == node_images(node, 8) * piped.node_cycles[index]
+    assert piped.node_counters[1][0] == piped.node_counters[2][0] == 4 * piped.node_cycles[1]
+    schedule = net_timing.pipeline_schedule(program.config, program, 8)
+    ends = schedule.end[len(nodes) - 1]
+    assert piped.steady_cycles == round((int(ends[7]) - int(ends[5])) / 2)
+    assert piped.steady_cycles != piped.interval          # the bursts: not the last two
+    base = pipelined_report(plain.program, n_images=8)
+    assert 1.9 < base.steady_cycles / piped.steady_cycles < 2.001
+    assert piped.latency >= base.latency                  # images split, not vectors
+    # the largest engine share: conv2's (T + 4) / 2, the interval within the overheads
+    assert max(piped.engine_cycles()) == -(-(piped.node_cycles[1] + 4) // 2)
+    assert abs(piped.steady_cycles - max(piped.engine_cycles())) <= 8
+    layer = plain.program.layer(CONV2)           # a second copy on the replica's units
+    layer = replace(layer, copy_xbars=np.asarray(program.layers[nodes[2].layer].xbars)[None])
+    t_l = analyze_layer(layer, program.config, nodes[1].out_pixels).cycles
+    assert t_l < analyze_layer(plain.program.layer(CONV2), program.config,
+                               nodes[1].out_pixels).cycles * 0.51
+    assert piped.stage_model.bottleneck_cycles == max(
+        t_l, *(analyze_layer(program.layers[n.layer], program.config, n.out_pixels).cycles
+               for n in nodes if n.kind == NodeKind.COMPUTE and n.name != CONV2))
+    assert pipeline_comparison(program).latency_cycles < base.stage_model.latency_cycles
+    # the sequential line counts conv2 once
+    assert piped.sequential_cycles == base.sequential_cycles == 143505
+
+    # a schedule that runs every node on every image is refused, naming the replica
+    def every_image(config, prog, count):
+        flat = replace(prog, nodes=[replace(n, replicas_log2=0, phase=0) for n in prog.nodes])
+        return original(config, flat, count)
+
+    original = net_timing.pipeline_schedule
+    monkeypatch.setattr(net_timing, "pipeline_schedule", every_image)
+    with pytest.raises(ValueError, match=rf"node 1 \('{CONV2}'\), replica 0 of 2: "
+                                         r".* does not model layer replicas"):
+        pipelined_report(program, n_images=8)
+
+
+def test_cli_report_states_the_deviation(tmp_path):
+    out = tmp_path / "rep"
+    result = CliRunner().invoke(cli, ["compile", CNN, "-s", "bwq", "--network", "--pipeline",
+                                      "--replicate", f"{CONV2}=2", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(CliRunner().invoke(cli, ["report", str(out), "--json"]).output)
+    pipe = summary["network"]["pipeline"]
+    assert [item["replicas"] for item in summary["network"]["nodes"]][:3] == [1, 2, 2]
+    assert pipe["steady_cycles"] < pipe["t_max"] * 1.01 and pipe["interval"] != \
+        pipe["steady_cycles"]
+    text = CliRunner().invoke(cli, ["report", str(out)]).output
+    assert "split the images" in text and "latency keeps the whole T_l" in text
