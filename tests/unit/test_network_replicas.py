@@ -226,6 +226,14 @@ def test_refusals_of_the_flags_and_pinned_fields(tmp_path, cnn):
                                          r"needs 26 \(--replicate: the replicas of "):
         api.compile(CNN, "bwq", config=str(path), network=True, pipeline=True,
                     replicate={CONV2: 2})
+    # a pinned engine count whose partition puts the stem's two replicas on one engine
+    path.write_text("[accelerator]\npreset = \"bwq\"\nact_buffer_depth = 40000\n"
+                    "max_nodes = 11\nmax_map_channels = 32\nmax_map_height = 8\n"
+                    "max_map_width = 8\npipeline_stages = 3\n")
+    with pytest.raises(ValueError, match=r"pipeline_stages = 3 puts replicas 0 and 1 of layer "
+                                         r"'/stem/stem.0/Conv' on engine 0"):
+        api.compile(RESNET, "bwq", config=str(path), network=True, pipeline=True,
+                    replicate={"/stem/stem.0/Conv": 2})
     # replicas on one engine: refused naming the node (a pinned count's partition of the
     # times / R never does it for this network, so the plan is given the stages)
     plan = NetworkPlan(list(cnn.program.nodes), 0, 64, 8, 8,
@@ -384,3 +392,22 @@ def test_cli_report_states_the_deviation(tmp_path):
         pipe["steady_cycles"]
     text = CliRunner().invoke(cli, ["report", str(out)]).output
     assert "split the images" in text and "latency keeps the whole T_l" in text
+
+
+def test_pinned_engines_with_replicas(tmp_path, digits):
+    """4 engines for the CNN's 8 nodes with conv2 x2: the partition on node_timing / R
+    keeps the replicas apart; the records validate and the run is golden."""
+    path = tmp_path / "chip.toml"
+    path.write_text("[accelerator]\npreset = \"bwq\"\nact_buffer_depth = 20000\n"
+                    "max_nodes = 8\nmax_map_channels = 64\nmax_map_height = 8\n"
+                    "max_map_width = 8\npipeline_stages = 4\n")
+    compiled = api.compile(CNN, "bwq", config=str(path), network=True, pipeline=True,
+                           replicate={CONV2: 2})
+    nodes = compiled.program.nodes
+    validate_program(compiled.program)
+    assert max(n.stage for n in nodes) == 3 and nodes[1].stage < nodes[2].stage
+    golden, codes = golden_codes(compiled, digits)
+    assert np.array_equal(run_pipelined(compiled.program, compiled.qmodel, codes), golden)
+    # no engine waits forever: the schedule runs the batch and the replicas split it
+    piped = pipelined_report(compiled.program, n_images=4)
+    assert piped.node_counters[1][0] == piped.node_counters[2][0] == 2 * piped.node_cycles[1]
