@@ -295,8 +295,8 @@ class Program:
 
         A replica (docs/network.md section 7) is a further layer-table record of the same
         layer (same name, cells, row maps, entries and output-unit parameters) on fresh
-        units: each replica's units follow the highest unit of the program, in the order
-        of its original's units, and its entries name them. The replicas of a layer follow
+        units: each replica's units follow the highest unit of the program, the ``k``-th
+        for the original's ``k``-th smallest unit, and its entries name them. The replicas of a layer follow
         it in the layer table, so later records move up. ``config.n_xbars`` is raised to
         hold them (the caller records that as a sizing or refuses a pinned value). Returns
         the program and, per named layer, the record indices of its replicas (original
@@ -328,15 +328,17 @@ class Program:
             if layer.name in replicas:
                 indices[layer.name] = [len(layers) - 1]
             units = np.asarray(layer.xbars, dtype=np.int64).reshape(-1)
+            ranked = np.sort(units)
             for _ in range(count - 1):
+                # the k-th smallest unit's copy is the k-th fresh unit (the validator pairs
+                # the units of a group's records in ascending order)
                 fresh = np.arange(next_unit, next_unit + len(units), dtype=np.int64)
                 next_unit += len(units)
                 entries = np.array(layer.entries, copy=True)
                 if len(entries):
-                    position = np.searchsorted(np.sort(units), entries["xbar"])
-                    order = np.argsort(units)
-                    entries["xbar"] = fresh[order[position]]
-                layers.append(replace(layer, xbars=fresh, entries=entries, copy_xbars=None,
+                    entries["xbar"] = fresh[np.searchsorted(ranked, entries["xbar"])]
+                layers.append(replace(layer, xbars=fresh[np.searchsorted(ranked, units)],
+                                      entries=entries, copy_xbars=None,
                                       stats=dict(layer.stats)))
                 indices[layer.name].append(len(layers) - 1)
         config = self.config

@@ -787,8 +787,36 @@ def _check_replicas(tables: ProgramTables, fail) -> list[int]:
                 raise fail(at, "layer", f"{other.layer}: its output parameters (bias, mult, "
                            f"shift) differ from layer {node.layer}'s (node {index}, the "
                            "group's first; replicas are copies of one layer)")
+            differs = _replica_arrays(tables, int(node.layer), int(other.layer))
+            if differs:
+                raise fail(at, "layer", f"{other.layer}: {differs} (node {index}, the "
+                           "group's first; replicas are copies of one layer on their own "
+                           "units, paired in ascending order)")
         index += count
     return first
+
+
+def _replica_arrays(tables: ProgramTables, lead: int, replica: int) -> str:
+    """How layer record ``replica``'s cells, row maps or entries differ from ``lead``'s
+    with the units paired in ascending order (``""`` when they are copies)."""
+    mine, theirs = tables.layer_units(replica), tables.layer_units(lead)
+    if len(mine) != len(theirs):
+        return f"its record has {len(mine)} units, layer {lead}'s {len(theirs)}"
+    row = {int(unit): k for k, unit in enumerate(tables.cell_units)}
+    for ours, source in zip(mine.tolist(), theirs.tolist()):
+        if ours in row and source in row and \
+                not np.array_equal(tables.cells[row[ours]], tables.cells[row[source]]):
+            return f"unit {ours}'s cells differ from unit {source}'s of layer {lead}"
+        if not (np.array_equal(tables.rowmap_valid[ours], tables.rowmap_valid[source])
+                and np.array_equal(tables.rowmap_index[ours], tables.rowmap_index[source])):
+            return f"unit {ours}'s row map differs from unit {source}'s of layer {lead}"
+    expected = np.array(tables.layer_entries(lead), copy=True)
+    if len(expected):
+        expected["xbar"] = mine[np.minimum(np.searchsorted(theirs, expected["xbar"]),
+                                           len(mine) - 1)] if len(mine) else -1
+    if not np.array_equal(expected, tables.layer_entries(replica)):
+        return (f"its OU entries differ from layer {lead}'s (with the units renumbered)")
+    return ""
 
 
 def _layer_params(tables: ProgramTables, layer: int) -> tuple[np.ndarray, ...]:

@@ -273,6 +273,35 @@ def test_validator_replica_records_equal(cnn):
         validate_program(replace(cnn.program, layers=layers))
 
 
+@pytest.mark.parametrize(("what", "message"), [
+    ("cells", r"unit (\d+)'s cells differ from unit \d+'s of layer 1"),
+    ("row_maps", r"unit (\d+)'s row map differs from unit \d+'s of layer 1"),
+    ("entries", r"its OU entries differ from layer 1's \(with the units renumbered\)"),
+])
+def test_validator_replica_arrays_equal(cnn, what, message):
+    """A replica record whose cells, row map or entries are not the original's (units
+    paired in ascending order): named by record, field and the unit."""
+    layers = list(cnn.program.layers)
+    replica = cnn.program.nodes[2].layer
+    layer = layers[replica]
+    if what == "cells":
+        cells = np.array(layer.cells, copy=True)
+        cells[-1, 0, 0] = 1 - min(int(cells[-1, 0, 0]), 1)
+        layers[replica] = replace(layer, cells=cells)
+    elif what == "row_maps":
+        rows = np.array(layer.row_maps, copy=True)
+        rows[0, 0] = -1 if rows[0, 0] >= 0 else 0
+        layers[replica] = replace(layer, row_maps=rows)
+    else:
+        entries = np.array(layer.entries, copy=True)
+        entries["xbar"][0] = entries["xbar"][-1] if entries["xbar"][0] != \
+            entries["xbar"][-1] else layer.xbars[1]
+        layers[replica] = replace(layer, entries=entries)
+    validate_program(cnn.program)
+    with pytest.raises(ProgramError, match=rf"record 2 .*field layer: {replica}: " + message):
+        validate_program(replace(cnn.program, layers=layers))
+
+
 def test_validator_replicas_on_one_engine(cnn):
     """7 engines, the replicas both on engine 1: each engine still runs a node."""
     program = replace(cnn.program, config=cnn.program.config.replace(pipeline_stages=7))
