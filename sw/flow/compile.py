@@ -681,6 +681,17 @@ def _pipeline_plan(program: Program, plan):
                              f"engine {stages[index]}; the replicas of a layer run on "
                              "distinct engines: pin more pipeline_stages, or fewer "
                              "replicas")
+    for index, node in enumerate(plan.nodes):
+        shared = [other for other in range(len(stages))
+                  if other != index and stages[other] == stages[index]]
+        if node.replicas_log2 and shared:
+            other = plan.nodes[shared[0]]
+            raise ValueError(f"--pipeline: pipeline_stages = {engines} puts replica "
+                             f"{node.phase} of layer {node.name!r} on engine {stages[index]} "
+                             f"with {other.label(shared[0])}; every replica runs alone on "
+                             "its engine (a replica beside its consumer deadlocks from 4 "
+                             "images, docs/network.md 7.5): pin more pipeline_stages, or "
+                             "fewer replicas")
     return pipeline_plan(plan, stages)
 
 

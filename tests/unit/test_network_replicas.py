@@ -234,6 +234,13 @@ def test_refusals_of_the_flags_and_pinned_fields(tmp_path, cnn):
                                          r"'/stem/stem.0/Conv' on engine 0"):
         api.compile(RESNET, "bwq", config=str(path), network=True, pipeline=True,
                     replicate={"/stem/stem.0/Conv": 2})
+    # 4 engines, block1_a x2: the replicas apart, but replica 0 beside the stem
+    path.write_text(path.read_text().replace("pipeline_stages = 3", "pipeline_stages = 4"))
+    with pytest.raises(ValueError, match=r"pipeline_stages = 4 puts replica 0 of layer "
+                                         r"'/block1_a/block1_a.0/Conv' on engine 0 with node 0 "
+                                         r".*every replica runs alone on its engine"):
+        api.compile(RESNET, "bwq", config=str(path), network=True, pipeline=True,
+                    replicate={"/block1_a/block1_a.0/Conv": 2})
     # replicas on one engine: refused naming the node (a pinned count's partition of the
     # times / R never does it for this network, so the plan is given the stages)
     plan = NetworkPlan(list(cnn.program.nodes), 0, 64, 8, 8,
