@@ -480,7 +480,8 @@ def format_pipelined_report(report: NetworkPerf, piped: PipelinedPerf,
     model = piped.stage_model
     share = piped.deviation_cycles / model.bottleneck_cycles
     lines.append(f"stage model (sw/perf/pipeline.py): T_max {model.bottleneck_cycles:,} "
-                 f"cycles per image, sum T_l {model.latency_cycles:,}; INTERVAL - T_max = "
+                 f"cycles per image, sum T_l {model.latency_cycles:,}; "
+                 f"{'steady' if piped.period_cycles else 'INTERVAL'} - T_max = "
                  f"{piped.deviation_cycles:+,} cycles ({share:+.1%}): {piped.cause(names)}")
     replicas = piped.replicas or [1] * len(piped.stages)
     if max(replicas) > 1:
