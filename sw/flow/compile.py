@@ -608,9 +608,12 @@ def pipeline_replicas(program: Program, qmodel, plan, budget, replicate: dict | 
     Starting from ``replicate`` (``--replicate``, else none), the replicas of the
     bottleneck group are doubled while the program's units fit ``N`` and ``R <= 8``. The
     bottleneck is the node with the most cycles per image of the batch,
-    ``node_timing / R`` (one engine per node: the steady-state interval of 7.2 up to the
-    engines' fixed overheads); the doubling stops when that node cannot be replicated
-    (not COMPUTE, the ``to_host`` node, already 8) or its doubling does not fit.
+    ``node_timing / R`` (one engine per node: its engine's share per image); the doubling
+    stops when that node cannot be replicated (not COMPUTE, the ``to_host`` node, already
+    8), its doubling does not fit ``N`` or the records (a layout refused, e.g. a map
+    needing more than 15 copies), or ``pipeline_schedule``'s steady cycles per image of
+    the program with the doubling (:func:`~bitline.sw.perf.network.pipelined_report`, 8
+    images) are not below the current program's.
 
     Raises
     ------
@@ -639,6 +642,7 @@ def pipeline_replicas(program: Program, qmodel, plan, budget, replicate: dict | 
                          f"the budget's {limit}")
     _check_replicate(plan, replicas)
     times = _group_times(program, plan)
+    steady = _steady_cycles(program, qmodel, plan, replicas)
     while True:
         slowest = int(np.argmax([time / replicas.get(node.name, 1)
                                  for time, node in zip(times, plan.nodes)]))
@@ -649,7 +653,26 @@ def pipeline_replicas(program: Program, qmodel, plan, budget, replicate: dict | 
         doubled = {**replicas, node.name: 2 * count}
         if used(doubled) > limit:
             return replicas
-        replicas = doubled
+        try:
+            faster = _steady_cycles(program, qmodel, plan, doubled)
+        except ValueError:              # e.g. a map would need more copies than 15
+            return replicas
+        if faster >= steady:            # the schedule: the doubling gains nothing
+            return replicas
+        replicas, steady = doubled, faster
+
+
+def _steady_cycles(program: Program, qmodel, plan, replicas: dict[str, int]) -> int:
+    """``pipeline_schedule``'s steady cycles per image (8 images) of ``program`` with
+    ``replicas``, laid out as :func:`network_program` does (the config sized to it)."""
+    from bitline.sw.perf.network import PIPELINE_BATCH, pipelined_report
+
+    if any(count > 1 for count in replicas.values()):
+        program, plan, _ = _replicated(program, qmodel, plan, replicas)
+    laid = _pipeline_plan(program, plan)
+    config = program.config.replace(**laid.sizes)
+    trial = Program(config, program.strategy, program.layers, nodes=laid.nodes)
+    return pipelined_report(trial, n_images=PIPELINE_BATCH).steady_cycles
 
 
 def _pipeline_plan(program: Program, plan):

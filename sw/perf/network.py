@@ -282,10 +282,11 @@ class PipelinedPerf:
         One image's cycles with the same nodes run one at a time, each replica group once
         (:func:`~bitline.hw.spec.net_timing.network_timing`); 0: not computed.
     period_cycles:
-        With replicas (largest group ``R``): the mean cycles per image over the batch's
-        last ``R`` outputs, ``(end[N-1] - end[N-1-R]) / R`` rounded (fewer when the batch
-        is shorter). Replicas deliver images in bursts, so INTERVAL (the last two
-        outputs) may be one fast engine's time, not the rate; 0 without replicas.
+        With replicas (largest group ``R``): the mean cycles per image over the last ``R``
+        outputs, ``(end[M-1] - end[M-1-R]) / R`` rounded, of a batch of ``M = max(N,
+        4R)`` images (the schedule of a longer batch when this one is short). Replicas
+        deliver images in bursts, so INTERVAL (the last two outputs) may be one fast
+        engine's time, not the rate; 0 without replicas.
     """
 
     n_images: int
@@ -414,10 +415,13 @@ def pipelined_report(program: Program, n_images: int = PIPELINE_BATCH) -> Pipeli
     # the same nodes one at a time: each replica group once (its first node)
     sequential, _ = network_timing(config, replace(
         program, nodes=[node for node in nodes if not int(node.phase)]))
-    period, count = 0, int(n_images)
-    if max(replicas) > 1 and count > 1:
-        span = min(max(replicas), count - 1)
-        ends = np.asarray(schedule.end)[len(nodes) - 1]
+    period, span = 0, max(replicas)
+    if span > 1:
+        # the rate of a longer batch when this one is short (each replica a few images)
+        count = max(int(n_images), 4 * span)
+        longer = schedule if count == int(n_images) else \
+            pipeline_schedule(config, program, count)
+        ends = np.asarray(longer.end)[len(nodes) - 1]
         period = int(round((int(ends[count - 1]) - int(ends[count - 1 - span])) / span))
     counters = [(int(t.cycles), int(t.input_stall), int(t.output_stall))
                 for t in schedule.nodes]
@@ -471,8 +475,9 @@ def format_pipelined_report(report: NetworkPerf, piped: PipelinedPerf,
                      f"{node.cycles:>9,} {counters[1]:>9,} {counters[2]:>9,}  {node.name}")
     lines.append(f"latency (image 0): {piped.latency:,} cycles = "
                  f"{piped.latency_us(clock):,.2f} us at {clock:g} MHz")
-    what = (f"the mean of the last {min(max(piped.replicas or [1]), piped.n_images - 1)} "
-            f"outputs; INTERVAL {piped.interval:,}" if piped.period_cycles else "INTERVAL")
+    span = max(piped.replicas or [1])
+    what = (f"the mean of the last {span} outputs of {max(piped.n_images, 4 * span)} "
+            f"images; INTERVAL {piped.interval:,}" if piped.period_cycles else "INTERVAL")
     lines.append(f"steady state: one image per {piped.steady_cycles:,} cycles ({what}) = "
                  f"{piped.images_per_second(clock):,.0f} images/s; batch of "
                  f"{piped.n_images}: {piped.cycles:,} cycles = "

@@ -447,3 +447,25 @@ def test_pinned_engines_with_replicas(tmp_path, digits):
     # no engine waits forever: the schedule runs the batch and the replicas split it
     piped = pipelined_report(compiled.program, n_images=4)
     assert piped.node_counters[1][0] == piped.node_counters[2][0] == 2 * piped.node_cycles[1]
+
+
+def test_budget_stops_at_the_records_and_the_largest_group(digits):
+    """A budget with room for everything: the CNN's conv2 stops at 8 replicas (the
+    field's most) and the steady state is its eighth (the schedule of 32 images); the
+    ResNet's block1_b stops at 4 because 8 would need more than 15 copies of the stem's
+    map (the doubling refused by --replicate, naming the nodes)."""
+    cnn = api.compile(CNN, "bwq", network=True, pipeline=True, budget="xbars:1000")
+    counts = replica_counts(cnn.program)
+    assert counts[CONV2] == 8
+    piped = pipelined_report(cnn.program)
+    conv2 = next(i for i, n in enumerate(cnn.program.nodes) if n.name == CONV2)
+    assert abs(piped.steady_cycles - (piped.node_cycles[conv2] + 4) / 8) <= 8
+    resnet = api.compile(RESNET, "bwq", network=True, pipeline=True, budget="xbars:1000")
+    counts = replica_counts(resnet.program)
+    assert counts["/block1_b/block1_b.0/Conv"] == 4
+    with pytest.raises(ValueError, match=r"node 0 \('/stem/stem.0/Conv'\): its consumer .* "
+                                         r"needs \d+ copies, more than the record's 4-bit"):
+        api.compile(RESNET, "bwq", network=True, pipeline=True,
+                    replicate={**counts, "/block1_b/block1_b.0/Conv": 8})
+    golden, codes = golden_codes(resnet, digits)
+    assert np.array_equal(run_pipelined(resnet.program, resnet.qmodel, codes), golden)
