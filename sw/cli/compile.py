@@ -275,7 +275,7 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
     pipeline (compile.json holds "pipeline_stages"); --replicate and --budget xbars:N
     give layers replicas (compile.json holds "replicas").
     """
-    from bitline.sw.perf import analyze, parse_budget
+    from bitline.sw.perf import parse_budget
 
     if pipeline and not network:
         raise click.UsageError("--pipeline pipelines the whole-network mode's nodes: it "
@@ -296,7 +296,7 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
         calib_samples=calib_samples, config_label=_config_label(config_path, preset_name),
         budget=budget, encoding=encoding, requantize=requantize, spread=spread,
         faults=faults, network=network, pipeline=pipeline, replicate=replicas)
-    report = analyze(result.program, result.qmodel, labels=sidecar["labels"])
+    report = _analyze(result.program, result.qmodel, labels=sidecar["labels"])
     # The allocation compile applied (placements and copies), not one re-made on the result.
     pipe = sidecar.get("pipeline")
     if as_json:
@@ -381,7 +381,7 @@ def report(bundle_dir, costs_path, adc_model, as_json, quiet):
     "deviation_cycles", "cause"}).
     """
     from bitline.sw.bundle import read_bundle
-    from bitline.sw.perf import analyze, cost_model
+    from bitline.sw.perf import cost_model
 
     costs = cost_model(costs_path, adc_model)
     bundle = read_bundle(bundle_dir)
@@ -389,7 +389,7 @@ def report(bundle_dir, costs_path, adc_model, as_json, quiet):
                                       bundle.manifest["files"]["image_sha256"])
     if problem:
         click.echo(f"warning: {problem}", err=True)
-    perf = analyze(bundle.program, bundle.qmodel, labels=labels, costs=costs)
+    perf = _analyze(bundle.program, bundle.qmodel, labels=labels, costs=costs)
     network = _network_summary(bundle.program)
     if as_json:
         echo_json(perf.to_dict() | ({"network": network[1]} if network else {}))
@@ -398,6 +398,27 @@ def report(bundle_dir, costs_path, adc_model, as_json, quiet):
         if network:
             click.echo(f"{network[2]}):")
             click.echo(network[0])
+
+
+def _analyze(program, qmodel, **kwargs):
+    """:func:`~bitline.sw.perf.analyze` of ``program``, a layer replica group
+    (docs/network.md section 7) counted once in the per-image figures (an image runs on
+    one replica) and with all its units in the used area."""
+    from dataclasses import replace
+
+    from bitline.hw.spec.program import Program
+    from bitline.sw.perf import analyze
+
+    replicas = {int(node.layer) for node in program.nodes or () if int(node.phase)}
+    if not replicas:
+        return analyze(program, qmodel, **kwargs)
+    single = Program(program.config, program.strategy,
+                     [layer for index, layer in enumerate(program.layers)
+                      if index not in replicas])
+    report = analyze(single, qmodel, **kwargs)
+    scale = program.xbars_used / single.xbars_used
+    return replace(report, used_area_mm2={key: value * scale
+                                          for key, value in report.used_area_mm2.items()})
 
 
 def _network_summary(program) -> tuple[str, dict, str] | None:

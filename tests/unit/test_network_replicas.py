@@ -469,3 +469,27 @@ def test_budget_stops_at_the_records_and_the_largest_group(digits):
                     replicate={**counts, "/block1_b/block1_b.0/Conv": 8})
     golden, codes = golden_codes(resnet, digits)
     assert np.array_equal(run_pipelined(resnet.program, resnet.qmodel, codes), golden)
+
+
+def test_per_layer_report_counts_a_group_once(tmp_path, plain):
+    """`bitline report` of a replicated bundle: the per-image figures (energy, cycles per
+    layer) are the unreplicated program's (an image runs on one replica), the used area
+    holds every replica's units."""
+    runner = CliRunner()
+    out, base = tmp_path / "rep", tmp_path / "plain"
+    for path, extra in ((out, ["--replicate", f"{CONV2}=2"]), (base, [])):
+        result = runner.invoke(cli, ["compile", CNN, "-s", "bwq", "--network", "--pipeline",
+                                     *extra, "-o", str(path), "-q"])
+        assert result.exit_code == 0, result.output
+    rep = json.loads(runner.invoke(cli, ["report", str(out), "--json"]).output)
+    ref = json.loads(runner.invoke(cli, ["report", str(base), "--json"]).output)
+    assert [layer["name"] for layer in rep["layers"]] == \
+        [layer["name"] for layer in ref["layers"]]
+    # the lower bound is the configured machine's (26 units against 22): left out
+    def per_image(layers):
+        return [{key: value for key, value in layer.items()
+                 if key not in ("bound_cycles", "cycle_efficiency")} for layer in layers]
+
+    assert per_image(rep["layers"]) == per_image(ref["layers"])
+    used = sum(rep["used_area_mm2"].values()) / sum(ref["used_area_mm2"].values())
+    assert used == pytest.approx(26 / 22)
