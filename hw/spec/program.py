@@ -296,9 +296,9 @@ class Program:
         A replica (docs/network.md section 7) is a further layer-table record of the same
         layer (same name, cells, row maps, entries and output-unit parameters) on fresh
         units: each replica's units follow the highest unit of the program, the ``k``-th
-        for the original's ``k``-th smallest unit, and its entries name them. The replicas of a layer follow
-        it in the layer table, so later records move up. ``config.n_xbars`` is raised to
-        hold them (the caller records that as a sizing or refuses a pinned value). Returns
+        for the original's ``k``-th smallest unit, and its entries name them. The replicas
+        of a layer follow it in the layer table, so later records move up.
+        ``config.n_xbars`` is raised to hold them (the caller records that as a sizing or refuses a pinned value). Returns
         the program and, per named layer, the record indices of its replicas (original
         first). The program's nodes are dropped (their ``layer`` indices would be stale).
 

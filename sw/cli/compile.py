@@ -461,7 +461,8 @@ def _network_summary(program) -> tuple[str, dict, str] | None:
     summary["pipeline"] = {
         "n_images": piped.n_images, "engines": piped.engines, "cycles": piped.cycles,
         "latency": piped.latency, "interval": piped.interval,
-        "steady_cycles": piped.steady_cycles, "latency_us": piped.latency_us(), "images_per_second": piped.images_per_second(),
+        "steady_cycles": piped.steady_cycles, "latency_us": piped.latency_us(),
+        "images_per_second": piped.images_per_second(),
         "batch_images_per_second": piped.batch_images_per_second(),
         "t_max": pipeline.bottleneck_cycles, "sum_t_l": pipeline.latency_cycles,
         "deviation_cycles": piped.deviation_cycles, "cause": piped.cause(names)}

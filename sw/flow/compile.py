@@ -678,8 +678,6 @@ def _steady_cycles(program: Program, qmodel, plan, replicas: dict[str, int]) -> 
 def _pipeline_plan(program: Program, plan):
     """The pipelined layout of ``plan`` (:func:`network_program`): the engine count, the
     nodes' stages and the copies; refusals name the config field and the values."""
-    from bitline.hw.spec.net_timing import node_timing
-    from bitline.hw.spec.network import NodeKind
     from bitline.sw.integer.network import partition_stages, pipeline_plan
 
     config = program.config
