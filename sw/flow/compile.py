@@ -413,6 +413,10 @@ def compile_model(model, strategy: str, spec, config: AcceleratorConfig, calib_x
     if network:
         program, records = network_program(program, qmodel, pipeline=pipeline,
                                             replicate=replicate, budget=budget)
+        grown = [record for record in records if record.field == "n_xbars"]
+        if grown and parse_xbars(xbars) != "auto":     # the user's unit count: honoured
+            raise ValueError(f"--xbars {xbars}: the network needs {grown[0].chosen} crossbar "
+                             f"units ({grown[0].reason}); raise --xbars, or use --xbars auto")
         sizing += records
     validate(program)
     return CompileResult(qmodel, program, program.config, sizing, sized - start,

@@ -220,6 +220,11 @@ def test_refusals_of_the_flags_and_pinned_fields(tmp_path, cnn):
     with pytest.raises(ValueError, match=r"--pipeline --budget xbars:10: the network's "
                                          r"layers .* use 22 crossbar units"):
         api.compile(CNN, "bwq", network=True, pipeline=True, budget="xbars:10")
+    with pytest.raises(ValueError, match=r"--xbars 24: the network needs 26 crossbar units "
+                                         r"\(--replicate: the replicas of "):
+        api.compile(CNN, "bwq", xbars=24, network=True, pipeline=True, replicate={CONV2: 2})
+    assert api.compile(CNN, "bwq", xbars=26, network=True, pipeline=True,
+                       replicate={CONV2: 2}).program.config.n_xbars == 26
     path = tmp_path / "chip.toml"
     path.write_text("[accelerator]\npreset = \"bwq\"\nn_xbars = 22\n")
     with pytest.raises(ValueError, match=r"the config sets n_xbars = 22, but the network "
