@@ -37,8 +37,10 @@ unreplicated one. A second table shows per (network, strategy) the RTL's INTERVA
 CYCLES with replicas beside without, the model's (equal or not: every run counter), the
 images/s at ``--fpga-mhz`` (``clock / INTERVAL``: with replicas taking turns by image the
 last two images' gap, not the steady rate; and the batch's ``N * clock / CYCLES``) and the
-model's steady cycles per image with replicas (``pipeline_schedule`` of a long batch: the
-last end minus the end ``L`` images before, over ``L``, ``L`` the largest replica count).
+model's steady cycles per image with replicas (:func:`bitline.sw.perf.pipelined_report`'s
+``steady_cycles``: the mean gap over the last ``R`` outputs of a batch of ``max(N, 4R)``).
+A replicated program whose replicas the pinned engines cannot each hold alone is compiled
+with one engine per node onto a second design (the table's "engines" column).
 
 Usage::
 
@@ -117,6 +119,11 @@ def compile_all(strategies, base, calib, work: Path, *, pipeline: bool = False,
     ``pipeline``) onto one shared config; with ``replicate`` (``--pipeline`` only) also
     each (network, strategy) whose layers it names ``--replicate`` (:func:`replicas_for`).
 
+    A replicated program goes onto the shared config when the compiler can place its
+    replicas on ``base``'s pinned engines; when it refuses (a replica would share an
+    engine) it is compiled with one engine per node instead, onto a second shared config
+    of that engine count (a second design, :func:`designs`).
+
     Returns ``({(network, strategy): (bundle dir, program)}, shared config,
     {(network, strategy): (bundle dir, program, {layer: R})})``.
 
@@ -124,7 +131,7 @@ def compile_all(strategies, base, calib, work: Path, *, pipeline: bool = False,
     ------
     ValueError
         If ``replicate`` names a layer no network has, or the compiler refuses a
-        replication (naming the layer and value).
+        replication with one engine per node too (naming the layer and value).
     """
     from bitline.sim.cocotb.tb_network import shared_config
     from bitline.sw.bundle import write_bundle
@@ -150,24 +157,50 @@ def compile_all(strategies, base, calib, work: Path, *, pipeline: bool = False,
         if missing:
             raise ValueError(f"--replicate names {', '.join(missing)}: no layer of "
                              f"{' or '.join(NETWORKS)} has that name")
-    sized = [program.config for program in plain.values()]
-    sized += [build(*key, base, "auto", value).program.config for key, value in counts.items()]
-    config = shared_config(sized)
+    # engine count -> the configs compiled for it (the sized ones)
+    groups: dict[int, list] = {}
+    for program in plain.values():
+        groups.setdefault(program.config.pipeline_stages, []).append(program.config)
+    unpinned = base.replace(pinned=frozenset(base.pinned) - {"pipeline_stages"})
+    for key, value in counts.items():
+        try:
+            config = build(*key, base, "auto", value).program.config
+        except ValueError:
+            config = build(*key, unpinned, "auto", value).program.config
+        groups.setdefault(config.pipeline_stages, []).append(config)
+    shared = {engines: shared_config(configs) for engines, configs in groups.items()}
     bundles, replicated = {}, {}
     for key in plain:
         for folder, value in ((f"{key[0]}-{key[1]}", None),
                               (f"{key[0]}-{key[1]}-replicas", counts.get(key))):
             if folder.endswith("-replicas") and not value:
                 continue
-            result = build(*key, config, config.n_xbars, value)
-            if result.program.config != config:
-                raise RuntimeError(f"{folder}: compiled for another config than the shared one")
+            result = None
+            for config in shared.values():       # the first design it compiles onto
+                try:
+                    result = build(*key, config, config.n_xbars, value)
+                except ValueError:
+                    continue
+                if result.program.config == config:
+                    break
+                result = None
+            if result is None:
+                raise RuntimeError(f"{folder}: compiles onto none of the shared configs")
             bundle = write_bundle(work / folder, result.program, result.qmodel)
             if value:
                 replicated[key] = (bundle, result.program, value)
             else:
                 bundles[key] = (bundle, result.program)
-    return bundles, config, replicated
+    return bundles, shared[base.pipeline_stages], replicated
+
+
+def designs(programs) -> dict:
+    """``programs`` grouped by config: ``{config digest: (config, [programs])}`` (one
+    Verilator build each)."""
+    grouped: dict = {}
+    for program in programs:
+        grouped.setdefault(program.config.digest, (program.config, []))[1].append(program)
+    return grouped
 
 
 def main(argv=None) -> int:
@@ -301,13 +334,20 @@ def pipeline_table(args, strategies, base, calib, work: Path) -> int:
     x_test, _ = load_dataset("digits", "test")
     x_path = work / "x.npy"
     np.save(x_path, np.asarray(x_test[:args.images], dtype=np.float32))
-    runs = [{"name": f"{name}-{strategy}", "bundle": bundle, "input": x_path,
-             "counters": True} for (name, strategy), (bundle, _) in bundles.items()]
-    runs += [{"name": f"{name}-{strategy}-replicas", "bundle": bundle, "input": x_path,
-              "counters": True} for (name, strategy), (bundle, _, _) in replicated.items()]
-    programs = ([program for _, program in bundles.values()]
-                + [program for _, program, _ in replicated.values()])
-    bench, results = run_network_bench(config, runs, work / "bench", programs=programs)
+    entries = [(f"{name}-{strategy}", bundle, program)
+               for (name, strategy), (bundle, program) in bundles.items()]
+    entries += [(f"{name}-{strategy}-replicas", bundle, program)
+                for (name, strategy), (bundle, program, _) in replicated.items()]
+    results, builds = {}, []
+    for index, (digest, (design, programs)) in enumerate(
+            designs(program for _, _, program in entries).items()):
+        runs = [{"name": name, "bundle": bundle, "input": x_path, "counters": True}
+                for name, bundle, program in entries if program.config.digest == digest]
+        bench, found = run_network_bench(design, runs, work / f"bench-{index}",
+                                         programs=programs)
+        results.update(found)
+        builds.append(f"{design.pipeline_stages} engines, {design.n_xbars} units: build "
+                      f"{'cached' if bench.cached else f'{bench.build_seconds:.0f} s'}")
     elapsed = time.perf_counter() - start
     clock = args.fpga_mhz
     header = ["network", "strategy", "RTL latency (cycles)", "model latency",
@@ -340,8 +380,7 @@ def pipeline_table(args, strategies, base, calib, work: Path) -> int:
     print(f"\nshared pipelined design: {config.pipeline_stages} stage engines, "
           f"{config.n_xbars} units of {config.rows} x {config.cols}, activation buffer "
           f"{config.act_buffer_depth} codes, {config.max_nodes} node records; emulated "
-          f"crossbars, {bench.simulator}, build "
-          f"{'cached' if bench.cached else f'{bench.build_seconds:.0f} s'}; "
+          f"crossbars, {bench.simulator}; designs: {'; '.join(builds)}; "
           f"{args.images} images per run; total {elapsed:.0f} s wall")
     print("equal: every run counter (CYCLES, LATENCY, INTERVAL, events) equals "
           "net_timing.pipeline_schedule; images/s = clock / INTERVAL in steady state")
@@ -350,28 +389,18 @@ def pipeline_table(args, strategies, base, calib, work: Path) -> int:
     return 0 if equal_all else 1
 
 
-def steady_cycles(program) -> float:
-    """The model's steady cycles per image of a pipelined ``program``: over a batch of
-    ``16 L`` images (``L`` the largest replica count), the last image's end minus the end
-    ``L`` images before, over ``L`` (replicas taking turns by image make the gaps between
-    consecutive images uneven; their mean over ``L`` images is the steady rate)."""
-    from bitline.hw.spec.net_timing import pipeline_schedule
-
-    period = max(1 << int(node.replicas_log2) for node in program.nodes)
-    schedule = pipeline_schedule(program.config, program, 16 * period)
-    last = next((index for index, node in enumerate(program.nodes) if node.to_host),
-                len(program.nodes) - 1)
-    ends = schedule.end[last]
-    return float(ends[-1] - ends[-1 - period]) / period
-
-
 def replica_table(args, bundles, replicated, results) -> bool:
     """``--replicate``: the second table (module docstring); whether every replicated
     run's counters equal the model's."""
     from bitline.sim.cocotb.tb_network import PipelineExpectation
+    from bitline.sw.perf.network import pipelined_report
+
+    def steady(program) -> int:
+        return pipelined_report(program, args.images).steady_cycles
 
     clock = args.fpga_mhz
-    header = ["network", "strategy", "replicas", "RTL interval", "RTL interval with replicas",
+    header = ["network", "strategy", "replicas", "engines", "RTL interval",
+              "RTL interval with replicas",
               "model interval with replicas", "equal", "RTL cycles",
               "RTL cycles with replicas", f"images/s @{clock:g} MHz (1/interval)",
               "with replicas (1/interval)", f"batch of {args.images} images/s",
@@ -385,9 +414,12 @@ def replica_table(args, bundles, replicated, results) -> bool:
         model = PipelineExpectation(program, args.images).run_counters()
         equal = all(run[key] == model[key] for key in model)
         equal_all &= equal
-        steady = steady_cycles(program)
+        period = steady(program)
+        engines = (bundles[name, strategy][1].config.pipeline_stages,
+                   program.config.pipeline_stages)
         rows.append([name, strategy,
                      ", ".join(f"{layer} x{count}" for layer, count in counts.items()),
+                     " / ".join(f"{count}" for count in engines),
                      f"{plain['interval']:,}", f"{run['interval']:,}",
                      f"{model['interval']:,}", "yes" if equal else "NO",
                      f"{plain['cycles']:,}", f"{run['cycles']:,}",
@@ -395,13 +427,16 @@ def replica_table(args, bundles, replicated, results) -> bool:
                      f"{clock * 1e6 / run['interval']:,.0f}",
                      f"{args.images * clock * 1e6 / plain['cycles']:,.0f}",
                      f"{args.images * clock * 1e6 / run['cycles']:,.0f}",
-                     f"{steady_cycles(bundles[name, strategy][1]):,.0f}", f"{steady:,.0f}",
-                     f"{clock * 1e6 / steady:,.0f}"])
+                     f"{steady(bundles[name, strategy][1]):,}", f"{period:,}",
+                     f"{clock * 1e6 / period:,.0f}"])
     print()
     print_table(header, rows, args.markdown)
-    print("\nreplicas: the same design; with replicas taking turns by image INTERVAL is the "
-          "gap between the last two images (uneven), the model's steady cycles/image the "
-          "mean gap over a long batch (net_timing.pipeline_schedule)")
+    print("\nengines: the design's stage engines without / with replicas (the same design "
+          "when equal; a replica the pinned engines cannot hold alone gets one engine per "
+          "node); with replicas taking turns by image INTERVAL is the gap between the last "
+          "two images (uneven), the model's steady cycles/image the mean gap over the last R "
+          "images of a batch of max(N, 4R) (sw.perf.network.pipelined_report, on "
+          "net_timing.pipeline_schedule)")
     return equal_all
 
 

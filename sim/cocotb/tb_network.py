@@ -61,6 +61,7 @@ from bitline.sim.cocotb.tb_accelerator import (
 from bitline.sim.cocotb.tb_backpressure import set_throttle
 from bitline.sw.bundle import read_bundle
 from bitline.sw.host.driver import Device, HostDriver
+from bitline.sw.perf.network import node_images
 
 __all__ = ["TOPLEVEL", "SIZED_FIELDS", "NetworkBenchRun", "PipelineExpectation",
            "node_images", "bottleneck_layer", "network_design", "run_network_bench",
@@ -157,9 +158,10 @@ class PipelineExpectation:
     :func:`bitline.hw.spec.net_timing.pipeline_schedule`; OU_READS, ADC_CONVERSIONS and
     REDUCTION_OPERANDS the sum over the nodes of one job's events
     (:func:`bitline.sw.perf.network_report`'s nodes) times the images the node runs
-    (:func:`node_images`: every image on a node without replicas, its phase's images on a
-    replica, docs/network.md 7.2); STALL_CYCLES 0. ``run_counters()`` and ``nodes`` are
-    the interface of :class:`bitline.sw.perf.network.NetworkPerf` that
+    (:func:`bitline.sw.perf.network.node_images`: every image on a node without replicas,
+    its phase's images on a replica, docs/network.md 7.2); STALL_CYCLES 0.
+    ``run_counters()`` and ``nodes`` are the interface of
+    :class:`bitline.sw.perf.network.NetworkPerf` that
     :meth:`~bitline.sim.cocotb.tb_accelerator.InferenceChecker.compare_network` reads.
     """
 
@@ -183,15 +185,6 @@ class PipelineExpectation:
     def run_counters(self) -> dict[str, int]:
         """The run's counters (COUNTERS and IMAGE_COUNTERS names)."""
         return dict(self.counters)
-
-
-def node_images(node, n_images: int) -> int:
-    """Images node ``node`` runs in a pipelined run of ``n_images``: ``ceil((N - phase) /
-    R)`` for phase ``phase`` of ``R = 2**replicas_log2`` replicas (docs/network.md 7.2;
-    ``N`` without replicas, 0 when ``phase >= N``)."""
-    replicas = 1 << int(getattr(node, "replicas_log2", 0))
-    phase = int(getattr(node, "phase", 0))
-    return max(0, -(-(int(n_images) - phase) // replicas))
 
 
 def bottleneck_layer(program) -> str:
