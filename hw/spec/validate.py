@@ -729,7 +729,10 @@ def _check_replicas(tables: ProgramTables, fail) -> list[int]:
     A group is ``R = 2**replicas_log2`` consecutive nodes, phases ``0 .. R-1``, with the
     same ``replicas_log2``, window, ``dst_base``, ``dst_channels``, ``copies`` and sources,
     each on its own layer record (records equal but for their units and table starts, the
-    same output parameters), engines strictly increasing (distinct). Disjoint units are
+    same output parameters), engines strictly increasing (distinct), and no other node on a
+    replica's engine (R2 found an engine running a replica before its consumer deadlocks
+    from 4 images: the replica runs ahead every other image and waits for a copy its
+    consumer, behind it on the same engine, would free). Disjoint units are
     :func:`_check_engine_units`'.
     """
     nodes, layers = tables.nodes, tables.layers
@@ -793,6 +796,15 @@ def _check_replicas(tables: ProgramTables, fail) -> list[int]:
                            "group's first; replicas are copies of one layer on their own "
                            "units, paired in ascending order)")
         index += count
+    stages = [int(node.stage) for node in nodes]
+    for at, node in enumerate(nodes):
+        if node.replicas_log2 and stages.count(stages[at]) > 1:
+            other = next(k for k, stage in enumerate(stages) if stage == stages[at] and k != at)
+            share = 1 << int(node.replicas_log2)
+            raise fail(at, "stage", f"{node.stage}: a replica shares engine {node.stage} with "
+                       f"node {other} (a replica runs one image in {share}; an engine that "
+                       "also runs other nodes, in node order, can wait forever for itself: "
+                       "each replica has an engine to itself)")
     return first
 
 

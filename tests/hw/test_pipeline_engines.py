@@ -21,7 +21,7 @@ NETWORK section through the loader), one engine per node:
   pipelined design;
 * layer replicas (section 7): conv1 by 2 replicas on their own engines and units, 4 and
   3 images: exact, counters equal the schedule, INTERVAL and CYCLES below the
-  unreplicated run's; conv2's replica sharing an engine (the FETCH skip), 3 and 1 images.
+  unreplicated run's, and a one-image run (replica 1 runs nothing); a replica sharing an engine refused.
 
 Runtime: ~90 s CPU on the loaded 2-core machine (the 8-engine runs ~25 s, the 9-engine
 replica runs ~30 s, six 2/3-engine designs ~25 s, the lint ~8 s).
@@ -36,6 +36,7 @@ import pytest
 from amaranth.back import verilog
 from amaranth.hdl import ResetInserter, Signal
 
+from bitline.hw.spec.validate import validate_program
 from bitline.hw.core.memories import program_memories
 from bitline.hw.core.top import Accelerator
 from bitline.hw.spec.net_timing import network_timing, pipeline_schedule
@@ -376,8 +377,8 @@ def test_pipelined_design_passes_verilator_lint(tmp_path):
 @pytest.fixture(scope="module")
 def replica_runs(network):
     """The hand network with conv1 (the bottleneck) run by 2 replicas on their own engines
-    and units (docs/network.md section 7): runs of 4 and 3 images on one design (a
-    one-image run, where a replica runs nothing, is in the shared-engine test)."""
+    and units (docs/network.md section 7): runs of 4, 3 and 1 images on one design (in
+    the one-image run replica 1 runs nothing: its engine finishes at once)."""
     _, net, _, images = network
     config = small_config(**REPLICA_CONFIG)
     rng = np.random.default_rng(SEED + 5)
@@ -394,7 +395,7 @@ def replica_runs(network):
     results = {}
 
     async def testbench(ctx):
-        for count in (4, 3):
+        for count in (4, 3, 1):
             results[count] = await run_network(ctx, dut, _codes(images[:count]),
                                                count * group.n_outputs, n_nodes=n,
                                                n_images=count)
@@ -448,32 +449,20 @@ def test_replicas_shorten_the_interval_of_the_bottleneck(network, replica_runs):
     assert (four["cycles"] - four["latency"]) / 3 < 0.6 * plain.interval
 
 
-def test_replica_sharing_an_engine_skips_and_stays_exact(network):
-    """The network without conv1 on 3 engines, conv2 by 2 replicas: replica 0 alone on
-    engine 1, replica 1 first of engine 2's nodes (the add and the rest after it), so in
-    a 3-image run engine 2 fetches replica 1 in its second round, finds no image 3 and
-    skips it (one FETCH cycle). Exact and every counter equal to the schedule for 3
-    images, and for 1 image (replica 1 runs nothing, its counters read 0; engine 1's
-    nodes finish once replica 0 is done). This placement (a replica before its consumer
-    on one engine, which the compiler does not make) completes only short runs: the
-    schedule refuses 4 images as a deadlock (tests/hw/test_network_timing.py)."""
+def test_replica_sharing_an_engine_is_refused(network):
+    """conv2 by 2 replicas with replica 1 first of the add's engine: the engine runs the
+    replica (every other image) before its consumer, so from 4 images the replica waits
+    for a copy the consumer behind it would free (the schedule calls it a deadlock,
+    tests/hw/test_network_timing.py). The validator refuses the placement by node and
+    field before it reaches the hardware (the compiler never makes it)."""
     config, net, _, _ = network
     config = replace(small_config(**REPLICA_CONFIG), pipeline_stages=3, max_nodes=8,
                      act_buffer_depth=512)
-    headless = _headless(net)
-    group = pipelined(replicated(headless, "conv2", 2), [0, 1, 2, 2, 2, 2, 2, 2])
+    group = pipelined(replicated(_headless(net), "conv2", 2), [0, 1, 2, 2, 2, 2, 2, 2])
     assert [node.name for node in group.nodes[1:4]] == ["conv2", "conv2_r1", "add"]
-    assert buffer_codes(group) <= config.act_buffer_depth
-    rng = np.random.default_rng(SEED + 6)
-    images = [rng.integers(0, 1 << config.max_act_bits, headless.input_shape)
-              for _ in range(3)]
-    expected = _expected(config, headless, images)
-    three, one = _run_memories(config, group, images, then_one=True)
-    schedule = _check_exact_and_scheduled(config, group, images, expected, three, "three")
-    _check_exact_and_scheduled(config, group, images[:1], expected, one, "one")
-    # engine 2's second round: replica 1 (no image 3) skipped, the add's image 1 (its
-    # sources long done) starts 5 cycles after fc2's image 0 (FETCH of the replica,
-    # FETCH, LOAD, SETUP of the add), one more than without the skip
-    assert schedule.end[2, 1] > 0 and (schedule.end[2, [0, 2]] == -1).all()
-    assert schedule.start[3, 1] == schedule.end[-1, 0] + 5
-    assert one[2][2] == {"node_cycles": 0, "node_input_stall": 0, "node_output_stall": 0}
+    validate_program(_program(config, pipelined(replicated(_headless(net), "conv2", 2),
+                                                 [0, 1, 2, 3, 3, 3, 3, 3])),
+                     replace(config, pipeline_stages=4))      # its own engine: accepted
+    with pytest.raises(ValueError, match=r"record 2 \(node 'conv2_r1'\): field stage: 2: "
+                                         r"a replica shares engine 2 with node 3"):
+        validate_program(_program(config, group), config)
