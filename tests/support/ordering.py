@@ -10,6 +10,7 @@ __all__ = ["LONGEST_FIRST"]
 LONGEST_FIRST = (
     "cocotb/test_e2e_network.py",
     "cocotb/test_e2e_network_pipeline.py",
+    "hw/test_pipeline_engines.py",
     "cocotb/test_e2e_digits.py",
     "cocotb/test_e2e_digits_copies.py",
     "cocotb/test_axi.py",
