@@ -9,6 +9,8 @@
 * :mod:`.residual` - :class:`ResidualAdd`, the requantizing residual add.
 * :mod:`.sequencer` - :class:`Sequencer`, the node FSM of whole-network mode and the
   datapath around these units (the Accelerator adds it with ``config.network``).
+* :mod:`.node_datapath` - :func:`node_datapath`, one node's routing from its reader to its
+  consumer and out (shared by the sequencer and the pipeline engines).
 * :mod:`.pipeline` - :class:`Pipeline`, the inter-layer pipeline's stage engines (the
   Accelerator adds it instead with ``config.pipeline_stages > 0``).
 

@@ -84,7 +84,8 @@ from amaranth.lib.wiring import In, Out
 
 from bitline.hw.net.buffer import write_address
 from bitline.hw.net.im2col import Im2colReader
-from bitline.hw.net.pool import POOL_AVERAGE, POOL_MAX, PoolUnit
+from bitline.hw.net.node_datapath import node_datapath
+from bitline.hw.net.pool import PoolUnit
 from bitline.hw.net.residual import ResidualAdd
 from bitline.hw.spec.config import AcceleratorConfig, clog2
 from bitline.hw.spec.network import (
@@ -451,7 +452,6 @@ class Pipeline(wiring.Component):
         window = node.window
         kind = node.kind
         compute = kind == NodeKind.COMPUTE
-        pooling = (kind == NodeKind.POOL_MAX) | (kind == NodeKind.POOL_AVG)
         adding = kind == NodeKind.ADD
         job_inputs, job_outputs = self.job_inputs[e], self.job_outputs[e]
         m.d.comb += [self.layer[e].eq(node.layer), self.n_vectors[e].eq(pixels)]
@@ -464,46 +464,11 @@ class Pipeline(wiring.Component):
         bases = {name: Signal(geometry.addr_bits, name=f"{prefix}{name}_base")
                  for name in local}
 
-        # ---- readers and consumer (the sequencer's datapath) ---------------------------
+        # ---- readers, consumer and results (node_datapath, as the sequencer's) ----------
         running = Signal(name=prefix + "running")
-        m.d.comb += [
-            reader.record.eq(window),
-            reader.record.base.eq(bases["read0"]),
-            reader_b.record.eq(window),
-            reader_b.record.base.eq(bases["read1"]),
-            pool.mode.eq(Mux(kind == NodeKind.POOL_AVG, POOL_AVERAGE, POOL_MAX)),
-            pool.count_include_pad.eq(node.count_include_pad),
-            residual.zero_a.eq(node.zero_a), residual.zero_b.eq(node.zero_b),
-            residual.mult_a.eq(node.mult_a), residual.mult_b.eq(node.mult_b),
-            residual.shift.eq(node.shift), residual.zero_point.eq(node.zero_point),
-            residual.clamp_lo.eq(node.clamp_lo), residual.clamp_hi.eq(node.clamp_hi),
-            job_inputs.payload.eq(reader.outputs.payload.code),
-            pool.inputs.payload.eq(reader.outputs.payload),
-            residual.a.payload.eq(reader.outputs.payload.code),
-            residual.b.payload.eq(reader_b.outputs.payload.code),
-            job_inputs.valid.eq(running & compute & reader.outputs.valid),
-            pool.inputs.valid.eq(running & pooling & reader.outputs.valid),
-            residual.a.valid.eq(running & adding & reader.outputs.valid),
-            residual.b.valid.eq(running & adding & reader_b.outputs.valid),
-            reader.outputs.ready.eq(running & Mux(compute, job_inputs.ready,
-                                                  Mux(pooling, pool.inputs.ready,
-                                                      adding & residual.a.ready))),
-            reader_b.outputs.ready.eq(running & adding & residual.b.ready),
-        ]
-        result_valid = Signal(name=prefix + "result_valid")
-        result = Signal(signed(config.acc_bits), name=prefix + "result")
-        result_ready = Signal(name=prefix + "result_ready")
-        m.d.comb += [
-            result_valid.eq(running & Mux(compute, job_outputs.valid,
-                                          Mux(pooling, pool.outputs.valid,
-                                              adding & residual.outputs.valid))),
-            result.eq(Mux(compute, job_outputs.payload,
-                          Mux(pooling, pool.outputs.payload, residual.outputs.payload))),
-            result_ready.eq(Mux(node.to_host, self.host_outputs.ready, 1)),
-            job_outputs.ready.eq(running & compute & result_ready),
-            pool.outputs.ready.eq(running & pooling & result_ready),
-            residual.outputs.ready.eq(running & adding & result_ready),
-        ]
+        result_valid, result, result_ready = node_datapath(
+            m, config.acc_bits, node, running, reader, reader_b, pool, residual, job_inputs,
+            job_outputs, self.host_outputs.ready, bases["read0"], bases["read1"], prefix)
 
         # ---- the engine's write port ----------------------------------------------------
         write_start = Signal(name=prefix + "write_start")

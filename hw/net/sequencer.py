@@ -48,7 +48,8 @@ from amaranth.lib.wiring import In, Out, connect
 
 from bitline.hw.net.buffer import ActivationBuffer
 from bitline.hw.net.im2col import Im2colReader
-from bitline.hw.net.pool import POOL_AVERAGE, POOL_MAX, PoolUnit
+from bitline.hw.net.node_datapath import node_datapath
+from bitline.hw.net.pool import PoolUnit
 from bitline.hw.net.residual import ResidualAdd
 from bitline.hw.spec.config import AcceleratorConfig, clog2
 from bitline.hw.spec.network import NetGeometry, NodeKind, node_layout
@@ -134,7 +135,6 @@ class Sequencer(wiring.Component):
         window = node.window
         kind = node.kind
         compute = kind == NodeKind.COMPUTE
-        pooling = (kind == NodeKind.POOL_MAX) | (kind == NodeKind.POOL_AVG)
         adding = kind == NodeKind.ADD
         m.d.comb += [
             self.node_addr.eq(index),
@@ -142,48 +142,13 @@ class Sequencer(wiring.Component):
             self.n_vectors.eq(pixels),
         ]
 
-        # ---- the readers and the node's consumer --------------------------------------
-        m.d.comb += [
-            reader.record.eq(window),
-            reader_b.record.eq(window),
-            reader_b.record.base.eq(node.src1_base),
-            pool.mode.eq(Mux(kind == NodeKind.POOL_AVG, POOL_AVERAGE, POOL_MAX)),
-            pool.count_include_pad.eq(node.count_include_pad),
-            residual.zero_a.eq(node.zero_a), residual.zero_b.eq(node.zero_b),
-            residual.mult_a.eq(node.mult_a), residual.mult_b.eq(node.mult_b),
-            residual.shift.eq(node.shift), residual.zero_point.eq(node.zero_point),
-            residual.clamp_lo.eq(node.clamp_lo), residual.clamp_hi.eq(node.clamp_hi),
-            self.job_inputs.payload.eq(reader.outputs.payload.code),
-            pool.inputs.payload.eq(reader.outputs.payload),
-            residual.a.payload.eq(reader.outputs.payload.code),
-            residual.b.payload.eq(reader_b.outputs.payload.code),
-        ]
+        # ---- the readers, the node's consumer and its results (node_datapath) ---------
         running = Signal()                                # the RUN state
+        result_valid, result, result_ready = node_datapath(
+            m, config.acc_bits, node, running, reader, reader_b, pool, residual,
+            self.job_inputs, self.job_outputs, self.host_outputs.ready, window.base,
+            node.src1_base)
         m.d.comb += [
-            self.job_inputs.valid.eq(running & compute & reader.outputs.valid),
-            pool.inputs.valid.eq(running & pooling & reader.outputs.valid),
-            residual.a.valid.eq(running & adding & reader.outputs.valid),
-            residual.b.valid.eq(running & adding & reader_b.outputs.valid),
-            reader.outputs.ready.eq(running & Mux(compute, self.job_inputs.ready,
-                                                  Mux(pooling, pool.inputs.ready,
-                                                      adding & residual.a.ready))),
-            reader_b.outputs.ready.eq(running & adding & residual.b.ready),
-        ]
-
-        # ---- the node's results: to the buffer or to the host --------------------------
-        result_valid = Signal()
-        result = Signal(signed(config.acc_bits))
-        result_ready = Signal()
-        m.d.comb += [
-            result_valid.eq(running & Mux(compute, self.job_outputs.valid,
-                                          Mux(pooling, pool.outputs.valid,
-                                              adding & residual.outputs.valid))),
-            result.eq(Mux(compute, self.job_outputs.payload,
-                          Mux(pooling, pool.outputs.payload, residual.outputs.payload))),
-            result_ready.eq(Mux(node.to_host, self.host_outputs.ready, 1)),
-            self.job_outputs.ready.eq(running & compute & result_ready),
-            pool.outputs.ready.eq(running & pooling & result_ready),
-            residual.outputs.ready.eq(running & adding & result_ready),
             self.host_outputs.valid.eq(result_valid & node.to_host),
             self.host_outputs.payload.eq(result),
         ]
