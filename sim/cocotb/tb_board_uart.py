@@ -136,9 +136,12 @@ async def inference_over_uart(dut):
     sink = UartSink(dut.tx, baud=baud)
     for side in (source, sink):
         side.log.setLevel(logging.WARNING)     # they log every byte at INFO
-    # the longest legitimate wait for an answer: a full write buffer and a receive window
+    # the longest legitimate wait for an answer: a full write buffer and a receive window,
+    # plus a whole-network run (the OUTPUTS answer waits for the last node: 347,180 cycles
+    # for the digits ResNet on seven units, more than the buffers' 327,680 at 4 clocks/bit)
+    run_cycles = network_report(bundle.program).cycles if bundle.program.nodes else 0
     link = SimulatedSerial(source, sink, bit_ns=bit_ns,
-                           timeout_ns=(4096 + 4096) * 10 * bit_ns)
+                           timeout_ns=(4096 + 4096) * 10 * bit_ns + run_cycles * period_ns)
 
     if os.environ.get("BITLINE_INPUTS"):
         images, labels = np.load(os.environ["BITLINE_INPUTS"]), None
