@@ -54,12 +54,15 @@ _RANGES: dict[str, tuple[int | float, int | float | str]] = {
     "max_map_height": (0, 4096),
     "max_map_width": (0, 4096),
     "pipeline_stages": (0, "max_nodes"),
+    "emulator_ou_words": (0, 1),
 }
 
 #: The whole-network fields (docs/network.md section 2): all 0 (no activation buffer, no
 #: node table: the per-layer accelerator) or all >= 1.
 NETWORK_FIELDS = ("act_buffer_depth", "max_nodes", "max_map_channels", "max_map_height",
                   "max_map_width")
+
+_DIGEST_WHEN_SET = NETWORK_FIELDS + ("pipeline_stages", "emulator_ou_words")
 
 
 def _check_network_keys(path: Path, table: dict) -> None:
@@ -132,6 +135,17 @@ class AcceleratorConfig:
         residual add) that run their nodes concurrently on successive images. Needs the
         whole-network hardware and ``max_copies == 1``; at most ``max_nodes``. At 0 it does
         not enter the :attr:`digest`.
+    emulator_ou_words:
+        How the digital crossbar emulator (:class:`~bitline.hw.unit.emulator.CrossbarEmulator`,
+        the FPGA's stand-in for the ReRAM arrays) stores cell levels; not the accelerator's
+        behaviour, which is the same either way. 0 (the default): one memory per OU row
+        position, one crossbar row per word (a row write takes one cycle; FPGA distributed
+        RAM). 1: one memory per crossbar, one OU (``ou_rows x ou_cols`` levels) per word,
+        addressed by row group and column group, so the FPGA maps it to block RAM and an OU
+        read needs no column multiplexer; a row write then takes ``col_groups`` cycles,
+        which the loader's byte-wide pace always leaves (checked: ``col_groups`` must not
+        exceed a cell row's bytes), and it needs ``adc_latency >= 1`` (block RAM reads are
+        synchronous). At 0 it does not enter the :attr:`digest`.
     pinned:
         Not hardware: the fields a user set explicitly (the keys of a config file,
         :meth:`load`), which compile's sizing must honour or refuse, never change
@@ -164,6 +178,7 @@ class AcceleratorConfig:
     max_map_height: int = 0
     max_map_width: int = 0
     pipeline_stages: int = 0
+    emulator_ou_words: int = 0
     pinned: frozenset = dataclasses.field(default=frozenset(), compare=False, repr=False,
                                           kw_only=True)
 
@@ -210,6 +225,17 @@ class AcceleratorConfig:
             raise ValueError(
                 f"pipeline_stages ({self.pipeline_stages}) needs max_copies = 1, not "
                 f"{self.max_copies} (layer copies do not run in whole-network mode)")
+        if self.emulator_ou_words and self.adc_latency < 1:
+            raise ValueError(
+                "emulator_ou_words = 1 needs adc_latency >= 1 (an OU word is read from "
+                "block RAM, synchronously), not 0")
+        row_bytes = -(-self.cols * self.cell_bits // 8)
+        if self.emulator_ou_words and self.col_groups > row_bytes:
+            raise ValueError(
+                f"emulator_ou_words = 1 writes a crossbar row in col_groups "
+                f"({self.col_groups}) cycles, but the loader may deliver a row every "
+                f"{row_bytes} cycles (cols * cell_bits / 8 bytes); it needs "
+                f"ou_cols * cell_bits >= 8 (here {self.ou_cols} * {self.cell_bits})")
         if self.max_act_bits % self.dac_bits and self.dac_bits > 1:
             raise ValueError(
                 f"max_act_bits ({self.max_act_bits}) must be a multiple of dac_bits "
@@ -293,11 +319,12 @@ class AcceleratorConfig:
     def digest(self) -> str:
         """SHA-256 (hex) of the canonical JSON of the fields; names builds and bundles.
 
-        The :data:`NETWORK_FIELDS` and ``pipeline_stages`` enter only when set (nonzero), so a config without the
-        whole-network hardware has the digest it had before those fields existed.
+        The :data:`NETWORK_FIELDS`, ``pipeline_stages`` and ``emulator_ou_words`` enter only
+        when set (nonzero), so a config without them has the digest it had before those
+        fields existed.
         """
         values = {name: value for name, value in self.to_dict().items()
-                  if name not in NETWORK_FIELDS + ("pipeline_stages",) or value}
+                  if name not in _DIGEST_WHEN_SET or value}
         blob = json.dumps(values, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 

@@ -52,13 +52,15 @@ FLIP_FLOP = re.compile(r"\$_(?:\w*DFF\w*|DLATCH\w*|SR_\w+)_")
 
 @dataclass(frozen=True)
 class MemoryKind:
-    """``count`` memories of ``depth`` words of ``width`` bits (one kind of the design)."""
+    """``count`` memories of ``depth`` words of ``width`` bits (one kind of the design);
+    ``lane_bits`` > 0: written in lanes of that many bits (per-lane write enables)."""
 
     name: str
     where: str
     count: int
     depth: int
     width: int
+    lane_bits: int = 0
 
     @property
     def bits(self) -> int:
@@ -93,7 +95,14 @@ def memory_inventory(config: AcceleratorConfig, *, crossbar: str = "emulated",
         MemoryKind("input banks", "each unit, each OU row", units * rows,
                    2 * config.max_in_features, config.max_act_bits),
     ]
-    if crossbar == "emulated":
+    if crossbar == "emulated" and config.emulator_ou_words:
+        # one OU per word, a lane per OU row (hw/unit/emulator.py), the column group in the
+        # address's low bits
+        slots = 1 << clog2(config.col_groups) if config.col_groups > 1 else 1
+        lane = config.ou_cols * config.cell_bits
+        kinds.append(MemoryKind("cell levels (emulator, OU words)", "each unit", units,
+                                config.row_groups * slots, rows * lane, lane_bits=lane))
+    elif crossbar == "emulated":
         kinds.append(MemoryKind("cell levels (emulator)", "each unit, each OU row",
                                 units * rows, config.row_groups,
                                 config.cols * config.cell_bits))

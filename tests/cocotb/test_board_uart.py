@@ -13,7 +13,9 @@ Workloads:
   ADCs) with the whole-network fields that ``small-network`` sizes, run as per-layer jobs
   (the design of ``small-network``: one Verilator build for both), two samples -- every
   piece of the UART path (framing, the bridge's commands, image load with CRCs, im2col jobs,
-  output and counter read-back) in about a minute cold;
+  output and counter read-back) in about a minute cold; its emulated crossbars (and
+  ``small-network``'s) store the cells one OU per word (``emulator_ou_words``, the FPGA's
+  block-RAM organization), ``small-copies``' one row per word;
 * ``small-copies`` (the default suite): the same network with two copies of its first
   layer and three of its last (``Program.with_copies``: ``max_copies = 3``, three lanes on
   the board's streams and the UART protocol) -- the host sends each copy's share in its
@@ -113,6 +115,11 @@ def test_inference_through_the_uart_protocol(workload, tmp_path):
                                       "small-network": small_workload,
                                       "digits": digits_workload}[workload](tmp_path)
     network = workload == "small-network"
+    if workload in ("small", "small-network"):
+        # their design stores the emulated cells one OU per word (block RAM on the FPGA,
+        # written one column group per cycle): the image's rows arrive over the UART
+        # loader into it; ``small-copies`` keeps the row banks, so both are run
+        config = config.replace(emulator_ou_words=1)
     if workload == "small":
         # the one-lane per-layer run uses the design of ``small-network`` (the same units
         # plus the activation buffer and node records): layer jobs on whole-network

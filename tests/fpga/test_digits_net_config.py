@@ -51,8 +51,15 @@ def example(name: str) -> AcceleratorConfig:
         return AcceleratorConfig.load(file)
 
 
-def blocks(depth: int, width: int) -> int:
-    """Fewest ``DP16KD`` of one shape that hold ``depth`` words of ``width`` bits."""
+def blocks(depth: int, width: int, lane_bits: int = 0) -> int:
+    """Fewest ``DP16KD`` of one shape that hold ``depth`` words of ``width`` bits; written in
+    lanes of ``lane_bits`` (<= 9), each lane takes one of the block's 9-bit byte lanes
+    (``DP16KD`` has byte enables in its 18- and 36-bit shapes only)."""
+    if lane_bits:
+        assert lane_bits <= 9, "wider lanes: not a shape this estimate knows"
+        lanes = width // lane_bits
+        return min(math.ceil(depth / words) * math.ceil(lanes / (bits // 9))
+                   for words, bits in DP16KD_SHAPES if bits >= 18)
     return min(math.ceil(depth / words) * math.ceil(width / bits)
                for words, bits in DP16KD_SHAPES)
 
@@ -64,7 +71,7 @@ def board_ebr(config: AcceleratorConfig) -> int:
     for kind in memory_inventory(config):
         if kind.depth > LUTRAM_MAX_DEPTH:
             copies = 2 if kind.name in TWO_READ_PORTS else 1
-            total += kind.count * copies * blocks(kind.depth, kind.width)
+            total += kind.count * copies * blocks(kind.depth, kind.width, kind.lane_bits)
     depth = 1 << clog2(config.rows)
     if depth > ROM_MAX_LOGIC_DEPTH:
         group_bits = clog2(config.row_groups)
@@ -75,10 +82,13 @@ def board_ebr(config: AcceleratorConfig) -> int:
 
 
 def test_estimate_equals_the_measured_builds():
-    # 8 units of 128 x 128 (a86665d) and this example's whole-network design (a421578):
-    # the DP16KD cells of their syntheses
+    # 8 units of 128 x 128 (a86665d), this example's whole-network design with its cells in
+    # distributed RAM (a421578), and with them one OU per word: the DP16KD of the syntheses
     assert board_ebr(replace(example("ulx3s-bwq.toml"), n_xbars=8)) == 163
-    assert board_ebr(example("ulx3s-digits-net.toml")) == 168
+    digits_net = example("ulx3s-digits-net.toml")
+    assert digits_net.emulator_ou_words == 1
+    assert board_ebr(replace(digits_net, emulator_ou_words=0)) == 168
+    assert board_ebr(digits_net) == 168 + 7 * 3
 
 
 @pytest.fixture(scope="module")

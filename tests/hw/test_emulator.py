@@ -43,11 +43,26 @@ def random_request(rng, config):
             rng.integers(0, 2, config.ou_rows), rng.integers(0, 2, config.adcs_per_xbar))
 
 
-@pytest.mark.parametrize("name, latency", [(name, None) for name in sorted(TEST_CONFIGS)]
-                         + [("full-adc", 2), ("full-adc", 3), ("ragged-2bit", 3)])
+#: Geometries of the OU-word cell memory (``emulator_ou_words = 1``, which needs
+#: ``ou_cols * cell_bits >= 8``): the ragged 2-bit crossbar (3 column groups in 4 address
+#: slots, a partial last phase), one column group, and the 36 x 128 crossbar of the small
+#: end-to-end config (16 column groups, 9-row OU, shared ADCs).
+OU_WORD_CONFIGS = {
+    "ou-words-ragged": dict(TEST_CONFIGS["ragged-2bit"], emulator_ou_words=1),
+    "ou-words-one-group": dict(rows=16, cols=8, ou_rows=4, ou_cols=8, adcs_per_xbar=8,
+                               adc_bits=3, emulator_ou_words=1),
+    "ou-words-e2e": dict(rows=36, cols=128, ou_rows=9, ou_cols=8, adcs_per_xbar=4,
+                         adc_bits=4, adc_latency=2, emulator_ou_words=1),
+}
+CONFIGS = {**TEST_CONFIGS, **OU_WORD_CONFIGS}
+
+
+@pytest.mark.parametrize("name, latency", [(name, None) for name in sorted(CONFIGS)]
+                         + [("full-adc", 2), ("full-adc", 3), ("ragged-2bit", 3),
+                            ("ou-words-one-group", 3)])
 def test_reads_back_to_back_with_latency(name, latency):
     """Every latency: 0 (combinational), 1, 2 (the split column-select stage), 3 (one more)."""
-    config = small_config(**TEST_CONFIGS[name])
+    config = small_config(**CONFIGS[name])
     if latency is not None:
         config = config.replace(adc_latency=latency)
     rng = np.random.default_rng(7)
@@ -74,23 +89,33 @@ def test_reads_back_to_back_with_latency(name, latency):
     assert got == expected
 
 
-@pytest.mark.parametrize("name", ["full-adc", "ragged-2bit"])
+@pytest.mark.parametrize("name", ["full-adc", "ragged-2bit", *OU_WORD_CONFIGS])
 def test_write_port_programs_rows(name):
-    config = small_config(**TEST_CONFIGS[name])
+    """Rows written in a shuffled order, as fast as the loader may deliver them (every
+    cycle; with OU words every ``col_groups`` cycles, a cell row's bytes or fewer), over
+    cells that start at other levels: every read then sees only the written levels."""
+    config = small_config(**CONFIGS[name])
     rng = np.random.default_rng(3)
     levels = rng.integers(0, config.level_max + 1, (config.rows, config.cols))
-    dut = CrossbarEmulator(config)  # starts all zero
+    stale = config.level_max - levels   # every cell changes
+    dut = CrossbarEmulator(config, stale)
     requests = [random_request(rng, config) for _ in range(30)]
+    pace = config.col_groups if config.emulator_ou_words else 1
+    assert pace <= -(-config.cols * config.cell_bits // 8) or pace == 1
     got = []
 
     async def testbench(ctx):
         port = dut.port
-        for row in range(config.rows):
+        for row in rng.permutation(config.rows):
             ctx.set(port.write.en, 1)
-            ctx.set(port.write.row, row)
+            ctx.set(port.write.row, int(row))
             ctx.set(port.write.levels, [int(v) for v in levels[row]])
             await ctx.tick()
+            ctx.set(port.write.en, 0)
+            for _ in range(pace - 1):
+                await ctx.tick()
         ctx.set(port.write.en, 0)
+        await ctx.tick()   # the last row's last column group
         for request in requests:
             drive_read(ctx, port, config, request)
             await ctx.tick()
@@ -115,6 +140,17 @@ def test_saturates_at_adc_max():
         assert [ctx.get(dut.port.result.codes[a]) for a in range(4)] == [3] * 4
 
     simulate(dut, testbench)
+
+
+def test_ou_words_config_rules():
+    """The OU-word memory needs a synchronous read and rows no faster than its writes."""
+    with pytest.raises(ValueError, match="adc_latency >= 1"):
+        small_config(**dict(OU_WORD_CONFIGS["ou-words-one-group"], adc_latency=0))
+    # 4 column groups per row, but a 16 x 1-bit row is 2 bytes: the loader is faster
+    with pytest.raises(ValueError, match=r"col_groups \(4\) cycles.*every 2 cycles"):
+        small_config(emulator_ou_words=1)
+    base = small_config(**OU_WORD_CONFIGS["ou-words-e2e"])
+    assert base.digest != base.replace(emulator_ou_words=0).digest
 
 
 def test_rejects_bad_levels():

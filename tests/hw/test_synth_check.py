@@ -25,17 +25,27 @@ def _verilog_memories(text):
     return sorted((int(depth) + 1, int(width or 0) + 1) for width, depth in _MEMORY.findall(text))
 
 
-@pytest.mark.parametrize("crossbar", ["emulated", "external"])
-def test_inventory_counts_the_memories_of_the_generated_verilog(tmp_path, crossbar):
-    design = write_verilog(CONFIG, tmp_path, crossbar=crossbar)
+#: CONFIG with its emulated cells one OU per word (8-level lanes: ``ou_cols * cell_bits``
+#: must be 8 or more), 3 column groups in 4 address slots.
+OU_WORDS = CONFIG.replace(cols=12, cell_bits=2, dac_bits=2, adc_bits=5, emulator_ou_words=1)
+
+
+@pytest.mark.parametrize("crossbar, config", [("emulated", CONFIG), ("external", CONFIG),
+                                              ("emulated", OU_WORDS)])
+def test_inventory_counts_the_memories_of_the_generated_verilog(tmp_path, crossbar, config):
+    design = write_verilog(config, tmp_path, crossbar=crossbar)
     declared = _verilog_memories(design.verilog.read_text())
-    counted = sorted((kind.depth, kind.width) for kind in memory_inventory(CONFIG,
+    counted = sorted((kind.depth, kind.width) for kind in memory_inventory(config,
                                                                           crossbar=crossbar)
                      for _ in range(kind.count))
     assert declared == counted
-    # each unit: entries, A partial sums, R row maps, R input banks (and R cell banks)
-    per_unit = 1 + CONFIG.adcs_per_xbar + CONFIG.ou_rows * (3 if crossbar == "emulated" else 2)
-    assert len(declared) == 3 + CONFIG.n_xbars * per_unit
+    # each unit: entries, A partial sums, R row maps, R input banks (and R cell banks, or
+    # one OU-word cell memory)
+    cells = 0 if crossbar == "external" else 1 if config.emulator_ou_words else config.ou_rows
+    per_unit = 1 + config.adcs_per_xbar + config.ou_rows * 2 + cells
+    assert len(declared) == 3 + config.n_xbars * per_unit
+    if config.emulator_ou_words:
+        assert (16, 4 * 4 * 2) in declared   # 4 row groups x 4 slots, 4 lanes of 4 levels
 
 
 def test_inventory_of_the_bwq_preset():
