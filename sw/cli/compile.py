@@ -291,11 +291,18 @@ def compile_cmd(model, strategy, spec, requantize, config_path, preset_name, xba
     budget = parse_budget(budget) if budget is not None else None
     config = load_config(config_path, preset_name)
     faults = _faults(faults_spec)
-    result, sidecar = compile_bundle(
-        model, strategy, spec, config, output, xbars=xbars, dataset=dataset,
-        calib_samples=calib_samples, config_label=_config_label(config_path, preset_name),
-        budget=budget, encoding=encoding, requantize=requantize, spread=spread,
-        faults=faults, network=network, pipeline=pipeline, replicate=replicas)
+    try:
+        result, sidecar = compile_bundle(
+            model, strategy, spec, config, output, xbars=xbars, dataset=dataset,
+            calib_samples=calib_samples, config_label=_config_label(config_path, preset_name),
+            budget=budget, encoding=encoding, requantize=requantize, spread=spread,
+            faults=faults, network=network, pipeline=pipeline, replicate=replicas)
+    except ValueError as error:
+        # a field the config file pins, refused by compile's sizing: name the file
+        if config_path and "the config sets" in str(error):
+            raise ValueError(str(error).replace("the config sets", f"{config_path} sets")
+                             .replace("in the config file", "in that file")) from None
+        raise
     report = _analyze(result.program, result.qmodel, labels=sidecar["labels"])
     # The allocation compile applied (placements and copies), not one re-made on the result.
     pipe = sidecar.get("pipeline")

@@ -58,7 +58,8 @@ def test_a_pinned_field_too_small_for_the_network_is_refused(tmp_path, key, valu
     code, err = run_cli("compile", "digits-cnn", "-s", "bwq", "--config", config,
                         "-o", tmp_path / "out")
     assert code == 2, err
-    assert f"the config sets {key} = {value}, but the network needs" in err
+    # the file that pins the field is named (the flow's "the config sets" on the CLI)
+    assert f"{config} sets {key} = {value}, but the network needs" in err
     assert needs in err and "remove the key" in err and INTERNAL not in err
     assert not (tmp_path / "out" / "manifest.json").exists()
 
@@ -108,7 +109,7 @@ def test_a_budget_beyond_a_pinned_n_xbars_is_refused(tmp_path):
     code, err = run_cli("compile", "digits-cnn", "-s", "bwq", "--config", config,
                         "--budget", "xbars:64", "-o", tmp_path / "out")
     assert code == 2, err
-    assert "the config sets n_xbars = 22" in err and "--budget xbars:64" in err
+    assert f"{config} sets n_xbars = 22" in err and "--budget xbars:64" in err
 
 
 def test_pinned_keys_are_the_keys_the_file_sets(tmp_path):
