@@ -30,7 +30,11 @@ Adds nearly cancel, :data:`CANCELLATION`).
 A third of the cases compile with ``--network --pipeline`` (docs/network.md section 6): an
 exit 0 must then also give one stage engine per node, and
 :func:`bitline.sw.integer.network.run_pipelined` (the 16 inputs as successive images
-through one buffer, every map's copies) must equal the golden model bit for bit.
+through one buffer, every map's copies) must equal the golden model bit for bit. Half of
+those also pass ``--budget xbars:4096`` (:data:`REPLICA_BUDGET`): the compiler gives the
+bottleneck layer replicas where the pipeline schedule gains (section 7), and the same
+checks hold -- one engine per node, replicas included, and ``run_pipelined`` (which sends
+image ``n`` to the replica of phase ``n mod R``) equal to golden.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ NEVER = frozenset({"Concat", "LeakyRelu"})
 #: Producers a ReLU / ReLU6 fuses into (their clamp).
 FUSES_RELU = frozenset({"Conv", "Gemm", "MatMul", "Add"})
 COMPUTE = frozenset({"Conv", "Gemm", "MatMul"})
+#: The crossbar budget of the replicated cases (``--pipeline --budget xbars:N``): far more
+#: units than a fuzz graph's layers take, so it never refuses one.
+REPLICA_BUDGET = 4096
 #: How an error may spell an ONNX op (the ONNX name or the IR op it imports as; a
 #: BatchNormalization and a scale by a constant import as batchnorm / add_constant).
 SPELLINGS = {
@@ -322,10 +329,16 @@ def network_cases(draw):
     # a third with --pipeline, picked by the model's CRC: no extra draw, so the cases (and
     # the campaign's counts) are those the category drew before the pipeline existed
     pipeline = zlib.crc32(data) % 3 == 0
+    # half of those with a crossbar budget the graph's layers never exceed: the compiler
+    # replicates the bottleneck layer (docs/network.md section 7.3) where that pays
+    replicas = pipeline and zlib.crc32(data) // 3 % 2 == 0
+    flags = ["--pipeline"] if pipeline else []
+    flags += ["--budget", f"xbars:{REPLICA_BUDGET}"] if replicas else []
     return Case("network", expect, f"{len(ops)} nodes {'-'.join(ops)}, input "
-                f"{g.input_shape}, {strategy}{', pipelined' if pipeline else ''}",
-                ["compile", f"{DIR}/m.onnx", "-s", strategy, "--network",
-                 *(["--pipeline"] if pipeline else []), "-o", f"{DIR}/out", "-q"], expect,
+                f"{g.input_shape}, {strategy}"
+                f"{', pipelined' if pipeline else ''}{' with replicas' if replicas else ''}",
+                ["compile", f"{DIR}/m.onnx", "-s", strategy, "--network", *flags,
+                 "-o", f"{DIR}/out", "-q"], expect,
                 files={"m.onnx": data},
                 check=_network_check(data, g.input_shape, pipeline),
                 refusal=_refusal_check(refusable, bool(set(ops) & COMPUTE)))
