@@ -70,8 +70,11 @@ def fpga(board_name, config_path, preset_name, bundle_dir, xbars, core_mhz, baud
     and Fmax (BUILD/report.json).
 
     --json prints report.json (an object: "clocks": [...], "resources", "timing_met",
-    "critical_path", "seconds", "bitstream", ...). A build that fails or misses timing
-    exits with code 1.
+    "critical_path", "seconds", "bitstream", ...). A --bundle compiled with --network adds
+    its whole-network figures at the design's clocks ("network": {"cycles_per_image",
+    "latency_cycles", "core_mhz", "latency_us", "images_per_second", "fmax_mhz",
+    "images_per_second_at_fmax", "pipelined"}). A build that fails or misses timing exits
+    with code 1.
     """
     import json
 
@@ -92,6 +95,12 @@ def fpga(board_name, config_path, preset_name, bundle_dir, xbars, core_mhz, baud
                                  log=log)
     except FPGABuildError as error:
         raise RunFailed(str(error)) from None
+    network = _network_rates(bundle_dir, report) if bundle_dir else None
+    if network:
+        from bitline.hw.toolchain.fpga import REPORT_FILE
+
+        report["network"] = network
+        (Path(out_dir) / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     if as_json:
         click.echo(json.dumps(report, indent=2))
     elif not quiet:
@@ -102,6 +111,8 @@ def fpga(board_name, config_path, preset_name, bundle_dir, xbars, core_mhz, baud
             console.print(f"critical path: {path['delay_ns']:.2f} ns ({path['logic_ns']:.2f} "
                           f"logic, {path['routing_ns']:.2f} routing) through "
                           f"{' -> '.join(path['modules'])}")
+        if network:
+            console.print(_network_line(network))
         seconds = report["seconds"]
         console.print("build time: " + ", ".join(f"{name} {value:.0f} s"
                                                  for name, value in seconds.items()))
@@ -116,6 +127,51 @@ def fpga(board_name, config_path, preset_name, bundle_dir, xbars, core_mhz, baud
         if not allow_timing_fail:
             raise RunFailed(message)
         click.echo(f"warning: {message}", err=True)
+
+
+def _network_rates(bundle_dir, report: dict) -> dict | None:
+    """The whole-network figures of a ``--network`` bundle at the built design's clocks
+    (``report.json``'s ``"network"``): cycles per image and latency from the performance
+    model (which the RTL's counters equal, docs/network.md sections 5 and 6), images/s at
+    the core clock the PLL makes and at the routed Fmax of that clock; ``None`` for a
+    per-layer bundle."""
+    from bitline.sw.bundle import read_bundle
+    from bitline.sw.perf.network import network_report, pipelined_report
+
+    program = read_bundle(bundle_dir).program
+    if not program.nodes:
+        return None
+    if program.config.pipeline_stages:
+        piped = pipelined_report(program)
+        cycles, latency = piped.steady_cycles, piped.latency
+    else:
+        cycles = latency = network_report(program).cycles
+    core_mhz = report["core_hz"] / 1e6
+    # the core clock's routed Fmax: the clock constrained to the core frequency
+    core = [clock for clock in report["clocks"]
+            if abs(clock["constraint_mhz"] - core_mhz) < 0.01]
+    fmax = min((clock["achieved_mhz"] for clock in core), default=None)
+    return {
+        "pipelined": bool(program.config.pipeline_stages),
+        "cycles_per_image": int(cycles), "latency_cycles": int(latency),
+        "core_mhz": core_mhz, "latency_us": latency / core_mhz,
+        "images_per_second": core_mhz * 1e6 / cycles,
+        "fmax_mhz": fmax,
+        "images_per_second_at_fmax": None if fmax is None else fmax * 1e6 / cycles,
+    }
+
+
+def _network_line(network: dict) -> str:
+    """One line of the whole-network figures (:func:`_network_rates`)."""
+    kind = "pipelined, steady state" if network["pipelined"] else "sequential"
+    line = (f"whole-network run ({kind}; performance model = RTL counters): "
+            f"{network['cycles_per_image']:,} cycles per image, latency "
+            f"{network['latency_us']:,.0f} us and {network['images_per_second']:,.1f} "
+            f"images/s at the {network['core_mhz']:g} MHz core clock")
+    if network["fmax_mhz"] is not None:
+        line += (f"; {network['images_per_second_at_fmax']:,.1f} images/s at the routed "
+                 f"Fmax {network['fmax_mhz']:.2f} MHz")
+    return line
 
 
 @click.group("board")

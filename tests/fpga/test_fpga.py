@@ -571,3 +571,42 @@ def test_board_core_reset_command_resets_the_accelerator():
             index += 1
     assert bytes(answer) == (bytes([ACK]) + (5).to_bytes(4, "little") + bytes([ACK, ACK])
                              + (0).to_bytes(4, "little") + bytes([ACK]))
+
+
+def test_cli_fpga_reports_a_network_bundles_images_per_second(tmp_path, monkeypatch, capsys):
+    """A --network bundle: report.json and the printout give its cycles per image and
+    images/s at the core clock and at the routed Fmax; counted again here from the bundle's
+    own `bitline report --json` (images/s at the config's clock, rescaled)."""
+    from bitline.sw.cli import main
+
+    from support.configs import TINY_MLP_CONFIG
+    from support.networks import tiny_mlp_onnx
+
+    bundle = tmp_path / "bundle"
+    toml = tmp_path / "hw.toml"
+    # without the whole-network fields (at 0 they would pin "no buffer"): compile sizes them
+    NETWORK = ("act_buffer_depth", "max_nodes", "max_map", "pipeline_stages")
+    toml.write_text("".join(line + "\n" for line in TINY_MLP_CONFIG.to_toml().splitlines()
+                            if not line.startswith(NETWORK)))
+    assert main(["compile", str(tiny_mlp_onnx(tmp_path / "tiny.onnx")), "-s", "bwq", "--quant",
+                 "bwq3", "--config", str(toml), "--network", "-o", str(bundle), "-q"]) == 0
+    assert main(["report", str(bundle), "--json"]) == 0
+    model = json.loads(capsys.readouterr().out)["network"]
+    fake_toolchain(tmp_path, monkeypatch)     # its nextpnr: 37.35 MHz of 100 MHz asked
+    assert main(["fpga", "--bundle", str(bundle), "--core-mhz", "100", "--allow-timing-fail",
+                 "-o", str(tmp_path / "build")]) == 0
+    printed = capsys.readouterr().out
+    network = json.loads((tmp_path / "build" / "report.json").read_text())["network"]
+    cycles = model["cycles_per_image"]
+    assert network["cycles_per_image"] == network["latency_cycles"] == cycles > 0
+    assert network["images_per_second"] == pytest.approx(
+        model["images_per_second"] * 100 / model["clock_mhz"])
+    assert network["fmax_mhz"] == 37.35
+    assert network["images_per_second_at_fmax"] == pytest.approx(37.35e6 / cycles)
+    assert f"{cycles:,} cycles per image" in printed and "at the routed Fmax 37.35 MHz" in printed
+    # a per-layer bundle has no whole-network figures
+    assert main(["compile", str(tiny_mlp_onnx(tmp_path / "tiny.onnx")), "-s", "bwq", "--quant",
+                 "bwq3", "--config", str(toml), "-o", str(tmp_path / "layers"), "-q"]) == 0
+    assert main(["fpga", "--bundle", str(tmp_path / "layers"), "--core-mhz", "100",
+                 "--allow-timing-fail", "-o", str(tmp_path / "build2")]) == 0
+    assert "network" not in json.loads((tmp_path / "build2" / "report.json").read_text())
