@@ -34,6 +34,15 @@ from bitline.hw.unit.xbar_port import CrossbarSignature
 __all__ = ["CrossbarEmulator"]
 
 
+def _pack_levels(levels: np.ndarray, cell_bits: int) -> list[int]:
+    """Each row of ``levels`` as one integer, level ``i`` at bits ``[i*cell_bits,
+    (i+1)*cell_bits)`` (a memory word)."""
+    bits = (levels[:, :, None] >> np.arange(cell_bits)) & 1
+    packed = np.packbits(bits.reshape(len(levels), -1).astype(np.uint8), axis=1,
+                         bitorder="little")
+    return [int.from_bytes(row.tobytes(), "little") for row in packed]
+
+
 class _Request:
     """The read request as the array sees it (registered copies of the port's members)."""
 
@@ -81,27 +90,18 @@ class CrossbarEmulator(wiring.Component):
         padded = np.zeros((config.row_groups * config.ou_rows,
                            self._column_slots() * config.ou_cols), dtype=np.int64)
         padded[:config.rows, :config.cols] = self._levels
-        # [g, k, h, j] -> word (g, h), lane k, column j
+        # [g, k, h, j] -> word (g, h): lane k, column j
         blocks = padded.reshape(config.row_groups, config.ou_rows, -1, config.ou_cols)
-        words = []
-        for g in range(config.row_groups):
-            for h in range(blocks.shape[2]):
-                levels = blocks[g, :, h, :].reshape(-1)
-                words.append(sum(int(level) << (config.cell_bits * index)
-                                 for index, level in enumerate(levels) if level))
-        return words
+        words = blocks.transpose(0, 2, 1, 3).reshape(-1, config.ou_rows * config.ou_cols)
+        return _pack_levels(words, config.cell_bits)
 
     def _bank_init(self, bank: int) -> list[int]:
+        """Initial words of row bank ``bank`` (rows ``g*ou_rows + bank``, whole rows)."""
         config = self.config
-        words = []
-        for group in range(config.row_groups):
-            row = group * config.ou_rows + bank
-            word = 0
-            if self._levels is not None and row < config.rows:
-                for column, level in enumerate(self._levels[row]):
-                    word |= int(level) << (column * config.cell_bits)
-            words.append(word)
-        return words
+        padded = np.zeros((config.row_groups * config.ou_rows, config.cols), dtype=np.int64)
+        if self._levels is not None:
+            padded[:config.rows] = self._levels
+        return _pack_levels(padded[bank::config.ou_rows], config.cell_bits)
 
     def elaborate(self, platform):
         config = self.config
