@@ -21,6 +21,7 @@ A design that does not fit stops at place-and-route with :class:`DesignDoesNotFi
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -272,6 +273,7 @@ def _tail(path: Path, lines: int = 25) -> str:
 def build_bitstream(config, out_dir: str | Path, *, board: str = "ulx3s-85f",
                     core_hz: float | None = None, baud: int | None = None, memories=None,
                     unit_entries: int | None = None, seed: int = 1,
+                    distributed_ram: tuple[str, ...] = (),
                     step_timeout: float | None = None, log=None) -> dict:
     """Build a bitstream of the accelerator ``config`` on ``board``; return the report.
 
@@ -292,6 +294,11 @@ def build_bitstream(config, out_dir: str | Path, *, board: str = "ulx3s-85f",
         A preloaded program and the entry-memory depth (see ``bitline verilog --bundle``).
     seed:
         nextpnr's placer seed.
+    distributed_ram:
+        Name patterns (``fnmatch``, e.g. ``"psum*"``) of memories to build in distributed
+        RAM instead of block RAM (Yosys ``ram_style = "distributed"``): trades LUT4 for
+        ``DP16KD`` where block RAM, not logic, is scarce (docs/fpga.md section 6). Each must
+        name a memory of the design.
     step_timeout:
         Seconds each tool may run (default: no limit).
     log:
@@ -304,8 +311,8 @@ def build_bitstream(config, out_dir: str | Path, *, board: str = "ulx3s-85f",
         ``resources``, ``clocks``, ``timing_met``, ``critical_path``; also ``board``,
         ``device``, ``config``, ``core_hz``, ``baud``, ``pll``, ``seconds`` per step (wall),
         ``cpu_seconds`` per tool step (the tools' user + system time), ``lut_mapper``
-        (``abc9``, or ``abc`` with ``BITLINE_SYNTH_CLASSIC_ABC``), ``tools`` and
-        ``bitstream``).
+        (``abc9``, or ``abc`` with ``BITLINE_SYNTH_CLASSIC_ABC``), ``distributed_ram``,
+        ``tools`` and ``bitstream``).
 
     Raises
     ------
@@ -330,7 +337,8 @@ def build_bitstream(config, out_dir: str | Path, *, board: str = "ulx3s-85f",
 
     start = time.perf_counter()
     top, plan = _elaborate(spec, config, out, core_hz=core_hz, baud=baud, memories=memories,
-                           unit_entries=unit_entries, seed=seed)
+                           unit_entries=unit_entries, seed=seed,
+                           distributed_ram=tuple(distributed_ram))
     seconds["elaborate"] = time.perf_counter() - start
     units = f"{config.n_xbars} unit{'s' if config.n_xbars != 1 else ''}"
     log(f"elaborated the {spec.name} top ({units}) in "
@@ -350,13 +358,14 @@ def build_bitstream(config, out_dir: str | Path, *, board: str = "ulx3s-85f",
 
     report = _report(spec, config, top, baud=baud, seed=seed, seconds=seconds, env=env,
                      nextpnr=json.loads((out / NEXTPNR_REPORT).read_text()))
+    report["distributed_ram"] = list(distributed_ram)
     report["cpu_seconds"] = {name: round(value, 1) for name, value in cpu_seconds.items()}
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
 def _elaborate(spec, config, out: Path, *, core_hz, baud: int, memories, unit_entries,
-               seed: int):
+               seed: int, distributed_ram: tuple[str, ...] = ()):
     """Write the board top's build plan (RTLIL, scripts, constraints) and config into ``out``.
 
     Products of an earlier build (reports, bitstream) are removed so that a failed step never
@@ -383,13 +392,31 @@ def _elaborate(spec, config, out: Path, *, core_hz, baud: int, memories, unit_en
         overrides["script_after_synth"] = (
             "techmap -map +/lattice/latches_map.v; abc -lut 4 -dress; clean; "
             f"synth_ecp5 -top {TOP_NAME} -run map_cells:")
+    if distributed_ram:
+        overrides["script_after_read"] = "\n".join(
+            f'setattr -set ram_style "distributed" */{pattern}' for pattern in distributed_ram)
     with fast_memory_init():  # the same RTLIL, without a Python object per init bit
         plan = spec.platform().build(top, name=TOP_NAME, do_build=False, **overrides)
     plan.extract(out)
+    if distributed_ram:
+        _check_memory_patterns((out / f"{TOP_NAME}.il").read_text(), distributed_ram)
     config.save(out / "config.toml")
     for stale in (NEXTPNR_REPORT, REPORT_FILE, f"{TOP_NAME}.bit"):
         (out / stale).unlink(missing_ok=True)
     return top, plan
+
+
+#: A memory of an RTLIL module: ``memory width W size D \name``.
+_RTLIL_MEMORY = re.compile(r"^\s*memory\b.*\s\\(\S+)$", re.M)
+
+
+def _check_memory_patterns(rtlil: str, patterns: tuple[str, ...]) -> None:
+    """Refuse a ``distributed_ram`` pattern that names no memory of the design."""
+    names = sorted(set(_RTLIL_MEMORY.findall(rtlil)))
+    for pattern in patterns:
+        if not fnmatch.filter(names, pattern):
+            raise ValueError(f"--distributed-ram {pattern!r} matches no memory of the design; "
+                             f"its memories are {', '.join(names)}")
 
 
 def _run_step(step: _Step, setup: list[str], out: Path, env: dict[str, str],

@@ -59,13 +59,17 @@ def _console(silent: bool = False):
 @click.option("--allow-timing-fail", is_flag=True,
               help="Exit 0 even if the design misses the core clock (the bitstream is "
                    "written either way).")
+@click.option("--distributed-ram", "distributed_ram", multiple=True, metavar="PATTERN",
+              help="Build the memories whose names match PATTERN (fnmatch, e.g. 'psum*', "
+                   "the partial sums) in distributed RAM instead of block RAM; repeatable. "
+                   "For designs short of block RAM, not of LUTs (docs/fpga.md section 6).")
 @json_option
 @quiet_option
 @click.option("-o", "--output", "out_dir", required=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Build directory (bitstream, logs, report.json).")
 def fpga(board_name, config_path, preset_name, bundle_dir, xbars, core_mhz, baud,
-         unit_entries, seed, allow_timing_fail, as_json, quiet, out_dir):
+         unit_entries, seed, allow_timing_fail, distributed_ram, as_json, quiet, out_dir):
     """Build an FPGA bitstream of the accelerator with a UART host bridge; report resources
     and Fmax (BUILD/report.json).
 
@@ -92,7 +96,7 @@ def fpga(board_name, config_path, preset_name, bundle_dir, xbars, core_mhz, baud
         report = build_bitstream(hardware, out_dir, board=board_spec.name,
                                  core_hz=core_mhz * 1e6 if core_mhz else None, baud=baud,
                                  memories=memories, unit_entries=unit_entries, seed=seed,
-                                 log=log)
+                                 distributed_ram=distributed_ram, log=log)
     except FPGABuildError as error:
         raise RunFailed(str(error)) from None
     network = _network_rates(bundle_dir, report) if bundle_dir else None

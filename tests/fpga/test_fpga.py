@@ -610,3 +610,32 @@ def test_cli_fpga_reports_a_network_bundles_images_per_second(tmp_path, monkeypa
     assert main(["fpga", "--bundle", str(tmp_path / "layers"), "--core-mhz", "100",
                  "--allow-timing-fail", "-o", str(tmp_path / "build2")]) == 0
     assert "network" not in json.loads((tmp_path / "build2" / "report.json").read_text())
+
+
+def test_distributed_ram_goes_into_the_yosys_script_and_must_name_a_memory(tmp_path,
+                                                                           monkeypatch):
+    from bitline.hw.toolchain.fpga import build_bitstream
+    from bitline.sw.cli import main
+
+    fake_toolchain(tmp_path, monkeypatch)
+    out = tmp_path / "build"
+    report = build_bitstream(small_config(n_xbars=1), out, core_hz=50e6,
+                             distributed_ram=("psum*", "bank*"))
+    script = (out / "bitline_top.ys").read_text().splitlines()
+    # after the design is read, before synthesis
+    read = script.index("read_rtlil bitline_top.il")
+    assert script[read + 1:read + 3] == ['setattr -set ram_style "distributed" */psum*',
+                                         'setattr -set ram_style "distributed" */bank*']
+    assert any(line.strip().startswith("synth_ecp5") for line in script[read + 3:])
+    assert report["distributed_ram"] == ["psum*", "bank*"]
+    assert build_bitstream(small_config(n_xbars=1), tmp_path / "plain", core_hz=50e6
+                           )["distributed_ram"] == []
+    assert "setattr" not in (tmp_path / "plain" / "bitline_top.ys").read_text()
+    config = tmp_path / "small.toml"
+    small_config(n_xbars=1).save(config)
+    assert main(["fpga", "--config", str(config), "--distributed-ram", "psums*",
+                 "-o", str(tmp_path / "typo")]) == 2
+    with pytest.raises(ValueError, match=r"'psums\*' matches no memory of the design; its "
+                                         r"memories are .*psum0"):
+        build_bitstream(small_config(n_xbars=1), tmp_path / "typo2",
+                        distributed_ram=("psums*",))
