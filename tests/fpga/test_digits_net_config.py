@@ -64,12 +64,13 @@ def blocks(depth: int, width: int, lane_bits: int = 0) -> int:
                for words, bits in DP16KD_SHAPES)
 
 
-def board_ebr(config: AcceleratorConfig) -> int:
+def board_ebr(config: AcceleratorConfig, distributed: frozenset = frozenset()) -> int:
     """Estimated ``DP16KD`` of the board top: the accelerator's memories, its units' row
-    lookups and the bridge's receive FIFO (bytes)."""
+    lookups and the bridge's receive FIFO (bytes); the memory kinds named in
+    ``distributed`` are built in distributed RAM (``bitline fpga --distributed-ram``)."""
     total = 0
     for kind in memory_inventory(config):
-        if kind.depth > LUTRAM_MAX_DEPTH:
+        if kind.depth > LUTRAM_MAX_DEPTH and kind.name not in distributed:
             copies = 2 if kind.name in TWO_READ_PORTS else 1
             total += kind.count * copies * blocks(kind.depth, kind.width, kind.lane_bits)
     depth = 1 << clog2(config.rows)
@@ -89,6 +90,9 @@ def test_estimate_equals_the_measured_builds():
     assert digits_net.emulator_ou_words == 1
     assert board_ebr(replace(digits_net, emulator_ou_words=0)) == 168
     assert board_ebr(digits_net) == 168 + 7 * 3
+    # and the routed build (docs/fpga.md section 6: --distributed-ram 'psum*', the units'
+    # partial sums, one DP16KD per ADC lane, in distributed RAM): 133 DP16KD
+    assert board_ebr(digits_net, frozenset({"partial sums"})) == 133
 
 
 @pytest.fixture(scope="module")
