@@ -153,8 +153,9 @@ class CrossbarEmulator(wiring.Component):
         group_bits = config.ou_cols * config.cell_bits
         phase_bits = adcs * config.cell_bits
         phase_levels = []
+        ou_levels = groups(request.col_group)
         for bank in range(config.ou_rows):
-            group = groups(request.col_group)[bank]
+            group = ou_levels[bank]
             group = Cat(group, Const(0, config.conversions_per_read * phase_bits - group_bits))
             selected = group.word_select(request.phase, phase_bits) \
                 if config.conversions_per_read > 1 else group
